@@ -1,0 +1,44 @@
+"""Server settings: one dataclass, filled by the CLI (``callbridge serve``) or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "database_url_for"]
+
+DEFAULT_DATA_DIR = Path("callbridge-data")
+
+
+def database_url_for(data_dir: Path) -> str:
+    """The embedded SQLite database of a data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / 'callbridge.db').resolve()}"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = None  # default: SQLite in data_dir
+    media_address: str | None = None  # default: `host` when it is a loopback address
+    ring_timeout: float = 30.0  # seconds before an unanswered call ends with `no-answer`
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)  # STUN/TURN, none by default
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or database_url_for(self.data_dir)
+
+    @property
+    def effective_media_addresses(self) -> list[str] | None:
+        """Addresses ICE may gather on; ``None`` lets aioice pick the machine's interfaces."""
+        if self.media_address:
+            return [self.media_address]
+        try:
+            if ipaddress.ip_address(self.host).is_loopback:
+                return [self.host]
+        except ValueError:
+            pass  # a host name: let aioice choose
+        return None

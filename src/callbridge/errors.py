@@ -1,0 +1,171 @@
+"""Error codes and the exception tree, shared by the server and the client SDK.
+
+Every error a peer can cause has a stable ``code`` (the table below, documented in
+docs/protocol.md), a ``message`` saying what was wrong, a ``cause`` and a ``resolution``.
+
+    CallbridgeError                 base of everything callbridge raises on purpose
+    ├── ProtocolError               a peer sent something wrong; carries an ErrorCode
+    │   └── (server side: sent back as an `error` message, the connection stays open)
+    ├── MediaError                  the media plane could not do what was asked (bad SDP, …)
+    └── RemoteError                 SDK side: the server answered a request with `error`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "ERRORS",
+    "CallbridgeError",
+    "ErrorCode",
+    "ErrorInfo",
+    "MediaError",
+    "ProtocolError",
+    "RemoteError",
+]
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_MESSAGE = "invalid_message"
+    NOT_LOGGED_IN = "not_logged_in"
+    ALREADY_LOGGED_IN = "already_logged_in"
+    INVALID_TOKEN = "invalid_token"
+    TOKEN_EXPIRED = "token_expired"
+    CALL_NOT_FOUND = "call_not_found"
+    NOT_YOUR_CALL = "not_your_call"
+    INVALID_STATE = "invalid_state"
+    INVALID_SDP = "invalid_sdp"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    INVALID_CANDIDATE = "invalid_candidate"
+    DESTINATION_NOT_FOUND = "destination_not_found"
+    DTMF_NOT_NEGOTIATED = "dtmf_not_negotiated"
+    INVALID_DIGITS = "invalid_digits"
+    INTERNAL = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    cause: str
+    resolution: str
+
+
+ERRORS: dict[ErrorCode, ErrorInfo] = {
+    ErrorCode.INVALID_JSON: ErrorInfo(
+        "The frame is not a JSON object.",
+        "Send each message as one JSON object in a text frame.",
+    ),
+    ErrorCode.MESSAGE_TOO_LARGE: ErrorInfo(
+        "The message is larger than the server accepts (64 KiB).",
+        "Send smaller messages; an SDP offer is normally a few KiB.",
+    ),
+    ErrorCode.UNKNOWN_TYPE: ErrorInfo(
+        "The `type` field names no message of the protocol.",
+        "Use one of the message types in docs/protocol.md.",
+    ),
+    ErrorCode.INVALID_MESSAGE: ErrorInfo(
+        "A field is missing or has the wrong type or value.",
+        "Fix the field named in the message (see docs/protocol.md).",
+    ),
+    ErrorCode.NOT_LOGGED_IN: ErrorInfo(
+        "Calls need a session.",
+        "Send session.login with a token first and wait for session.ready.",
+    ),
+    ErrorCode.ALREADY_LOGGED_IN: ErrorInfo(
+        "This connection already has a session.",
+        "Open another connection for another session.",
+    ),
+    ErrorCode.INVALID_TOKEN: ErrorInfo(
+        "The token is unknown or was revoked.",
+        "Get a new token (`callbridge token USER`).",
+    ),
+    ErrorCode.TOKEN_EXPIRED: ErrorInfo(
+        "The token's lifetime is over.",
+        "Get a new token (`callbridge token USER --ttl ...`).",
+    ),
+    ErrorCode.CALL_NOT_FOUND: ErrorInfo(
+        "No call with this id exists (it may have ended).",
+        "Use a call_id from call.trying or call.incoming of a call that has not ended.",
+    ),
+    ErrorCode.NOT_YOUR_CALL: ErrorInfo(
+        "The call belongs to another session.",
+        "Act only on calls this connection placed or was offered.",
+    ),
+    ErrorCode.INVALID_STATE: ErrorInfo(
+        "The call is not in a state that allows this.",
+        "Check the call's state; e.g. hold needs an answered call.",
+    ),
+    ErrorCode.INVALID_SDP: ErrorInfo(
+        "The SDP could not be used.",
+        "Send the SDP exactly as RTCPeerConnection produced it, with one audio m-line.",
+    ),
+    ErrorCode.UNSUPPORTED_CODEC: ErrorInfo(
+        "The SDP offers no audio codec callbridge carries.",
+        "Offer opus, PCMU or PCMA.",
+    ),
+    ErrorCode.INVALID_CANDIDATE: ErrorInfo(
+        "The ICE candidate could not be parsed or used.",
+        "Send event.candidate.candidate as is; mDNS (.local) candidates are not resolved.",
+    ),
+    ErrorCode.DESTINATION_NOT_FOUND: ErrorInfo(
+        "No user has this extension, number or name.",
+        "Dial an existing extension, number or user name.",
+    ),
+    ErrorCode.DTMF_NOT_NEGOTIATED: ErrorInfo(
+        "The call did not negotiate telephone-event (RFC 4733).",
+        "Offer telephone-event at the audio codec's clock rate.",
+    ),
+    ErrorCode.INVALID_DIGITS: ErrorInfo(
+        "DTMF digits are 0-9, *, #, A-D and ',' for a pause.",
+        "Send only those characters.",
+    ),
+    ErrorCode.INTERNAL: ErrorInfo(
+        "The server failed unexpectedly; the failure is logged.",
+        "Retry; report it if it persists.",
+    ),
+}
+
+
+class CallbridgeError(Exception):
+    """Base of every error callbridge raises on purpose."""
+
+
+class ProtocolError(CallbridgeError):
+    """A peer sent something wrong. ``message`` says exactly what."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_wire(self, req_id: str | None = None, call_id: str | None = None) -> dict[str, object]:
+        info = ERRORS[self.code]
+        msg: dict[str, object] = {
+            "type": "error",
+            "req_id": req_id,
+            "code": self.code.value,
+            "message": self.message,
+            "cause": info.cause,
+            "resolution": info.resolution,
+        }
+        if call_id is not None:
+            msg["call_id"] = call_id
+        return msg
+
+
+class MediaError(ProtocolError):
+    """The media plane refused a request (bad SDP, no common codec, …)."""
+
+
+class RemoteError(CallbridgeError):
+    """SDK side: the server answered a request with an ``error`` message."""
+
+    def __init__(self, code: str, message: str, cause: str = "", resolution: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.cause = cause
+        self.resolution = resolution

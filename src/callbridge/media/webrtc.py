@@ -1,0 +1,329 @@
+"""The glue between callbridge and aiortc: ICE restriction, codec set, and our own RTP path.
+
+aiortc does ICE, DTLS, SRTP and SDP for us. Its media path (one decoder thread per receiver,
+stereo 96 kbit/s Opus, a per-frame Python loop per sender, no telephone-event) does not fit a
+media server, so :class:`RtpPort` takes the RTP path of one audio transceiver over:
+
+- inbound: the transceiver's receiver hands every RTP packet to our callback instead of its
+  jitter buffer and decoder (telephone-event packets included, RFC 4733);
+- outbound: the sender's RTP loop is replaced; packets are sent by :meth:`RtpPort.send` with
+  the sender's SSRC and MID, one sequence space, and optionally a *pump* coroutine that
+  produces them (the client SDK's microphone loop).
+
+Every use of an aiortc private name is in this module, and ``pyproject.toml`` pins aiortc's
+minor version; ``tests/test_webrtc_glue.py`` fails loudly if an upgrade moves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice.ice
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.codecs import CODECS as AIORTC_CODECS
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from callbridge.media.codecs import CodecSpec, codec_for_mime
+
+__all__ = [
+    "IdleTrack",
+    "NegotiatedAudio",
+    "OutboundClock",
+    "RtpPacket",
+    "RtpPort",
+    "audio_codec_preferences",
+    "register_codecs",
+    "restrict_ice_addresses",
+    "rtc_configuration",
+]
+
+TELEPHONE_EVENT = "audio/telephone-event"
+# Dynamic payload types for telephone-event; the offerer's numbers win in an answer.
+_TE_PAYLOAD_TYPES = {48000: 110, 8000: 126}
+_AUDIO_MIMES = ("audio/opus", "audio/pcmu", "audio/pcma", TELEPHONE_EVENT)
+
+
+def register_codecs() -> None:
+    """Add telephone-event (RFC 4733) at 48 kHz (for Opus) and 8 kHz (for G.711) to aiortc.
+
+    aiortc matches codecs by MIME type and clock rate, so both are needed for a browser's
+    ``telephone-event/48000`` next to Opus and ``telephone-event/8000`` next to PCMU.
+    Idempotent.
+    """
+    audio = AIORTC_CODECS["audio"]
+    have = {(c.mimeType.lower(), c.clockRate) for c in audio}
+    for rate, pt in _TE_PAYLOAD_TYPES.items():
+        if (TELEPHONE_EVENT, rate) not in have:
+            audio.append(
+                RTCRtpCodecParameters(
+                    mimeType="audio/telephone-event",
+                    clockRate=rate,
+                    channels=1,
+                    payloadType=pt,
+                    parameters={"0-16": None},
+                )
+            )
+
+
+def audio_codec_preferences(first: str | None = None) -> list[RTCRtpCodecCapability]:
+    """Opus, PCMU, PCMA and telephone-event, with ``first`` (e.g. ``"PCMU"``) moved ahead.
+
+    G.722 is left out: callbridge does not carry it (see docs/protocol.md, Media).
+    """
+    register_codecs()
+    caps = [
+        RTCRtpCodecCapability(
+            mimeType=c.mimeType, clockRate=c.clockRate, channels=c.channels, parameters={}
+        )
+        for c in AIORTC_CODECS["audio"]
+        if c.mimeType.lower() in _AUDIO_MIMES
+    ]
+    if first:
+        caps.sort(key=lambda c: c.mimeType.lower() != f"audio/{first.lower()}")
+    return caps
+
+
+_ice_addresses: list[str] | None = None
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _restricted_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    assert _ice_addresses is not None
+    return [
+        a
+        for a in _ice_addresses
+        if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+        or (use_ipv6 and ipaddress.ip_address(a).version == 6)
+    ]
+
+
+def restrict_ice_addresses(addresses: Sequence[str] | None) -> None:
+    """Gather ICE host candidates only on ``addresses`` (``None`` restores aioice's default).
+
+    aioice has no option for this and leaves loopback out of its own list, so its
+    ``get_host_addresses`` is replaced process-wide. Loopback addresses are allowed here.
+    """
+    global _ice_addresses
+    if addresses is None:
+        _ice_addresses = None
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    for a in addresses:
+        ipaddress.ip_address(a)  # ValueError for a name or a typo
+    _ice_addresses = list(addresses)
+    aioice.ice.get_host_addresses = _restricted_host_addresses
+
+
+def rtc_configuration(ice_servers: Iterable[dict[str, Any]] = ()) -> RTCConfiguration:
+    """An RTCConfiguration with exactly the given ICE servers (none by default: no STUN)."""
+    servers = [
+        RTCIceServer(
+            urls=s["urls"], username=s.get("username"), credential=s.get("credential")
+        )
+        for s in ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
+class IdleTrack(MediaStreamTrack):
+    """A track that never yields: it only makes aiortc negotiate ``sendrecv``."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stopped = asyncio.Event()
+
+    async def recv(self) -> Any:
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        self._stopped.set()
+        super().stop()
+
+
+@dataclass
+class NegotiatedAudio:
+    """What offer/answer settled for one audio m-line."""
+
+    codec: CodecSpec  # what we send (the first common codec)
+    payload_type: int
+    te_payload_type: int | None  # telephone-event at the codec's clock rate, if agreed
+    recv: dict[int, CodecSpec | None] = field(default_factory=dict)  # pt -> codec (None = TE)
+
+    @classmethod
+    def from_codecs(cls, codecs: Sequence[RTCRtpCodecParameters]) -> NegotiatedAudio:
+        audio = [(c, codec_for_mime(c.mimeType)) for c in codecs]
+        first = next(((c, s) for c, s in audio if s is not None), None)
+        if first is None:
+            raise ValueError("no common audio codec (callbridge carries opus, PCMU, PCMA)")
+        params, spec = first
+        te = next(
+            (
+                c.payloadType
+                for c in codecs
+                if c.mimeType.lower() == TELEPHONE_EVENT and c.clockRate == spec.clock_rate
+            ),
+            None,
+        )
+        recv: dict[int, CodecSpec | None] = {}
+        for c, s in audio:
+            if s is not None:
+                recv[c.payloadType] = s
+            elif c.mimeType.lower() == TELEPHONE_EVENT:
+                recv[c.payloadType] = None
+        return cls(codec=spec, payload_type=params.payloadType, te_payload_type=te, recv=recv)
+
+
+OnRtp = Callable[[RtpPacket], Awaitable[None]]
+Pump = Callable[["RtpPort"], Awaitable[None]]
+
+
+class RtpPort:
+    """Our RTP path on one aiortc audio transceiver (see the module docstring).
+
+    Create it right after the transceiver exists and before offer/answer completes;
+    :attr:`ready` is set once both directions are negotiated and :attr:`audio` is known.
+    """
+
+    def __init__(
+        self, transceiver: RTCRtpTransceiver, on_rtp: OnRtp, pump: Pump | None = None
+    ) -> None:
+        self._sender: RTCRtpSender = transceiver.sender
+        self._receiver = transceiver.receiver
+        self._on_rtp = on_rtp
+        self._pump = pump
+        self._ext_map = HeaderExtensionsMap()
+        self._mid: str | None = None
+        self._seq = random.randint(0, 32767)  # < 2^15 like aiortc: avoids SRTP rollover bugs
+        self._send_codecs: list[RTCRtpCodecParameters] | None = None
+        self._recv_codecs: list[RTCRtpCodecParameters] | None = None
+        self.audio: NegotiatedAudio | None = None
+        self.ready = asyncio.Event()
+        self.packets_sent = 0
+        self._hook()
+
+    @property
+    def ssrc(self) -> int:
+        return int(self._sender._ssrc)
+
+    def _hook(self) -> None:
+        sender, receiver = self._sender, self._receiver
+        orig_send = sender.send
+        orig_receive = receiver.receive
+
+        async def send(parameters: RTCRtpSendParameters) -> None:
+            self._mid = parameters.muxId
+            self._ext_map.configure(parameters)
+            self._send_codecs = list(parameters.codecs)
+            self._maybe_ready()
+            await orig_send(parameters)
+
+        async def receive(parameters: RTCRtpReceiveParameters) -> None:
+            self._recv_codecs = list(parameters.codecs)
+            self._maybe_ready()
+            await orig_receive(parameters)
+
+        async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            if self.audio is not None:
+                await self._on_rtp(packet)
+
+        sender.send = send
+        receiver.receive = receive
+        receiver._handle_rtp_packet = handle_rtp
+        sender._run_rtp = self._run_rtp
+
+    def _maybe_ready(self) -> None:
+        if self._send_codecs is not None and self._recv_codecs is not None:
+            try:
+                audio = NegotiatedAudio.from_codecs(self._send_codecs)
+                audio.recv = NegotiatedAudio.from_codecs(self._recv_codecs).recv
+            except ValueError:
+                return  # callers check common codecs on the SDP before this point
+            self.audio = audio
+            self.ready.set()
+
+    async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
+        # Replaces RTCRtpSender._run_rtp; RTCRtpSender.stop() waits on these two events.
+        started: asyncio.Event = self._sender._RTCRtpSender__rtp_started
+        exited: asyncio.Event = self._sender._RTCRtpSender__rtp_exited
+        started.set()
+        try:
+            if self._pump is not None:
+                await self._pump(self)
+            else:
+                await asyncio.Event().wait()  # packets are pushed by send()
+        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            pass
+        finally:
+            exited.set()
+
+    async def send(self, payload: bytes, payload_type: int, timestamp: int, marker: int) -> None:
+        """Send one RTP packet in this port's SSRC and sequence space."""
+        packet = RtpPacket(
+            payload_type=payload_type,
+            marker=marker,
+            sequence_number=self._seq,
+            timestamp=timestamp & 0xFFFFFFFF,
+            ssrc=self.ssrc,
+            payload=payload,
+        )
+        packet.extensions.mid = self._mid
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.packets_sent += 1
+        try:
+            await self._sender.transport._send_rtp(packet.serialize(self._ext_map))
+        except ConnectionError:
+            pass  # transport closing: the call is ending anyway
+
+
+class OutboundClock:
+    """RTP timestamps for one outgoing stream whose source can change (relay, music, …).
+
+    Each source has its own timestamp base; when the source changes, the stream is re-anchored
+    so the receiver sees time move on by the wall-clock gap (at least one frame), and the first
+    packet of the new source carries the marker bit (RFC 3551 §4.1 talkspurt start).
+    """
+
+    def __init__(self, clock_rate: int, step: int) -> None:
+        self.clock_rate = clock_rate
+        self.step = step
+        self._source: object = None
+        self._offset = random.getrandbits(32)
+        self._last_out: int | None = None
+        self._last_wall = 0.0
+
+    def map(self, source: object, source_ts: int) -> tuple[int, int]:
+        """Return (outgoing timestamp, marker) for a packet of ``source`` at ``source_ts``."""
+        now = time.monotonic()
+        marker = 0
+        if source is not self._source:
+            if self._last_out is not None:
+                gap = max(self.step, int((now - self._last_wall) * self.clock_rate))
+                self._offset = self._last_out + gap - source_ts
+            self._source = source
+            marker = 1
+        out = (source_ts + self._offset) & 0xFFFFFFFF
+        self._last_out = out
+        self._last_wall = now
+        return out, marker
