@@ -51,6 +51,7 @@ __all__ = [
     "RtpPacket",
     "RtpPort",
     "audio_codec_preferences",
+    "keep_carried_codecs",
     "register_codecs",
     "restrict_ice_addresses",
     "rtc_configuration",
@@ -92,7 +93,7 @@ def audio_codec_preferences(first: str | None = None) -> list[RTCRtpCodecCapabil
     register_codecs()
     caps = [
         RTCRtpCodecCapability(
-            mimeType=c.mimeType, clockRate=c.clockRate, channels=c.channels, parameters={}
+            mimeType=c.mimeType, clockRate=c.clockRate, channels=c.channels, parameters=c.parameters
         )
         for c in AIORTC_CODECS["audio"]
         if c.mimeType.lower() in _AUDIO_MIMES
@@ -100,6 +101,19 @@ def audio_codec_preferences(first: str | None = None) -> list[RTCRtpCodecCapabil
     if first:
         caps.sort(key=lambda c: c.mimeType.lower() != f"audio/{first.lower()}")
     return caps
+
+
+def keep_carried_codecs(transceiver: RTCRtpTransceiver) -> bool:
+    """After a remote offer: drop the codecs callbridge does not carry (G.722, RED, CN, …).
+
+    aiortc settles an answer's codecs in setRemoteDescription, before codec preferences can be
+    set on the transceiver it creates, so the negotiated list is filtered here instead.
+    Returns False when no audio codec callbridge carries is left.
+    """
+    codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+    kept = [c for c in codecs if c.mimeType.lower() in _AUDIO_MIMES]
+    transceiver._codecs = kept
+    return any(codec_for_mime(c.mimeType) is not None for c in kept)
 
 
 _ice_addresses: list[str] | None = None

@@ -1,0 +1,92 @@
+"""The MediaServer interface: how the control plane drives the media plane.
+
+Every call takes and returns plain data (strings, bools, frozen dataclasses of those), so an
+implementation can live in this process (:class:`callbridge.media.engine.InProcessMediaServer`),
+in worker processes, or in an external media engine, without the control plane noticing.
+
+An *endpoint* is one leg's media: a WebRTC peer connection ending at the server. Endpoints are
+*bridged* in pairs; each endpoint has an *output*: what its device hears. By default that is
+the audio of the endpoint it is bridged to; a *player* (hold music, silence) replaces it until
+stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = [
+    "DtmfReceived",
+    "EndpointState",
+    "EndpointStateChanged",
+    "MediaEvent",
+    "MediaServer",
+    "PlayerName",
+]
+
+EndpointState = Literal["connecting", "connected", "failed", "closed"]
+PlayerName = Literal["hold-music", "silence"]
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    endpoint_id: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStateChanged:
+    endpoint_id: str
+    state: EndpointState
+
+
+MediaEvent = DtmfReceived | EndpointStateChanged
+
+
+class MediaServer(Protocol):
+    """What the control plane may ask of the media plane. Errors: ``callbridge.errors.MediaError``."""
+
+    def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
+        """Deliver media events (DTMF, connection state) to ``handler`` in the control loop."""
+
+    async def answer(self, endpoint_id: str, offer_sdp: str) -> str:
+        """Create an endpoint from a device's offer; return the server's answer SDP."""
+
+    async def offer(self, endpoint_id: str, prefer_codec: str | None = None) -> str:
+        """Create an endpoint and return the server's offer SDP (``prefer_codec`` first)."""
+
+    async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
+        """Complete an endpoint created by :meth:`offer` with the device's answer."""
+
+    async def add_candidate(
+        self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
+    ) -> None:
+        """Add a trickled remote ICE candidate; ``None`` means end-of-candidates."""
+
+    def local_candidates(self, endpoint_id: str) -> list[tuple[str, str | None, int]]:
+        """The server's candidates for an endpoint: (candidate line, sdp_mid, m-line index)."""
+
+    def codec(self, endpoint_id: str) -> str | None:
+        """The negotiated audio codec name (``opus``, ``PCMU``, ``PCMA``), once known."""
+
+    async def bridge(self, a_id: str, b_id: str) -> None:
+        """Connect two endpoints: each hears the other. Replaces any earlier bridge of either."""
+
+    async def unbridge(self, endpoint_id: str) -> None:
+        """Disconnect an endpoint from its bridge partner (both then hear nothing)."""
+
+    async def set_muted(self, endpoint_id: str, muted: bool) -> None:
+        """Stop (or restart) forwarding the endpoint's inbound audio to anyone."""
+
+    async def play(self, endpoint_id: str, player: PlayerName) -> None:
+        """Replace what the endpoint hears with a player until :meth:`stop_playing`."""
+
+    async def stop_playing(self, endpoint_id: str) -> None:
+        """Return the endpoint's output to its bridge partner."""
+
+    async def close(self, endpoint_id: str) -> None:
+        """Tear the endpoint down. Unknown ids are ignored."""
+
+    async def shutdown(self) -> None:
+        """Close every endpoint."""
