@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fractions
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -67,7 +68,7 @@ class AudioEncoder:
 
     def __init__(self, spec: CodecSpec, bitrate: int = 32000) -> None:
         self.spec = spec
-        ctx = av.CodecContext.create(spec.av_encoder, "w")
+        ctx: Any = av.CodecContext.create(spec.av_encoder, "w")
         ctx.format = "s16"
         ctx.layout = "mono"
         ctx.sample_rate = spec.sample_rate
@@ -92,7 +93,7 @@ class AudioDecoder:
 
     def __init__(self, spec: CodecSpec) -> None:
         self.spec = spec
-        ctx = av.CodecContext.create(spec.av_decoder, "r")
+        ctx: Any = av.CodecContext.create(spec.av_decoder, "r")
         ctx.format = "s16"
         ctx.layout = "mono"
         ctx.sample_rate = spec.sample_rate
@@ -123,4 +124,7 @@ class Resampler:
             return [pcm]
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.src_rate
-        return [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return [
+            f.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            for f in self._resampler.resample(frame)
+        ]

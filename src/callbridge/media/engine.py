@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
@@ -20,6 +20,7 @@ from callbridge.errors import ErrorCode, MediaError
 from callbridge.media.codecs import AudioDecoder, AudioEncoder, CodecSpec, Resampler
 from callbridge.media.interface import (
     DtmfReceived,
+    EndpointState,
     EndpointStateChanged,
     MediaEvent,
     PlayerName,
@@ -106,7 +107,7 @@ class _Endpoint:
         state = self.pc.connectionState
         if state in ("connected", "failed", "closed") and state != self.state:
             self.state = state
-            self.server.emit(EndpointStateChanged(self.id, state))
+            self.server.emit(EndpointStateChanged(self.id, cast(EndpointState, state)))
 
     @property
     def spec(self) -> CodecSpec | None:

@@ -45,7 +45,7 @@ MediaEvent = DtmfReceived | EndpointStateChanged
 
 
 class MediaServer(Protocol):
-    """What the control plane may ask of the media plane. Errors: ``callbridge.errors.MediaError``."""
+    """What the control plane may ask of the media plane (errors: ``MediaError``)."""
 
     def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
         """Deliver media events (DTMF, connection state) to ``handler`` in the control loop."""

@@ -150,9 +150,7 @@ def restrict_ice_addresses(addresses: Sequence[str] | None) -> None:
 def rtc_configuration(ice_servers: Iterable[dict[str, Any]] = ()) -> RTCConfiguration:
     """An RTCConfiguration with exactly the given ICE servers (none by default: no STUN)."""
     servers = [
-        RTCIceServer(
-            urls=s["urls"], username=s.get("username"), credential=s.get("credential")
-        )
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
         for s in ice_servers
     ]
     return RTCConfiguration(iceServers=servers)
@@ -192,6 +190,7 @@ class NegotiatedAudio:
         if first is None:
             raise ValueError("no common audio codec (callbridge carries opus, PCMU, PCMA)")
         params, spec = first
+        payload_type = int(params.payloadType or 0)
         te = next(
             (
                 c.payloadType
@@ -202,11 +201,13 @@ class NegotiatedAudio:
         )
         recv: dict[int, CodecSpec | None] = {}
         for c, s in audio:
+            if c.payloadType is None:
+                continue
             if s is not None:
                 recv[c.payloadType] = s
             elif c.mimeType.lower() == TELEPHONE_EVENT:
                 recv[c.payloadType] = None
-        return cls(codec=spec, payload_type=params.payloadType, te_payload_type=te, recv=recv)
+        return cls(codec=spec, payload_type=payload_type, te_payload_type=te, recv=recv)
 
 
 OnRtp = Callable[[RtpPacket], Awaitable[None]]
@@ -262,10 +263,11 @@ class RtpPort:
             if self.audio is not None:
                 await self._on_rtp(packet)
 
-        sender.send = send
-        receiver.receive = receive
-        receiver._handle_rtp_packet = handle_rtp
-        sender._run_rtp = self._run_rtp
+        # Instance attributes shadow the methods; aiortc calls them through `self.`.
+        sender.send = send  # type: ignore[method-assign]
+        receiver.receive = receive  # type: ignore[method-assign]
+        receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+        sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
 
     def _maybe_ready(self) -> None:
         if self._send_codecs is not None and self._recv_codecs is not None:
@@ -279,8 +281,8 @@ class RtpPort:
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
         # Replaces RTCRtpSender._run_rtp; RTCRtpSender.stop() waits on these two events.
-        started: asyncio.Event = self._sender._RTCRtpSender__rtp_started
-        exited: asyncio.Event = self._sender._RTCRtpSender__rtp_exited
+        started: asyncio.Event = getattr(self._sender, "_RTCRtpSender__rtp_started")  # noqa: B009
+        exited: asyncio.Event = getattr(self._sender, "_RTCRtpSender__rtp_exited")  # noqa: B009
         started.set()
         try:
             if self._pump is not None:

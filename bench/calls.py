@@ -1,0 +1,230 @@
+"""Benchmark: N concurrent 1:1 calls through a real callbridge server.
+
+    .venv/bin/python bench/calls.py                  # N = 1, 10, 20, 40; 20 s of audio each
+    .venv/bin/python bench/calls.py -n 20 -d 30      # one size, longer
+    .venv/bin/python bench/calls.py --codec PCMU
+
+For each N the orchestrator (this process) starts a fresh server, creates 2N users, and starts
+a *load process* (``--load``) that logs 2N softphones in, places N calls, answers them, and has
+every leg send a real tone (Opus or G.711, encoded per frame by the SDK) for the duration. The
+load process reports what its receivers saw; this process samples the server's CPU and memory
+from /proc. Printed per N:
+
+- server CPU-seconds per leg per second of audio (2 server legs per call);
+- % late or lost frames at the receivers: lost = sequence gaps; late = arrived more than
+  60 ms after the packet's due time (first packet's arrival + RTP timestamp delta, using the
+  earliest-arriving packet as the reference);
+- setup time call.create -> call.answered (the callee answers as soon as it rings), p50 / p95;
+- server memory per call: RSS growth from before the calls to the middle of the audio phase,
+  divided by N.
+
+Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+# ------------------------------------------------------------------------------ load process
+async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    from callbridge.client import Phone, ToneSource
+    from callbridge.media.webrtc import restrict_ice_addresses
+
+    restrict_ice_addresses(["127.0.0.1"])
+    url, pairs, duration = spec["url"], spec["pairs"], spec["duration"]
+    codecs = [spec["codec"]] if spec["codec"] else None
+    callers = [Phone(url, p["caller_token"]) for p in pairs]
+    callees = [Phone(url, p["callee_token"]) for p in pairs]
+    await asyncio.gather(*(ph.login() for ph in callers + callees))
+
+    answered: list[Any] = []
+
+    def auto_answer(phone: Phone, tone: float) -> None:
+        async def on_incoming(call: Any) -> None:
+            await call.answer(source=ToneSource(tone), codecs=codecs, collect_stats=True)
+            answered.append(call)
+
+        phone.on("incoming", on_incoming)
+
+    for i, ph in enumerate(callees):
+        auto_answer(ph, 1000 + i)
+
+    async def place(i: int) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        call = await callers[i].call(
+            pairs[i]["callee_ext"], source=ToneSource(440 + i), codecs=codecs, collect_stats=True
+        )
+        await call.wait_for("answered", timeout=30)
+        return call, time.perf_counter() - t0
+
+    results = await asyncio.gather(*(place(i) for i in range(len(pairs))))
+    setup = [r[1] for r in results]
+    out_calls = [r[0] for r in results]
+    print(json.dumps({"phase": "audio"}), flush=True)  # the orchestrator starts measuring
+    await asyncio.sleep(1.0)  # settle: ICE/DTLS done, jitter references set
+    for call in out_calls + answered:
+        call.media.reset_stats()
+    await asyncio.sleep(duration)
+    stats = [call.media.stats() for call in out_calls + answered]
+    print(json.dumps({"phase": "done"}), flush=True)
+    for call in out_calls:
+        await call.hangup()
+    await asyncio.gather(*(ph.close() for ph in callers + callees))
+    return {"setup": setup, "stats": stats}
+
+
+# ------------------------------------------------------------------------------ orchestrator
+async def make_users(database_url: str, n: int) -> list[dict[str, str]]:
+    from callbridge.store import Store
+
+    store = await Store.open(database_url)
+    pairs = []
+    for i in range(n):
+        await store.add_user(f"caller{i}", str(10000 + i))
+        await store.add_user(f"callee{i}", str(20000 + i))
+        caller_token, _ = await store.create_token(f"caller{i}", timedelta(hours=2))
+        callee_token, _ = await store.create_token(f"callee{i}", timedelta(hours=2))
+        pairs.append(
+            {"caller_token": caller_token, "callee_token": callee_token, "callee_ext": str(20000 + i)}
+        )
+    await store.close()
+    return pairs
+
+
+def run_size(n: int, duration: float, codec: str | None) -> dict[str, Any]:
+    import httpx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "callbridge", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--data-dir", tmp, "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            db = f"sqlite+aiosqlite:///{Path(tmp, 'callbridge.db').resolve()}"
+            pairs = asyncio.run(make_users(db, n))
+            rss0 = rss_bytes(server.pid)
+            spec = {"url": f"ws://127.0.0.1:{port}/ws", "pairs": pairs,
+                    "duration": duration, "codec": codec}  # fmt: skip
+            load = subprocess.Popen(
+                [sys.executable, __file__, "--load"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+            assert load.stdin is not None and load.stdout is not None
+            load.stdin.write(json.dumps(spec))
+            load.stdin.close()
+            result: dict[str, Any] = {}
+            cpu0 = t0 = load_cpu0 = 0.0
+            rss_mid = 0
+            for line in load.stdout:
+                msg = json.loads(line)
+                if msg.get("phase") == "audio":
+                    time.sleep(1.0)  # the load process settles for 1 s too
+                    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+                    load_cpu0 = cpu_seconds(load.pid)
+                    time.sleep(duration / 2)
+                    rss_mid = rss_bytes(server.pid)
+                elif msg.get("phase") == "done":
+                    cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+                    load_cpu1 = cpu_seconds(load.pid)
+                else:
+                    result = msg
+            load.wait(60)
+        finally:
+            server.terminate()
+            server.wait(20)
+    elapsed = t1 - t0
+    stats = result["stats"]
+    expected = sum(s["expected"] for s in stats)
+    bad = sum(s["lost"] + s["late"] for s in stats)
+    return {
+        "n": n,
+        "cpu_per_leg": (cpu1 - cpu0) / elapsed / (2 * n),
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+        "load_cpu_pct": 100 * (load_cpu1 - load_cpu0) / elapsed,
+        "late_lost_pct": 100 * bad / expected if expected else float("nan"),
+        "lost": sum(s["lost"] for s in stats),
+        "late": sum(s["late"] for s in stats),
+        "expected": expected,
+        "setup_p50_ms": 1000 * statistics.median(result["setup"]),
+        "setup_p95_ms": 1000 * percentile(result["setup"], 95),
+        "mem_per_call_kib": (rss_mid - rss0) / n / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-n", type=int, action="append", help="concurrent calls (repeatable)")
+    ap.add_argument("-d", "--duration", type=float, default=20.0, help="seconds of audio")
+    ap.add_argument("--codec", choices=["opus", "PCMU", "PCMA"], default="opus")
+    ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.load:
+        spec = json.loads(sys.stdin.read())
+        print(json.dumps(asyncio.run(run_load(spec))), flush=True)
+        return
+    sizes = args.n or [1, 10, 20, 40]
+    print(f"# callbridge bench/calls.py — {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, codec {args.codec}, "
+          f"{args.duration:.0f} s of audio per size; server and load process on this machine")  # fmt: skip
+    print(f"{'N':>4} {'legs':>5} {'cpu-s/leg/s':>12} {'server%':>8} {'load%':>6} "
+          f"{'late+lost%':>10} {'setup p50':>10} {'p95':>8} {'KiB/call':>9}")  # fmt: skip
+    for n in sizes:
+        r = run_size(n, args.duration, args.codec)
+        print(f"{n:>4} {2 * n:>5} {r['cpu_per_leg']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
+              f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
+              f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
+              f"{r['mem_per_call_kib']:>9.0f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""The ``callbridge`` command: run the server and manage users, login tokens and API keys.
+
+    callbridge serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] ...
+    callbridge users add NAME --extension EXT [--number E164] [--display-name TEXT]
+    callbridge users list
+    callbridge token NAME [--ttl 24h]
+    callbridge apikey create [--name NAME]
+
+Every command takes ``--data-dir`` (default ``./callbridge-data``, holding the SQLite
+database) or ``--database-url`` (any SQLAlchemy async URL; it wins over ``--data-dir``).
+Commands that print a secret print it alone on the last line, so scripts can take it with
+``tail -n 1``.
+
+Exit codes: 0 success, 1 the database could not be used, 2 bad arguments or a refused
+request (user exists, unknown user, …), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import re
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from callbridge import __version__
+from callbridge.config import DEFAULT_DATA_DIR, ServerConfig, database_url_for
+from callbridge.store import SchemaError, Store, StoreError, User, UserNotFound
+
+__all__ = ["build_parser", "main", "parse_ttl"]
+
+PROG = "callbridge"
+EXIT_OK = 0
+EXIT_DATABASE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_TTL = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)", re.ASCII)
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_TTL = timedelta(days=3650)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A request the CLI refuses or cannot carry out: printed as one line, no traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# argument types ---------------------------------------------------------------------------
+def parse_ttl(text: str) -> timedelta:
+    """``90s``, ``30m``, ``24h``, ``7d`` or plain seconds (``3600``) as a timedelta."""
+    match = _TTL.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid ttl {text!r}: use a number of seconds or e.g. 90s, 30m, 24h, 7d"
+        )
+    seconds = float(match[1]) * _TTL_UNITS[match[2]]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"invalid ttl {text!r}: it must be more than 0")
+    if seconds > MAX_TTL.total_seconds():
+        raise argparse.ArgumentTypeError(
+            f"invalid ttl {text!r}: at most {MAX_TTL.days}d; issue a new token instead"
+        )
+    return timedelta(seconds=seconds)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use 1 to 65535")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use seconds, more than 0")
+    return value
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid address {text!r}: use an IP address of this machine, e.g. 192.0.2.10"
+        ) from None
+
+
+def _ice_url(*schemes: str) -> Callable[[str], str]:
+    """An argument type for ICE server URLs (RFC 7064 stun:, RFC 7065 turn:)."""
+
+    def parse(text: str) -> str:
+        scheme, _, rest = text.partition(":")
+        if scheme not in schemes or not rest:
+            names = " or ".join(f"{s}:" for s in schemes)
+            raise argparse.ArgumentTypeError(
+                f"invalid URL {text!r}: it starts with {names}, e.g. {schemes[0]}:host:3478"
+            )
+        return text
+
+    return parse
+
+
+# parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    database = argparse.ArgumentParser(add_help=False)
+    group = database.add_argument_group("database")
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="DIR",
+        help="directory of the SQLite database (default: ./%(default)s)",
+    )
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy async URL, e.g. postgresql+asyncpg://user:pw@host/db "
+        "(default: SQLite in --data-dir)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="callbridge: a self-hosted programmable voice platform."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", parents=[database], help="run the server", description="Run the server."
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument("--port", type=_port, default=8080, help="port to listen on (%(default)s)")
+    serve.add_argument(
+        "--media-address",
+        type=_ip_address,
+        metavar="IP",
+        help="address for media (ICE); default: --host if it is a loopback address, "
+        "else every interface",
+    )
+    serve.add_argument(
+        "--ring-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds before an unanswered call ends with no-answer (%(default)s)",
+    )
+    serve.add_argument(
+        "--stun",
+        type=_ice_url("stun", "stuns"),
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN server for ICE, e.g. stun:stun.example.org:3478 (repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--turn",
+        type=_ice_url("turn", "turns"),
+        action="append",
+        default=[],
+        metavar="URL",
+        help="TURN server for ICE, e.g. turn:turn.example.org:3478?transport=udp "
+        "(repeatable; all use --turn-username and --turn-password)",
+    )
+    serve.add_argument("--turn-username", metavar="NAME")
+    serve.add_argument("--turn-password", metavar="PASSWORD")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.set_defaults(run=_serve)
+
+    users = commands.add_parser("users", help="add and list users").add_subparsers(
+        dest="users_command", required=True, metavar="ACTION"
+    )
+    add = users.add_parser("add", parents=[database], help="add a user", description="Add a user.")
+    add.add_argument("name", help="login name: 1-64 letters, digits, '.', '_' or '-'")
+    add.add_argument("--extension", required=True, help="2-8 digits, dialled to reach the user")
+    add.add_argument("--number", help="E.164 number, e.g. +14155550100")
+    add.add_argument("--display-name", help='name shown to callees, e.g. "Alice Smith"')
+    add.set_defaults(run=_users_add)
+    listing = users.add_parser(
+        "list", parents=[database], help="list users", description="List users."
+    )
+    listing.set_defaults(run=_users_list)
+
+    token = commands.add_parser(
+        "token",
+        parents=[database],
+        help="print a login token for a user",
+        description="Print a login token (for session.login on /ws) on the last line.",
+    )
+    token.add_argument("name", help="the user's name")
+    token.add_argument(
+        "--ttl",
+        type=parse_ttl,
+        default=timedelta(hours=24),
+        help="lifetime: 90s, 30m, 24h, 7d or seconds (default: 24h)",
+    )
+    token.set_defaults(run=_token)
+
+    apikey = commands.add_parser("apikey", help="manage REST API keys").add_subparsers(
+        dest="apikey_command", required=True, metavar="ACTION"
+    )
+    create = apikey.add_parser(
+        "create",
+        parents=[database],
+        help="create an API key",
+        description="Create a REST API key and print it on the last line.",
+    )
+    create.add_argument("--name", help="a label for the key, e.g. the app using it")
+    create.set_defaults(run=_apikey_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "serve":
+            _check_ice_options(parser, args)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed why
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _check_ice_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.turn and (args.turn_username is None or args.turn_password is None):
+        parser.error("--turn needs --turn-username and --turn-password")
+    if (args.turn_username is not None or args.turn_password is not None) and not args.turn:
+        parser.error("--turn-username and --turn-password need --turn URL")
+
+
+# commands ---------------------------------------------------------------------------------
+def _with_store(args: argparse.Namespace, body: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``body`` with the store open; store refusals and database failures become
+    ``CommandError``s (one line, no traceback)."""
+
+    async def go() -> T:
+        async with await Store.open(_database_url(args)) as store:
+            return await body(store)
+
+    try:
+        return asyncio.run(go())
+    except (SchemaError, SQLAlchemyError, OSError) as exc:
+        message = f"cannot use the database {_shown_url(args)}: {_reason(exc)}"
+        raise CommandError(message, EXIT_DATABASE) from exc
+    except (StoreError, ValueError) as exc:  # their messages name the field and the rule
+        raise CommandError(str(exc)) from exc
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    user = _with_store(
+        args,
+        lambda store: store.add_user(
+            args.name, args.extension, number=args.number, display_name=args.display_name
+        ),
+    )
+    print(f"added user {_describe(user)}")
+    return EXIT_OK
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    users = _with_store(args, lambda store: store.list_users())
+    if not users:
+        print(f"no users yet; add one with: {_command(args, 'users add NAME --extension EXT')}")
+        return EXIT_OK
+    rows = [("NAME", "EXTENSION", "NUMBER", "DISPLAY NAME")]
+    rows += [(u.name, u.extension, u.number or "-", u.display_name or "-") for u in users]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*padded, row[-1]]))
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    async def create(store: Store) -> tuple[str, datetime]:
+        try:
+            return await store.create_token(args.name, args.ttl)
+        except UserNotFound as exc:
+            raise CommandError(f"{exc} (see: {_command(args, 'users list')})") from exc
+
+    token, expires_at = _with_store(args, create)
+    print(
+        f"login token for {args.name}, valid until "
+        f"{expires_at.strftime('%Y-%m-%d %H:%M:%S')} UTC (ttl {_ttl_text(args.ttl)}):"
+    )
+    print(token)
+    return EXIT_OK
+
+
+def _apikey_create(args: argparse.Namespace) -> int:
+    key = _with_store(args, lambda store: store.create_api_key(args.name))
+    label = f" {args.name!r}" if args.name else ""
+    print(f"API key{label} created. It is shown only this once; keep it secret:")
+    print(key)
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        media_address=args.media_address,
+        ring_timeout=args.ring_timeout,
+        ice_servers=_ice_servers(args),
+    )
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if level > logging.DEBUG:
+        # Alembic narrates every start-up at INFO; callbridge.store logs actual migrations.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    # Opening the store first migrates it, and reports an unusable database as one line
+    # before anything listens.
+    if not _with_store(args, lambda store: store.list_users()):
+        print(_newcomer_hint(args), file=sys.stderr)
+
+    # Imported here: the server pulls in the media stack (aiortc, PyAV), which the other
+    # commands do not need.
+    from callbridge.server import serve
+
+    asyncio.run(serve(config))
+    return EXIT_OK
+
+
+def _ice_servers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    servers: list[dict[str, Any]] = [{"urls": url} for url in args.stun]
+    servers += [
+        {"urls": url, "username": args.turn_username, "credential": args.turn_password}
+        for url in args.turn
+    ]
+    return servers
+
+
+def _newcomer_hint(args: argparse.Namespace) -> str:
+    return "\n".join(
+        [
+            "callbridge: no users yet. Add one and get a login token with:",
+            f"  {_command(args, 'users add alice --extension 1001')}",
+            f"  {_command(args, 'token alice')}",
+            f"then connect to {_ws_url(args.host, args.port)} and send "
+            '{"type": "session.login", "token": "<the token>"}.',
+        ]
+    )
+
+
+# helpers ----------------------------------------------------------------------------------
+def _database_url(args: argparse.Namespace) -> str:
+    url: str | None = args.database_url
+    return url if url else database_url_for(args.data_dir)
+
+
+def _shown_url(args: argparse.Namespace) -> str:
+    """The database URL, safe to print: any password is masked."""
+    url = _database_url(args)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable --database-url)"
+
+
+def _command(args: argparse.Namespace, rest: str) -> str:
+    """A ``callbridge`` command line that uses the same database as this one."""
+    if args.database_url:
+        where = f"--database-url {shlex.quote(_shown_url(args))}"
+    else:
+        where = f"--data-dir {shlex.quote(str(args.data_dir))}"
+    return f"{PROG} {rest} {where}"
+
+
+def _ws_url(host: str, port: int) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"ws://{host}:{port}/ws"
+    if address.is_unspecified:  # listening everywhere: loopback works from this machine
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"ws://{shown}:{port}/ws"
+
+
+def _describe(user: User) -> str:
+    parts = [f"extension {user.extension}"]
+    if user.number:
+        parts.append(f"number {user.number}")
+    if user.display_name:
+        parts.append(f"display name {user.display_name!r}")
+    return f"{user.name}: {', '.join(parts)}"
+
+
+def _ttl_text(ttl: timedelta) -> str:
+    seconds = ttl.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return str(exc.orig)  # the driver's message, without SQLAlchemy's SQL dump
+    return str(exc)

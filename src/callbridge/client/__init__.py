@@ -1,0 +1,76 @@
+"""callbridge's Python calling SDK: seed 001's ``Phone`` and ``Call``, over docs/protocol.md.
+
+::
+
+    from callbridge.client import BufferSink, Phone, ToneSource
+
+    async with Phone("ws://127.0.0.1:8080/ws", token) as phone:
+        phone.on("incoming", lambda call: print("ringing:", call.from_))
+        call = await phone.call("105", source=ToneSource(440), sink=BufferSink())
+        await call.wait_for("answered", timeout=30)
+        await call.send_dtmf("1234#")
+        await call.hangup()
+
+Modules: :mod:`~callbridge.client.phone` (the session), :mod:`~callbridge.client.call` (a call
+and its states), :mod:`~callbridge.client.media` (the call's WebRTC peer connection and RFC
+4733 DTMF), :mod:`~callbridge.client.audio` (sources and sinks), :mod:`~callbridge.client.events`
+(event names, payloads, how handlers run), :mod:`~callbridge.client.errors`. Audio analysis for
+tests is in :mod:`callbridge.testing`.
+"""
+
+from callbridge.client.audio import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioSink,
+    AudioSource,
+    BufferSink,
+    CallbackSink,
+    SilenceSource,
+    ToneSource,
+    WavRecorder,
+    WavSource,
+)
+from callbridge.client.call import Call, CallDirection, CallState
+from callbridge.client.errors import CallEndedError, CallStateError, ClientError, NotConnectedError
+from callbridge.client.events import (
+    CallEventName,
+    EndReason,
+    Event,
+    EventName,
+    HeldBy,
+    PhoneEventName,
+)
+from callbridge.client.media import CallMedia, MediaStats
+from callbridge.client.phone import EventStream, Phone, PhoneState, SessionInfo
+
+__all__ = [
+    "FRAME_SAMPLES",
+    "SAMPLE_RATE",
+    "AudioSink",
+    "AudioSource",
+    "BufferSink",
+    "Call",
+    "CallDirection",
+    "CallEndedError",
+    "CallEventName",
+    "CallMedia",
+    "CallState",
+    "CallStateError",
+    "CallbackSink",
+    "ClientError",
+    "EndReason",
+    "Event",
+    "EventName",
+    "EventStream",
+    "HeldBy",
+    "MediaStats",
+    "NotConnectedError",
+    "Phone",
+    "PhoneEventName",
+    "PhoneState",
+    "SessionInfo",
+    "SilenceSource",
+    "ToneSource",
+    "WavRecorder",
+    "WavSource",
+]

@@ -1,0 +1,503 @@
+"""One call as this device sees it: state, events, and the in-call commands of seed 001.
+
+A :class:`Call` is made by the :class:`~callbridge.client.Phone` (``phone.call(...)`` or an
+``incoming`` event), never directly. Its state follows the server's messages; its commands
+send a request and return when the server has answered it (an ``error`` raises
+:class:`~callbridge.errors.RemoteError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from callbridge.client.audio import AudioSink, AudioSource
+from callbridge.client.errors import CallEndedError, CallStateError
+from callbridge.client.events import CallEventName, Event, EventEmitter, HeldBy
+from callbridge.client.media import CallMedia
+from callbridge.errors import CallbridgeError, ErrorCode, RemoteError
+
+if TYPE_CHECKING:
+    from callbridge.client.phone import Phone
+
+__all__ = ["Call", "CallDirection", "CallState"]
+
+log = logging.getLogger(__name__)
+
+CallDirection = Literal["outgoing", "incoming"]
+
+
+class CallState(StrEnum):
+    """The states of a call, as this device sees it (compare with plain strings too)::
+
+    outgoing: TRYING ──call.ringing──▶ RINGING ──call.answered──▶ ACTIVE ◀─call.resumed─┐
+                 └──────────call.answered─────────────────────────▲  │                  │
+    incoming:                 RINGING ──answer()──call.answered───┘  └──call.held──▶ HELD
+    transfer: ACTIVE/HELD ──call.ringing──▶ RINGING (the far party is connected to a new
+              target; call.answered brings it back to ACTIVE)
+    every state except ENDED ──call.ended / session over──▶ ENDED
+    """
+
+    TRYING = "trying"  # call.create sent and accepted; the server is routing it
+    RINGING = "ringing"  # a device of the callee rings (incoming: this device rings)
+    ACTIVE = "active"  # answered: audio flows both ways
+    HELD = "held"  # one of the parties put the call on hold
+    ENDED = "ended"  # over; end_reason says why
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.TRYING: frozenset({CallState.RINGING, CallState.ACTIVE, CallState.ENDED}),
+    CallState.RINGING: frozenset({CallState.ACTIVE, CallState.ENDED}),
+    CallState.ACTIVE: frozenset({CallState.HELD, CallState.RINGING, CallState.ENDED}),
+    CallState.HELD: frozenset({CallState.ACTIVE, CallState.RINGING, CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+# wait_for(): events that stay true once they happened, and pairs where the later one wins.
+_ONCE = frozenset({"trying", "ringing", "answered", "ended"})
+_OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
+
+_NoArgEvent = Literal["trying", "ringing", "answered", "muted", "unmuted"]
+
+
+class Call:
+    """A call of this device (seed 001's ``call`` object).
+
+    Attributes: :attr:`id` (the server's ``call_id`` of this leg), :attr:`direction`
+    (``"outgoing"``/``"incoming"``), :attr:`from_`, :attr:`from_name`, :attr:`to`,
+    :attr:`state`, :attr:`end_reason`, :attr:`held_by`, :attr:`is_muted`, and :attr:`media`
+    (the :class:`~callbridge.client.media.CallMedia`: seed 001's ``peerConnection`` is
+    ``call.media.pc``; ``None`` for an incoming call until it is answered).
+
+    Events (``call.on(name, handler)``, see :mod:`callbridge.client.events`): ``trying``,
+    ``ringing``, ``answered``, ``held(by)``, ``resumed(by)``, ``muted``, ``unmuted``,
+    ``dtmf(digit)``, ``ended(reason)``.
+    """
+
+    _seq = itertools.count()
+
+    def __init__(
+        self,
+        phone: Phone,
+        call_id: str,
+        direction: CallDirection,
+        *,
+        from_: str = "",
+        from_name: str = "",
+        to: str = "",
+        media: CallMedia | None = None,
+        offer_sdp: str | None = None,
+    ) -> None:
+        self._phone = phone
+        self.id = call_id
+        self.direction: CallDirection = direction
+        self.from_ = from_
+        self.from_name = from_name
+        self.to = to
+        self.media = media
+        self.end_reason: str | None = None
+        self.last_error: RemoteError | None = None
+        """The latest ``error`` the server sent about this call."""
+        self._state = CallState.TRYING if direction == "outgoing" else CallState.RINGING
+        self._holders: list[HeldBy] = []  # who holds the call, oldest first
+        self._server_muted = False
+        self._offer_sdp = offer_sdp
+        self._early_candidates: list[dict[str, Any]] = []  # incoming, before answer()
+        self._emitter: EventEmitter[CallEventName] = EventEmitter(phone._tasks)
+        self._last: dict[str, tuple[int, Event]] = {}
+        self._waiters: list[tuple[str, asyncio.Future[Event]]] = []
+        self._media_task: asyncio.Task[Any] | None = None
+        loop = asyncio.get_running_loop()
+        # Outgoing: phone.call() returns once the server's answer to our offer is applied and
+        # routing has an outcome (ringing or answered); call.ended before that fails it.
+        self._setup: asyncio.Future[None] = loop.create_future()
+        self._answer_applied = direction == "incoming"
+        self._routed = direction == "incoming"
+        self._setup_step()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.direction} {self.from_!r}->{self.to!r} {self.state}>"
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    @property
+    def state(self) -> CallState:
+        """``trying``, ``ringing``, ``active``, ``held`` or ``ended`` (a :class:`CallState`)."""
+        return self._state
+
+    @property
+    def held_by(self) -> HeldBy | None:
+        """``"local"`` if we hold the call, ``"remote"`` if the far party does, else ``None``."""
+        return self._holders[-1] if self._holders else None
+
+    @property
+    def is_muted(self) -> bool:
+        """True while our audio does not reach the far party: muted here or at the server."""
+        return self._server_muted or (self.media is not None and self.media.muted)
+
+    @property
+    def is_live(self) -> bool:
+        """True until the call has ended."""
+        return self._state is not CallState.ENDED
+
+    def _over(self) -> bool:
+        # A method, not the property: the state can change across an await, and mypy would
+        # otherwise keep a narrowed `is_live` from before it.
+        return self._state is CallState.ENDED
+
+    def _set_state(self, new: CallState) -> None:
+        old = self._state
+        if new is old:
+            return
+        if new not in _TRANSITIONS[old]:
+            raise CallStateError(f"call {self.id}: no transition from {old} to {new}")
+        log.debug("call %s: %s -> %s", self.id, old, new)
+        self._state = new
+
+    def _move(self, new: CallState, cause: str) -> None:
+        """Follow the server; an impossible move is logged and the state kept."""
+        try:
+            self._set_state(new)
+        except CallStateError as exc:
+            log.warning("%s (after %s); state kept", exc, cause)
+
+    # ------------------------------------------------------------------------------------------
+    # events
+
+    @overload
+    def on(self, name: _NoArgEvent, handler: Callable[[], object]) -> Callable[[], object]: ...
+    @overload
+    def on(
+        self, name: Literal["held", "resumed"], handler: Callable[[HeldBy], object]
+    ) -> Callable[[HeldBy], object]: ...
+    @overload
+    def on(
+        self, name: Literal["dtmf", "ended"], handler: Callable[[str], object]
+    ) -> Callable[[str], object]: ...
+    def on(self, name: CallEventName, handler: Callable[..., object]) -> Callable[..., object]:
+        """Call ``handler`` on every ``name`` event (arguments: see the class docstring).
+
+        A handler may be a plain function or a coroutine function (run in a task the phone
+        owns). Returns the handler, for :meth:`off`.
+        """
+        return self._emitter._add(name, handler)
+
+    def off(self, name: CallEventName, handler: Callable[..., object]) -> None:
+        """Remove a handler added with :meth:`on`."""
+        self._emitter.off(name, handler)
+
+    # A timeout argument like asyncio.wait_for's: the seed's API, and it names what timed out.
+    async def wait_for(
+        self,
+        name: CallEventName,
+        timeout: float | None = 10.0,  # noqa: ASYNC109
+    ) -> Event:
+        """Wait for the event ``name`` and return it (``event.data`` is the wire message).
+
+        Returns at once when the call is already there: ``trying``, ``ringing``, ``answered``
+        and ``ended`` once they happened; ``held``/``resumed`` and ``muted``/``unmuted`` when
+        they are the latest of their pair. Otherwise (and always for ``dtmf``) waits for the
+        next one.
+
+        :raises CallEndedError: the call ended first (unless waiting for ``ended``).
+        :raises TimeoutError: nothing within ``timeout`` seconds.
+        """
+        done = self._settled(name)
+        if done is not None:
+            return done
+        if not self.is_live:
+            raise CallEndedError(self.id, self.end_reason, name)
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        waiter = (name, future)
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise TimeoutError(
+                f"call {self.id}: no {name!r} within {timeout} s (state {self.state})"
+            ) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _settled(self, name: str) -> Event | None:
+        seen = self._last.get(name)
+        if seen is None:
+            return None
+        if name in _ONCE:
+            return seen[1]
+        opposite = _OPPOSITE.get(name)
+        if opposite is not None:
+            later = self._last.get(opposite)
+            if later is None or later[0] < seen[0]:
+                return seen[1]
+        return None
+
+    def _event(self, name: CallEventName, data: dict[str, Any], *args: object) -> None:
+        event = Event(name, self, data)
+        self._last[name] = (next(self._seq), event)
+        for waiter in [w for w in self._waiters if w[0] == name]:
+            self._waiters.remove(waiter)
+            if not waiter[1].done():
+                waiter[1].set_result(event)
+        self._emitter._emit(name, *args)
+        self._phone._publish(event)
+
+    # ------------------------------------------------------------------------------------------
+    # messages from the server (called by the Phone, in arrival order)
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "sdp.answer":
+            self._media_op(self._apply_answer, str(msg.get("sdp", "")))
+        elif kind in ("ice.candidate", "ice.done"):
+            self._on_candidate(msg)
+        elif kind == "call.trying":
+            self._event("trying", msg)
+        elif kind == "call.ringing":
+            self._move(CallState.RINGING, "call.ringing")
+            self._routed = True
+            self._setup_step()
+            self._event("ringing", msg)
+        elif kind == "call.answered":
+            self._holders.clear()
+            self._move(CallState.ACTIVE, "call.answered")
+            self._routed = True
+            self._setup_step()
+            self._event("answered", msg)
+        elif kind == "call.held":
+            by: HeldBy = "remote" if msg.get("by") == "remote" else "local"
+            self._holders = [h for h in self._holders if h != by] + [by]
+            self._move(CallState.HELD, "call.held")
+            self._event("held", msg, by)
+        elif kind == "call.resumed":
+            by = "remote" if msg.get("by") == "remote" else "local"
+            self._holders = [h for h in self._holders if h != by]
+            if not self._holders:
+                self._move(CallState.ACTIVE, "call.resumed")
+            self._event("resumed", msg, by)
+        elif kind == "call.muted":
+            self._server_muted = True
+            self._event("muted", msg)
+        elif kind == "call.unmuted":
+            self._server_muted = False
+            self._event("unmuted", msg)
+        elif kind == "call.dtmf":
+            self._event("dtmf", msg, str(msg.get("digit", "")))
+        elif kind == "call.ended":
+            self._end(str(msg.get("reason", "hangup")), msg)
+        elif kind == "error":
+            self.last_error = _remote_error(msg)
+        else:
+            log.debug("call %s: ignoring %s", self.id, kind)
+
+    def _on_candidate(self, msg: dict[str, Any]) -> None:
+        if self.media is None:
+            self._early_candidates.append(msg)  # incoming call, not answered yet
+        else:
+            self._media_op(self._apply_candidate, msg)
+
+    def _end(self, reason: str, data: dict[str, Any]) -> None:
+        """The call is over (server said so, or the session ended): tell everyone, free media."""
+        if not self.is_live:
+            return
+        self.end_reason = reason
+        self._set_state(CallState.ENDED)
+        if not self._setup.done():
+            error = self.last_error or RemoteError(
+                reason, f"the call ended ({reason}) before the server answered the offer"
+            )
+            self._setup.set_exception(error)
+            self._setup.exception()  # retrieved: phone.call() may already have given up
+        self._phone._forget(self)
+        self._event("ended", data, reason)
+        for name, future in self._waiters:
+            if not future.done():
+                future.set_exception(CallEndedError(self.id, reason, name))
+        self._waiters.clear()
+        if self.media is not None:
+            self._media_op(_close_media, None)
+
+    # ------------------------------------------------------------------------------------------
+    # media operations: one at a time, in message order, off the message reader
+
+    def _media_op(self, op: Callable[[CallMedia, Any], Any], arg: Any) -> None:
+        previous = self._media_task
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            media = self.media
+            if media is None or (media.closed and op is not _close_media):
+                return
+            try:
+                await op(media, arg)
+            except CallbridgeError as exc:
+                log.warning("call %s: %s", self.id, exc)
+
+        self._media_task = self._phone._tasks.spawn(run(), name=f"call {self.id} media")
+
+    async def _apply_answer(self, media: CallMedia, sdp: str) -> None:
+        try:
+            await media.accept_answer(sdp)
+        except CallbridgeError as exc:
+            if not self._setup.done():
+                self._setup.set_exception(exc)
+            raise
+        self._answer_applied = True
+        self._setup_step()
+
+    def _setup_step(self) -> None:
+        if self._answer_applied and self._routed and not self._setup.done():
+            self._setup.set_result(None)
+
+    @staticmethod
+    async def _apply_candidate(media: CallMedia, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "ice.done":
+            await media.end_of_candidates()
+            return
+        index = msg.get("sdp_m_line_index")
+        await media.add_remote_candidate(
+            str(msg.get("candidate", "")),
+            msg.get("sdp_mid"),
+            index if isinstance(index, int) else None,
+        )
+
+    async def _wait_setup(self) -> None:
+        async with asyncio.timeout(self._phone.request_timeout):
+            await asyncio.shield(self._setup)
+
+    # ------------------------------------------------------------------------------------------
+    # commands
+
+    async def _request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return await self._phone.request({"type": kind, "call_id": self.id, **fields})
+
+    async def answer(
+        self,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        *,
+        codecs: Sequence[str] | None = None,
+    ) -> None:
+        """Answer this incoming call, sending ``source`` and playing into ``sink``.
+
+        ``codecs`` restricts and orders the codecs of our answer (e.g. ``["opus"]``).
+        Returns once the server accepted the answer (the ``answered`` event follows). If the
+        call has already ended (e.g. answered on another device) this does nothing; if it ends
+        during the answer, the server's ``error`` raises.
+
+        :raises CallStateError: for an outgoing call, or one answered already.
+        :raises RemoteError: the server refused (``invalid_state`` when another device won).
+        :raises MediaError: the server's offer could not be used.
+        """
+        if self.direction != "incoming":
+            raise CallStateError(f"call {self.id} is outgoing: only incoming calls are answered")
+        if not self.is_live:
+            return
+        if self.media is not None:
+            raise CallStateError(f"call {self.id} is answered already")
+        assert self._offer_sdp is not None
+        media = self.media = self._phone._new_media(source, sink, codecs)
+        early, self._early_candidates = self._early_candidates, []
+        for msg in early:
+            self._media_op(self._apply_candidate, msg)
+        try:
+            sdp = await media.answer_offer(self._offer_sdp)
+            if self._over():
+                await media.close()
+                return
+            await self._request("call.answer", sdp=sdp)
+        except BaseException:
+            if self.media is media and self.is_live:
+                self.media = None  # not answered: answer() may be tried again
+            await media.close()
+            raise
+
+    async def reject(self, reason: Literal["busy"] | None = None) -> None:
+        """Decline this incoming call; ``"busy"`` sends a busy signal to the caller.
+
+        This device stops ringing and the call ends here with reason ``rejected`` (or
+        ``busy``). Does nothing if the call has already ended.
+        """
+        if self.direction != "incoming":
+            raise CallStateError(f"call {self.id} is outgoing: use hangup()")
+        if not self.is_live:
+            return
+        fields = {"reason": reason} if reason else {}
+        await self._request("call.reject", **fields)
+        self._end(reason or "rejected", {"type": "call.ended", "call_id": self.id, "local": True})
+
+    async def hangup(self) -> None:
+        """End the call (cancels it while it rings). Does nothing if it has already ended."""
+        if not self.is_live:
+            return
+        try:
+            await self._request("call.hangup")
+        except RemoteError as exc:
+            if exc.code != ErrorCode.CALL_NOT_FOUND:
+                raise
+        self._end("hangup", {"type": "call.ended", "call_id": self.id, "local": True})
+
+    async def hold(self) -> None:
+        """Put the call on hold: the far party hears hold music (``held`` with ``by="local"``)."""
+        await self._request("call.hold")
+
+    async def resume(self) -> None:
+        """Take the call off hold (``resumed``)."""
+        await self._request("call.resume")
+
+    async def mute(self) -> None:
+        """Stop our audio: silence is sent from here and the server stops forwarding it."""
+        media = self.media
+        before = media.muted if media else False
+        if media is not None:
+            media.muted = True
+        try:
+            await self._request("call.mute")
+        except BaseException:
+            if media is not None:
+                media.muted = before
+            raise
+
+    async def unmute(self) -> None:
+        """Undo :meth:`mute`, here and at the server."""
+        await self._request("call.unmute")
+        if self.media is not None:
+            self.media.muted = False
+
+    async def transfer(self, destination: str) -> None:
+        """Blind-transfer the far party to ``destination`` (extension, number or user name).
+
+        Returns once the server accepted it; this call then ends with ``transferred``.
+        """
+        await self._request("call.transfer", destination=destination)
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
+        """Send DTMF ``digits`` in band (RFC 4733); see :meth:`CallMedia.send_dtmf`.
+
+        :raises CallStateError: the call has no media (an incoming call not yet answered).
+        :raises ProtocolError: ``invalid_digits`` or ``dtmf_not_negotiated``.
+        """
+        if self.media is None:
+            raise CallStateError(f"call {self.id} has no media yet: answer it first")
+        await self.media.send_dtmf(digits, duration_ms, gap_ms)
+
+
+async def _close_media(media: CallMedia, _: object) -> None:
+    await media.close()
+
+
+def _remote_error(msg: dict[str, Any]) -> RemoteError:
+    return RemoteError(
+        str(msg.get("code", "unknown")),
+        str(msg.get("message", "")),
+        str(msg.get("cause", "")),
+        str(msg.get("resolution", "")),
+    )

@@ -1,0 +1,41 @@
+"""Errors only the SDK raises (the shared tree is in :mod:`callbridge.errors`).
+
+    CallbridgeError                      callbridge.errors
+    ├── ProtocolError                    (``invalid_digits``, ``dtmf_not_negotiated`` from DTMF)
+    │   └── MediaError                   SDP or ICE the media could not use
+    ├── RemoteError                      the server answered a request with ``error``
+    └── ClientError                      the SDK itself refused or gave up:
+        ├── NotConnectedError            no session (before login, after logout, socket lost)
+        ├── CallStateError               the call's state does not allow it (answer outgoing)
+        └── CallEndedError               the call ended while we waited for something else
+
+Timeouts raise the built-in :class:`TimeoutError`.
+"""
+
+from __future__ import annotations
+
+from callbridge.errors import CallbridgeError
+
+__all__ = ["CallEndedError", "CallStateError", "ClientError", "NotConnectedError"]
+
+
+class ClientError(CallbridgeError):
+    """The SDK refused an action or gave up waiting; nothing was asked of the server."""
+
+
+class NotConnectedError(ClientError):
+    """The phone has no session: log in first, or the session is over."""
+
+
+class CallStateError(ClientError):
+    """The call's state does not allow this (e.g. answering an outgoing call)."""
+
+
+class CallEndedError(ClientError):
+    """The call ended while waiting for something else; ``reason`` says why it ended."""
+
+    def __init__(self, call_id: str, reason: str | None, waiting_for: str) -> None:
+        super().__init__(f"call {call_id} ended ({reason}) before {waiting_for!r}")
+        self.call_id = call_id
+        self.reason = reason
+        self.waiting_for = waiting_for

@@ -1,0 +1,148 @@
+"""Events of the SDK: their names, their payload, and how handlers run.
+
+Names are ``Literal`` types, so ``call.on("anwsered", ...)`` fails type-checking. The wire
+uses seed 001's dotted names (``call.answered``); Python uses the bare snake_case word.
+
+======================  =================  ===============================================
+event                   handler arguments  when
+======================  =================  ===============================================
+phone ``incoming``      ``(call)``         ``call.incoming``: a call rings this device
+phone ``error``         ``(RemoteError)``  an ``error`` that answers no request of ours
+phone ``disconnected``  ``(reason)``       the session is over (logout, socket closed)
+call ``trying``         ``()``             ``call.trying``
+call ``ringing``        ``()``             ``call.ringing`` (also while a transfer rings)
+call ``answered``       ``()``             ``call.answered``: audio flows both ways
+call ``held``           ``(by)``           ``call.held``; ``by`` is ``"local"``/``"remote"``
+call ``resumed``        ``(by)``           ``call.resumed``
+call ``muted``          ``()``             ``call.muted`` (server-side mute is on)
+call ``unmuted``        ``()``             ``call.unmuted``
+call ``dtmf``           ``(digit)``        ``call.dtmf``: the far party sent a digit
+call ``ended``          ``(reason)``       ``call.ended``, or the session ended locally
+======================  =================  ===============================================
+
+Every event is also an :class:`Event` (``name``, ``call``, ``data`` = the wire message), which
+``phone.events()`` yields and ``call.wait_for()`` returns.
+
+How handlers run: handlers are called in registration order, on the event loop, when the
+message is handled. A plain function runs right there (keep it short). A coroutine function's
+coroutine runs in a task owned by the :class:`~callbridge.client.Phone`; the phone awaits those
+tasks when it closes (and cancels them if they take longer than a moment). An exception in a
+handler is logged and does not stop other handlers or the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from callbridge.client.call import Call
+
+__all__ = [
+    "CallEventName",
+    "EndReason",
+    "Event",
+    "EventEmitter",
+    "EventName",
+    "HeldBy",
+    "PhoneEventName",
+]
+
+log = logging.getLogger(__name__)
+
+PhoneEventName = Literal["incoming", "error", "disconnected"]
+CallEventName = Literal[
+    "trying", "ringing", "answered", "held", "resumed", "muted", "unmuted", "dtmf", "ended"
+]
+EventName = PhoneEventName | CallEventName
+HeldBy = Literal["local", "remote"]
+EndReason = Literal[
+    "hangup",
+    "busy",
+    "rejected",
+    "no-answer",
+    "failed",
+    "canceled",
+    "answered-elsewhere",
+    "transferred",
+    "disconnected",
+]
+"""The reasons of docs/protocol.md ("Call end reasons"); a newer server may send others."""
+
+Handler = Callable[..., object]
+N = TypeVar("N", bound=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its ``name``, the call it concerns (``None`` for some phone events), and
+    ``data``, the wire message it came from (e.g. ``data["reason"]`` of ``ended``)."""
+
+    name: EventName
+    call: Call | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskOwner:
+    """Runs handler coroutines in tasks it keeps, so they can be awaited and cancelled."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def shutdown(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the tasks, then cancel the rest and await them."""
+        current = asyncio.current_task()
+        while tasks := {t for t in self._tasks if t is not current and not t.done()}:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            grace = 0.0  # tasks spawned meanwhile by the ones above get no more time
+
+
+class EventEmitter(Generic[N]):
+    """Handlers by event name; ``N`` is the ``Literal`` of the allowed names."""
+
+    def __init__(self, tasks: TaskOwner) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+        self._tasks = tasks
+
+    def _add(self, name: N, handler: Handler) -> Handler:
+        self._handlers.setdefault(name, []).append(handler)
+        return handler
+
+    def off(self, name: N, handler: Handler) -> None:
+        """Remove a handler added with ``on`` (no error if it is not there)."""
+        handlers = self._handlers.get(name, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    def _emit(self, name: N, *args: object) -> None:
+        for handler in list(self._handlers.get(name, ())):
+            try:
+                result = handler(*args)
+            except Exception:
+                log.exception("%s handler %r failed", name, handler)
+                continue
+            if inspect.isawaitable(result):
+                self._tasks.spawn(_await(result), name=f"{name} handler")
+
+
+async def _await(awaitable: Awaitable[object]) -> None:
+    await awaitable

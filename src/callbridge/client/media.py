@@ -1,0 +1,574 @@
+"""The media of one call: a WebRTC peer connection with our own audio path and RFC 4733 DTMF.
+
+:class:`CallMedia` is the SDK's ``RTCPeerConnection`` (seed 001's ``call.peerConnection`` is
+``call.media.pc``). aiortc does ICE, DTLS, SRTP and SDP; the RTP path is callbridge's own
+(:class:`callbridge.media.webrtc.RtpPort`):
+
+- sending: one loop per call reads the :class:`~callbridge.client.audio.AudioSource` every
+  20 ms on an absolute schedule, resamples 48 kHz to the negotiated codec, encodes and sends;
+  DTMF digits replace the audio packets while they play (RFC 4733, see :meth:`send_dtmf`);
+- receiving: telephone-event packets go to a detector (:attr:`CallMedia.on_dtmf`), audio is
+  decoded, resampled to 48 kHz and written to the :class:`~callbridge.client.audio.AudioSink`.
+
+It can be used without a server: two ``CallMedia`` exchanging offer and answer in one process
+form a complete call (that is how ``tests/test_client_media.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCSessionDescription
+from aiortc.exceptions import OperationError
+from aiortc.sdp import candidate_from_sdp
+
+from callbridge.client._aiortc_fix import fix_codec_preference_matching
+from callbridge.client.audio import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioSink,
+    AudioSource,
+    SilenceSource,
+)
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.media.codecs import (
+    CODECS,
+    FRAME_MS,
+    AudioDecoder,
+    AudioEncoder,
+    Pcm,
+    Resampler,
+    codec_for_mime,
+)
+from callbridge.media.rfc4733 import DtmfDetector, encode_event, valid_digits
+from callbridge.media.webrtc import (
+    IdleTrack,
+    NegotiatedAudio,
+    RtpPacket,
+    RtpPort,
+    audio_codec_preferences,
+    register_codecs,
+    rtc_configuration,
+)
+
+__all__ = ["CallMedia", "MediaStats"]
+
+log = logging.getLogger(__name__)
+
+TICK = FRAME_MS / 1000
+_TELEPHONE_EVENT = "audio/telephone-event"
+_LATE_SECONDS = 0.060  # an inter-arrival gap above this counts as a late packet
+_MAX_LAG = 0.2  # the sending loop stalled longer than this: skip ahead, do not burst
+_PAUSE_MS = 500  # ',' in a DTMF string (W3C RTCDTMFSender)
+_END_REPEATS = 3  # RFC 4733 §2.5.1.4: the end packet is sent three times
+_MAX_QUEUED_FRAMES = 3  # resampled frames waiting to be sent; more would only add latency
+_CONNECT_TIMEOUT = 10.0  # send_dtmf() waits this long for media to connect
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStats:
+    """Counters of one call's media (see :meth:`CallMedia.stats`)."""
+
+    codec: str | None  # the codec we send, once negotiated
+    packets_sent: int
+    packets_received: int
+    packets_lost: int  # from gaps in the sequence numbers (RFC 3550 A.3)
+    packets_late: int  # arrived more than 60 ms after the previous packet
+    max_interarrival_ms: float
+
+
+class _ReceiveCounters:
+    """Loss and lateness of the received RTP stream, O(1) per packet."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.late = 0
+        self.max_gap = 0.0
+        self._base: int | None = None  # extended sequence number of the first packet
+        self._highest = 0  # highest extended sequence number seen
+        self._last_arrival = 0.0
+
+    def on_packet(self, seq: int, now: float) -> None:
+        if self._base is None:
+            self._base = self._highest = seq
+        else:
+            delta = (seq - self._highest) & 0xFFFF
+            if 0 < delta < 0x8000:  # forward (with wrap-around); else duplicate or reordered
+                self._highest += delta
+            gap = now - self._last_arrival
+            self.max_gap = max(self.max_gap, gap)
+            if gap > _LATE_SECONDS:
+                self.late += 1
+        self._last_arrival = now
+        self.received += 1
+
+    @property
+    def lost(self) -> int:
+        if self._base is None:
+            return 0
+        return max(0, self._highest - self._base + 1 - self.received)
+
+
+@dataclass(frozen=True, slots=True)
+class _EventTick:
+    """One 20 ms tick of a DTMF event: what the sending loop sends instead of audio."""
+
+    digit: str
+    start: bool  # first packet of the event: it takes the event's timestamp and the marker
+    end: bool
+    ticks: int  # duration so far, in ticks
+
+
+@dataclass(eq=False)
+class _DtmfJob:
+    ticks: list[_EventTick | None]  # None: a tick of normal audio (pause or inter-digit gap)
+    done: asyncio.Future[None]
+    index: int = 0
+
+
+def _dtmf_schedule(digits: str, event_ticks: int, gap_ticks: int) -> list[_EventTick | None]:
+    """The tick-by-tick plan for ``digits`` (RFC 4733 §2.5: updates, then the end packet ×3)."""
+    plan: list[_EventTick | None] = []
+    for i, digit in enumerate(digits):
+        if digit == ",":
+            plan.extend([None] * (_PAUSE_MS // FRAME_MS))
+            continue
+        digit = digit.upper()
+        plan.extend(_EventTick(digit, k == 1, False, k) for k in range(1, event_ticks + 1))
+        plan.extend([_EventTick(digit, False, True, event_ticks)] * _END_REPEATS)
+        if i < len(digits) - 1:
+            plan.extend([None] * gap_ticks)
+    return plan
+
+
+def _codec_preferences(
+    codecs: Sequence[str] | None, telephone_event: bool
+) -> list[RTCRtpCodecCapability]:
+    """aiortc codec preferences: ``codecs`` (names, in order of preference) or all we carry,
+    plus telephone-event at the clock rates of the kept codecs when ``telephone_event``."""
+    caps = audio_codec_preferences()
+    audio = [c for c in caps if codec_for_mime(c.mimeType) is not None]
+    if codecs is not None:
+        names = [n.lower() for n in codecs]
+        by_name = {c.mimeType.lower().partition("/")[2]: c for c in audio}
+        unknown = [n for n in codecs if n.lower() not in by_name]
+        if unknown or not names:
+            raise ValueError(
+                f"codecs must name some of {', '.join(c.name for c in CODECS.values())}: {codecs!r}"
+            )
+        audio = [by_name[n] for n in dict.fromkeys(names)]
+    if not telephone_event:
+        return audio
+    rates = {c.clockRate for c in audio}
+    te = [c for c in caps if c.mimeType.lower() == _TELEPHONE_EVENT and c.clockRate in rates]
+    return audio + te
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+class CallMedia:
+    """One call's WebRTC peer connection, audio source and sink, and DTMF.
+
+    Offerer: :meth:`create_offer`, then :meth:`accept_answer`. Answerer:
+    :meth:`answer_offer`. Candidates trickled by the far end go to
+    :meth:`add_remote_candidate` / :meth:`end_of_candidates`; ours are all in our SDP (aiortc
+    gathers before it returns a description), so there is nothing to trickle.
+
+    :param source: what we send (default: silence). Read every 20 ms once media flows.
+    :param sink: where received audio goes (default: nowhere).
+    :param ice_servers: STUN/TURN servers as ``{"urls": ..., "username": ..., "credential":
+        ...}`` dicts; none by default (no traffic to any public STUN server).
+    :param codecs: restrict and order the audio codecs, e.g. ``["PCMU"]`` or
+        ``["opus", "PCMA"]``; default: Opus, PCMU, PCMA.
+    :param telephone_event: negotiate RFC 4733 telephone-event (needed by :meth:`send_dtmf`
+        and for receiving DTMF in band).
+
+    ICE gathers on the addresses set by
+    :func:`callbridge.media.webrtc.restrict_ice_addresses` (process-wide); the
+    :class:`~callbridge.client.Phone` sets them from its URL.
+    """
+
+    def __init__(
+        self,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        ice_servers: Iterable[dict[str, Any]] = (),
+        codecs: Sequence[str] | None = None,
+        telephone_event: bool = True,
+    ) -> None:
+        register_codecs()
+        fix_codec_preference_matching()
+        preferences = _codec_preferences(codecs, telephone_event)
+        self._source: AudioSource = source if source is not None else SilenceSource()
+        self.sink = sink
+        self.muted = False
+        """Local mute: send silence instead of the source (a disabled browser track)."""
+        self.on_dtmf: Callable[[str], object] | None = None
+        """Called with each digit received in band (RFC 4733), once per event."""
+        self.on_packet: Callable[[RtpPacket], object] | None = None
+        """Diagnostics: called with every received RTP packet before it is handled."""
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self._track = IdleTrack()
+        self.transceiver = self.pc.addTransceiver(self._track, direction="sendrecv")
+        self.transceiver.setCodecPreferences(preferences)
+        self.port = RtpPort(self.transceiver, on_rtp=self._on_rtp, pump=self._pump)
+        self._closed = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self.pc.on("connectionstatechange", self._state_changed.set)
+        self._remote_sdp: str | None = None
+        self._candidates_done = False
+        self._early_candidates: list[tuple[str, str | None, int | None]] = []
+        self._dtmf_queue: deque[_DtmfJob] = deque()
+        self._dtmf_job: _DtmfJob | None = None
+        self._detector = DtmfDetector()
+        self._decoders: dict[int, tuple[AudioDecoder, Resampler]] = {}
+        self._counters = _ReceiveCounters()
+        self._failed_source = False
+        self._failed_sink = False
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    @property
+    def audio(self) -> NegotiatedAudio | None:
+        """What offer/answer settled (codec, payload types), once media is connected."""
+        return self.port.audio
+
+    @property
+    def connected(self) -> bool:
+        """True once ICE and DTLS are up and the codecs are known."""
+        return self.port.ready.is_set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def source(self) -> AudioSource:
+        return self._source
+
+    def swap_source(self, source: AudioSource) -> AudioSource:
+        """Send from ``source`` from the next 20 ms on; returns the previous source.
+
+        The previous source is not closed: it is the caller's again.
+        """
+        previous, self._source = self._source, source
+        self._failed_source = False
+        return previous
+
+    async def wait_connected(self) -> NegotiatedAudio:
+        """Wait until media is connected (bound it with ``asyncio.timeout``).
+
+        :raises MediaError: the media closed, or ICE/DTLS failed, first.
+        """
+        while self.port.audio is None:
+            if self.closed or self.pc.connectionState in ("failed", "closed"):
+                raise MediaError(ErrorCode.INVALID_STATE, "the call's media is closed or failed")
+            self._state_changed.clear()
+            await _first_set(self.port.ready, self._closed, self._state_changed)
+        return self.port.audio
+
+    def stats(self) -> MediaStats:
+        """Packets sent, received, lost and late so far."""
+        c = self._counters
+        audio = self.port.audio
+        return MediaStats(
+            codec=audio.codec.name if audio else None,
+            packets_sent=self.port.packets_sent,
+            packets_received=c.received,
+            packets_lost=c.lost,
+            packets_late=c.late,
+            max_interarrival_ms=round(c.max_gap * 1000, 1),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # offer / answer / ICE
+
+    async def create_offer(self) -> str:
+        """Our SDP offer, with all our ICE candidates in it."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the far end's answer to our offer; media starts connecting."""
+        await self._set_remote(sdp, "answer")
+
+    async def answer_offer(self, offer_sdp: str) -> str:
+        """Apply the far end's offer and return our answer (with all our candidates)."""
+        await self._set_remote(offer_sdp, "offer")
+        if self.transceiver.mid is None:
+            raise MediaError(ErrorCode.INVALID_SDP, "the offer has no audio m-line")
+        for other in self.pc.getTransceivers():
+            if other is not self.transceiver:
+                other.direction = "inactive"  # one audio stream per call
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    async def _set_remote(self, sdp: str, kind: str) -> None:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except OperationError as exc:  # no codec in common with our preferences
+            raise MediaError(
+                ErrorCode.UNSUPPORTED_CODEC, f"the {kind} has no audio codec in common: {exc}"
+            ) from exc
+        except Exception as exc:  # aiortc raises ValueError, InvalidStateError, … for bad SDP
+            raise MediaError(ErrorCode.INVALID_SDP, f"the {kind} could not be used: {exc}") from exc
+        self._remote_sdp = sdp
+        early, self._early_candidates = self._early_candidates, []
+        for candidate, mid, index in early:
+            await self.add_remote_candidate(candidate, mid, index)
+
+    @property
+    def _remote_ended_candidates(self) -> bool:
+        # aioice refuses candidates after end-of-candidates; a server that puts its candidates
+        # in the SDP and also trickles them (docs/protocol.md) would otherwise cause errors.
+        return self._candidates_done or (
+            self._remote_sdp is not None and "a=end-of-candidates" in self._remote_sdp
+        )
+
+    async def add_remote_candidate(
+        self, candidate: str, sdp_mid: str | None = None, sdp_m_line_index: int | None = None
+    ) -> None:
+        """Add a trickled ICE candidate (``candidate:...`` as ``RTCIceCandidate.candidate``).
+
+        Kept until the remote description is set; ignored once the far end said it has no
+        more candidates. :class:`MediaError` (``invalid_candidate``) for an unparsable line.
+        """
+        if self.closed or self._remote_ended_candidates:
+            return
+        if self._remote_sdp is None:
+            self._early_candidates.append((candidate, sdp_mid, sdp_m_line_index))
+            return
+        try:
+            parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        except (AssertionError, ValueError, IndexError) as exc:
+            raise MediaError(
+                ErrorCode.INVALID_CANDIDATE, f"cannot parse ICE candidate {candidate!r}"
+            ) from exc
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = (
+            sdp_m_line_index if sdp_m_line_index is not None or sdp_mid is not None else 0
+        )
+        try:
+            await self.pc.addIceCandidate(parsed)
+        except Exception as exc:  # aioice: ValueError and friends
+            raise MediaError(ErrorCode.INVALID_CANDIDATE, f"ICE candidate refused: {exc}") from exc
+
+    async def end_of_candidates(self) -> None:
+        """The far end has no more candidates (``ice.done``)."""
+        if self.closed or self._remote_ended_candidates:
+            return
+        if self._remote_sdp is None:
+            self._candidates_done = True  # the SDP to come is then complete
+            return
+        self._candidates_done = True
+        await self.pc.addIceCandidate(None)
+
+    # ------------------------------------------------------------------------------------------
+    # DTMF (RFC 4733 sender)
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
+        """Send ``digits`` in band as RFC 4733 telephone-events; return once all are sent.
+
+        Digits are ``0-9 * # A-D``; ``,`` pauses 500 ms. Like the browser's
+        ``RTCDTMFSender.insertDTMF``, ``duration_ms`` is clamped to 40..6000 (and to what the
+        16-bit duration field holds at the codec's clock) and ``gap_ms`` to at least 30. Calls
+        queue behind each other. Waits for media to connect first (up to 10 s).
+
+        Digits received from the far end are reported to :attr:`on_dtmf`.
+
+        Each event replaces the audio packets for its ticks: updates every 20 ms sharing the
+        event's start timestamp (marker on the first) with a growing duration, then the end
+        packet three times (RFC 4733 §2.5.1); the audio clock keeps running underneath.
+
+        :raises ProtocolError: ``invalid_digits`` for other characters, or
+            ``dtmf_not_negotiated`` when the call has no telephone-event.
+        """
+        if not valid_digits(digits):
+            raise ProtocolError(
+                ErrorCode.INVALID_DIGITS,
+                f"invalid DTMF digits {digits!r}: use 0-9, *, #, A-D and ',' (pause)",
+            )
+        async with asyncio.timeout(_CONNECT_TIMEOUT):
+            audio = await self.wait_connected()
+        if audio.te_payload_type is None:
+            raise ProtocolError(
+                ErrorCode.DTMF_NOT_NEGOTIATED,
+                "this call did not negotiate telephone-event (RFC 4733): DTMF cannot be sent",
+            )
+        step = audio.codec.timestamp_step
+        max_ticks = 0xFFFF // step  # the 16-bit duration field, in ticks (§2.5.1.3)
+        event_ticks = min(max_ticks, math.ceil(min(max(duration_ms, 40), 6000) / FRAME_MS))
+        gap_ticks = math.ceil(max(gap_ms, 30) / FRAME_MS)
+        job = _DtmfJob(
+            _dtmf_schedule(digits, event_ticks, gap_ticks),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._dtmf_queue.append(job)
+        try:
+            await job.done
+        except asyncio.CancelledError:
+            if job in self._dtmf_queue:
+                self._dtmf_queue.remove(job)  # not started: drop it; a started one completes
+            raise
+
+    def _next_dtmf_tick(self) -> _EventTick | None:
+        """What this tick sends instead of audio, if a DTMF job is playing."""
+        job = self._dtmf_job
+        if job is None:
+            if not self._dtmf_queue:
+                return None
+            job = self._dtmf_job = self._dtmf_queue.popleft()
+        tick = job.ticks[job.index] if job.index < len(job.ticks) else None
+        job.index += 1
+        if job.index >= len(job.ticks):
+            self._dtmf_job = None
+            if not job.done.done():
+                job.done.set_result(None)
+        return tick
+
+    def _fail_dtmf(self) -> None:
+        jobs = [*self._dtmf_queue, *([self._dtmf_job] if self._dtmf_job else [])]
+        self._dtmf_queue.clear()
+        self._dtmf_job = None
+        for job in jobs:
+            if not job.done.done():
+                job.done.set_exception(
+                    MediaError(ErrorCode.INVALID_STATE, "the call's media closed during DTMF")
+                )
+
+    # ------------------------------------------------------------------------------------------
+    # sending
+
+    def _read_frame(self) -> Pcm:
+        """The source's next 20 ms (read even while muted, so it keeps time)."""
+        try:
+            pcm = self._source.read()
+        except Exception:
+            if not self._failed_source:
+                log.exception("audio source %r failed; sending silence", self._source)
+                self._failed_source = True
+            pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        if pcm.shape != (FRAME_SAMPLES,) or pcm.dtype != np.int16:
+            fixed = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            flat = np.asarray(pcm).reshape(-1)[:FRAME_SAMPLES]
+            fixed[: flat.size] = flat
+            pcm = fixed
+        if self.muted:
+            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        return pcm
+
+    async def _pump(self, port: RtpPort) -> None:
+        """The sending loop (run by the RtpPort once the sender starts)."""
+        await port.ready.wait()
+        audio = port.audio
+        assert audio is not None
+        codec = audio.codec
+        encoder = AudioEncoder(codec)
+        resampler = Resampler(SAMPLE_RATE, codec.sample_rate)
+        queued: deque[Pcm] = deque(maxlen=_MAX_QUEUED_FRAMES)
+        silence = np.zeros(codec.samples_per_frame, dtype=np.int16)
+        step = codec.timestamp_step
+        timestamp = random.getrandbits(32)  # RFC 3550 §5.1: random initial timestamp
+        marker = 1  # first packet of the stream (RFC 3551 §4.1)
+        event_timestamp = timestamp
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            queued.extend(resampler.process(self._read_frame()))  # first call: 0 frames
+            frame = queued.popleft() if queued else silence
+            tick = self._next_dtmf_tick()
+            if tick is None:
+                await port.send(encoder.encode(frame), audio.payload_type, timestamp, marker)
+                marker = 0
+            else:
+                assert audio.te_payload_type is not None
+                if tick.start:
+                    event_timestamp = timestamp
+                payload = encode_event(tick.digit, end=tick.end, duration=tick.ticks * step)
+                await port.send(payload, audio.te_payload_type, event_timestamp, int(tick.start))
+            timestamp = (timestamp + step) & 0xFFFFFFFF
+            deadline += TICK
+            delay = deadline - loop.time()
+            if delay < -_MAX_LAG:  # the loop stalled: skip the lost ticks instead of bursting
+                skipped = int(-delay / TICK)
+                deadline += skipped * TICK
+                timestamp = (timestamp + skipped * step) & 0xFFFFFFFF
+                delay = deadline - loop.time()
+            await asyncio.sleep(max(0.0, delay))
+
+    # ------------------------------------------------------------------------------------------
+    # receiving
+
+    async def _on_rtp(self, packet: RtpPacket) -> None:
+        self._counters.on_packet(packet.sequence_number, time.monotonic())
+        try:
+            if self.on_packet is not None:
+                self.on_packet(packet)
+            self._handle(packet)
+        except Exception:
+            if not self._failed_sink:
+                log.exception("handling received audio failed (further failures not logged)")
+                self._failed_sink = True
+
+    def _handle(self, packet: RtpPacket) -> None:
+        audio = self.port.audio
+        if audio is None:
+            return
+        pt = packet.payload_type
+        if pt not in audio.recv:
+            return  # not negotiated: ignore
+        spec = audio.recv[pt]
+        if spec is None:  # telephone-event
+            event = self._detector.feed(packet.timestamp, packet.payload)
+            if event is not None and self.on_dtmf is not None:
+                self.on_dtmf(event.digit)
+            return
+        if self.sink is None:
+            return
+        codec = self._decoders.get(pt)
+        if codec is None:
+            codec = self._decoders[pt] = (
+                AudioDecoder(spec),
+                Resampler(spec.sample_rate, SAMPLE_RATE),
+            )
+        decoder, resampler = codec
+        pcm = decoder.decode(packet.payload)
+        if pcm.size:
+            for frame in resampler.process(pcm):
+                self.sink.write(frame)
+
+    # ------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop media and close the peer connection, the source and the sink. Idempotent."""
+        if self.closed:
+            return
+        self._closed.set()
+        try:
+            await self.pc.close()
+        finally:
+            self._track.stop()
+            self._fail_dtmf()
+            for closer in (self._source.close, *((self.sink.close,) if self.sink else ())):
+                try:
+                    closer()
+                except Exception:
+                    log.exception("closing %r failed", closer)

@@ -1,0 +1,587 @@
+"""The softphone: one WebSocket session to a callbridge server, and its calls.
+
+::
+
+    async with Phone("ws://127.0.0.1:8080/ws", token) as phone:     # login() ... logout()
+        call = await phone.call("105", source=ToneSource(440), sink=BufferSink())
+        await call.wait_for("answered")
+        await call.send_dtmf("1234#")
+        await call.hangup()
+
+The phone speaks docs/protocol.md exactly. Every request carries a fresh ``req_id`` and waits
+for the first server message with that ``req_id``; an ``error`` there raises
+:class:`~callbridge.errors.RemoteError`. Messages are handled one at a time in arrival order
+by a reader task; media work (applying SDP, ICE candidates, closing) runs in per-call tasks so
+a slow peer connection never delays other messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import json
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Literal, overload
+from urllib.parse import urlparse
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from callbridge.client.audio import AudioSink, AudioSource
+from callbridge.client.call import Call, _remote_error
+from callbridge.client.errors import ClientError, NotConnectedError
+from callbridge.client.events import Event, EventEmitter, PhoneEventName, TaskOwner
+from callbridge.client.media import CallMedia
+from callbridge.errors import RemoteError
+from callbridge.media.webrtc import restrict_ice_addresses
+
+__all__ = ["EventStream", "Phone", "PhoneState", "SessionInfo"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BUFFERED_CALLS = 64  # call_ids with messages waiting for their Call object
+_MAX_BUFFERED_MESSAGES = 64  # per call_id
+_HANDLER_GRACE = 1.0  # seconds handlers get to finish when the phone closes
+
+
+class PhoneState(StrEnum):
+    """The life of a :class:`Phone`::
+
+    IDLE ──login()──▶ CONNECTING ──session.ready──▶ READY ──logout()──▶ CLOSING ──▶ CLOSED
+      ▲                   │ error / refused                 │ close() / socket lost ──▶ CLOSED
+      └───────────────────┘
+    """
+
+    IDLE = "idle"  # not connected; login() connects
+    CONNECTING = "connecting"  # socket open, session.login sent
+    READY = "ready"  # logged in: calls can be made and received
+    CLOSING = "closing"  # session.logout sent, waiting for the server to finish
+    CLOSED = "closed"  # over for good; make a new Phone to log in again
+
+
+_TRANSITIONS: dict[PhoneState, frozenset[PhoneState]] = {
+    PhoneState.IDLE: frozenset({PhoneState.CONNECTING, PhoneState.CLOSED}),
+    PhoneState.CONNECTING: frozenset({PhoneState.IDLE, PhoneState.READY, PhoneState.CLOSED}),
+    PhoneState.READY: frozenset({PhoneState.CLOSING, PhoneState.CLOSED}),
+    PhoneState.CLOSING: frozenset({PhoneState.CLOSED}),
+    PhoneState.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What ``session.ready`` said: the session id and the user
+    (``name``, ``extension``, ``number``, ``display_name``)."""
+
+    session_id: str
+    user: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Creating:
+    """A call.create waiting for its call.trying."""
+
+    media: CallMedia
+    destination: str
+    from_: str
+
+
+class EventStream:
+    """Every event of a phone, in order, as an async iterator (see :meth:`Phone.events`).
+
+    Subscribed from creation, so nothing between ``phone.events()`` and the first ``async
+    for`` step is missed. Ends when the phone closes; :meth:`close` stops it earlier.
+    """
+
+    def __init__(self, phone: Phone) -> None:
+        self._phone = phone
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._ended = False
+        phone._streams.add(self)
+
+    def _put(self, event: Event | None) -> None:
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._ended:
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        if event is None:
+            self.close()
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        """Stop receiving events; the iteration ends."""
+        self._ended = True
+        self._phone._streams.discard(self)
+
+
+def _default_media_addresses(url: str) -> list[str] | None:
+    """Loopback server -> gather ICE on loopback only (aioice leaves it out otherwise)."""
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return ["127.0.0.1"]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_loopback:
+        return ["::1"] if ip.version == 6 else ["127.0.0.1"]
+    return None
+
+
+class Phone:
+    """One device of a user on a callbridge server (seed 001's ``phone``).
+
+    :param url: the server's WebSocket URL, e.g. ``ws://127.0.0.1:8080/ws``.
+    :param token: a login token (``callbridge token USER``).
+    :param ice_servers: STUN/TURN servers for the calls' peer connections (``{"urls":
+        ..., "username": ..., "credential": ...}``); none by default.
+    :param media_addresses: the addresses ICE gathers candidates on. Default: loopback when
+        the URL's host is loopback (``127.0.0.1``, ``::1``, ``localhost``), else every
+        interface (aioice's choice). This setting is process-wide (aioice has no per-call
+        option).
+    :param request_timeout: seconds to wait for the server's answer to a request.
+
+    Events (``phone.on(name, handler)``): ``incoming(call)``, ``error(RemoteError)``,
+    ``disconnected(reason)``; see :mod:`callbridge.client.events`. ``phone.events()``
+    yields these and every call's events.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        ice_servers: Iterable[dict[str, Any]] = (),
+        media_addresses: Sequence[str] | None = None,
+        *,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.ice_servers = list(ice_servers)
+        self.media_addresses = (
+            list(media_addresses) if media_addresses is not None else _default_media_addresses(url)
+        )
+        self.request_timeout = request_timeout
+        self.session: SessionInfo | None = None
+        self.disconnect_reason: str | None = None
+        self._state = PhoneState.IDLE
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._finisher: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()
+        self._emitter: EventEmitter[PhoneEventName] = EventEmitter(self._tasks)
+        self._streams: set[EventStream] = set()
+        self._calls: dict[str, Call] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._creating: dict[str, _Creating] = {}  # by req_id of call.create
+        self._early: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._req_prefix = secrets.token_hex(4)
+        self._req_ids = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"<Phone {self.url} {self.state} calls={len(self._calls)}>"
+
+    async def __aenter__(self) -> Phone:
+        await self.login()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.logout()
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    @property
+    def state(self) -> PhoneState:
+        return self._state
+
+    def _set_state(self, new: PhoneState) -> None:
+        old = self._state
+        if new is old:
+            return
+        if new not in _TRANSITIONS[old]:
+            raise ClientError(f"phone: cannot go from {old} to {new}")
+        log.debug("phone %s: %s -> %s", self.url, old, new)
+        self._state = new
+
+    def _require(self, state: PhoneState, action: str) -> None:
+        if self._state is not state:
+            error = NotConnectedError if state is PhoneState.READY else ClientError
+            raise error(f"{action} needs a phone that is {state}; this one is {self._state}")
+
+    @property
+    def active_calls(self) -> list[Call]:
+        """The calls that have not ended, oldest first."""
+        return [c for c in self._calls.values() if c.is_live]
+
+    def get_call(self, call_id: str) -> Call | None:
+        """The live call with this id, or ``None``."""
+        return self._calls.get(call_id)
+
+    # ------------------------------------------------------------------------------------------
+    # events
+
+    @overload
+    def on(
+        self, name: Literal["incoming"], handler: Callable[[Call], object]
+    ) -> Callable[[Call], object]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], handler: Callable[[RemoteError], object]
+    ) -> Callable[[RemoteError], object]: ...
+    @overload
+    def on(
+        self, name: Literal["disconnected"], handler: Callable[[str], object]
+    ) -> Callable[[str], object]: ...
+    def on(self, name: PhoneEventName, handler: Callable[..., object]) -> Callable[..., object]:
+        """Call ``handler`` on every ``name`` event; a plain or a coroutine function.
+
+        ``incoming(call)``: answer with ``await call.answer(...)`` or ``call.reject()``.
+        Returns the handler, for :meth:`off`.
+        """
+        return self._emitter._add(name, handler)
+
+    def off(self, name: PhoneEventName, handler: Callable[..., object]) -> None:
+        """Remove a handler added with :meth:`on`."""
+        self._emitter.off(name, handler)
+
+    def events(self) -> EventStream:
+        """All events, phone and call ones, as :class:`~callbridge.client.events.Event`::
+
+            async for event in phone.events():
+                if event.name == "incoming":
+                    await event.call.answer()
+
+        The iteration ends when the phone closes (logout, close, socket lost).
+        """
+        stream = EventStream(self)
+        if self._state is PhoneState.CLOSED:
+            stream._put(None)
+        return stream
+
+    def _publish(self, event: Event) -> None:
+        for stream in list(self._streams):
+            stream._put(event)
+
+    # ------------------------------------------------------------------------------------------
+    # session
+
+    async def login(self) -> SessionInfo:
+        """Connect and log in (``session.login``); returns the session.
+
+        :raises RemoteError: ``invalid_token``, ``token_expired``, … (the phone can try again).
+        :raises OSError: the server cannot be reached.
+        """
+        self._require(PhoneState.IDLE, "login()")
+        self._set_state(PhoneState.CONNECTING)
+        try:
+            self._ws = await connect(self.url, open_timeout=self.request_timeout)
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(self._ws), name=f"phone {self.url} reader"
+            )
+            reply = await self.request({"type": "session.login", "token": self.token})
+        except BaseException:
+            await self._drop_connection()
+            if self._state is PhoneState.CONNECTING:
+                self._set_state(PhoneState.IDLE)
+            raise
+        self.session = SessionInfo(str(reply.get("session_id", "")), dict(reply.get("user", {})))
+        self._set_state(PhoneState.READY)
+        return self.session
+
+    async def logout(self) -> None:
+        """Log out (``session.logout``): this device's calls end, the server closes the socket.
+
+        Waits for ``session.disconnected``, ends any call still live here with ``hangup``,
+        closes all media and awaits the event handlers still running. Idempotent.
+        """
+        if self._state is PhoneState.READY:
+            self._set_state(PhoneState.CLOSING)
+            try:
+                await self.request({"type": "session.logout"})
+            except (RemoteError, NotConnectedError, TimeoutError) as exc:
+                log.warning("logout: %s; closing the connection anyway", exc)
+            if self._reader is not None and self._reader is not asyncio.current_task():
+                # The server closes the socket once it is done with the session.
+                await asyncio.wait([self._reader], timeout=self.request_timeout)
+        await self._finish("logout", "hangup")
+
+    async def close(self) -> None:
+        """Drop the connection without logging out (the server ends our calls with
+        ``disconnected`` for the far parties). Calls end here with ``disconnected``; media
+        and handlers are closed as in :meth:`logout`. Idempotent."""
+        await self._finish("closed", "disconnected")
+
+    async def _finish(self, reason: str, end_reason: str) -> None:
+        """Tear down once, whoever asks first (logout, close, or the reader on a lost socket)."""
+        if self._finisher is None:
+            self._finisher = asyncio.get_running_loop().create_task(
+                self._teardown(reason, end_reason), name=f"phone {self.url} teardown"
+            )
+        if self._finisher is not asyncio.current_task():
+            await asyncio.shield(self._finisher)
+
+    async def _teardown(self, reason: str, end_reason: str) -> None:
+        self.disconnect_reason = self.disconnect_reason or reason
+        if self._state is not PhoneState.CLOSED:
+            self._set_state(PhoneState.CLOSED)
+        await self._drop_connection()
+        for call in list(self._calls.values()):
+            call._end(end_reason, {"type": "call.ended", "call_id": call.id, "local": True})
+        for pending in self._creating.values():
+            self._tasks.spawn(pending.media.close(), name="close media")
+        self._creating.clear()
+        self._emitter._emit("disconnected", self.disconnect_reason)
+        self._publish(Event("disconnected", None, {"reason": self.disconnect_reason}))
+        for stream in list(self._streams):
+            stream._put(None)
+        await self._tasks.shutdown(_HANDLER_GRACE)
+
+    async def _drop_connection(self) -> None:
+        """Close the socket, stop the reader, fail the requests still waiting."""
+        ws, reader = self._ws, self._reader
+        self._ws = self._reader = None
+        if ws is not None:
+            await ws.close()
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            await asyncio.wait([reader])
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        for req_id, future in list(self._pending.items()):
+            if not future.done():
+                future.set_exception(NotConnectedError(f"connection closed (request {req_id})"))
+        self._pending.clear()
+
+    # ------------------------------------------------------------------------------------------
+    # requests
+
+    async def request(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one protocol message and return the server's first reply to it.
+
+        A ``req_id`` is added unless ``message`` has one. The reply is the message that
+        carries it (``call.trying``, ``call.held``, …) as a dict.
+
+        :raises RemoteError: the reply is an ``error``.
+        :raises NotConnectedError: no connection, or it closed before the reply.
+        :raises TimeoutError: no reply within :attr:`request_timeout` seconds.
+        """
+        ws = self._ws
+        if ws is None or self._state in (PhoneState.IDLE, PhoneState.CLOSED):
+            raise NotConnectedError(f"the phone is {self._state}: log in first")
+        req_id = str(message.get("req_id") or f"{self._req_prefix}-{next(self._req_ids)}")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        try:
+            try:
+                await ws.send(json.dumps({**message, "req_id": req_id}))
+            except ConnectionClosed as exc:
+                raise NotConnectedError(f"connection closed: {exc}") from exc
+            wait = self.request_timeout
+            try:
+                async with asyncio.timeout(wait):
+                    reply = await future
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no reply to {message.get('type')} (req_id {req_id}) within {wait} s"
+                ) from None
+        finally:
+            self._pending.pop(req_id, None)
+        if reply.get("type") == "error":
+            raise _remote_error(reply)
+        return reply
+
+    # ------------------------------------------------------------------------------------------
+    # calls
+
+    def _new_media(
+        self,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        codecs: Sequence[str] | None,
+    ) -> CallMedia:
+        if self.media_addresses is not None:
+            restrict_ice_addresses(self.media_addresses)
+        return CallMedia(source, sink, self.ice_servers, codecs)
+
+    async def call(
+        self,
+        destination: str,
+        caller_id: str | None = None,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        *,
+        codecs: Sequence[str] | None = None,
+    ) -> Call:
+        """Call ``destination`` (extension, E.164 number or user name).
+
+        Returns once the call is placed: the server accepted it (``call.trying``), answered
+        our offer (``sdp.answer``) and routed it (``call.ringing``, or ``call.answered`` for a
+        destination that answers at once). The call then progresses by events (``answered``,
+        ``held``, ``ended``, …). A destination that cannot be reached therefore raises here
+        instead of returning a call that is about to end. ``caller_id`` is what the callee
+        sees as ``from``; ``codecs`` restricts and orders our codecs (e.g. ``["PCMU"]``).
+
+        :raises RemoteError: the server refused the call or it ended before it was placed:
+            the ``code`` of the server's ``error`` (``destination_not_found``, …), else the end
+            reason.
+        :raises TimeoutError: not placed within :attr:`request_timeout` (the call is hung up).
+        """
+        self._require(PhoneState.READY, "call()")
+        media = self._new_media(source, sink, codecs)
+        req_id = f"{self._req_prefix}-{next(self._req_ids)}"
+        user = self.session.user if self.session else {}
+        from_ = caller_id or str(user.get("number") or user.get("extension") or "")
+        self._creating[req_id] = _Creating(media, destination, from_)
+        message: dict[str, Any] = {
+            "type": "call.create",
+            "req_id": req_id,
+            "destination": destination,
+            "sdp": await media.create_offer(),
+        }
+        if caller_id is not None:
+            message["caller_id"] = caller_id
+        try:
+            reply = await self.request(message)
+            call = self._calls.get(str(reply.get("call_id")))
+            if reply.get("type") != "call.trying" or call is None:
+                raise RemoteError(
+                    str(reply.get("reason") or "failed"),
+                    f"call.create answered with {reply.get('type')} instead of call.trying",
+                )
+        except BaseException:
+            self._creating.pop(req_id, None)
+            await media.close()
+            raise
+        try:
+            await call._wait_setup()
+        except BaseException:
+            if call.is_live:
+                try:
+                    await call.hangup()
+                except Exception as exc:
+                    log.warning("call %s: hangup after failed setup: %s", call.id, exc)
+            raise
+        return call
+
+    def _forget(self, call: Call) -> None:
+        """The call ended: it is no longer one of the phone's calls."""
+        if self._calls.get(call.id) is call:
+            del self._calls[call.id]
+
+    def _adopt(self, call: Call) -> None:
+        """Register a new call and replay what arrived for it before it existed."""
+        self._calls[call.id] = call
+        for msg in self._early.pop(call.id, []):
+            call._handle(msg)
+
+    # ------------------------------------------------------------------------------------------
+    # the reader
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                try:
+                    msg = json.loads(frame)
+                except ValueError:
+                    log.warning("ignoring a frame that is not JSON: %.80r", frame)
+                    continue
+                if not isinstance(msg, dict):
+                    log.warning("ignoring a frame that is not an object: %.80r", frame)
+                    continue
+                try:
+                    self._dispatch(msg)
+                except Exception:
+                    log.exception("handling %s failed", msg.get("type"))
+        except (ConnectionClosed, WebSocketException, OSError) as exc:
+            log.debug("phone %s: connection lost: %s", self.url, exc)
+        finally:
+            self._fail_pending()
+            if self._state in (PhoneState.READY, PhoneState.CLOSING):
+                # The server closed the socket (after logout, or unexpectedly).
+                lost = self._state is PhoneState.READY
+                self._finisher = self._finisher or asyncio.get_running_loop().create_task(
+                    self._teardown(
+                        "disconnected" if lost else "logout",
+                        "disconnected" if lost else "hangup",
+                    ),
+                    name=f"phone {self.url} teardown",
+                )
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        req_id = msg.get("req_id")
+        call_id = msg.get("call_id")
+        answers_request = isinstance(req_id, str) and req_id in self._pending
+        if kind == "call.trying" and isinstance(req_id, str) and req_id in self._creating:
+            pending = self._creating.pop(req_id)
+            self._adopt(
+                Call(
+                    self,
+                    str(call_id),
+                    "outgoing",
+                    from_=pending.from_,
+                    to=pending.destination,
+                    media=pending.media,
+                )
+            )
+        if kind == "call.incoming" and isinstance(call_id, str):
+            call = Call(
+                self,
+                call_id,
+                "incoming",
+                from_=str(msg.get("from", "")),
+                from_name=str(msg.get("from_name") or ""),
+                to=str(msg.get("to", "")),
+                offer_sdp=str(msg.get("sdp", "")),
+            )
+            self._adopt(call)
+            self._publish(Event("incoming", call, msg))
+            self._emitter._emit("incoming", call)
+        elif kind == "session.disconnected":
+            self.disconnect_reason = str(msg.get("reason", "")) or None
+        elif isinstance(call_id, str) and call_id:
+            known = self._calls.get(call_id)
+            if known is not None:
+                known._handle(msg)
+            else:
+                self._buffer(call_id, msg)
+        if kind == "error" and not answers_request:
+            error = _remote_error(msg)
+            log.warning("server error%s: %s", f" (call {call_id})" if call_id else "", error)
+            self._publish(Event("error", self._calls.get(str(call_id)), msg))
+            self._emitter._emit("error", error)
+        if answers_request:
+            future = self._pending.pop(str(req_id))
+            if not future.done():
+                future.set_result(msg)
+
+    def _buffer(self, call_id: str, msg: dict[str, Any]) -> None:
+        """Keep messages of a call we do not know (yet): its Call may be about to exist."""
+        if msg.get("type") == "call.ended":
+            self._early.pop(call_id, None)  # nothing will come of this call
+            return
+        queue = self._early.setdefault(call_id, [])
+        if len(queue) < _MAX_BUFFERED_MESSAGES:
+            queue.append(msg)
+        while len(self._early) > _MAX_BUFFERED_CALLS:
+            self._early.popitem(last=False)

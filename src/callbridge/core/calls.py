@@ -1,0 +1,146 @@
+"""Legs and calls: the domain model of the control plane (no I/O).
+
+A *leg* is one device's side of a conversation, with its own ``call_id`` and its own media
+endpoint at the server. A *call* is a conversation: one origin leg (the caller, or the
+transferee after a blind transfer) and the legs ringing for it, of which at most one answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+from callbridge.errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "Call",
+    "Device",
+    "EndReason",
+    "Leg",
+    "LegState",
+    "new_id",
+]
+
+log = logging.getLogger(__name__)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class LegState(StrEnum):
+    """State of one leg.
+
+    ::
+
+        new ──► trying ──► ringing ──► active ◄──► held
+         │        │           │          │          │
+         └────────┴───────────┴──────────┴──────────┴──► ended(reason)
+
+    Outgoing legs go new → trying → ringing → active; incoming legs go new → ringing.
+    """
+
+    NEW = "new"  # created, media not yet negotiated
+    TRYING = "trying"  # outgoing: the server is routing the call
+    RINGING = "ringing"  # outgoing: the far side rings; incoming: this device rings
+    ACTIVE = "active"  # answered, audio flows
+    HELD = "held"  # answered, on hold (by either side)
+    ENDED = "ended"  # terminal
+
+
+_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
+    LegState.NEW: frozenset({LegState.TRYING, LegState.RINGING, LegState.ENDED}),
+    LegState.TRYING: frozenset({LegState.RINGING, LegState.ACTIVE, LegState.ENDED}),
+    LegState.RINGING: frozenset({LegState.ACTIVE, LegState.ENDED}),
+    LegState.ACTIVE: frozenset({LegState.HELD, LegState.RINGING, LegState.ENDED}),
+    LegState.HELD: frozenset({LegState.ACTIVE, LegState.RINGING, LegState.ENDED}),
+    LegState.ENDED: frozenset(),
+}
+
+
+class EndReason(StrEnum):
+    HANGUP = "hangup"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    FAILED = "failed"
+    TRANSFERRED = "transferred"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+    ANSWERED_ELSEWHERE = "answered-elsewhere"
+    DISCONNECTED = "disconnected"
+
+
+class Device(Protocol):
+    """One logged-in connection of a user (a softphone, a browser tab, …)."""
+
+    id: str
+    user_name: str
+    caller_id: str  # the user's number, else extension
+    display_name: str
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one protocol message to the device. Never blocks, never raises."""
+
+
+@dataclass(eq=False)
+class Leg:
+    device: Device
+    direction: Literal["outgoing", "incoming"]
+    id: str = field(default_factory=new_id)
+    state: LegState = LegState.NEW
+    call: Call | None = None
+    peer: Leg | None = None  # bridged partner while answered
+    muted: bool = False
+    end_reason: EndReason | None = None
+
+    def set_state(self, new: LegState) -> None:
+        """The one place a leg changes state; illegal moves are refused."""
+        if new is self.state:
+            return
+        if new not in _TRANSITIONS[self.state]:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {self.id} is {self.state}, cannot become {new}"
+            )
+        log.debug("leg %s: %s -> %s", self.id, self.state, new)
+        self.state = new
+
+    @property
+    def ringing_here(self) -> bool:
+        """True while this leg is one of the devices ringing for its call."""
+        return (
+            self.call is not None
+            and self is not self.call.origin
+            and self.state is LegState.RINGING
+        )
+
+    @property
+    def live(self) -> bool:
+        return self.state is not LegState.ENDED
+
+    @property
+    def answered(self) -> bool:
+        return self.state in (LegState.ACTIVE, LegState.HELD)
+
+
+@dataclass(eq=False)
+class Call:
+    """A conversation being set up or in progress, and its CDR facts."""
+
+    origin: Leg
+    destination: str
+    caller_id: str
+    caller_name: str
+    id: str = field(default_factory=new_id)  # the CDR's call_id; a placed call uses its leg id
+    callee_name: str = ""
+    ringing: list[Leg] = field(default_factory=list)
+    answered_leg: Leg | None = None
+    held_by: Leg | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    answered_at: datetime | None = None
+    ended: bool = False
+    # The reason to give the origin if every ringing device rejects.
+    reject_reason: EndReason = EndReason.REJECTED

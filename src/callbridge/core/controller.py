@@ -1,0 +1,448 @@
+"""The call controller: routing, ring-all, answer races, hold, mute, blind transfer, CDRs.
+
+It owns every live leg, drives the media plane only through the MediaServer interface, and
+tells devices what happened by queueing protocol messages to them. All methods run on the
+server's event loop; state is re-checked after every ``await`` because another message may
+have ended the leg meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from callbridge.core.calls import Call, Device, EndReason, Leg, LegState
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.media.interface import DtmfReceived, EndpointStateChanged, MediaEvent, MediaServer
+
+__all__ = ["CallController", "Directory"]
+
+log = logging.getLogger(__name__)
+_RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
+
+
+class Directory(Protocol):
+    """What the controller needs from the store."""
+
+    async def find_user(self, destination: str) -> Any: ...
+
+    async def record_cdr(self, cdr: Any) -> None: ...
+
+
+class CallController:
+    def __init__(
+        self,
+        media: MediaServer,
+        directory: Directory,
+        ring_timeout: float = 30.0,
+        cdr_factory: Any = None,
+    ) -> None:
+        self.media = media
+        self.directory = directory
+        self.ring_timeout = ring_timeout
+        self._cdr_factory = cdr_factory
+        self.devices: dict[str, dict[str, Device]] = {}  # user name -> device id -> device
+        self.legs: dict[str, Leg] = {}
+        self._ended: OrderedDict[str, tuple[str, EndReason]] = OrderedDict()
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        media.subscribe(self._on_media_event)
+
+    # devices --------------------------------------------------------------------------------
+    def add_device(self, device: Device) -> None:
+        self.devices.setdefault(device.user_name, {})[device.id] = device
+
+    async def remove_device(self, device: Device, reason: EndReason) -> None:
+        """The device logged out or its socket closed: end everything it had."""
+        self.devices.get(device.user_name, {}).pop(device.id, None)
+        for leg in [leg for leg in self.legs.values() if leg.device is device]:
+            await self._leg_gone(leg, reason)
+
+    def calls_of(self, device: Device) -> list[Leg]:
+        return [leg for leg in self.legs.values() if leg.device is device]
+
+    # lookups --------------------------------------------------------------------------------
+    def leg_of(self, device: Device, call_id: str) -> Leg:
+        leg = self.legs.get(call_id)
+        if leg is None:
+            ended = self._ended.get(call_id)
+            if ended is not None and ended[0] == device.id:
+                raise ProtocolError(
+                    ErrorCode.CALL_NOT_FOUND, f"call {call_id} has ended ({ended[1]})"
+                )
+            raise ProtocolError(ErrorCode.CALL_NOT_FOUND, f"no call {call_id}")
+        if leg.device is not device:
+            raise ProtocolError(
+                ErrorCode.NOT_YOUR_CALL, f"call {call_id} belongs to another session"
+            )
+        return leg
+
+    # placing calls --------------------------------------------------------------------------
+    async def create_call(
+        self,
+        device: Device,
+        destination: str,
+        sdp: str,
+        caller_id: str | None,
+        req_id: str | None,
+    ) -> None:
+        leg = Leg(device=device, direction="outgoing")
+        answer = await self.media.answer(leg.id, sdp)  # MediaError -> `error`, no call exists
+        self.legs[leg.id] = leg
+        call = Call(
+            id=leg.id,
+            origin=leg,
+            destination=destination,
+            caller_id=caller_id or device.caller_id,
+            caller_name=device.display_name,
+        )
+        leg.call = call
+        leg.set_state(LegState.TRYING)
+        device.send({"type": "call.trying", "req_id": req_id, "call_id": leg.id})
+        device.send({"type": "sdp.answer", "call_id": leg.id, "sdp": answer})
+        self._send_candidates(leg)
+        await self._route(call, destination)
+
+    async def _route(self, call: Call, destination: str) -> None:
+        origin = call.origin
+        target = await self.directory.find_user(destination)
+        if not origin.live:
+            return
+        if target is None:
+            origin.device.send(
+                ProtocolError(
+                    ErrorCode.DESTINATION_NOT_FOUND,
+                    f"no user has the extension, number or name {destination!r}",
+                ).to_wire(call_id=origin.id)
+            )
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        call.callee_name = target.name
+        devices = list(self.devices.get(target.name, {}).values())
+        devices = [d for d in devices if d is not origin.device]
+        if not devices:
+            origin.device.send(
+                ProtocolError(
+                    ErrorCode.DESTINATION_NOT_FOUND,
+                    f"{destination!r} ({target.name}) has no device logged in",
+                ).to_wire(call_id=origin.id)
+            )
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        prefer = self.media.codec(origin.id)
+        for dev in devices:
+            await self._ring(call, dev, prefer)
+        if not origin.live or call.ended:
+            return
+        if call.ringing:
+            origin.set_state(LegState.RINGING)
+            origin.device.send({"type": "call.ringing", "call_id": origin.id})
+            loop = asyncio.get_running_loop()
+            self._timers[id(call)] = loop.call_later(self.ring_timeout, self._ring_timeout, call)
+        else:
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+
+    async def _ring(self, call: Call, device: Device, prefer: str | None) -> None:
+        leg = Leg(device=device, direction="incoming", call=call)
+        try:
+            offer = await self.media.offer(leg.id, prefer)
+        except MediaError:
+            log.exception("could not create media for %s", device.id)
+            return
+        if call.ended or call.answered_leg is not None:
+            await self.media.close(leg.id)
+            return
+        self.legs[leg.id] = leg
+        leg.set_state(LegState.RINGING)
+        call.ringing.append(leg)
+        device.send(
+            {
+                "type": "call.incoming",
+                "call_id": leg.id,
+                "from": call.caller_id,
+                "from_name": call.caller_name,
+                "to": call.destination,
+                "sdp": offer,
+            }
+        )
+        self._send_candidates(leg)
+
+    def _send_candidates(self, leg: Leg) -> None:
+        for line, mid, index in self.media.local_candidates(leg.id):
+            leg.device.send(
+                {
+                    "type": "ice.candidate",
+                    "call_id": leg.id,
+                    "candidate": line,
+                    "sdp_mid": mid,
+                    "sdp_m_line_index": index,
+                }
+            )
+        leg.device.send({"type": "ice.done", "call_id": leg.id})
+
+    def _ring_timeout(self, call: Call) -> None:
+        self._timers.pop(id(call), None)
+        if not call.ended and call.answered_leg is None:
+            self._spawn(self._end_call(call, EndReason.NO_ANSWER, EndReason.NO_ANSWER))
+
+    # answering ------------------------------------------------------------------------------
+    async def answer(self, device: Device, call_id: str, sdp: str, req_id: str | None) -> None:
+        leg = self.leg_of(device, call_id)
+        call = leg.call
+        if not leg.ringing_here or call is None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
+        if call.answered_leg is not None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} was answered elsewhere")
+        # Claim the call before the first await: a racing answer sees it taken.
+        call.answered_leg = leg
+        self._cancel_timer(call)
+        for other in list(call.ringing):
+            if other is not leg:
+                await self._end_leg(other, EndReason.ANSWERED_ELSEWHERE)
+        call.ringing = [leg]
+        try:
+            await self.media.accept_answer(leg.id, sdp)
+        except MediaError as exc:
+            device.send(exc.to_wire(req_id, call_id))
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        origin = call.origin
+        if not (leg.live and origin.live):
+            return
+        await self.media.stop_playing(origin.id)
+        await self.media.bridge(origin.id, leg.id)
+        origin.peer, leg.peer = leg, origin
+        origin.set_state(LegState.ACTIVE)
+        leg.set_state(LegState.ACTIVE)
+        call.answered_at = datetime.now(UTC)
+        device.send({"type": "call.answered", "req_id": req_id, "call_id": leg.id})
+        origin.device.send({"type": "call.answered", "call_id": origin.id})
+
+    async def reject(
+        self, device: Device, call_id: str, reason: str | None, req_id: str | None
+    ) -> None:
+        leg = self.leg_of(device, call_id)
+        call = leg.call
+        if not leg.ringing_here or call is None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
+        end = EndReason.BUSY if reason == "busy" else EndReason.REJECTED
+        if end is EndReason.BUSY:
+            call.reject_reason = EndReason.BUSY
+        await self._end_leg(leg, end, req_id)
+        call.ringing = [x for x in call.ringing if x is not leg]
+        if not call.ringing and call.answered_leg is None and not call.ended:
+            await self._end_call(call, call.reject_reason, call.reject_reason)
+
+    # hanging up -----------------------------------------------------------------------------
+    async def hangup(self, device: Device, call_id: str, req_id: str | None) -> None:
+        leg = self.leg_of(device, call_id)
+        call = leg.call
+        assert call is not None
+        if leg.ringing_here:
+            await self.reject(device, call_id, None, req_id)
+        elif leg is call.origin and not leg.answered:
+            # Cancel: the ringing devices get `canceled`.
+            await self._end_leg(leg, EndReason.HANGUP, req_id)
+            await self._end_call(call, EndReason.HANGUP, EndReason.CANCELED)
+        else:
+            await self._end_leg(leg, EndReason.HANGUP, req_id)
+            await self._end_call(call, EndReason.HANGUP, EndReason.HANGUP)
+
+    async def _leg_gone(self, leg: Leg, reason: EndReason) -> None:
+        """The leg's device vanished; the rest of its call ends as if it hung up."""
+        call = leg.call
+        if not leg.live or call is None:
+            return
+        if leg.ringing_here:
+            await self._end_leg(leg, reason)
+            call.ringing = [x for x in call.ringing if x is not leg]
+            if not call.ringing and call.answered_leg is None and not call.ended:
+                await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        await self._end_leg(leg, reason)
+        far = EndReason.CANCELED if leg is call.origin and not call.answered_leg else None
+        await self._end_call(call, EndReason.HANGUP, far or EndReason.HANGUP)
+
+    async def _end_leg(self, leg: Leg, reason: EndReason, req_id: str | None = None) -> None:
+        if not leg.live:
+            return
+        leg.set_state(LegState.ENDED)
+        leg.end_reason = reason
+        self.legs.pop(leg.id, None)
+        self._ended[leg.id] = (leg.device.id, reason)
+        while len(self._ended) > _RECENTLY_ENDED:
+            self._ended.popitem(last=False)
+        if leg.peer is not None and leg.peer.peer is leg:
+            leg.peer.peer = None
+        leg.peer = None
+        leg.device.send(
+            {"type": "call.ended", "req_id": req_id, "call_id": leg.id, "reason": reason.value}
+        )
+        await self.media.close(leg.id)
+
+    async def _end_call(self, call: Call, origin_reason: EndReason, far_reason: EndReason) -> None:
+        """End every live leg of the call and write its CDR (once)."""
+        if call.ended:
+            return
+        call.ended = True
+        self._cancel_timer(call)
+        await self._end_leg(call.origin, origin_reason)
+        for leg in call.ringing:
+            await self._end_leg(leg, far_reason)
+        self._write_cdr(call, call.origin.end_reason or origin_reason)
+
+    def _write_cdr(self, call: Call, reason: EndReason) -> None:
+        if self._cdr_factory is None:
+            return
+        callee = call.answered_leg.device.user_name if call.answered_leg else call.callee_name
+        cdr = self._cdr_factory(
+            call_id=call.id,
+            caller=call.origin.device.user_name,
+            callee=callee,
+            destination=call.destination,
+            started_at=call.started_at,
+            answered_at=call.answered_at,
+            ended_at=datetime.now(UTC),
+            end_reason=reason.value,
+            direction="internal",
+        )
+        self._spawn(self.directory.record_cdr(cdr))
+
+    def _cancel_timer(self, call: Call) -> None:
+        timer = self._timers.pop(id(call), None)
+        if timer is not None:
+            timer.cancel()
+
+    # in-call control ------------------------------------------------------------------------
+    def _answered(self, device: Device, call_id: str) -> Leg:
+        leg = self.leg_of(device, call_id)
+        if not leg.answered or leg.peer is None:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} is {leg.state}; it must be answered"
+            )
+        return leg
+
+    async def hold(self, device: Device, call_id: str, req_id: str | None) -> None:
+        leg = self._answered(device, call_id)
+        call, peer = leg.call, leg.peer
+        assert call is not None and peer is not None
+        if call.held_by is not None:
+            who = "you" if call.held_by is leg else "the other party"
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is already held by {who}")
+        call.held_by = leg
+        await self.media.play(peer.id, "hold-music")
+        await self.media.play(leg.id, "silence")
+        leg.set_state(LegState.HELD)
+        peer.set_state(LegState.HELD)
+        device.send({"type": "call.held", "req_id": req_id, "call_id": leg.id, "by": "local"})
+        peer.device.send({"type": "call.held", "call_id": peer.id, "by": "remote"})
+
+    async def resume(self, device: Device, call_id: str, req_id: str | None) -> None:
+        leg = self._answered(device, call_id)
+        call, peer = leg.call, leg.peer
+        assert call is not None and peer is not None
+        if call.held_by is None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not on hold")
+        if call.held_by is not leg:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} was held by the other party"
+            )
+        call.held_by = None
+        await self.media.stop_playing(peer.id)
+        await self.media.stop_playing(leg.id)
+        leg.set_state(LegState.ACTIVE)
+        peer.set_state(LegState.ACTIVE)
+        device.send({"type": "call.resumed", "req_id": req_id, "call_id": leg.id, "by": "local"})
+        peer.device.send({"type": "call.resumed", "call_id": peer.id, "by": "remote"})
+
+    async def set_muted(
+        self, device: Device, call_id: str, muted: bool, req_id: str | None
+    ) -> None:
+        leg = self._answered(device, call_id)
+        leg.muted = muted
+        await self.media.set_muted(leg.id, muted)
+        kind = "call.muted" if muted else "call.unmuted"
+        device.send({"type": kind, "req_id": req_id, "call_id": leg.id})
+
+    async def transfer(
+        self, device: Device, call_id: str, destination: str, req_id: str | None
+    ) -> None:
+        """Blind transfer: the far party (transferee) is connected to ``destination``."""
+        leg = self._answered(device, call_id)
+        old, transferee = leg.call, leg.peer
+        assert old is not None and transferee is not None
+        if await self.directory.find_user(destination) is None:
+            raise ProtocolError(
+                ErrorCode.DESTINATION_NOT_FOUND,
+                f"no user has the extension, number or name {destination!r}; call kept",
+            )
+        if not (leg.live and transferee.live):
+            return
+        # The transferor's side ends; the transferee's leg and media stay up (no renegotiation).
+        old.ended = True
+        self._write_cdr(old, EndReason.TRANSFERRED)
+        await self.media.unbridge(transferee.id)
+        await self.media.stop_playing(transferee.id)
+        await self._end_leg(leg, EndReason.TRANSFERRED, req_id)
+        transferee.peer = None
+        transferee.set_state(LegState.RINGING)
+        keep = transferee is old.origin
+        new = Call(
+            origin=transferee,
+            destination=destination,
+            caller_id=old.caller_id if keep else transferee.device.caller_id,
+            caller_name=old.caller_name if keep else transferee.device.display_name,
+        )
+        transferee.call = new
+        await self._route(new, destination)
+
+    async def add_candidate(
+        self,
+        device: Device,
+        call_id: str,
+        candidate: str | None,
+        mid: str | None,
+        index: int | None,
+    ) -> None:
+        leg = self.leg_of(device, call_id)
+        await self.media.add_candidate(leg.id, candidate, mid, index)
+
+    # media events ---------------------------------------------------------------------------
+    def _on_media_event(self, event: MediaEvent) -> None:
+        leg = self.legs.get(event.endpoint_id)
+        if leg is None:
+            return
+        if isinstance(event, DtmfReceived):
+            if leg.peer is not None:
+                leg.peer.device.send(
+                    {"type": "call.dtmf", "call_id": leg.peer.id, "digit": event.digit}
+                )
+        elif isinstance(event, EndpointStateChanged) and event.state == "failed":
+            call = leg.call
+            if call is not None and not call.ended:
+                log.warning("media of %s failed; ending its call", leg.id)
+                self._spawn(self._end_call(call, EndReason.FAILED, EndReason.FAILED))
+
+    # housekeeping ---------------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background call task failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        for leg in list(self.legs.values()):
+            if leg.call is not None:
+                await self._end_call(leg.call, EndReason.HANGUP, EndReason.HANGUP)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.media.shutdown()

@@ -1,0 +1,83 @@
+"""Assembling the server: store, media plane, call controller, HTTP/WebSocket app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI, WebSocket
+
+from callbridge import __version__
+from callbridge.config import ServerConfig
+from callbridge.core.controller import CallController
+from callbridge.media.engine import InProcessMediaServer
+from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
+from callbridge.signalling.ws import Connection
+from callbridge.store import Cdr, Store
+
+__all__ = ["Runtime", "create_app", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The live parts of one server, built at start-up and torn down at shutdown."""
+
+    config: ServerConfig
+    store: Store
+    media: InProcessMediaServer
+    controller: CallController
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The ASGI app. The store and media plane start in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await Store.open(config.effective_database_url)
+        media = InProcessMediaServer(config.effective_media_addresses, config.ice_servers)
+        controller = CallController(media, store, config.ring_timeout, cdr_factory=Cdr)
+        app.state.runtime = Runtime(config, store, media, controller)
+        try:
+            yield
+        finally:
+            await controller.shutdown()
+            await store.close()
+
+    app = FastAPI(title="callbridge", version=__version__, lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.websocket("/ws")
+    async def ws_endpoint(websocket: WebSocket) -> None:
+        runtime: Runtime = websocket.app.state.runtime
+        await Connection(websocket, runtime.controller, runtime.store).run()
+
+    return app
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run the server until interrupted."""
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="info",
+            # Frames up to 1 MiB reach the protocol layer, which answers frames over
+            # MAX_MESSAGE_BYTES with `message_too_large`; bigger ones close the socket (1009).
+            ws_max_size=16 * MAX_MESSAGE_BYTES,
+            ws_ping_interval=20,
+            ws_ping_timeout=20,
+            lifespan="on",
+        )
+    )
+    log.info("callbridge %s listening on ws://%s:%d/ws", __version__, config.host, config.port)
+    await server.serve()

@@ -1,0 +1,174 @@
+"""Schemas of the client -> server messages of ``/ws`` (docs/protocol.md), and their parsing.
+
+Parsing turns any wrong frame into a :class:`ProtocolError` whose message names the message
+type and the field, e.g. ``call.create: field 'destination' is required``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, cast, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from callbridge.errors import ErrorCode, ProtocolError
+
+__all__ = ["MAX_MESSAGE_BYTES", "ClientMessage", "parse_message"]
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+ReqId = Annotated[str, StringConstraints(max_length=128)] | None
+CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Destination = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+Sdp = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    req_id: ReqId = None
+
+
+class SessionLogin(_Msg):
+    type: Literal["session.login"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    user_id: str | None = None
+
+
+class SessionLogout(_Msg):
+    type: Literal["session.logout"]
+
+
+class CallCreate(_Msg):
+    type: Literal["call.create"]
+    destination: Destination
+    sdp: Sdp
+    caller_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class CallAnswer(_Msg):
+    type: Literal["call.answer"]
+    call_id: CallId
+    sdp: Sdp
+
+
+class CallReject(_Msg):
+    type: Literal["call.reject"]
+    call_id: CallId
+    reason: Literal["busy"] | None = None
+
+
+class _CallAction(_Msg):
+    call_id: CallId
+
+
+class CallHangup(_CallAction):
+    type: Literal["call.hangup"]
+
+
+class CallHold(_CallAction):
+    type: Literal["call.hold"]
+
+
+class CallResume(_CallAction):
+    type: Literal["call.resume"]
+
+
+class CallMute(_CallAction):
+    type: Literal["call.mute"]
+
+
+class CallUnmute(_CallAction):
+    type: Literal["call.unmute"]
+
+
+class CallTransfer(_CallAction):
+    type: Literal["call.transfer"]
+    destination: Destination
+
+
+class IceCandidate(_CallAction):
+    type: Literal["ice.candidate"]
+    candidate: Annotated[str, StringConstraints(max_length=1024)]
+    sdp_mid: str | None = None
+    sdp_m_line_index: Annotated[int, Field(ge=0, le=64)] | None = None
+
+
+class IceDone(_CallAction):
+    type: Literal["ice.done"]
+
+
+ClientMessage = (
+    SessionLogin
+    | SessionLogout
+    | CallCreate
+    | CallAnswer
+    | CallReject
+    | CallHangup
+    | CallHold
+    | CallResume
+    | CallMute
+    | CallUnmute
+    | CallTransfer
+    | IceCandidate
+    | IceDone
+)
+_MODELS: dict[str, type[BaseModel]] = {
+    get_args(m.model_fields["type"].annotation)[0]: m for m in get_args(ClientMessage)
+}
+_ADAPTERS = {name: TypeAdapter(model) for name, model in _MODELS.items()}
+MESSAGE_TYPES = tuple(sorted(_MODELS))
+
+
+def _describe(exc: ValidationError, type_: str) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        field = ".".join(str(x) for x in err["loc"]) or "message"
+        if err["type"] == "missing":
+            parts.append(f"field '{field}' is required")
+        else:
+            parts.append(f"field '{field}': {err['msg']}")
+    return f"{type_}: " + "; ".join(parts)
+
+
+def peek_req_id(raw: Any) -> str | None:
+    """The ``req_id`` of a frame, if it has a usable one (for echoing in errors)."""
+    if isinstance(raw, dict):
+        req_id = raw.get("req_id")
+        if isinstance(req_id, str) and len(req_id) <= 128:
+            return req_id
+    return None
+
+
+def decode_frame(text: str | bytes | None) -> dict[str, Any]:
+    """Frame -> JSON object, or the precise protocol error."""
+    if text is None or isinstance(text, bytes):
+        raise ProtocolError(ErrorCode.INVALID_JSON, "binary frames are not accepted; send text")
+    if len(text.encode()) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"message of {len(text.encode())} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+        )
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.INVALID_JSON, "a message must be a JSON object")
+    return raw
+
+
+def parse_message(raw: dict[str, Any]) -> ClientMessage:
+    type_ = raw.get("type")
+    if not isinstance(type_, str):
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "the message has no string field 'type'")
+    adapter = _ADAPTERS.get(type_)
+    if adapter is None:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"unknown message type {type_[:64]!r}; expected one of {', '.join(MESSAGE_TYPES)}",
+        )
+    try:
+        msg = cast(ClientMessage, adapter.validate_python(raw))
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, _describe(exc, type_)) from exc
+    return msg

@@ -1,0 +1,344 @@
+"""``Store``: users, login tokens, API keys and CDRs, over SQLAlchemy's asyncio engine.
+
+Secrets (login tokens, API keys) are random strings of at least 240 bits; only their
+SHA-256 is stored, so a leaked database grants nothing. A plain (unsalted, fast) hash is
+enough at that entropy, and it lets a secret be found by an indexed lookup of its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+from sqlalchemy import false, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from callbridge.store.engine import create_engine, migrate, writer
+from callbridge.store.errors import (
+    CdrExists,
+    TokenExpired,
+    TokenInvalid,
+    UserExists,
+    UserNotFound,
+)
+from callbridge.store.records import (
+    Cdr,
+    User,
+    normalize_number,
+    validate_extension,
+    validate_name,
+    validate_number,
+)
+from callbridge.store.schema import ApiKeyRow, CdrRow, TokenRow, UserRow
+
+__all__ = ["API_KEY_PREFIX", "Store"]
+
+API_KEY_PREFIX = "KEY"
+_API_KEY_LENGTH = len(API_KEY_PREFIX) + 40  # token_urlsafe(30) is exactly 40 characters
+_MAX_LABEL = 128  # display names, API key names
+
+
+class Store:
+    """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
+
+    Safe to share between tasks: every method runs in its own short transaction.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Wrap an engine whose schema is current; ``open()`` is the usual way in."""
+        self._engine = engine
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(writer(engine), expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, database_url: str) -> Store:
+        """Connect to ``database_url`` and migrate its schema to the newest revision.
+
+        For SQLite the file's directory is created if needed.
+        """
+        engine = create_engine(database_url)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # users ----------------------------------------------------------------------------------
+    async def add_user(
+        self,
+        name: str,
+        extension: str,
+        number: str | None = None,
+        display_name: str | None = None,
+    ) -> User:
+        """Create a user. ``ValueError`` for a malformed field, ``UserExists`` if one is taken.
+
+        ``number`` is stored in E.164 form: "+1 (415) 555-0100" becomes "+14155550100".
+        """
+        row = UserRow(
+            name=validate_name(name),
+            extension=validate_extension(extension),
+            number=None if number is None else validate_number(number),
+            display_name=_label(display_name, "display name"),
+            created_at=_now(),
+        )
+        try:
+            async with self._write.begin() as session:
+                session.add(row)
+        except IntegrityError as exc:
+            conflict = await self._user_conflict(row.name, row.extension, row.number)
+            if conflict is None:
+                raise
+            raise conflict from exc
+        return _user(row)
+
+    async def _user_conflict(
+        self, name: str, extension: str, number: str | None
+    ) -> UserExists | None:
+        """What makes a new user collide with existing ones, if anything does."""
+        async with self._read() as session:
+            rows = await session.scalars(
+                select(UserRow).where(
+                    or_(
+                        UserRow.name == name,
+                        UserRow.extension == extension,
+                        UserRow.number == number if number is not None else false(),
+                    )
+                )
+            )
+            taken = list(rows)
+        problems: list[str] = []
+        fields: list[str] = []
+        for field, value in (("name", name), ("extension", extension), ("number", number)):
+            owner = next((u for u in taken if getattr(u, field) == value), None)
+            if value is None or owner is None:
+                continue
+            fields.append(field)
+            if field == "name":
+                problems.append(f"a user named {name!r} already exists")
+            else:
+                problems.append(f"{field} {value} is taken by user {owner.name!r}")
+        if not problems:
+            return None
+        return UserExists("; ".join(problems), tuple(fields))
+
+    async def get_user(self, name: str) -> User | None:
+        async with self._read() as session:
+            row = await session.scalar(select(UserRow).where(UserRow.name == name))
+        return None if row is None else _user(row)
+
+    async def list_users(self) -> list[User]:
+        """All users, by name."""
+        async with self._read() as session:
+            rows = await session.scalars(select(UserRow).order_by(UserRow.name))
+            return [_user(row) for row in rows]
+
+    async def find_user(self, destination: str) -> User | None:
+        """The user a dialled ``destination`` means: an extension, else a number, else a name.
+
+        A number matches with or without its leading '+' and with spaces, dashes, dots or
+        parentheses in it.
+        """
+        dialled = destination.strip()
+        if not dialled:
+            return None
+        number = normalize_number(dialled)
+        async with self._read() as session:
+            rows = list(
+                await session.scalars(
+                    select(UserRow).where(
+                        or_(
+                            UserRow.extension == dialled,
+                            UserRow.number == number if number is not None else false(),
+                            UserRow.name == dialled,
+                        )
+                    )
+                )
+            )
+
+        # One query; several users may match, each on a different field.
+        def precedence(row: UserRow) -> int:
+            if row.extension == dialled:
+                return 0
+            if number is not None and row.number == number:
+                return 1
+            return 2
+
+        return _user(min(rows, key=precedence)) if rows else None
+
+    # login tokens ---------------------------------------------------------------------------
+    async def create_token(
+        self, user_name: str, ttl: timedelta = timedelta(hours=24)
+    ) -> tuple[str, datetime]:
+        """A new login token for ``user_name`` and when it expires (aware UTC).
+
+        Only the token's hash is kept: the token cannot be shown again. A ``ttl`` of zero or
+        less makes a token that is already expired.
+        """
+        token = secrets.token_urlsafe(32)
+        now = _now()
+        expires_at = now + ttl
+        async with self._write.begin() as session:
+            user_id = await session.scalar(select(UserRow.id).where(UserRow.name == user_name))
+            if user_id is None:
+                raise UserNotFound(user_name)
+            session.add(
+                TokenRow(
+                    user_id=user_id,
+                    token_hash=_digest(token),
+                    created_at=now,
+                    expires_at=expires_at,
+                    revoked=False,
+                )
+            )
+        return token, expires_at
+
+    async def check_token(self, token: str) -> User:
+        """The user a login token belongs to; ``TokenInvalid`` or ``TokenExpired`` if none."""
+        async with self._read() as session:
+            found = (
+                await session.execute(
+                    select(TokenRow, UserRow)
+                    .join(UserRow, TokenRow.user_id == UserRow.id)
+                    .where(TokenRow.token_hash == _digest(token))
+                )
+            ).one_or_none()
+        if found is None or found[0].revoked:
+            raise TokenInvalid()
+        row, user = found
+        if row.expires_at <= _now():
+            raise TokenExpired(row.expires_at)
+        return _user(user)
+
+    # API keys -------------------------------------------------------------------------------
+    async def create_api_key(self, name: str | None = None) -> str:
+        """A new REST API key, ``"KEY"`` and 40 URL-safe characters. Shown only this once."""
+        key = API_KEY_PREFIX + secrets.token_urlsafe(30)
+        assert len(key) == _API_KEY_LENGTH
+        row = ApiKeyRow(
+            name=_label(name, "API key name"),
+            prefix=key[:8],
+            key_hash=_digest(key),
+            created_at=_now(),
+            revoked=False,
+        )
+        async with self._write.begin() as session:
+            session.add(row)
+        return key
+
+    async def check_api_key(self, key: str) -> bool:
+        """Whether ``key`` is a valid, unrevoked API key."""
+        if len(key) != _API_KEY_LENGTH or not key.startswith(API_KEY_PREFIX):
+            return False
+        async with self._read() as session:
+            revoked = await session.scalar(
+                select(ApiKeyRow.revoked).where(ApiKeyRow.key_hash == _digest(key))
+            )
+        return revoked is False
+
+    # call detail records --------------------------------------------------------------------
+    async def record_cdr(self, cdr: Cdr) -> None:
+        """Keep a finished call's record. ``CdrExists`` if its call id is already recorded."""
+        for what, value in (
+            ("started_at", cdr.started_at),
+            ("answered_at", cdr.answered_at),
+            ("ended_at", cdr.ended_at),
+        ):
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"CDR {what} is a naive datetime: pass a timezone-aware one")
+        for what, text, limit in (
+            ("call_id", cdr.call_id, 64),
+            ("end_reason", cdr.end_reason, 32),
+            ("direction", cdr.direction, 32),
+        ):
+            if text is not None and len(text) > limit:
+                raise ValueError(f"CDR {what} is longer than {limit} characters")
+        row = CdrRow(
+            call_id=cdr.call_id,
+            caller=cdr.caller,
+            callee=cdr.callee,
+            destination=cdr.destination,
+            direction=cdr.direction,
+            started_at=cdr.started_at,
+            answered_at=cdr.answered_at,
+            ended_at=cdr.ended_at,
+            duration_seconds=cdr.duration_seconds,
+            end_reason=cdr.end_reason,
+        )
+        try:
+            async with self._write.begin() as session:
+                session.add(row)
+        except IntegrityError as exc:
+            async with self._read() as session:
+                exists = await session.scalar(
+                    select(CdrRow.id).where(CdrRow.call_id == cdr.call_id)
+                )
+            if exists is None:
+                raise
+            raise CdrExists(cdr.call_id) from exc
+
+    async def list_cdrs(self, limit: int = 100) -> list[Cdr]:
+        """The ``limit`` most recent CDRs, newest (latest start) first."""
+        if limit < 0:
+            raise ValueError(f"limit must be 0 or more, not {limit}")
+        async with self._read() as session:
+            rows = await session.scalars(
+                select(CdrRow).order_by(CdrRow.started_at.desc(), CdrRow.id.desc()).limit(limit)
+            )
+            return [_cdr(row) for row in rows]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _label(value: str | None, what: str) -> str | None:
+    """A free-text label, trimmed; blank means none."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > _MAX_LABEL:
+        raise ValueError(f"{what} is longer than {_MAX_LABEL} characters")
+    if not value.isprintable():
+        raise ValueError(f"{what} contains control characters")
+    return value
+
+
+def _user(row: UserRow) -> User:
+    return User(row.id, row.name, row.extension, row.number, row.display_name)
+
+
+def _cdr(row: CdrRow) -> Cdr:
+    return Cdr(
+        call_id=row.call_id,
+        caller=row.caller,
+        callee=row.callee,
+        destination=row.destination,
+        started_at=row.started_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        direction=row.direction,
+    )

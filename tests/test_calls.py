@@ -1,0 +1,296 @@
+"""1:1 calls end to end: real server, real aiortc peers on 127.0.0.1, audio checked by analysis.
+
+Each party sends its own tone (alice 440 Hz, bob 1000 Hz, carol 1400 Hz) so what a party hears
+tells exactly whose audio reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from callbridge.client import BufferSink, Call, Phone, ToneSource
+from callbridge.errors import RemoteError
+from callbridge.media.players import HOLD_MUSIC_NOTES
+from callbridge.testing import tone_level_db
+
+ALICE, BOB, CAROL = 440.0, 1000.0, 1400.0
+HEARD = -35.0  # dBFS: a tone at this level or more is clearly there (sources send ~-13 dBFS)
+SILENT = -60.0  # below this, nothing of that tone arrived
+
+
+async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
+    """Clear, listen for a moment, and measure ``freq`` in what arrived."""
+    sink.clear()
+    await asyncio.sleep(seconds + 0.2)
+    pcm = sink.samples(seconds)
+    if len(pcm) < 48000 * seconds / 2:
+        return -120.0  # (almost) nothing arrived: silence
+    return tone_level_db(pcm, 48000, freq)
+
+
+async def hears(sink: BufferSink, freq: float) -> bool:
+    return await level(sink, freq) > HEARD
+
+
+class Party:
+    def __init__(self, phone: Phone, tone: float) -> None:
+        self.phone = phone
+        self.tone = tone
+        self.sink = BufferSink()
+        self.incoming: asyncio.Queue[Call] = asyncio.Queue()
+        phone.on("incoming", self.incoming.put_nowait)
+
+    async def call(self, destination: str, **kw: Any) -> Call:
+        return await self.phone.call(
+            destination, source=ToneSource(self.tone), sink=self.sink, **kw
+        )
+
+    async def ringing(self) -> Call:
+        return await asyncio.wait_for(self.incoming.get(), 5)
+
+    async def answer(self) -> Call:
+        call = await self.ringing()
+        await call.answer(source=ToneSource(self.tone), sink=self.sink)
+        return call
+
+
+@pytest.fixture
+async def party(server: Any, make_user: Any) -> AsyncIterator[Any]:
+    """Factory: a logged-in softphone for a fresh user (or another device of ``user``)."""
+    phones: list[Phone] = []
+
+    async def make(tone: float, user: Any = None) -> Party:
+        user = user or await make_user()
+        phone = Phone(server.url, user.token)
+        await phone.login()
+        phones.append(phone)
+        p = Party(phone, tone)
+        p.user = user  # type: ignore[attr-defined]
+        return p
+
+    yield make
+    for phone in phones:
+        await phone.close()
+
+
+async def connect(caller: Any, callee: Any) -> tuple[Call, Call]:
+    out = await caller.call(callee.user.extension)
+    inc = await callee.answer()
+    await out.wait_for("answered", timeout=5)
+    return out, inc
+
+
+async def test_alice_calls_bob_and_each_hears_the_other(party, store):
+    alice, bob = await party(ALICE), await party(BOB)
+    events: list[str] = []
+    out = await alice.call(bob.user.extension)
+    for name in ("trying", "ringing", "answered", "ended"):
+        out.on(name, lambda *a, n=name: events.append(n))
+    inc = await bob.ringing()
+    assert inc.from_ == alice.user.number and inc.to == bob.user.extension
+    await inc.answer(source=ToneSource(BOB), sink=bob.sink)
+    await out.wait_for("answered", timeout=5)
+    assert await level(alice.sink, BOB) > HEARD
+    assert await level(alice.sink, ALICE) < SILENT  # nobody hears themselves
+    assert await level(bob.sink, ALICE) > HEARD
+    assert await level(bob.sink, BOB) < SILENT
+    await out.hangup()
+    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+    assert out.end_reason == "hangup"
+    assert events[-2:] == ["answered", "ended"]
+    await asyncio.sleep(0.3)
+    cdr = next(c for c in await store.list_cdrs(50) if c.call_id == out.id)
+    assert (cdr.caller, cdr.callee, cdr.end_reason) == (alice.user.name, bob.user.name, "hangup")
+    assert cdr.answered_at is not None and cdr.duration_seconds > 1
+
+
+async def test_destinations_resolve_by_extension_number_and_name(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    for destination in (bob.user.extension, bob.user.number, bob.user.name):
+        out = await alice.call(destination)
+        inc = await bob.ringing()
+        assert inc.to == destination
+        await out.hangup()
+        assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "canceled"
+
+
+async def test_caller_id_is_shown_to_the_callee(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out = await alice.call(bob.user.extension, caller_id="+14155559876")
+    inc = await bob.ringing()
+    assert inc.from_ == "+14155559876"
+    await out.hangup()
+
+
+async def test_bob_answers_on_his_second_device_while_the_first_rings(party):
+    alice, bob1 = await party(ALICE), await party(BOB)
+    bob2 = await party(BOB + 200, user=bob1.user)
+    out = await alice.call(bob1.user.extension)
+    ring1, ring2 = await bob1.ringing(), await bob2.ringing()
+    assert ring1.id != ring2.id
+    await ring2.answer(source=ToneSource(bob2.tone), sink=bob2.sink)
+    await out.wait_for("answered", timeout=5)
+    assert (await ring1.wait_for("ended", timeout=5)).data["reason"] == "answered-elsewhere"
+    assert await level(alice.sink, bob2.tone) > HEARD
+    assert await level(bob2.sink, ALICE) > HEARD
+    await out.hangup()
+
+
+async def test_two_devices_answer_at_once_and_exactly_one_wins(party):
+    alice, bob1 = await party(ALICE), await party(BOB)
+    bob2 = await party(BOB + 200, user=bob1.user)
+    out = await alice.call(bob1.user.extension)
+    ring1, ring2 = await bob1.ringing(), await bob2.ringing()
+    results = await asyncio.gather(
+        ring1.answer(source=ToneSource(BOB), sink=bob1.sink),
+        ring2.answer(source=ToneSource(BOB + 200), sink=bob2.sink),
+        return_exceptions=True,
+    )
+    await out.wait_for("answered", timeout=5)
+    await asyncio.sleep(0.3)
+    winners = [c for c in (ring1, ring2) if c.state == "active"]
+    losers = [c for c in (ring1, ring2) if c.state == "ended"]
+    assert len(winners) == 1 and len(losers) == 1
+    assert losers[0].end_reason == "answered-elsewhere"
+    # The loser either got the ended event before its answer went out, or an error for it.
+    loser_result = results[(ring1, ring2).index(losers[0])]
+    assert loser_result is None or isinstance(loser_result, RemoteError)
+    await out.hangup()
+
+
+@pytest.mark.parametrize(("reason", "expected"), [(None, "rejected"), ("busy", "busy")])
+async def test_reject_ends_the_callers_call(party, reason, expected):
+    alice, bob = await party(ALICE), await party(BOB)
+    out = await alice.call(bob.user.extension)
+    inc = await bob.ringing()
+    await (inc.reject(reason) if reason else inc.reject())
+    assert (await out.wait_for("ended", timeout=5)).data["reason"] == expected
+
+
+async def test_caller_hangs_up_while_it_rings_and_the_callee_sees_canceled(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out = await alice.call(bob.user.extension)
+    inc = await bob.ringing()
+    await out.wait_for("ringing", timeout=5)
+    await out.hangup()
+    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "canceled"
+    assert out.end_reason == "hangup"
+
+
+async def test_nobody_answers(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out = await alice.call(bob.user.extension)
+    inc = await bob.ringing()
+    assert (await out.wait_for("ended", timeout=10)).data["reason"] == "no-answer"
+    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "no-answer"
+
+
+async def test_calling_a_user_with_no_device_fails_with_a_reason(party, make_user):
+    alice = await party(ALICE)
+    offline = await make_user()
+    with pytest.raises(RemoteError) as info:
+        call = await alice.call(offline.extension)
+        await call.wait_for("ended", timeout=5)
+    assert info.value.code in {"destination_not_found"}
+
+
+async def test_hold_plays_music_to_the_held_party(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    await out.hold()
+    assert (await inc.wait_for("held", timeout=5)).data["by"] == "remote"
+    assert out.held_by == "local"
+    music = [await level(bob.sink, f, 1.0) for f in HOLD_MUSIC_NOTES[:3]]
+    assert all(m > HEARD for m in music), music
+    assert await level(bob.sink, ALICE) < SILENT  # the holder's audio is not heard
+    assert await level(alice.sink, BOB) < SILENT  # the holder hears silence
+    await out.resume()
+    assert (await inc.wait_for("resumed", timeout=5)).data["by"] == "remote"
+    assert await level(bob.sink, ALICE) > HEARD
+    assert await level(bob.sink, HOLD_MUSIC_NOTES[0]) < SILENT
+    assert await level(alice.sink, BOB) > HEARD
+    await out.hangup()
+
+
+async def test_server_mute_is_authoritative_while_the_client_keeps_sending(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out, _ = await connect(alice, bob)
+    # A raw call.mute: alice's client keeps sending its tone, the server must drop it.
+    reply = await alice.phone.request({"type": "call.mute", "call_id": out.id})
+    assert reply["type"] == "call.muted"
+    assert not out.media.muted  # the client really is still sending
+    assert await level(bob.sink, ALICE) < SILENT
+    assert await level(alice.sink, BOB) > HEARD  # mute is one-way
+    await alice.phone.request({"type": "call.unmute", "call_id": out.id})
+    assert await level(bob.sink, ALICE) > HEARD
+    # The SDK's mute does both: local silence and the server-side mute.
+    await out.mute()
+    assert out.is_muted
+    assert await level(bob.sink, ALICE) < SILENT
+    await out.unmute()
+    assert not out.is_muted
+    assert await level(bob.sink, ALICE) > HEARD
+    await out.hangup()
+
+
+async def test_dtmf_digits_reach_the_far_side(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    signalled: list[str] = []
+    inc.on("dtmf", lambda digit: signalled.append(digit))
+    inband: list[str] = []
+    inc.media.on_dtmf = inband.append  # RFC 4733 relayed by the server to bob's leg
+    await out.send_dtmf("159#")
+    for _ in range(50):
+        if len(signalled) >= 4 and len(inband) >= 4:
+            break
+        await asyncio.sleep(0.1)
+    assert signalled == ["1", "5", "9", "#"]
+    assert inband == ["1", "5", "9", "#"]
+    await out.hangup()
+
+
+async def test_blind_transfer_connects_the_far_party_to_the_target(party):
+    alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
+    out, inc = await connect(alice, bob)
+    await inc.transfer(carol.user.extension)
+    assert inc.end_reason == "transferred"
+    to_carol = await carol.answer()
+    assert to_carol.from_ == alice.user.number
+    await asyncio.sleep(0.3)
+    assert out.state == "active" and out.id == alice.phone.active_calls[0].id
+    assert await level(alice.sink, CAROL) > HEARD
+    assert await level(carol.sink, ALICE) > HEARD
+    assert await level(alice.sink, BOB) < SILENT
+    await out.hangup()
+    assert (await to_carol.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+
+
+async def test_a_pcmu_caller_and_an_opus_callee_hear_each_other(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out = await alice.call(bob.user.extension, codecs=["PCMU"])
+    inc = await bob.ringing()
+    await inc.answer(source=ToneSource(BOB), sink=bob.sink, codecs=["opus"])
+    await out.wait_for("answered", timeout=5)
+    assert await level(alice.sink, BOB) > HEARD
+    assert await level(bob.sink, ALICE) > HEARD
+    await out.hangup()
+
+
+async def test_logout_ends_the_calls_of_that_device(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    await bob.phone.logout()
+    assert (await out.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+    assert inc.state == "ended"
+
+
+async def test_a_dropped_connection_ends_the_call_for_the_far_party(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out, _ = await connect(alice, bob)
+    await bob.phone.close()  # the socket goes away without a logout
+    assert (await out.wait_for("ended", timeout=5)).data["reason"] == "hangup"

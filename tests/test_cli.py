@@ -1,0 +1,318 @@
+"""The ``callbridge`` command, run for real (``python -m callbridge``) on a SQLite file."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from callbridge.cli import main, parse_ttl
+from callbridge.store import Store
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def callbridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callbridge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, data_dir: Path) -> Cli:
+    """Run a callbridge command on ``data_dir``, from ``tmp_path``."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return callbridge(*args, "--data-dir", str(data_dir), cwd=tmp_path)
+
+    return run
+
+
+def db_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'callbridge.db'}"
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], message: str) -> None:
+    """Exit code 2 and a one-line message naming the problem, no traceback."""
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("callbridge")
+    assert message in result.stderr
+
+
+# users ------------------------------------------------------------------------------------
+def test_users_add_prints_the_user_and_users_list_shows_it(cli: Cli, data_dir: Path) -> None:
+    added = cli(
+        "users",
+        "add",
+        "alice",
+        "--extension",
+        "1001",
+        "--number",
+        "+1 415 555 0100",
+        "--display-name",
+        "Alice Smith",
+    )
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == (
+        "added user alice: extension 1001, number +14155550100, display name 'Alice Smith'"
+    )
+    assert (data_dir / "callbridge.db").exists()
+
+    listed = cli("users", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "EXTENSION", "NUMBER", "DISPLAY", "NAME"]
+    assert row.split() == ["alice", "1001", "+14155550100", "Alice", "Smith"]
+
+
+def test_users_list_on_an_empty_database_says_how_to_add_one(cli: Cli, data_dir: Path) -> None:
+    listed = cli("users", "list")
+    assert listed.returncode == 0
+    assert f"callbridge users add NAME --extension EXT --data-dir {data_dir}" in listed.stdout
+
+
+def test_a_duplicate_user_is_refused_with_exit_code_2(cli: Cli) -> None:
+    assert cli("users", "add", "alice", "--extension", "1001").returncode == 0
+    assert_refused(
+        cli("users", "add", "alice", "--extension", "1002"),
+        "a user named 'alice' already exists",
+    )
+    assert_refused(
+        cli("users", "add", "bob", "--extension", "1001"),
+        "extension 1001 is taken by user 'alice'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bob", "--extension", "10a"], "invalid extension '10a': use 2 to 8 digits"),
+        (["bob", "--extension", "1002", "--number", "4155550100"], "invalid number"),
+        (["bob smith", "--extension", "1002"], "invalid user name"),
+        (["bob"], "the following arguments are required: --extension"),
+    ],
+)
+def test_bad_user_fields_are_refused_with_exit_code_2(
+    cli: Cli, args: list[str], message: str
+) -> None:
+    assert_refused(cli("users", "add", *args), message)
+
+
+def test_users_add_processes_started_together_all_succeed(tmp_path: Path, data_dir: Path) -> None:
+    """Several processes open a new database at once: one migrates it, all write."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "callbridge",
+                "users",
+                "add",
+                f"user{i}",
+                "--extension",
+                f"20{i}",
+                "--data-dir",
+                str(data_dir),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(6)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    listed = callbridge("users", "list", "--data-dir", str(data_dir), cwd=tmp_path)
+    assert len(listed.stdout.splitlines()) == 1 + 6
+
+
+# tokens -----------------------------------------------------------------------------------
+async def test_token_prints_a_login_token_on_its_last_line(cli: Cli, data_dir: Path) -> None:
+    assert cli("users", "add", "alice", "--extension", "1001").returncode == 0
+    result = cli("token", "alice", "--ttl", "30m")
+    assert result.returncode == 0, result.stderr
+    *notes, token = result.stdout.splitlines()
+    assert "valid until" in notes[-1] and "UTC" in notes[-1] and "30m" in notes[-1]
+    async with await Store.open(db_url(data_dir)) as store:
+        user = await store.check_token(token)
+        assert user.name == "alice"
+
+
+def test_a_token_for_an_unknown_user_is_refused_with_exit_code_2(cli: Cli, data_dir: Path) -> None:
+    assert_refused(cli("token", "carol"), "no user named 'carol'")
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "5x", "1w", "3651d", "h"])
+def test_a_bad_ttl_is_refused_with_exit_code_2(
+    ttl: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process: argparse refuses before any database is touched.
+    assert main(["token", "alice", "--ttl", ttl]) == 2
+    assert "invalid ttl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("30m", timedelta(minutes=30)),
+        ("24h", timedelta(hours=24)),
+        ("7d", timedelta(days=7)),
+        ("3600", timedelta(hours=1)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 2H ", timedelta(hours=2)),
+    ],
+)
+def test_ttl_forms(text: str, expected: timedelta) -> None:
+    assert parse_ttl(text) == expected
+
+
+# API keys ---------------------------------------------------------------------------------
+async def test_apikey_create_prints_the_key_on_its_last_line(cli: Cli, data_dir: Path) -> None:
+    result = cli("apikey", "create", "--name", "ci")
+    assert result.returncode == 0, result.stderr
+    *notes, key = result.stdout.splitlines()
+    assert notes and "shown only this once" in notes[-1]
+    assert key.startswith("KEY") and len(key) == 43
+    async with await Store.open(db_url(data_dir)) as store:
+        assert await store.check_api_key(key)
+
+    unnamed = cli("apikey", "create")
+    assert unnamed.returncode == 0
+    assert unnamed.stdout.splitlines()[-1] != key
+
+
+# database errors --------------------------------------------------------------------------
+def test_an_unusable_database_is_one_line_with_exit_code_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = callbridge("users", "list", "--data-dir", str(blocker / "data"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("callbridge: error: cannot use the database")
+
+
+def test_a_database_url_password_is_never_printed(tmp_path: Path) -> None:
+    url = "sqlite+aiosqlite://user:hunter2@/" + str(tmp_path / "x" / "file" / "db")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "file").write_text("")
+    result = callbridge("users", "list", "--database-url", url, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+# serve ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--turn", "turn:turn.example.org:3478"], "--turn needs --turn-username"),
+        (["--turn-username", "u", "--turn-password", "p"], "need --turn URL"),
+        (["--stun", "turn:x:3478"], "invalid URL"),
+        (["--port", "0"], "invalid port"),
+        (["--ring-timeout", "-1"], "invalid duration"),
+        (["--media-address", "my-laptop"], "invalid address"),
+    ],
+)
+def test_serve_refuses_bad_options_before_starting(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "callbridge",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    return proc, log, port
+
+
+def wait_for(log: Path, proc: subprocess.Popen[bytes], text: str, within: float = 30) -> str:
+    deadline = time.monotonic() + within
+    while text not in (content := log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} never appeared:\n{content}")
+        time.sleep(0.05)
+    return content
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def test_serve_on_an_empty_database_prints_commands_that_work(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    proc, log, port = start_server(tmp_path, data_dir)
+    try:
+        output = wait_for(log, proc, "session.login")
+    finally:
+        stop(proc)
+    assert f"ws://127.0.0.1:{port}/ws" in output
+    commands = [
+        line.strip() for line in output.splitlines() if line.strip().startswith("callbridge ")
+    ]
+    assert [c.split()[1] for c in commands] == ["users", "token"]
+
+    results = [callbridge(*shlex.split(c)[1:], cwd=tmp_path) for c in commands]
+    assert all(r.returncode == 0 for r in results), results
+    async with await Store.open(db_url(data_dir)) as store:
+        assert (await store.check_token(results[-1].stdout.splitlines()[-1])).name == "alice"
+
+
+def test_serve_with_users_prints_no_newcomer_hint(cli: Cli, tmp_path: Path, data_dir: Path) -> None:
+    assert cli("users", "add", "alice", "--extension", "1001").returncode == 0
+    proc, log, _ = start_server(tmp_path, data_dir)
+    try:
+        output = wait_for(log, proc, "listening on")
+    finally:
+        stop(proc)
+    assert "no users yet" not in output
