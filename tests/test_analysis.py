@@ -100,3 +100,12 @@ def test_two_tone_source_keeps_the_peak_within_amplitude() -> None:
     x = np.concatenate([src.read() for _ in range(50)])
     assert np.abs(x).max() <= 0.5 * 32767 + 1
     assert tones_present(x, RATE, [350, 440, 1000], threshold_db=-30) == {350, 440}
+
+
+def test_notes_of_a_melody_count_for_the_time_they_sound_wherever_they_are() -> None:
+    notes = [523.25, 659.25, 783.99, 880.0]
+    x = pcm(np.concatenate([sine(f, 0.3, seconds=0.25) for f in notes]))
+    levels = [tone_level_db(x, RATE, f) for f in notes]
+    # Each note sounds a quarter of the time: 6 dB under a steady tone, first as much as last.
+    assert levels == pytest.approx([expected_db(0.3) - 6.02] * 4, abs=1.0)
+    assert tones_present(x, RATE, [*notes, 440.0], threshold_db=-25) == set(notes)

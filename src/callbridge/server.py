@@ -65,6 +65,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 async def serve(config: ServerConfig) -> None:
     """Run the server until interrupted."""
     app = create_app(config)
+    # aioice logs every connectivity check at INFO; keep the server's log readable.
+    logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -36,7 +36,7 @@ SILENCE_DB = -120.0
 _FULL_SCALE = 32768.0
 # Where a tone is measured: the nominal frequency and ± a quarter and half of a bin, keeping
 # the highest. With a Hann window that makes the estimate exact within ~0.5 dB for a tone that
-# sits anywhere between bins or is off by up to half a bin (a few Hz over a second).
+# sits anywhere between bins or is off by up to half a bin (±2.5 Hz with 200 ms segments).
 _BIN_OFFSETS = (-0.5, -0.25, 0.0, 0.25, 0.5)
 
 
@@ -59,32 +59,45 @@ def rms_dbfs(pcm: npt.ArrayLike) -> float:
     return _to_db(float(np.sqrt(np.mean(x * x))))
 
 
+def _segments(x: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.float64]:
+    """Overlapping (50 %) segments of ``size`` samples covering all of ``x``, one per row.
+
+    The last segment is aligned to the end, so no sample is left out; with a Hann window the
+    segments weigh every part of the signal about equally (Welch's method).
+    """
+    if x.size <= size:
+        return x[None, :]
+    hop = size // 2
+    starts = list(range(0, x.size - size + 1, hop))
+    if starts[-1] != x.size - size:
+        starts.append(x.size - size)
+    return np.stack([x[s : s + size] for s in starts])
+
+
 def tone_level_db(pcm: npt.ArrayLike, rate: int, freq: float) -> float:
     """Level in dBFS (RMS) of the sinusoid at ``freq`` Hz in ``pcm`` sampled at ``rate`` Hz.
 
-    The windowed (Hann) spectrum is evaluated exactly at ``freq`` and around it (± half a bin),
-    so the frequency need not fall on an FFT bin. For a pure tone this equals
-    :func:`rms_dbfs`; other tones and noise contribute little (Hann side lobes fall fast).
-    Use at least ~0.1 s of audio: shorter windows cannot separate tones a few Hz apart.
+    The tone's power is measured in overlapping 200 ms Hann-windowed segments (Welch) and
+    averaged, so a tone present for only part of the recording (a note of a melody, a tone
+    that starts late) counts for the time it sounds, wherever that is. In each segment the
+    spectrum is evaluated exactly at ``freq`` and within ± half a bin, so the frequency need
+    not fall on an FFT bin. For a steady pure tone this equals :func:`rms_dbfs`; other tones
+    and noise contribute little (Hann side lobes fall fast). Use at least ~0.1 s of audio.
     """
     x = _as_float(pcm)
-    n = x.size
-    if n == 0 or freq <= 0 or freq >= rate / 2:
+    if x.size == 0 or freq <= 0 or freq >= rate / 2:
         return SILENCE_DB
-    window = np.hanning(n)
-    xw = x * window
-    t = np.arange(n) / rate
-    bin_hz = rate / n
-    best = 0.0
-    for k in _BIN_OFFSETS:
-        f = freq + k * bin_hz
-        if not 0 < f < rate / 2:
-            continue
-        # One DFT coefficient at exactly f (a Goertzel in vector form).
-        coef = complex(np.dot(xw, np.exp(-2j * np.pi * f * t)))
-        best = max(best, abs(coef))
-    peak = 2.0 * best / float(window.sum())  # undo the window's coherent gain
-    return _to_db(peak / np.sqrt(2.0))
+    segments = _segments(x, max(1, rate // 5))
+    size = segments.shape[1]
+    window = np.hanning(size) if size > 1 else np.ones(1)
+    t = np.arange(size) / rate
+    offsets = np.array(_BIN_OFFSETS) * rate / size
+    probes = np.clip(freq + offsets, 1e-9, rate / 2 - 1e-9)
+    # One DFT coefficient per probe frequency and segment (Goertzel in matrix form).
+    basis = np.exp(-2j * np.pi * probes[None, :] * t[:, None])  # size × probes
+    coefs = np.abs((segments * window) @ basis)  # segments × probes
+    peaks = 2.0 * coefs.max(axis=1) / float(window.sum())  # amplitude per segment
+    return _to_db(float(np.sqrt(np.mean(peaks**2))) / np.sqrt(2.0))
 
 
 def tones_present(
@@ -98,14 +111,16 @@ def tones_present(
 def dominant_frequency(pcm: npt.ArrayLike, rate: int) -> float:
     """The frequency (Hz) of the strongest spectral peak, refined between bins.
 
+    The spectrum is averaged over overlapping Hann-windowed segments of up to one second.
     DC is ignored; returns 0.0 for silence or fewer than 4 samples. Precision is a small
-    fraction of a bin (``rate / len(pcm)``) for a clean tone.
+    fraction of a bin (``rate`` / segment length) for a clean tone.
     """
     x = _as_float(pcm)
-    n = x.size
-    if n < 4:
+    if x.size < 4:
         return 0.0
-    spectrum = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(n)))
+    segments = _segments(x - x.mean(), rate)
+    size = segments.shape[1]
+    spectrum = np.sqrt(np.mean(np.abs(np.fft.rfft(segments * np.hanning(size))) ** 2, axis=0))
     spectrum[0] = 0.0
     k = int(np.argmax(spectrum))
     if spectrum[k] <= 0.0:
@@ -117,4 +132,4 @@ def dominant_frequency(pcm: npt.ArrayLike, rate: int) -> float:
         denom = a - 2 * b + c
         if denom != 0:
             offset = float(0.5 * (a - c) / denom)
-    return (k + offset) * rate / n
+    return float((k + offset) * rate / size)

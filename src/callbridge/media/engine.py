@@ -322,7 +322,7 @@ class InProcessMediaServer:
         line = candidate.removeprefix("candidate:")
         try:
             parsed = candidate_from_sdp(line)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, AssertionError) as exc:  # aiortc asserts the field count
             raise MediaError(
                 ErrorCode.INVALID_CANDIDATE, f"cannot parse ICE candidate {candidate!r}"
             ) from exc
