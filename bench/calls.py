@@ -127,7 +127,11 @@ async def make_users(database_url: str, n: int) -> list[dict[str, str]]:
         caller_token, _ = await store.create_token(f"caller{i}", timedelta(hours=2))
         callee_token, _ = await store.create_token(f"callee{i}", timedelta(hours=2))
         pairs.append(
-            {"caller_token": caller_token, "callee_token": callee_token, "callee_ext": str(20000 + i)}
+            {
+                "caller_token": caller_token,
+                "callee_token": callee_token,
+                "callee_ext": str(20000 + i),
+            }
         )
     await store.close()
     return pairs
@@ -157,7 +161,9 @@ def run_size(n: int, duration: float, codec: str | None) -> dict[str, Any]:
                     "duration": duration, "codec": codec}  # fmt: skip
             load = subprocess.Popen(
                 [sys.executable, __file__, "--load"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             assert load.stdin is not None and load.stdout is not None
             load.stdin.write(json.dumps(spec))

@@ -259,3 +259,15 @@ def test_buffer_sink_keeps_recent_audio_by_arrival_time() -> None:
     assert len(sink.samples(5.0)) == 5 * 960
     sink.clear()
     assert len(sink.samples()) == 0 and sink.frames_received == 10
+
+
+def test_the_client_exports_what_it_documents() -> None:
+    import inspect
+
+    import callbridge.client as client
+
+    assert len(client.__all__) == len(set(client.__all__))
+    for name in client.__all__:
+        member = getattr(client, name)  # AttributeError if __all__ promises too much
+        if inspect.isclass(member) or inspect.isfunction(member):
+            assert inspect.getdoc(member), f"{name} has no docstring"

@@ -31,7 +31,6 @@ from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCSessionDescripti
 from aiortc.exceptions import OperationError
 from aiortc.sdp import candidate_from_sdp
 
-from callbridge.client._aiortc_fix import fix_codec_preference_matching
 from callbridge.client.audio import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -66,7 +65,7 @@ log = logging.getLogger(__name__)
 
 TICK = FRAME_MS / 1000
 _TELEPHONE_EVENT = "audio/telephone-event"
-_LATE_SECONDS = 0.060  # an inter-arrival gap above this counts as a late packet
+_LATE_SECONDS = 0.060  # a packet arriving this much after its due time is late
 _MAX_LAG = 0.2  # the sending loop stalled longer than this: skip ahead, do not burst
 _PAUSE_MS = 500  # ',' in a DTMF string (W3C RTCDTMFSender)
 _END_REPEATS = 3  # RFC 4733 §2.5.1.4: the end packet is sent three times
@@ -82,12 +81,19 @@ class MediaStats:
     packets_sent: int
     packets_received: int
     packets_lost: int  # from gaps in the sequence numbers (RFC 3550 A.3)
-    packets_late: int  # arrived more than 60 ms after the previous packet
+    packets_late: int  # arrived more than 60 ms after its due time (see _ReceiveCounters)
+    packets_expected: int  # from the first to the highest sequence number received
     max_interarrival_ms: float
 
 
 class _ReceiveCounters:
-    """Loss and lateness of the received RTP stream, O(1) per packet."""
+    """Loss and lateness of the received RTP stream, O(1) per packet.
+
+    A packet is *late* when it arrives more than 60 ms after it was due. Its due time is its
+    RTP timestamp mapped onto the clock through the fastest transit seen so far (RFC 3550
+    §6.4.1's transit time, taking the minimum as the no-queueing reference), so one delayed
+    packet does not make the ones after it look late, and a steady stream has none late.
+    """
 
     def __init__(self) -> None:
         self.received = 0
@@ -96,26 +102,44 @@ class _ReceiveCounters:
         self._base: int | None = None  # extended sequence number of the first packet
         self._highest = 0  # highest extended sequence number seen
         self._last_arrival = 0.0
+        self._ts_ext = 0  # RTP timestamp of the latest timed packet, unwrapped, from the first
+        self._last_ts = 0
+        self._min_transit = float("inf")
 
-    def on_packet(self, seq: int, now: float) -> None:
+    def on_packet(
+        self, seq: int, timestamp: int, clock_rate: int, now: float, timed: bool = True
+    ) -> None:
+        """Count one packet; ``timed`` False for packets whose timestamp is not their due time
+        (telephone-event packets carry the event's start)."""
         if self._base is None:
             self._base = self._highest = seq
+            self._last_ts = timestamp
         else:
             delta = (seq - self._highest) & 0xFFFF
             if 0 < delta < 0x8000:  # forward (with wrap-around); else duplicate or reordered
                 self._highest += delta
             gap = now - self._last_arrival
             self.max_gap = max(self.max_gap, gap)
-            if gap > _LATE_SECONDS:
-                self.late += 1
         self._last_arrival = now
         self.received += 1
+        if not timed:
+            return
+        if self.received > 1:
+            step = (timestamp - self._last_ts) & 0xFFFFFFFF
+            self._ts_ext += step if step < 0x80000000 else step - (1 << 32)
+            self._last_ts = timestamp
+        transit = now - self._ts_ext / clock_rate
+        self._min_transit = min(self._min_transit, transit)
+        if transit - self._min_transit > _LATE_SECONDS:
+            self.late += 1
+
+    @property
+    def expected(self) -> int:
+        return 0 if self._base is None else self._highest - self._base + 1
 
     @property
     def lost(self) -> int:
-        if self._base is None:
-            return 0
-        return max(0, self._highest - self._base + 1 - self.received)
+        return max(0, self.expected - self.received)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +238,6 @@ class CallMedia:
         telephone_event: bool = True,
     ) -> None:
         register_codecs()
-        fix_codec_preference_matching()
         preferences = _codec_preferences(codecs, telephone_event)
         self._source: AudioSource = source if source is not None else SilenceSource()
         self.sink = sink
@@ -285,6 +308,10 @@ class CallMedia:
             await _first_set(self.port.ready, self._closed, self._state_changed)
         return self.port.audio
 
+    def reset_stats(self) -> None:
+        """Start counting received packets afresh (e.g. after call set-up settled)."""
+        self._counters = _ReceiveCounters()
+
     def stats(self) -> MediaStats:
         """Packets sent, received, lost and late so far."""
         c = self._counters
@@ -295,6 +322,7 @@ class CallMedia:
             packets_received=c.received,
             packets_lost=c.lost,
             packets_late=c.late,
+            packets_expected=c.expected,
             max_interarrival_ms=round(c.max_gap * 1000, 1),
         )
 
@@ -518,7 +546,15 @@ class CallMedia:
     # receiving
 
     async def _on_rtp(self, packet: RtpPacket) -> None:
-        self._counters.on_packet(packet.sequence_number, time.monotonic())
+        audio = self.port.audio
+        if audio is not None:
+            self._counters.on_packet(
+                packet.sequence_number,
+                packet.timestamp,
+                audio.codec.clock_rate,
+                time.monotonic(),
+                timed=packet.payload_type == audio.payload_type,
+            )
         try:
             if self.on_packet is not None:
                 self.on_packet(packet)

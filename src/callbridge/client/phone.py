@@ -97,7 +97,8 @@ class EventStream:
     """Every event of a phone, in order, as an async iterator (see :meth:`Phone.events`).
 
     Subscribed from creation, so nothing between ``phone.events()`` and the first ``async
-    for`` step is missed. Ends when the phone closes; :meth:`close` stops it earlier.
+    for`` step is missed. Ends when the phone closes; :meth:`close` stops it earlier. Events
+    queue up until read: close a stream you stop reading.
     """
 
     def __init__(self, phone: Phone) -> None:
@@ -567,7 +568,13 @@ class Phone:
                 self._buffer(call_id, msg)
         if kind == "error" and not answers_request:
             error = _remote_error(msg)
-            log.warning("server error%s: %s", f" (call {call_id})" if call_id else "", error)
+            # About a call: the call keeps it as last_error and its end follows; else unusual.
+            log.log(
+                logging.INFO if call_id else logging.WARNING,
+                "server error%s: %s",
+                f" (call {call_id})" if call_id else "",
+                error,
+            )
             self._publish(Event("error", self._calls.get(str(call_id)), msg))
             self._emitter._emit("error", error)
         if answers_request:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcpeerconnection as aiortc_pc
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -63,13 +64,49 @@ _TE_PAYLOAD_TYPES = {48000: 110, 8000: 126}
 _AUDIO_MIMES = ("audio/opus", "audio/pcmu", "audio/pcma", TELEPHONE_EVENT)
 
 
+def _is_rtx(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> bool:
+    return codec.mimeType.lower().endswith("/rtx")
+
+
+# aiortc 1.16's filter_preferred_codecs matches a preference by MIME type and parameters but not
+# clock rate, so with telephone-event at 48 kHz and 8 kHz both preferred, an offer lists
+# telephone-event/48000 twice and never /8000 (no DTMF on G.711 calls). This is aiortc's
+# function plus the clock-rate check; register_codecs() installs it.
+def _filter_preferred_codecs(
+    codecs: list[RTCRtpCodecParameters], preferred: list[RTCRtpCodecCapability]
+) -> list[RTCRtpCodecParameters]:
+    if not preferred:
+        return codecs
+    rtx_codecs = [c for c in codecs if _is_rtx(c)]
+    rtx_enabled = any(_is_rtx(p) for p in preferred)
+    filtered: list[RTCRtpCodecParameters] = []
+    for pref in (p for p in preferred if not _is_rtx(p)):
+        for codec in codecs:
+            if (
+                codec.mimeType.lower() == pref.mimeType.lower()
+                and codec.clockRate == pref.clockRate
+                and codec.parameters == pref.parameters
+            ):
+                filtered.append(codec)
+                if rtx_enabled:
+                    rtx = next(
+                        (r for r in rtx_codecs if r.parameters.get("apt") == codec.payloadType),
+                        None,
+                    )
+                    if rtx is not None:
+                        filtered.append(rtx)
+                break
+    return filtered
+
+
 def register_codecs() -> None:
     """Add telephone-event (RFC 4733) at 48 kHz (for Opus) and 8 kHz (for G.711) to aiortc.
 
     aiortc matches codecs by MIME type and clock rate, so both are needed for a browser's
     ``telephone-event/48000`` next to Opus and ``telephone-event/8000`` next to PCMU.
-    Idempotent.
+    Also installs the codec-preference fix above. Idempotent.
     """
+    aiortc_pc.filter_preferred_codecs = _filter_preferred_codecs
     audio = AIORTC_CODECS["audio"]
     have = {(c.mimeType.lower(), c.clockRate) for c in audio}
     for rate, pt in _TE_PAYLOAD_TYPES.items():
