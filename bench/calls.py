@@ -83,7 +83,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
 
     def auto_answer(phone: Phone, tone: float) -> None:
         async def on_incoming(call: Any) -> None:
-            await call.answer(source=ToneSource(tone), codecs=codecs, collect_stats=True)
+            await call.answer(source=ToneSource(tone), codecs=codecs)
             answered.append(call)
 
         phone.on("incoming", on_incoming)
@@ -94,7 +94,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     async def place(i: int) -> tuple[Any, float]:
         t0 = time.perf_counter()
         call = await callers[i].call(
-            pairs[i]["callee_ext"], source=ToneSource(440 + i), codecs=codecs, collect_stats=True
+            pairs[i]["callee_ext"], source=ToneSource(440 + i), codecs=codecs
         )
         await call.wait_for("answered", timeout=30)
         return call, time.perf_counter() - t0
@@ -102,13 +102,17 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     results = await asyncio.gather(*(place(i) for i in range(len(pairs))))
     setup = [r[1] for r in results]
     out_calls = [r[0] for r in results]
-    print(json.dumps({"phase": "audio"}), flush=True)  # the orchestrator starts measuring
-    await asyncio.sleep(1.0)  # settle: ICE/DTLS done, jitter references set
+    await asyncio.sleep(1.0)  # settle: ICE/DTLS done everywhere
+    print(json.dumps({"phase": "ready"}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
     for call in out_calls + answered:
         call.media.reset_stats()
     await asyncio.sleep(duration)
-    stats = [call.media.stats() for call in out_calls + answered]
-    print(json.dumps({"phase": "done"}), flush=True)
+    stats = []
+    for call in out_calls + answered:
+        st = call.media.stats()
+        stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
+                      "late": st.packets_late})  # fmt: skip
     for call in out_calls:
         await call.hangup()
     await asyncio.gather(*(ph.close() for ph in callers + callees))
@@ -137,7 +141,7 @@ async def make_users(database_url: str, n: int) -> list[dict[str, str]]:
     return pairs
 
 
-def run_size(n: int, duration: float, codec: str | None) -> dict[str, Any]:
+def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dict[str, Any]:
     import httpx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,39 +161,44 @@ def run_size(n: int, duration: float, codec: str | None) -> dict[str, Any]:
             db = f"sqlite+aiosqlite:///{Path(tmp, 'callbridge.db').resolve()}"
             pairs = asyncio.run(make_users(db, n))
             rss0 = rss_bytes(server.pid)
-            spec = {"url": f"ws://127.0.0.1:{port}/ws", "pairs": pairs,
-                    "duration": duration, "codec": codec}  # fmt: skip
-            load = subprocess.Popen(
-                [sys.executable, __file__, "--load"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert load.stdin is not None and load.stdout is not None
-            load.stdin.write(json.dumps(spec))
-            load.stdin.close()
-            result: dict[str, Any] = {}
-            cpu0 = t0 = load_cpu0 = 0.0
-            rss_mid = 0
-            for line in load.stdout:
-                msg = json.loads(line)
-                if msg.get("phase") == "audio":
-                    time.sleep(1.0)  # the load process settles for 1 s too
-                    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-                    load_cpu0 = cpu_seconds(load.pid)
-                    time.sleep(duration / 2)
-                    rss_mid = rss_bytes(server.pid)
-                elif msg.get("phase") == "done":
-                    cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
-                    load_cpu1 = cpu_seconds(load.pid)
-                else:
-                    result = msg
-            load.wait(60)
+            loads = []
+            for k in range(load_procs):
+                spec = {"url": f"ws://127.0.0.1:{port}/ws", "pairs": pairs[k::load_procs],
+                        "duration": duration, "codec": codec}  # fmt: skip
+                load = subprocess.Popen(
+                    [sys.executable, __file__, "--load"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                assert load.stdin is not None
+                load.stdin.write(json.dumps(spec) + "\n")
+                load.stdin.flush()
+                loads.append(load)
+            for load in loads:  # every call of every load process is up
+                assert load.stdout is not None
+                assert json.loads(load.stdout.readline())["phase"] == "ready"
+            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+            load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
+            for load in loads:
+                assert load.stdin is not None
+                load.stdin.write("go\n")
+                load.stdin.flush()
+            time.sleep(duration / 2)
+            rss_mid = rss_bytes(server.pid)
+            time.sleep(duration / 2)
+            cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+            load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
+            setup: list[float] = []
+            stats: list[dict[str, int]] = []
+            for load in loads:
+                assert load.stdout is not None
+                result = json.loads(load.stdout.readline())
+                setup += result["setup"]
+                stats += result["stats"]
+                load.wait(60)
         finally:
             server.terminate()
             server.wait(20)
     elapsed = t1 - t0
-    stats = result["stats"]
     expected = sum(s["expected"] for s in stats)
     bad = sum(s["lost"] + s["late"] for s in stats)
     return {
@@ -201,8 +210,8 @@ def run_size(n: int, duration: float, codec: str | None) -> dict[str, Any]:
         "lost": sum(s["lost"] for s in stats),
         "late": sum(s["late"] for s in stats),
         "expected": expected,
-        "setup_p50_ms": 1000 * statistics.median(result["setup"]),
-        "setup_p95_ms": 1000 * percentile(result["setup"], 95),
+        "setup_p50_ms": 1000 * statistics.median(setup),
+        "setup_p95_ms": 1000 * percentile(setup, 95),
         "mem_per_call_kib": (rss_mid - rss0) / n / 1024,
     }
 
@@ -212,20 +221,26 @@ def main() -> None:
     ap.add_argument("-n", type=int, action="append", help="concurrent calls (repeatable)")
     ap.add_argument("-d", "--duration", type=float, default=20.0, help="seconds of audio")
     ap.add_argument("--codec", choices=["opus", "PCMU", "PCMA"], default="opus")
+    ap.add_argument(
+        "--load-procs", type=int, default=0,
+        help="load processes (default: 1 per 20 calls, at least 1)",
+    )  # fmt: skip
     ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:
-        spec = json.loads(sys.stdin.read())
+        spec = json.loads(sys.stdin.readline())
         print(json.dumps(asyncio.run(run_load(spec))), flush=True)
         return
     sizes = args.n or [1, 10, 20, 40]
     print(f"# callbridge bench/calls.py — {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}, codec {args.codec}, "
-          f"{args.duration:.0f} s of audio per size; server and load process on this machine")  # fmt: skip
+          f"{args.duration:.0f} s of audio per size; server and load processes (1 per 20 calls "
+          f"unless --load-procs) on this machine")  # fmt: skip
     print(f"{'N':>4} {'legs':>5} {'cpu-s/leg/s':>12} {'server%':>8} {'load%':>6} "
           f"{'late+lost%':>10} {'setup p50':>10} {'p95':>8} {'KiB/call':>9}")  # fmt: skip
     for n in sizes:
-        r = run_size(n, args.duration, args.codec)
+        procs = args.load_procs or max(1, (n + 19) // 20)
+        r = run_size(n, args.duration, args.codec, procs)
         print(f"{n:>4} {2 * n:>5} {r['cpu_per_leg']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
               f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
               f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
