@@ -294,3 +294,40 @@ async def test_a_dropped_connection_ends_the_call_for_the_far_party(party):
     out, _ = await connect(alice, bob)
     await bob.phone.close()  # the socket goes away without a logout
     assert (await out.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+
+
+async def test_trickled_candidates_from_a_browser_style_client(party, raw, make_user):
+    """A client that sends its offer without candidates and trickles them, as browsers do."""
+    from callbridge.client import CallMedia
+
+    bob = await party(BOB)
+    user = await make_user()
+    client = await raw()
+    await client.login(user.token)
+    media = CallMedia(source=ToneSource(ALICE), sink=BufferSink())
+    full = await media.create_offer()
+    lines = full.split("\r\n")
+    candidates = [x[2:] for x in lines if x.startswith("a=candidate:")]
+    bare = "\r\n".join(x for x in lines if not x.startswith(("a=candidate:", "a=end-of-cand")))
+    await client.send({"type": "call.create", "req_id": "t", "destination": bob.user.extension,
+                       "sdp": bare})  # fmt: skip
+    call_id = (await client.expect("call.trying", req_id="t"))["call_id"]
+    answer = await client.expect("sdp.answer", call_id=call_id)
+    # The server's media candidates are only on its configured media address.
+    server_candidates = [x for x in answer["sdp"].split("\r\n") if x.startswith("a=candidate:")]
+    assert server_candidates and all(" 127.0.0.1 " in x for x in server_candidates)
+    trickled = await client.expect("ice.candidate", call_id=call_id)
+    assert " 127.0.0.1 " in trickled["candidate"]
+    await client.expect("ice.done", call_id=call_id)
+    await media.accept_answer(answer["sdp"])
+    for cand in candidates:
+        await client.send({"type": "ice.candidate", "call_id": call_id, "candidate": cand,
+                           "sdp_mid": "0", "sdp_m_line_index": 0})  # fmt: skip
+    await client.send({"type": "ice.done", "call_id": call_id})
+    inc = await bob.answer()
+    await client.expect("call.answered", call_id=call_id)
+    assert await level(bob.sink, ALICE) > HEARD
+    assert inc.state == "active"
+    await client.send({"type": "call.hangup", "call_id": call_id})
+    await client.expect("call.ended", call_id=call_id)
+    await media.close()
