@@ -270,12 +270,16 @@ async def test_blind_transfer_connects_the_far_party_to_the_target(party):
     assert (await to_carol.wait_for("ended", timeout=5)).data["reason"] == "hangup"
 
 
-async def test_a_pcmu_caller_and_an_opus_callee_hear_each_other(party):
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_a_g711_caller_and_an_opus_callee_hear_each_other(party, codec):
+    """Different codecs on the two legs: the server transcodes both ways."""
     alice, bob = await party(ALICE), await party(BOB)
-    out = await alice.call(bob.user.extension, codecs=["PCMU"])
+    out = await alice.call(bob.user.extension, codecs=[codec])
     inc = await bob.ringing()
     await inc.answer(source=ToneSource(BOB), sink=bob.sink, codecs=["opus"])
     await out.wait_for("answered", timeout=5)
+    await asyncio.sleep(0.5)
+    assert (out.media.stats().codec, inc.media.stats().codec) == (codec, "opus")
     assert await level(alice.sink, BOB) > HEARD
     assert await level(bob.sink, ALICE) > HEARD
     await out.hangup()
