@@ -74,6 +74,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
         time.sleep(0.1)
     db = f"sqlite+aiosqlite:///{(data_dir / 'callbridge.db').resolve()}"
     yield ServerProc(f"ws://127.0.0.1:{port}/ws", http, data_dir, db, proc, log_path)
+    # Every test closed its phones: no leg and no media endpoint may be left behind.
+    live: dict[str, Any] = {}
+    for _ in range(50):
+        live = httpx.get(f"{http}/healthz", timeout=2).json()
+        if live["legs"] == 0 and live["media_endpoints"] == 0:
+            break
+        time.sleep(0.1)
     proc.terminate()
     try:
         proc.wait(10)
@@ -82,6 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     # A server that logged a traceback has a bug even when every test passed.
     text = log_path.read_text()
     assert "Traceback" not in text, text[-4000:]
+    assert live["legs"] == 0 and live["media_endpoints"] == 0, f"leaked: {live}"
 
 
 @pytest.fixture(scope="session")

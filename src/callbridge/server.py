@@ -51,8 +51,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="callbridge", version=__version__, lifespan=lifespan)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    async def healthz() -> dict[str, object]:
+        """Liveness plus what is live: legs (calls' sides) and media endpoints."""
+        runtime: Runtime = app.state.runtime
+        return {
+            "status": "ok",
+            "version": __version__,
+            "legs": len(runtime.controller.legs),
+            "media_endpoints": runtime.media.endpoint_count,
+        }
 
     @app.websocket("/ws")
     async def ws_endpoint(websocket: WebSocket) -> None:

@@ -113,25 +113,15 @@ class CallController:
         if not origin.live:
             return
         if target is None:
-            origin.device.send(
-                ProtocolError(
-                    ErrorCode.DESTINATION_NOT_FOUND,
-                    f"no user has the extension, number or name {destination!r}",
-                ).to_wire(call_id=origin.id)
+            await self._fail_route(
+                call, f"no user has the extension, number or name {destination!r}"
             )
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
             return
         call.callee_name = target.name
         devices = list(self.devices.get(target.name, {}).values())
         devices = [d for d in devices if d is not origin.device]
         if not devices:
-            origin.device.send(
-                ProtocolError(
-                    ErrorCode.DESTINATION_NOT_FOUND,
-                    f"{destination!r} ({target.name}) has no device logged in",
-                ).to_wire(call_id=origin.id)
-            )
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            await self._fail_route(call, f"{destination!r} ({target.name}) has no device logged in")
             return
         prefer = self.media.codec(origin.id)
         for dev in devices:
@@ -145,6 +135,11 @@ class CallController:
             self._timers[id(call)] = loop.call_later(self.ring_timeout, self._ring_timeout, call)
         else:
             await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+
+    async def _fail_route(self, call: Call, why: str) -> None:
+        error = ProtocolError(ErrorCode.DESTINATION_NOT_FOUND, why)
+        call.origin.device.send(error.to_wire(call_id=call.origin.id))
+        await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
 
     async def _ring(self, call: Call, device: Device, prefer: str | None) -> None:
         leg = Leg(device=device, direction="incoming", call=call)

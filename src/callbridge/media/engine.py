@@ -95,6 +95,7 @@ class _Endpoint:
         self.transcoders: dict[int, _Transcoder] = {}
         self.dtmf_key = object()
         self.state = "connecting"
+        self.ready_task: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     def attach(self, transceiver: Any) -> None:
@@ -200,6 +201,8 @@ class _Endpoint:
             await port.send(payload, port.audio.payload_type, ts, marker)
 
     async def close(self) -> None:
+        if self.ready_task is not None:
+            self.ready_task.cancel()
         self.stop_player()
         if self.peer is not None and self.peer.peer is self:
             self.peer.peer = None
@@ -222,7 +225,10 @@ class InProcessMediaServer:
         self._handlers: list[Callable[[MediaEvent], None]] = []
         self.players: set[_Endpoint] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def endpoint_count(self) -> int:
+        return len(self._endpoints)
 
     # events ---------------------------------------------------------------------------------
     def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
@@ -308,9 +314,8 @@ class InProcessMediaServer:
                 name, ep.pending_player = ep.pending_player, None
                 ep.start_player(name)
 
-        task = asyncio.get_running_loop().create_task(when_ready())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        # Cancelled by close(): a leg that never connects must not leave a task behind.
+        ep.ready_task = asyncio.get_running_loop().create_task(when_ready())
 
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
