@@ -14,7 +14,7 @@ import pytest
 
 from callbridge.client import BufferSink, Call, Phone, ToneSource
 from callbridge.errors import RemoteError
-from callbridge.media.players import HOLD_MUSIC_NOTES
+from callbridge.media.players import HOLD_MUSIC_NOTES, RINGBACK_TONES
 from callbridge.testing import tone_level_db
 
 ALICE, BOB, CAROL = 440.0, 1000.0, 1400.0
@@ -335,3 +335,16 @@ async def test_trickled_candidates_from_a_browser_style_client(party, raw, make_
     await client.send({"type": "call.hangup", "call_id": call_id})
     await client.expect("call.ended", call_id=call_id)
     await media.close()
+
+
+async def test_the_caller_hears_ringback_until_the_callee_answers(party):
+    alice, bob = await party(ALICE), await party(BOB)
+    out = await alice.call(bob.user.extension)
+    inc = await bob.ringing()
+    await out.wait_for("ringing", timeout=5)
+    assert await level(alice.sink, RINGBACK_TONES[1], 1.0) > HEARD  # 480 Hz: ringback only
+    await inc.answer(source=ToneSource(BOB), sink=bob.sink)
+    await out.wait_for("answered", timeout=5)
+    assert await level(alice.sink, RINGBACK_TONES[1]) < SILENT
+    assert await level(alice.sink, BOB) > HEARD
+    await out.hangup()

@@ -130,7 +130,9 @@ class CallController:
             return
         if call.ringing:
             origin.set_state(LegState.RINGING)
-            origin.device.send({"type": "call.ringing", "call_id": origin.id})
+            # Early media: the caller hears ringback from the server until someone answers.
+            await self.media.play(origin.id, "ringback")
+            origin.device.send({"type": "call.ringing", "call_id": origin.id, "ringback": True})
             loop = asyncio.get_running_loop()
             self._timers[id(call)] = loop.call_later(self.ring_timeout, self._ring_timeout, call)
         else:

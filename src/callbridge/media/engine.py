@@ -25,7 +25,7 @@ from callbridge.media.interface import (
     MediaEvent,
     PlayerName,
 )
-from callbridge.media.players import hold_music_payloads
+from callbridge.media.players import sound_payloads
 from callbridge.media.rfc4733 import DtmfDetector, decode_event, encode_event
 from callbridge.media.webrtc import (
     IdleTrack,
@@ -65,7 +65,7 @@ class _Player:
 
     def __init__(self, name: PlayerName, spec: CodecSpec) -> None:
         self.name = name
-        self.payloads = hold_music_payloads(spec) if name == "hold-music" else ()
+        self.payloads = () if name == "silence" else sound_payloads(name, spec)
         self.index = 0
         self.timestamp = 0
         self.step = spec.timestamp_step

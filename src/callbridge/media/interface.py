@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 EndpointState = Literal["connecting", "connected", "failed", "closed"]
-PlayerName = Literal["hold-music", "silence"]
+PlayerName = Literal["hold-music", "ringback", "silence"]
 
 
 @dataclass(frozen=True, slots=True)
