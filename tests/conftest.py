@@ -25,8 +25,10 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from callbridge.client import Phone
 from callbridge.media.webrtc import restrict_ice_addresses
 from callbridge.store import Store
+from parties import Party
 
 restrict_ice_addresses(["127.0.0.1"])
 
@@ -206,3 +208,20 @@ async def make_offer(codecs: list[str] | None = None, data_only: bool = False) -
         t.setCodecPreferences(prefs)
     await pc.setLocalDescription(await pc.createOffer())
     return pc, pc.localDescription.sdp
+
+
+@pytest.fixture
+async def party(server: Any, make_user: Any) -> AsyncIterator[Any]:
+    """Factory: a logged-in softphone for a fresh user (or another device of ``user``)."""
+    phones: list[Phone] = []
+
+    async def make(tone: float, user: Any = None) -> Any:
+        user = user or await make_user()
+        phone = Phone(server.url, user.token)
+        await phone.login()
+        phones.append(phone)
+        return Party(phone, tone, user)
+
+    yield make
+    for phone in phones:
+        await phone.close()

@@ -7,81 +7,13 @@ tells exactly whose audio reached it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from callbridge.client import BufferSink, Call, Phone, ToneSource
+from callbridge.client import BufferSink, ToneSource
 from callbridge.errors import RemoteError
 from callbridge.media.players import HOLD_MUSIC_NOTES, RINGBACK_TONES
-from callbridge.testing import tone_level_db
-
-ALICE, BOB, CAROL = 440.0, 1000.0, 1400.0
-HEARD = -35.0  # dBFS: a tone at this level or more is clearly there (sources send ~-13 dBFS)
-SILENT = -60.0  # below this, nothing of that tone arrived
-
-
-async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
-    """Clear, listen for a moment, and measure ``freq`` in what arrived."""
-    sink.clear()
-    await asyncio.sleep(seconds + 0.2)
-    pcm = sink.samples(seconds)
-    if len(pcm) < 48000 * seconds / 2:
-        return -120.0  # (almost) nothing arrived: silence
-    return tone_level_db(pcm, 48000, freq)
-
-
-async def hears(sink: BufferSink, freq: float) -> bool:
-    return await level(sink, freq) > HEARD
-
-
-class Party:
-    def __init__(self, phone: Phone, tone: float) -> None:
-        self.phone = phone
-        self.tone = tone
-        self.sink = BufferSink()
-        self.incoming: asyncio.Queue[Call] = asyncio.Queue()
-        phone.on("incoming", self.incoming.put_nowait)
-
-    async def call(self, destination: str, **kw: Any) -> Call:
-        return await self.phone.call(
-            destination, source=ToneSource(self.tone), sink=self.sink, **kw
-        )
-
-    async def ringing(self) -> Call:
-        return await asyncio.wait_for(self.incoming.get(), 5)
-
-    async def answer(self) -> Call:
-        call = await self.ringing()
-        await call.answer(source=ToneSource(self.tone), sink=self.sink)
-        return call
-
-
-@pytest.fixture
-async def party(server: Any, make_user: Any) -> AsyncIterator[Any]:
-    """Factory: a logged-in softphone for a fresh user (or another device of ``user``)."""
-    phones: list[Phone] = []
-
-    async def make(tone: float, user: Any = None) -> Party:
-        user = user or await make_user()
-        phone = Phone(server.url, user.token)
-        await phone.login()
-        phones.append(phone)
-        p = Party(phone, tone)
-        p.user = user  # type: ignore[attr-defined]
-        return p
-
-    yield make
-    for phone in phones:
-        await phone.close()
-
-
-async def connect(caller: Any, callee: Any) -> tuple[Call, Call]:
-    out = await caller.call(callee.user.extension)
-    inc = await callee.answer()
-    await out.wait_for("answered", timeout=5)
-    return out, inc
+from parties import ALICE, BOB, CAROL, HEARD, SILENT, connect, level
 
 
 async def test_alice_calls_bob_and_each_hears_the_other(party, store):

@@ -58,7 +58,7 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 }
 
 # wait_for(): events that stay true once they happened, and pairs where the later one wins.
-_ONCE = frozenset({"trying", "ringing", "answered", "ended"})
+_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "ended"})
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 
 _NoArgEvent = Literal["trying", "ringing", "answered", "muted", "unmuted"]
@@ -75,7 +75,8 @@ class Call:
 
     Events (``call.on(name, handler)``, see :mod:`callbridge.client.events`): ``trying``,
     ``ringing``, ``answered``, ``held(by)``, ``resumed(by)``, ``muted``, ``unmuted``,
-    ``dtmf(digit)``, ``ended(reason)``.
+    ``dtmf(digit)``, ``transferred(peer)`` (an attended transfer connected us to ``peer``),
+    ``ended(reason)``.
     """
 
     _seq = itertools.count()
@@ -105,6 +106,7 @@ class Call:
         self._state = CallState.TRYING if direction == "outgoing" else CallState.RINGING
         self._holders: list[HeldBy] = []  # who holds the call, oldest first
         self._server_muted = False
+        self._consult: Call | None = None  # attended_transfer()'s consultation call
         self._offer_sdp = offer_sdp
         self._early_candidates: list[dict[str, Any]] = []  # incoming, before answer()
         self._emitter: EventEmitter[CallEventName] = EventEmitter(phone._tasks)
@@ -177,7 +179,7 @@ class Call:
     ) -> Callable[[HeldBy], object]: ...
     @overload
     def on(
-        self, name: Literal["dtmf", "ended"], handler: Callable[[str], object]
+        self, name: Literal["dtmf", "ended", "transferred"], handler: Callable[[str], object]
     ) -> Callable[[str], object]: ...
     def on(self, name: CallEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event (arguments: see the class docstring).
@@ -199,8 +201,8 @@ class Call:
     ) -> Event:
         """Wait for the event ``name`` and return it (``event.data`` is the wire message).
 
-        Returns at once when the call is already there: ``trying``, ``ringing``, ``answered``
-        and ``ended`` once they happened; ``held``/``resumed`` and ``muted``/``unmuted`` when
+        Returns at once when the call is already there: ``trying``, ``ringing``, ``answered``,
+        ``transferred`` (the latest) and ``ended`` once they happened; ``held``/``resumed`` and ``muted``/``unmuted`` when
         they are the latest of their pair. Otherwise (and always for ``dtmf``) waits for the
         next one.
 
@@ -290,6 +292,8 @@ class Call:
             self._event("unmuted", msg)
         elif kind == "call.dtmf":
             self._event("dtmf", msg, str(msg.get("digit", "")))
+        elif kind == "call.transferred":
+            self._event("transferred", msg, str(msg.get("peer", "")))
         elif kind == "call.ended":
             self._end(str(msg.get("reason", "hangup")), msg)
         elif kind == "error":
@@ -478,6 +482,56 @@ class Call:
         Returns once the server accepted it; this call then ends with ``transferred``.
         """
         await self._request("call.transfer", destination=destination)
+
+    async def attended_transfer(
+        self,
+        destination: str,
+        *,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+    ) -> Call:
+        """Consult ``destination`` before transferring to it (seed 001 ``attendedTransfer``).
+
+        Puts this call on hold (unless it already is) and places a consultation call, which
+        is returned. Then :meth:`complete_transfer` connects this call's far party to the
+        consultation's; hanging up the consultation instead, or its failing (busy,
+        no-answer, rejected, …), resumes this call by itself when this call was held here.
+
+        :raises RemoteError: the consultation could not be placed (this call is resumed).
+        """
+        if self.state not in (CallState.ACTIVE, CallState.HELD):
+            raise CallStateError(f"call {self.id} is {self.state}: answer it before transferring")
+        held_here = "local" in self._holders
+        if not held_here:
+            await self.hold()
+        try:
+            consult = await self._phone.call(destination, source=source, sink=sink)
+        except BaseException:
+            if not held_here:
+                await self.resume()
+            raise
+        self._consult = consult
+
+        async def consultation_over(reason: str) -> None:
+            if self._consult is consult:
+                self._consult = None
+                if not held_here and self.is_live and "local" in self._holders:
+                    await self.resume()
+
+        consult.on("ended", consultation_over)
+        return consult
+
+    async def complete_transfer(self) -> None:
+        """Connect this call's far party to the consultation's far party (seed 001
+        ``completeTransfer``); both of our calls end with ``transferred``.
+
+        :raises CallStateError: no answered consultation (see :meth:`attended_transfer`).
+        """
+        consult = self._consult
+        if consult is None or consult.state not in (CallState.ACTIVE, CallState.HELD):
+            raise CallStateError(f"call {self.id} has no answered consultation call to join")
+        self._consult = None  # its end is the transfer, not a failed consultation
+        await self._request("call.complete_transfer", target_call_id=consult.id)
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
         """Send DTMF ``digits`` in band (RFC 4733); see :meth:`CallMedia.send_dtmf`.

@@ -56,7 +56,16 @@ log = logging.getLogger(__name__)
 
 PhoneEventName = Literal["incoming", "error", "disconnected"]
 CallEventName = Literal[
-    "trying", "ringing", "answered", "held", "resumed", "muted", "unmuted", "dtmf", "ended"
+    "trying",
+    "ringing",
+    "answered",
+    "held",
+    "resumed",
+    "muted",
+    "unmuted",
+    "dtmf",
+    "transferred",
+    "ended",
 ]
 EventName = PhoneEventName | CallEventName
 HeldBy = Literal["local", "remote"]

@@ -397,6 +397,60 @@ class CallController:
         transferee.call = new
         await self._route(new, destination)
 
+    async def complete_transfer(
+        self, device: Device, call_id: str, target_call_id: str, req_id: str | None
+    ) -> None:
+        """Attended transfer: connect the far parties of two answered calls of this device.
+
+        Both of this device's legs end with ``transferred``; the two far parties stay on their
+        media endpoints (no renegotiation), are bridged to each other, and each gets
+        ``call.transferred`` naming its new peer (after ``call.resumed`` if it was on hold).
+        """
+        if call_id == target_call_id:
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE, "call_id and target_call_id must be two different calls"
+            )
+        a = self._answered(device, call_id)
+        b = self._answered(device, target_call_id)
+        pa, pb = a.peer, b.peer
+        assert pa is not None and pb is not None and a.call is not None and b.call is not None
+        held = [p for p, leg in ((pa, a), (pb, b)) if leg.call and leg.call.held_by is not None]
+        for old in (a.call, b.call):
+            old.ended = True
+            self._write_cdr(old, EndReason.TRANSFERRED)
+        for p in (pa, pb):
+            await self.media.stop_playing(p.id)
+        await self._end_leg(a, EndReason.TRANSFERRED, req_id)
+        await self._end_leg(b, EndReason.TRANSFERRED)
+        if not (pa.live and pb.live):
+            return
+        await self.media.bridge(pa.id, pb.id)
+        pa.peer, pb.peer = pb, pa
+        new = Call(
+            origin=pa,
+            destination=pb.device.caller_id,
+            caller_id=pa.device.caller_id,
+            caller_name=pa.device.display_name,
+            callee_name=pb.device.user_name,
+            ringing=[pb],
+            answered_leg=pb,
+            answered_at=datetime.now(UTC),
+        )
+        for p in (pa, pb):
+            p.call = new
+            p.set_state(LegState.ACTIVE)
+            if p in held:
+                p.device.send({"type": "call.resumed", "call_id": p.id, "by": "remote"})
+            other = pb if p is pa else pa
+            p.device.send(
+                {
+                    "type": "call.transferred",
+                    "call_id": p.id,
+                    "peer": other.device.caller_id,
+                    "peer_name": other.device.display_name,
+                }
+            )
+
     async def add_candidate(
         self,
         device: Device,

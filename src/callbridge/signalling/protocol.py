@@ -86,6 +86,11 @@ class CallTransfer(_CallAction):
     destination: Destination
 
 
+class CallCompleteTransfer(_CallAction):
+    type: Literal["call.complete_transfer"]
+    target_call_id: CallId
+
+
 class IceCandidate(_CallAction):
     type: Literal["ice.candidate"]
     candidate: Annotated[str, StringConstraints(max_length=1024)]
@@ -109,6 +114,7 @@ ClientMessage = (
     | CallMute
     | CallUnmute
     | CallTransfer
+    | CallCompleteTransfer
     | IceCandidate
     | IceDone
 )

@@ -1,0 +1,57 @@
+"""Softphone parties for end-to-end tests: each sends its own tone and records what it hears.
+
+Each party sends its own tone (alice 440 Hz, bob 1000 Hz, carol 1400 Hz) so what a party hears
+tells exactly whose audio reached it. The ``party`` fixture (conftest.py) makes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from callbridge.client import BufferSink, Call, Phone, ToneSource
+from callbridge.testing import tone_level_db
+
+ALICE, BOB, CAROL = 440.0, 1000.0, 1400.0
+HEARD = -35.0  # dBFS: a tone at this level or more is clearly there (sources send ~-13 dBFS)
+SILENT = -60.0  # below this, nothing of that tone arrived
+
+
+async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
+    """Clear, listen for a moment, and measure ``freq`` in what arrived."""
+    sink.clear()
+    await asyncio.sleep(seconds + 0.2)
+    pcm = sink.samples(seconds)
+    if len(pcm) < 48000 * seconds / 2:
+        return -120.0  # (almost) nothing arrived: silence
+    return tone_level_db(pcm, 48000, freq)
+
+
+class Party:
+    def __init__(self, phone: Phone, tone: float, user: Any) -> None:
+        self.phone = phone
+        self.user = user
+        self.tone = tone
+        self.sink = BufferSink()
+        self.incoming: asyncio.Queue[Call] = asyncio.Queue()
+        phone.on("incoming", self.incoming.put_nowait)
+
+    async def call(self, destination: str, **kw: Any) -> Call:
+        return await self.phone.call(
+            destination, source=ToneSource(self.tone), sink=self.sink, **kw
+        )
+
+    async def ringing(self) -> Call:
+        return await asyncio.wait_for(self.incoming.get(), 5)
+
+    async def answer(self) -> Call:
+        call = await self.ringing()
+        await call.answer(source=ToneSource(self.tone), sink=self.sink)
+        return call
+
+
+async def connect(caller: Any, callee: Any) -> tuple[Call, Call]:
+    out = await caller.call(callee.user.extension)
+    inc = await callee.answer()
+    await out.wait_for("answered", timeout=5)
+    return out, inc
