@@ -58,7 +58,7 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 }
 
 # wait_for(): events that stay true once they happened, and pairs where the later one wins.
-_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "ended"})
+_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "ended"})
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 
 _NoArgEvent = Literal["trying", "ringing", "answered", "muted", "unmuted"]
@@ -76,7 +76,8 @@ class Call:
     Events (``call.on(name, handler)``, see :mod:`callbridge.client.events`): ``trying``,
     ``ringing``, ``answered``, ``held(by)``, ``resumed(by)``, ``muted``, ``unmuted``,
     ``dtmf(digit)``, ``transferred(peer)`` (an attended transfer connected us to ``peer``),
-    ``ended(reason)``.
+    ``moved(session_id)`` (another device took the call over; ``ended("moved")`` follows),
+    ``move-failed(reason)``, ``ended(reason)``.
     """
 
     _seq = itertools.count()
@@ -179,7 +180,9 @@ class Call:
     ) -> Callable[[HeldBy], object]: ...
     @overload
     def on(
-        self, name: Literal["dtmf", "ended", "transferred"], handler: Callable[[str], object]
+        self,
+        name: Literal["dtmf", "ended", "transferred", "moved", "move-failed"],
+        handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
     def on(self, name: CallEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event (arguments: see the class docstring).
@@ -202,9 +205,9 @@ class Call:
         """Wait for the event ``name`` and return it (``event.data`` is the wire message).
 
         Returns at once when the call is already there: ``trying``, ``ringing``, ``answered``,
-        ``transferred`` (the latest) and ``ended`` once they happened; ``held``/``resumed`` and ``muted``/``unmuted`` when
-        they are the latest of their pair. Otherwise (and always for ``dtmf``) waits for the
-        next one.
+        ``transferred`` (the latest), ``moved`` and ``ended`` once they happened;
+        ``held``/``resumed`` and ``muted``/``unmuted`` when they are the latest of their pair.
+        Otherwise (and always for ``dtmf`` and ``move-failed``) waits for the next one.
 
         :raises CallEndedError: the call ended first (unless waiting for ``ended``).
         :raises TimeoutError: nothing within ``timeout`` seconds.
@@ -292,6 +295,10 @@ class Call:
             self._event("unmuted", msg)
         elif kind == "call.dtmf":
             self._event("dtmf", msg, str(msg.get("digit", "")))
+        elif kind == "call.moved":
+            self._event("moved", msg, str(msg.get("to_session", "")))
+        elif kind == "call.move-failed":
+            self._event("move-failed", msg, str(msg.get("reason", "")))
         elif kind == "call.transferred":
             self._event("transferred", msg, str(msg.get("peer", "")))
         elif kind == "call.ended":
@@ -532,6 +539,15 @@ class Call:
             raise CallStateError(f"call {self.id} has no answered consultation call to join")
         self._consult = None  # its end is the transfer, not a failed consultation
         await self._request("call.complete_transfer", target_call_id=consult.id)
+
+    async def move(self) -> None:
+        """Ring this user's other logged-in devices; the one that answers takes the call over
+        (seed 002 ``move``). The far party stays connected; this call then gets ``moved`` and
+        ends with ``moved``. If no device answers: ``move-failed(reason)``, the call goes on.
+
+        :raises RemoteError: ``invalid_state`` (no other device, call on hold, …).
+        """
+        await self._request("call.move")
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
         """Send DTMF ``digits`` in band (RFC 4733); see :meth:`CallMedia.send_dtmf`.

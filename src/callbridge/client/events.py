@@ -65,6 +65,8 @@ CallEventName = Literal[
     "unmuted",
     "dtmf",
     "transferred",
+    "moved",
+    "move-failed",
     "ended",
 ]
 EventName = PhoneEventName | CallEventName
@@ -79,6 +81,7 @@ EndReason = Literal[
     "answered-elsewhere",
     "transferred",
     "disconnected",
+    "moved",
 ]
 """The reasons of docs/protocol.md ("Call end reasons"); a newer server may send others."""
 

@@ -22,6 +22,7 @@ __all__ = [
     "EndReason",
     "Leg",
     "LegState",
+    "Move",
     "new_id",
 ]
 
@@ -72,6 +73,7 @@ class EndReason(StrEnum):
     CANCELED = "canceled"
     ANSWERED_ELSEWHERE = "answered-elsewhere"
     DISCONNECTED = "disconnected"
+    MOVED = "moved"
 
 
 class Device(Protocol):
@@ -96,6 +98,7 @@ class Leg:
     peer: Leg | None = None  # bridged partner while answered
     muted: bool = False
     end_reason: EndReason | None = None
+    move: Move | None = None  # set on a device ringing to take over a moved call
 
     def set_state(self, new: LegState) -> None:
         """The one place a leg changes state; illegal moves are refused."""
@@ -144,3 +147,12 @@ class Call:
     ended: bool = False
     # The reason to give the origin if every ringing device rejects.
     reject_reason: EndReason = EndReason.REJECTED
+
+
+@dataclass(eq=False)
+class Move:
+    """A live call being moved from one device of a user to another (seed 002 ``move``)."""
+
+    leg: Leg  # the leg that moves away; its far party stays connected
+    ringing: list[Leg] = field(default_factory=list)  # the user's other devices
+    taken: bool = False  # a device answered (claimed before any await)

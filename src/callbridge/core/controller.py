@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from callbridge.core.calls import Call, Device, EndReason, Leg, LegState
+from callbridge.core.calls import Call, Device, EndReason, Leg, LegState, Move
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import DtmfReceived, EndpointStateChanged, MediaEvent, MediaServer
 
@@ -189,6 +189,9 @@ class CallController:
     # answering ------------------------------------------------------------------------------
     async def answer(self, device: Device, call_id: str, sdp: str, req_id: str | None) -> None:
         leg = self.leg_of(device, call_id)
+        if leg.move is not None:
+            await self._take_over(leg, leg.move, sdp, req_id)
+            return
         call = leg.call
         if not leg.ringing_here or call is None:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
@@ -223,6 +226,9 @@ class CallController:
         self, device: Device, call_id: str, reason: str | None, req_id: str | None
     ) -> None:
         leg = self.leg_of(device, call_id)
+        if leg.move is not None:
+            await self._decline_move(leg, leg.move, EndReason.REJECTED, req_id)
+            return
         call = leg.call
         if not leg.ringing_here or call is None:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
@@ -237,6 +243,9 @@ class CallController:
     # hanging up -----------------------------------------------------------------------------
     async def hangup(self, device: Device, call_id: str, req_id: str | None) -> None:
         leg = self.leg_of(device, call_id)
+        if leg.move is not None:
+            await self._decline_move(leg, leg.move, EndReason.HANGUP, req_id)
+            return
         call = leg.call
         assert call is not None
         if leg.ringing_here:
@@ -251,6 +260,9 @@ class CallController:
 
     async def _leg_gone(self, leg: Leg, reason: EndReason) -> None:
         """The leg's device vanished; the rest of its call ends as if it hung up."""
+        if leg.move is not None:
+            await self._decline_move(leg, leg.move, reason, None)
+            return
         call = leg.call
         if not leg.live or call is None:
             return
@@ -310,9 +322,7 @@ class CallController:
         self._spawn(self.directory.record_cdr(cdr))
 
     def _cancel_timer(self, call: Call) -> None:
-        timer = self._timers.pop(id(call), None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timer_key(id(call))
 
     # in-call control ------------------------------------------------------------------------
     def _answered(self, device: Device, call_id: str) -> Leg:
@@ -450,6 +460,111 @@ class CallController:
                     "peer_name": other.device.display_name,
                 }
             )
+
+    # moving a call between devices (seed 002 move) ----------------------------------------
+    async def move(self, device: Device, call_id: str, req_id: str | None) -> None:
+        """Ring the user's other devices; the first to answer takes over the live call."""
+        leg = self._answered(device, call_id)
+        if leg.state is not LegState.ACTIVE:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} is on hold: resume it before moving it"
+            )
+        if any(x.move is not None and x.move.leg is leg for x in self.legs.values()):
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is already being moved")
+        others = [d for d in self.devices.get(device.user_name, {}).values() if d is not device]
+        if not others:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"{device.user_name} has no other device logged in to move call {call_id} to",
+            )
+        assert leg.call is not None and leg.peer is not None
+        move = Move(leg)
+        prefer = self.media.codec(leg.peer.id)
+        far = leg.peer.device
+        for other in others:
+            candidate = Leg(device=other, direction="incoming", move=move)
+            offer = await self.media.offer(candidate.id, prefer)
+            self.legs[candidate.id] = candidate
+            candidate.set_state(LegState.RINGING)
+            move.ringing.append(candidate)
+            other.send(
+                {
+                    "type": "call.incoming",
+                    "call_id": candidate.id,
+                    "from": far.caller_id,
+                    "from_name": far.display_name,
+                    "to": leg.call.destination,
+                    "sdp": offer,
+                    "moved_from": leg.id,
+                }
+            )
+            self._send_candidates(candidate)
+        device.send({"type": "call.moving", "req_id": req_id, "call_id": leg.id})
+        loop = asyncio.get_running_loop()
+        self._timers[id(move)] = loop.call_later(
+            self.ring_timeout, lambda: self._spawn(self._move_timeout(move))
+        )
+
+    async def _take_over(self, leg: Leg, move: Move, sdp: str, req_id: str | None) -> None:
+        old = move.leg
+        if move.taken or not old.live or old.peer is None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {leg.id} was taken elsewhere")
+        move.taken = True  # claimed before any await
+        self._cancel_timer_key(id(move))
+        for other in move.ringing:
+            if other is not leg:
+                await self._end_leg(other, EndReason.ANSWERED_ELSEWHERE)
+        try:
+            await self.media.accept_answer(leg.id, sdp)
+        except MediaError as exc:
+            leg.device.send(exc.to_wire(req_id, leg.id))
+            await self._end_leg(leg, EndReason.FAILED)
+            old.device.send({"type": "call.move-failed", "call_id": old.id, "reason": "failed"})
+            return
+        far, call = old.peer, old.call
+        if not (leg.live and old.live) or far is None or call is None:
+            return
+        # Swap the leg in: the far party's endpoint is untouched, only the bridge moves.
+        await self.media.bridge(far.id, leg.id)
+        leg.peer, far.peer = far, leg
+        leg.call, leg.move = call, None
+        if call.origin is old:
+            call.origin = leg
+        else:
+            call.answered_leg, call.ringing = leg, [leg]
+        leg.set_state(LegState.ACTIVE)
+        old.device.send({"type": "call.moved", "call_id": old.id, "to_session": leg.device.id})
+        await self._end_leg(old, EndReason.MOVED)
+        leg.device.send({"type": "call.answered", "req_id": req_id, "call_id": leg.id})
+
+    async def _decline_move(
+        self, leg: Leg, move: Move, reason: EndReason, req_id: str | None
+    ) -> None:
+        await self._end_leg(leg, reason, req_id)
+        move.ringing = [x for x in move.ringing if x is not leg]
+        if not move.ringing and not move.taken:
+            self._cancel_timer_key(id(move))
+            if move.leg.live:
+                move.leg.device.send(
+                    {"type": "call.move-failed", "call_id": move.leg.id, "reason": reason.value}
+                )
+
+    async def _move_timeout(self, move: Move) -> None:
+        self._timers.pop(id(move), None)
+        if move.taken:
+            return
+        for candidate in list(move.ringing):
+            await self._end_leg(candidate, EndReason.NO_ANSWER)
+        move.ringing = []
+        if move.leg.live:
+            move.leg.device.send(
+                {"type": "call.move-failed", "call_id": move.leg.id, "reason": "no-answer"}
+            )
+
+    def _cancel_timer_key(self, key: int) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     async def add_candidate(
         self,

@@ -86,6 +86,10 @@ class CallTransfer(_CallAction):
     destination: Destination
 
 
+class CallMove(_CallAction):
+    type: Literal["call.move"]
+
+
 class CallCompleteTransfer(_CallAction):
     type: Literal["call.complete_transfer"]
     target_call_id: CallId
@@ -115,6 +119,7 @@ ClientMessage = (
     | CallUnmute
     | CallTransfer
     | CallCompleteTransfer
+    | CallMove
     | IceCandidate
     | IceDone
 )

@@ -140,6 +140,8 @@ class Connection:
                 await c.transfer(self, msg.call_id, msg.destination, msg.req_id)
             case p.CallCompleteTransfer():
                 await c.complete_transfer(self, msg.call_id, msg.target_call_id, msg.req_id)
+            case p.CallMove():
+                await c.move(self, msg.call_id, msg.req_id)
             case p.IceCandidate():
                 await c.add_candidate(
                     self, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
