@@ -58,7 +58,7 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 }
 
 # wait_for(): events that stay true once they happened, and pairs where the later one wins.
-_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "ended"})
+_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "move-failed", "ended"})
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 
 _NoArgEvent = Literal["trying", "ringing", "answered", "muted", "unmuted"]
@@ -205,9 +205,10 @@ class Call:
         """Wait for the event ``name`` and return it (``event.data`` is the wire message).
 
         Returns at once when the call is already there: ``trying``, ``ringing``, ``answered``,
-        ``transferred`` (the latest), ``moved`` and ``ended`` once they happened;
-        ``held``/``resumed`` and ``muted``/``unmuted`` when they are the latest of their pair.
-        Otherwise (and always for ``dtmf`` and ``move-failed``) waits for the next one.
+        ``transferred`` (the latest), ``moved``, ``move-failed`` (since the latest
+        :meth:`move`) and ``ended`` once they happened; ``held``/``resumed`` and
+        ``muted``/``unmuted`` when they are the latest of their pair. Otherwise (and always
+        for ``dtmf``) waits for the next one.
 
         :raises CallEndedError: the call ended first (unless waiting for ``ended``).
         :raises TimeoutError: nothing within ``timeout`` seconds.
@@ -547,6 +548,7 @@ class Call:
 
         :raises RemoteError: ``invalid_state`` (no other device, call on hold, …).
         """
+        self._last.pop("move-failed", None)  # wait_for("move-failed") is about this move
         await self._request("call.move")
 
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
