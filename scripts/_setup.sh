@@ -20,3 +20,17 @@ setup_venv() {
     touch "$stamp"
   fi
 }
+
+# tests/test_browser.py drives Debian's Chromium with playwright (never a downloaded browser).
+# Installs it when /usr/bin/chromium is missing; needs root (as in CI), else only warns and the
+# browser test fails saying what is missing.
+setup_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "warning: /usr/bin/chromium is missing; as root: apt-get install -y chromium" >&2
+    return 0
+  fi
+  echo "installing Debian chromium (for tests/test_browser.py) ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
