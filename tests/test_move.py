@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from parties import ALICE, BOB, HEARD, SILENT, connect, level
 
 from callbridge.client import ToneSource
 from callbridge.errors import RemoteError
+from parties import ALICE, BOB, HEARD, SILENT, connect, level
 
 BOB_DESK = 1200.0
 

@@ -14,7 +14,9 @@
 Modules: :mod:`~callbridge.client.phone` (the session), :mod:`~callbridge.client.call` (a call
 and its states), :mod:`~callbridge.client.media` (the call's WebRTC peer connection and RFC
 4733 DTMF), :mod:`~callbridge.client.audio` (sources and sinks), :mod:`~callbridge.client.events`
-(event names, payloads, how handlers run), :mod:`~callbridge.client.errors`. Audio analysis for
+(event names, payloads, how handlers run), :mod:`~callbridge.client.errors`,
+:mod:`~callbridge.client.numbers` (phone numbers and caller URIs),
+:mod:`~callbridge.client.settings` (ICE servers, transport policy, IPv6). Audio analysis for
 tests is in :mod:`callbridge.testing`.
 """
 
@@ -41,7 +43,14 @@ from callbridge.client.events import (
     PhoneEventName,
 )
 from callbridge.client.media import CallMedia, MediaStats
-from callbridge.client.phone import EventStream, Phone, PhoneState, SessionInfo
+from callbridge.client.numbers import (
+    CallerInfo,
+    clean_phone_number,
+    format_number,
+    get_caller_info,
+)
+from callbridge.client.phone import CallSummary, EventStream, Phone, PhoneState, SessionInfo
+from callbridge.client.settings import IceTransport, InvalidArgumentError, PeerConnectionSettings
 
 __all__ = [
     "FRAME_SAMPLES",
@@ -56,15 +65,20 @@ __all__ = [
     "CallMedia",
     "CallState",
     "CallStateError",
+    "CallSummary",
     "CallbackSink",
+    "CallerInfo",
     "ClientError",
     "EndReason",
     "Event",
     "EventName",
     "EventStream",
     "HeldBy",
+    "IceTransport",
+    "InvalidArgumentError",
     "MediaStats",
     "NotConnectedError",
+    "PeerConnectionSettings",
     "Phone",
     "PhoneEventName",
     "PhoneState",
@@ -73,4 +87,7 @@ __all__ = [
     "ToneSource",
     "WavRecorder",
     "WavSource",
+    "clean_phone_number",
+    "format_number",
+    "get_caller_info",
 ]

@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import secrets
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,15 +35,23 @@ from urllib.parse import urlparse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from callbridge import __version__
+from callbridge.client import numbers
 from callbridge.client.audio import AudioSink, AudioSource
 from callbridge.client.call import Call, _remote_error
 from callbridge.client.errors import ClientError, NotConnectedError
 from callbridge.client.events import Event, EventEmitter, PhoneEventName, TaskOwner
 from callbridge.client.media import CallMedia
+from callbridge.client.settings import (
+    DEFAULT_ICE_TRANSPORT,
+    DEFAULT_IPV6,
+    IceTransport,
+    PeerConnectionSettings,
+)
 from callbridge.errors import RemoteError
 from callbridge.media.webrtc import restrict_ice_addresses
 
-__all__ = ["EventStream", "Phone", "PhoneState", "SessionInfo"]
+__all__ = ["CallSummary", "EventStream", "Phone", "PhoneState", "SessionInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,23 @@ class SessionInfo:
 
     session_id: str
     user: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One entry of :meth:`Phone.get_calls` (seed 002's ``getCalls`` item)."""
+
+    index: int
+    """0-based position among the phone's live calls, oldest first."""
+    breed: Literal["call", "conference"]
+    """``"call"`` (conferences come with the conferences issue)."""
+    type: Literal["Outgoing", "Incoming"]
+    """The direction, spelled as the seed does."""
+    state: str
+    """The call's :class:`~callbridge.client.CallState` value: ``trying``, ``ringing``,
+    ``active`` or ``held`` (the seed's ``connected`` is ``active``)."""
+    peer: str
+    """The far party: ``to`` of an outgoing call, ``from_`` of an incoming one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +174,9 @@ class Phone:
     :param url: the server's WebSocket URL, e.g. ``ws://127.0.0.1:8080/ws``.
     :param token: a login token (``callbridge token USER``).
     :param ice_servers: STUN/TURN servers for the calls' peer connections (``{"urls":
-        ..., "username": ..., "credential": ...}``); none by default.
+        ..., "username": ..., "credential": ...}``); none by default. Validated, and
+        changeable later: see :meth:`set_ice_servers`, :meth:`set_ice_transport`,
+        :meth:`set_ipv6` and :mod:`callbridge.client.settings`.
     :param media_addresses: the addresses ICE gathers candidates on. Default: loopback when
         the URL's host is loopback (``127.0.0.1``, ``::1``, ``localhost``), else every
         interface (aioice's choice). This setting is process-wide (aioice has no per-call
@@ -171,6 +199,7 @@ class Phone:
     ) -> None:
         self.url = url
         self.token = token
+        self._peer_settings = PeerConnectionSettings()
         self.ice_servers = list(ice_servers)
         self.media_addresses = (
             list(media_addresses) if media_addresses is not None else _default_media_addresses(url)
@@ -236,6 +265,115 @@ class Phone:
     def get_call(self, call_id: str) -> Call | None:
         """The live call with this id, or ``None``."""
         return self._calls.get(call_id)
+
+    # ------------------------------------------------------------------------------------------
+    # seed 002: queries and utilities
+
+    def get_calls(self) -> list[CallSummary]:
+        """The live calls, oldest first, as the seed's ``getCalls`` describes them."""
+        return [
+            CallSummary(
+                index=i,
+                breed="call",
+                type="Outgoing" if call.direction == "outgoing" else "Incoming",
+                state=str(call.state),
+                peer=call.to if call.direction == "outgoing" else call.from_,
+            )
+            for i, call in enumerate(self.active_calls)
+        ]
+
+    def get_media_type(self) -> str | None:
+        """``"audio"`` while the phone has a live call (calls are audio-only), else ``None``."""
+        return "audio" if self.active_calls else None
+
+    def is_call_in_progress(self) -> bool:
+        """True while the phone has a live call: trying, ringing, active or held.
+
+        .. deprecated:: 0.1
+           Deprecated in seed 002 and kept for porting: use ``bool(phone.active_calls)`` or
+           :meth:`get_calls`. Warns with :class:`DeprecationWarning`.
+        """
+        warnings.warn(
+            "Phone.is_call_in_progress() is deprecated (as in seed 002): "
+            "use bool(phone.active_calls)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return bool(self.active_calls)
+
+    @staticmethod
+    def get_version() -> str:
+        """The callbridge SDK's version, e.g. ``"0.1.0"``."""
+        return __version__
+
+    clean_phone_number = staticmethod(numbers.clean_phone_number)
+    format_number = staticmethod(numbers.format_number)
+    get_caller_info = staticmethod(numbers.get_caller_info)
+
+    # ------------------------------------------------------------------------------------------
+    # seed 002: peer-connection settings (for calls created after the change)
+
+    @property
+    def ice_servers(self) -> list[dict[str, Any]]:
+        """The ICE servers of new calls (a copy); assigning validates, like
+        :meth:`set_ice_servers`."""
+        return self._peer_settings.ice_servers
+
+    @ice_servers.setter
+    def ice_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
+        self._peer_settings.ice_servers = servers
+
+    def get_ice_servers(self) -> list[dict[str, Any]]:
+        """The STUN/TURN servers new calls use: key ``urls``, schemes lower-case."""
+        return self._peer_settings.ice_servers
+
+    def set_ice_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
+        """Use ``servers`` for new calls, e.g. ``[{"urls": "stun:stun.example.org"},
+        {"urls": "turn:turn.example.org?transport=tcp", "username": "u", "credential": "p"}]``.
+
+        :raises InvalidArgumentError: a server or URL is malformed, or a TURN server has no
+            username or credential (see
+            :meth:`~callbridge.client.settings.PeerConnectionSettings.validate_ice_servers`).
+        """
+        self._peer_settings.ice_servers = servers
+
+    def reset_ice_servers(self) -> None:
+        """Back to the default: no ICE servers (not the constructor's ``ice_servers``)."""
+        self._peer_settings.ice_servers = ()
+
+    def get_ice_transport(self) -> IceTransport:
+        """``"all"``, ``"relay"`` or ``"none"``; see :mod:`callbridge.client.settings`."""
+        return self._peer_settings.ice_transport
+
+    def set_ice_transport(self, policy: IceTransport) -> None:
+        """Set the ICE transport policy of new calls.
+
+        ``"relay"`` sends all media through the TURN server (new calls need one);
+        ``"none"`` gathers nothing, so new calls are refused. Details in
+        :mod:`callbridge.client.settings`.
+
+        :raises InvalidArgumentError: ``policy`` is not ``"all"``, ``"relay"`` or ``"none"``.
+        """
+        self._peer_settings.ice_transport = policy
+
+    def reset_ice_transport(self) -> None:
+        """Back to the default, ``"all"``."""
+        self._peer_settings.ice_transport = DEFAULT_ICE_TRANSPORT
+
+    def get_ipv6(self) -> bool:
+        """Whether new calls gather IPv6 host candidates."""
+        return self._peer_settings.ipv6
+
+    def set_ipv6(self, enabled: bool) -> None:
+        """Allow (``True``) or forbid (``False``) IPv6 host candidates in new calls.
+
+        :raises InvalidArgumentError: ``enabled`` is not a bool.
+        """
+        self._peer_settings.ipv6 = enabled
+
+    def reset_ipv6(self) -> None:
+        """Back to the default, ``True`` (see :mod:`callbridge.client.settings` for why)."""
+        self._peer_settings.ipv6 = DEFAULT_IPV6
 
     # ------------------------------------------------------------------------------------------
     # events
@@ -420,9 +558,12 @@ class Phone:
         sink: AudioSink | None,
         codecs: Sequence[str] | None,
     ) -> CallMedia:
+        self._peer_settings.check_call(self.media_addresses)
         if self.media_addresses is not None:
             restrict_ice_addresses(self.media_addresses)
-        return CallMedia(source, sink, self.ice_servers, codecs)
+        media = CallMedia(source, sink, self.ice_servers, codecs)
+        self._peer_settings.apply(media)
+        return media
 
     async def call(
         self,
