@@ -1,4 +1,5 @@
-"""The call controller: routing, ring-all, answer races, hold, mute, blind transfer, CDRs.
+"""The call controller: routing, ring-all, answer races, hold, mute, DTMF events, blind and
+attended transfer, moving a call between devices, CDRs.
 
 It owns every live leg, drives the media plane only through the MediaServer interface, and
 tells devices what happened by queueing protocol messages to them. All methods run on the
@@ -61,9 +62,6 @@ class CallController:
         self.devices.get(device.user_name, {}).pop(device.id, None)
         for leg in [leg for leg in self.legs.values() if leg.device is device]:
             await self._leg_gone(leg, reason)
-
-    def calls_of(self, device: Device) -> list[Leg]:
-        return [leg for leg in self.legs.values() if leg.device is device]
 
     # lookups --------------------------------------------------------------------------------
     def leg_of(self, device: Device, call_id: str) -> Leg:
