@@ -1,0 +1,9 @@
+"""The media plane: the MediaServer interface and its in-process engine on aiortc.
+
+Import from the modules: :mod:`~callbridge.media.interface` (what the control plane may ask),
+:mod:`~callbridge.media.engine` (the embedded implementation), :mod:`~callbridge.media.webrtc`
+(the aiortc glue), :mod:`~callbridge.media.codecs`, :mod:`~callbridge.media.rfc4733`,
+:mod:`~callbridge.media.players`. Nothing outside this package touches aiortc internals.
+"""
+
+__all__: list[str] = []
