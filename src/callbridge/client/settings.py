@@ -51,9 +51,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
-from aioice import TransportPolicy
-
 from callbridge.client.errors import ClientError
+from callbridge.media.webrtc import set_ice_policy
 
 if TYPE_CHECKING:
     from callbridge.client.media import CallMedia
@@ -305,16 +304,13 @@ class PeerConnectionSettings:
         """Set the ICE policy and IPv6 on ``media`` (made with :attr:`ice_servers`) before it
         gathers candidates, i.e. before its offer or answer is created.
 
-        This reaches into aiortc: its ``RTCConfiguration`` has no IPv6 switch and no
-        ``"none"``, and :class:`CallMedia` builds its peer connection itself. It configures
-        the transports that exist now: the call's one audio transport (an offer's further
-        m-lines are bundled onto it).
+        aiortc's ``RTCConfiguration`` has no IPv6 switch and no ``"none"``, so this goes
+        through :func:`callbridge.media.webrtc.set_ice_policy`. It configures the transports
+        that exist now: the call's one audio transport (further m-lines are bundled onto it).
         """
-        for transceiver in media.pc.getTransceivers():
-            connection = transceiver.sender.transport.transport.iceGatherer._connection
-            if self._ice_transport != "all":
-                # aioice's RELAY gathers no host or server-reflexive candidates.
-                connection._transport_policy = TransportPolicy.RELAY
-            if self._ice_transport == "none":
-                connection.stun_server = connection.turn_server = None  # RELAY without TURN
-            connection._use_ipv6 = self._ipv6
+        set_ice_policy(
+            media.pc,
+            relay_only=self._ice_transport != "all",
+            no_servers=self._ice_transport == "none",
+            ipv6=self._ipv6,
+        )

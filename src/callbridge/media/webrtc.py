@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aioice
 import aioice.ice
 import aiortc.rtcpeerconnection as aiortc_pc
 from aiortc import (
@@ -56,6 +57,7 @@ __all__ = [
     "register_codecs",
     "restrict_ice_addresses",
     "rtc_configuration",
+    "set_ice_policy",
 ]
 
 TELEPHONE_EVENT = "audio/telephone-event"
@@ -191,6 +193,23 @@ def rtc_configuration(ice_servers: Iterable[dict[str, Any]] = ()) -> RTCConfigur
         for s in ice_servers
     ]
     return RTCConfiguration(iceServers=servers)
+
+
+def set_ice_policy(pc: Any, *, relay_only: bool, no_servers: bool, ipv6: bool) -> None:
+    """Restrict what a peer connection's ICE gathers, before its offer or answer is made.
+
+    aiortc's RTCConfiguration has no IPv6 switch and no ``"none"`` transport policy, so the
+    existing transports' aioice connections are configured directly: ``relay_only`` gathers
+    only TURN candidates (aioice RELAY policy), ``no_servers`` also forgets the STUN/TURN
+    servers (nothing is gathered at all), ``ipv6`` False leaves out IPv6 host candidates.
+    """
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport.iceGatherer._connection
+        if relay_only:
+            connection._transport_policy = aioice.TransportPolicy.RELAY
+        if no_servers:
+            connection.stun_server = connection.turn_server = None
+        connection._use_ipv6 = ipv6
 
 
 class IdleTrack(MediaStreamTrack):
