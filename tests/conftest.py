@@ -33,6 +33,7 @@ from parties import Party
 restrict_ice_addresses(["127.0.0.1"])
 
 RING_TIMEOUT = 3.0
+SESSION_GRACE = 2.0
 
 
 def free_port() -> int:
@@ -60,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
         sys.executable, "-m", "callbridge", "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--data-dir", str(data_dir), "--ring-timeout", str(RING_TIMEOUT),
+        "--session-grace", str(SESSION_GRACE),
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -78,9 +80,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     yield ServerProc(f"ws://127.0.0.1:{port}/ws", http, data_dir, db, proc, log_path)
     # Every test closed its phones: no leg and no media endpoint may be left behind.
     live: dict[str, Any] = {}
-    for _ in range(50):
+    for _ in range(int(SESSION_GRACE * 10) + 50):  # dropped sessions end after the grace
         live = httpx.get(f"{http}/healthz", timeout=2).json()
-        if live["legs"] == 0 and live["media_endpoints"] == 0:
+        if live["legs"] == 0 and live["media_endpoints"] == 0 and live["sessions"] == 0:
             break
         time.sleep(0.1)
     proc.terminate()
@@ -92,6 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     text = log_path.read_text()
     assert "Traceback" not in text, text[-4000:]
     assert live["legs"] == 0 and live["media_endpoints"] == 0, f"leaked: {live}"
+    assert live["sessions"] == 0, f"leaked sessions: {live}"
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before an unanswered call ends with no-answer (%(default)s)",
     )
     serve.add_argument(
+        "--session-grace",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds a session whose WebSocket dropped keeps its calls, waiting for "
+        "session.resume (%(default)s)",
+    )
+    serve.add_argument(
         "--stun",
         type=_ice_url("stun", "stuns"),
         action="append",
@@ -330,6 +338,7 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         media_address=args.media_address,
         ring_timeout=args.ring_timeout,
+        session_grace=args.session_grace,
         ice_servers=_ice_servers(args),
     )
     level = getattr(logging, args.log_level.upper())

@@ -25,6 +25,7 @@ class ServerConfig:
     database_url: str | None = None  # default: SQLite in data_dir
     media_address: str | None = None  # default: `host` when it is a loopback address
     ring_timeout: float = 30.0  # seconds before an unanswered call ends with `no-answer`
+    session_grace: float = 60.0  # seconds a session whose socket dropped waits to be resumed
     ice_servers: list[dict[str, Any]] = field(default_factory=list)  # STUN/TURN, none by default
 
     @property

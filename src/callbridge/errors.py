@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     ALREADY_LOGGED_IN = "already_logged_in"
     INVALID_TOKEN = "invalid_token"
     TOKEN_EXPIRED = "token_expired"
+    SESSION_NOT_FOUND = "session_not_found"
     CALL_NOT_FOUND = "call_not_found"
     NOT_YOUR_CALL = "not_your_call"
     INVALID_STATE = "invalid_state"
@@ -85,6 +86,10 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.TOKEN_EXPIRED: ErrorInfo(
         "The token's lifetime is over.",
         "Get a new token (`callbridge token USER --ttl ...`).",
+    ),
+    ErrorCode.SESSION_NOT_FOUND: ErrorInfo(
+        "The session to resume no longer exists.",
+        "Send session.login for a new session; its calls have ended.",
     ),
     ErrorCode.CALL_NOT_FOUND: ErrorInfo(
         "No call with this id exists (it may have ended).",

@@ -15,6 +15,7 @@ from callbridge.config import ServerConfig
 from callbridge.core.controller import CallController
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
+from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
 from callbridge.store import Cdr, Store
 
@@ -31,6 +32,7 @@ class Runtime:
     store: Store
     media: InProcessMediaServer
     controller: CallController
+    sessions: SessionManager
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -41,10 +43,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         store = await Store.open(config.effective_database_url)
         media = InProcessMediaServer(config.effective_media_addresses, config.ice_servers)
         controller = CallController(media, store, config.ring_timeout, cdr_factory=Cdr)
-        app.state.runtime = Runtime(config, store, media, controller)
+        sessions = SessionManager(controller, config.session_grace)
+        app.state.runtime = Runtime(config, store, media, controller, sessions)
         try:
             yield
         finally:
+            await sessions.shutdown()
             await controller.shutdown()
             await store.close()
 
@@ -57,6 +61,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {
             "status": "ok",
             "version": __version__,
+            "sessions": len(runtime.sessions.sessions),
             "legs": len(runtime.controller.legs),
             "media_endpoints": runtime.media.endpoint_count,
         }
@@ -64,7 +69,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.websocket("/ws")
     async def ws_endpoint(websocket: WebSocket) -> None:
         runtime: Runtime = websocket.app.state.runtime
-        await Connection(websocket, runtime.controller, runtime.store).run()
+        await Connection(websocket, runtime.controller, runtime.sessions, runtime.store).run()
 
     return app
 

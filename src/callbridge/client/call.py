@@ -19,12 +19,13 @@ from callbridge.client.audio import AudioSink, AudioSource
 from callbridge.client.errors import CallEndedError, CallStateError
 from callbridge.client.events import CallEventName, Event, EventEmitter, HeldBy
 from callbridge.client.media import CallMedia
+from callbridge.client.settings import InvalidArgumentError
 from callbridge.errors import CallbridgeError, ErrorCode, RemoteError
 
 if TYPE_CHECKING:
     from callbridge.client.phone import Phone
 
-__all__ = ["Call", "CallDirection", "CallState"]
+__all__ = ["AnswerAction", "Call", "CallDirection", "CallState"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ _ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "mov
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 
 _NoArgEvent = Literal["trying", "ringing", "answered", "muted", "unmuted"]
+
+AnswerAction = Literal["hold", "end"]
+"""What :meth:`Call.answer` does first with the phone's current call(s) (seed 002)."""
+_ESTABLISHED = frozenset({CallState.ACTIVE, CallState.HELD})
 
 
 class Call:
@@ -108,6 +113,10 @@ class Call:
         self._holders: list[HeldBy] = []  # who holds the call, oldest first
         self._server_muted = False
         self._consult: Call | None = None  # attended_transfer()'s consultation call
+        # hold() by the user, as opposed to the automatic holds of add_call(), switch_call()
+        # and answer(action="hold"): only automatic holds are undone automatically.
+        self._held_explicitly = False
+        self._return_to: Call | None = None  # add_call(): resume this call when we end
         self._offer_sdp = offer_sdp
         self._early_candidates: list[dict[str, Any]] = []  # incoming, before answer()
         self._emitter: EventEmitter[CallEventName] = EventEmitter(phone._tasks)
@@ -137,6 +146,24 @@ class Call:
     def held_by(self) -> HeldBy | None:
         """``"local"`` if we hold the call, ``"remote"`` if the far party does, else ``None``."""
         return self._holders[-1] if self._holders else None
+
+    @property
+    def held_explicitly(self) -> bool:
+        """True while we hold the call because the user called :meth:`hold` (seed 002: such a
+        call stays on hold through :meth:`Phone.switch_call` and after :meth:`Phone.add_call`'s
+        second call ends). Automatic holds (``add_call``, ``switch_call``,
+        ``answer(action="hold")``) leave it ``False``."""
+        return self._held_explicitly and "local" in self._holders
+
+    @property
+    def is_established(self) -> bool:
+        """True while the call is answered: ``active`` or ``held``."""
+        return self._state in _ESTABLISHED
+
+    @property
+    def peer(self) -> str:
+        """The far party: :attr:`to` of an outgoing call, :attr:`from_` of an incoming one."""
+        return self.to if self.direction == "outgoing" else self.from_
 
     @property
     def is_muted(self) -> bool:
@@ -273,6 +300,7 @@ class Call:
             self._event("ringing", msg)
         elif kind == "call.answered":
             self._holders.clear()
+            self._held_explicitly = False
             self._move(CallState.ACTIVE, "call.answered")
             self._routed = True
             self._setup_step()
@@ -285,6 +313,8 @@ class Call:
         elif kind == "call.resumed":
             by = "remote" if msg.get("by") == "remote" else "local"
             self._holders = [h for h in self._holders if h != by]
+            if by == "local":
+                self._held_explicitly = False
             if not self._holders:
                 self._move(CallState.ACTIVE, "call.resumed")
             self._event("resumed", msg, by)
@@ -397,24 +427,65 @@ class Call:
         sink: AudioSink | None = None,
         *,
         codecs: Sequence[str] | None = None,
+        action: AnswerAction | None = None,
     ) -> None:
         """Answer this incoming call, sending ``source`` and playing into ``sink``.
 
         ``codecs`` restricts and orders the codecs of our answer (e.g. ``["opus"]``).
         Returns once the server accepted the answer (the ``answered`` event follows). If the
         call has already ended (e.g. answered on another device) this does nothing; if it ends
-        during the answer, the server's ``error`` raises.
+        during the answer, the server's ``error`` raises. The answered call becomes the
+        phone's :attr:`~callbridge.client.Phone.foreground_call`.
 
+        ``action`` (seed 002) is what happens first to the phone's *current* calls: the other
+        answered calls that we do not hold already. ``"hold"`` holds them (an automatic hold:
+        if answering fails they are resumed); ``"end"`` hangs them up; ``None`` (default,
+        seed 001 call waiting) leaves them as they are.
+
+        :raises InvalidArgumentError: ``action`` is not ``"hold"``, ``"end"`` or ``None``.
         :raises CallStateError: for an outgoing call, or one answered already.
         :raises RemoteError: the server refused (``invalid_state`` when another device won).
         :raises MediaError: the server's offer could not be used.
         """
+        if action not in (None, "hold", "end"):
+            raise InvalidArgumentError(f"answer(action={action!r}): use 'hold', 'end' or None")
         if self.direction != "incoming":
             raise CallStateError(f"call {self.id} is outgoing: only incoming calls are answered")
         if not self.is_live:
             return
         if self.media is not None:
             raise CallStateError(f"call {self.id} is answered already")
+        assert self._offer_sdp is not None
+        current = [
+            c
+            for c in self._phone.active_calls
+            if c is not self and c.is_established and "local" not in c._holders
+        ]
+        held: list[Call] = []
+        try:
+            for other in current:
+                if action == "hold" and await other._hold_auto():
+                    held.append(other)
+                elif action == "end":
+                    other._return_to = None  # the user moves on to this call
+                    await other.hangup()
+            await self._answer(source, sink, codecs)
+        except BaseException:
+            await _resume_all(held, "failed answer")
+            raise
+        if self._over():  # the caller gave up meanwhile: back to the calls we held
+            await _resume_all(held, "unanswered call")
+        else:
+            self._phone._set_foreground(self)
+
+    async def _answer(
+        self,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        codecs: Sequence[str] | None,
+    ) -> None:
+        if self._over() or self.media is not None:
+            return
         assert self._offer_sdp is not None
         media = self.media = self._phone._new_media(source, sink, codecs)
         early, self._early_candidates = self._early_candidates, []
@@ -458,12 +529,33 @@ class Call:
         self._end("hangup", {"type": "call.ended", "call_id": self.id, "local": True})
 
     async def hold(self) -> None:
-        """Put the call on hold: the far party hears hold music (``held`` with ``by="local"``)."""
-        await self._request("call.hold")
+        """Put the call on hold: the far party hears hold music (``held`` with ``by="local"``).
+
+        The hold is *explicit* (:attr:`held_explicitly`): the SDK does not resume the call by
+        itself (see :meth:`Phone.add_call`, :meth:`Phone.switch_call`). On a call the SDK
+        held automatically this only marks the hold explicit.
+        """
+        if "local" not in self._holders:
+            await self._request("call.hold")
+        self._held_explicitly = "local" in self._holders
 
     async def resume(self) -> None:
-        """Take the call off hold (``resumed``)."""
+        """Take the call off hold (``resumed``); it becomes the phone's
+        :attr:`~callbridge.client.Phone.foreground_call`."""
         await self._request("call.resume")
+        self._held_explicitly = False
+        self._phone._set_foreground(self)
+
+    async def _hold_auto(self) -> bool:
+        """Hold an active call automatically (not explicitly); True if we hold it now."""
+        if self._state is CallState.ACTIVE and not self._holders:
+            await self._request("call.hold")
+        return "local" in self._holders
+
+    async def _resume_auto(self) -> None:
+        """Undo an automatic hold; an explicit hold (or none of ours) is left alone."""
+        if self.is_live and "local" in self._holders and not self._held_explicitly:
+            await self._request("call.resume")
 
     async def mute(self) -> None:
         """Stop our audio: silence is sent from here and the server stops forwarding it."""
@@ -511,7 +603,7 @@ class Call:
             raise CallStateError(f"call {self.id} is {self.state}: answer it before transferring")
         held_here = "local" in self._holders
         if not held_here:
-            await self.hold()
+            await self._request("call.hold")
         try:
             consult = await self._phone.call(destination, source=source, sink=sink)
         except BaseException:
@@ -560,6 +652,14 @@ class Call:
         if self.media is None:
             raise CallStateError(f"call {self.id} has no media yet: answer it first")
         await self.media.send_dtmf(digits, duration_ms, gap_ms)
+
+
+async def _resume_all(calls: Sequence[Call], why: str) -> None:
+    for call in calls:
+        try:
+            await call._resume_auto()
+        except Exception as exc:
+            log.warning("call %s: resume after %s: %s", call.id, why, exc)
 
 
 async def _close_media(media: CallMedia, _: object) -> None:

@@ -3,22 +3,26 @@
 Names are ``Literal`` types, so ``call.on("anwsered", ...)`` fails type-checking. The wire
 uses seed 001's dotted names (``call.answered``); Python uses the bare snake_case word.
 
-======================  =================  ===============================================
-event                   handler arguments  when
-======================  =================  ===============================================
-phone ``incoming``      ``(call)``         ``call.incoming``: a call rings this device
-phone ``error``         ``(RemoteError)``  an ``error`` that answers no request of ours
-phone ``disconnected``  ``(reason)``       the session is over (logout, socket closed)
-call ``trying``         ``()``             ``call.trying``
-call ``ringing``        ``()``             ``call.ringing`` (also while a transfer rings)
-call ``answered``       ``()``             ``call.answered``: audio flows both ways
-call ``held``           ``(by)``           ``call.held``; ``by`` is ``"local"``/``"remote"``
-call ``resumed``        ``(by)``           ``call.resumed``
-call ``muted``          ``()``             ``call.muted`` (server-side mute is on)
-call ``unmuted``        ``()``             ``call.unmuted``
-call ``dtmf``           ``(digit)``        ``call.dtmf``: the far party sent a digit
-call ``ended``          ``(reason)``       ``call.ended``, or the session ended locally
-======================  =================  ===============================================
+========================  =================  ==============================================
+event                     handler arguments  when
+========================  =================  ==============================================
+phone ``incoming``        ``(call)``         ``call.incoming``: a call rings this device
+phone ``error``           ``(RemoteError)``  an ``error`` that answers no request of ours
+phone ``disconnected``    ``(reason)``       the session is over (logout, socket closed)
+phone ``call-switched``   ``(call)``         ``Phone.switch_call()`` made ``call`` the
+                                             foreground call (seed 002
+                                             ``session:call-switched``; ``data`` has the
+                                             peers ``from`` and ``to``)
+call ``trying``           ``()``             ``call.trying``
+call ``ringing``          ``()``             ``call.ringing`` (also while a transfer rings)
+call ``answered``         ``()``             ``call.answered``: audio flows both ways
+call ``held``             ``(by)``           ``call.held``; ``by`` is ``"local"``/``"remote"``
+call ``resumed``          ``(by)``           ``call.resumed``
+call ``muted``            ``()``             ``call.muted`` (server-side mute is on)
+call ``unmuted``          ``()``             ``call.unmuted``
+call ``dtmf``             ``(digit)``        ``call.dtmf``: the far party sent a digit
+call ``ended``            ``(reason)``       ``call.ended``, or the session ended locally
+========================  =================  ==============================================
 
 Every event is also an :class:`Event` (``name``, ``call``, ``data`` = the wire message), which
 ``phone.events()`` yields and ``call.wait_for()`` returns.
@@ -54,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PhoneEventName = Literal["incoming", "error", "disconnected"]
+PhoneEventName = Literal["incoming", "error", "disconnected", "call-switched"]
 CallEventName = Literal[
     "trying",
     "ringing",

@@ -38,8 +38,8 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from callbridge import __version__
 from callbridge.client import numbers
 from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.call import Call, _remote_error
-from callbridge.client.errors import ClientError, NotConnectedError
+from callbridge.client.call import Call, CallState, _remote_error
+from callbridge.client.errors import CallStateError, ClientError, NotConnectedError
 from callbridge.client.events import Event, EventEmitter, PhoneEventName, TaskOwner
 from callbridge.client.media import CallMedia
 from callbridge.client.settings import (
@@ -154,6 +154,13 @@ class EventStream:
         self._phone._streams.discard(self)
 
 
+async def _resume_quietly(call: Call) -> None:
+    try:
+        await call._resume_auto()
+    except Exception as exc:  # e.g. it ended meanwhile
+        log.warning("call %s: could not resume it: %s", call.id, exc)
+
+
 def _default_media_addresses(url: str) -> list[str] | None:
     """Loopback server -> gather ICE on loopback only (aioice leaves it out otherwise)."""
     host = urlparse(url).hostname or ""
@@ -184,8 +191,8 @@ class Phone:
     :param request_timeout: seconds to wait for the server's answer to a request.
 
     Events (``phone.on(name, handler)``): ``incoming(call)``, ``error(RemoteError)``,
-    ``disconnected(reason)``; see :mod:`callbridge.client.events`. ``phone.events()``
-    yields these and every call's events.
+    ``disconnected(reason)``, ``call-switched(call)``; see :mod:`callbridge.client.events`.
+    ``phone.events()`` yields these and every call's events.
     """
 
     def __init__(
@@ -215,6 +222,7 @@ class Phone:
         self._emitter: EventEmitter[PhoneEventName] = EventEmitter(self._tasks)
         self._streams: set[EventStream] = set()
         self._calls: dict[str, Call] = {}
+        self._focus: list[Call] = []  # placed/answered live calls, the foreground one last
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._creating: dict[str, _Creating] = {}  # by req_id of call.create
         self._early: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
@@ -265,6 +273,121 @@ class Phone:
     def get_call(self, call_id: str) -> Call | None:
         """The live call with this id, or ``None``."""
         return self._calls.get(call_id)
+
+    # ------------------------------------------------------------------------------------------
+    # seed 002: several calls (foreground and background)
+
+    @property
+    def foreground_call(self) -> Call | None:
+        """The call the user is on: the latest call placed (:meth:`call`, :meth:`add_call`),
+        answered, resumed with :meth:`Call.resume` or brought forward by :meth:`switch_call`.
+        When it ends, the previous one still live takes its place. ``None`` without calls.
+
+        The other answered calls are *background* calls (usually on hold).
+        """
+        return self._focus[-1] if self._focus else None
+
+    def _set_foreground(self, call: Call) -> None:
+        if call.is_live and self._calls.get(call.id) is call:
+            if call in self._focus:
+                self._focus.remove(call)
+            self._focus.append(call)
+
+    def _background_call(self) -> Call | None:
+        """The answered call most recently in the foreground, other than the foreground."""
+        foreground = self.foreground_call
+        for call in reversed(self._focus):
+            if call is not foreground and call.is_established:
+                return call
+        return None
+
+    def _two_calls(self, action: str) -> tuple[Call, Call]:
+        foreground, background = self.foreground_call, self._background_call()
+        if foreground is None or not foreground.is_established or background is None:
+            raise CallStateError(
+                f"{action} needs two answered calls, one in the foreground and one in the "
+                f"background; this phone has {len(self.active_calls)} live call(s)"
+                + (f", foreground {foreground.state}" if foreground is not None else "")
+            )
+        return foreground, background
+
+    async def add_call(
+        self,
+        destination: str,
+        caller_id: str | None = None,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        *,
+        codecs: Sequence[str] | None = None,
+    ) -> Call:
+        """Dial a second call while on an answered one (seed 002 ``addCall``).
+
+        Puts the :attr:`foreground_call` on hold (unless it is on hold already), then places
+        the new call like :meth:`call` and returns it; it becomes the foreground call. If the
+        new call cannot be placed, or fails or ends later (busy, rejected, hung up, …) while
+        in the foreground, the first call comes back to the foreground and is resumed, unless
+        the user held it with :meth:`Call.hold` (then it stays on hold).
+
+        :raises CallStateError: there is no answered call to add a call to.
+        :raises RemoteError: the new call could not be placed (the first call is resumed).
+        """
+        self._require(PhoneState.READY, "add_call()")
+        first = self.foreground_call
+        if first is None or not first.is_established:
+            raise CallStateError(
+                "add_call() needs an answered call in the foreground"
+                + (f"; the foreground call is {first.state}" if first else "; there is none")
+                + ": use call() for a first call"
+            )
+        await first._hold_auto()
+        try:
+            second = await self.call(destination, caller_id, source, sink, codecs=codecs)
+        except BaseException:
+            self._set_foreground(first)
+            await first._resume_auto()
+            raise
+        if second.is_live:
+            second._return_to = first
+        elif self.foreground_call is first:  # it ended before call() returned
+            await first._resume_auto()
+        return second
+
+    async def switch_call(self) -> None:
+        """Swap the foreground call with the background one (seed 002 ``switchCall``).
+
+        Holds the foreground call (unless already on hold), then brings the background call
+        (the answered call most recently in the foreground) forward: it is resumed, unless the
+        user put it on hold with :meth:`Call.hold`, in which case it stays on hold. Fires
+        ``call-switched(call)`` with the new foreground call.
+
+        :raises CallStateError: there are not two answered calls.
+        """
+        self._require(PhoneState.READY, "switch_call()")
+        old, new = self._two_calls("switch_call()")
+        await old._hold_auto()
+        await new._resume_auto()
+        self._set_foreground(new)
+        data = {"type": "call-switched", "call_id": new.id, "from": old.peer, "to": new.peer}
+        self._emitter._emit("call-switched", new)
+        self._publish(Event("call-switched", new, data))
+
+    async def transfer(self) -> None:
+        """Connect the far parties of the two answered calls and leave (seed 002
+        ``transfer``; an attended transfer): the background call, on hold, is transferred
+        to the foreground call's far party (``call.complete_transfer``). Both calls end with
+        ``transferred``; the far parties get ``transferred``.
+
+        :raises CallStateError: there are not two answered calls, or the background one is
+            not on hold.
+        """
+        self._require(PhoneState.READY, "transfer()")
+        target, held = self._two_calls("transfer()")
+        if held.state is not CallState.HELD:
+            raise CallStateError(f"transfer() needs the background call {held.id} on hold")
+        for call in (target, held):  # their ends are the transfer: nothing to resume
+            call._return_to = None
+            call._consult = None
+        await held._request("call.complete_transfer", target_call_id=target.id)
 
     # ------------------------------------------------------------------------------------------
     # seed 002: queries and utilities
@@ -390,6 +513,10 @@ class Phone:
     def on(
         self, name: Literal["disconnected"], handler: Callable[[str], object]
     ) -> Callable[[str], object]: ...
+    @overload
+    def on(
+        self, name: Literal["call-switched"], handler: Callable[[Call], object]
+    ) -> Callable[[Call], object]: ...
     def on(self, name: PhoneEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event; a plain or a coroutine function.
 
@@ -623,12 +750,26 @@ class Phone:
                 except Exception as exc:
                     log.warning("call %s: hangup after failed setup: %s", call.id, exc)
             raise
+        self._set_foreground(call)
         return call
 
     def _forget(self, call: Call) -> None:
         """The call ended: it is no longer one of the phone's calls."""
         if self._calls.get(call.id) is call:
             del self._calls[call.id]
+        was_foreground = self.foreground_call is call
+        if call in self._focus:
+            self._focus.remove(call)
+        first, call._return_to = call._return_to, None
+        if (
+            was_foreground
+            and first is not None
+            and first.is_live
+            and self._state is PhoneState.READY
+        ):
+            # add_call(): back to the first call, resumed unless held explicitly.
+            self._set_foreground(first)
+            self._tasks.spawn(_resume_quietly(first), name=f"call {first.id} resume")
 
     def _adopt(self, call: Call) -> None:
         """Register a new call and replay what arrived for it before it existed."""

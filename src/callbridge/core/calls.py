@@ -84,6 +84,10 @@ class Device(Protocol):
     caller_id: str  # the user's number, else extension
     display_name: str
 
+    @property
+    def reachable(self) -> bool:
+        """False while the device's connection is away: new calls do not ring it."""
+
     def send(self, message: dict[str, Any]) -> None:
         """Queue one protocol message to the device. Never blocks, never raises."""
 

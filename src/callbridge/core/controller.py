@@ -57,11 +57,16 @@ class CallController:
     def add_device(self, device: Device) -> None:
         self.devices.setdefault(device.user_name, {})[device.id] = device
 
-    async def remove_device(self, device: Device, reason: EndReason) -> None:
-        """The device logged out or its socket closed: end everything it had."""
+    async def remove_device(
+        self, device: Device, reason: EndReason, far: EndReason = EndReason.HANGUP
+    ) -> None:
+        """The device is gone (logout, expiry, lost for good): end everything it had.
+
+        Its own legs end with ``reason``, the far parties' with ``far``.
+        """
         self.devices.get(device.user_name, {}).pop(device.id, None)
         for leg in [leg for leg in self.legs.values() if leg.device is device]:
-            await self._leg_gone(leg, reason)
+            await self._leg_gone(leg, reason, far)
 
     # lookups --------------------------------------------------------------------------------
     def leg_of(self, device: Device, call_id: str) -> Leg:
@@ -116,8 +121,11 @@ class CallController:
             )
             return
         call.callee_name = target.name
-        devices = list(self.devices.get(target.name, {}).values())
-        devices = [d for d in devices if d is not origin.device]
+        devices = [
+            d
+            for d in self.devices.get(target.name, {}).values()
+            if d is not origin.device and d.reachable
+        ]
         if not devices:
             await self._fail_route(call, f"{destination!r} ({target.name}) has no device logged in")
             return
@@ -256,7 +264,9 @@ class CallController:
             await self._end_leg(leg, EndReason.HANGUP, req_id)
             await self._end_call(call, EndReason.HANGUP, EndReason.HANGUP)
 
-    async def _leg_gone(self, leg: Leg, reason: EndReason) -> None:
+    async def _leg_gone(
+        self, leg: Leg, reason: EndReason, far_reason: EndReason = EndReason.HANGUP
+    ) -> None:
         """The leg's device vanished; the rest of its call ends as if it hung up."""
         if leg.move is not None:
             await self._decline_move(leg, leg.move, reason, None)
@@ -271,8 +281,8 @@ class CallController:
                 await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
             return
         await self._end_leg(leg, reason)
-        far = EndReason.CANCELED if leg is call.origin and not call.answered_leg else None
-        await self._end_call(call, EndReason.HANGUP, far or EndReason.HANGUP)
+        far = EndReason.CANCELED if leg is call.origin and not call.answered_leg else far_reason
+        await self._end_call(call, far_reason, far)
 
     async def _end_leg(self, leg: Leg, reason: EndReason, req_id: str | None = None) -> None:
         if not leg.live:
@@ -469,7 +479,11 @@ class CallController:
             )
         if any(x.move is not None and x.move.leg is leg for x in self.legs.values()):
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is already being moved")
-        others = [d for d in self.devices.get(device.user_name, {}).values() if d is not device]
+        others = [
+            d
+            for d in self.devices.get(device.user_name, {}).values()
+            if d is not device and d.reachable
+        ]
         if not others:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,

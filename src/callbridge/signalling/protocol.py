@@ -28,10 +28,31 @@ class _Msg(BaseModel):
     req_id: ReqId = None
 
 
+Token = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+E911Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class SessionLogin(_Msg):
     type: Literal["session.login"]
-    token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
-    user_id: str | None = None
+    token: Token
+    user_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    e911_id: E911Id | None = None
+
+
+class SessionResume(_Msg):
+    type: Literal["session.resume"]
+    session_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    token: Token
+
+
+class SessionRefresh(_Msg):
+    type: Literal["session.refresh"]
+    token: Token
+
+
+class SessionAssociateE911(_Msg):
+    type: Literal["session.associate_e911"]
+    e911_id: E911Id
 
 
 class SessionLogout(_Msg):
@@ -108,6 +129,9 @@ class IceDone(_CallAction):
 
 ClientMessage = (
     SessionLogin
+    | SessionResume
+    | SessionRefresh
+    | SessionAssociateE911
     | SessionLogout
     | CallCreate
     | CallAnswer

@@ -1,4 +1,4 @@
-"""One ``/ws`` connection: session login, message dispatch, and ordered delivery of events.
+"""One ``/ws`` connection: login or resume of a session, message dispatch, ordered delivery.
 
 Messages of one connection are handled one at a time, in order (an ICE candidate never
 overtakes the offer it belongs to). Outgoing messages go through a queue drained by a writer
@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from callbridge.core.calls import EndReason, new_id
+from callbridge.core.calls import EndReason
 from callbridge.core.controller import CallController
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.signalling import protocol as p
+from callbridge.signalling.sessions import Session, SessionManager
 from callbridge.store import TokenExpired, TokenInvalid
 
 __all__ = ["Authenticator", "Connection"]
@@ -27,26 +29,28 @@ log = logging.getLogger(__name__)
 
 
 class Authenticator(Protocol):
-    async def check_token(self, token: str) -> Any:
-        """Return the user, or raise TokenInvalid / TokenExpired (StoreError subclasses)."""
+    async def check_token_expiry(self, token: str) -> tuple[Any, datetime]:
+        """The user and the token's expiry; raises TokenInvalid / TokenExpired."""
 
 
 class Connection:
-    """A WebSocket connection; once logged in, one device of its user."""
+    """A WebSocket connection, carrying at most one session at a time."""
 
-    def __init__(self, ws: WebSocket, controller: CallController, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        controller: CallController,
+        sessions: SessionManager,
+        auth: Authenticator,
+    ) -> None:
         self.ws = ws
         self.controller = controller
+        self.sessions = sessions
         self.auth = auth
-        self.id = new_id()
-        self.user: Any = None
-        self.user_name = ""
-        self.caller_id = ""
-        self.display_name = ""
+        self.session: Session | None = None
         self._out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._logged_out = False
+        self._closing = False  # logged out or expired: close the socket after the last message
 
-    # Device protocol
     def send(self, message: dict[str, Any]) -> None:
         if message.get("req_id", "") is None:
             del message["req_id"]
@@ -56,6 +60,9 @@ class Connection:
         while (message := await self._out.get()) is not None:
             try:
                 await self.ws.send_text(json.dumps(message))
+                if message["type"] == "session.expired":
+                    await self.ws.close(1008, "session expired")
+                    return
             except Exception:  # the peer is gone; the reader will notice
                 return
 
@@ -63,21 +70,19 @@ class Connection:
         await self.ws.accept()
         writer = asyncio.create_task(self._writer())
         try:
-            while True:
+            while not self._closing:
                 frame = await self.ws.receive()
                 if frame["type"] == "websocket.disconnect":
                     break
                 await self._handle_frame(frame.get("text"), frame.get("bytes"))
-                if self._logged_out:
-                    break
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, RuntimeError):  # RuntimeError: closed by the writer
             pass
         finally:
-            if self.user is not None:
-                await self.controller.remove_device(self, EndReason.DISCONNECTED)
+            if self.session is not None and not self.session.ended:
+                self.sessions.detached(self.session)  # kept for the grace period
             self._out.put_nowait(None)
             await writer
-        if self._logged_out:
+        if self._closing:
             await self.ws.close(1000)
 
     async def _handle_frame(self, text: str | None, data: bytes | None) -> None:
@@ -104,70 +109,132 @@ class Connection:
             )
 
     async def _dispatch(self, msg: p.ClientMessage) -> None:
-        c = self.controller
-        if isinstance(msg, p.SessionLogin):
-            await self._login(msg)
+        if isinstance(msg, p.SessionLogin | p.SessionResume):
+            if self.session is not None and not self.session.ended:
+                raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection has a session")
+            await (self._login(msg) if isinstance(msg, p.SessionLogin) else self._resume(msg))
             return
-        if self.user is None:
+        session = self.session
+        if session is None or session.ended:
             raise ProtocolError(
                 ErrorCode.NOT_LOGGED_IN, f"{msg.type} needs a session: send session.login first"
             )
+        c = self.controller
         match msg:
             case p.SessionLogout():
-                await c.remove_device(self, EndReason.HANGUP)
+                await self.sessions.end(session, EndReason.HANGUP, EndReason.HANGUP)
                 self.send(
                     {"type": "session.disconnected", "req_id": msg.req_id, "reason": "logout"}
                 )
-                self.user = None
-                self._logged_out = True
+                self._closing = True
+            case p.SessionRefresh():
+                user, expires_at = await self.auth.check_token_expiry(msg.token)
+                if user.name != session.user_name:
+                    raise ProtocolError(
+                        ErrorCode.INVALID_TOKEN, "the new token belongs to another user"
+                    )
+                self.sessions.refresh(session, expires_at)
+                self.send(
+                    {
+                        "type": "session.refreshed",
+                        "req_id": msg.req_id,
+                        "expires_at": expires_at.isoformat(),
+                    }
+                )
+            case p.SessionAssociateE911():
+                session.e911_id = msg.e911_id
+                self.send(
+                    {
+                        "type": "session.address-updated",
+                        "req_id": msg.req_id,
+                        "e911_id": msg.e911_id,
+                    }
+                )
             case p.CallCreate():
-                await c.create_call(self, msg.destination, msg.sdp, msg.caller_id, msg.req_id)
+                await c.create_call(session, msg.destination, msg.sdp, msg.caller_id, msg.req_id)
             case p.CallAnswer():
-                await c.answer(self, msg.call_id, msg.sdp, msg.req_id)
+                await c.answer(session, msg.call_id, msg.sdp, msg.req_id)
             case p.CallReject():
-                await c.reject(self, msg.call_id, msg.reason, msg.req_id)
+                await c.reject(session, msg.call_id, msg.reason, msg.req_id)
             case p.CallHangup():
-                await c.hangup(self, msg.call_id, msg.req_id)
+                await c.hangup(session, msg.call_id, msg.req_id)
             case p.CallHold():
-                await c.hold(self, msg.call_id, msg.req_id)
+                await c.hold(session, msg.call_id, msg.req_id)
             case p.CallResume():
-                await c.resume(self, msg.call_id, msg.req_id)
+                await c.resume(session, msg.call_id, msg.req_id)
             case p.CallMute():
-                await c.set_muted(self, msg.call_id, True, msg.req_id)
+                await c.set_muted(session, msg.call_id, True, msg.req_id)
             case p.CallUnmute():
-                await c.set_muted(self, msg.call_id, False, msg.req_id)
+                await c.set_muted(session, msg.call_id, False, msg.req_id)
             case p.CallTransfer():
-                await c.transfer(self, msg.call_id, msg.destination, msg.req_id)
+                await c.transfer(session, msg.call_id, msg.destination, msg.req_id)
             case p.CallCompleteTransfer():
-                await c.complete_transfer(self, msg.call_id, msg.target_call_id, msg.req_id)
+                await c.complete_transfer(session, msg.call_id, msg.target_call_id, msg.req_id)
             case p.CallMove():
-                await c.move(self, msg.call_id, msg.req_id)
+                await c.move(session, msg.call_id, msg.req_id)
             case p.IceCandidate():
                 await c.add_candidate(
-                    self, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
+                    session, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
                 )
             case p.IceDone():
-                await c.add_candidate(self, msg.call_id, None, None, None)
+                await c.add_candidate(session, msg.call_id, None, None, None)
 
     async def _login(self, msg: p.SessionLogin) -> None:
-        if self.user is not None:
-            raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection is logged in")
-        user = await self.auth.check_token(msg.token)
-        self.user = user
-        self.user_name = user.name
-        self.caller_id = user.number or user.extension
-        self.display_name = user.display_name or user.name
-        self.controller.add_device(self)
+        user, expires_at = await self.auth.check_token_expiry(msg.token)
+        if msg.user_id is not None and msg.user_id not in (user.name, user.extension, user.number):
+            raise ProtocolError(
+                ErrorCode.INVALID_TOKEN,
+                f"user_id {msg.user_id!r} is not the user of this token ({user.name})",
+            )
+        session = self.sessions.create(user, expires_at, msg.e911_id)
+        self.session = session
+        session.attach(self.send)
         self.send(
             {
                 "type": "session.ready",
                 "req_id": msg.req_id,
-                "session_id": self.id,
+                "session_id": session.id,
                 "user": {
                     "name": user.name,
                     "extension": user.extension,
                     "number": user.number,
                     "display_name": user.display_name,
                 },
+                "e911_id": session.e911_id,
+                "expires_at": expires_at.isoformat(),
+                "resume_grace": self.sessions.grace,
             }
         )
+
+    async def _resume(self, msg: p.SessionResume) -> None:
+        user, _ = await self.auth.check_token_expiry(msg.token)
+        session = self.sessions.sessions.get(msg.session_id)
+        if session is None or session.ended:
+            raise ProtocolError(
+                ErrorCode.SESSION_NOT_FOUND,
+                f"session {msg.session_id} is gone (not resumed within "
+                f"{self.sessions.grace:.0f} s, logged out or expired); log in again",
+            )
+        if session.user_name != user.name:
+            raise ProtocolError(ErrorCode.INVALID_TOKEN, "the token belongs to another user")
+        if session.reachable:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"session {session.id} is attached to another connection"
+            )
+        self.session = session
+        kept = self.sessions.resume(session, self.send)
+        calls = [
+            {"call_id": leg.id, "state": leg.state.value}
+            for leg in self.controller.legs.values()
+            if leg.device is session
+        ]
+        self.send(
+            {
+                "type": "session.resumed",
+                "req_id": msg.req_id,
+                "session_id": session.id,
+                "calls": calls,
+            }
+        )
+        for message in kept:
+            self.send(message)

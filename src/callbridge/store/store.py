@@ -213,6 +213,11 @@ class Store:
 
     async def check_token(self, token: str) -> User:
         """The user a login token belongs to; ``TokenInvalid`` or ``TokenExpired`` if none."""
+        user, _ = await self.check_token_expiry(token)
+        return user
+
+    async def check_token_expiry(self, token: str) -> tuple[User, datetime]:
+        """Like :meth:`check_token`, also returning when the token expires (UTC)."""
         async with self._read() as session:
             found = (
                 await session.execute(
@@ -226,7 +231,7 @@ class Store:
         row, user = found
         if row.expires_at <= _now():
             raise TokenExpired(row.expires_at)
-        return _user(user)
+        return _user(user), row.expires_at
 
     # API keys -------------------------------------------------------------------------------
     async def create_api_key(self, name: str | None = None) -> str:

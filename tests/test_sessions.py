@@ -1,0 +1,122 @@
+"""Sessions: login options, E911 id, token expiry and refresh, resuming after a dropped socket.
+
+Bob's side is a raw protocol client with SDK media (CallMedia), so his WebSocket can drop
+while his peer connection — and so the call's audio — lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from callbridge.client import BufferSink, CallMedia, ToneSource
+from callbridge.errors import RemoteError
+from conftest import SESSION_GRACE
+from parties import ALICE, BOB, HEARD, level
+
+
+async def test_login_with_user_id_and_e911_id_then_update_the_address(raw, make_user):
+    user = await make_user()
+    c = await raw()
+    await c.send({"type": "session.login", "req_id": "l", "token": user.token,
+                  "user_id": user.name, "e911_id": "addr-1"})  # fmt: skip
+    ready = await c.expect("session.ready", req_id="l")
+    assert ready["e911_id"] == "addr-1" and ready["resume_grace"] == SESSION_GRACE
+    assert ready["expires_at"]
+    await c.send({"type": "session.associate_e911", "req_id": "e", "e911_id": "addr-2"})
+    assert (await c.expect("session.address-updated", req_id="e"))["e911_id"] == "addr-2"
+
+
+async def test_a_user_id_that_is_not_the_tokens_user_is_refused(raw, make_user):
+    user, other = await make_user(), await make_user()
+    c = await raw()
+    await c.send({"type": "session.login", "req_id": "l", "token": user.token,
+                  "user_id": other.name})  # fmt: skip
+    err = await c.expect("error", req_id="l")
+    assert err["code"] == "invalid_token" and other.name in err["message"]
+
+
+async def test_the_session_expires_with_its_token_unless_refreshed(raw, make_user, store):
+    user = await make_user()
+    short, _ = await store.create_token(user.name, timedelta(seconds=1.5))
+    kept = await raw()
+    await kept.login(short)
+    await kept.send({"type": "session.refresh", "req_id": "r", "token": user.token})
+    assert (await kept.expect("session.refreshed", req_id="r"))["expires_at"]
+    short2, _ = await store.create_token(user.name, timedelta(seconds=1.5))
+    lapsing = await raw()
+    await lapsing.login(short2)
+    expired = await lapsing.expect("session.expired", within=5)
+    assert expired["session_id"]
+    await asyncio.sleep(0.3)
+    assert lapsing.ws.close_code == 1008  # the server closed the socket
+    await kept.send({"type": "call.hangup", "req_id": "p", "call_id": "x"})
+    assert (await kept.expect("error", req_id="p"))["code"] == "call_not_found"  # still served
+
+
+async def bob_answers_raw(raw: Any, party: Any, make_user: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """Alice (SDK) calls bob (raw socket + CallMedia); returns them once audio flows."""
+    alice = await party(ALICE)
+    bob_user = await make_user()
+    bob = await raw()
+    session_id = (await bob.login(bob_user.token))["session_id"]
+    out = await alice.call(bob_user.extension)
+    incoming = await bob.expect("call.incoming")
+    media = CallMedia(source=ToneSource(BOB), sink=BufferSink())  # bob hears into media.sink
+    answer = await media.answer_offer(incoming["sdp"])
+    await bob.send({"type": "call.answer", "call_id": incoming["call_id"], "sdp": answer})
+    await out.wait_for("answered", timeout=5)
+    return alice, out, (bob, bob_user, session_id), incoming["call_id"], media
+
+
+async def test_bob_resumes_his_session_and_the_call_never_stopped(raw, party, make_user):
+    alice, out, (bob, bob_user, session_id), call_id, media = await bob_answers_raw(
+        raw, party, make_user
+    )
+    await bob.close()  # the WebSocket drops; the peer connection stays
+    assert await level(alice.sink, BOB) > HEARD  # audio goes on while bob is away
+    await out.hold()  # something happens while he is away: kept for him
+    back = await raw()
+    await back.send({"type": "session.resume", "req_id": "r", "session_id": session_id,
+                     "token": bob_user.token})  # fmt: skip
+    resumed = await back.expect("session.resumed", req_id="r")
+    assert resumed["calls"] == [{"call_id": call_id, "state": "held"}]
+    assert (await back.expect("call.held", call_id=call_id))["by"] == "remote"
+    assert out.state == "held"
+    await out.resume()
+    await back.expect("call.resumed", call_id=call_id)
+    assert await level(alice.sink, BOB) > HEARD
+    assert isinstance(media.sink, BufferSink)
+    assert await level(media.sink, ALICE) > HEARD
+    await back.send({"type": "call.hangup", "call_id": call_id})
+    assert (await out.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+    await media.close()
+
+
+async def test_after_the_grace_period_the_call_ends_and_the_session_is_gone(raw, party, make_user):
+    _, out, (bob, bob_user, session_id), _, media = await bob_answers_raw(raw, party, make_user)
+    await bob.close()
+    ended = await out.wait_for("ended", timeout=SESSION_GRACE + 5)
+    assert ended.data["reason"] == "disconnected"
+    late = await raw()
+    await late.send({"type": "session.resume", "req_id": "r", "session_id": session_id,
+                     "token": bob_user.token})  # fmt: skip
+    err = await late.expect("error", req_id="r")
+    assert err["code"] == "session_not_found" and "log in again" in err["message"]
+    await media.close()
+
+
+async def test_a_detached_session_does_not_ring(raw, party, make_user):
+    alice = await party(ALICE)
+    bob_user = await make_user()
+    bob = await raw()
+    await bob.login(bob_user.token)
+    await bob.close()
+    await asyncio.sleep(0.2)
+    with pytest.raises(RemoteError) as info:
+        await alice.phone.call(bob_user.extension)
+    assert info.value.code == "destination_not_found"
+    assert "no device logged in" in info.value.message
