@@ -120,3 +120,53 @@ async def test_a_detached_session_does_not_ring(raw, party, make_user):
         await alice.phone.call(bob_user.extension)
     assert info.value.code == "destination_not_found"
     assert "no device logged in" in info.value.message
+
+
+async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server, make_user, party):
+    """The signalling link is cut for 5 s; the SDK resumes its session by itself."""
+    from callbridge.client import Phone
+    from netcut import NetCut
+
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    link = NetCut(port)
+    await link.start()
+    alice = await party(ALICE)
+    bob_user = await make_user()
+    bob = Phone(link.url, bob_user.token)
+    seen: list[str] = []
+    for name in ("connectivity-off", "connectivity-on", "gateway-unreachable"):
+        bob.on(name, lambda n=name: seen.append(n))  # type: ignore[call-overload]
+    await bob.login()
+    sink = BufferSink()
+    answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def on_incoming(call: Any) -> None:
+        await call.answer(source=ToneSource(BOB), sink=sink)
+        answered.set_result(call)
+
+    bob.on("incoming", on_incoming)
+    out = await alice.call(bob_user.extension)
+    at_bob = await asyncio.wait_for(answered, 5)
+    await out.wait_for("answered", timeout=5)
+    try:
+        await link.cut()
+        await asyncio.sleep(0.5)
+        assert bob.state == "reconnecting" and seen == ["connectivity-off"]
+        await asyncio.sleep(4.5)  # 5 s without signalling; media goes on meanwhile
+        assert await level(alice.sink, BOB) > HEARD
+        await link.restore()
+        for _ in range(50):
+            if bob.state == "ready":
+                break
+            await asyncio.sleep(0.1)
+        assert bob.state == "ready" and seen == ["connectivity-off", "connectivity-on"]
+        assert at_bob.state == "active" and out.state == "active"
+        assert await level(alice.sink, BOB) > HEARD
+        assert await level(sink, ALICE) > HEARD
+        await at_bob.hold()  # signalling works again
+        assert (await out.wait_for("held", timeout=5)).data["by"] == "remote"
+        await at_bob.hangup()
+        assert (await out.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+    finally:
+        await bob.logout()
+        await link.cut()

@@ -58,7 +58,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PhoneEventName = Literal["incoming", "error", "disconnected", "call-switched"]
+PhoneEventName = Literal[
+    "incoming",
+    "error",
+    "disconnected",
+    "call-switched",
+    "connectivity-off",  # the socket dropped; the phone is resuming the session, calls go on
+    "connectivity-on",  # the session was resumed
+    "gateway-unreachable",  # the session could not be resumed in time; the phone closes
+    "session-expired",  # the token expired; the phone closes
+    "address-updated",  # associate_e911_id() took effect (argument: the E911 id)
+]
 CallEventName = Literal[
     "trying",
     "ringing",

@@ -26,7 +26,7 @@ import secrets
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -58,19 +58,23 @@ log = logging.getLogger(__name__)
 _MAX_BUFFERED_CALLS = 64  # call_ids with messages waiting for their Call object
 _MAX_BUFFERED_MESSAGES = 64  # per call_id
 _HANDLER_GRACE = 1.0  # seconds handlers get to finish when the phone closes
+_RECONNECT_FIRST = 0.2  # seconds before the first reconnection attempt; doubles each time
+_RECONNECT_MAX = 2.0
 
 
 class PhoneState(StrEnum):
     """The life of a :class:`Phone`::
 
     IDLE ──login()──▶ CONNECTING ──session.ready──▶ READY ──logout()──▶ CLOSING ──▶ CLOSED
-      ▲                   │ error / refused                 │ close() / socket lost ──▶ CLOSED
-      └───────────────────┘
+      ▲                   │ error / refused              │  ▲  │ close() / expired ───▶ CLOSED
+      └───────────────────┘                 socket lost  ▼  │ session.resumed
+                                                   RECONNECTING ──gave up──────────▶ CLOSED
     """
 
     IDLE = "idle"  # not connected; login() connects
     CONNECTING = "connecting"  # socket open, session.login sent
     READY = "ready"  # logged in: calls can be made and received
+    RECONNECTING = "reconnecting"  # socket lost; resuming the session, calls kept
     CLOSING = "closing"  # session.logout sent, waiting for the server to finish
     CLOSED = "closed"  # over for good; make a new Phone to log in again
 
@@ -78,7 +82,8 @@ class PhoneState(StrEnum):
 _TRANSITIONS: dict[PhoneState, frozenset[PhoneState]] = {
     PhoneState.IDLE: frozenset({PhoneState.CONNECTING, PhoneState.CLOSED}),
     PhoneState.CONNECTING: frozenset({PhoneState.IDLE, PhoneState.READY, PhoneState.CLOSED}),
-    PhoneState.READY: frozenset({PhoneState.CLOSING, PhoneState.CLOSED}),
+    PhoneState.READY: frozenset({PhoneState.CLOSING, PhoneState.RECONNECTING, PhoneState.CLOSED}),
+    PhoneState.RECONNECTING: frozenset({PhoneState.READY, PhoneState.CLOSED}),
     PhoneState.CLOSING: frozenset({PhoneState.CLOSED}),
     PhoneState.CLOSED: frozenset(),
 }
@@ -91,6 +96,9 @@ class SessionInfo:
 
     session_id: str
     user: dict[str, Any] = field(default_factory=dict)
+    e911_id: str | None = None
+    expires_at: str | None = None  # ISO 8601: when the token, and so the session, expires
+    resume_grace: float = 0.0  # seconds the server keeps the session after the socket drops
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +211,15 @@ class Phone:
         media_addresses: Sequence[str] | None = None,
         *,
         request_timeout: float = 10.0,
+        user_id: str | None = None,
+        e911_id: str | None = None,
+        reconnect: bool = True,
     ) -> None:
         self.url = url
         self.token = token
+        self.user_id = user_id
+        self.e911_id = e911_id
+        self.reconnect = reconnect
         self._peer_settings = PeerConnectionSettings()
         self.ice_servers = list(ice_servers)
         self.media_addresses = (
@@ -218,6 +232,8 @@ class Phone:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._finisher: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._expired = False
         self._tasks = TaskOwner()
         self._emitter: EventEmitter[PhoneEventName] = EventEmitter(self._tasks)
         self._streams: set[EventStream] = set()
@@ -517,6 +533,18 @@ class Phone:
     def on(
         self, name: Literal["call-switched"], handler: Callable[[Call], object]
     ) -> Callable[[Call], object]: ...
+    @overload
+    def on(
+        self,
+        name: Literal[
+            "connectivity-off", "connectivity-on", "gateway-unreachable", "session-expired"
+        ],
+        handler: Callable[[], object],
+    ) -> Callable[[], object]: ...
+    @overload
+    def on(
+        self, name: Literal["address-updated"], handler: Callable[[str], object]
+    ) -> Callable[[str], object]: ...
     def on(self, name: PhoneEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event; a plain or a coroutine function.
 
@@ -563,15 +591,39 @@ class Phone:
             self._reader = asyncio.get_running_loop().create_task(
                 self._read(self._ws), name=f"phone {self.url} reader"
             )
-            reply = await self.request({"type": "session.login", "token": self.token})
+            login: dict[str, Any] = {"type": "session.login", "token": self.token}
+            if self.user_id is not None:
+                login["user_id"] = self.user_id
+            if self.e911_id is not None:
+                login["e911_id"] = self.e911_id
+            reply = await self.request(login)
         except BaseException:
             await self._drop_connection()
             if self._state is PhoneState.CONNECTING:
                 self._set_state(PhoneState.IDLE)
             raise
-        self.session = SessionInfo(str(reply.get("session_id", "")), dict(reply.get("user", {})))
+        self.session = SessionInfo(
+            str(reply.get("session_id", "")),
+            dict(reply.get("user", {})),
+            reply.get("e911_id"),
+            reply.get("expires_at"),
+            float(reply.get("resume_grace") or 0.0),
+        )
         self._set_state(PhoneState.READY)
         return self.session
+
+    async def associate_e911_id(self, e911_id: str) -> None:
+        """Set this session's E911 address id (seed 002 ``associateE911Id``); the phone then
+        emits ``address-updated(e911_id)``."""
+        reply = await self.request({"type": "session.associate_e911", "e911_id": e911_id})
+        self.e911_id = str(reply.get("e911_id", e911_id))
+
+    async def refresh(self, token: str) -> None:
+        """Extend the session with a newer token of the same user before it expires."""
+        reply = await self.request({"type": "session.refresh", "token": token})
+        self.token = token
+        if self.session is not None:
+            self.session = replace(self.session, expires_at=reply.get("expires_at"))
 
     async def logout(self) -> None:
         """Log out (``session.logout``): this device's calls end, the server closes the socket.
@@ -591,9 +643,12 @@ class Phone:
         await self._finish("logout", "hangup")
 
     async def close(self) -> None:
-        """Drop the connection without logging out (the server ends our calls with
-        ``disconnected`` for the far parties). Calls end here with ``disconnected``; media
-        and handlers are closed as in :meth:`logout`. Idempotent."""
+        """Drop the connection without logging out and without reconnecting. The server keeps
+        the session for its grace period, then ends our calls (``disconnected`` for the far
+        parties). Calls end here with ``disconnected``; media and handlers are closed as in
+        :meth:`logout`. Idempotent."""
+        if self._reconnector is not None and self._reconnector is not asyncio.current_task():
+            self._reconnector.cancel()
         await self._finish("closed", "disconnected")
 
     async def _finish(self, reason: str, end_reason: str) -> None:
@@ -651,6 +706,11 @@ class Phone:
         :raises NotConnectedError: no connection, or it closed before the reply.
         :raises TimeoutError: no reply within :attr:`request_timeout` seconds.
         """
+        if self._state is PhoneState.RECONNECTING:
+            raise NotConnectedError("the phone is reconnecting; try again when it is ready")
+        return await self._request_now(message)
+
+    async def _request_now(self, message: Mapping[str, Any]) -> dict[str, Any]:
         ws = self._ws
         if ws is None or self._state in (PhoneState.IDLE, PhoneState.CLOSED):
             raise NotConnectedError(f"the phone is {self._state}: log in first")
@@ -780,6 +840,44 @@ class Phone:
     # ------------------------------------------------------------------------------------------
     # the reader
 
+    async def _reconnect(self) -> None:
+        """Resume the session on a new socket, retrying until the server's grace runs out."""
+        assert self.session is not None
+        self._emitter._emit("connectivity-off")
+        self._publish(Event("connectivity-off", None, {}))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.session.resume_grace, 1.0)
+        delay = _RECONNECT_FIRST
+        while self._state is PhoneState.RECONNECTING:
+            try:
+                ws = await connect(self.url, open_timeout=self.request_timeout)
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                log.debug("phone %s: reconnect failed: %s", self.url, exc)
+            else:
+                self._ws = ws
+                self._reader = loop.create_task(self._read(ws), name=f"phone {self.url} reader")
+                try:
+                    session_id = self.session.session_id
+                    resume = {"type": "session.resume", "session_id": session_id}
+                    await self._request_now({**resume, "token": self.token})
+                except RemoteError as exc:
+                    log.warning("phone %s: the session cannot be resumed: %s", self.url, exc)
+                    break
+                except (NotConnectedError, TimeoutError):
+                    pass  # lost again: keep trying
+                else:
+                    self._set_state(PhoneState.READY)
+                    self._emitter._emit("connectivity-on")
+                    self._publish(Event("connectivity-on", None, {}))
+                    return
+            if loop.time() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX)
+        self._emitter._emit("gateway-unreachable")
+        self._publish(Event("gateway-unreachable", None, {}))
+        await self._finish("disconnected", "disconnected")
+
     async def _read(self, ws: ClientConnection) -> None:
         try:
             async for frame in ws:
@@ -799,12 +897,20 @@ class Phone:
             log.debug("phone %s: connection lost: %s", self.url, exc)
         finally:
             self._fail_pending()
-            if self._state in (PhoneState.READY, PhoneState.CLOSING):
-                # The server closed the socket (after logout, or unexpectedly).
-                lost = self._state is PhoneState.READY
+            lost = self._state is PhoneState.READY and not self._expired
+            if lost and self.reconnect and self._finisher is None and self.session is not None:
+                # Only the signalling channel is gone: calls and their media go on while we
+                # resume the session (docs/protocol.md, "Session").
+                self._set_state(PhoneState.RECONNECTING)
+                self._reconnector = asyncio.get_running_loop().create_task(
+                    self._reconnect(), name=f"phone {self.url} reconnect"
+                )
+            elif self._state in (PhoneState.READY, PhoneState.CLOSING):
+                # The server closed the socket (after logout or expiry, or unexpectedly).
+                reason = "expired" if self._expired else "disconnected" if lost else "logout"
                 self._finisher = self._finisher or asyncio.get_running_loop().create_task(
                     self._teardown(
-                        "disconnected" if lost else "logout",
+                        reason if lost or self._expired else "logout",
                         "disconnected" if lost else "hangup",
                     ),
                     name=f"phone {self.url} teardown",
@@ -842,6 +948,14 @@ class Phone:
             self._emitter._emit("incoming", call)
         elif kind == "session.disconnected":
             self.disconnect_reason = str(msg.get("reason", "")) or None
+        elif kind == "session.expired":
+            self._expired = True
+            self.disconnect_reason = "expired"
+            self._emitter._emit("session-expired")
+            self._publish(Event("session-expired", None, msg))
+        elif kind == "session.address-updated":
+            self._emitter._emit("address-updated", str(msg.get("e911_id", "")))
+            self._publish(Event("address-updated", None, msg))
         elif isinstance(call_id, str) and call_id:
             known = self._calls.get(call_id)
             if known is not None:
