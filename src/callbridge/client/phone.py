@@ -647,8 +647,6 @@ class Phone:
         the session for its grace period, then ends our calls (``disconnected`` for the far
         parties). Calls end here with ``disconnected``; media and handlers are closed as in
         :meth:`logout`. Idempotent."""
-        if self._reconnector is not None and self._reconnector is not asyncio.current_task():
-            self._reconnector.cancel()
         await self._finish("closed", "disconnected")
 
     async def _finish(self, reason: str, end_reason: str) -> None:
@@ -661,6 +659,9 @@ class Phone:
             await asyncio.shield(self._finisher)
 
     async def _teardown(self, reason: str, end_reason: str) -> None:
+        reconnector = self._reconnector
+        if reconnector is not None and reconnector is not asyncio.current_task():
+            reconnector.cancel()  # closing wins over resuming
         self.disconnect_reason = self.disconnect_reason or reason
         if self._state is not PhoneState.CLOSED:
             self._set_state(PhoneState.CLOSED)
