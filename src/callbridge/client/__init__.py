@@ -13,7 +13,8 @@
 
 Modules: :mod:`~callbridge.client.phone` (the session), :mod:`~callbridge.client.call` (a call
 and its states), :mod:`~callbridge.client.media` (the call's WebRTC peer connection and RFC
-4733 DTMF), :mod:`~callbridge.client.audio` (sources and sinks), :mod:`~callbridge.client.events`
+4733 DTMF), :mod:`~callbridge.client.audio` (sources and sinks),
+:mod:`~callbridge.client.video` (video sources and sinks), :mod:`~callbridge.client.events`
 (event names, payloads, how handlers run), :mod:`~callbridge.client.errors`,
 :mod:`~callbridge.client.numbers` (phone numbers and caller URIs),
 :mod:`~callbridge.client.settings` (ICE servers, transport policy, IPv6). Audio analysis for
@@ -32,7 +33,7 @@ from callbridge.client.audio import (
     WavRecorder,
     WavSource,
 )
-from callbridge.client.call import Call, CallDirection, CallState
+from callbridge.client.call import Call, CallDirection, CallState, MediaType
 from callbridge.client.errors import CallEndedError, CallStateError, ClientError, NotConnectedError
 from callbridge.client.events import (
     CallEventName,
@@ -51,6 +52,7 @@ from callbridge.client.numbers import (
 )
 from callbridge.client.phone import CallSummary, EventStream, Phone, PhoneState, SessionInfo
 from callbridge.client.settings import IceTransport, InvalidArgumentError, PeerConnectionSettings
+from callbridge.client.video import FrameSink, TestPatternSource, VideoSink, VideoSource
 
 __all__ = [
     "FRAME_SAMPLES",
@@ -73,10 +75,12 @@ __all__ = [
     "Event",
     "EventName",
     "EventStream",
+    "FrameSink",
     "HeldBy",
     "IceTransport",
     "InvalidArgumentError",
     "MediaStats",
+    "MediaType",
     "NotConnectedError",
     "PeerConnectionSettings",
     "Phone",
@@ -84,7 +88,10 @@ __all__ = [
     "PhoneState",
     "SessionInfo",
     "SilenceSource",
+    "TestPatternSource",
     "ToneSource",
+    "VideoSink",
+    "VideoSource",
     "WavRecorder",
     "WavSource",
     "clean_phone_number",

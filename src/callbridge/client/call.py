@@ -20,16 +20,18 @@ from callbridge.client.errors import CallEndedError, CallStateError
 from callbridge.client.events import CallEventName, Event, EventEmitter, HeldBy
 from callbridge.client.media import CallMedia
 from callbridge.client.settings import InvalidArgumentError
+from callbridge.client.video import VideoSink, VideoSource
 from callbridge.errors import CallbridgeError, ErrorCode, RemoteError
 
 if TYPE_CHECKING:
     from callbridge.client.phone import Phone
 
-__all__ = ["AnswerAction", "Call", "CallDirection", "CallState"]
+__all__ = ["AnswerAction", "Call", "CallDirection", "CallState", "MediaType"]
 
 log = logging.getLogger(__name__)
 
 CallDirection = Literal["outgoing", "incoming"]
+MediaType = Literal["audio", "video"]
 
 
 class CallState(StrEnum):
@@ -62,7 +64,11 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 _ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "move-failed", "ended"})
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 
-_NoArgEvent = Literal["trying", "ringing", "answered", "muted", "unmuted"]
+_NoArgEvent = Literal[
+    "trying", "ringing", "answered", "muted", "unmuted", "modification-in-progress"
+]
+# wait_for(): settled while they concern the latest modification (see _settled)
+_MODIFICATION = frozenset({"modification-in-progress", "state-changed"})
 
 AnswerAction = Literal["hold", "end"]
 """What :meth:`Call.answer` does first with the phone's current call(s) (seed 002)."""
@@ -119,6 +125,10 @@ class Call:
         self._return_to: Call | None = None  # add_call(): resume this call when we end
         self._offer_sdp = offer_sdp
         self._early_candidates: list[dict[str, Any]] = []  # incoming, before answer()
+        video = (media is not None and media.video_enabled) or _offers_video(offer_sdp)
+        self._media_type: MediaType = "video" if video else "audio"
+        self._modification: dict[str, Any] | None = None  # call.media-modification to answer
+        self._mod_seq = -1  # when the latest modification started (for wait_for)
         self._emitter: EventEmitter[CallEventName] = EventEmitter(phone._tasks)
         self._last: dict[str, tuple[int, Event]] = {}
         self._waiters: list[tuple[str, asyncio.Future[Event]]] = []
@@ -171,6 +181,17 @@ class Call:
         return self._server_muted or (self.media is not None and self.media.muted)
 
     @property
+    def media_type(self) -> MediaType:
+        """``"audio"`` or ``"video"`` (video flows, either way or both; seed 002
+        ``getMediaType``). Follows ``call.answered`` and ``call.state-changed``."""
+        return self._media_type
+
+    @property
+    def pending_modification(self) -> str | None:
+        """The media type the far party asks for (``media-modification``) until we answer."""
+        return str(self._modification.get("new_media_type")) if self._modification else None
+
+    @property
     def is_live(self) -> bool:
         """True until the call has ended."""
         return self._state is not CallState.ENDED
@@ -208,9 +229,13 @@ class Call:
     @overload
     def on(
         self,
-        name: Literal["dtmf", "ended", "transferred", "moved", "move-failed"],
+        name: Literal["dtmf", "ended", "transferred", "moved", "move-failed", "media-modification"],
         handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
+    @overload
+    def on(
+        self, name: Literal["state-changed"], handler: Callable[[str, str], object]
+    ) -> Callable[[str, str], object]: ...
     def on(self, name: CallEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event (arguments: see the class docstring).
 
@@ -263,6 +288,10 @@ class Call:
         seen = self._last.get(name)
         if seen is None:
             return None
+        if name == "media-modification":
+            return seen[1] if self._modification is not None else None
+        if name in _MODIFICATION:
+            return seen[1] if seen[0] > self._mod_seq else None
         if name in _ONCE:
             return seen[1]
         opposite = _OPPOSITE.get(name)
@@ -292,6 +321,7 @@ class Call:
         elif kind in ("ice.candidate", "ice.done"):
             self._on_candidate(msg)
         elif kind == "call.trying":
+            self._follow_media_type(msg.get("media_type"))
             self._event("trying", msg)
         elif kind == "call.ringing":
             self._move(CallState.RINGING, "call.ringing")
@@ -302,6 +332,7 @@ class Call:
             self._holders.clear()
             self._held_explicitly = False
             self._move(CallState.ACTIVE, "call.answered")
+            self._follow_media_type(msg.get("media_type"))
             self._routed = True
             self._setup_step()
             self._event("answered", msg)
@@ -332,12 +363,32 @@ class Call:
             self._event("move-failed", msg, str(msg.get("reason", "")))
         elif kind == "call.transferred":
             self._event("transferred", msg, str(msg.get("peer", "")))
+        elif kind == "call.modification-in-progress":
+            self._event("modification-in-progress", msg)
+        elif kind == "call.media-modification":
+            self._modification = msg
+            self._mod_seq = next(self._seq)
+            self._event("media-modification", msg, str(msg.get("new_media_type", "")))
+        elif kind == "call.state-changed":
+            # After the sdp.answer before it is applied (media operations run in order).
+            self._media_op(self._state_changed, msg)
         elif kind == "call.ended":
             self._end(str(msg.get("reason", "hangup")), msg)
         elif kind == "error":
             self.last_error = _remote_error(msg)
         else:
             log.debug("call %s: ignoring %s", self.id, kind)
+
+    def _follow_media_type(self, value: object) -> None:
+        if value in ("audio", "video"):
+            self._media_type = "video" if value == "video" else "audio"
+
+    async def _state_changed(self, _: CallMedia, msg: dict[str, Any]) -> None:
+        if self._over():
+            return
+        self._follow_media_type(msg.get("new_state"))
+        old, new = str(msg.get("old_state", "")), str(msg.get("new_state", ""))
+        self._event("state-changed", msg, old, new)
 
     def _on_candidate(self, msg: dict[str, Any]) -> None:
         if self.media is None:
@@ -428,8 +479,16 @@ class Call:
         *,
         codecs: Sequence[str] | None = None,
         action: AnswerAction | None = None,
+        media_type: MediaType | None = None,
+        video_source: VideoSource | None = None,
+        video_sink: VideoSink | None = None,
     ) -> None:
         """Answer this incoming call, sending ``source`` and playing into ``sink``.
+
+        ``media_type`` (seed 002): ``"video"`` answers a video call with video (sending
+        ``video_source``, default a grey test pattern, showing into ``video_sink``);
+        ``"audio"`` answers it as an audio call (no video either way). Default: the call's
+        :attr:`media_type`.
 
         ``codecs`` restricts and orders the codecs of our answer (e.g. ``["opus"]``).
         Returns once the server accepted the answer (the ``answered`` event follows). If the
@@ -469,7 +528,8 @@ class Call:
                 elif action == "end":
                     other._return_to = None  # the user moves on to this call
                     await other.hangup()
-            await self._answer(source, sink, codecs)
+            video = (media_type or self._media_type) == "video"
+            await self._answer(source, sink, codecs, (video_source, video_sink) if video else None)
         except BaseException:
             await _resume_all(held, "failed answer")
             raise
@@ -483,11 +543,14 @@ class Call:
         source: AudioSource | None,
         sink: AudioSink | None,
         codecs: Sequence[str] | None,
+        video: tuple[VideoSource | None, VideoSink | None] | None = None,
     ) -> None:
         if self._over() or self.media is not None:
             return
         assert self._offer_sdp is not None
         media = self.media = self._phone._new_media(source, sink, codecs)
+        if video is not None:
+            media.enable_video(*video)
         early, self._early_candidates = self._early_candidates, []
         for msg in early:
             self._media_op(self._apply_candidate, msg)
@@ -643,6 +706,93 @@ class Call:
         self._last.pop("move-failed", None)  # wait_for("move-failed") is about this move
         await self._request("call.move")
 
+    # audio <-> video (seed 002) ------------------------------------------------------------
+
+    def _modifiable(self, what: str) -> CallMedia:
+        if self._state is not CallState.ACTIVE or self.media is None:
+            raise CallStateError(f"call {self.id} is {self.state}: {what} needs an active call")
+        if self._modification is not None:
+            raise CallStateError(f"call {self.id}: answer the far party's media modification first")
+        return self.media
+
+    async def upgrade(
+        self, video_source: VideoSource | None = None, video_sink: VideoSink | None = None
+    ) -> None:
+        """Ask to turn this audio call into a video call (seed 002 ``upgrade``).
+
+        Sends ``video_source`` (default: a grey test pattern) and shows the far party's video
+        in ``video_sink``. Returns once the server took the request
+        (``modification-in-progress``); the far party then accepts or rejects it and
+        ``state-changed(old, new)`` follows: ``"audio"`` -> ``"video"`` either way, since a
+        rejection (seed 002) still shows our video to the far party: ``data["accepted"]``
+        and ``data["video_receive"]`` tell whether its video comes back.
+
+        :raises CallStateError: the call is not active, is video already, or a modification
+            of the far party waits for our answer.
+        :raises RemoteError: the server refused (``invalid_state``: e.g. a modification is
+            under way). aiortc has no SDP rollback: after a refusal this call's media cannot be
+            renegotiated again.
+        """
+        media = self._modifiable("upgrade()")
+        if self._media_type == "video":
+            raise CallStateError(f"call {self.id} is a video call already")
+        media.enable_video(video_source, video_sink)
+        self._mod_seq = next(self._seq)
+        sdp = await media.offer_video(send=True, receive=True)
+        await self._request("call.modify", media_type="video", sdp=sdp)
+
+    async def downgrade(self) -> None:
+        """Turn this video call into an audio call (seed 002 ``downgrade``): video stops both
+        ways. The far party is told (``media-modification``) but cannot keep video; then
+        ``state-changed("video", "audio")``.
+
+        :raises CallStateError: the call is not active or not a video call.
+        """
+        media = self._modifiable("downgrade()")
+        if self._media_type != "video":
+            raise CallStateError(f"call {self.id} is an audio call already")
+        self._mod_seq = next(self._seq)
+        sdp = await media.offer_video(send=False, receive=False)
+        await self._request("call.modify", media_type="audio", sdp=sdp)
+
+    def _take_modification(self, what: str) -> tuple[CallMedia, dict[str, Any]]:
+        pending, media = self._modification, self.media
+        if pending is None or media is None:
+            raise CallStateError(f"call {self.id}: no media modification to {what}")
+        self._modification = None
+        self._mod_seq = next(self._seq)
+        return media, pending
+
+    async def accept_modification(
+        self, video_source: VideoSource | None = None, video_sink: VideoSink | None = None
+    ) -> None:
+        """Accept the far party's upgrade or downgrade (seed 002 ``acceptModification``).
+
+        For an upgrade we send ``video_source`` (default: a grey test pattern) and show the
+        far party's video in ``video_sink``. ``state-changed`` follows.
+        """
+        media, pending = self._take_modification("accept")
+        video = pending.get("new_media_type") == "video"
+        if video:
+            media.enable_video(video_source, video_sink)
+        sdp = await media.answer_reoffer(str(pending.get("sdp", "")), send=video, receive=video)
+        await self._request("call.modify.accept", sdp=sdp)
+
+    async def reject_modification(self, video_sink: VideoSink | None = None) -> None:
+        """Reject the far party's upgrade or downgrade (seed 002 ``rejectModification``).
+
+        Rejecting an upgrade: the far party's video still comes to us (shown in
+        ``video_sink``) but we keep sending only audio, as seed 002 says. A downgrade cannot
+        be refused (the far party stops video anyway): rejecting it ends video like accepting.
+        ``state-changed`` follows, with ``data["accepted"]`` False.
+        """
+        media, pending = self._take_modification("reject")
+        upgrade = pending.get("new_media_type") == "video"
+        if upgrade and video_sink is not None:
+            media.video_sink = video_sink
+        sdp = await media.answer_reoffer(str(pending.get("sdp", "")), send=False, receive=upgrade)
+        await self._request("call.modify.reject", sdp=sdp)
+
     async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
         """Send DTMF ``digits`` in band (RFC 4733); see :meth:`CallMedia.send_dtmf`.
 
@@ -664,6 +814,17 @@ async def _resume_all(calls: Sequence[Call], why: str) -> None:
 
 async def _close_media(media: CallMedia, _: object) -> None:
     await media.close()
+
+
+def _offers_video(sdp: str | None) -> bool:
+    """True when ``sdp`` has a video m-line that is not rejected (port 0) or inactive."""
+    if not sdp:
+        return False
+    sections = sdp.split("\nm=")[1:]
+    return any(
+        m.startswith("video ") and not m.startswith("video 0 ") and "a=inactive" not in m
+        for m in sections
+    )
 
 
 def _remote_error(msg: dict[str, Any]) -> RemoteError:

@@ -21,8 +21,18 @@ call ``resumed``          ``(by)``           ``call.resumed``
 call ``muted``            ``()``             ``call.muted`` (server-side mute is on)
 call ``unmuted``          ``()``             ``call.unmuted``
 call ``dtmf``             ``(digit)``        ``call.dtmf``: the far party sent a digit
+call ``state-changed``    ``(old, new)``     ``call.state-changed``: an upgrade/downgrade
+                                             is done; ``old``/``new`` are media types
+                                             (``"audio"``/``"video"``); ``data`` has
+                                             ``accepted``, ``video_send``, ``video_receive``
 call ``ended``            ``(reason)``       ``call.ended``, or the session ended locally
 ========================  =================  ==============================================
+
+Audio <-> video (seed 002): call ``media-modification(new_media_type)`` is
+``call.media-modification``: the far party asks to upgrade (``"video"``) or downgrade
+(``"audio"``); answer with ``accept_modification()`` or ``reject_modification()``. Call
+``modification-in-progress()`` is ``call.modification-in-progress``: our upgrade/downgrade, or
+our answer to one, is under way.
 
 Every event is also an :class:`Event` (``name``, ``call``, ``data`` = the wire message), which
 ``phone.events()`` yields and ``call.wait_for()`` returns.
@@ -81,6 +91,9 @@ CallEventName = Literal[
     "transferred",
     "moved",
     "move-failed",
+    "modification-in-progress",
+    "media-modification",
+    "state-changed",
     "ended",
 ]
 EventName = PhoneEventName | CallEventName

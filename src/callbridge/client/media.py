@@ -10,6 +10,14 @@
 - receiving: telephone-event packets go to a detector (:attr:`CallMedia.on_dtmf`), audio is
   decoded, resampled to 48 kHz and written to the :class:`~callbridge.client.audio.AudioSink`.
 
+Video (optional, see :mod:`callbridge.client.video`) uses aiortc's own video path on a
+second transceiver: a :class:`~callbridge.client.video.VideoSource` is wrapped in a track that
+aiortc encodes (VP8; PLI/FIR from the far end make it send a key frame), and every decoded
+picture received goes to the :class:`~callbridge.client.video.VideoSink`. Video can be
+offered from the start (:meth:`CallMedia.enable_video` before :meth:`CallMedia.create_offer`)
+or added, changed and removed later by renegotiation (:meth:`CallMedia.offer_video`,
+:meth:`CallMedia.answer_reoffer`).
+
 It can be used without a server: two ``CallMedia`` exchanging offer and answer in one process
 form a complete call (that is how ``tests/test_client_media.py`` checks it).
 """
@@ -17,6 +25,7 @@ form a complete call (that is how ``tests/test_client_media.py`` checks it).
 from __future__ import annotations
 
 import asyncio
+import fractions
 import logging
 import math
 import random
@@ -26,9 +35,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCRtpCodecCapability, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.exceptions import OperationError
+from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from callbridge.client.audio import (
@@ -38,6 +55,7 @@ from callbridge.client.audio import (
     AudioSource,
     SilenceSource,
 )
+from callbridge.client.video import TestPatternSource, VideoSink, VideoSource
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.codecs import (
     CODECS,
@@ -57,6 +75,8 @@ from callbridge.media.webrtc import (
     audio_codec_preferences,
     register_codecs,
     rtc_configuration,
+    video_codec_preferences,
+    video_directions,
 )
 
 __all__ = ["CallMedia", "MediaStats"]
@@ -197,6 +217,56 @@ def _codec_preferences(
     return audio + te
 
 
+_VIDEO_CLOCK = 90000
+
+
+class _SourceTrack(MediaStreamTrack):
+    """A VideoSource as an aiortc video track, paced at the source's frame rate."""
+
+    kind = "video"
+
+    def __init__(self, source: VideoSource) -> None:
+        super().__init__()
+        self.source = source
+        self._start: float | None = None
+        self._count = 0
+        self._failed = False
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        fps = max(1, int(self.source.fps))
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self._count / fps
+        delay = due - loop.time()
+        if delay < -_MAX_LAG:  # stalled: start afresh instead of bursting
+            self._start, delay = loop.time() - self._count / fps, 0.0
+        await asyncio.sleep(max(0.0, delay))
+        try:
+            picture = self.source.read()
+        except Exception:
+            if not self._failed:
+                log.exception("video source %r failed; sending black", self.source)
+                self._failed = True
+            picture = np.zeros((self.source.height, self.source.width, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+        frame.pts = self._count * (_VIDEO_CLOCK // fps)
+        frame.time_base = fractions.Fraction(1, _VIDEO_CLOCK)
+        self._count += 1
+        return frame
+
+
+def _direction(send: bool, receive: bool) -> str:
+    return {
+        (True, True): "sendrecv",
+        (True, False): "sendonly",
+        (False, True): "recvonly",
+        (False, False): "inactive",
+    }[(send, receive)]
+
+
 async def _first_set(*events: asyncio.Event) -> None:
     """Wait until any of ``events`` is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -236,6 +306,9 @@ class CallMedia:
         ice_servers: Iterable[dict[str, Any]] = (),
         codecs: Sequence[str] | None = None,
         telephone_event: bool = True,
+        *,
+        video_source: VideoSource | None = None,
+        video_sink: VideoSink | None = None,
     ) -> None:
         register_codecs()
         preferences = _codec_preferences(codecs, telephone_event)
@@ -265,6 +338,15 @@ class CallMedia:
         self._counters = _ReceiveCounters()
         self._failed_source = False
         self._failed_sink = False
+        self.video_transceiver: RTCRtpTransceiver | None = None
+        """The video transceiver, once video was offered or answered."""
+        self.video_source: VideoSource | None = video_source
+        self.video_sink: VideoSink | None = video_sink
+        self._video_wanted = video_source is not None or video_sink is not None
+        self._video_track: _SourceTrack | None = None
+        self._video_readers: set[asyncio.Task[None]] = set()
+        self._failed_video_sink = False
+        self.pc.on("track", self._on_track)
 
     # ------------------------------------------------------------------------------------------
     # state
@@ -327,10 +409,104 @@ class CallMedia:
         )
 
     # ------------------------------------------------------------------------------------------
+    # video
+
+    def enable_video(
+        self, source: VideoSource | None = None, sink: VideoSink | None = None
+    ) -> None:
+        """Take part in video: send ``source`` (default: a grey :class:`TestPatternSource`)
+        and show into ``sink``. Before :meth:`create_offer` it makes the offer a video one;
+        before :meth:`answer_offer` it answers an offered video m-line."""
+        if source is not None:
+            self.video_source = source
+        if sink is not None:
+            self.video_sink = sink
+        self._video_wanted = True
+
+    @property
+    def video_enabled(self) -> bool:
+        """True when this media sends or receives video, or is set up to."""
+        return self._video_wanted or any(self.video_state)
+
+    @property
+    def video_state(self) -> tuple[bool, bool]:
+        """(we send video, we receive video) as the last completed negotiation settled it."""
+        return video_directions(self.video_transceiver)
+
+    def _source_track(self) -> _SourceTrack:
+        if self.video_source is None:
+            self.video_source = TestPatternSource()
+        if self._video_track is None or self._video_track.source is not self.video_source:
+            self._video_track = _SourceTrack(self.video_source)
+        return self._video_track
+
+    def _set_video(self, transceiver: RTCRtpTransceiver, send: bool, receive: bool) -> None:
+        self.video_transceiver = transceiver
+        transceiver.direction = _direction(send, receive)
+        # aiortc's sender keeps running whatever the direction: no track means nothing is sent.
+        transceiver.sender.replaceTrack(self._source_track() if send else None)
+
+    async def offer_video(self, send: bool, receive: bool) -> str:
+        """A new offer (renegotiation) with video in the given directions; a video m-line is
+        added if there is none (``send=False, receive=False`` turns video off: aiortc cannot
+        remove an m-line, it becomes ``inactive``). Apply the answer with
+        :meth:`accept_answer`."""
+        transceiver = self.video_transceiver
+        if transceiver is None:
+            transceiver = self.pc.addTransceiver("video", direction=_direction(send, receive))
+            transceiver.setCodecPreferences(video_codec_preferences())
+        if send or receive:
+            self._video_wanted = True
+        self._set_video(transceiver, send, receive)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer_reoffer(self, offer_sdp: str, send: bool, receive: bool) -> str:
+        """Answer the far end's new offer (renegotiation) with video in the given directions
+        (as far as the offer allows); returns our answer."""
+        await self._set_remote(offer_sdp, "offer")
+        for t in self.pc.getTransceivers():
+            if t.kind == "video" and self.video_transceiver in (None, t):
+                self._set_video(t, send, receive)
+            elif t is not self.transceiver:
+                t.direction = "inactive"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            task = asyncio.get_running_loop().create_task(self._read_video(track))
+            self._video_readers.add(task)
+            task.add_done_callback(self._video_readers.discard)
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        """Decoded pictures (aiortc's decoder thread) -> the video sink."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            sink = self.video_sink
+            if sink is None or not isinstance(frame, av.VideoFrame):
+                continue
+            try:
+                picture = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+                sink.write(picture)
+            except Exception:
+                if not self._failed_video_sink:
+                    log.exception("video sink %r failed (further failures not logged)", sink)
+                    self._failed_video_sink = True
+
+    # ------------------------------------------------------------------------------------------
     # offer / answer / ICE
 
     async def create_offer(self) -> str:
-        """Our SDP offer, with all our ICE candidates in it."""
+        """Our SDP offer, with all our ICE candidates in it (with video after
+        :meth:`enable_video`)."""
+        if self._video_wanted and self.video_transceiver is None:
+            transceiver = self.pc.addTransceiver("video", direction="sendrecv")
+            transceiver.setCodecPreferences(video_codec_preferences())
+            self._set_video(transceiver, True, True)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
@@ -344,7 +520,9 @@ class CallMedia:
         if self.transceiver.mid is None:
             raise MediaError(ErrorCode.INVALID_SDP, "the offer has no audio m-line")
         for other in self.pc.getTransceivers():
-            if other is not self.transceiver:
+            if other.kind == "video" and self._video_wanted and self.video_transceiver is None:
+                self._set_video(other, True, True)  # one video stream per call
+            elif other is not self.transceiver and other is not self.video_transceiver:
                 other.direction = "inactive"  # one audio stream per call
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
@@ -602,8 +780,16 @@ class CallMedia:
             await self.pc.close()
         finally:
             self._track.stop()
+            if self._video_track is not None:
+                self._video_track.stop()
+            for task in list(self._video_readers):
+                task.cancel()
+            if self._video_readers:
+                await asyncio.gather(*self._video_readers, return_exceptions=True)
             self._fail_dtmf()
-            for closer in (self._source.close, *((self.sink.close,) if self.sink else ())):
+            video = [x.close for x in (self.video_source, self.video_sink) if x is not None]
+            closers = (self._source.close, *((self.sink.close,) if self.sink else ()), *video)
+            for closer in closers:
                 try:
                     closer()
                 except Exception:

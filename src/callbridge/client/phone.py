@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from callbridge import __version__
 from callbridge.client import numbers
 from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.call import Call, CallState, _remote_error
+from callbridge.client.call import Call, CallState, MediaType, _remote_error
 from callbridge.client.errors import CallStateError, ClientError, NotConnectedError
 from callbridge.client.events import Event, EventEmitter, PhoneEventName, TaskOwner
 from callbridge.client.media import CallMedia
@@ -48,6 +48,7 @@ from callbridge.client.settings import (
     IceTransport,
     PeerConnectionSettings,
 )
+from callbridge.client.video import VideoSink, VideoSource
 from callbridge.errors import RemoteError
 from callbridge.media.webrtc import restrict_ice_addresses
 
@@ -335,6 +336,7 @@ class Phone:
         sink: AudioSink | None = None,
         *,
         codecs: Sequence[str] | None = None,
+        media_type: MediaType = "audio",
     ) -> Call:
         """Dial a second call while on an answered one (seed 002 ``addCall``).
 
@@ -357,7 +359,9 @@ class Phone:
             )
         await first._hold_auto()
         try:
-            second = await self.call(destination, caller_id, source, sink, codecs=codecs)
+            second = await self.call(
+                destination, caller_id, source, sink, codecs=codecs, media_type=media_type
+            )
         except BaseException:
             self._set_foreground(first)
             await first._resume_auto()
@@ -422,8 +426,10 @@ class Phone:
         ]
 
     def get_media_type(self) -> str | None:
-        """``"audio"`` while the phone has a live call (calls are audio-only), else ``None``."""
-        return "audio" if self.active_calls else None
+        """The media type (``"audio"``/``"video"``) of the foreground call, else of the oldest
+        live call; ``None`` without a call."""
+        call = self.foreground_call or next(iter(self.active_calls), None)
+        return call.media_type if call is not None else None
 
     def is_call_in_progress(self) -> bool:
         """True while the phone has a live call: trying, ringing, active or held.
@@ -761,6 +767,9 @@ class Phone:
         sink: AudioSink | None = None,
         *,
         codecs: Sequence[str] | None = None,
+        media_type: MediaType = "audio",
+        video_source: VideoSource | None = None,
+        video_sink: VideoSink | None = None,
     ) -> Call:
         """Call ``destination`` (extension, E.164 number or user name).
 
@@ -770,6 +779,8 @@ class Phone:
         ``held``, ``ended``, …). A destination that cannot be reached therefore raises here
         instead of returning a call that is about to end. ``caller_id`` is what the callee
         sees as ``from``; ``codecs`` restricts and orders our codecs (e.g. ``["PCMU"]``).
+        ``media_type="video"`` places a video call (VP8, relayed by the server), sending
+        ``video_source`` (default: a test pattern) and showing the far video in ``video_sink``.
 
         :raises RemoteError: the server refused the call or it ended before it was placed:
             the ``code`` of the server's ``error`` (``destination_not_found``, …), else the end
@@ -778,6 +789,8 @@ class Phone:
         """
         self._require(PhoneState.READY, "call()")
         media = self._new_media(source, sink, codecs)
+        if media_type == "video":
+            media.enable_video(video_source, video_sink)
         req_id = f"{self._req_prefix}-{next(self._req_ids)}"
         user = self.session.user if self.session else {}
         from_ = caller_id or str(user.get("number") or user.get("extension") or "")
@@ -787,6 +800,7 @@ class Phone:
             "req_id": req_id,
             "destination": destination,
             "sdp": await media.create_offer(),
+            "media_type": media_type,
         }
         if caller_id is not None:
             message["caller_id"] = caller_id

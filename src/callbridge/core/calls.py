@@ -22,6 +22,8 @@ __all__ = [
     "EndReason",
     "Leg",
     "LegState",
+    "MediaType",
+    "Modification",
     "Move",
     "new_id",
 ]
@@ -76,6 +78,9 @@ class EndReason(StrEnum):
     MOVED = "moved"
 
 
+MediaType = Literal["audio", "video"]
+
+
 class Device(Protocol):
     """One logged-in connection of a user (a softphone, a browser tab, …)."""
 
@@ -103,6 +108,7 @@ class Leg:
     muted: bool = False
     end_reason: EndReason | None = None
     move: Move | None = None  # set on a device ringing to take over a moved call
+    media_type: MediaType = "audio"  # "video" while video flows on this leg (either way)
 
     def set_state(self, new: LegState) -> None:
         """The one place a leg changes state; illegal moves are refused."""
@@ -151,6 +157,17 @@ class Call:
     ended: bool = False
     # The reason to give the origin if every ringing device rejects.
     reject_reason: EndReason = EndReason.REJECTED
+    media_type: MediaType = "audio"  # what the caller asked for (call.create)
+    modification: Modification | None = None  # an upgrade/downgrade waiting for the far party
+
+
+@dataclass(eq=False)
+class Modification:
+    """An upgrade or downgrade (seed 002) asked by one leg, waiting for the other's answer."""
+
+    requester: Leg
+    media_type: MediaType  # the media type asked for
+    offer_sdp: str  # the requester's new offer, answered once the far party has decided
 
 
 @dataclass(eq=False)

@@ -1,5 +1,5 @@
 """The call controller: routing, ring-all, answer races, hold, mute, DTMF events, blind and
-attended transfer, moving a call between devices, CDRs.
+attended transfer, moving a call between devices, audio <-> video modification, CDRs.
 
 It owns every live leg, drives the media plane only through the MediaServer interface, and
 tells devices what happened by queueing protocol messages to them. All methods run on the
@@ -16,7 +16,16 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from callbridge.core.calls import Call, Device, EndReason, Leg, LegState, Move
+from callbridge.core.calls import (
+    Call,
+    Device,
+    EndReason,
+    Leg,
+    LegState,
+    MediaType,
+    Modification,
+    Move,
+)
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import DtmfReceived, EndpointStateChanged, MediaEvent, MediaServer
 
@@ -32,6 +41,10 @@ class Directory(Protocol):
     async def find_user(self, destination: str) -> Any: ...
 
     async def record_cdr(self, cdr: Any) -> None: ...
+
+
+def _all_live(*legs: Leg) -> bool:
+    return all(leg.live for leg in legs)
 
 
 class CallController:
@@ -92,9 +105,18 @@ class CallController:
         sdp: str,
         caller_id: str | None,
         req_id: str | None,
+        media_type: MediaType | None = None,
     ) -> None:
         leg = Leg(device=device, direction="outgoing")
-        answer = await self.media.answer(leg.id, sdp)  # MediaError -> `error`, no call exists
+        # MediaError -> `error`, no call exists
+        answer = await self.media.answer(leg.id, sdp, video=media_type != "audio")
+        video = any(self.media.video_state(leg.id))
+        if media_type == "video" and not video:
+            await self.media.close(leg.id)
+            raise ProtocolError(
+                ErrorCode.INVALID_SDP,
+                "media_type 'video' needs a video m-line with VP8 in the offer",
+            )
         self.legs[leg.id] = leg
         call = Call(
             id=leg.id,
@@ -102,10 +124,19 @@ class CallController:
             destination=destination,
             caller_id=caller_id or device.caller_id,
             caller_name=device.display_name,
+            media_type="video" if video else "audio",
         )
         leg.call = call
+        leg.media_type = call.media_type
         leg.set_state(LegState.TRYING)
-        device.send({"type": "call.trying", "req_id": req_id, "call_id": leg.id})
+        device.send(
+            {
+                "type": "call.trying",
+                "req_id": req_id,
+                "call_id": leg.id,
+                "media_type": call.media_type,
+            }
+        )
         device.send({"type": "sdp.answer", "call_id": leg.id, "sdp": answer})
         self._send_candidates(leg)
         await self._route(call, destination)
@@ -152,7 +183,7 @@ class CallController:
     async def _ring(self, call: Call, device: Device, prefer: str | None) -> None:
         leg = Leg(device=device, direction="incoming", call=call)
         try:
-            offer = await self.media.offer(leg.id, prefer)
+            offer = await self.media.offer(leg.id, prefer, video=call.media_type == "video")
         except MediaError:
             log.exception("could not create media for %s", device.id)
             return
@@ -170,6 +201,7 @@ class CallController:
                 "from_name": call.caller_name,
                 "to": call.destination,
                 "sdp": offer,
+                "media_type": call.media_type,
             }
         )
         self._send_candidates(leg)
@@ -224,9 +256,17 @@ class CallController:
         origin.peer, leg.peer = leg, origin
         origin.set_state(LegState.ACTIVE)
         leg.set_state(LegState.ACTIVE)
+        # A video call answered as audio (the answer's video m-line inactive) is an audio call.
+        video = call.media_type == "video" and any(self.media.video_state(leg.id))
+        media_type: MediaType = "video" if video else "audio"
+        origin.media_type = leg.media_type = media_type
         call.answered_at = datetime.now(UTC)
-        device.send({"type": "call.answered", "req_id": req_id, "call_id": leg.id})
-        origin.device.send({"type": "call.answered", "call_id": origin.id})
+        device.send(
+            {"type": "call.answered", "req_id": req_id, "call_id": leg.id, "media_type": media_type}
+        )
+        origin.device.send(
+            {"type": "call.answered", "call_id": origin.id, "media_type": media_type}
+        )
 
     async def reject(
         self, device: Device, call_id: str, reason: str | None, req_id: str | None
@@ -466,6 +506,121 @@ class CallController:
                     "call_id": p.id,
                     "peer": other.device.caller_id,
                     "peer_name": other.device.display_name,
+                }
+            )
+
+    # audio <-> video (seed 002 upgrade / downgrade) ----------------------------------------
+    async def modify(
+        self, device: Device, call_id: str, media_type: MediaType, sdp: str, req_id: str | None
+    ) -> None:
+        """Upgrade (``video``) or downgrade (``audio``) an answered call.
+
+        ``sdp`` is the requester's new offer; it is answered (``sdp.answer``) once the far
+        party has accepted or rejected the server's own new offer (``call.media-modification``).
+        """
+        leg = self._answered(device, call_id)
+        call, peer = leg.call, leg.peer
+        assert call is not None and peer is not None
+        if leg.state is not LegState.ACTIVE:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} is on hold: resume it before modifying it"
+            )
+        if call.modification is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id}: a media modification is under way"
+            )
+        if leg.media_type == media_type:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is {media_type} already")
+        call.modification = Modification(leg, media_type, sdp)
+        video = media_type == "video"
+        try:
+            offer = await self.media.reoffer(peer.id, send_video=video, recv_video=video)
+        except MediaError:
+            call.modification = None
+            raise
+        if not (leg.live and peer.live):
+            return
+        operation = "upgrade" if video else "downgrade"
+        device.send(
+            {
+                "type": "call.modification-in-progress",
+                "req_id": req_id,
+                "call_id": leg.id,
+                "media_type": media_type,
+                "operation": operation,
+            }
+        )
+        peer.device.send(
+            {
+                "type": "call.media-modification",
+                "call_id": peer.id,
+                "media_type": peer.media_type,
+                "new_media_type": media_type,
+                "operation": operation,
+                "sdp": offer,
+            }
+        )
+
+    async def answer_modification(
+        self, device: Device, call_id: str, accepted: bool, sdp: str, req_id: str | None
+    ) -> None:
+        """The far party's ``call.modify.accept`` / ``call.modify.reject`` with its answer to
+        the server's offer; then the requester's offer is answered, and both are told."""
+        leg = self._answered(device, call_id)
+        call = leg.call
+        assert call is not None
+        mod = call.modification
+        if mod is None or mod.requester is leg:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id}: no media modification waits for you"
+            )
+        call.modification = None  # claimed before any await
+        requester = mod.requester
+        try:
+            await self.media.accept_answer(leg.id, sdp)
+        except MediaError as exc:
+            # The server's offer to this leg is left unanswered: its media cannot go on.
+            device.send(exc.to_wire(req_id, leg.id))
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        operation = "upgrade" if mod.media_type == "video" else "downgrade"
+        device.send(
+            {
+                "type": "call.modification-in-progress",
+                "req_id": req_id,
+                "call_id": leg.id,
+                "media_type": mod.media_type,
+                "operation": operation,
+            }
+        )
+        far_sends, far_receives = self.media.video_state(leg.id)
+        if not _all_live(requester, leg):
+            return
+        try:
+            answer = await self.media.renegotiate(requester.id, mod.offer_sdp, far_sends)
+        except MediaError as exc:
+            requester.device.send(exc.to_wire(None, requester.id))
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        if not _all_live(requester, leg):  # a function: mypy must not keep the check above
+            return
+        requester.device.send({"type": "sdp.answer", "call_id": requester.id, "sdp": answer})
+        req_sends, req_receives = self.media.video_state(requester.id)
+        flows = {requester: req_sends and far_receives, leg: far_sends and req_receives}
+        new: MediaType = "video" if any(flows.values()) else "audio"
+        for x, other in ((requester, leg), (leg, requester)):
+            old, x.media_type = x.media_type, new
+            x.device.send(
+                {
+                    "type": "call.state-changed",
+                    "call_id": x.id,
+                    "old_state": old,
+                    "new_state": new,
+                    "media_type": new,
+                    "operation": operation,
+                    "accepted": accepted,
+                    "video_send": flows[x],
+                    "video_receive": flows[other],
                 }
             )
 

@@ -1,5 +1,10 @@
 """The in-process media server: aiortc endpoints, RTP relay/transcode bridges, players.
 
+Video (VP8 only) is relayed between bridged endpoints and never decoded: each endpoint may
+have one :class:`~callbridge.media.webrtc.VideoPort` next to its audio port; a packet from one
+device is re-stamped and sent to the bridged device, and key-frame requests (RTCP PLI/FIR)
+travel the other way.
+
 Per inbound packet the hot path is: SRTP unprotect (aiortc) -> :meth:`_Endpoint.on_rtp` ->
 either a header rewrite and SRTP protect (same codec on both legs: no decode, no encode) or
 decode -> resample -> encode (different codecs). Nothing on that path logs or allocates more
@@ -32,11 +37,15 @@ from callbridge.media.webrtc import (
     OutboundClock,
     RtpPacket,
     RtpPort,
+    VideoPort,
     audio_codec_preferences,
     keep_carried_codecs,
+    keep_video_codecs,
     register_codecs,
     restrict_ice_addresses,
     rtc_configuration,
+    video_codec_preferences,
+    video_directions,
 )
 
 __all__ = ["InProcessMediaServer"]
@@ -86,6 +95,7 @@ class _Endpoint:
         self.pc = RTCPeerConnection(rtc_configuration(server.ice_servers))
         self.port: RtpPort | None = None
         self.transceiver: Any = None
+        self.video: VideoPort | None = None
         self.clock: OutboundClock | None = None
         self.peer: _Endpoint | None = None
         self.muted = False
@@ -103,6 +113,27 @@ class _Endpoint:
         self.port = RtpPort(transceiver, on_rtp=self.on_rtp)
         transceiver.sender.replaceTrack(IdleTrack())
         transceiver.direction = "sendrecv"
+
+    def attach_video(self, transceiver: Any) -> None:
+        self.video = VideoPort(
+            transceiver, on_rtp=self.on_video, on_keyframe_request=self.keyframe_wanted
+        )
+        transceiver.sender.replaceTrack(IdleTrack("video"))
+
+    async def on_video(self, packet: RtpPacket) -> None:
+        """Relay the device's video to the bridged device (not while either holds the call)."""
+        peer = self.peer
+        if peer is None or peer.player is not None or self.player is not None:
+            return
+        port = peer.video
+        if port is not None and port.sending:
+            await port.relay(self, packet)
+
+    async def keyframe_wanted(self) -> None:
+        """This endpoint's device needs a key frame: ask the device whose video it gets."""
+        peer = self.peer
+        if peer is not None and peer.video is not None:
+            await peer.video.request_keyframe()
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
@@ -260,7 +291,7 @@ class InProcessMediaServer:
         await ep.close()
         return MediaError(code, message)
 
-    async def answer(self, endpoint_id: str, offer_sdp: str) -> str:
+    async def answer(self, endpoint_id: str, offer_sdp: str, video: bool = True) -> str:
         ep = self._new(endpoint_id)
         try:
             await ep.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -271,9 +302,15 @@ class InProcessMediaServer:
         audio = [t for t in ep.pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise await self._fail(ep, ErrorCode.INVALID_SDP, "the offer has no audio m-line")
+        video_t = next((t for t in ep.pc.getTransceivers() if t.kind == "video"), None)
+        if video_t is not None and not (video and keep_video_codecs(video_t)):
+            video_t = None
         for extra in ep.pc.getTransceivers():
-            if extra is not audio[0]:
-                extra.direction = "inactive"  # one audio stream per call (video: later work)
+            if extra is not audio[0] and extra is not video_t:
+                extra.direction = "inactive"  # one audio and one video stream per call
+        if video_t is not None:
+            ep.attach_video(video_t)
+            video_t.direction = "sendrecv"
         if not keep_carried_codecs(audio[0]):
             raise await self._fail(
                 ep,
@@ -285,14 +322,23 @@ class InProcessMediaServer:
         self._prepare_clock(ep)
         return str(ep.pc.localDescription.sdp)
 
-    async def offer(self, endpoint_id: str, prefer_codec: str | None = None) -> str:
+    async def offer(
+        self, endpoint_id: str, prefer_codec: str | None = None, video: bool = False
+    ) -> str:
         ep = self._new(endpoint_id)
         transceiver = ep.pc.addTransceiver("audio", direction="sendrecv")
         transceiver.setCodecPreferences(audio_codec_preferences(prefer_codec))
         ep.attach(transceiver)
+        if video:
+            self._add_video(ep, "sendrecv")
         await ep.pc.setLocalDescription(await ep.pc.createOffer())
         self._prepare_clock(ep)
         return str(ep.pc.localDescription.sdp)
+
+    def _add_video(self, ep: _Endpoint, direction: str) -> None:
+        transceiver = ep.pc.addTransceiver("video", direction=direction)
+        transceiver.setCodecPreferences(video_codec_preferences())
+        ep.attach_video(transceiver)
 
     async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
         ep = self._get(endpoint_id)
@@ -300,6 +346,64 @@ class InProcessMediaServer:
             await ep.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:
             raise MediaError(ErrorCode.INVALID_SDP, f"the answer could not be used: {exc}") from exc
+        await self._video_changed(ep)
+
+    async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
+        ep = self._get(endpoint_id)
+        pc = ep.pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise MediaError(ErrorCode.INVALID_SDP, f"the offer could not be used: {exc}") from exc
+        if ep.transceiver is not None:
+            keep_carried_codecs(ep.transceiver)  # the answer keeps to what the leg carries
+        for t in pc.getTransceivers():
+            if t.kind != "video":
+                continue
+            if keep_video_codecs(t) and ep.video is None:
+                ep.attach_video(t)
+            if ep.video is None or t is not ep.video.transceiver:
+                t.direction = "inactive"
+            else:
+                t.direction = "sendrecv" if send_video else "recvonly"
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self._video_changed(ep)
+        return str(pc.localDescription.sdp)
+
+    async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
+        ep = self._get(endpoint_id)
+        direction = {
+            (True, True): "sendrecv",
+            (True, False): "sendonly",
+            (False, True): "recvonly",
+            (False, False): "inactive",
+        }[(send_video, recv_video)]
+        if ep.transceiver is not None:  # offer again what the leg carries, its codec first
+            ep.transceiver.setCodecPreferences(audio_codec_preferences(self.codec(endpoint_id)))
+        if ep.video is None:
+            if direction != "inactive":
+                self._add_video(ep, direction)
+        else:
+            ep.video.transceiver.setCodecPreferences(video_codec_preferences())
+            ep.video.transceiver.direction = direction
+        await ep.pc.setLocalDescription(await ep.pc.createOffer())
+        return str(ep.pc.localDescription.sdp)
+
+    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
+        video = self._get(endpoint_id).video
+        if video is None:
+            return False, False
+        server_sends, server_receives = video_directions(video.transceiver)
+        return server_receives, server_sends
+
+    async def _video_changed(self, ep: _Endpoint) -> None:
+        """A negotiation completed: both devices of the bridge may need a key frame now."""
+        for e in (ep, ep.peer):
+            if e is not None and e.video is not None:
+                try:
+                    await e.keyframe_wanted()
+                except ConnectionError:
+                    pass
 
     def _prepare_clock(self, ep: _Endpoint) -> None:
         assert ep.port is not None
@@ -365,6 +469,7 @@ class InProcessMediaServer:
             if ep.peer is not None and ep.peer.peer is ep:
                 ep.peer.peer = None
         a.peer, b.peer = b, a
+        await self._video_changed(a)
 
     async def unbridge(self, endpoint_id: str) -> None:
         ep = self._get(endpoint_id)

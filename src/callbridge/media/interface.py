@@ -8,6 +8,11 @@ An *endpoint* is one leg's media: a WebRTC peer connection ending at the server.
 *bridged* in pairs; each endpoint has an *output*: what its device hears. By default that is
 the audio of the endpoint it is bridged to; a *player* (hold music, silence) replaces it until
 stopped.
+
+An endpoint may also carry one video stream (VP8), relayed to the bridged endpoint without
+decoding. Video is set up by the first offer/answer or added, changed and removed later by
+renegotiation (:meth:`MediaServer.renegotiate` for a device's new offer,
+:meth:`MediaServer.reoffer` + :meth:`MediaServer.accept_answer` for the server's).
 """
 
 from __future__ import annotations
@@ -50,14 +55,35 @@ class MediaServer(Protocol):
     def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
         """Deliver media events (DTMF, connection state) to ``handler`` in the control loop."""
 
-    async def answer(self, endpoint_id: str, offer_sdp: str) -> str:
-        """Create an endpoint from a device's offer; return the server's answer SDP."""
+    async def answer(self, endpoint_id: str, offer_sdp: str, video: bool = True) -> str:
+        """Create an endpoint from a device's offer; return the server's answer SDP.
 
-    async def offer(self, endpoint_id: str, prefer_codec: str | None = None) -> str:
-        """Create an endpoint and return the server's offer SDP (``prefer_codec`` first)."""
+        A video m-line with VP8 is answered ``sendrecv`` when ``video``, else ``inactive``.
+        """
+
+    async def offer(
+        self, endpoint_id: str, prefer_codec: str | None = None, video: bool = False
+    ) -> str:
+        """Create an endpoint and return the server's offer SDP (``prefer_codec`` first;
+        audio and, when ``video``, a VP8 video m-line)."""
 
     async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
-        """Complete an endpoint created by :meth:`offer` with the device's answer."""
+        """Complete an endpoint's pending offer (:meth:`offer` or :meth:`reoffer`)."""
+
+    async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
+        """Apply a device's new offer on a live endpoint and return the server's answer.
+
+        The server receives whatever video the device offers to send, and sends video only
+        when ``send_video`` (and the device offers to receive it).
+        """
+
+    async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
+        """A new offer of the server to a live endpoint's device, with the video direction
+        set from the server's side (a video m-line is added if needed); complete it with
+        :meth:`accept_answer`."""
+
+    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
+        """(the device sends video, the device receives video) as last negotiated."""
 
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None

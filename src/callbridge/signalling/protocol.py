@@ -21,6 +21,7 @@ ReqId = Annotated[str, StringConstraints(max_length=128)] | None
 CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Destination = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Sdp = Annotated[str, StringConstraints(min_length=1)]
+MediaType = Literal["audio", "video"]
 
 
 class _Msg(BaseModel):
@@ -64,6 +65,7 @@ class CallCreate(_Msg):
     destination: Destination
     sdp: Sdp
     caller_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    media_type: MediaType | None = None
 
 
 class CallAnswer(_Msg):
@@ -116,6 +118,22 @@ class CallCompleteTransfer(_CallAction):
     target_call_id: CallId
 
 
+class CallModify(_CallAction):
+    type: Literal["call.modify"]
+    media_type: MediaType
+    sdp: Sdp
+
+
+class CallModifyAccept(_CallAction):
+    type: Literal["call.modify.accept"]
+    sdp: Sdp
+
+
+class CallModifyReject(_CallAction):
+    type: Literal["call.modify.reject"]
+    sdp: Sdp
+
+
 class IceCandidate(_CallAction):
     type: Literal["ice.candidate"]
     candidate: Annotated[str, StringConstraints(max_length=1024)]
@@ -144,6 +162,9 @@ ClientMessage = (
     | CallTransfer
     | CallCompleteTransfer
     | CallMove
+    | CallModify
+    | CallModifyAccept
+    | CallModifyReject
     | IceCandidate
     | IceDone
 )

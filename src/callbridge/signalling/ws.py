@@ -151,7 +151,9 @@ class Connection:
                     }
                 )
             case p.CallCreate():
-                await c.create_call(session, msg.destination, msg.sdp, msg.caller_id, msg.req_id)
+                await c.create_call(
+                    session, msg.destination, msg.sdp, msg.caller_id, msg.req_id, msg.media_type
+                )
             case p.CallAnswer():
                 await c.answer(session, msg.call_id, msg.sdp, msg.req_id)
             case p.CallReject():
@@ -172,6 +174,11 @@ class Connection:
                 await c.complete_transfer(session, msg.call_id, msg.target_call_id, msg.req_id)
             case p.CallMove():
                 await c.move(session, msg.call_id, msg.req_id)
+            case p.CallModify():
+                await c.modify(session, msg.call_id, msg.media_type, msg.sdp, msg.req_id)
+            case p.CallModifyAccept() | p.CallModifyReject():
+                accepted = isinstance(msg, p.CallModifyAccept)
+                await c.answer_modification(session, msg.call_id, accepted, msg.sdp, msg.req_id)
             case p.IceCandidate():
                 await c.add_candidate(
                     session, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
