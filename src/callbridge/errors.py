@@ -8,6 +8,9 @@ docs/protocol.md), a ``message`` saying what was wrong, a ``cause`` and a ``reso
     │   └── (server side: sent back as an `error` message, the connection stays open)
     ├── MediaError                  the media plane could not do what was asked (bad SDP, …)
     └── RemoteError                 SDK side: the server answered a request with `error`
+
+Warnings (``WarningCode``) are not errors: a request that changed nothing (muting a muted
+call) is answered with a ``warning`` message instead of the usual event.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from enum import StrEnum
 
 __all__ = [
     "ERRORS",
+    "WARNINGS",
     "CallbridgeError",
     "ErrorCode",
     "ErrorInfo",
     "MediaError",
     "ProtocolError",
     "RemoteError",
+    "WarningCode",
+    "warning",
 ]
 
 
@@ -146,7 +152,11 @@ class ProtocolError(CallbridgeError):
         self.code = code
         self.message = message
 
-    def to_wire(self, req_id: str | None = None, call_id: str | None = None) -> dict[str, object]:
+    def to_wire(
+        self, req_id: str | None = None, call_id: str | None = None, method: str | None = None
+    ) -> dict[str, object]:
+        """The ``error`` message. ``method`` is the message type that failed (seed 002's
+        *method*); its prefix (``call``, ``session``, ``ice``) is the *object*."""
         info = ERRORS[self.code]
         msg: dict[str, object] = {
             "type": "error",
@@ -156,6 +166,9 @@ class ProtocolError(CallbridgeError):
             "cause": info.cause,
             "resolution": info.resolution,
         }
+        if method is not None:
+            msg["method"] = method
+            msg["object"] = method.partition(".")[0]
         if call_id is not None:
             msg["call_id"] = call_id
         return msg
@@ -166,11 +179,49 @@ class MediaError(ProtocolError):
 
 
 class RemoteError(CallbridgeError):
-    """SDK side: the server answered a request with an ``error`` message."""
+    """SDK side: the server answered a request with an ``error`` message.
 
-    def __init__(self, code: str, message: str, cause: str = "", resolution: str = "") -> None:
+    ``object`` (``call``, ``session``, ``ice``) and ``method`` (the message type that failed,
+    e.g. ``call.hold``) are seed 002's error fields; empty when the server could not tell.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        cause: str = "",
+        resolution: str = "",
+        object: str = "",  # seed 002 names the field so
+        method: str = "",
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.cause = cause
         self.resolution = resolution
+        self.object = object
+        self.method = method
+
+
+class WarningCode(StrEnum):
+    """``warning`` messages: the request did nothing, but nothing is wrong either."""
+
+    ALREADY_MUTED = "already_muted"
+    NOT_MUTED = "not_muted"
+
+
+WARNINGS: dict[WarningCode, str] = {
+    WarningCode.ALREADY_MUTED: "the call is already muted; nothing changed",
+    WarningCode.NOT_MUTED: "the call is not muted; nothing changed",
+}
+
+
+def warning(code: WarningCode, req_id: str | None, call_id: str) -> dict[str, object]:
+    """A ``warning`` message (answers the request like an event would)."""
+    return {
+        "type": "warning",
+        "req_id": req_id,
+        "call_id": call_id,
+        "code": code.value,
+        "message": WARNINGS[code],
+    }

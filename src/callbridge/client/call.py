@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from callbridge.client.audio import AudioSink, AudioSource
 from callbridge.client.errors import CallEndedError, CallStateError
-from callbridge.client.events import CallEventName, Event, EventEmitter, HeldBy
+from callbridge.client.events import CallEventName, Event, EventEmitter, EventName, HeldBy
 from callbridge.client.media import CallMedia
 from callbridge.client.settings import InvalidArgumentError
 from callbridge.client.video import VideoSink, VideoSource
@@ -301,8 +301,28 @@ class Call:
                 return seen[1]
         return None
 
+    def _make_event(self, name: EventName, data: dict[str, Any]) -> Event:
+        """An event about this call with the seed-002 fields as they are now."""
+        live = self._phone.active_calls
+        codec: list[str] = []
+        audio = self.media.port.audio if self.media is not None else None
+        if audio is not None:
+            codec.append(audio.codec.name)
+        if self.media_type == "video":
+            codec.append("VP8")
+        return Event(
+            name,
+            self,
+            data,
+            index=live.index(self) if self in live else None,
+            from_=self.from_,
+            to=self.to,
+            media_type=self.media_type,
+            codec=tuple(codec),
+        )
+
     def _event(self, name: CallEventName, data: dict[str, Any], *args: object) -> None:
-        event = Event(name, self, data)
+        event = self._make_event(name, data)
         self._last[name] = (next(self._seq), event)
         for waiter in [w for w in self._waiters if w[0] == name]:
             self._waiters.remove(waiter)
@@ -833,4 +853,6 @@ def _remote_error(msg: dict[str, Any]) -> RemoteError:
         str(msg.get("message", "")),
         str(msg.get("cause", "")),
         str(msg.get("resolution", "")),
+        str(msg.get("object", "")),
+        str(msg.get("method", "")),
     )

@@ -51,6 +51,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 PhoneEventName = Literal[
     "incoming",
     "error",
+    "warning",  # a request changed nothing (e.g. muting a muted call); argument: the message
+    "notification",  # news about a call from the server (e.g. the far party's link dropped)
     "disconnected",
     "call-switched",
     "connectivity-off",  # the socket dropped; the phone is resuming the session, calls go on
@@ -119,11 +122,24 @@ N = TypeVar("N", bound=str)
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event: its ``name``, the call it concerns (``None`` for some phone events), and
-    ``data``, the wire message it came from (e.g. ``data["reason"]`` of ``ended``)."""
+    ``data``, the wire message it came from (e.g. ``data["reason"]`` of ``ended``).
+
+    The seed-002 event fields are set for call events, as they were when the event happened:
+    ``index`` (the call's place among the phone's live calls, oldest first; ``None`` once it
+    ended), ``from_``, ``to``, ``media_type``, ``codec`` (negotiated codec names, e.g.
+    ``("opus",)`` or ``("opus", "VP8")``; empty until the call's media has connected) and, for
+    every event, ``timestamp`` (UTC).
+    """
 
     name: EventName
     call: Call | None
     data: dict[str, Any] = field(default_factory=dict)
+    index: int | None = None
+    from_: str = ""
+    to: str = ""
+    media_type: str | None = None
+    codec: tuple[str, ...] = ()
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class TaskOwner:

@@ -549,7 +549,9 @@ class Phone:
     ) -> Callable[[], object]: ...
     @overload
     def on(
-        self, name: Literal["address-updated"], handler: Callable[[str], object]
+        self,
+        name: Literal["address-updated", "warning", "notification"],
+        handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
     def on(self, name: PhoneEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event; a plain or a coroutine function.
@@ -959,10 +961,15 @@ class Phone:
                 offer_sdp=str(msg.get("sdp", "")),
             )
             self._adopt(call)
-            self._publish(Event("incoming", call, msg))
+            self._publish(call._make_event("incoming", msg))
             self._emitter._emit("incoming", call)
         elif kind == "session.disconnected":
             self.disconnect_reason = str(msg.get("reason", "")) or None
+        elif kind in ("warning", "notification"):
+            about = self._calls.get(str(call_id)) if isinstance(call_id, str) else None
+            text = str(msg.get("message", ""))
+            self._emitter._emit(kind, text)
+            self._publish(about._make_event(kind, msg) if about else Event(kind, None, msg))
         elif kind == "session.expired":
             self._expired = True
             self.disconnect_reason = "expired"

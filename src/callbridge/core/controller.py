@@ -26,7 +26,7 @@ from callbridge.core.calls import (
     Modification,
     Move,
 )
-from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.errors import ErrorCode, MediaError, ProtocolError, WarningCode, warning
 from callbridge.media.interface import DtmfReceived, EndpointStateChanged, MediaEvent, MediaServer
 
 __all__ = ["CallController", "Directory"]
@@ -80,6 +80,13 @@ class CallController:
         self.devices.get(device.user_name, {}).pop(device.id, None)
         for leg in [leg for leg in self.legs.values() if leg.device is device]:
             await self._leg_gone(leg, reason, far)
+
+    def notify_peers(self, device: Device, code: str, message: str) -> None:
+        """Tell the far party of each of the device's answered calls (``notification``)."""
+        for leg in list(self.legs.values()):
+            if leg.device is device and leg.peer is not None:
+                note = {"type": "notification", "code": code, "message": message}
+                leg.peer.device.send({**note, "call_id": leg.peer.id})
 
     # lookups --------------------------------------------------------------------------------
     def leg_of(self, device: Device, call_id: str) -> Leg:
@@ -418,6 +425,10 @@ class CallController:
         self, device: Device, call_id: str, muted: bool, req_id: str | None
     ) -> None:
         leg = self._answered(device, call_id)
+        if leg.muted == muted:
+            code = WarningCode.ALREADY_MUTED if muted else WarningCode.NOT_MUTED
+            device.send(warning(code, req_id, leg.id))
+            return
         leg.muted = muted
         await self.media.set_muted(leg.id, muted)
         kind = "call.muted" if muted else "call.unmuted"

@@ -111,11 +111,20 @@ class SessionManager:
             return
         session.detach()
         log.info("session %s detached; kept for %.0f s", session.id, self.grace)
+        self.controller.notify_peers(
+            session,
+            "peer-connection-lost",
+            f"the other party lost its connection; the call waits up to {self.grace:.0f} s",
+        )
         self._later(session, "grace", self.grace, self._grace_over)
 
     def resume(self, session: Session, sender: Sender) -> list[dict[str, Any]]:
         self._cancel(session, "grace")
-        return session.attach(sender)
+        kept = session.attach(sender)
+        self.controller.notify_peers(
+            session, "peer-connection-restored", "the other party is connected again"
+        )
+        return kept
 
     async def end(self, session: Session, reason: EndReason, far: EndReason) -> None:
         """End the session and every call it has (idempotent)."""

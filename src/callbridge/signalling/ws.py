@@ -92,21 +92,27 @@ class Connection:
             msg = p.parse_message(raw)
             await self._dispatch(msg)
         except ProtocolError as exc:
-            call_id = raw.get("call_id") if raw else None
-            self.send(
-                exc.to_wire(p.peek_req_id(raw), call_id if isinstance(call_id, str) else None)
-            )
+            self._error(exc, raw)
         except TokenExpired as exc:
-            self.send(ProtocolError(ErrorCode.TOKEN_EXPIRED, str(exc)).to_wire(p.peek_req_id(raw)))
+            self._error(ProtocolError(ErrorCode.TOKEN_EXPIRED, str(exc)), raw)
         except TokenInvalid as exc:
-            self.send(ProtocolError(ErrorCode.INVALID_TOKEN, str(exc)).to_wire(p.peek_req_id(raw)))
+            self._error(ProtocolError(ErrorCode.INVALID_TOKEN, str(exc)), raw)
         except Exception:
             log.exception("failed to handle a message")
-            self.send(
-                ProtocolError(
-                    ErrorCode.INTERNAL, "the server failed to handle this message"
-                ).to_wire(p.peek_req_id(raw))
+            self._error(
+                ProtocolError(ErrorCode.INTERNAL, "the server failed to handle this message"), raw
             )
+
+    def _error(self, exc: ProtocolError, raw: dict[str, Any] | None) -> None:
+        call_id = raw.get("call_id") if raw else None
+        method = raw.get("type") if raw else None
+        self.send(
+            exc.to_wire(
+                p.peek_req_id(raw),
+                call_id if isinstance(call_id, str) else None,
+                method if isinstance(method, str) and method in p.MESSAGE_TYPES else None,
+            )
+        )
 
     async def _dispatch(self, msg: p.ClientMessage) -> None:
         if isinstance(msg, p.SessionLogin | p.SessionResume):
