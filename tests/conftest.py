@@ -227,4 +227,4 @@ async def party(server: Any, make_user: Any) -> AsyncIterator[Any]:
 
     yield make
     for phone in phones:
-        await phone.close()
+        await phone.logout()  # ends the session now (a mere close would keep it for the grace)

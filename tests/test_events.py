@@ -91,3 +91,37 @@ async def test_the_far_party_is_notified_when_the_other_side_loses_its_link(raw,
     assert "connected again" in notes[1]
     await out.hangup()
     await media.close()
+
+
+async def test_the_exact_event_sequences_of_a_call(party):
+    """Seed 002's finer events, in order, on both sides of one call."""
+    alice, bob = await party(ALICE), await party(BOB)
+    caller: list[str] = []
+    callee: list[str] = []
+
+    async def record(stream: Any, names: list[str]) -> None:
+        async for event in stream:
+            names.append(event.name)
+            if event.name == "ended":
+                stream.close()
+                return
+
+    recorders = [  # subscribed now: nothing from here on is missed
+        asyncio.create_task(record(alice.phone.events(), caller)),
+        asyncio.create_task(record(bob.phone.events(), callee)),
+    ]
+    out, inc = await connect(alice, bob)
+    for call in (out, inc):
+        assert call.media is not None
+        await call.media.wait_connected()
+    await asyncio.sleep(0.2)
+    await out.send_dtmf("1")
+    await out.hangup()
+    await asyncio.wait_for(asyncio.gather(*recorders), 5)
+    assert caller == [
+        "dialing", "trying", "ringing", "ringback-provided", "answered", "media-established",
+        "dtmf-tone-sending", "dtmf-tone-sent", "disconnecting", "ended",
+    ]  # fmt: skip
+    assert callee == [
+        "incoming", "answering", "answered", "media-established", "dtmf", "ended",
+    ]  # fmt: skip

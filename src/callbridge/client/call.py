@@ -65,7 +65,17 @@ _ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "mov
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 
 _NoArgEvent = Literal[
-    "trying", "ringing", "answered", "muted", "unmuted", "modification-in-progress"
+    "trying",
+    "ringing",
+    "answered",
+    "muted",
+    "unmuted",
+    "modification-in-progress",
+    "answering",
+    "disconnecting",
+    "transferring",
+    "ringback-provided",
+    "media-established",
 ]
 # wait_for(): settled while they concern the latest modification (see _settled)
 _MODIFICATION = frozenset({"modification-in-progress", "state-changed"})
@@ -229,7 +239,16 @@ class Call:
     @overload
     def on(
         self,
-        name: Literal["dtmf", "ended", "transferred", "moved", "move-failed", "media-modification"],
+        name: Literal[
+            "dtmf",
+            "ended",
+            "transferred",
+            "moved",
+            "move-failed",
+            "media-modification",
+            "dtmf-tone-sending",
+            "dtmf-tone-sent",
+        ],
         handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
     @overload
@@ -348,6 +367,8 @@ class Call:
             self._routed = True
             self._setup_step()
             self._event("ringing", msg)
+            if msg.get("ringback"):
+                self._event("ringback-provided", msg)
         elif kind == "call.answered":
             self._holders.clear()
             self._held_explicitly = False
@@ -465,6 +486,20 @@ class Call:
             raise
         self._answer_applied = True
         self._setup_step()
+        self._watch_media(media)
+
+    def _watch_media(self, media: CallMedia) -> None:
+        """Emit ``media-established`` once the call's media connects (seed 002)."""
+
+        async def established() -> None:
+            try:
+                await media.wait_connected()
+            except CallbridgeError:
+                return  # the call ended or its media failed first
+            if self.is_live:
+                self._event("media-established", {"call_id": self.id})
+
+        self._phone._tasks.spawn(established(), name=f"call {self.id} media")
 
     def _setup_step(self) -> None:
         if self._answer_applied and self._routed and not self._setup.done():
@@ -535,6 +570,7 @@ class Call:
         if self.media is not None:
             raise CallStateError(f"call {self.id} is answered already")
         assert self._offer_sdp is not None
+        self._event("answering", {"call_id": self.id})
         current = [
             c
             for c in self._phone.active_calls
@@ -580,6 +616,7 @@ class Call:
                 await media.close()
                 return
             await self._request("call.answer", sdp=sdp)
+            self._watch_media(media)
         except BaseException:
             if self.media is media and self.is_live:
                 self.media = None  # not answered: answer() may be tried again
@@ -604,6 +641,7 @@ class Call:
         """End the call (cancels it while it rings). Does nothing if it has already ended."""
         if not self.is_live:
             return
+        self._event("disconnecting", {"call_id": self.id})
         try:
             await self._request("call.hangup")
         except RemoteError as exc:
@@ -664,6 +702,7 @@ class Call:
 
         Returns once the server accepted it; this call then ends with ``transferred``.
         """
+        self._event("transferring", {"call_id": self.id, "destination": destination})
         await self._request("call.transfer", destination=destination)
 
     async def attended_transfer(
@@ -714,6 +753,7 @@ class Call:
         if consult is None or consult.state not in (CallState.ACTIVE, CallState.HELD):
             raise CallStateError(f"call {self.id} has no answered consultation call to join")
         self._consult = None  # its end is the transfer, not a failed consultation
+        self._event("transferring", {"call_id": self.id, "target_call_id": consult.id})
         await self._request("call.complete_transfer", target_call_id=consult.id)
 
     async def move(self) -> None:
@@ -821,7 +861,9 @@ class Call:
         """
         if self.media is None:
             raise CallStateError(f"call {self.id} has no media yet: answer it first")
+        self._event("dtmf-tone-sending", {"call_id": self.id, "digits": digits}, digits)
         await self.media.send_dtmf(digits, duration_ms, gap_ms)
+        self._event("dtmf-tone-sent", {"call_id": self.id, "digits": digits}, digits)
 
 
 async def _resume_all(calls: Sequence[Call], why: str) -> None:

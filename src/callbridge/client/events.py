@@ -74,6 +74,7 @@ PhoneEventName = Literal[
     "error",
     "warning",  # a request changed nothing (e.g. muting a muted call); argument: the message
     "notification",  # news about a call from the server (e.g. the far party's link dropped)
+    "dialing",  # call() started; argument: the destination (seed 002 event:dialing)
     "disconnected",
     "call-switched",
     "connectivity-off",  # the socket dropped; the phone is resuming the session, calls go on
@@ -97,6 +98,13 @@ CallEventName = Literal[
     "modification-in-progress",
     "media-modification",
     "state-changed",
+    "answering",  # answer() started (seed 002 event:answering)
+    "disconnecting",  # hangup() started (seed 002 call:disconnecting)
+    "transferring",  # transfer() / complete_transfer() started (seed 002 call:transferring)
+    "ringback-provided",  # the server plays ringback to us (seed 002 call:ringback-provided)
+    "media-established",  # the call's media connected (seed 002 media:established)
+    "dtmf-tone-sending",  # send_dtmf() started; argument: the digits (seed 002 dtmf:tone-sending)
+    "dtmf-tone-sent",  # send_dtmf() finished; argument: the digits (seed 002 dtmf:tone-sent)
     "ended",
 ]
 EventName = PhoneEventName | CallEventName

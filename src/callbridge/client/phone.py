@@ -550,7 +550,7 @@ class Phone:
     @overload
     def on(
         self,
-        name: Literal["address-updated", "warning", "notification"],
+        name: Literal["address-updated", "warning", "notification", "dialing"],
         handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
     def on(self, name: PhoneEventName, handler: Callable[..., object]) -> Callable[..., object]:
@@ -790,6 +790,8 @@ class Phone:
         :raises TimeoutError: not placed within :attr:`request_timeout` (the call is hung up).
         """
         self._require(PhoneState.READY, "call()")
+        self._emitter._emit("dialing", destination)
+        self._publish(Event("dialing", None, {"destination": destination}))
         media = self._new_media(source, sink, codecs)
         if media_type == "video":
             media.enable_video(video_source, video_sink)
