@@ -15,7 +15,7 @@ import pytest
 from callbridge.client import BufferSink, CallMedia, ToneSource
 from callbridge.errors import RemoteError
 from conftest import SESSION_GRACE
-from parties import ALICE, BOB, HEARD, level
+from parties import ALICE, BOB, HEARD, connect, level
 
 
 async def test_login_with_user_id_and_e911_id_then_update_the_address(raw, make_user):
@@ -170,3 +170,26 @@ async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server,
     finally:
         await bob.logout()
         await link.cut()
+
+
+async def test_restarting_the_media_keeps_the_call_its_hold_and_its_mute(party):
+    """A device re-establishes its media on a new peer connection (aiortc has no ICE
+    restart); the far party stays bridged, and hold music and server mute carry over."""
+    from callbridge.media.players import HOLD_MUSIC_NOTES
+
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    first = inc.media
+    await inc.restart_media()
+    assert inc.media is not first and first is not None and first.closed
+    assert await level(alice.sink, BOB) > HEARD
+    assert await level(bob.sink, ALICE) > HEARD
+    await out.hold()
+    await inc.restart_media()  # while held: the music follows the new connection
+    assert await level(bob.sink, HOLD_MUSIC_NOTES[0], 1.0) > HEARD
+    await out.resume()
+    await alice.phone.request({"type": "call.mute", "call_id": out.id})
+    await out.restart_media()  # the server-side mute carries over too
+    assert await level(bob.sink, ALICE) < -60
+    assert await level(alice.sink, BOB) > HEARD
+    await out.hangup()

@@ -489,7 +489,8 @@ class Call:
         self._watch_media(media)
 
     def _watch_media(self, media: CallMedia) -> None:
-        """Emit ``media-established`` once the call's media connects (seed 002)."""
+        """Emit ``media-established`` once the call's media connects (seed 002), and restart
+        the media if its connection fails later (ICE consent lost: the path is gone)."""
 
         async def established() -> None:
             try:
@@ -499,6 +500,12 @@ class Call:
             if self.is_live:
                 self._event("media-established", {"call_id": self.id})
 
+        def on_state() -> None:
+            if media.pc.connectionState == "failed" and self.is_live and self.media is media:
+                log.info("call %s: media failed; restarting it", self.id)
+                self._phone._tasks.spawn(self.restart_media(), name=f"call {self.id} restart")
+
+        media.pc.on("connectionstatechange", on_state)
         self._phone._tasks.spawn(established(), name=f"call {self.id} media")
 
     def _setup_step(self) -> None:
@@ -755,6 +762,29 @@ class Call:
         self._consult = None  # its end is the transfer, not a failed consultation
         self._event("transferring", {"call_id": self.id, "target_call_id": consult.id})
         await self._request("call.complete_transfer", target_call_id=consult.id)
+
+    async def restart_media(self) -> None:
+        """Re-establish this call's media on a new peer connection (the same audio source and
+        sink), e.g. after the network changed. aiortc has no ICE restart, so this renegotiates
+        from scratch (``call.restart_media``); the far party stays connected. The phone does
+        it by itself when the media fails."""
+        old = self.media
+        if old is None:
+            raise CallStateError(f"call {self.id} has no media yet: answer it first")
+        codecs = [old.audio.codec.name] if old.audio is not None else None
+        media = self._phone._new_media(old.source, old.sink, codecs)
+        if old.video_enabled:
+            media.enable_video(old.video_source, old.video_sink)
+        try:
+            offer = await media.create_offer()
+            reply = await self._request("call.restart_media", sdp=offer)
+            await media.accept_answer(str(reply.get("sdp", "")))
+        except BaseException:
+            await media.close(release_io=False)
+            raise
+        self.media = media
+        await old.close(release_io=False)
+        self._watch_media(media)
 
     async def move(self) -> None:
         """Ring this user's other logged-in devices; the one that answers takes the call over

@@ -771,8 +771,9 @@ class CallMedia:
 
     # ------------------------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Stop media and close the peer connection, the source and the sink. Idempotent."""
+    async def close(self, *, release_io: bool = True) -> None:
+        """Stop media and close the peer connection and (with ``release_io``) the sources and
+        sinks; ``release_io=False`` leaves them open for a new CallMedia. Idempotent."""
         if self.closed:
             return
         self._closed.set()
@@ -789,6 +790,8 @@ class CallMedia:
             self._fail_dtmf()
             video = [x.close for x in (self.video_source, self.video_sink) if x is not None]
             closers = (self._source.close, *((self.sink.close,) if self.sink else ()), *video)
+            if not release_io:
+                closers = ()
             for closer in closers:
                 try:
                     closer()

@@ -108,6 +108,7 @@ class Leg:
     muted: bool = False
     end_reason: EndReason | None = None
     move: Move | None = None  # set on a device ringing to take over a moved call
+    media_generation: int = 0  # bumped by each restart_media (a failure of an older one is moot)
     media_type: MediaType = "audio"  # "video" while video flows on this leg (either way)
 
     def set_state(self, new: LegState) -> None:

@@ -33,6 +33,7 @@ __all__ = ["CallController", "Directory"]
 
 log = logging.getLogger(__name__)
 _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
+MEDIA_RESTART_GRACE = 10.0  # seconds a leg whose media failed waits for call.restart_media
 
 
 class Directory(Protocol):
@@ -744,6 +745,19 @@ class CallController:
         if timer is not None:
             timer.cancel()
 
+    async def restart_media(
+        self, device: Device, call_id: str, sdp: str, req_id: str | None
+    ) -> None:
+        """The device lost its media path (e.g. its network changed): answer its new offer on
+        a new server-side peer connection; the far party stays bridged (see media.reconnect)."""
+        leg = self.leg_of(device, call_id)
+        answer = await self.media.reconnect(leg.id, sdp)
+        leg.media_generation += 1
+        if not leg.live:
+            return
+        device.send({"type": "sdp.answer", "req_id": req_id, "call_id": leg.id, "sdp": answer})
+        self._send_candidates(leg)
+
     async def add_candidate(
         self,
         device: Device,
@@ -766,10 +780,17 @@ class CallController:
                     {"type": "call.dtmf", "call_id": leg.peer.id, "digit": event.digit}
                 )
         elif isinstance(event, EndpointStateChanged) and event.state == "failed":
-            call = leg.call
-            if call is not None and not call.ended:
-                log.warning("media of %s failed; ending its call", leg.id)
-                self._spawn(self._end_call(call, EndReason.FAILED, EndReason.FAILED))
+            # The device may restart its media (call.restart_media) in the meantime.
+            generation = leg.media_generation
+            asyncio.get_running_loop().call_later(
+                MEDIA_RESTART_GRACE, lambda: self._spawn(self._media_failed(leg, generation))
+            )
+
+    async def _media_failed(self, leg: Leg, generation: int) -> None:
+        call = leg.call
+        if leg.live and leg.media_generation == generation and call is not None and not call.ended:
+            log.warning("media of %s failed and was not restarted; ending its call", leg.id)
+            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
 
     # housekeeping ---------------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[Any]) -> None:

@@ -139,7 +139,8 @@ class _Endpoint:
         state = self.pc.connectionState
         if state in ("connected", "failed", "closed") and state != self.state:
             self.state = state
-            self.server.emit(EndpointStateChanged(self.id, cast(EndpointState, state)))
+            if self.server.current(self.id) is self:  # a replaced endpoint speaks no more
+                self.server.emit(EndpointStateChanged(self.id, cast(EndpointState, state)))
 
     @property
     def spec(self) -> CodecSpec | None:
@@ -256,6 +257,7 @@ class InProcessMediaServer:
         self._handlers: list[Callable[[MediaEvent], None]] = []
         self.players: set[_Endpoint] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._reconnects = 0
 
     @property
     def endpoint_count(self) -> int:
@@ -321,6 +323,37 @@ class InProcessMediaServer:
         await ep.pc.setLocalDescription(await ep.pc.createAnswer())
         self._prepare_clock(ep)
         return str(ep.pc.localDescription.sdp)
+
+    def current(self, endpoint_id: str) -> _Endpoint | None:
+        return self._endpoints.get(endpoint_id)
+
+    async def reconnect(self, endpoint_id: str, offer_sdp: str) -> str:
+        """Replace an endpoint's peer connection with one from the device's new offer.
+
+        This is how a device gets its media back after its network changed: aiortc has no
+        ICE restart, so the device makes a new peer connection and the server answers it with
+        a new one of its own. The bridge, the mute and the player carry over, so the far
+        party notices nothing but a short gap.
+        """
+        old = self._get(endpoint_id)
+        self._reconnects += 1
+        temp = f"{endpoint_id}#{self._reconnects}"
+        answer = await self.answer(temp, offer_sdp, video=old.video is not None)
+        new = self._endpoints.pop(temp)
+        new.id = endpoint_id
+        self._endpoints[endpoint_id] = new
+        new.muted = old.muted
+        playing = old.player.name if old.player is not None else old.pending_player
+        old.stop_player()
+        if playing is not None:
+            new.start_player(playing)
+        peer, old.peer = old.peer, None
+        if peer is not None:
+            new.peer = peer
+            if peer.peer is old:
+                peer.peer = new
+        await old.close()
+        return answer
 
     async def offer(
         self, endpoint_id: str, prefer_codec: str | None = None, video: bool = False

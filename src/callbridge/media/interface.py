@@ -67,6 +67,10 @@ class MediaServer(Protocol):
         """Create an endpoint and return the server's offer SDP (``prefer_codec`` first;
         audio and, when ``video``, a VP8 video m-line)."""
 
+    async def reconnect(self, endpoint_id: str, offer_sdp: str) -> str:
+        """Replace the endpoint's peer connection from the device's new offer (its bridge,
+        mute and player carry over); return the server's answer."""
+
     async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
         """Complete an endpoint's pending offer (:meth:`offer` or :meth:`reoffer`)."""
 

@@ -109,6 +109,11 @@ class CallTransfer(_CallAction):
     destination: Destination
 
 
+class CallRestartMedia(_CallAction):
+    type: Literal["call.restart_media"]
+    sdp: Sdp
+
+
 class CallMove(_CallAction):
     type: Literal["call.move"]
 
@@ -162,6 +167,7 @@ ClientMessage = (
     | CallTransfer
     | CallCompleteTransfer
     | CallMove
+    | CallRestartMedia
     | CallModify
     | CallModifyAccept
     | CallModifyReject

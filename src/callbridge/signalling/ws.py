@@ -178,6 +178,8 @@ class Connection:
                 await c.transfer(session, msg.call_id, msg.destination, msg.req_id)
             case p.CallCompleteTransfer():
                 await c.complete_transfer(session, msg.call_id, msg.target_call_id, msg.req_id)
+            case p.CallRestartMedia():
+                await c.restart_media(session, msg.call_id, msg.sdp, msg.req_id)
             case p.CallMove():
                 await c.move(session, msg.call_id, msg.req_id)
             case p.CallModify():
