@@ -193,3 +193,44 @@ async def test_restarting_the_media_keeps_the_call_its_hold_and_its_mute(party):
     assert await level(bob.sink, ALICE) < -60
     assert await level(alice.sink, BOB) > HEARD
     await out.hangup()
+
+
+async def test_the_sdk_gives_up_when_the_link_stays_down_past_the_grace(server, make_user, party):
+    """Reconnect after the grace period: the session is gone, the calls end `disconnected`."""
+    from callbridge.client import Phone
+    from netcut import NetCut
+
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    link = NetCut(port)
+    await link.start()
+    alice = await party(ALICE)
+    bob_user = await make_user()
+    bob = Phone(link.url, bob_user.token)
+    seen: list[str] = []
+    for name in ("connectivity-off", "connectivity-on", "gateway-unreachable"):
+        bob.on(name, lambda n=name: seen.append(n))  # type: ignore[call-overload]
+    await bob.login()
+    answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def on_incoming(call: Any) -> None:
+        await call.answer(source=ToneSource(BOB), sink=BufferSink())
+        answered.set_result(call)
+
+    bob.on("incoming", on_incoming)
+    out = await alice.call(bob_user.extension)
+    at_bob = await asyncio.wait_for(answered, 5)
+    await out.wait_for("answered", timeout=5)
+    try:
+        await link.cut()
+        ended = await out.wait_for("ended", timeout=SESSION_GRACE + 5)
+        assert ended.data["reason"] == "disconnected"
+        await link.restore()  # too late: the server has ended the session
+        for _ in range(100):
+            if "gateway-unreachable" in seen:
+                break
+            await asyncio.sleep(0.1)
+        assert seen == ["connectivity-off", "gateway-unreachable"]
+        assert bob.state == "closed" and at_bob.end_reason == "disconnected"
+    finally:
+        await bob.close()
+        await link.cut()
