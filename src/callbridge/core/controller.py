@@ -201,15 +201,31 @@ class CallController:
         self.legs[leg.id] = leg
         leg.set_state(LegState.RINGING)
         call.ringing.append(leg)
-        device.send(
+        self._offer_incoming(
+            leg, offer, call.caller_id, call.caller_name, call.destination, call.media_type
+        )
+
+    def _offer_incoming(
+        self,
+        leg: Leg,
+        offer: str,
+        caller_id: str,
+        caller_name: str,
+        to: str,
+        media_type: str,
+        **extra: str,
+    ) -> None:
+        """Ring ``leg``'s device: ``call.incoming`` with the server's offer, then candidates."""
+        leg.device.send(
             {
                 "type": "call.incoming",
                 "call_id": leg.id,
-                "from": call.caller_id,
-                "from_name": call.caller_name,
-                "to": call.destination,
+                "from": caller_id,
+                "from_name": caller_name,
+                "to": to,
                 "sdp": offer,
-                "media_type": call.media_type,
+                "media_type": media_type,
+                **extra,
             }
         )
         self._send_candidates(leg)
@@ -666,18 +682,16 @@ class CallController:
             self.legs[candidate.id] = candidate
             candidate.set_state(LegState.RINGING)
             move.ringing.append(candidate)
-            other.send(
-                {
-                    "type": "call.incoming",
-                    "call_id": candidate.id,
-                    "from": far.caller_id,
-                    "from_name": far.display_name,
-                    "to": leg.call.destination,
-                    "sdp": offer,
-                    "moved_from": leg.id,
-                }
+            # A moved call carries audio only (video is not moved; docs/protocol.md).
+            self._offer_incoming(
+                candidate,
+                offer,
+                far.caller_id,
+                far.display_name,
+                leg.call.destination,
+                "audio",
+                moved_from=leg.id,
             )
-            self._send_candidates(candidate)
         device.send({"type": "call.moving", "req_id": req_id, "call_id": leg.id})
         loop = asyncio.get_running_loop()
         self._timers[id(move)] = loop.call_later(
