@@ -7,6 +7,7 @@ while his peer connection — and so the call's audio — lives on.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -122,8 +123,20 @@ async def test_a_detached_session_does_not_ring(raw, party, make_user):
     assert "no device logged in" in info.value.message
 
 
-async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server, make_user, party):
-    """The signalling link is cut for 5 s; the SDK resumes its session by itself."""
+@dataclass
+class BobBehindALink:
+    """Alice (SDK) in a call with bob (SDK) whose WebSocket goes through a cuttable proxy."""
+
+    link: Any
+    alice: Any
+    out: Any  # alice's call
+    bob: Any  # bob's Phone
+    at_bob: Any  # bob's call
+    sink: BufferSink  # what bob hears
+    seen: list[str]  # bob's connectivity events
+
+
+async def bob_behind_a_link(server: Any, make_user: Any, party: Any) -> BobBehindALink:
     from callbridge.client import Phone
     from netcut import NetCut
 
@@ -148,6 +161,21 @@ async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server,
     out = await alice.call(bob_user.extension)
     at_bob = await asyncio.wait_for(answered, 5)
     await out.wait_for("answered", timeout=5)
+    return BobBehindALink(link, alice, out, bob, at_bob, sink, seen)
+
+
+async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server, make_user, party):
+    """The signalling link is cut for 5 s; the SDK resumes its session by itself."""
+    b = await bob_behind_a_link(server, make_user, party)
+    link, alice, out, bob, at_bob, sink, seen = (
+        b.link,
+        b.alice,
+        b.out,
+        b.bob,
+        b.at_bob,
+        b.sink,
+        b.seen,
+    )
     try:
         await link.cut()
         await asyncio.sleep(0.5)
@@ -197,29 +225,8 @@ async def test_restarting_the_media_keeps_the_call_its_hold_and_its_mute(party):
 
 async def test_the_sdk_gives_up_when_the_link_stays_down_past_the_grace(server, make_user, party):
     """Reconnect after the grace period: the session is gone, the calls end `disconnected`."""
-    from callbridge.client import Phone
-    from netcut import NetCut
-
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-    link = NetCut(port)
-    await link.start()
-    alice = await party(ALICE)
-    bob_user = await make_user()
-    bob = Phone(link.url, bob_user.token)
-    seen: list[str] = []
-    for name in ("connectivity-off", "connectivity-on", "gateway-unreachable"):
-        bob.on(name, lambda n=name: seen.append(n))  # type: ignore[call-overload]
-    await bob.login()
-    answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    async def on_incoming(call: Any) -> None:
-        await call.answer(source=ToneSource(BOB), sink=BufferSink())
-        answered.set_result(call)
-
-    bob.on("incoming", on_incoming)
-    out = await alice.call(bob_user.extension)
-    at_bob = await asyncio.wait_for(answered, 5)
-    await out.wait_for("answered", timeout=5)
+    b = await bob_behind_a_link(server, make_user, party)
+    link, out, bob, at_bob, seen = b.link, b.out, b.bob, b.at_bob, b.seen
     try:
         await link.cut()
         ended = await out.wait_for("ended", timeout=SESSION_GRACE + 5)
