@@ -51,6 +51,9 @@ class ErrorCode(StrEnum):
     DESTINATION_NOT_FOUND = "destination_not_found"
     DTMF_NOT_NEGOTIATED = "dtmf_not_negotiated"
     INVALID_DIGITS = "invalid_digits"
+    CONFERENCE_NOT_FOUND = "conference_not_found"
+    NOT_CONFERENCE_HOST = "not_conference_host"
+    INVALID_AUDIO = "invalid_audio"
     INTERNAL = "internal_error"
 
 
@@ -132,6 +135,20 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.INVALID_DIGITS: ErrorInfo(
         "DTMF digits are 0-9, *, #, A-D and ',' for a pause.",
         "Send only those characters.",
+    ),
+    ErrorCode.CONFERENCE_NOT_FOUND: ErrorInfo(
+        "No conference with this id exists here (it may have ended).",
+        "Use a conference_id from conference.started, conference.invitation or "
+        "conference.merged of a conference that has not ended.",
+    ),
+    ErrorCode.NOT_CONFERENCE_HOST: ErrorInfo(
+        "Only the conference's host may do this.",
+        "Ask the host (the session that started the conference) to do it.",
+    ),
+    ErrorCode.INVALID_AUDIO: ErrorInfo(
+        "The audio to play could not be used: the file or URL is missing or not audio, "
+        "or the text could not be spoken.",
+        "Give a readable WAV/MP3 file or http(s) URL, or a voice of 'female' or 'male'.",
     ),
     ErrorCode.INTERNAL: ErrorInfo(
         "The server failed unexpectedly; the failure is logged.",

@@ -42,7 +42,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await Store.open(config.effective_database_url)
         media = InProcessMediaServer(config.effective_media_addresses, config.ice_servers)
-        controller = CallController(media, store, config.ring_timeout, cdr_factory=Cdr)
+        controller = CallController(
+            media,
+            store,
+            config.ring_timeout,
+            cdr_factory=Cdr,
+            recordings_dir=config.data_dir / "recordings",
+        )
         sessions = SessionManager(controller, config.session_grace)
         app.state.runtime = Runtime(config, store, media, controller, sessions)
         try:

@@ -24,6 +24,7 @@ from callbridge.client.video import VideoSink, VideoSource
 from callbridge.errors import CallbridgeError, ErrorCode, RemoteError
 
 if TYPE_CHECKING:
+    from callbridge.client.conference import Conference
     from callbridge.client.phone import Phone
 
 __all__ = ["AnswerAction", "Call", "CallDirection", "CallState", "MediaType"]
@@ -143,6 +144,7 @@ class Call:
         self._last: dict[str, tuple[int, Event]] = {}
         self._waiters: list[tuple[str, asyncio.Future[Event]]] = []
         self._media_task: asyncio.Task[Any] | None = None
+        self._conference: Conference | None = None  # set on a conference's own leg
         loop = asyncio.get_running_loop()
         # Outgoing: phone.call() returns once the server's answer to our offer is applied and
         # routing has an outcome (ringing or answered); call.ended before that fails it.
@@ -382,6 +384,8 @@ class Call:
             self._holders = [h for h in self._holders if h != by] + [by]
             self._move(CallState.HELD, "call.held")
             self._event("held", msg, by)
+            if self._conference is not None:
+                self._conference._leg_held(True)
         elif kind == "call.resumed":
             by = "remote" if msg.get("by") == "remote" else "local"
             self._holders = [h for h in self._holders if h != by]
@@ -390,6 +394,8 @@ class Call:
             if not self._holders:
                 self._move(CallState.ACTIVE, "call.resumed")
             self._event("resumed", msg, by)
+            if self._conference is not None:
+                self._conference._leg_held(False)
         elif kind == "call.muted":
             self._server_muted = True
             self._event("muted", msg)
@@ -451,6 +457,8 @@ class Call:
             self._setup.exception()  # retrieved: phone.call() may already have given up
         self._phone._forget(self)
         self._event("ended", data, reason)
+        if self._conference is not None:
+            self._conference._leg_ended(reason)
         for name, future in self._waiters:
             if not future.done():
                 future.set_exception(CallEndedError(self.id, reason, name))

@@ -56,13 +56,16 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
     from callbridge.client.call import Call
+    from callbridge.client.conference import Conference
 
 __all__ = [
     "CallEventName",
+    "ConferenceEventName",
     "EndReason",
     "Event",
     "EventEmitter",
     "EventName",
+    "GroupEventName",
     "HeldBy",
     "PhoneEventName",
 ]
@@ -82,6 +85,42 @@ PhoneEventName = Literal[
     "gateway-unreachable",  # the session could not be resumed in time; the phone closes
     "session-expired",  # the token expired; the phone closes
     "address-updated",  # associate_e911_id() took effect (argument: the E911 id)
+]
+ConferenceEventName = Literal[
+    # seed 002 (the handler gets the Conference)
+    "conference:canceled",  # an invitation to us was withdrawn (or rang out) before we joined
+    "conference:connected",  # we are in the conference (host: started; participant: joined)
+    "conference:connecting",  # start_conference() / join_conference() is under way
+    "conference:disconnecting",  # end_conference() started
+    "conference:ended",  # the conference ended for us (ended by the host, left, removed)
+    "conference:held",  # we hold our own membership
+    "conference:resumed",
+    "conference:invitation-received",  # an invitation rings this device
+    "conference:invitation-sending",  # host: add_participant() started
+    "conference:invitation-sent",  # host: the invitee's devices ring
+    "conference:invitation-accepted",  # host: the invitee joined
+    "conference:invitation-rejected",  # host: declined, rang out or failed (data: reason)
+    "conference:joining",  # join_conference() started
+    "conference:participant-removed",  # host: remove_participant() done
+    # callbridge additions
+    "conference:participant-left",  # host: a participant left by itself
+    "conference:participant-updated",  # host: a participant's mute / hold / role changed
+    "conference:floor-changed",  # the active talker changed (Conference.floor)
+    "conference:playback-started",
+    "conference:playback-ended",
+    "conference:speak-started",
+    "conference:speak-ended",
+    "conference:recording-saved",  # Conference.recordings has the new file
+]
+GroupEventName = Literal[
+    # seed 000 TelephonyCallGroup events
+    "callschanged",
+    "statechange",
+    "connected",
+    "holding",
+    "held",
+    "resuming",
+    "error",
 ]
 CallEventName = Literal[
     "trying",
@@ -107,7 +146,7 @@ CallEventName = Literal[
     "dtmf-tone-sent",  # send_dtmf() finished; argument: the digits (seed 002 dtmf:tone-sent)
     "ended",
 ]
-EventName = PhoneEventName | CallEventName
+EventName = PhoneEventName | CallEventName | ConferenceEventName | GroupEventName
 HeldBy = Literal["local", "remote"]
 EndReason = Literal[
     "hangup",
@@ -120,6 +159,7 @@ EndReason = Literal[
     "transferred",
     "disconnected",
     "moved",
+    "removed",
 ]
 """The reasons of docs/protocol.md ("Call end reasons"); a newer server may send others."""
 
@@ -136,7 +176,8 @@ class Event:
     ``index`` (the call's place among the phone's live calls, oldest first; ``None`` once it
     ended), ``from_``, ``to``, ``media_type``, ``codec`` (negotiated codec names, e.g.
     ``("opus",)`` or ``("opus", "VP8")``; empty until the call's media has connected) and, for
-    every event, ``timestamp`` (UTC).
+    every event, ``timestamp`` (UTC). ``conference:*`` events carry their ``conference`` (and
+    its leg as ``call``).
     """
 
     name: EventName
@@ -148,6 +189,7 @@ class Event:
     media_type: str | None = None
     codec: tuple[str, ...] = ()
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    conference: Conference | None = None  # conference:* events: the conference
 
 
 class TaskOwner:

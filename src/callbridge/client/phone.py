@@ -38,9 +38,22 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from callbridge import __version__
 from callbridge.client import numbers
 from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.call import Call, CallState, MediaType, _remote_error
+from callbridge.client.call import AnswerAction, Call, CallState, MediaType, _remote_error
+from callbridge.client.conference import (
+    BeepMode,
+    CallGroup,
+    Conference,
+    ConferenceBook,
+    ConferenceState,
+)
 from callbridge.client.errors import CallStateError, ClientError, NotConnectedError
-from callbridge.client.events import Event, EventEmitter, PhoneEventName, TaskOwner
+from callbridge.client.events import (
+    ConferenceEventName,
+    Event,
+    EventEmitter,
+    PhoneEventName,
+    TaskOwner,
+)
 from callbridge.client.media import CallMedia
 from callbridge.client.settings import (
     DEFAULT_ICE_TRANSPORT,
@@ -109,7 +122,7 @@ class CallSummary:
     index: int
     """0-based position among the phone's live calls, oldest first."""
     breed: Literal["call", "conference"]
-    """``"call"`` (conferences come with the conferences issue)."""
+    """``"call"``, or ``"conference"`` for a conference's own leg."""
     type: Literal["Outgoing", "Incoming"]
     """The direction, spelled as the seed does."""
     state: str
@@ -236,12 +249,16 @@ class Phone:
         self._reconnector: asyncio.Task[None] | None = None
         self._expired = False
         self._tasks = TaskOwner()
-        self._emitter: EventEmitter[PhoneEventName] = EventEmitter(self._tasks)
+        self._emitter: EventEmitter[PhoneEventName | ConferenceEventName] = EventEmitter(
+            self._tasks
+        )
         self._streams: set[EventStream] = set()
         self._calls: dict[str, Call] = {}
         self._focus: list[Call] = []  # placed/answered live calls, the foreground one last
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._creating: dict[str, _Creating] = {}  # by req_id of call.create
+        self._conferences: dict[str, Conference] = {}  # live conferences, by conference_id
+        self._book = ConferenceBook(self)
         self._early: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._req_prefix = secrets.token_hex(4)
         self._req_ids = itertools.count(1)
@@ -410,6 +427,98 @@ class Phone:
         await held._request("call.complete_transfer", target_call_id=target.id)
 
     # ------------------------------------------------------------------------------------------
+    # seed 002: conferences; seed 000: the call group
+
+    @property
+    def calls(self) -> list[Call]:
+        """The live calls outside the call group (seed 000's ``telephony.calls``): calls
+        merged into :attr:`conference_group` leave this list and come back when removed."""
+        group = self._book.group.calls
+        return [c for c in self.active_calls if c not in group]
+
+    @property
+    def conference_group(self) -> CallGroup:
+        """Seed 000's call group: merge answered calls into one conversation."""
+        return self._book.group
+
+    @property
+    def conferences(self) -> list[Conference]:
+        """The live conferences this phone hosts, takes part in or is invited to."""
+        return list(self._conferences.values())
+
+    @property
+    def conference(self) -> Conference | None:
+        """The newest live conference we host or are in (not a mere invitation)."""
+        live = [c for c in self._conferences.values() if c.state is not ConferenceState.INVITED]
+        return live[-1] if live else None
+
+    def _current_conference(self, action: str) -> Conference:
+        conference = self.conference
+        if conference is None:
+            raise CallStateError(f"{action} needs an established conference; there is none")
+        return conference
+
+    async def start_conference(
+        self,
+        media_type: MediaType = "audio",
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        *,
+        name: str | None = None,
+        beep: BeepMode = "never",
+        codecs: Sequence[str] | None = None,
+    ) -> Conference:
+        """Start a conference hosted by this phone, with no participants yet (seed 002
+        ``startConference``). Fires ``conference:connecting`` then ``conference:connected``;
+        returns once our leg is connected. Invite with :meth:`add_participant`.
+
+        The conference mixes audio; ``media_type="video"`` is accepted and recorded on the
+        conference, but video is not mixed (docs/protocol.md).
+        """
+        self._require(PhoneState.READY, "start_conference()")
+        return await self._book.start(media_type, source, sink, name, beep, codecs)
+
+    async def add_participant(self, participant: str) -> None:
+        """Invite ``participant`` to the current conference (seed 002 ``addParticipant``)."""
+        await self._current_conference("add_participant()").add_participant(participant)
+
+    async def add_participants(self, participants: Sequence[str]) -> None:
+        """Invite several users (seed 002 ``addParticipants``)."""
+        await self._current_conference("add_participants()").add_participants(participants)
+
+    async def remove_participant(self, participant: str) -> None:
+        """Remove a participant of the current conference (seed 002 ``removeParticipant``)."""
+        await self._current_conference("remove_participant()").remove_participant(participant)
+
+    def get_participants(self) -> dict[str, dict[str, Any]]:
+        """The current conference's participants (seed 002 ``getParticipants``)."""
+        return self._current_conference("get_participants()").get_participants()
+
+    async def join_conference(
+        self,
+        action: AnswerAction | None = None,
+        source: AudioSource | None = None,
+        sink: AudioSink | None = None,
+        *,
+        codecs: Sequence[str] | None = None,
+    ) -> Conference:
+        """Join the conference whose invitation rings (seed 002 ``joinConference``);
+        ``action="hold"`` / ``"end"`` first holds / ends our current calls. Fires
+        ``conference:joining``, ``conference:connecting``, ``conference:connected``."""
+        self._require(PhoneState.READY, "join_conference()")
+        return await self._book.join(action, source, sink, codecs)
+
+    async def reject_conference(self) -> None:
+        """Decline the conference invitation that rings (seed 002 ``rejectConference``)."""
+        self._require(PhoneState.READY, "reject_conference()")
+        await self._book.reject()
+
+    async def end_conference(self) -> None:
+        """End the current conference (host) or leave it (participant) (seed 002
+        ``endConference``)."""
+        await self._current_conference("end_conference()").end()
+
+    # ------------------------------------------------------------------------------------------
     # seed 002: queries and utilities
 
     def get_calls(self) -> list[CallSummary]:
@@ -417,7 +526,7 @@ class Phone:
         return [
             CallSummary(
                 index=i,
-                breed="call",
+                breed="conference" if call._conference is not None else "call",
                 type="Outgoing" if call.direction == "outgoing" else "Incoming",
                 state=str(call.state),
                 peer=call.to if call.direction == "outgoing" else call.from_,
@@ -529,6 +638,10 @@ class Phone:
     ) -> Callable[[Call], object]: ...
     @overload
     def on(
+        self, name: ConferenceEventName, handler: Callable[[Conference], object]
+    ) -> Callable[[Conference], object]: ...
+    @overload
+    def on(
         self, name: Literal["error"], handler: Callable[[RemoteError], object]
     ) -> Callable[[RemoteError], object]: ...
     @overload
@@ -553,7 +666,9 @@ class Phone:
         name: Literal["address-updated", "warning", "notification", "dialing"],
         handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
-    def on(self, name: PhoneEventName, handler: Callable[..., object]) -> Callable[..., object]:
+    def on(
+        self, name: PhoneEventName | ConferenceEventName, handler: Callable[..., object]
+    ) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event; a plain or a coroutine function.
 
         ``incoming(call)``: answer with ``await call.answer(...)`` or ``call.reject()``.
@@ -561,7 +676,9 @@ class Phone:
         """
         return self._emitter._add(name, handler)
 
-    def off(self, name: PhoneEventName, handler: Callable[..., object]) -> None:
+    def off(
+        self, name: PhoneEventName | ConferenceEventName, handler: Callable[..., object]
+    ) -> None:
         """Remove a handler added with :meth:`on`."""
         self._emitter.off(name, handler)
 
@@ -832,8 +949,12 @@ class Phone:
         self._set_foreground(call)
         return call
 
+    def _new_req_id(self) -> str:
+        return f"{self._req_prefix}-{next(self._req_ids)}"
+
     def _forget(self, call: Call) -> None:
         """The call ended: it is no longer one of the phone's calls."""
+        self._book.group._call_ended(call)
         if self._calls.get(call.id) is call:
             del self._calls[call.id]
         was_foreground = self.foreground_call is call
@@ -965,6 +1086,8 @@ class Phone:
             self._adopt(call)
             self._publish(call._make_event("incoming", msg))
             self._emitter._emit("incoming", call)
+        elif isinstance(kind, str) and kind.startswith("conference."):
+            self._book.handle(msg)
         elif kind == "session.disconnected":
             self.disconnect_reason = str(msg.get("reason", "")) or None
         elif kind in ("warning", "notification"):

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from callbridge.errors import ErrorCode, ProtocolError
 
@@ -27,6 +27,9 @@ __all__ = [
     "Move",
     "new_id",
 ]
+
+if TYPE_CHECKING:
+    from callbridge.core.conferences import Conference, Invitation
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class EndReason(StrEnum):
     ANSWERED_ELSEWHERE = "answered-elsewhere"
     DISCONNECTED = "disconnected"
     MOVED = "moved"
+    REMOVED = "removed"  # the conference host removed this participant
 
 
 MediaType = Literal["audio", "video"]
@@ -110,6 +114,8 @@ class Leg:
     move: Move | None = None  # set on a device ringing to take over a moved call
     media_generation: int = 0  # bumped by each restart_media (a failure of an older one is moot)
     media_type: MediaType = "audio"  # "video" while video flows on this leg (either way)
+    conference: Conference | None = None  # the conference (or call group) it is a member of
+    invitation: Invitation | None = None  # set on a device ringing for a conference invitation
 
     def set_state(self, new: LegState) -> None:
         """The one place a leg changes state; illegal moves are refused."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from callbridge.core.calls import (
@@ -26,10 +27,19 @@ from callbridge.core.calls import (
     Modification,
     Move,
 )
+from callbridge.core.conferences import ConferenceKind, ConferenceManager
 from callbridge.errors import ErrorCode, MediaError, ProtocolError, WarningCode, warning
-from callbridge.media.interface import DtmfReceived, EndpointStateChanged, MediaEvent, MediaServer
+from callbridge.media.interface import (
+    DtmfReceived,
+    EndpointStateChanged,
+    FloorChanged,
+    MediaEvent,
+    MediaServer,
+    PlaybackStateChanged,
+    RecordingSaved,
+)
 
-__all__ = ["CallController", "Directory"]
+__all__ = ["CallController", "Directory", "DomainListener", "leg_facts"]
 
 log = logging.getLogger(__name__)
 _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
@@ -48,6 +58,26 @@ def _all_live(*legs: Leg) -> bool:
     return all(leg.live for leg in legs)
 
 
+DomainListener = Callable[[str, dict[str, Any]], None]
+"""``listener(event_type, data)``: one domain event (``call.answered``, ``conference.created``
+…) with plain data; adapters (webhooks, logs) subscribe with :meth:`CallController.subscribe`."""
+
+
+def leg_facts(leg: Leg) -> dict[str, Any]:
+    """What every call event says about its leg (plain data)."""
+    call = leg.call
+    return {
+        "call_control_id": leg.id,
+        "call_leg_id": leg.id,
+        "call_session_id": call.id if call is not None else leg.id,
+        "direction": leg.direction,
+        "user": leg.device.user_name,
+        "from": call.caller_id if call is not None else leg.device.caller_id,
+        "to": call.destination if call is not None else "",
+        "state": leg.state.value,
+    }
+
+
 class CallController:
     def __init__(
         self,
@@ -55,6 +85,7 @@ class CallController:
         directory: Directory,
         ring_timeout: float = 30.0,
         cdr_factory: Any = None,
+        recordings_dir: Path | None = None,
     ) -> None:
         self.media = media
         self.directory = directory
@@ -65,7 +96,25 @@ class CallController:
         self._ended: OrderedDict[str, tuple[str, EndReason]] = OrderedDict()
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.listeners: list[DomainListener] = []
+        self.conferences = ConferenceManager(self, recordings_dir)
         media.subscribe(self._on_media_event)
+
+    # domain events --------------------------------------------------------------------------
+    def subscribe(self, listener: DomainListener) -> None:
+        self.listeners.append(listener)
+
+    def publish(self, event: str, **data: Any) -> None:
+        """Publish one domain event to every listener (a failing listener is logged)."""
+        for listener in self.listeners:
+            try:
+                listener(event, data)
+            except Exception:
+                log.exception("domain listener failed for %s", event)
+
+    def publish_leg(self, event: str, leg: Leg, **data: Any) -> None:
+        if self.listeners:
+            self.publish(event, **leg_facts(leg), **data)
 
     # devices --------------------------------------------------------------------------------
     def add_device(self, device: Device) -> None:
@@ -137,6 +186,7 @@ class CallController:
         leg.call = call
         leg.media_type = call.media_type
         leg.set_state(LegState.TRYING)
+        self.publish_leg("call.initiated", leg)
         device.send(
             {
                 "type": "call.trying",
@@ -146,7 +196,7 @@ class CallController:
             }
         )
         device.send({"type": "sdp.answer", "call_id": leg.id, "sdp": answer})
-        self._send_candidates(leg)
+        self.send_candidates(leg)
         await self._route(call, destination)
 
     async def _route(self, call: Call, destination: str) -> None:
@@ -181,12 +231,12 @@ class CallController:
             loop = asyncio.get_running_loop()
             self._timers[id(call)] = loop.call_later(self.ring_timeout, self._ring_timeout, call)
         else:
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
 
     async def _fail_route(self, call: Call, why: str) -> None:
         error = ProtocolError(ErrorCode.DESTINATION_NOT_FOUND, why)
         call.origin.device.send(error.to_wire(call_id=call.origin.id))
-        await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+        await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
 
     async def _ring(self, call: Call, device: Device, prefer: str | None) -> None:
         leg = Leg(device=device, direction="incoming", call=call)
@@ -201,6 +251,7 @@ class CallController:
         self.legs[leg.id] = leg
         leg.set_state(LegState.RINGING)
         call.ringing.append(leg)
+        self.publish_leg("call.initiated", leg)
         self._offer_incoming(
             leg, offer, call.caller_id, call.caller_name, call.destination, call.media_type
         )
@@ -228,9 +279,9 @@ class CallController:
                 **extra,
             }
         )
-        self._send_candidates(leg)
+        self.send_candidates(leg)
 
-    def _send_candidates(self, leg: Leg) -> None:
+    def send_candidates(self, leg: Leg) -> None:
         for line, mid, index in self.media.local_candidates(leg.id):
             leg.device.send(
                 {
@@ -246,11 +297,14 @@ class CallController:
     def _ring_timeout(self, call: Call) -> None:
         self._timers.pop(id(call), None)
         if not call.ended and call.answered_leg is None:
-            self._spawn(self._end_call(call, EndReason.NO_ANSWER, EndReason.NO_ANSWER))
+            self._spawn(self.end_call(call, EndReason.NO_ANSWER, EndReason.NO_ANSWER))
 
     # answering ------------------------------------------------------------------------------
     async def answer(self, device: Device, call_id: str, sdp: str, req_id: str | None) -> None:
         leg = self.leg_of(device, call_id)
+        if leg.invitation is not None:
+            await self.conferences.join(leg, sdp, req_id)
+            return
         if leg.move is not None:
             await self._take_over(leg, leg.move, sdp, req_id)
             return
@@ -264,13 +318,13 @@ class CallController:
         self._cancel_timer(call)
         for other in list(call.ringing):
             if other is not leg:
-                await self._end_leg(other, EndReason.ANSWERED_ELSEWHERE)
+                await self.end_leg(other, EndReason.ANSWERED_ELSEWHERE)
         call.ringing = [leg]
         try:
             await self.media.accept_answer(leg.id, sdp)
         except MediaError as exc:
             device.send(exc.to_wire(req_id, call_id))
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
             return
         origin = call.origin
         if not (leg.live and origin.live):
@@ -285,6 +339,8 @@ class CallController:
         media_type: MediaType = "video" if video else "audio"
         origin.media_type = leg.media_type = media_type
         call.answered_at = datetime.now(UTC)
+        self.publish_leg("call.answered", origin)
+        self.publish_leg("call.answered", leg)
         device.send(
             {"type": "call.answered", "req_id": req_id, "call_id": leg.id, "media_type": media_type}
         )
@@ -296,6 +352,9 @@ class CallController:
         self, device: Device, call_id: str, reason: str | None, req_id: str | None
     ) -> None:
         leg = self.leg_of(device, call_id)
+        if leg.invitation is not None:
+            await self.conferences.decline(leg, req_id)
+            return
         if leg.move is not None:
             await self._decline_move(leg, leg.move, EndReason.REJECTED, req_id)
             return
@@ -305,10 +364,10 @@ class CallController:
         end = EndReason.BUSY if reason == "busy" else EndReason.REJECTED
         if end is EndReason.BUSY:
             call.reject_reason = EndReason.BUSY
-        await self._end_leg(leg, end, req_id)
+        await self.end_leg(leg, end, req_id)
         call.ringing = [x for x in call.ringing if x is not leg]
         if not call.ringing and call.answered_leg is None and not call.ended:
-            await self._end_call(call, call.reject_reason, call.reject_reason)
+            await self.end_call(call, call.reject_reason, call.reject_reason)
 
     # hanging up -----------------------------------------------------------------------------
     async def hangup(self, device: Device, call_id: str, req_id: str | None) -> None:
@@ -316,17 +375,23 @@ class CallController:
         if leg.move is not None:
             await self._decline_move(leg, leg.move, EndReason.HANGUP, req_id)
             return
+        if leg.invitation is not None:
+            await self.conferences.decline(leg, req_id)
+            return
+        if self._hosted_member(leg):
+            await self.conferences.leave(leg, EndReason.HANGUP, req_id)
+            return
         call = leg.call
         assert call is not None
         if leg.ringing_here:
             await self.reject(device, call_id, None, req_id)
         elif leg is call.origin and not leg.answered:
             # Cancel: the ringing devices get `canceled`.
-            await self._end_leg(leg, EndReason.HANGUP, req_id)
-            await self._end_call(call, EndReason.HANGUP, EndReason.CANCELED)
+            await self.end_leg(leg, EndReason.HANGUP, req_id)
+            await self.end_call(call, EndReason.HANGUP, EndReason.CANCELED)
         else:
-            await self._end_leg(leg, EndReason.HANGUP, req_id)
-            await self._end_call(call, EndReason.HANGUP, EndReason.HANGUP)
+            await self.end_leg(leg, EndReason.HANGUP, req_id)
+            await self.end_call(call, EndReason.HANGUP, EndReason.HANGUP)
 
     async def _leg_gone(
         self, leg: Leg, reason: EndReason, far_reason: EndReason = EndReason.HANGUP
@@ -335,24 +400,33 @@ class CallController:
         if leg.move is not None:
             await self._decline_move(leg, leg.move, reason, None)
             return
+        if leg.invitation is not None:
+            await self.conferences.decline(leg, None)
+            return
+        if self._hosted_member(leg):
+            await self.conferences.leave(leg, reason)
+            return
         call = leg.call
         if not leg.live or call is None:
             return
         if leg.ringing_here:
-            await self._end_leg(leg, reason)
+            await self.end_leg(leg, reason)
             call.ringing = [x for x in call.ringing if x is not leg]
             if not call.ringing and call.answered_leg is None and not call.ended:
-                await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+                await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
             return
-        await self._end_leg(leg, reason)
+        await self.end_leg(leg, reason)
         far = EndReason.CANCELED if leg is call.origin and not call.answered_leg else far_reason
-        await self._end_call(call, far_reason, far)
+        await self.end_call(call, far_reason, far)
 
-    async def _end_leg(self, leg: Leg, reason: EndReason, req_id: str | None = None) -> None:
+    async def end_leg(self, leg: Leg, reason: EndReason, req_id: str | None = None) -> None:
         if not leg.live:
             return
         leg.set_state(LegState.ENDED)
         leg.end_reason = reason
+        self.publish_leg("call.hangup", leg, hangup_cause=reason.value)
+        if leg.conference is not None or leg.invitation is not None:
+            await self.conferences.leg_ending(leg)
         self.legs.pop(leg.id, None)
         self._ended[leg.id] = (leg.device.id, reason)
         while len(self._ended) > _RECENTLY_ENDED:
@@ -365,15 +439,22 @@ class CallController:
         )
         await self.media.close(leg.id)
 
-    async def _end_call(self, call: Call, origin_reason: EndReason, far_reason: EndReason) -> None:
-        """End every live leg of the call and write its CDR (once)."""
+    async def end_call(
+        self,
+        call: Call,
+        origin_reason: EndReason,
+        far_reason: EndReason,
+        req_id: str | None = None,
+    ) -> None:
+        """End every live leg of the call and write its CDR (once); ``req_id`` goes with the
+        origin's ``call.ended``."""
         if call.ended:
             return
         call.ended = True
         self._cancel_timer(call)
-        await self._end_leg(call.origin, origin_reason)
+        await self.end_leg(call.origin, origin_reason, req_id)
         for leg in call.ringing:
-            await self._end_leg(leg, far_reason)
+            await self.end_leg(leg, far_reason)
         self._write_cdr(call, call.origin.end_reason or origin_reason)
 
     def _write_cdr(self, call: Call, reason: EndReason) -> None:
@@ -397,16 +478,37 @@ class CallController:
         self._cancel_timer_key(id(call))
 
     # in-call control ------------------------------------------------------------------------
-    def _answered(self, device: Device, call_id: str) -> Leg:
+    def answered_leg(self, device: Device, call_id: str) -> Leg:
+        """The device's answered leg ``call_id``: bridged, or in a conference."""
         leg = self.leg_of(device, call_id)
-        if not leg.answered or leg.peer is None:
+        if not leg.answered or (leg.peer is None and leg.conference is None):
             raise ProtocolError(
                 ErrorCode.INVALID_STATE, f"call {call_id} is {leg.state}; it must be answered"
             )
         return leg
 
+    def _hosted_member(self, leg: Leg) -> bool:
+        """True for a leg in a hosted (seed 002) conference: its calls are the conference's."""
+        conf = leg.conference
+        return conf is not None and conf.kind is ConferenceKind.CONFERENCE
+
+    def _bridged(self, device: Device, call_id: str, action: str) -> Leg:
+        """An answered leg bridged to one far party (not in a conference or call group)."""
+        leg = self.answered_leg(device, call_id)
+        if leg.conference is not None:
+            what = "call group" if leg.conference.kind is ConferenceKind.GROUP else "conference"
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"call {call_id} is in {what} {leg.conference.id}: {action} works on 1:1 calls"
+                + (" (split it out of the group first)" if what == "call group" else ""),
+            )
+        return leg
+
     async def hold(self, device: Device, call_id: str, req_id: str | None) -> None:
-        leg = self._answered(device, call_id)
+        leg = self.answered_leg(device, call_id)
+        if leg.conference is not None:
+            await self.conferences.hold_member(leg, True, req_id)
+            return
         call, peer = leg.call, leg.peer
         assert call is not None and peer is not None
         if call.held_by is not None:
@@ -421,7 +523,10 @@ class CallController:
         peer.device.send({"type": "call.held", "call_id": peer.id, "by": "remote"})
 
     async def resume(self, device: Device, call_id: str, req_id: str | None) -> None:
-        leg = self._answered(device, call_id)
+        leg = self.answered_leg(device, call_id)
+        if leg.conference is not None:
+            await self.conferences.hold_member(leg, False, req_id)
+            return
         call, peer = leg.call, leg.peer
         assert call is not None and peer is not None
         if call.held_by is None:
@@ -441,13 +546,16 @@ class CallController:
     async def set_muted(
         self, device: Device, call_id: str, muted: bool, req_id: str | None
     ) -> None:
-        leg = self._answered(device, call_id)
+        leg = self.answered_leg(device, call_id)
         if leg.muted == muted:
             code = WarningCode.ALREADY_MUTED if muted else WarningCode.NOT_MUTED
             device.send(warning(code, req_id, leg.id))
             return
         leg.muted = muted
-        await self.media.set_muted(leg.id, muted)
+        if leg.conference is not None:
+            await self.conferences.refresh(leg)  # the host's mute and a hold count too
+        else:
+            await self.media.set_muted(leg.id, muted)
         kind = "call.muted" if muted else "call.unmuted"
         device.send({"type": kind, "req_id": req_id, "call_id": leg.id})
 
@@ -455,7 +563,7 @@ class CallController:
         self, device: Device, call_id: str, destination: str, req_id: str | None
     ) -> None:
         """Blind transfer: the far party (transferee) is connected to ``destination``."""
-        leg = self._answered(device, call_id)
+        leg = self._bridged(device, call_id, "transfer")
         old, transferee = leg.call, leg.peer
         assert old is not None and transferee is not None
         if await self.directory.find_user(destination) is None:
@@ -470,7 +578,7 @@ class CallController:
         self._write_cdr(old, EndReason.TRANSFERRED)
         await self.media.unbridge(transferee.id)
         await self.media.stop_playing(transferee.id)
-        await self._end_leg(leg, EndReason.TRANSFERRED, req_id)
+        await self.end_leg(leg, EndReason.TRANSFERRED, req_id)
         transferee.peer = None
         transferee.set_state(LegState.RINGING)
         keep = transferee is old.origin
@@ -496,8 +604,8 @@ class CallController:
             raise ProtocolError(
                 ErrorCode.INVALID_MESSAGE, "call_id and target_call_id must be two different calls"
             )
-        a = self._answered(device, call_id)
-        b = self._answered(device, target_call_id)
+        a = self._bridged(device, call_id, "transfer")
+        b = self._bridged(device, target_call_id, "transfer")
         pa, pb = a.peer, b.peer
         assert pa is not None and pb is not None and a.call is not None and b.call is not None
         held = [p for p, leg in ((pa, a), (pb, b)) if leg.call and leg.call.held_by is not None]
@@ -506,8 +614,8 @@ class CallController:
             self._write_cdr(old, EndReason.TRANSFERRED)
         for p in (pa, pb):
             await self.media.stop_playing(p.id)
-        await self._end_leg(a, EndReason.TRANSFERRED, req_id)
-        await self._end_leg(b, EndReason.TRANSFERRED)
+        await self.end_leg(a, EndReason.TRANSFERRED, req_id)
+        await self.end_leg(b, EndReason.TRANSFERRED)
         if not (pa.live and pb.live):
             return
         await self.media.bridge(pa.id, pb.id)
@@ -546,7 +654,7 @@ class CallController:
         ``sdp`` is the requester's new offer; it is answered (``sdp.answer``) once the far
         party has accepted or rejected the server's own new offer (``call.media-modification``).
         """
-        leg = self._answered(device, call_id)
+        leg = self._bridged(device, call_id, "modify")
         call, peer = leg.call, leg.peer
         assert call is not None and peer is not None
         if leg.state is not LegState.ACTIVE:
@@ -594,7 +702,7 @@ class CallController:
     ) -> None:
         """The far party's ``call.modify.accept`` / ``call.modify.reject`` with its answer to
         the server's offer; then the requester's offer is answered, and both are told."""
-        leg = self._answered(device, call_id)
+        leg = self._bridged(device, call_id, "a media modification")
         call = leg.call
         assert call is not None
         mod = call.modification
@@ -609,7 +717,7 @@ class CallController:
         except MediaError as exc:
             # The server's offer to this leg is left unanswered: its media cannot go on.
             device.send(exc.to_wire(req_id, leg.id))
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
             return
         operation = "upgrade" if mod.media_type == "video" else "downgrade"
         device.send(
@@ -628,7 +736,7 @@ class CallController:
             answer = await self.media.renegotiate(requester.id, mod.offer_sdp, far_sends)
         except MediaError as exc:
             requester.device.send(exc.to_wire(None, requester.id))
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
             return
         if not _all_live(requester, leg):  # a function: mypy must not keep the check above
             return
@@ -655,7 +763,7 @@ class CallController:
     # moving a call between devices (seed 002 move) ----------------------------------------
     async def move(self, device: Device, call_id: str, req_id: str | None) -> None:
         """Ring the user's other devices; the first to answer takes over the live call."""
-        leg = self._answered(device, call_id)
+        leg = self._bridged(device, call_id, "move")
         if leg.state is not LegState.ACTIVE:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE, f"call {call_id} is on hold: resume it before moving it"
@@ -706,12 +814,12 @@ class CallController:
         self._cancel_timer_key(id(move))
         for other in move.ringing:
             if other is not leg:
-                await self._end_leg(other, EndReason.ANSWERED_ELSEWHERE)
+                await self.end_leg(other, EndReason.ANSWERED_ELSEWHERE)
         try:
             await self.media.accept_answer(leg.id, sdp)
         except MediaError as exc:
             leg.device.send(exc.to_wire(req_id, leg.id))
-            await self._end_leg(leg, EndReason.FAILED)
+            await self.end_leg(leg, EndReason.FAILED)
             old.device.send({"type": "call.move-failed", "call_id": old.id, "reason": "failed"})
             return
         far, call = old.peer, old.call
@@ -727,13 +835,13 @@ class CallController:
             call.answered_leg, call.ringing = leg, [leg]
         leg.set_state(LegState.ACTIVE)
         old.device.send({"type": "call.moved", "call_id": old.id, "to_session": leg.device.id})
-        await self._end_leg(old, EndReason.MOVED)
+        await self.end_leg(old, EndReason.MOVED)
         leg.device.send({"type": "call.answered", "req_id": req_id, "call_id": leg.id})
 
     async def _decline_move(
         self, leg: Leg, move: Move, reason: EndReason, req_id: str | None
     ) -> None:
-        await self._end_leg(leg, reason, req_id)
+        await self.end_leg(leg, reason, req_id)
         move.ringing = [x for x in move.ringing if x is not leg]
         if not move.ringing and not move.taken:
             self._cancel_timer_key(id(move))
@@ -747,12 +855,25 @@ class CallController:
         if move.taken:
             return
         for candidate in list(move.ringing):
-            await self._end_leg(candidate, EndReason.NO_ANSWER)
+            await self.end_leg(candidate, EndReason.NO_ANSWER)
         move.ringing = []
         if move.leg.live:
             move.leg.device.send(
                 {"type": "call.move-failed", "call_id": move.leg.id, "reason": "no-answer"}
             )
+
+    def later(self, owner: object, delay: float, action: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``action()`` in ``delay`` seconds unless :meth:`cancel_later` (``owner``) first."""
+
+        def fire() -> None:
+            self._timers.pop(id(owner), None)
+            self._spawn(action())
+
+        self._cancel_timer_key(id(owner))
+        self._timers[id(owner)] = asyncio.get_running_loop().call_later(delay, fire)
+
+    def cancel_later(self, owner: object) -> None:
+        self._cancel_timer_key(id(owner))
 
     def _cancel_timer_key(self, key: int) -> None:
         timer = self._timers.pop(key, None)
@@ -770,7 +891,7 @@ class CallController:
         if not leg.live:
             return
         device.send({"type": "sdp.answer", "req_id": req_id, "call_id": leg.id, "sdp": answer})
-        self._send_candidates(leg)
+        self.send_candidates(leg)
 
     async def add_candidate(
         self,
@@ -785,10 +906,14 @@ class CallController:
 
     # media events ---------------------------------------------------------------------------
     def _on_media_event(self, event: MediaEvent) -> None:
+        if isinstance(event, FloorChanged | PlaybackStateChanged | RecordingSaved):
+            self.conferences.on_media_event(event)
+            return
         leg = self.legs.get(event.endpoint_id)
         if leg is None:
             return
         if isinstance(event, DtmfReceived):
+            self.publish_leg("call.dtmf.received", leg, digit=event.digit)
             if leg.peer is not None:
                 leg.peer.device.send(
                     {"type": "call.dtmf", "call_id": leg.peer.id, "digit": event.digit}
@@ -804,7 +929,7 @@ class CallController:
         call = leg.call
         if leg.live and leg.media_generation == generation and call is not None and not call.ended:
             log.warning("media of %s failed and was not restarted; ending its call", leg.id)
-            await self._end_call(call, EndReason.FAILED, EndReason.FAILED)
+            await self.end_call(call, EndReason.FAILED, EndReason.FAILED)
 
     # housekeeping ---------------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -819,9 +944,10 @@ class CallController:
         task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
+        await self.conferences.shutdown()
         for leg in list(self.legs.values()):
             if leg.call is not None:
-                await self._end_call(leg.call, EndReason.HANGUP, EndReason.HANGUP)
+                await self.end_call(leg.call, EndReason.HANGUP, EndReason.HANGUP)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.media.shutdown()

@@ -150,6 +150,98 @@ class IceDone(_CallAction):
     type: Literal["ice.done"]
 
 
+ConferenceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Participant = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://")]
+Participants = Annotated[list[Participant], Field(max_length=100)] | None
+
+
+class _ConferenceAction(_Msg):
+    conference_id: ConferenceId
+
+
+class ConferenceStart(_Msg):
+    type: Literal["conference.start"]
+    sdp: Sdp
+    media_type: MediaType = "audio"
+    name: Annotated[str, StringConstraints(max_length=128)] | None = None
+    beep: Literal["always", "never", "on_enter", "on_exit"] = "never"
+
+
+class ConferenceInvite(_ConferenceAction):
+    type: Literal["conference.invite"]
+    to: Destination
+
+
+class ConferenceRemove(_ConferenceAction):
+    type: Literal["conference.remove"]
+    participant: Participant
+
+
+class ConferenceEnd(_ConferenceAction):
+    type: Literal["conference.end"]
+
+
+class ConferenceGet(_ConferenceAction):
+    type: Literal["conference.get"]
+
+
+class ConferenceHold(_ConferenceAction):
+    type: Literal["conference.hold"]
+
+
+class ConferenceResume(_ConferenceAction):
+    type: Literal["conference.resume"]
+
+
+class ConferenceMerge(_Msg):
+    type: Literal["conference.merge"]
+    call_ids: Annotated[list[CallId], Field(min_length=1, max_length=20)]
+    conference_id: ConferenceId | None = None
+
+
+class ConferenceSplit(_ConferenceAction):
+    type: Literal["conference.split"]
+    call_id: CallId
+
+
+class ConferencePlay(_ConferenceAction):
+    type: Literal["conference.play"]
+    audio_url: Url
+    loops: Annotated[int, Field(ge=0, le=100)] = 1
+    participants: Participants = None
+
+
+class ConferenceSpeak(_ConferenceAction):
+    type: Literal["conference.speak"]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=3000)]
+    voice: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "female"
+    language: Annotated[str, StringConstraints(min_length=2, max_length=16)] = "en-US"
+    participants: Participants = None
+
+
+class ConferenceStop(_ConferenceAction):
+    type: Literal["conference.stop"]
+    participants: Participants = None
+
+
+class ConferenceRecord(_ConferenceAction):
+    type: Literal["conference.record"]
+    action: Literal["start", "pause", "resume", "stop"]
+    format: Literal["wav", "mp3"] = "wav"
+
+
+class ConferenceUpdateParticipant(_ConferenceAction):
+    type: Literal["conference.participant.update"]
+    participant: Participant
+    muted: bool | None = None
+    held: bool | None = None
+    hold_audio_url: Url | None = None
+    deaf: bool | None = None
+    supervisor_role: Literal["none", "barge", "monitor", "whisper"] | None = None
+    whisper_to: Participants = None
+
+
 ClientMessage = (
     SessionLogin
     | SessionResume
@@ -173,6 +265,20 @@ ClientMessage = (
     | CallModifyReject
     | IceCandidate
     | IceDone
+    | ConferenceStart
+    | ConferenceInvite
+    | ConferenceRemove
+    | ConferenceEnd
+    | ConferenceGet
+    | ConferenceHold
+    | ConferenceResume
+    | ConferenceMerge
+    | ConferenceSplit
+    | ConferencePlay
+    | ConferenceSpeak
+    | ConferenceStop
+    | ConferenceRecord
+    | ConferenceUpdateParticipant
 )
 _MODELS: dict[str, type[BaseModel]] = {
     get_args(m.model_fields["type"].annotation)[0]: m for m in get_args(ClientMessage)
