@@ -4,10 +4,19 @@
     └── StoreError                      the store refused an operation or could not open
         ├── SchemaError                 the schema cannot be migrated (e.g. it is newer)
         ├── UserExists                  a user's name, extension or number is taken
-        ├── UserNotFound                no user has this name
+        ├── NotFound (also LookupError) no such thing; ``key`` says what was looked for
+        │   ├── UserNotFound            no user has this name
+        │   ├── ApplicationNotFound     no call-control application has this id
+        │   ├── RouteNotFound           no route for this destination
+        │   ├── MediaNotFound           no (unexpired) media has this name
+        │   └── RecordingNotFound       no recording has this id
         ├── TokenInvalid                a login token is unknown or was revoked
         ├── TokenExpired                a login token's lifetime is over
-        └── CdrExists                   a CDR with this call id was already recorded
+        ├── CdrExists                   a CDR with this call id was already recorded
+        ├── MediaExists                 a media name is taken
+        └── RecordingExists             a recording id is taken
+
+The "not found" family shares a base so that an API layer can map it to 404 in one place.
 
 Bad input (an extension with letters, a number that is not E.164, …) raises ``ValueError``
 with a message saying what is wrong; these errors are about the state of the database.
@@ -16,11 +25,19 @@ with a message saying what is wrong; these errors are about the state of the dat
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from callbridge.errors import CallbridgeError
 
 __all__ = [
+    "ApplicationNotFound",
     "CdrExists",
+    "MediaExists",
+    "MediaNotFound",
+    "NotFound",
+    "RecordingExists",
+    "RecordingNotFound",
+    "RouteNotFound",
     "SchemaError",
     "StoreError",
     "TokenExpired",
@@ -52,9 +69,21 @@ class UserExists(StoreError):
         self.fields = fields
 
 
-class UserNotFound(StoreError):
+class NotFound(StoreError, LookupError):
+    """Base of the "no such thing" errors: ``key`` is what was looked for."""
+
+    what: ClassVar[str] = "thing"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no {self.what} {key!r}")
+        self.key = key
+
+
+class UserNotFound(NotFound):
+    what = "user named"
+
     def __init__(self, name: str) -> None:
-        super().__init__(f"no user named {name!r}")
+        super().__init__(name)
         self.name = name
 
 
@@ -73,3 +102,31 @@ class CdrExists(StoreError):
     def __init__(self, call_id: str) -> None:
         super().__init__(f"a CDR for call {call_id!r} is already recorded")
         self.call_id = call_id
+
+
+class ApplicationNotFound(NotFound):
+    what = "call-control application with id"
+
+
+class RouteNotFound(NotFound):
+    what = "route for destination"
+
+
+class MediaNotFound(NotFound):
+    what = "media named"
+
+
+class RecordingNotFound(NotFound):
+    what = "recording with id"
+
+
+class MediaExists(StoreError):
+    def __init__(self, media_name: str) -> None:
+        super().__init__(f"media named {media_name!r} already exists")
+        self.media_name = media_name
+
+
+class RecordingExists(StoreError):
+    def __init__(self, recording_id: str) -> None:
+        super().__init__(f"a recording with id {recording_id!r} already exists")
+        self.recording_id = recording_id

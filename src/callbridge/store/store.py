@@ -1,4 +1,8 @@
-"""``Store``: users, login tokens, API keys and CDRs, over SQLAlchemy's asyncio engine.
+"""``Store``: the database, over SQLAlchemy's asyncio engine.
+
+Users, login tokens, API keys and CDRs are here; call-control applications and routes, media,
+recordings and the webhook outbox come from the repository mixins in their own modules (see
+``repository``).
 
 Secrets (login tokens, API keys) are random strings of at least 240 bits; only their
 SHA-256 is stored, so a leaked database grants nothing. A plain (unsalted, fast) hash is
@@ -9,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from sqlalchemy import false, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from callbridge.store.applications import ApplicationRepository
 from callbridge.store.engine import create_engine, migrate, writer
 from callbridge.store.errors import (
     CdrExists,
@@ -24,6 +29,9 @@ from callbridge.store.errors import (
     UserExists,
     UserNotFound,
 )
+from callbridge.store.media import MediaRepository
+from callbridge.store.outbox import OutboxRepository
+from callbridge.store.recordings import RecordingRepository
 from callbridge.store.records import (
     Cdr,
     User,
@@ -32,6 +40,7 @@ from callbridge.store.records import (
     validate_name,
     validate_number,
 )
+from callbridge.store.repository import now as _now
 from callbridge.store.schema import ApiKeyRow, CdrRow, TokenRow, UserRow
 
 __all__ = ["API_KEY_PREFIX", "Store"]
@@ -41,7 +50,7 @@ _API_KEY_LENGTH = len(API_KEY_PREFIX) + 40  # token_urlsafe(30) is exactly 40 ch
 _MAX_LABEL = 128  # display names, API key names
 
 
-class Store:
+class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxRepository):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
     Safe to share between tasks: every method runs in its own short transaction.
@@ -309,10 +318,6 @@ class Store:
                 select(CdrRow).order_by(CdrRow.started_at.desc(), CdrRow.id.desc()).limit(limit)
             )
             return [_cdr(row) for row in rows]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _digest(secret: str) -> str:

@@ -1,0 +1,285 @@
+"""Call-control applications and the routes (the dial plan) that send calls to them.
+
+An application is where a call's webhooks go (``webhook_event_url``, with an optional failover
+URL) and how they are signed (the server's ed25519 key always; the application's Standard
+Webhooks ``signing_secret`` too, when it has one). Its fields and their names are Telnyx's
+call-control application's, so that the REST layer maps them one to one.
+
+A route sends calls dialled to a destination — an extension or an E.164 number — to an
+application (which then gets ``call.initiated`` and drives the call). Routes go with their
+application when it is deleted. Whether a route or a user wins when both claim a destination is
+the call controller's rule, not the store's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypedDict, Unpack
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from callbridge.store.errors import ApplicationNotFound, RouteNotFound
+from callbridge.store.records import (
+    Application,
+    Route,
+    normalize_number,
+    validate_application_name,
+    validate_destination,
+    validate_signing_secret,
+    validate_webhook_timeout,
+    validate_webhook_url,
+)
+from callbridge.store.repository import Repository, new_id, now, page
+from callbridge.store.schema import ApplicationRow, RouteRow
+
+__all__ = ["APPLICATION_SORTS", "ApplicationChanges", "ApplicationRepository"]
+
+# sort= values for list_applications: a field, or "-" and a field for descending order.
+APPLICATION_SORTS = ("created_at", "application_name", "active")
+
+
+class ApplicationChanges(TypedDict, total=False):
+    """The fields ``update_application`` may change (the ones given are changed)."""
+
+    application_name: str
+    webhook_event_url: str
+    webhook_event_failover_url: str | None
+    webhook_api_version: str
+    webhook_timeout_secs: int | None
+    active: bool
+    signing_secret: str | None
+
+
+def _api_version(version: str) -> str:
+    if version != "2":
+        raise ValueError(
+            f"invalid webhook_api_version {version!r}: callbridge sends API v2 webhooks only "
+            "(use '2')"
+        )
+    return version
+
+
+def _active(active: bool) -> bool:
+    if not isinstance(active, bool):
+        raise ValueError(f"invalid active {active!r}: use true or false")
+    return active
+
+
+def _failover_url(url: str | None) -> str | None:
+    return None if url is None else validate_webhook_url(url, "webhook failover URL")
+
+
+_VALIDATE: dict[str, Callable[[Any], Any]] = {
+    "application_name": validate_application_name,
+    "webhook_event_url": validate_webhook_url,
+    "webhook_event_failover_url": _failover_url,
+    "webhook_api_version": _api_version,
+    "webhook_timeout_secs": validate_webhook_timeout,
+    "active": _active,
+    "signing_secret": validate_signing_secret,
+}
+assert set(_VALIDATE) == set(ApplicationChanges.__annotations__)
+
+
+class ApplicationRepository(Repository):
+    # applications ---------------------------------------------------------------------------
+    async def create_application(
+        self,
+        *,
+        application_name: str,
+        webhook_event_url: str,
+        webhook_event_failover_url: str | None = None,
+        webhook_api_version: str = "2",
+        webhook_timeout_secs: int | None = None,
+        active: bool = True,
+        signing_secret: str | None = None,
+    ) -> Application:
+        """A new application with a new id. ``ValueError`` says which field is malformed."""
+        fields = _validated(
+            {
+                "application_name": application_name,
+                "webhook_event_url": webhook_event_url,
+                "webhook_event_failover_url": webhook_event_failover_url,
+                "webhook_api_version": webhook_api_version,
+                "webhook_timeout_secs": webhook_timeout_secs,
+                "active": active,
+                "signing_secret": signing_secret,
+            }
+        )
+        at = now()
+        row = ApplicationRow(id=new_id(), created_at=at, updated_at=at, **fields)
+        async with self._write.begin() as session:
+            session.add(row)
+        return _application(row)
+
+    async def get_application(self, application_id: str) -> Application | None:
+        async with self._read() as session:
+            row = await session.get(ApplicationRow, application_id)
+        return None if row is None else _application(row)
+
+    async def list_applications(
+        self,
+        page_number: int = 1,
+        page_size: int = 20,
+        *,
+        name_contains: str | None = None,
+        sort: str = "created_at",
+    ) -> tuple[list[Application], int]:
+        """One page of applications and how many match in all.
+
+        ``name_contains`` keeps those whose name contains it, ignoring case (as Telnyx's
+        ``filter[application_name][contains]``). ``sort`` is one of ``APPLICATION_SORTS``,
+        prefixed with "-" for descending order; ties are broken by id (creation order).
+        """
+        field = sort.removeprefix("-")
+        if field not in APPLICATION_SORTS:
+            raise ValueError(
+                f"invalid sort {sort!r}: use one of {', '.join(APPLICATION_SORTS)}, "
+                "with a leading '-' for descending order"
+            )
+        column = getattr(ApplicationRow, field)
+        descending = sort.startswith("-")
+        statement = select(ApplicationRow).order_by(
+            column.desc() if descending else column.asc(),
+            ApplicationRow.id.desc() if descending else ApplicationRow.id.asc(),
+        )
+        if name_contains:
+            statement = statement.where(
+                ApplicationRow.application_name.icontains(name_contains, autoescape=True)
+            )
+        async with self._read() as session:
+            rows, total = await page(session, statement, page_number, page_size)
+            return [_application(row) for row in rows], total
+
+    async def update_application(
+        self, application_id: str, **changes: Unpack[ApplicationChanges]
+    ) -> Application:
+        """Change the given fields; ``ApplicationNotFound`` if there is no such application.
+
+        A field given as ``None`` is cleared (where it may be). ``updated_at`` moves even when
+        nothing else changes: the update happened.
+        """
+        unknown = set(changes) - set(_VALIDATE)
+        if unknown:
+            raise TypeError(f"unknown application fields: {', '.join(sorted(unknown))}")
+        fields = _validated(dict(changes))
+        async with self._write.begin() as session:
+            row = await session.get(ApplicationRow, application_id)
+            if row is None:
+                raise ApplicationNotFound(application_id)
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = max(now(), row.updated_at)
+        return _application(row)
+
+    async def delete_application(self, application_id: str) -> Application:
+        """Delete an application and its routes; returns what was deleted."""
+        async with self._write.begin() as session:
+            row = await session.get(ApplicationRow, application_id)
+            if row is None:
+                raise ApplicationNotFound(application_id)
+            # Explicit, not only ON DELETE CASCADE: the ORM session must not keep the routes.
+            await session.execute(delete(RouteRow).where(RouteRow.application_id == row.id))
+            await session.delete(row)
+        return _application(row)
+
+    # routes ---------------------------------------------------------------------------------
+    async def set_route(self, destination: str, application_id: str) -> Route:
+        """Send calls to ``destination`` to the application; replaces an existing route.
+
+        ``destination`` is an extension (2 to 8 digits) or an E.164 number (separators are
+        dropped: "+1 (415) 555-0100" is stored as "+14155550100").
+        """
+        key = validate_destination(destination)
+        at = now()
+        async with self._write.begin() as session:
+            if await session.get(ApplicationRow, application_id) is None:
+                raise ApplicationNotFound(application_id)
+            # One statement, so that two servers setting the same new route at once cannot
+            # both insert it. Both dialects spell the upsert the same way.
+            dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+            upsert = dialect.insert(RouteRow).values(
+                destination=key, application_id=application_id, created_at=at
+            )
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[RouteRow.destination],
+                set_={"application_id": upsert.excluded.application_id},
+            )
+            try:
+                await session.execute(upsert)
+            except IntegrityError as exc:  # the application was deleted meanwhile
+                raise ApplicationNotFound(application_id) from exc
+            row = await session.get(RouteRow, key, populate_existing=True)
+            assert row is not None
+        return _route(row)
+
+    async def delete_route(self, destination: str) -> Route:
+        """Remove the route for ``destination``; returns it. ``RouteNotFound`` if none."""
+        try:
+            key = validate_destination(destination)
+        except ValueError:
+            raise RouteNotFound(destination) from None
+        async with self._write.begin() as session:
+            row = await session.get(RouteRow, key)
+            if row is None:
+                raise RouteNotFound(destination)
+            await session.delete(row)
+        return _route(row)
+
+    async def find_route(self, destination: str) -> str | None:
+        """The id of the application that calls dialled to ``destination`` go to, if any.
+
+        As ``find_user``: an extension matches exactly, a number with or without its leading
+        '+' and with separators; an exact extension wins over a number.
+        """
+        dialled = destination.strip()
+        if not dialled:
+            return None
+        candidates = [dialled]
+        number = normalize_number(dialled)
+        if number is not None:
+            candidates.append(number)
+        async with self._read() as session:
+            result = await session.execute(
+                select(RouteRow.destination, RouteRow.application_id).where(
+                    RouteRow.destination.in_(candidates)
+                )
+            )
+            found = {destination: application_id for destination, application_id in result}
+        for candidate in candidates:
+            if candidate in found:
+                return found[candidate]
+        return None
+
+    async def list_routes(self, application_id: str | None = None) -> list[Route]:
+        """Every route (or the application's), by destination."""
+        statement = select(RouteRow).order_by(RouteRow.destination)
+        if application_id is not None:
+            statement = statement.where(RouteRow.application_id == application_id)
+        async with self._read() as session:
+            return [_route(row) for row in await session.scalars(statement)]
+
+
+def _validated(fields: dict[str, Any]) -> dict[str, Any]:
+    return {name: _VALIDATE[name](value) for name, value in fields.items()}
+
+
+def _application(row: ApplicationRow) -> Application:
+    return Application(
+        id=row.id,
+        application_name=row.application_name,
+        webhook_event_url=row.webhook_event_url,
+        webhook_event_failover_url=row.webhook_event_failover_url,
+        webhook_api_version=row.webhook_api_version,
+        webhook_timeout_secs=row.webhook_timeout_secs,
+        active=row.active,
+        signing_secret=row.signing_secret,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _route(row: RouteRow) -> Route:
+    return Route(row.destination, row.application_id, row.created_at)

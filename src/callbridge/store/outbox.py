@@ -1,0 +1,272 @@
+"""The webhook outbox's rows and the webhook signing key; ``callbridge.webhooks`` drives them.
+
+A message is written once (``enqueue_webhook``) and then moves ``pending → delivered`` or
+``pending → failed``. A worker takes due messages with ``claim_webhooks``: that counts the
+attempt and gives the worker a lease until a deadline; the worker then reports the outcome
+(``webhook_delivered`` / ``webhook_retry`` / ``webhook_failed``), which ends the lease. Each
+report applies only while the reporting worker still holds the lease, so a worker that lost it
+(it stalled past the deadline and another took over) changes nothing. Several servers can thus
+share one database; a crashed server's messages are taken over when its leases run out, and
+``release_webhooks`` hands them back at once on an orderly stop.
+
+Order: messages with the same non-empty ``ordering_key`` go one at a time in enqueue (id)
+order — only the pending message with the lowest id of its key (its *head*) can be claimed, so
+a message waits until every earlier one of its key is delivered or failed. "" orders nothing.
+Ids follow commit order for enqueues that finish one after another, which is how one call's
+events are enqueued; concurrent enqueues on one key have no order to keep.
+
+The signing key is one row per purpose ("webhooks"); the first server to need it stores the key
+it generated, every other one (later, or racing it) gets the stored one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, case, delete, func, or_, select, type_coerce, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from callbridge.store.records import WEBHOOK_STATUSES, OutboxMessage, SigningKey, WebhookStatus
+from callbridge.store.repository import Repository, check_aware, now
+from callbridge.store.schema import SigningKeyRow, UTCDateTime, WebhookOutboxRow
+
+__all__ = ["OutboxRepository"]
+
+_Row = WebhookOutboxRow
+_MAX_ERROR = 1000  # characters of last_error kept
+
+
+class OutboxRepository(Repository):
+    async def enqueue_webhook(
+        self,
+        *,
+        message_id: str,
+        event_type: str,
+        data_json: str,
+        url: str,
+        failover_url: str | None = None,
+        ordering_key: str = "",
+        application_id: str | None = None,
+        not_before: datetime | None = None,
+    ) -> OutboxMessage:
+        """Store a new pending message (``not_before``: its first attempt's time, else now)."""
+        check_aware("not_before", not_before)
+        if len(ordering_key) > 128:
+            raise ValueError("an ordering key is at most 128 characters")
+        at = now()
+        row = WebhookOutboxRow(
+            message_id=message_id,
+            event_type=event_type,
+            ordering_key=ordering_key,
+            url=url,
+            failover_url=failover_url,
+            data_json=data_json,
+            application_id=application_id,
+            status="pending",
+            attempts=0,
+            next_attempt_at=not_before or at,
+            created_at=at,
+        )
+        async with self._write.begin() as session:
+            session.add(row)
+        return _message(row)
+
+    async def get_webhook(self, message_id: str) -> OutboxMessage | None:
+        async with self._read() as session:
+            row = await session.scalar(select(_Row).where(_Row.message_id == message_id))
+        return None if row is None else _message(row)
+
+    async def list_webhooks(
+        self,
+        *,
+        status: WebhookStatus | None = None,
+        ordering_key: str | None = None,
+        limit: int = 100,
+    ) -> list[OutboxMessage]:
+        """Up to ``limit`` messages, oldest first."""
+        statement = select(_Row).order_by(_Row.id).limit(limit)
+        if status is not None:
+            statement = statement.where(_Row.status == status)
+        if ordering_key is not None:
+            statement = statement.where(_Row.ordering_key == ordering_key)
+        async with self._read() as session:
+            return [_message(row) for row in await session.scalars(statement)]
+
+    async def claim_webhooks(
+        self, owner: str, *, limit: int, lease: timedelta
+    ) -> list[OutboxMessage]:
+        """Take up to ``limit`` due head messages for ``owner`` until ``now + lease``.
+
+        Each claimed message's ``attempts`` grows by one: the attempt counts from here, so
+        one cut short by a crash still counts. Returned earliest-due first.
+        """
+        if limit < 1:
+            return []
+        at = now()
+        async with self._write.begin() as session:
+            ids = list(
+                await session.scalars(
+                    select(_Row.id)
+                    .where(_is_head(), _Row.next_attempt_at <= at, _lease_free(at))
+                    .order_by(_Row.next_attempt_at, _Row.id)
+                    .limit(limit)
+                    # PostgreSQL: two servers claiming at once skip each other's rows instead
+                    # of queueing on them (SQLite's write lock serialises claims already).
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            rows = await session.scalars(
+                update(_Row)
+                .where(_Row.id.in_(ids), _Row.status == "pending", _lease_free(at))
+                .values(lease_owner=owner, lease_expires_at=at + lease, attempts=_Row.attempts + 1)
+                .returning(_Row),
+                execution_options={"synchronize_session": False},
+            )
+            claimed = [_message(row) for row in rows]
+        return sorted(claimed, key=lambda m: (m.next_attempt_at, m.id))
+
+    async def next_webhook_due(self) -> datetime | None:
+        """When a head message next becomes claimable (due and its lease over), if any."""
+        ready = type_coerce(
+            case(
+                (
+                    _Row.lease_expires_at.is_not(None)
+                    & (_Row.lease_expires_at > _Row.next_attempt_at),
+                    _Row.lease_expires_at,
+                ),
+                else_=_Row.next_attempt_at,
+            ),
+            UTCDateTime(),  # read back as an aware datetime on SQLite too
+        )
+        async with self._read() as session:
+            rows = await session.scalars(select(ready).where(_is_head()).order_by(ready).limit(1))
+            return rows.first()
+
+    async def webhook_delivered(self, message_id: int, owner: str) -> bool:
+        """The attempt succeeded. False if ``owner`` no longer held the message."""
+        return await self._finish(
+            message_id, owner, status="delivered", delivered_at=now(), last_error=None
+        )
+
+    async def webhook_retry(
+        self, message_id: int, owner: str, *, error: str, next_attempt_at: datetime
+    ) -> bool:
+        """The attempt failed; try again at ``next_attempt_at``."""
+        check_aware("next_attempt_at", next_attempt_at)
+        return await self._finish(
+            message_id, owner, next_attempt_at=next_attempt_at, last_error=error[:_MAX_ERROR]
+        )
+
+    async def webhook_failed(self, message_id: int, owner: str, *, error: str) -> bool:
+        """The attempt failed and no more will be made."""
+        return await self._finish(message_id, owner, status="failed", last_error=error[:_MAX_ERROR])
+
+    async def release_webhooks(self, owner: str) -> int:
+        """End every lease ``owner`` holds (its attempts stay counted); how many there were."""
+        async with self._write.begin() as session:
+            result = await session.execute(
+                update(_Row)
+                .where(_Row.lease_owner == owner, _Row.status == "pending")
+                .values(lease_owner=None, lease_expires_at=None),
+                execution_options={"synchronize_session": False},
+            )
+        return int(getattr(result, "rowcount", 0))
+
+    async def delete_finished_webhooks(self, before: datetime) -> int:
+        """Delete delivered and failed messages enqueued before ``before``; how many."""
+        check_aware("before", before)
+        async with self._write.begin() as session:
+            result = await session.execute(
+                delete(_Row).where(_Row.status != "pending", _Row.created_at < before),
+                execution_options={"synchronize_session": False},
+            )
+        return int(getattr(result, "rowcount", 0))
+
+    async def _finish(self, message_id: int, owner: str, **values: object) -> bool:
+        async with self._write.begin() as session:
+            result = await session.execute(
+                update(_Row)
+                .where(_Row.id == message_id, _Row.lease_owner == owner, _Row.status == "pending")
+                .values(lease_owner=None, lease_expires_at=None, **values),
+                execution_options={"synchronize_session": False},
+            )
+        return int(getattr(result, "rowcount", 0)) == 1
+
+    # the signing key ------------------------------------------------------------------------
+    async def get_signing_key(self, purpose: str = "webhooks") -> SigningKey | None:
+        async with self._read() as session:
+            row = await session.scalar(
+                select(SigningKeyRow).where(SigningKeyRow.purpose == purpose)
+            )
+        return None if row is None else _key(row)
+
+    async def ensure_signing_key(
+        self, private_key: str, public_key: str, purpose: str = "webhooks"
+    ) -> SigningKey:
+        """The stored key for ``purpose``; the given one is stored first if there is none.
+
+        Whoever stores first wins: compare the result with what you passed.
+        """
+        existing = await self.get_signing_key(purpose)
+        if existing is not None:
+            return existing
+        row = SigningKeyRow(
+            purpose=purpose, private_key=private_key, public_key=public_key, created_at=now()
+        )
+        try:
+            async with self._write.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            stored = await self.get_signing_key(purpose)  # another server stored one first
+            if stored is None:
+                raise
+            return stored
+        return _key(row)
+
+
+def _is_head() -> ColumnElement[bool]:
+    """A pending message that no earlier pending message of its ordering key holds back."""
+    earlier = aliased(WebhookOutboxRow)
+    head = (
+        select(func.min(earlier.id))
+        .where(earlier.status == "pending", earlier.ordering_key == _Row.ordering_key)
+        .scalar_subquery()
+    )
+    return (_Row.status == "pending") & or_(_Row.ordering_key == "", _Row.id == head)
+
+
+def _lease_free(at: datetime) -> ColumnElement[bool]:
+    return or_(_Row.lease_expires_at.is_(None), _Row.lease_expires_at <= at)
+
+
+def _status(value: str) -> WebhookStatus:
+    for status in WEBHOOK_STATUSES:
+        if status == value:
+            return status
+    raise ValueError(f"unknown webhook status {value!r} in the database")
+
+
+def _message(row: WebhookOutboxRow) -> OutboxMessage:
+    return OutboxMessage(
+        id=row.id,
+        message_id=row.message_id,
+        event_type=row.event_type,
+        ordering_key=row.ordering_key,
+        url=row.url,
+        failover_url=row.failover_url,
+        data_json=row.data_json,
+        application_id=row.application_id,
+        status=_status(row.status),
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        delivered_at=row.delivered_at,
+    )
+
+
+def _key(row: SigningKeyRow) -> SigningKey:
+    return SigningKey(row.private_key, row.public_key, row.created_at)
