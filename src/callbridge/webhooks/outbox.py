@@ -1,0 +1,442 @@
+"""``WebhookOutbox``: durable, ordered, at-least-once webhook delivery with retries.
+
+Life of a message::
+
+    enqueue ──► pending ──claim──► attempt ──2xx──► delivered
+                  ▲                   │
+                  └──── retry ◄───────┤ (non-2xx, timeout, connection error)
+                                      └── limit reached ──► failed
+
+* **Durable.** ``enqueue`` writes the message to the database (``webhook_outbox``) before it
+  returns, then wakes the worker. A crash or restart loses nothing: on ``start`` the worker
+  picks up every pending message. Delivery is at least once: a message whose attempt was cut
+  short (crash, stop during the request) is sent again, with the same ``webhook-id`` and the
+  same event, so receivers deduplicate on either.
+* **Ordered per key.** Messages with the same ``ordering_key`` (a call's ``call_control_id``, a
+  conference's id) are sent one at a time in enqueue order: a message waits until every earlier
+  message of its key is delivered or has failed for good. Different keys do not wait for each
+  other; "" orders nothing.
+* **Retries** (``RetryPolicy``): after a failed attempt the next one waits ``first_delay``,
+  then twice that, and so on up to ``max_delay``; an attempt fails on a non-2xx status (3xx
+  included: redirects are not followed), on no complete answer within the timeout (the app's
+  ``webhook_timeout_secs``, else ``RetryPolicy.timeout``), or on a connection error. The message
+  fails for good once ``max_attempts`` attempts failed or, after a failed attempt, once it is
+  older than ``max_age`` (a message is always tried at least once, however late).
+* **Failover.** With a failover URL, odd attempts (1, 3, 5, …) go to the primary URL and even
+  ones to the failover URL; the failover attempt follows a failed primary attempt at once, and
+  the backoff applies between rounds (primary, failover). Without one, every attempt goes to
+  the primary URL.
+* **Several servers, one database.** Claims are leases in the database (see
+  ``callbridge.store.outbox``): servers sharing a database share the work, never both send one
+  message in normal operation, and take over a crashed server's messages when its leases end.
+  A worker also looks for work every ``poll_interval``, for messages another server enqueued.
+
+The body is the Telnyx envelope (``events``): the event's ``data`` fixed at enqueue, ``meta``
+(attempt number, URL) per attempt. Each attempt is signed when it is sent (``signing``).
+
+Logging: nothing per delivery above DEBUG; a failed attempt and a message given up are WARNINGs
+with the reason. The worker and its deliveries are tasks the outbox owns; ``stop`` ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Literal
+
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
+
+from callbridge import __version__
+from callbridge.store import Application, OutboxMessage, Store
+from callbridge.store.records import validate_webhook_url
+from callbridge.store.repository import now
+from callbridge.webhooks.events import new_event, new_message_id, webhook_body
+from callbridge.webhooks.signing import WebhookSigner, load_signer
+
+__all__ = ["RetryPolicy", "WebhookOutbox"]
+
+log = logging.getLogger(__name__)
+
+_MAX_APP_TIMEOUT = 30.0  # the largest webhook_timeout_secs an application may have
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard the outbox tries. Durations in seconds; tests make them tiny."""
+
+    first_delay: float = 1.0  # wait after the first failed round
+    max_delay: float = 600.0  # the backoff's ceiling
+    max_attempts: int = 12  # HTTP attempts, failover ones included
+    max_age: float = 24 * 3600.0  # no retry for a message older than this
+    timeout: float = 10.0  # answer time allowed, unless the app sets webhook_timeout_secs
+    concurrency: int = 16  # attempts in flight at once
+    poll_interval: float = 5.0  # look for others' work (and expired leases) this often
+    lease_margin: float = 30.0  # a claim lasts the longest timeout plus this
+    retention: float = 7 * 24 * 3600.0  # delivered and failed messages are kept this long
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.concurrency < 1:
+            raise ValueError("max_attempts and concurrency must be 1 or more")
+        if min(self.first_delay, self.max_delay, self.timeout, self.poll_interval) <= 0:
+            raise ValueError("delays, timeout and poll_interval must be more than 0")
+
+    def url_for(self, attempt: int, url: str, failover_url: str | None) -> str:
+        """Where attempt number ``attempt`` (1, 2, …) goes."""
+        return failover_url if failover_url and attempt % 2 == 0 else url
+
+    def delay_after(self, attempt: int, has_failover: bool) -> float:
+        """How long to wait after failed attempt number ``attempt`` before the next one."""
+        if has_failover and attempt % 2 == 1:
+            return 0.0  # the failover URL's turn, at once
+        failed_rounds = attempt // 2 if has_failover else attempt
+        return min(self.first_delay * 2.0 ** (failed_rounds - 1), self.max_delay)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=max(self.timeout, _MAX_APP_TIMEOUT) + self.lease_margin)
+
+
+class WebhookOutbox:
+    """Delivers webhooks from the database's outbox; one per server process.
+
+    ``await WebhookOutbox.create(store)`` loads the signing key; ``start()`` runs the worker,
+    ``stop()`` ends it (also as ``async with``). ``enqueue`` works whether or not the worker
+    runs: a message enqueued while it is stopped goes when one starts.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: WebhookSigner,
+        *,
+        policy: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``client``: an HTTP client to send with (the outbox makes its own by default)."""
+        self._store = store
+        self._signer = signer
+        self.policy = policy or RetryPolicy()
+        self._given_client = client
+        self._client: httpx.AsyncClient | None = None
+        # Leases name their holder: one id per outbox instance (a restart is a new holder).
+        self._owner = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._abort = asyncio.Event()  # stop(): cut the HTTP requests still running short
+        self._worker: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._next_purge = 0.0
+
+    @classmethod
+    async def create(
+        cls,
+        store: Store,
+        *,
+        policy: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> WebhookOutbox:
+        """An outbox signing with the server's key from ``store`` (made on first use)."""
+        return cls(store, await load_signer(store), policy=policy, client=client)
+
+    @property
+    def public_key(self) -> str:
+        """The key apps verify signatures with: base64 of the raw 32-byte ed25519 key."""
+        return self._signer.public_key
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    # enqueueing -----------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        url: str,
+        failover_url: str | None = None,
+        ordering_key: str = "",
+        application_id: str | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> OutboxMessage:
+        """Store an event for delivery to ``url`` and wake the worker.
+
+        ``application_id`` names the app whose signing secret (``v1``) and timeout apply, read
+        at each attempt. ``ValueError`` for a bad event type, payload or URL.
+        """
+        validate_webhook_url(url)
+        if failover_url is not None:
+            validate_webhook_url(failover_url, "webhook failover URL")
+        event = new_event(event_type, payload, event_id=event_id, occurred_at=occurred_at)
+        message = await self._store.enqueue_webhook(
+            message_id=new_message_id(),
+            event_type=event_type,
+            data_json=event.data_json,
+            url=url,
+            failover_url=failover_url,
+            ordering_key=ordering_key,
+            application_id=application_id,
+        )
+        self._wake.set()
+        return message
+
+    async def enqueue_for_application(
+        self,
+        application: Application,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        ordering_key: str = "",
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> OutboxMessage:
+        """``enqueue`` to an application's webhook URLs, signed with its secret."""
+        return await self.enqueue(
+            event_type,
+            payload,
+            url=application.webhook_event_url,
+            failover_url=application.webhook_event_failover_url,
+            ordering_key=ordering_key,
+            application_id=application.id,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+
+    # running --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the worker; it picks up every message already pending."""
+        if self._worker is not None:
+            raise RuntimeError("the webhook outbox is already running")
+        self._client = self._given_client or httpx.AsyncClient(
+            # Never a proxy from the environment, never a redirect: the URL the app set is
+            # the one that gets the event.
+            trust_env=False,
+            follow_redirects=False,
+            headers={"user-agent": f"callbridge-webhooks/{__version__}"},
+        )
+        self._wake.set()
+        self._worker = asyncio.create_task(self._run(), name="webhook-outbox")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the worker; attempts in flight get ``grace`` seconds to finish.
+
+        The HTTP requests still running then are cut short and their messages handed back to
+        the database at once (they count as attempts and go again, from this or another
+        server). Nothing is cancelled in the middle of a database statement: the worker and
+        the attempts stop between statements. (Cancelling a task inside an asyncpg statement
+        makes SQLAlchemy throw the connection away with an error that is not a cancellation;
+        the task would not even know it had been cancelled.)
+        """
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await worker
+            if self._deliveries:
+                _, late = await asyncio.wait(set(self._deliveries), timeout=grace)
+                if late:
+                    self._abort.set()
+                    await asyncio.wait(late)
+            try:
+                await self._store.release_webhooks(self._owner)
+            except SQLAlchemyError as exc:
+                log.warning("webhook outbox: could not hand back claimed messages: %s", exc)
+        finally:
+            if self._client is not None and self._client is not self._given_client:
+                await self._client.aclose()
+            self._client = None
+            self._stopping = False
+            self._abort = asyncio.Event()
+
+    async def __aenter__(self) -> WebhookOutbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before looking: a wake-up during the look is not lost
+            try:
+                wait = await self._dispatch()
+            except (SQLAlchemyError, OSError) as exc:
+                _reraise_cancellation(exc)
+                log.warning("webhook outbox: the database failed (%s); trying again soon", exc)
+                wait = self.policy.poll_interval
+            if wait > 0 and not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except TimeoutError:
+                    pass
+
+    async def _dispatch(self) -> float:
+        """Start attempts for the due messages; how long until there may be more to do."""
+        await self._purge_now_and_then()
+        free = self.policy.concurrency - len(self._deliveries)
+        if free <= 0:
+            return self.policy.poll_interval  # a finishing attempt wakes the worker
+        claimed = await self._store.claim_webhooks(self._owner, limit=free, lease=self.policy.lease)
+        if self._stopping:
+            return 0.0  # stop() hands these back
+        for message in claimed:
+            task = asyncio.create_task(self._attempt(message), name=f"webhook {message.message_id}")
+            self._deliveries.add(task)
+            task.add_done_callback(self._attempt_done)
+        if len(claimed) == free:
+            return self.policy.poll_interval
+        due = await self._store.next_webhook_due()
+        if due is None:
+            return self.policy.poll_interval
+        return min(max((due - now()).total_seconds(), 0.0), self.policy.poll_interval)
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        self._wake.set()  # a slot is free, and the next message of its key may be due
+
+    async def _purge_now_and_then(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + 3600.0
+        before = now() - timedelta(seconds=self.policy.retention)
+        deleted = await self._store.delete_finished_webhooks(before)
+        if deleted:
+            log.debug("webhook outbox: deleted %d finished messages", deleted)
+
+    # one attempt ----------------------------------------------------------------------------
+    async def _attempt(self, message: OutboxMessage) -> None:
+        try:
+            await self._attempt_and_report(message)
+        except SQLAlchemyError as exc:
+            _reraise_cancellation(exc)
+            # The outcome is lost; the lease runs out and the message goes again.
+            log.warning(
+                "webhook %s: could not record the outcome of attempt %d: %s",
+                message.message_id,
+                message.attempts,
+                exc,
+            )
+
+    async def _attempt_and_report(self, message: OutboxMessage) -> None:
+        attempt = message.attempts  # counted by the claim
+        url = self.policy.url_for(attempt, message.url, message.failover_url)
+        secret, timeout = await self._application_settings(message.application_id)
+        body = webhook_body(message.data_json, attempt, url)
+        headers = self._signer.headers(message_id=message.message_id, body=body, secret=secret)
+        error = await self._post(url, body, headers, timeout)
+        if error is _ABORTED:
+            log.debug("webhook %s: attempt %d cut short by stop()", message.message_id, attempt)
+            return  # stop() hands the message back
+        if error is None:
+            await self._store.webhook_delivered(message.id, self._owner)
+            log.debug("webhook %s delivered to %s (attempt %d)", message.message_id, url, attempt)
+            return
+        age = (now() - message.created_at).total_seconds()
+        if attempt >= self.policy.max_attempts or age >= self.policy.max_age:
+            await self._store.webhook_failed(message.id, self._owner, error=error)
+            log.warning(
+                "webhook %s (%s) given up after %d attempts over %.0f s; last: %s from %s",
+                message.message_id,
+                message.event_type,
+                attempt,
+                age,
+                error,
+                url,
+            )
+            return
+        delay = self.policy.delay_after(attempt, message.failover_url is not None)
+        await self._store.webhook_retry(
+            message.id, self._owner, error=error, next_attempt_at=now() + timedelta(seconds=delay)
+        )
+        log.warning(
+            "webhook %s (%s) attempt %d to %s failed: %s; next attempt in %.1f s",
+            message.message_id,
+            message.event_type,
+            attempt,
+            url,
+            error,
+            delay,
+        )
+
+    async def _application_settings(self, application_id: str | None) -> tuple[str | None, float]:
+        """The app's signing secret and answer timeout (defaults if it is gone)."""
+        app = None if application_id is None else await self._store.get_application(application_id)
+        if app is None:
+            return None, self.policy.timeout
+        timeout = app.webhook_timeout_secs or self.policy.timeout
+        return app.signing_secret, float(timeout)
+
+    async def _post(
+        self, url: str, body: str, headers: dict[str, str], answer_within: float
+    ) -> str | Literal[_Aborted.ABORTED] | None:
+        """POST one attempt; None if it was delivered, ``_ABORTED`` if stop() cut it short,
+        else why not."""
+        request = asyncio.create_task(self._request(url, body, headers, answer_within))
+        abort = asyncio.create_task(self._abort.wait())
+        try:
+            await asyncio.wait((request, abort), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abort.cancel()
+            if not request.done():
+                request.cancel()  # only the HTTP request: httpx closes its connection
+            await asyncio.gather(request, abort, return_exceptions=True)
+        return _ABORTED if request.cancelled() else request.result()
+
+    async def _request(
+        self, url: str, body: str, headers: dict[str, str], answer_within: float
+    ) -> str | None:
+        assert self._client is not None
+        headers = {"content-type": "application/json", **headers}
+        try:
+            # Whole-request deadline: httpx's own timeouts are per read, and a receiver that
+            # trickles bytes would otherwise hold the attempt for ever.
+            async with asyncio.timeout(answer_within):
+                # Streamed, and the body never read: the status is all that counts, and an
+                # app's (possibly large) answer is no reason to spend memory.
+                async with self._client.stream(
+                    "POST",
+                    url,
+                    content=body.encode("ascii"),
+                    headers=headers,
+                    timeout=answer_within,
+                ) as response:
+                    status = response.status_code
+        except (TimeoutError, httpx.TimeoutException):
+            return f"no answer within {answer_within:g} s"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+class _Aborted(enum.Enum):
+    ABORTED = "cut short by stop()"
+
+
+_ABORTED: Final = _Aborted.ABORTED
+
+
+def _reraise_cancellation(exc: BaseException) -> None:
+    """Raise CancelledError if the current task is being cancelled.
+
+    SQLAlchemy may turn a cancellation that hits an asyncpg statement into a database error;
+    a handler that logs database errors and carries on would then swallow the cancellation.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from exc
