@@ -18,6 +18,7 @@ call group go to the group's (``group.on("callschanged", handler)``; no argument
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -98,6 +99,7 @@ class Conference:
         self.floor: str | None = None
         """The participant id of the active talker (``conference:floor-changed``)."""
         self.end_reason: str | None = None
+        self._in = asyncio.Event()  # set once we are in (connected), or it ended
         self.recordings: list[dict[str, Any]] = []
         """The ``conference.recording-saved`` messages (``recording_id``, ``path``, …)."""
 
@@ -135,6 +137,7 @@ class Conference:
         if kind in ("conference.connected", "conference.joined"):
             self.name = str(msg.get("name") or self.name)
             self.state = ConferenceState.CONNECTED
+            self._in.set()
             self._emit("conference:connected", msg)
         elif kind == "conference.ended":
             self._end(str(msg.get("reason", "ended")), msg)
@@ -155,6 +158,7 @@ class Conference:
             return
         was_invited = self.state is ConferenceState.INVITED
         self.state = ConferenceState.ENDED
+        self._in.set()
         self.end_reason = reason
         self._phone._conferences.pop(self.id, None)
         self._emit("conference:canceled" if was_invited else "conference:ended", data)
@@ -633,6 +637,10 @@ class ConferenceBook:
         await call.answer(source, sink, codecs=codecs, action=action, media_type="audio")
         if conf.state is ConferenceState.CONNECTING:
             conf._emit("conference:connecting", {"conference_id": conf.id})
+        async with asyncio.timeout(self._phone.request_timeout):
+            await conf._in.wait()  # conference.joined follows the answer's reply
+        if conf.state is ConferenceState.ENDED:
+            raise CallStateError(f"conference {conf.id} ended while joining ({conf.end_reason})")
         return conf
 
     async def reject(self) -> None:
