@@ -1,4 +1,5 @@
-"""Assembling the server: store, media plane, call controller, HTTP/WebSocket app."""
+"""Assembling the server: store, media plane, call controller, application calls, webhook
+outbox, HTTP/WebSocket app (``/ws``, ``/healthz`` and the REST API under ``/v2``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 
 from callbridge import __version__
+from callbridge.api import ApiContext, WebhookEvents, install_api
 from callbridge.config import ServerConfig
+from callbridge.core.appcalls import AppCalls
 from callbridge.core.controller import CallController
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
 from callbridge.store import Cdr, Store
+from callbridge.webhooks import WebhookOutbox
 
 __all__ = ["Runtime", "create_app", "serve"]
 
@@ -33,6 +37,8 @@ class Runtime:
     media: InProcessMediaServer
     controller: CallController
     sessions: SessionManager
+    appcalls: AppCalls
+    outbox: WebhookOutbox
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -50,15 +56,46 @@ def create_app(config: ServerConfig) -> FastAPI:
             recordings_dir=config.data_dir / "recordings",
         )
         sessions = SessionManager(controller, config.session_grace)
-        app.state.runtime = Runtime(config, store, media, controller, sessions)
+        public_url = _public_url(config)
+        appcalls = AppCalls(
+            controller,
+            store,
+            recordings_dir=config.data_dir / "recordings",
+            work_dir=config.data_dir / "work",
+            public_url=public_url,
+        )
+        outbox = await WebhookOutbox.create(store)
+        await outbox.start()
+        events = WebhookEvents(appcalls, outbox)
+        app.state.runtime = Runtime(config, store, media, controller, sessions, appcalls, outbox)
+        app.state.api = ApiContext(
+            store=store,
+            controller=controller,
+            appcalls=appcalls,
+            media_dir=config.data_dir / "media",
+            public_url=public_url,
+            public_key=outbox.public_key,
+            events=events,
+        )
         try:
             yield
         finally:
             await sessions.shutdown()
+            await appcalls.shutdown()
             await controller.shutdown()
+            await events.close()  # every event of the calls just ended is in the outbox
+            await outbox.stop()
             await store.close()
 
-    app = FastAPI(title="callbridge", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="callbridge",
+        version=__version__,
+        lifespan=lifespan,
+        description="Programmable voice: the REST call-control API under /v2 (compatible "
+        "with the official telnyx SDKs; see docs/api.md) and WebSocket signalling at /ws "
+        "(docs/protocol.md).",
+    )
+    install_api(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
@@ -78,6 +115,16 @@ def create_app(config: ServerConfig) -> FastAPI:
         await Connection(websocket, runtime.controller, runtime.sessions, runtime.store).run()
 
     return app
+
+
+def _public_url(config: ServerConfig) -> str:
+    """How clients reach this server (recording download URLs in webhooks and answers)."""
+    host = config.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.port}"
 
 
 async def serve(config: ServerConfig) -> None:

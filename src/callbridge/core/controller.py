@@ -39,7 +39,7 @@ from callbridge.media.interface import (
     RecordingSaved,
 )
 
-__all__ = ["CallController", "Directory", "DomainListener", "leg_facts"]
+__all__ = ["CallController", "CallRouter", "Directory", "DomainListener", "RingOwner", "leg_facts"]
 
 log = logging.getLogger(__name__)
 _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
@@ -56,6 +56,22 @@ class Directory(Protocol):
 
 def _all_live(*legs: Leg) -> bool:
     return all(leg.live for leg in legs)
+
+
+class CallRouter(Protocol):
+    """Routing hook (core.appcalls): takes a call whose destination an application owns."""
+
+    async def route(self, call: Call, destination: str) -> bool:
+        """True if the call was taken (the controller then leaves it alone)."""
+
+
+class RingOwner(Protocol):
+    """Who rang a device leg that belongs to no controller ``Call`` (core.appcalls: a device
+    rung for an application's dial); the controller hands it the device's answer or refusal."""
+
+    async def answer_ringing(self, leg: Leg, sdp: str, req_id: str | None) -> None: ...
+
+    async def decline_ringing(self, leg: Leg, reason: EndReason, req_id: str | None) -> None: ...
 
 
 DomainListener = Callable[[str, dict[str, Any]], None]
@@ -98,6 +114,10 @@ class CallController:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.listeners: list[DomainListener] = []
         self.conferences = ConferenceManager(self, recordings_dir)
+        # Application calls (core.appcalls) hook in here: a router for destinations that an
+        # application owns, and the owners of device legs rung for an application's dial.
+        self.router: CallRouter | None = None
+        self.ring_owners: dict[str, RingOwner] = {}
         media.subscribe(self._on_media_event)
 
     # domain events --------------------------------------------------------------------------
@@ -201,6 +221,9 @@ class CallController:
 
     async def _route(self, call: Call, destination: str) -> None:
         origin = call.origin
+        # A destination routed to an application goes there, before users (core.appcalls).
+        if self.router is not None and await self.router.route(call, destination):
+            return
         target = await self.directory.find_user(destination)
         if not origin.live:
             return
@@ -308,6 +331,10 @@ class CallController:
         if leg.move is not None:
             await self._take_over(leg, leg.move, sdp, req_id)
             return
+        owner = self.ring_owners.get(leg.id)
+        if owner is not None:  # rung for an application (core.appcalls)
+            await owner.answer_ringing(leg, sdp, req_id)
+            return
         call = leg.call
         if not leg.ringing_here or call is None:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
@@ -358,10 +385,14 @@ class CallController:
         if leg.move is not None:
             await self._decline_move(leg, leg.move, EndReason.REJECTED, req_id)
             return
+        end = EndReason.BUSY if reason == "busy" else EndReason.REJECTED
+        owner = self.ring_owners.get(leg.id)
+        if owner is not None:  # rung for an application (core.appcalls)
+            await owner.decline_ringing(leg, end, req_id)
+            return
         call = leg.call
         if not leg.ringing_here or call is None:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
-        end = EndReason.BUSY if reason == "busy" else EndReason.REJECTED
         if end is EndReason.BUSY:
             call.reject_reason = EndReason.BUSY
         await self.end_leg(leg, end, req_id)
@@ -380,6 +411,10 @@ class CallController:
             return
         if self._hosted_member(leg):
             await self.conferences.leave(leg, EndReason.HANGUP, req_id)
+            return
+        owner = self.ring_owners.get(leg.id)
+        if owner is not None:  # rung for an application (core.appcalls): hanging up declines
+            await owner.decline_ringing(leg, EndReason.REJECTED, req_id)
             return
         call = leg.call
         assert call is not None
@@ -405,6 +440,10 @@ class CallController:
             return
         if self._hosted_member(leg):
             await self.conferences.leave(leg, reason)
+            return
+        owner = self.ring_owners.get(leg.id)
+        if owner is not None:  # rung for an application (core.appcalls)
+            await owner.decline_ringing(leg, reason, None)
             return
         call = leg.call
         if not leg.live or call is None:

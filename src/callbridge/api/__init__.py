@@ -1,0 +1,46 @@
+"""The REST call-control API under ``/v2``, shaped so that the official ``telnyx`` SDKs work
+against callbridge with only ``base_url`` changed::
+
+    from telnyx import AsyncTelnyx
+    client = AsyncTelnyx(api_key=KEY, base_url="http://127.0.0.1:8080/v2")
+
+Layout (one module per resource family, all on FastAPI + pydantic, so ``/openapi.json`` and
+``/docs`` describe every endpoint):
+
+- ``context``: what endpoints work with (:class:`ApiContext`) and the Bearer API-key check
+  (keys from ``callbridge apikey create``; 401 when missing or unknown).
+- ``errors``: ``{"errors": [{code, title, detail, source}]}`` for every refusal, with 401,
+  403, 404 and 422 (never a status the SDK retries for something a retry cannot fix).
+- ``pagination``: ``page[number]`` / ``page[size]`` and ``meta``.
+- ``applications``: ``/call_control_applications`` CRUD; callbridge's ``/routes`` (which
+  destinations ring an application) and ``/public_key`` (the webhook signature key).
+- ``calls``: ``POST /calls`` and every call command; ``conferences``; ``queues``; ``media``
+  (uploads and ``/recordings``).
+- ``events``: the webhook adapter, application events → the durable outbox.
+
+The endpoints only translate: calls, queues and conferences live in the control plane
+(:mod:`callbridge.core.appcalls`, :mod:`callbridge.core.conferences`), stored things in the
+store, deliveries in :mod:`callbridge.webhooks`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from callbridge.api import applications, calls, conferences, media, queues
+from callbridge.api.context import ApiContext, require_api_key
+from callbridge.api.errors import install_error_handlers
+from callbridge.api.events import WebhookEvents
+
+__all__ = ["API_PREFIX", "ApiContext", "WebhookEvents", "install_api"]
+
+API_PREFIX = "/v2"
+
+
+def install_api(app: FastAPI) -> None:
+    """Mount ``/v2`` on ``app`` (its lifespan must set ``app.state.api`` to an ApiContext)."""
+    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
+    for module in (applications, calls, conferences, queues, media):
+        router.include_router(module.router)
+    app.include_router(router)
+    install_error_handlers(app)
