@@ -468,6 +468,25 @@ async def test_retries_back_off_after_a_500_a_dropped_connection_and_no_answer(
     assert {r.levelno for r in records} <= {logging.DEBUG, logging.WARNING}  # nothing at INFO
 
 
+async def test_an_applications_webhook_timeout_is_how_long_an_attempt_waits(
+    store: Store, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.script("/slow", "hang")
+    app = await store.create_application(
+        application_name="app", webhook_event_url=receiver.url("/slow"), webhook_timeout_secs=1
+    )
+    outbox = await running_outbox(store, RetryPolicy(first_delay=0.05, timeout=10.0))
+    try:
+        message = await outbox.enqueue_for_application(app, "call.answered", {})
+        await receiver.wait_for(2)
+        assert (await settled(store, message.message_id)).status == "delivered"
+    finally:
+        await outbox.stop()
+    first, second = receiver.requests
+    assert 1.0 <= second.at - first.at < 2.0
+    assert any("no answer within 1 s" in r.getMessage() for r in caplog.records)
+
+
 async def test_the_failover_url_gets_the_attempt_right_after_a_failed_primary(
     store: Store, receiver: Receiver
 ) -> None:

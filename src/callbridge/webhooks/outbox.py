@@ -28,8 +28,10 @@ Life of a message::
   the primary URL.
 * **Several servers, one database.** Claims are leases in the database (see
   ``callbridge.store.outbox``): servers sharing a database share the work, never both send one
-  message in normal operation, and take over a crashed server's messages when its leases end.
-  A worker also looks for work every ``poll_interval``, for messages another server enqueued.
+  message in normal operation, and take over a crashed server's messages when its leases end
+  (``RetryPolicy.lease``: the longest answer timeout plus ``lease_margin``, a minute by
+  default; an orderly ``stop`` hands its messages back at once). A worker also looks for work
+  every ``poll_interval``, for messages another server enqueued.
 
 The body is the Telnyx envelope (``events``): the event's ``data`` fixed at enqueue, ``meta``
 (attempt number, URL) per attempt. Each attempt is signed when it is sent (``signing``).
@@ -280,6 +282,9 @@ class WebhookOutbox:
                 _reraise_cancellation(exc)
                 log.warning("webhook outbox: the database failed (%s); trying again soon", exc)
                 wait = self.policy.poll_interval
+            except Exception:  # a bug must not end deliveries for the whole server
+                log.exception("webhook outbox: unexpected error; trying again soon")
+                wait = self.policy.poll_interval
             if wait > 0 and not self._stopping:
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait)
@@ -331,6 +336,10 @@ class WebhookOutbox:
                 message.message_id,
                 message.attempts,
                 exc,
+            )
+        except Exception:
+            log.exception(
+                "webhook %s: unexpected error in attempt %d", message.message_id, message.attempts
             )
 
     async def _attempt_and_report(self, message: OutboxMessage) -> None:
