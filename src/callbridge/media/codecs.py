@@ -3,6 +3,11 @@
 Everything goes through PyAV (libopus, FFmpeg's G.711). Opus is encoded mono at 32 kbit/s
 (voip application): WebRTC always signals ``opus/48000/2`` but a mono stream is valid and costs
 about half of aiortc's fixed stereo 96 kbit/s encoder.
+
+Mixing, playback and recording work in one format whatever the legs' codecs are: 20 ms frames
+of 48 kHz mono int16 (:data:`MIX_RATE`, :data:`MIX_FRAME`). :class:`FrameDecoder` and
+:class:`FrameEncoder` convert between that format and a codec's RTP payloads (resampling G.711's
+8 kHz), so a mixer never needs to know which codec a member speaks.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from callbridge.media.opus import OpusEncoder
+
 __all__ = [
     "CODECS",
     "FRAME_MS",
+    "MIX_FRAME",
+    "MIX_RATE",
     "AudioDecoder",
     "AudioEncoder",
     "CodecSpec",
+    "FrameDecoder",
+    "FrameEncoder",
     "Pcm",
     "Resampler",
     "codec_for_mime",
@@ -28,6 +39,8 @@ __all__ = [
 
 Pcm = npt.NDArray[np.int16]
 FRAME_MS = 20
+MIX_RATE = 48000  # Hz: the rate of mixing, playback and recording
+MIX_FRAME = MIX_RATE * FRAME_MS // 1000  # samples in 20 ms at MIX_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +141,91 @@ class Resampler:
             f.to_ndarray().reshape(-1).astype(np.int16, copy=False)
             for f in self._resampler.resample(frame)
         ]
+
+
+class FrameDecoder:
+    """RTP payloads of one codec -> 20 ms frames of 48 kHz mono int16 (the mixing format).
+
+    Usually one frame per payload; a packet of another duration (a browser may send 40 or
+    60 ms of Opus) gives several, and the resampler's start-up delay none at first.
+    """
+
+    def __init__(self, spec: CodecSpec) -> None:
+        self.spec = spec
+        self._decoder = AudioDecoder(spec)
+        self._resampler = (
+            Resampler(spec.sample_rate, MIX_RATE) if spec.sample_rate != MIX_RATE else None
+        )
+        self._rest: Pcm | None = None  # samples short of a whole frame (odd packet sizes)
+
+    def decode(self, payload: bytes) -> list[Pcm]:
+        pcm = self._decoder.decode(payload)
+        if not pcm.size:
+            return []
+        if self._resampler is not None:
+            return self._resampler.process(pcm)
+        if pcm.size == MIX_FRAME and self._rest is None:
+            return [pcm]  # the normal case: no copy
+        if self._rest is not None:
+            pcm = np.concatenate((self._rest, pcm))
+        whole = pcm.size // MIX_FRAME * MIX_FRAME
+        self._rest = pcm[whole:].copy() if whole < pcm.size else None
+        return [pcm[i : i + MIX_FRAME] for i in range(0, whole, MIX_FRAME)]
+
+
+class _Decimator:
+    """48 kHz -> 8 kHz, one 20 ms frame at a time: a windowed-sinc low-pass (3.6 kHz) and
+    every 6th sample. Its only state is the filter's input history, which can be copied (see
+    :meth:`FrameEncoder.copy_state_from`); output is aligned with input (no frame of delay)."""
+
+    _FACTOR = 6
+    _TAPS = 97
+
+    def __init__(self) -> None:
+        n = np.arange(self._TAPS) - (self._TAPS - 1) / 2
+        cutoff = 3600 / MIX_RATE
+        h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.blackman(self._TAPS)
+        self._h = (h / h.sum()).astype(np.float32)
+        self._buf = np.zeros(self._TAPS - 1 + MIX_FRAME, dtype=np.float32)
+
+    def process(self, frame: Pcm) -> Pcm:
+        buf = self._buf
+        buf[: self._TAPS - 1] = buf[MIX_FRAME:]  # history: the previous frame's tail
+        buf[self._TAPS - 1 :] = frame
+        out = np.convolve(buf, self._h, "valid")[:: self._FACTOR]
+        return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+
+    def copy_state_from(self, other: _Decimator) -> None:
+        self._buf[:] = other._buf
+
+
+class FrameEncoder:
+    """20 ms frames of 48 kHz mono int16 -> RTP payloads of one codec, one per frame.
+
+    Opus goes through :class:`~callbridge.media.opus.OpusEncoder`, G.711 through a decimator
+    and FFmpeg's (stateless) G.711 encoder; either way the whole state can be taken over from
+    another encoder of the same codec (:meth:`copy_state_from`), which the mixer does when a
+    member moves from the shared mix to its own.
+    """
+
+    def __init__(self, spec: CodecSpec) -> None:
+        self.spec = spec
+        self._opus = OpusEncoder() if spec.name == "opus" else None
+        self._g711 = AudioEncoder(spec) if self._opus is None else None
+        self._decimator = _Decimator() if self._opus is None else None
+        if self._opus is None and spec.sample_rate * 6 != MIX_RATE:
+            raise ValueError(f"no 48 kHz frame encoder for {spec.name}")
+
+    def encode(self, frame: Pcm) -> bytes | None:
+        if self._opus is not None:
+            return self._opus.encode(frame)
+        assert self._decimator is not None and self._g711 is not None
+        return self._g711.encode(self._decimator.process(frame))
+
+    def copy_state_from(self, other: FrameEncoder) -> None:
+        """Continue from ``other``'s state (same codec): the receiver's decoder, which was
+        following ``other``'s stream, sees no discontinuity."""
+        if self._opus is not None and other._opus is not None:
+            self._opus.copy_state_from(other._opus)
+        elif self._decimator is not None and other._decimator is not None:
+            self._decimator.copy_state_from(other._decimator)

@@ -1,4 +1,5 @@
-"""The in-process media server: aiortc endpoints, RTP relay/transcode bridges, players.
+"""The in-process media server: aiortc endpoints, RTP relay/transcode bridges, players,
+conference mixers, playbacks and recordings.
 
 Video (VP8 only) is relayed between bridged endpoints and never decoded: each endpoint may
 have one :class:`~callbridge.media.webrtc.VideoPort` next to its audio port; a packet from one
@@ -9,6 +10,15 @@ Per inbound packet the hot path is: SRTP unprotect (aiortc) -> :meth:`_Endpoint.
 either a header rewrite and SRTP protect (same codec on both legs: no decode, no encode) or
 decode -> resample -> encode (different codecs). Nothing on that path logs or allocates more
 than the packet it sends.
+
+A mixer member's packets take a third way: decoded to 48 kHz frames into the member's FIFO,
+where the mixer's tick picks them up (:mod:`callbridge.media.mixer`). An endpoint's audio is
+decoded otherwise only while a recording of its 1:1 leg runs (a *tap*).
+
+One 20 ms ticker, on an absolute schedule, drives everything that produces audio by the clock:
+players and ``play_to`` playbacks of endpoints outside mixers, every mixer (which sends to its
+members, including their own playbacks), and 1:1 recordings. Playbacks are loaded completely
+before they start (:mod:`callbridge.media.playback`), so a tick never waits on I/O.
 """
 
 from __future__ import annotations
@@ -18,19 +28,37 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media.codecs import AudioDecoder, AudioEncoder, CodecSpec, Resampler
+from callbridge.media.codecs import (
+    MIX_FRAME,
+    AudioDecoder,
+    AudioEncoder,
+    CodecSpec,
+    FrameDecoder,
+    FrameEncoder,
+    Pcm,
+    Resampler,
+)
 from callbridge.media.interface import (
+    AudioSpec,
     DtmfReceived,
     EndpointState,
     EndpointStateChanged,
     MediaEvent,
+    PlaybackStateChanged,
+    PlaybackStatus,
     PlayerName,
+    RecordingFormat,
+    SupervisorRole,
 )
-from callbridge.media.players import sound_payloads
+from callbridge.media.mixer import FrameFifo, Member, Mixer
+from callbridge.media.playback import Playback, load_audio
+from callbridge.media.players import PayloadLoop, sound_payloads
+from callbridge.media.recording import Recorder
 from callbridge.media.rfc4733 import DtmfDetector, decode_event, encode_event
 from callbridge.media.webrtc import (
     IdleTrack,
@@ -52,6 +80,11 @@ __all__ = ["InProcessMediaServer"]
 
 log = logging.getLogger(__name__)
 TICK = 0.020
+_LATE_TICK = 0.010  # a tick that starts this much after its due time counts as late
+_ROLES = ("none", "barge", "monitor", "whisper")
+# errors.py has no code for "no such mixer / playback / recording"; CALL_NOT_FOUND ("no call
+# with this id exists") is the closest. One name, so the code changes in one place.
+_NOT_FOUND = ErrorCode.CALL_NOT_FOUND
 
 
 class _Transcoder:
@@ -69,25 +102,6 @@ class _Transcoder:
         return [self.encoder.encode(f) for f in self.resampler.process(pcm)]
 
 
-class _Player:
-    """Loops pre-encoded payloads into one endpoint, clocked by the server's media tick."""
-
-    def __init__(self, name: PlayerName, spec: CodecSpec) -> None:
-        self.name = name
-        self.payloads = () if name == "silence" else sound_payloads(name, spec)
-        self.index = 0
-        self.timestamp = 0
-        self.step = spec.timestamp_step
-
-    def next_payload(self) -> bytes | None:
-        if not self.payloads:
-            return None  # silence: send nothing (receivers play silence / comfort noise)
-        payload = self.payloads[self.index % len(self.payloads)]
-        self.index += 1
-        self.timestamp += self.step
-        return payload
-
-
 class _Endpoint:
     def __init__(self, server: InProcessMediaServer, endpoint_id: str) -> None:
         self.id = endpoint_id
@@ -99,8 +113,14 @@ class _Endpoint:
         self.clock: OutboundClock | None = None
         self.peer: _Endpoint | None = None
         self.muted = False
-        self.player: _Player | None = None
+        self.player: PayloadLoop | None = None
         self.pending_player: PlayerName | None = None
+        self.override: Playback | None = None  # play_to: replaces what the device hears
+        self.mixer: Mixer | None = None
+        self.member: Member | None = None
+        self.tap: FrameFifo | None = None  # decoded inbound audio for a 1:1 recording
+        self._encoder: FrameEncoder | None = None
+        self._decoder: FrameDecoder | None = None
         self.detector = DtmfDetector()
         self.transcoders: dict[int, _Transcoder] = {}
         self.dtmf_key = object()
@@ -152,13 +172,51 @@ class _Endpoint:
         if spec is None:
             self.pending_player = name  # starts once negotiation completes
             return
-        self.player = _Player(name, spec)
-        self.server.players.add(self)
+        # silence: no payloads, nothing is sent (receivers play silence / comfort noise)
+        payloads = () if name == "silence" else sound_payloads(name, spec)
+        self.player = PayloadLoop(name, payloads, spec.timestamp_step)
+        self.update_ticking()
 
     def stop_player(self) -> None:
         self.pending_player = None
         self.player = None
-        self.server.players.discard(self)
+        self.update_ticking()
+
+    def plays_own_audio(self) -> bool:
+        """A player or a play_to playback replaces what this endpoint's device hears."""
+        return self.override is not None or self.player is not None
+
+    def update_ticking(self) -> None:
+        """The server's ticker drives this endpoint while it plays something of its own."""
+        if self.plays_own_audio():
+            self.server.players.add(self)
+        else:
+            self.server.players.discard(self)
+
+    def frame_encoder(self) -> FrameEncoder | None:
+        """This endpoint's encoder of 48 kHz frames (mixes, playbacks), once negotiated."""
+        spec = self.spec
+        if spec is None:
+            return None
+        encoder = self._encoder
+        if encoder is None or encoder.spec is not spec:
+            encoder = self._encoder = FrameEncoder(spec)
+        return encoder
+
+    def decode(self, payload: bytes, spec: CodecSpec) -> list[Pcm]:
+        """The device's audio payload as 48 kHz frames (for a mixer or a recording)."""
+        decoder = self._decoder
+        if decoder is None or decoder.spec is not spec:
+            decoder = self._decoder = FrameDecoder(spec)
+        return decoder.decode(payload)
+
+    async def send_audio(self, payload: bytes, source: object, source_ts: int) -> None:
+        """Send one audio payload, its timestamp mapped from ``source``'s clock."""
+        port, clock = self.port, self.clock
+        if port is None or port.audio is None or clock is None:
+            return
+        ts, marker = clock.map(source, source_ts)
+        await port.send(payload, port.audio.payload_type, ts, marker)
 
     async def on_rtp(self, packet: RtpPacket) -> None:
         port = self.port
@@ -176,10 +234,22 @@ class _Endpoint:
             event = self.detector.feed(packet.timestamp, packet.payload)
             if event is not None:
                 self.server.emit(DtmfReceived(self.id, event.digit))
-            if peer is not None and peer.player is None:
+            if peer is not None and not peer.plays_own_audio():
                 await peer.relay_dtmf(self, packet)
             return
-        if self.muted or peer is None or peer.player is not None:
+        member = self.member
+        if member is not None:
+            if member.contributes:
+                member.fifo.extend(self.decode(packet.payload, spec))
+            return
+        if self.muted:
+            return
+        tapped = self.server.tapped
+        if tapped and (self.id in tapped or (peer is not None and peer.id in tapped)):
+            if self.tap is None:
+                self.tap = FrameFifo()
+            self.tap.extend(self.decode(packet.payload, spec))
+        if peer is None or peer.plays_own_audio():
             return
         await peer.forward(self, packet, spec)
 
@@ -224,22 +294,71 @@ class _Endpoint:
         await port.send(payload, mine.te_payload_type, ts, marker | packet.marker)
 
     async def tick(self) -> None:
-        player, port, clock = self.player, self.port, self.clock
-        if player is None or port is None or port.audio is None or clock is None:
+        """Send the next 20 ms of this endpoint's own audio: its play_to playback, else its
+        player."""
+        override = self.override
+        if override is not None:
+            frame = override.next_frame()
+            if frame is None:
+                self.override = None
+                self.update_ticking()
+                override.end("completed")
+                return
+            encoder = self.frame_encoder()
+            payload = encoder.encode(frame) if encoder is not None else None
+            if encoder is not None and payload is not None:
+                ts = override.frames * encoder.spec.timestamp_step
+                await self.send_audio(payload, override, ts)
+            return
+        player = self.player
+        if player is None or self.clock is None:
             return
         payload = player.next_payload()
         if payload is not None:
-            ts, marker = clock.map(player, player.timestamp)
-            await port.send(payload, port.audio.payload_type, ts, marker)
+            await self.send_audio(payload, player, player.timestamp)
 
     async def close(self) -> None:
         if self.ready_task is not None:
             self.ready_task.cancel()
+        self.override = None
         self.stop_player()
         if self.peer is not None and self.peer.peer is self:
             self.peer.peer = None
         self.peer = None
         await self.pc.close()
+
+
+class _LegRecording:
+    """A recording of a 1:1 leg: what the endpoint and its bridge partner send, mixed.
+
+    Both endpoints' inbound audio is decoded into their taps only while it runs (see
+    ``InProcessMediaServer.tapped``); each tick takes one frame from each.
+    """
+
+    def __init__(self, recorder: Recorder, endpoint_id: str) -> None:
+        self.recorder = recorder
+        self.endpoint_id = endpoint_id
+        self._sum = np.zeros(MIX_FRAME, dtype=np.int32)
+        self._pcm = np.zeros(MIX_FRAME, dtype=np.int16)
+
+    def tick(self, ep: _Endpoint | None) -> None:
+        if self.recorder.paused:
+            return
+        acc = self._sum
+        acc.fill(0)
+        if ep is not None:
+            for side in (ep, ep.peer):
+                tap = side.tap if side is not None else None
+                frame = tap.take() if tap is not None else None
+                if frame is not None:
+                    acc += frame
+        np.clip(acc, -32768, 32767, out=acc)
+        np.copyto(self._pcm, acc, casting="unsafe")
+        self.recorder.write(self._pcm)
+
+
+_PlaybackOwner = Mixer | str  # a mixer, or the id of the endpoint it plays to
+_RecordingSource = Mixer | _LegRecording
 
 
 class InProcessMediaServer:
@@ -255,13 +374,28 @@ class InProcessMediaServer:
         self.ice_servers = list(ice_servers or [])
         self._endpoints: dict[str, _Endpoint] = {}
         self._handlers: list[Callable[[MediaEvent], None]] = []
-        self.players: set[_Endpoint] = set()
+        self.players: set[_Endpoint] = set()  # endpoints that play something of their own
+        self._mixers: dict[str, Mixer] = {}
+        self._playbacks: dict[str, tuple[Playback, _PlaybackOwner]] = {}
+        self._recordings: dict[str, tuple[Recorder, _RecordingSource]] = {}
+        self._loading: set[str] = set()  # playback and recording ids being set up
+        self.tapped: dict[str, int] = {}  # endpoint id -> running recordings of its 1:1 leg
         self._ticker: asyncio.Task[None] | None = None
         self._reconnects = 0
+        self._failed_ticks: set[str] = set()  # mixers whose tick raised (logged once each)
+        self.ticks = 0  # ticks run (diagnostics)
+        self.late_ticks = 0  # ticks that started more than 10 ms after their due time
 
     @property
     def endpoint_count(self) -> int:
-        return len(self._endpoints)
+        """Media objects alive: endpoints, mixers, playbacks and recordings.
+
+        All of them count, so that a leak of any of them shows (``/healthz`` reports it and the
+        test suite checks it is 0 at the end).
+        """
+        return (
+            len(self._endpoints) + len(self._mixers) + len(self._playbacks) + len(self._recordings)
+        )
 
     # events ---------------------------------------------------------------------------------
     def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
@@ -343,10 +477,19 @@ class InProcessMediaServer:
         new.id = endpoint_id
         self._endpoints[endpoint_id] = new
         new.muted = old.muted
-        playing = old.player.name if old.player is not None else old.pending_player
+        playing = cast(PlayerName, old.player.name) if old.player else old.pending_player
         old.stop_player()
         if playing is not None:
             new.start_player(playing)
+        new.override, old.override = old.override, None
+        if old.member is not None and old.mixer is not None:
+            new.member, new.mixer = old.member, old.mixer
+            new.member.leg = new
+            new.member.fifo.clear()
+            old.member = old.mixer = None
+            new.mixer.changed()
+        old.update_ticking()
+        new.update_ticking()
         peer, old.peer = old.peer, None
         if peer is not None:
             new.peer = peer
@@ -511,23 +654,39 @@ class InProcessMediaServer:
         ep.peer = None
 
     async def set_muted(self, endpoint_id: str, muted: bool) -> None:
-        self._get(endpoint_id).muted = muted
+        ep = self._get(endpoint_id)
+        ep.muted = muted
+        if ep.mixer is not None:
+            ep.mixer.changed()
 
     async def play(self, endpoint_id: str, player: PlayerName) -> None:
         self._get(endpoint_id).start_player(player)
-        if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._run_ticker())
+        self._ensure_ticker()
 
     async def stop_playing(self, endpoint_id: str) -> None:
         self._get(endpoint_id).stop_player()
 
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._run_ticker())
+
     async def _run_ticker(self) -> None:
-        """One 20 ms clock for every player, on an absolute schedule (no drift)."""
+        """One 20 ms clock for players, playbacks, mixers and recordings, on an absolute
+        schedule (no drift)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while True:
+            self.ticks += 1
+            if loop.time() - deadline > _LATE_TICK:
+                self.late_ticks += 1
             for ep in list(self.players):
-                await ep.tick()
+                if ep.member is None:  # a mixer sends to its members
+                    await ep.tick()
+            for mixer in list(self._mixers.values()):
+                await self._tick_mixer(mixer)
+            for _, source in list(self._recordings.values()):
+                if isinstance(source, _LegRecording):
+                    source.tick(self._endpoints.get(source.endpoint_id))
             deadline += TICK
             delay = deadline - loop.time()
             if delay < -0.2:  # the loop stalled: skip ahead instead of bursting
@@ -535,12 +694,287 @@ class InProcessMediaServer:
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
 
+    async def _tick_mixer(self, mixer: Mixer) -> None:
+        try:
+            await mixer.tick()
+        except Exception:  # a bug in one mixer must not stop every other's audio
+            if mixer.id not in self._failed_ticks:
+                self._failed_ticks.add(mixer.id)
+                log.exception("mixer %s: tick failed (further failures not logged)", mixer.id)
+
     async def close(self, endpoint_id: str) -> None:
         ep = self._endpoints.pop(endpoint_id, None)
-        if ep is not None:
-            await ep.close()
+        if ep is None:
+            return
+        self._leave_mixer(ep)
+        if ep.override is not None:
+            self._stop(ep.override, "stopped", "the endpoint closed")
+        for rid, (_, source) in list(self._recordings.items()):
+            if isinstance(source, _LegRecording) and source.endpoint_id == endpoint_id:
+                await self.record_stop(rid)
+        await ep.close()
 
     async def shutdown(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
+        for mixer_id in list(self._mixers):
+            await self.destroy_mixer(mixer_id)
+        for pb, _ in list(self._playbacks.values()):
+            self._stop(pb, "stopped", "the media server shut down")
+        for rid in list(self._recordings):
+            await self.record_stop(rid)
         await asyncio.gather(*(self.close(i) for i in list(self._endpoints)))
+
+    # mixers ---------------------------------------------------------------------------------
+    def _mixer(self, mixer_id: str) -> Mixer:
+        mixer = self._mixers.get(mixer_id)
+        if mixer is None:
+            raise MediaError(_NOT_FOUND, f"no mixer {mixer_id} (create it with create_mixer)")
+        return mixer
+
+    def mixer(self, mixer_id: str) -> Mixer:
+        """The mixer object itself, for diagnostics (encode counters, floor)."""
+        return self._mixer(mixer_id)
+
+    async def create_mixer(self, mixer_id: str) -> None:
+        if mixer_id in self._mixers:
+            raise MediaError(ErrorCode.INVALID_STATE, f"mixer {mixer_id} exists already")
+        self._mixers[mixer_id] = Mixer(mixer_id, self.emit)
+        self._ensure_ticker()
+
+    async def destroy_mixer(self, mixer_id: str) -> None:
+        """Remove a mixer (see the interface). Unknown ids are ignored."""
+        mixer = self._mixers.pop(mixer_id, None)
+        if mixer is None:
+            return
+        self._failed_ticks.discard(mixer_id)
+        for member in mixer.members:
+            ep = self._endpoints.get(member.id)
+            if ep is not None:
+                self._leave_mixer(ep)
+        for pb in list(mixer.playbacks):
+            self._stop(pb, "stopped", "the mixer was removed")
+        for rid, (_, source) in list(self._recordings.items()):
+            if source is mixer:
+                await self.record_stop(rid)
+
+    async def mixer_add(self, mixer_id: str, endpoint_id: str) -> None:
+        mixer, ep = self._mixer(mixer_id), self._get(endpoint_id)
+        self._leave_mixer(ep)
+        await self.unbridge(endpoint_id)
+        ep.stop_player()
+        ep.member, ep.mixer = mixer.add(ep), mixer
+        ep.tap = None
+
+    async def mixer_remove(self, endpoint_id: str) -> None:
+        ep = self._endpoints.get(endpoint_id)
+        if ep is not None:
+            self._leave_mixer(ep)
+
+    def _leave_mixer(self, ep: _Endpoint) -> None:
+        if ep.mixer is not None:
+            ep.mixer.remove(ep.id)
+        ep.member = ep.mixer = None
+        ep.update_ticking()  # its own playback (if any) is the server ticker's again
+
+    async def mixer_update(
+        self,
+        endpoint_id: str,
+        *,
+        deaf: bool | None = None,
+        held: bool | None = None,
+        role: SupervisorRole | None = None,
+        whisper_to: tuple[str, ...] | None = None,
+    ) -> None:
+        ep = self._get(endpoint_id)
+        member, mixer = ep.member, ep.mixer
+        if member is None or mixer is None:
+            raise MediaError(
+                ErrorCode.INVALID_STATE,
+                f"endpoint {endpoint_id} is in no mixer: add it with mixer_add first",
+            )
+        if role is not None and role not in _ROLES:
+            raise MediaError(
+                ErrorCode.INVALID_MESSAGE,
+                f"unknown supervisor role {role!r}: use one of {', '.join(_ROLES)}",
+            )
+        if deaf is not None:
+            member.deaf = deaf
+        if held is not None:
+            member.held = held
+        if role is not None:
+            member.role = role
+        if whisper_to is not None:
+            member.whisper_to = frozenset(whisper_to)
+        mixer.changed()
+
+    def mixer_members(self, mixer_id: str) -> tuple[str, ...]:
+        return tuple(m.id for m in self._mixer(mixer_id).members)
+
+    # playback -------------------------------------------------------------------------------
+    def _reserve(self, kind: str, ident: str, taken: dict[str, Any]) -> None:
+        if ident in taken or ident in self._loading:
+            raise MediaError(ErrorCode.INVALID_STATE, f"{kind} {ident} exists already")
+        self._loading.add(ident)
+
+    async def _load(self, playback_id: str, audio: AudioSpec) -> Pcm:
+        self._reserve("playback", playback_id, self._playbacks)
+        try:
+            return await load_audio(audio)
+        finally:
+            self._loading.discard(playback_id)
+
+    def _start(self, pb: Playback, owner: _PlaybackOwner) -> None:
+        self._playbacks[pb.id] = (pb, owner)
+        self._ensure_ticker()
+        self.emit(PlaybackStateChanged(pb.id, "started", "playing"))
+
+    def _playback_ended(self, pb: Playback, status: PlaybackStatus, detail: str) -> None:
+        self._playbacks.pop(pb.id, None)
+        self.emit(PlaybackStateChanged(pb.id, "ended", status, detail))
+
+    def _stop(self, pb: Playback, status: PlaybackStatus, detail: str = "") -> None:
+        """Take a playback off its mixer or endpoint and report its end."""
+        entry = self._playbacks.get(pb.id)
+        owner = entry[1] if entry is not None else None
+        if isinstance(owner, Mixer):
+            if pb in owner.playbacks:
+                owner.playbacks.remove(pb)
+        elif owner is not None:
+            ep = self._endpoints.get(owner)
+            if ep is not None and ep.override is pb:
+                ep.override = None
+                ep.update_ticking()
+        pb.end(status, detail)
+
+    async def mixer_play(
+        self, mixer_id: str, playback_id: str, audio: AudioSpec, targets: tuple[str, ...] = ()
+    ) -> None:
+        mixer = self._mixer(mixer_id)
+        for target in targets:
+            if mixer.member(target) is None:
+                raise MediaError(
+                    ErrorCode.INVALID_STATE, f"endpoint {target} is not in mixer {mixer_id}"
+                )
+        pcm = await self._load(playback_id, audio)
+        if self._mixers.get(mixer_id) is not mixer:
+            raise MediaError(
+                ErrorCode.INVALID_STATE, f"mixer {mixer_id} was removed while the audio loaded"
+            )
+        pb = Playback(playback_id, pcm, audio.loops, frozenset(targets), self._playback_ended)
+        mixer.playbacks.append(pb)
+        self._start(pb, mixer)
+
+    async def play_to(self, endpoint_id: str, playback_id: str, audio: AudioSpec) -> None:
+        self._get(endpoint_id)
+        pcm = await self._load(playback_id, audio)
+        ep = self._endpoints.get(endpoint_id)
+        if ep is None:
+            raise MediaError(
+                _NOT_FOUND, f"media endpoint {endpoint_id} closed while the audio loaded"
+            )
+        if ep.override is not None:
+            self._stop(ep.override, "stopped", f"replaced by playback {playback_id}")
+        pb = Playback(playback_id, pcm, audio.loops, on_end=self._playback_ended)
+        ep.override = pb
+        ep.update_ticking()
+        self._start(pb, endpoint_id)
+
+    async def stop_playback(self, playback_id: str) -> None:
+        entry = self._playbacks.get(playback_id)
+        if entry is not None:
+            self._stop(entry[0], "stopped")
+
+    async def stop_all(self, mixer_id: str, targets: tuple[str, ...] = ()) -> None:
+        mixer = self._mixer(mixer_id)
+        wanted = set(targets)
+        for pb in list(mixer.playbacks):
+            if not wanted or pb.targets & wanted:
+                self._stop(pb, "stopped")
+        for member in mixer.members:
+            ep = self._endpoints.get(member.id)
+            if ep is not None and ep.override is not None and (not wanted or ep.id in wanted):
+                self._stop(ep.override, "stopped")
+
+    # recording ------------------------------------------------------------------------------
+    async def record_start(
+        self, recording_id: str, source_id: str, path: str, fmt: RecordingFormat = "wav"
+    ) -> None:
+        self._recording_source(source_id)  # fail before creating a file
+        self._reserve("recording", recording_id, self._recordings)
+        try:
+            recorder = await Recorder.open(recording_id, path, fmt)
+        finally:
+            self._loading.discard(recording_id)
+        try:
+            found = self._recording_source(source_id)
+        except MediaError:
+            await recorder.finish()  # the source went away while the file was created
+            raise
+        source: _RecordingSource
+        if isinstance(found, Mixer):
+            source = found
+            found.recorders.append(recorder)
+        else:
+            self._tap(source_id, +1)
+            source = _LegRecording(recorder, source_id)
+        self._recordings[recording_id] = (recorder, source)
+        self._ensure_ticker()
+
+    def _recording_source(self, source_id: str) -> Mixer | _Endpoint:
+        mixer = self._mixers.get(source_id)
+        if mixer is not None:
+            return mixer
+        ep = self._endpoints.get(source_id)
+        if ep is None:
+            raise MediaError(_NOT_FOUND, f"no mixer or media endpoint {source_id} to record")
+        if ep.mixer is not None:
+            raise MediaError(
+                ErrorCode.INVALID_STATE,
+                f"endpoint {source_id} is in mixer {ep.mixer.id}: record the mixer instead",
+            )
+        return ep
+
+    def _tap(self, endpoint_id: str, delta: int) -> None:
+        """Start (+1) or stop (-1) decoding a 1:1 leg's audio for a recording of it."""
+        count = self.tapped.get(endpoint_id, 0) + delta
+        if count > 0:
+            self.tapped[endpoint_id] = count
+        else:
+            self.tapped.pop(endpoint_id, None)
+        ep = self._endpoints.get(endpoint_id)
+        for side in (ep, ep.peer if ep is not None else None):
+            if side is not None and side.tap is not None:
+                side.tap.clear()  # nothing stale when it starts (again)
+
+    def _recording(self, recording_id: str) -> tuple[Recorder, _RecordingSource]:
+        entry = self._recordings.get(recording_id)
+        if entry is None:
+            raise MediaError(_NOT_FOUND, f"no recording {recording_id} in progress")
+        return entry
+
+    async def record_pause(self, recording_id: str) -> None:
+        recorder, source = self._recording(recording_id)
+        if not recorder.paused and isinstance(source, _LegRecording):
+            self._tap(source.endpoint_id, -1)
+        recorder.paused = True
+
+    async def record_resume(self, recording_id: str) -> None:
+        recorder, source = self._recording(recording_id)
+        if recorder.paused and isinstance(source, _LegRecording):
+            self._tap(source.endpoint_id, +1)
+        recorder.paused = False
+
+    async def record_stop(self, recording_id: str) -> None:
+        recorder, source = self._recording(recording_id)
+        del self._recordings[recording_id]
+        if isinstance(source, Mixer):
+            source.recorders.remove(recorder)
+        elif not recorder.paused:
+            self._tap(source.endpoint_id, -1)
+        self.emit(await recorder.finish())

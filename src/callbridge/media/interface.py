@@ -13,6 +13,30 @@ An endpoint may also carry one video stream (VP8), relayed to the bridged endpoi
 decoding. Video is set up by the first offer/answer or added, changed and removed later by
 renegotiation (:meth:`MediaServer.renegotiate` for a device's new offer,
 :meth:`MediaServer.reoffer` + :meth:`MediaServer.accept_answer` for the server's).
+
+A *mixer* is a conference's audio. Its members are endpoints; each member hears every other
+member's audio and not its own, whatever codec each speaks. Per member, flags and a supervisor
+role change who hears whom:
+
+==========  ===========================================  =======================================
+member      heard by                                     hears
+==========  ===========================================  =======================================
+none/barge  every other member                           the mix (minus itself)
+monitor     nobody                                       the mix
+whisper     only the members in ``whisper_to``           the mix
+muted       nobody (:meth:`MediaServer.set_muted`)       (unchanged)
+held        nobody                                       hold music (or its own playback)
+deaf        (unchanged)                                  nothing
+==========  ===========================================  =======================================
+
+*Playbacks* (files, URLs, text to speech, tones) are mixed into what chosen members hear
+(:meth:`MediaServer.mixer_play`) or replace what one endpoint hears
+(:meth:`MediaServer.play_to`). *Recordings* write a mixer's mix, or both directions of a
+bridged 1:1 leg, to a WAV or MP3 file. Events report the floor (the active talker), the life of
+each playback, and each saved recording.
+
+Identifiers (endpoint, mixer, playback and recording ids) are chosen by the control plane;
+errors are :class:`callbridge.errors.MediaError` with a message that says what was wrong.
 """
 
 from __future__ import annotations
@@ -22,16 +46,48 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 __all__ = [
+    "AudioKind",
+    "AudioSpec",
     "DtmfReceived",
     "EndpointState",
     "EndpointStateChanged",
+    "FloorChanged",
     "MediaEvent",
     "MediaServer",
+    "PlaybackState",
+    "PlaybackStateChanged",
+    "PlaybackStatus",
     "PlayerName",
+    "RecordingFormat",
+    "RecordingSaved",
+    "SupervisorRole",
 ]
 
 EndpointState = Literal["connecting", "connected", "failed", "closed"]
 PlayerName = Literal["hold-music", "ringback", "silence"]
+SupervisorRole = Literal["none", "barge", "monitor", "whisper"]
+AudioKind = Literal["file", "url", "tts", "tone"]
+PlaybackState = Literal["started", "ended"]
+PlaybackStatus = Literal["playing", "completed", "stopped", "failed"]
+RecordingFormat = Literal["wav", "mp3"]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSpec:
+    """What to play.
+
+    ``location`` by ``kind``: ``file`` a path on the media server (any format FFmpeg reads:
+    WAV, MP3, …); ``url`` an ``http://`` or ``https://`` URL of such a file; ``tts`` the text to
+    speak (espeak-ng, in ``voice`` ``female``/``male`` and ``language`` such as ``en-US``);
+    ``tone`` one of ``join``, ``leave``, ``beep``. ``loops``: how many times to play it, 0 for
+    until stopped.
+    """
+
+    kind: AudioKind
+    location: str
+    voice: str = "female"
+    language: str = "en-US"
+    loops: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +102,38 @@ class EndpointStateChanged:
     state: EndpointState
 
 
-MediaEvent = DtmfReceived | EndpointStateChanged
+@dataclass(frozen=True, slots=True)
+class FloorChanged:
+    """The mixer's active talker changed; ``None`` once nobody has talked for a while."""
+
+    mixer_id: str
+    endpoint_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStateChanged:
+    """A playback ``started`` (status ``playing``) or ``ended`` (``completed``: played to
+    its end; ``stopped``: by a request, or its mixer or endpoint went away; ``failed``: it
+    could not go on, ``detail`` says why)."""
+
+    playback_id: str
+    state: PlaybackState
+    status: PlaybackStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSaved:
+    """A recording's file is complete; ``duration_secs`` excludes paused time."""
+
+    recording_id: str
+    path: str
+    duration_secs: float
+
+
+MediaEvent = (
+    DtmfReceived | EndpointStateChanged | FloorChanged | PlaybackStateChanged | RecordingSaved
+)
 
 
 class MediaServer(Protocol):
@@ -116,7 +203,96 @@ class MediaServer(Protocol):
         """Return the endpoint's output to its bridge partner."""
 
     async def close(self, endpoint_id: str) -> None:
-        """Tear the endpoint down. Unknown ids are ignored."""
+        """Tear the endpoint down. Unknown ids are ignored.
+
+        A mixer member leaves its mixer, its :meth:`play_to` playback ends (``stopped``) and a
+        recording of its 1:1 leg is saved."""
+
+    # mixers ---------------------------------------------------------------------------------
+    async def create_mixer(self, mixer_id: str) -> None:
+        """Create an empty mixer (a conference's audio)."""
+
+    async def destroy_mixer(self, mixer_id: str) -> None:
+        """Remove the mixer: its members hear nothing afterwards, its playbacks end
+        (``stopped``) and its recordings are saved (:class:`RecordingSaved`)."""
+
+    async def mixer_add(self, mixer_id: str, endpoint_id: str) -> None:
+        """Make an endpoint a member: it is unbridged and its player stopped first, then hears
+        the mix minus itself and is heard by all (role ``none``, not deaf, not held). A member
+        of another mixer moves."""
+
+    async def mixer_remove(self, endpoint_id: str) -> None:
+        """Take an endpoint out of its mixer (it then hears nothing, as if unbridged).
+        An endpoint in no mixer is ignored."""
+
+    async def mixer_update(
+        self,
+        endpoint_id: str,
+        *,
+        deaf: bool | None = None,
+        held: bool | None = None,
+        role: SupervisorRole | None = None,
+        whisper_to: tuple[str, ...] | None = None,
+    ) -> None:
+        """Change a member's flags; ``None`` leaves one as it is.
+
+        ``held``: contributes nothing and hears hold music (a :meth:`play_to` playback
+        replaces the music while it plays). ``deaf``: hears nothing. ``role``: ``monitor``
+        hears all and is heard by nobody; ``whisper`` hears all and is heard only by the
+        members in ``whisper_to``; ``barge`` and ``none`` hear all and are heard by all.
+        :meth:`set_muted` also silences a member's contribution.
+        """
+
+    def mixer_members(self, mixer_id: str) -> tuple[str, ...]:
+        """The mixer's member endpoint ids, in the order they joined."""
+
+    # playback -------------------------------------------------------------------------------
+    async def mixer_play(
+        self, mixer_id: str, playback_id: str, audio: AudioSpec, targets: tuple[str, ...] = ()
+    ) -> None:
+        """Mix ``audio`` into what ``targets`` hear (every member when empty).
+
+        Returns once the audio is loaded and playing, after :class:`PlaybackStateChanged`
+        ``started``; ``ended`` follows when it completes or is stopped. A file, URL, voice or
+        language that cannot be used raises :class:`~callbridge.errors.MediaError` and starts
+        nothing.
+        """
+
+    async def play_to(self, endpoint_id: str, playback_id: str, audio: AudioSpec) -> None:
+        """Replace what one endpoint hears (a 1:1 leg or a mixer member) with ``audio`` until
+        it ends or is stopped; then it hears its bridge partner, mix or hold music again.
+        Events and errors as :meth:`mixer_play`. A newer playback replaces an older one
+        (which ends ``stopped``)."""
+
+    async def stop_playback(self, playback_id: str) -> None:
+        """Stop a playback (it ends ``stopped``). Unknown or ended ids are ignored."""
+
+    async def stop_all(self, mixer_id: str, targets: tuple[str, ...] = ()) -> None:
+        """Stop the mixer's playbacks and its members' :meth:`play_to` playbacks; with
+        ``targets``, only the playbacks aimed at any of those members (a playback to every
+        member goes on)."""
+
+    # recording ------------------------------------------------------------------------------
+    async def record_start(
+        self, recording_id: str, source_id: str, path: str, fmt: RecordingFormat = "wav"
+    ) -> None:
+        """Record to ``path`` (mono 16-bit 48 kHz WAV, or MP3).
+
+        ``source_id`` is a mixer id (the mix every plain member hears: every contribution but
+        whispers, plus the playbacks to all members) or the id of an endpoint that is not a
+        mixer member (what it sends mixed with what its bridge partner sends). A path that
+        cannot be written raises :class:`~callbridge.errors.MediaError`.
+        """
+
+    async def record_pause(self, recording_id: str) -> None:
+        """Stop writing until :meth:`record_resume` (the paused time is left out)."""
+
+    async def record_resume(self, recording_id: str) -> None:
+        """Write again after :meth:`record_pause`."""
+
+    async def record_stop(self, recording_id: str) -> None:
+        """Finish the file and emit :class:`RecordingSaved`."""
 
     async def shutdown(self) -> None:
-        """Close every endpoint."""
+        """Stop every playback, save every recording, remove every mixer, close every
+        endpoint."""
