@@ -201,6 +201,20 @@ def audio_site_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     httpd.shutdown()
 
 
+def messages(phone: Any) -> list[dict[str, Any]]:
+    """Every /ws message ``phone`` receives from now on, in order. The SDK has no event for
+    messages it does not know (``call.bridged``): this wraps its dispatcher (tests only)."""
+    seen: list[dict[str, Any]] = []
+    original = phone._dispatch
+
+    def dispatch(msg: dict[str, Any]) -> None:
+        seen.append(msg)
+        original(msg)
+
+    phone._dispatch = dispatch
+    return seen
+
+
 async def speech_heard(sink: BufferSink, seconds: float = 1.0) -> bool:
     """Whether what arrives next is speech (broadband energy, no single dominant tone)."""
     sink.clear()

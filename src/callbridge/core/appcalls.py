@@ -952,10 +952,9 @@ class AppCalls:
                 "peer": other.device.caller_id,
                 "peer_name": other.device.display_name,
             }
-            if queue is not None:
+            if queue is not None:  # b waited in the queue (both learn for how long)
                 message["queue"] = queue.name
-                if wait_secs is not None and call is b:
-                    message["wait_time_secs"] = wait_secs
+                message["wait_time_secs"] = wait_secs
             leg.device.send(message)
             self._emit(
                 "call.bridged", call, state="bridged", peer_call_control_id=self._id_of(other)
