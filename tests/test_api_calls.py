@@ -134,6 +134,15 @@ async def test_the_app_dials_a_softphone_plays_a_file_records_and_the_callee_han
         wav = await http.get(url, headers={"authorization": f"Bearer {api.client.api_key}"})
     assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
 
+    tones = []
+    incoming.on("dtmf", tones.append)
+    await actions.send_dtmf(ccid, digits="1#", duration_millis=300)
+    assert await level(bob.sink, 697.0, 0.5) > HEARD  # the in-band tones of "1"
+    assert tones == ["1", "#"]  # call.dtmf, one per digit, came with the tones
+    with pytest.raises(telnyx.UnprocessableEntityError) as err:
+        await actions.send_dtmf(ccid, digits="1x")
+    assert err.value.body["errors"][0]["source"] == {"pointer": "/digits"}  # type: ignore[index]
+
     await incoming.hangup()
     hangup = api.unwrap(await api.sink.wait("call.hangup", call_control_id=ccid))
     assert hangup.data.payload.hangup_cause == "normal_clearing"
@@ -252,3 +261,24 @@ async def test_dial_failures_are_reported_as_webhooks_or_refused_with_a_reason(
     with pytest.raises(telnyx.PermissionDeniedError) as denied:
         await dial(connection_id=inactive.data.id, to=bob.user.extension, from_="+15550002222")
     assert "inactive" in str(denied.value.body)
+
+
+async def test_a_call_the_app_does_not_answer_rings_out_and_one_it_rejects_is_busy(
+    api: Api, party: Any
+) -> None:
+    line = await api.line()
+    alice, bob = await party(ALICE), await party(BOB)
+    ignored, ignored_id = await call_the_app(api, alice, line)
+    rejected, rejected_id = await call_the_app(api, bob, line)
+    await api.client.calls.actions.reject(rejected_id, cause="USER_BUSY")
+    await rejected.wait_for("ended", timeout=5)
+    assert rejected.end_reason == "busy"
+    busy = api.unwrap(await api.sink.wait("call.hangup", call_control_id=rejected_id))
+    assert busy.data.payload.hangup_cause == "user_busy"
+    await ignored.wait_for("ended", timeout=8)  # the server's ring timeout (3 s in tests)
+    assert ignored.end_reason == "no-answer"
+    timeout = api.unwrap(await api.sink.wait("call.hangup", call_control_id=ignored_id))
+    assert timeout.data.payload.hangup_cause == "timeout"
+    with pytest.raises(telnyx.UnprocessableEntityError) as err:
+        await api.client.calls.actions.answer(ignored_id)
+    assert err.value.body["errors"][0]["code"] == "90018"  # type: ignore[index]

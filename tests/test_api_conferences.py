@@ -120,11 +120,23 @@ async def test_a_conference_of_three_callers_and_every_operation_on_it(
     assert started.data.payload.call_control_id == b
     await conferences.actions.stop(conf)
     await api.sink.wait("conference.participant.playback.ended", conference_id=conf)
+    await conferences.actions.play(conf, audio_url=f"{audio_site}/prompt.wav")
+    await hears(alice, PROMPT)
+    await api.sink.wait("conference.playback.started", conference_id=conf)
+    await api.sink.wait("conference.playback.ended", conference_id=conf)
     await conferences.actions.speak(conf, payload="The meeting ends in five minutes.", voice="male")
     assert await speech_heard(carol.sink, 0.8)
     spoken = api.unwrap(await api.sink.wait("conference.speak.started", conference_id=conf))
     assert type(spoken).__name__ == "ConferenceSpeakStartedWebhookEvent"
     await api.sink.wait("conference.speak.ended", within=15, conference_id=conf)
+    await conferences.actions.speak(
+        conf, payload="Carol, you are next.", voice="female", call_control_ids=[c]
+    )
+    one = await api.sink.wait("conference.participant.speak.started", conference_id=conf)
+    assert one.payload["call_control_id"] == c
+    await api.sink.wait("conference.participant.speak.ended", within=15, conference_id=conf)
+    floor = await api.sink.wait("conference.floor.changed", conference_id=conf)
+    assert floor.payload["call_control_id"] in (a, b, c)
 
     # record with a pause
     await conferences.actions.record_start(conf, format="wav")
