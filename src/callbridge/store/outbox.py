@@ -1,7 +1,9 @@
 """The webhook outbox's rows and the webhook signing key; ``callbridge.webhooks`` drives them.
 
 A message is written once (``enqueue_webhook``) and then moves ``pending → delivered`` or
-``pending → failed``. A worker takes due messages with ``claim_webhooks``: that counts the
+``pending → failed``. Messages are named by ``message_id`` (the ``webhook-id`` string) where
+callers look them up, and by their row ``id`` (an integer) where a worker reports on one it
+holds. A worker takes due messages with ``claim_webhooks``: that counts the
 attempt and gives the worker a lease until a deadline; the worker then reports the outcome
 (``webhook_delivered`` / ``webhook_retry`` / ``webhook_failed``), which ends the lease. Each
 report applies only while the reporting worker still holds the lease, so a worker that lost it
@@ -145,24 +147,24 @@ class OutboxRepository(Repository):
             rows = await session.scalars(select(ready).where(_is_head()).order_by(ready).limit(1))
             return rows.first()
 
-    async def webhook_delivered(self, message_id: int, owner: str) -> bool:
+    async def webhook_delivered(self, row_id: int, owner: str) -> bool:
         """The attempt succeeded. False if ``owner`` no longer held the message."""
         return await self._finish(
-            message_id, owner, status="delivered", delivered_at=now(), last_error=None
+            row_id, owner, status="delivered", delivered_at=now(), last_error=None
         )
 
     async def webhook_retry(
-        self, message_id: int, owner: str, *, error: str, next_attempt_at: datetime
+        self, row_id: int, owner: str, *, error: str, next_attempt_at: datetime
     ) -> bool:
         """The attempt failed; try again at ``next_attempt_at``."""
         check_aware("next_attempt_at", next_attempt_at)
         return await self._finish(
-            message_id, owner, next_attempt_at=next_attempt_at, last_error=error[:_MAX_ERROR]
+            row_id, owner, next_attempt_at=next_attempt_at, last_error=error[:_MAX_ERROR]
         )
 
-    async def webhook_failed(self, message_id: int, owner: str, *, error: str) -> bool:
+    async def webhook_failed(self, row_id: int, owner: str, *, error: str) -> bool:
         """The attempt failed and no more will be made."""
-        return await self._finish(message_id, owner, status="failed", last_error=error[:_MAX_ERROR])
+        return await self._finish(row_id, owner, status="failed", last_error=error[:_MAX_ERROR])
 
     async def release_webhooks(self, owner: str) -> int:
         """End every lease ``owner`` holds (its attempts stay counted); how many there were."""
@@ -185,11 +187,11 @@ class OutboxRepository(Repository):
             )
         return int(getattr(result, "rowcount", 0))
 
-    async def _finish(self, message_id: int, owner: str, **values: object) -> bool:
+    async def _finish(self, row_id: int, owner: str, **values: object) -> bool:
         async with self._write.begin() as session:
             result = await session.execute(
                 update(_Row)
-                .where(_Row.id == message_id, _Row.lease_owner == owner, _Row.status == "pending")
+                .where(_Row.id == row_id, _Row.lease_owner == owner, _Row.status == "pending")
                 .values(lease_owner=None, lease_expires_at=None, **values),
                 execution_options={"synchronize_session": False},
             )
