@@ -105,3 +105,17 @@ _postgres_bindir() {
   [ -n "$initdb" ] && dirname "$initdb"
   return 0
 }
+
+# Text to speech (conference.speak, REST speak) runs Debian's espeak-ng. Installed when missing
+# (as root, as in CI); otherwise only a warning: speaking then fails with `invalid_audio`
+# saying espeak-ng is missing, and everything else works.
+setup_espeak() {
+  command -v espeak-ng >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "warning: espeak-ng is missing (text to speech); as root: apt-get install -y espeak-ng" >&2
+    return 0
+  fi
+  echo "installing Debian espeak-ng (text to speech) ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+}
