@@ -23,6 +23,7 @@ import av
 import numpy as np
 import pytest
 
+from callbridge.client import BufferSink, CallMedia, ToneSource
 from callbridge.errors import MediaError
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.interface import (
@@ -233,6 +234,38 @@ async def test_a_removed_member_hears_nothing_and_is_not_heard(room: Room) -> No
     ha, hb, hc = await hear(a, b, c)
     assert rms_dbfs(hc) < SILENT
     assert level(ha, C) < SILENT and level(hb, A) > HEARD
+
+
+async def test_bridging_a_member_takes_it_out_of_the_mixer(room: Room) -> None:
+    a, b = await room.join("a", A), await room.join("b", B)
+    x = await room.join("x", C, mixer=None)
+    await room.server.bridge("a", "x")
+    assert room.server.mixer_members("room") == ("b",)
+    ha, hb, hx = await hear(a, b, x)
+    assert level(ha, C) > HEARD and level(ha, B) < SILENT
+    assert level(hx, A) > HEARD and rms_dbfs(hb) < SILENT  # b is alone in the room
+
+
+async def test_a_member_whose_device_reconnects_stays_in_the_room_with_its_flags(
+    room: Room,
+) -> None:
+    a, b = await room.join("a", A), await room.join("b", B, "PCMU")
+    await room.server.mixer_update("a", role="monitor")
+    sink = BufferSink()  # the device makes a new peer connection (call.restart_media)
+    again = Peer("a", CallMedia(ToneSource(A), sink), sink, A)
+    room.peers.append(again)
+    answer = await room.server.reconnect("a", await again.media.create_offer())
+    await again.media.accept_answer(answer)
+    await a.media.close()
+    async with asyncio.timeout(5):
+        await again.media.wait_connected()
+    assert room.server.mixer_members("room") == ("a", "b")
+    ha, hb = await hear(again, b, settle=0.3)
+    assert level(ha, B) > HEARD  # the new connection hears the room
+    assert level(hb, A) < SILENT  # still a monitor
+    await room.server.mixer_update("a", role="none")
+    (hb,) = await hear(b)
+    assert level(hb, A) > HEARD
 
 
 async def test_dtmf_from_a_member_is_reported(room: Room) -> None:

@@ -642,6 +642,7 @@ class InProcessMediaServer:
     async def bridge(self, a_id: str, b_id: str) -> None:
         a, b = self._get(a_id), self._get(b_id)
         for ep in (a, b):
+            self._leave_mixer(ep)  # an endpoint is bridged or in a mixer, never both
             if ep.peer is not None and ep.peer.peer is ep:
                 ep.peer.peer = None
         a.peer, b.peer = b, a

@@ -188,7 +188,8 @@ class MediaServer(Protocol):
         """The negotiated audio codec name (``opus``, ``PCMU``, ``PCMA``), once known."""
 
     async def bridge(self, a_id: str, b_id: str) -> None:
-        """Connect two endpoints: each hears the other. Replaces any earlier bridge of either."""
+        """Connect two endpoints: each hears the other. Replaces any earlier bridge of either
+        and takes them out of their mixer."""
 
     async def unbridge(self, endpoint_id: str) -> None:
         """Disconnect an endpoint from its bridge partner (both then hear nothing)."""

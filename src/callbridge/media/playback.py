@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ MAX_SECONDS = 30 * 60  # longest sound accepted: 30 minutes is ≈ 165 MiB of 48
 TTS_VOICES = {"female": "+f3", "male": "+m3"}  # espeak-ng voice variants
 _MAX_TTS_CHARS = 10_000
 _URL_TIMEOUT = (10.0, 10.0)  # seconds: (open, each read)
+_LOAD_DEADLINE = 30.0  # seconds a URL may take to load in all (a live stream never ends)
 _FILE_PROTOCOLS = "file"
 _URL_PROTOCOLS = "http,https,tcp,tls"
 BAD_AUDIO = ErrorCode.INVALID_AUDIO  # a file, URL, voice or language that cannot be used
@@ -140,15 +142,18 @@ async def load_audio(audio: AudioSpec) -> Pcm:
         url = audio.location
         if not url.lower().startswith(("http://", "https://")):
             raise MediaError(BAD_AUDIO, f"audio URL {url!r} is not an http:// or https:// URL")
-        return await asyncio.to_thread(_decode, url, url, {"protocol_whitelist": _URL_PROTOCOLS})
+        options = {"protocol_whitelist": _URL_PROTOCOLS}
+        return await asyncio.to_thread(_decode, url, url, options, _LOAD_DEADLINE)
     if audio.kind == "tts":
         wav = await _speak(audio.location, audio.voice, audio.language)
         return await asyncio.to_thread(_decode, io.BytesIO(wav), "the synthesised speech", {})
     raise MediaError(BAD_AUDIO, f"unknown audio kind {audio.kind!r}: use file, url, tts or tone")
 
 
-def _decode(source: Any, name: str, options: dict[str, str]) -> Pcm:
-    """Decode the first audio stream of ``source`` to 48 kHz mono int16 (blocking)."""
+def _decode(source: Any, name: str, options: dict[str, str], deadline: float | None = None) -> Pcm:
+    """Decode the first audio stream of ``source`` to 48 kHz mono int16 (blocking), within
+    ``deadline`` seconds."""
+    give_up = time.monotonic() + deadline if deadline is not None else None
     try:
         with av.open(source, options=options, timeout=_URL_TIMEOUT) as container:
             if not container.streams.audio:
@@ -164,6 +169,12 @@ def _decode(source: Any, name: str, options: dict[str, str]) -> Pcm:
                 if total > MAX_SECONDS * MIX_RATE:
                     raise MediaError(
                         BAD_AUDIO, f"{name} is longer than {MAX_SECONDS // 60} minutes"
+                    )
+                if give_up is not None and time.monotonic() > give_up:
+                    raise MediaError(
+                        BAD_AUDIO,
+                        f"{name} did not load within {deadline:.0f} s (a slow server or a "
+                        "live stream): give a file that can be fetched whole",
                     )
             chunks.extend(_samples(out) for out in resampler.resample(None))
     except MediaError:

@@ -27,6 +27,7 @@ __all__ = [
     "TONES",
     "PayloadLoop",
     "Sound",
+    "encode_loop",
     "hold_music_pcm",
     "ringback_pcm",
     "sound_payloads",
@@ -89,6 +90,11 @@ def sound_payloads(sound: Sound, spec: CodecSpec) -> tuple[bytes, ...]:
         if sound == "hold-music"
         else ringback_pcm(spec.sample_rate)
     )
+    return encode_loop(pcm, spec)
+
+
+def encode_loop(pcm: Pcm, spec: CodecSpec) -> tuple[bytes, ...]:
+    """A looping sound (mono int16 at ``spec``'s sample rate) as 20 ms payloads for ``spec``."""
     step = spec.samples_per_frame
     encoder = AudioEncoder(spec)
     frames = [pcm[i : i + step] for i in range(0, len(pcm) - step + 1, step)]

@@ -1,0 +1,292 @@
+"""Benchmark: one conference room of N participants in the media plane.
+
+    .venv/bin/python bench/conference.py                 # N = 10, 50, 100; 20 s of audio each
+    .venv/bin/python bench/conference.py -n 100 -d 30    # one size, longer
+    .venv/bin/python bench/conference.py --codecs opus,PCMU --talkers 5
+
+For each N the orchestrator (this process) starts a fresh *media server process* (``--server``:
+an InProcessMediaServer, the engine ``callbridge serve`` embeds, with one mixer) and *load
+processes* (``--load``, one per 50 participants) that connect N SDK peers (CallMedia, real
+WebRTC: ICE, DTLS, SRTP) to it over 127.0.0.1. Offers and answers go over a line-based JSON
+control socket instead of the signalling server, so the figures are the media plane's alone.
+Every peer joins the room; ``--talkers`` of them send a tone (each its own), the rest send
+digital silence, as most of a real room does. To leave the machine's 2 cores to the server,
+the peers send payloads encoded once per process (a 1 s loop of the tone or of silence, by the
+SDK's encoder) instead of encoding each frame, and count what they receive without decoding it:
+the server gets exactly the packets real devices would send, and the figures are about
+delivery. Printed per N:
+
+- server CPU-seconds per participant per second of audio, and the server's CPU (% of a core);
+- % late or lost frames at the receivers, as bench/calls.py counts them (lost = sequence gaps;
+  late = more than 60 ms after the packet's due time);
+- the mixer's ticks that started more than 10 ms late, and its encodes per tick (own mixes
+  + shared mixes: with few talkers, most participants share one encode per codec);
+- server memory: RSS growth from before the joins to the middle of the audio, per participant,
+  and the server's total RSS then.
+
+Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from callbridge.client import CallMedia
+from callbridge.media.codecs import FRAME_MS, CodecSpec
+from callbridge.media.players import encode_loop
+from callbridge.media.webrtc import RtpPort
+from calls import cpu_seconds, rss_bytes
+
+ROOM = "room"
+PER_LOAD_PROCESS = 50
+
+
+# ------------------------------------------------------------------------------ server process
+async def run_server() -> None:
+    from callbridge.media.engine import InProcessMediaServer
+
+    media = InProcessMediaServer(["127.0.0.1"])
+    await media.create_mixer(ROOM)
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            req = json.loads(line)
+            reply: dict[str, Any] = {}
+            if req["op"] == "join":
+                reply["answer"] = await media.answer(req["id"], req["offer"], video=False)
+                await media.mixer_add(ROOM, req["id"])
+            elif req["op"] == "stats":
+                mixer = media.mixer(ROOM)
+                reply = {"ticks": mixer.ticks, "encodes": mixer.encodes,
+                         "shared_encodes": mixer.shared_encodes,
+                         "server_ticks": media.ticks, "late_ticks": media.late_ticks,
+                         "members": len(media.mixer_members(ROOM))}  # fmt: skip
+            elif req["op"] == "quit":
+                done.set()
+            writer.write((json.dumps(reply) + "\n").encode())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+    await done.wait()
+    server.close()
+    await media.shutdown()
+
+
+class Control:
+    """A line-based JSON client of the server process's control socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> Control:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def request(self, **req: Any) -> dict[str, Any]:
+        self.writer.write((json.dumps(req) + "\n").encode())
+        await self.writer.drain()
+        reply: dict[str, Any] = json.loads(await self.reader.readline())
+        return reply
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+# -------------------------------------------------------------------------------- load process
+class LoopMedia(CallMedia):
+    """An SDK peer whose sending loop sends a pre-encoded 1 s loop (a tone or silence)."""
+
+    def __init__(self, tone: float | None, codec: str) -> None:
+        super().__init__(None, None, codecs=[codec])
+        self.tone = tone
+
+    async def _pump(self, port: RtpPort) -> None:
+        await port.ready.wait()
+        audio = port.audio
+        assert audio is not None
+        payloads = _loop(self.tone, audio.codec)
+        loop = asyncio.get_running_loop()
+        deadline, timestamp, k = loop.time(), 0, 0
+        while True:
+            await port.send(payloads[k % len(payloads)], audio.payload_type, timestamp, k == 0)
+            k += 1
+            timestamp += audio.codec.timestamp_step
+            deadline += FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+
+_loops: dict[tuple[float | None, CodecSpec], tuple[bytes, ...]] = {}
+
+
+def _loop(tone: float | None, spec: CodecSpec) -> tuple[bytes, ...]:
+    """1 s of ``tone`` (whole cycles: it loops without a click) or silence, encoded once."""
+    if (tone, spec) not in _loops:
+        t = np.arange(spec.sample_rate) / spec.sample_rate
+        pcm = (0.3 * 32767 * np.sin(2 * np.pi * (tone or 0) * t)).astype(np.int16)
+        _loops[tone, spec] = encode_loop(pcm, spec)
+    return _loops[tone, spec]
+
+
+async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    from callbridge.media.webrtc import restrict_ice_addresses
+
+    restrict_ice_addresses(["127.0.0.1"])
+    control = await Control.connect(spec["port"])
+    peers: list[CallMedia] = []
+    for k, (ident, codec) in enumerate(zip(spec["ids"], spec["codecs"], strict=True)):
+        media = LoopMedia(300.0 + 170 * k if k < spec["talkers"] else None, codec)
+        reply = await control.request(op="join", id=ident, offer=await media.create_offer())
+        await media.accept_answer(reply["answer"])
+        peers.append(media)
+    async with asyncio.timeout(60):
+        for media in peers:
+            await media.wait_connected()
+    await asyncio.sleep(1.0)  # settle: every member's FIFO primed, the floor decided
+    print(json.dumps({"phase": "ready"}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    for media in peers:
+        media.reset_stats()
+    await asyncio.sleep(spec["duration"])
+    stats = []
+    for media in peers:
+        st = media.stats()
+        stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
+                      "late": st.packets_late})  # fmt: skip
+    for media in peers:
+        await media.close()
+    await control.close()
+    return {"stats": stats}
+
+
+# -------------------------------------------------------------------------------- orchestrator
+def run_size(n: int, duration: float, codecs: list[str], talkers: int) -> dict[str, Any]:
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--server"], stdout=subprocess.PIPE, text=True
+    )
+    loads: list[subprocess.Popen[str]] = []
+    try:
+        assert server.stdout is not None
+        port = json.loads(server.stdout.readline())["port"]
+        rss0 = rss_bytes(server.pid)
+        ids = [f"p{i}" for i in range(n)]
+        procs = max(1, (n + PER_LOAD_PROCESS - 1) // PER_LOAD_PROCESS)
+        for k in range(procs):
+            mine = ids[k::procs]
+            spec = {"port": port, "ids": mine, "duration": duration,
+                    "codecs": [codecs[ids.index(i) % len(codecs)] for i in mine],
+                    "talkers": talkers if k == 0 else 0}  # fmt: skip
+            load = subprocess.Popen(
+                [sys.executable, __file__, "--load"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert load.stdin is not None
+            load.stdin.write(json.dumps(spec) + "\n")
+            load.stdin.flush()
+            loads.append(load)
+        for load in loads:
+            assert load.stdout is not None
+            assert json.loads(load.stdout.readline())["phase"] == "ready"
+        before = asyncio.run(_stats_client(port))
+        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
+        for load in loads:
+            assert load.stdin is not None
+            load.stdin.write("go\n")
+            load.stdin.flush()
+        time.sleep(duration / 2)
+        rss_mid = rss_bytes(server.pid)
+        time.sleep(duration / 2)
+        cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+        load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
+        after = asyncio.run(_stats_client(port))
+        stats: list[dict[str, int]] = []
+        for load in loads:
+            assert load.stdout is not None
+            stats += json.loads(load.stdout.readline())["stats"]
+            load.wait(60)
+        asyncio.run(_stats_client(port, quit=True))
+        server.wait(30)
+    finally:
+        for proc in [*loads, server]:
+            if proc.poll() is None:
+                proc.kill()
+    elapsed = t1 - t0
+    expected = sum(s["expected"] for s in stats)
+    bad = sum(s["lost"] + s["late"] for s in stats)
+    ticks = after["ticks"] - before["ticks"]
+    return {
+        "members": after["members"],
+        "cpu_per_participant": (cpu1 - cpu0) / elapsed / n,
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+        "load_cpu_pct": 100 * (load_cpu1 - load_cpu0) / elapsed,
+        "late_lost_pct": 100 * bad / expected if expected else float("nan"),
+        "late_ticks_pct": 100
+        * (after["late_ticks"] - before["late_ticks"])
+        / max(1, after["server_ticks"] - before["server_ticks"]),
+        "own_per_tick": (after["encodes"] - before["encodes"]) / max(1, ticks),
+        "shared_per_tick": (after["shared_encodes"] - before["shared_encodes"]) / max(1, ticks),
+        "kib_per_participant": (rss_mid - rss0) / n / 1024,
+        "rss_mib": rss_mid / 2**20,
+    }
+
+
+async def _stats_client(port: int, quit: bool = False) -> dict[str, Any]:
+    control = await Control.connect(port)
+    try:
+        return await control.request(op="quit" if quit else "stats")
+    finally:
+        await control.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-n", type=int, action="append", help="participants (repeatable)")
+    ap.add_argument("-d", "--duration", type=float, default=20.0, help="seconds of audio")
+    ap.add_argument("--talkers", type=int, default=3, help="participants sending a tone")
+    ap.add_argument("--codecs", default="opus", help="codecs, assigned round-robin")
+    ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.server:
+        asyncio.run(run_server())
+        return
+    if args.load:
+        spec = json.loads(sys.stdin.readline())
+        print(json.dumps(asyncio.run(run_load(spec))), flush=True)
+        return
+    sizes = args.n or [10, 50, 100]
+    codecs = args.codecs.split(",")
+    print(f"# callbridge bench/conference.py — {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}; one room, "
+          f"{args.talkers} talkers, the rest silent; codecs {'/'.join(codecs)}; "
+          f"{args.duration:.0f} s of audio per size; media server and load processes "
+          f"(1 per {PER_LOAD_PROCESS} participants) on this machine")  # fmt: skip
+    print(f"{'N':>4} {'cpu-s/part/s':>12} {'server%':>8} {'load%':>6} {'late+lost%':>10} "
+          f"{'late ticks':>10} {'own+shared enc/tick':>19} {'KiB/part':>9} "
+          f"{'RSS MiB':>8}")  # fmt: skip
+    for n in sizes:
+        r = run_size(n, args.duration, codecs, min(args.talkers, n))
+        assert r["members"] == n, r
+        print(f"{n:>4} {r['cpu_per_participant']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
+              f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
+              f"{r['late_ticks_pct']:>9.2f}% {r['own_per_tick']:>9.1f} + "
+              f"{r['shared_per_tick']:<7.1f} {r['kib_per_participant']:>9.0f} "
+              f"{r['rss_mib']:>8.0f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
