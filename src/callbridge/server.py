@@ -132,6 +132,8 @@ async def serve(config: ServerConfig) -> None:
     app = create_app(config)
     # aioice logs every connectivity check at INFO; keep the server's log readable.
     logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # httpx (the webhook outbox's client) logs every request at INFO: one line per delivery.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     server = uvicorn.Server(
         uvicorn.Config(
             app,
