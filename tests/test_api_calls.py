@@ -282,3 +282,61 @@ async def test_a_call_the_app_does_not_answer_rings_out_and_one_it_rejects_is_bu
     with pytest.raises(telnyx.UnprocessableEntityError) as err:
         await api.client.calls.actions.answer(ignored_id)
     assert err.value.body["errors"][0]["code"] == "90018"  # type: ignore[index]
+
+
+async def test_two_devices_answer_a_dialled_call_at_once_and_exactly_one_wins(
+    api: Api, party: Any
+) -> None:
+    bob = await party(BOB)
+    bob2 = await party(CAROL, user=bob.user)  # bob's second device
+    dialled = await api.client.calls.dial(
+        connection_id=api.app_id, to=bob.user.extension, from_="+15550005555"
+    )
+    assert dialled.data is not None
+    ccid = dialled.data.call_control_id
+    first, second = await bob.ringing(), await bob2.ringing()
+    results = await asyncio.gather(
+        first.answer(source=SilenceSource(), sink=bob.sink),
+        second.answer(source=SilenceSource(), sink=bob2.sink),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0.5)
+    live = [c for c in (first, second) if c.is_live]
+    assert len(live) == 1, results
+    loser = second if live[0] is first else first
+    assert loser.end_reason == "answered-elsewhere"
+    await api.sink.wait("call.answered", call_control_id=ccid)
+    await asyncio.sleep(0.3)
+    assert api.sink.types(ccid).count("call.answered") == 1
+    await live[0].hangup()
+    await api.sink.wait("call.hangup", call_control_id=ccid)
+
+
+async def test_a_call_bridged_with_park_after_unbridge_stays_up_when_the_other_ends(
+    api: Api, party: Any
+) -> None:
+    line = await api.line()
+    alice, bob = await party(ALICE), await party(BOB)
+    call, alice_id = await call_the_app(api, alice, line)
+    actions = api.client.calls.actions
+    await actions.answer(alice_id)
+    dialled = await api.client.calls.dial(
+        connection_id=api.app_id, to=bob.user.extension, from_=alice.user.number
+    )
+    assert dialled.data is not None
+    agent = await bob.answer()
+    await api.sink.wait("call.answered", call_control_id=dialled.data.call_control_id)
+    await actions.bridge(
+        alice_id,
+        call_control_id_to_bridge_with=dialled.data.call_control_id,
+        park_after_unbridge="self",
+    )
+    assert await level(alice.sink, BOB) > HEARD
+    await agent.hangup()
+    await api.sink.wait("call.hangup", call_control_id=dialled.data.call_control_id)
+    await asyncio.sleep(0.3)
+    assert call.is_live
+    await actions.speak(alice_id, payload="Your agent left. Goodbye.", voice="female")
+    assert await speech_heard(alice.sink)
+    await actions.hangup(alice_id)
+    await call.wait_for("ended", timeout=5)

@@ -765,6 +765,17 @@ class AppCalls:
         call.leg = leg  # claimed before any await: a racing answer sees it taken
         self.controller.cancel_later(call)
         self.controller.ring_owners.pop(leg.id, None)
+        # From here the leg is an ordinary call's origin (a hangup meanwhile ends it as such).
+        leg.call = Call(
+            id=leg.id,
+            origin=leg,
+            destination=call.to,
+            caller_id=call.from_,
+            caller_name=call.from_display_name,
+            callee_name=leg.device.user_name,
+            answered_leg=leg,
+            started_at=call.started_at,
+        )
         others = [x for x in call.ringing if x is not leg]
         call.ringing = []
         for other in others:
@@ -780,18 +791,7 @@ class AppCalls:
             return
         if not leg.live or call.ended:
             return
-        call.answered_at = datetime.now(UTC)
-        leg.call = Call(
-            id=leg.id,
-            origin=leg,
-            destination=call.to,
-            caller_id=call.from_,
-            caller_name=call.from_display_name,
-            callee_name=leg.device.user_name,
-            answered_leg=leg,
-            answered_at=call.answered_at,
-            started_at=call.started_at,
-        )
+        call.answered_at = leg.call.answered_at = datetime.now(UTC)
         leg.set_state(LegState.ACTIVE)
         leg.device.send(
             {"type": "call.answered", "req_id": req_id, "call_id": leg.id, "media_type": "audio"}
@@ -920,28 +920,34 @@ class AppCalls:
             a.park_after_unbridge = park_after_unbridge
             return
         for call, leg in ((a, la), (b, lb)):
-            if leg.peer is not None:
+            if leg.peer is not None or call.bridge_peer is not None:
                 raise ProtocolError(
                     ErrorCode.INVALID_STATE,
-                    f"call {call.id} is bridged to another call already: hang that up or "
-                    "transfer it first",
+                    f"call {call.id} is bridged (or being bridged) to another call already: "
+                    "hang that up or transfer it first",
                 )
+        a.bridge_peer, b.bridge_peer = lb.id, la.id  # claimed before any await
         for call in (a, b):
             if call.queue_entry is not None:
                 self._leave_queue(call, "bridged")
             self.controller.cancel_later(call)
-        for call, leg in ((a, la), (b, lb)):
-            if call.parked:
-                await self._answer_parked(call, leg)
-        for leg in (la, lb):
-            await self._stop_app_audio(leg)
-        if not (la.live and lb.live) or a.ended or b.ended:
-            return
-        await self.media.bridge(la.id, lb.id)
+        try:
+            for call, leg in ((a, la), (b, lb)):
+                if call.parked:
+                    await self._answer_parked(call, leg)
+            for leg in (la, lb):
+                await self._stop_app_audio(leg)
+            if not (la.live and lb.live) or a.ended or b.ended:
+                self._unclaim(a, b)
+                return
+            await self.media.bridge(la.id, lb.id)
+        except BaseException:
+            self._unclaim(a, b)
+            raise
         if not _up(la, lb):  # a function: mypy must not keep the check above
+            self._unclaim(a, b)
             return
         la.peer, lb.peer = lb, la
-        a.bridge_peer, b.bridge_peer = lb.id, la.id
         a.park_after_unbridge = park_after_unbridge
         for call, leg, other in ((a, la, lb), (b, lb, la)):
             if leg.state is LegState.HELD:
@@ -959,6 +965,11 @@ class AppCalls:
             self._emit(
                 "call.bridged", call, state="bridged", peer_call_control_id=self._id_of(other)
             )
+
+    @staticmethod
+    def _unclaim(a: AppCall, b: AppCall) -> None:
+        """A bridge that did not happen (one side ended meanwhile)."""
+        a.bridge_peer = b.bridge_peer = None
 
     def _id_of(self, leg: Leg) -> str:
         call = self.by_leg.get(leg.id)
@@ -1081,9 +1092,16 @@ class AppCalls:
             await self.hangup(target)
 
     async def _transfer_failed(self, original: AppCall) -> None:
-        """The transfer target did not answer: the original call goes on as it was."""
+        """The transfer target did not answer: the original call goes on as it was (a parked
+        one waits for the application again, within the ring timeout)."""
         leg = original.leg
-        if leg is not None and leg.live and not original.parked and not original.ended:
+        if leg is None or not leg.live or original.ended:
+            return
+        if original.parked:
+            self.controller.later(
+                original, self.ring_timeout, lambda: self._parked_timeout(original)
+            )
+        else:
             await self.media.stop_playing(leg.id)
 
     # audio ----------------------------------------------------------------------------------
