@@ -69,8 +69,7 @@ async def run_server() -> None:
             elif req["op"] == "stats":
                 mixer = media.mixer(ROOM)
                 reply = {"ticks": mixer.ticks, "encodes": mixer.encodes,
-                         "shared_encodes": mixer.shared_encodes,
-                         "server_ticks": media.ticks, "late_ticks": media.late_ticks,
+                         "shared_encodes": mixer.shared_encodes, "late_ticks": media.late_ticks,
                          "members": len(media.mixer_members(ROOM))}  # fmt: skip
             elif req["op"] == "quit":
                 done.set()
@@ -173,72 +172,108 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- orchestrator
+class Loads:
+    """The load processes of one run: each gets its spec on stdin, says ``ready`` on stdout,
+    waits for ``go``, and prints its receivers' counters when its audio phase is over."""
+
+    def __init__(self, specs: list[dict[str, Any]]) -> None:
+        command = [sys.executable, __file__, "--load"]
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+        self.procs = [subprocess.Popen(command, text=True, **pipes) for _ in specs]
+        for proc, spec in zip(self.procs, specs, strict=True):
+            self._say(proc, json.dumps(spec))
+
+    @staticmethod
+    def _say(proc: subprocess.Popen[str], line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    @staticmethod
+    def _hear(proc: subprocess.Popen[str]) -> dict[str, Any]:
+        assert proc.stdout is not None
+        reply: dict[str, Any] = json.loads(proc.stdout.readline())
+        return reply
+
+    def wait_ready(self) -> None:
+        assert all(self._hear(p)["phase"] == "ready" for p in self.procs)
+
+    def go(self) -> None:
+        for proc in self.procs:
+            self._say(proc, "go")
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def results(self) -> list[dict[str, int]]:
+        stats: list[dict[str, int]] = []
+        for proc in self.procs:
+            stats += self._hear(proc)["stats"]
+            proc.wait(60)
+        return stats
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def run_size(n: int, duration: float, codecs: list[str], talkers: int) -> dict[str, Any]:
     server = subprocess.Popen(
         [sys.executable, __file__, "--server"], stdout=subprocess.PIPE, text=True
     )
-    loads: list[subprocess.Popen[str]] = []
+    loads: Loads | None = None
     try:
         assert server.stdout is not None
         port = json.loads(server.stdout.readline())["port"]
         rss0 = rss_bytes(server.pid)
         ids = [f"p{i}" for i in range(n)]
         procs = max(1, (n + PER_LOAD_PROCESS - 1) // PER_LOAD_PROCESS)
-        for k in range(procs):
-            mine = ids[k::procs]
-            spec = {"port": port, "ids": mine, "duration": duration,
-                    "codecs": [codecs[ids.index(i) % len(codecs)] for i in mine],
-                    "talkers": talkers if k == 0 else 0}  # fmt: skip
-            load = subprocess.Popen(
-                [sys.executable, __file__, "--load"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert load.stdin is not None
-            load.stdin.write(json.dumps(spec) + "\n")
-            load.stdin.flush()
-            loads.append(load)
-        for load in loads:
-            assert load.stdout is not None
-            assert json.loads(load.stdout.readline())["phase"] == "ready"
+        specs = [
+            {
+                "port": port,
+                "ids": ids[k::procs],
+                "duration": duration,
+                "codecs": [codecs[i % len(codecs)] for i in range(k, n, procs)],
+                "talkers": talkers if k == 0 else 0,
+            }
+            for k in range(procs)
+        ]
+        loads = Loads(specs)
+        loads.wait_ready()
         before = asyncio.run(_stats_client(port))
-        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-        load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
-        for load in loads:
-            assert load.stdin is not None
-            load.stdin.write("go\n")
-            load.stdin.flush()
+        cpu0, load0, t0 = cpu_seconds(server.pid), loads.cpu_seconds(), time.monotonic()
+        loads.go()
         time.sleep(duration / 2)
         rss_mid = rss_bytes(server.pid)
         time.sleep(duration / 2)
-        cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
-        load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
+        cpu1, load1, t1 = cpu_seconds(server.pid), loads.cpu_seconds(), time.monotonic()
         after = asyncio.run(_stats_client(port))
-        stats: list[dict[str, int]] = []
-        for load in loads:
-            assert load.stdout is not None
-            stats += json.loads(load.stdout.readline())["stats"]
-            load.wait(60)
+        stats = loads.results()
         asyncio.run(_stats_client(port, quit=True))
         server.wait(30)
     finally:
-        for proc in [*loads, server]:
-            if proc.poll() is None:
-                proc.kill()
+        if loads is not None:
+            loads.kill()
+        if server.poll() is None:
+            server.kill()
     elapsed = t1 - t0
     expected = sum(s["expected"] for s in stats)
     bad = sum(s["lost"] + s["late"] for s in stats)
-    ticks = after["ticks"] - before["ticks"]
+    ticks = max(1, after["ticks"] - before["ticks"])
+
+    def per_tick(key: str) -> float:
+        return (after[key] - before[key]) / ticks
+
     return {
         "members": after["members"],
         "cpu_per_participant": (cpu1 - cpu0) / elapsed / n,
         "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
-        "load_cpu_pct": 100 * (load_cpu1 - load_cpu0) / elapsed,
+        "load_cpu_pct": 100 * (load1 - load0) / elapsed,
         "late_lost_pct": 100 * bad / expected if expected else float("nan"),
-        "late_ticks_pct": 100
-        * (after["late_ticks"] - before["late_ticks"])
-        / max(1, after["server_ticks"] - before["server_ticks"]),
-        "own_per_tick": (after["encodes"] - before["encodes"]) / max(1, ticks),
-        "shared_per_tick": (after["shared_encodes"] - before["shared_encodes"]) / max(1, ticks),
+        "late_ticks_pct": 100 * per_tick("late_ticks"),
+        "own_per_tick": per_tick("encodes"),
+        "shared_per_tick": per_tick("shared_encodes"),
         "kib_per_participant": (rss_mid - rss0) / n / 1024,
         "rss_mib": rss_mid / 2**20,
     }

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -51,23 +52,14 @@ def libopus() -> ctypes.CDLL:
             lib = ctypes.CDLL(name)
         except OSError:
             continue
-        lib.opus_encoder_get_size.restype = ctypes.c_int
-        lib.opus_encoder_get_size.argtypes = [ctypes.c_int]
-        lib.opus_encoder_init.restype = ctypes.c_int
-        lib.opus_encoder_init.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_int32,
-            ctypes.c_int,
-            ctypes.c_int,
+        int_, int32, ptr = ctypes.c_int, ctypes.c_int32, ctypes.c_void_p
+        signatures: list[tuple[Any, Any, list[Any]]] = [
+            (lib.opus_encoder_get_size, int_, [int_]),
+            (lib.opus_encoder_init, int_, [ptr, int32, int_, int_]),
+            (lib.opus_encode, int32, [ptr, ptr, int_, ptr, int32]),
         ]
-        lib.opus_encode.restype = ctypes.c_int32
-        lib.opus_encode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_int32,
-        ]
+        for fn, restype, argtypes in signatures:
+            fn.restype, fn.argtypes = restype, argtypes
         return lib
     raise RuntimeError("libopus not found (neither a system library nor PyAV's bundled copy)")
 
