@@ -4,6 +4,10 @@ public key, OpenAPI and /docs, and a clear error for every kind of bad request."
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from typing import Any
+
 import httpx
 import pytest
 import telnyx
@@ -171,3 +175,30 @@ async def test_openapi_and_docs_describe_the_api(api: Api) -> None:
     assert "ApiKey" in spec["components"]["securitySchemes"]
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert len(api.public_key) == 44  # base64 of 32 bytes
+
+
+def test_routes_from_the_command_line(api: Api, server: Any) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "callbridge",
+                "routes",
+                *args,
+                "--data-dir",
+                str(server.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    added = cli("add", "7998", api.app_id)
+    assert added.returncode == 0 and "7998" in added.stdout
+    assert f"7998  ->  {api.app_id} (test app)" in cli("list").stdout
+    refused = cli("add", "7997", "123")
+    assert refused.returncode == 2 and "123" in refused.stderr
+    assert cli("remove", "7998").returncode == 0
+    missing = cli("remove", "7998")
+    assert missing.returncode == 2 and "7998" in missing.stderr

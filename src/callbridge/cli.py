@@ -5,6 +5,7 @@
     callbridge users list
     callbridge token NAME [--ttl 24h]
     callbridge apikey create [--name NAME]
+    callbridge routes add DESTINATION APPLICATION_ID | routes list | routes remove DESTINATION
 
 Every command takes ``--data-dir`` (default ``./callbridge-data``, holding the SQLite
 database) or ``--database-url`` (any SQLAlchemy async URL; it wins over ``--data-dir``).
@@ -235,6 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--name", help="a label for the key, e.g. the app using it")
     create.set_defaults(run=_apikey_create)
+
+    routes = commands.add_parser(
+        "routes", help="send destinations to call control applications"
+    ).add_subparsers(dest="routes_command", required=True, metavar="ACTION")
+    route_add = routes.add_parser(
+        "add",
+        parents=[database],
+        help="send calls to a destination to an application",
+        description="Calls dialled to DESTINATION go to the application (it gets "
+        "call.initiated and drives the call over the REST API). Replaces an existing route.",
+    )
+    route_add.add_argument("destination", help="an extension (2-8 digits) or an E.164 number")
+    route_add.add_argument("application_id", help="the call control application's id")
+    route_add.set_defaults(run=_routes_add)
+    route_list = routes.add_parser(
+        "list", parents=[database], help="list routes and applications", description="List routes."
+    )
+    route_list.set_defaults(run=_routes_list)
+    route_remove = routes.add_parser(
+        "remove", parents=[database], help="remove a route", description="Remove a route."
+    )
+    route_remove.add_argument("destination")
+    route_remove.set_defaults(run=_routes_remove)
     return parser
 
 
@@ -327,6 +351,33 @@ def _apikey_create(args: argparse.Namespace) -> int:
     label = f" {args.name!r}" if args.name else ""
     print(f"API key{label} created. It is shown only this once; keep it secret:")
     print(key)
+    return EXIT_OK
+
+
+def _routes_add(args: argparse.Namespace) -> int:
+    route = _with_store(args, lambda store: store.set_route(args.destination, args.application_id))
+    print(f"calls to {route.destination} now go to application {route.application_id}")
+    return EXIT_OK
+
+
+def _routes_list(args: argparse.Namespace) -> int:
+    async def both(store: Store) -> tuple[list[Any], dict[str, str]]:
+        apps, _ = await store.list_applications(1, 250)
+        return await store.list_routes(), {a.id: a.application_name for a in apps}
+
+    routes, names = _with_store(args, both)
+    if not routes:
+        print("no routes yet; add one with: " + _command(args, "routes add DEST APP_ID"))
+        return EXIT_OK
+    for route in routes:
+        name = names.get(route.application_id, "?")
+        print(f"{route.destination}  ->  {route.application_id} ({name})")
+    return EXIT_OK
+
+
+def _routes_remove(args: argparse.Namespace) -> int:
+    route = _with_store(args, lambda store: store.delete_route(args.destination))
+    print(f"removed the route of {route.destination}")
     return EXIT_OK
 
 
