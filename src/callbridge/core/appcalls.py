@@ -445,7 +445,6 @@ class AppCalls:
         controller.subscribe(self._on_domain_event)
         self.media.subscribe(self._on_media_event)
         controller.router = self  # inbound calls to an application's route come here
-        self.closed = False
 
     # events ---------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -1774,7 +1773,6 @@ class AppCalls:
 
     async def shutdown(self) -> None:
         """End every call that is still ringing (the controller ends the others)."""
-        self.closed = True
         for call in list(self.calls.values()):
             if call.leg is None and not call.ended:
                 await self._stop_ringing(call, EndReason.CANCELED)
