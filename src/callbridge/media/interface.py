@@ -215,7 +215,8 @@ class MediaServer(Protocol):
 
     async def destroy_mixer(self, mixer_id: str) -> None:
         """Remove the mixer: its members hear nothing afterwards, its playbacks end
-        (``stopped``) and its recordings are saved (:class:`RecordingSaved`)."""
+        (``stopped``) and its recordings are saved (:class:`RecordingSaved`). Unknown ids are
+        ignored."""
 
     async def mixer_add(self, mixer_id: str, endpoint_id: str) -> None:
         """Make an endpoint a member: it is unbridged and its player stopped first, then hears
