@@ -585,7 +585,11 @@ class CallController:
     async def set_muted(
         self, device: Device, call_id: str, muted: bool, req_id: str | None
     ) -> None:
-        leg = self.answered_leg(device, call_id)
+        leg = self.leg_of(device, call_id)
+        if not leg.answered:  # a call parked by an application (no far party) mutes too
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} is {leg.state}; it must be answered"
+            )
         if leg.muted == muted:
             code = WarningCode.ALREADY_MUTED if muted else WarningCode.NOT_MUTED
             device.send(warning(code, req_id, leg.id))
