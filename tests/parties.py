@@ -15,6 +15,11 @@ from callbridge.testing import tone_level_db
 ALICE, BOB, CAROL = 440.0, 1000.0, 1400.0
 HEARD = -35.0  # dBFS: a tone at this level or more is clearly there (sources send ~-13 dBFS)
 SILENT = -60.0  # below this, nothing of that tone arrived
+# In a conference mix a tone that does not reach a party measures below this. Looser than
+# SILENT: Opus coding (32 kbit/s) of a mix of tones leaves intermodulation products at other
+# frequencies (e.g. 1400 - 440 = 960 Hz next to bob's 1000 Hz) measured up to about -49 dBFS,
+# while a tone that does arrive measures about -15 dBFS: 30 dB apart either way.
+ABSENT = -45.0
 
 
 async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
@@ -25,6 +30,18 @@ async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
     if len(pcm) < 48000 * seconds / 2:
         return -120.0  # (almost) nothing arrived: silence
     return tone_level_db(pcm, 48000, freq)
+
+
+async def hears(p: Party, *tones: float, not_: tuple[float, ...] = ()) -> None:
+    """One listen: each of ``tones`` is clearly there, each of ``not_`` is absent."""
+    p.sink.clear()
+    await asyncio.sleep(1.0)
+    pcm = p.sink.samples(0.8)
+    assert len(pcm) > 48000 * 0.4, f"{p.user.name} received almost no audio"
+    for tone in tones:
+        assert tone_level_db(pcm, 48000, tone) > HEARD, f"{p.user.name} does not hear {tone} Hz"
+    for tone in not_:
+        assert tone_level_db(pcm, 48000, tone) < ABSENT, f"{p.user.name} hears {tone} Hz"
 
 
 class Party:

@@ -19,26 +19,9 @@ from api_helpers import (  # noqa: F401  (the fixtures)
     audio_site_fixture,
     speech_heard,
 )
-from callbridge.testing import tone_level_db
-from parties import ALICE, BOB, CAROL, HEARD, Party
+from parties import ALICE, BOB, CAROL, Party, hears
 
 pytestmark = pytest.mark.timeout(120)
-# A tone that does not reach a party measures below this. Looser than parties.SILENT: Opus
-# coding of a mix of tones leaves artifacts near -58 dBFS at other frequencies (as in
-# test_conferences.py), while a tone that arrives measures about -15 dBFS.
-ABSENT = -50.0
-
-
-async def hears(p: Party, *tones: float, not_: tuple[float, ...] = ()) -> None:
-    """One listen: each of ``tones`` is clearly there, each of ``not_`` is absent."""
-    p.sink.clear()
-    await asyncio.sleep(1.0)
-    pcm = p.sink.samples(0.8)
-    assert len(pcm) > 48000 * 0.4, f"{p.user.name} received almost no audio"
-    for tone in tones:
-        assert tone_level_db(pcm, 48000, tone) > HEARD, f"{p.user.name} does not hear {tone} Hz"
-    for tone in not_:
-        assert tone_level_db(pcm, 48000, tone) < ABSENT, f"{p.user.name} hears {tone} Hz"
 
 
 async def answered_callers(api: Api, party: Any, *tones: float) -> list[tuple[Party, str]]:

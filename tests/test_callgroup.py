@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from callbridge.client import Call, CallGroup
-from parties import ALICE, BOB, CAROL, HEARD, Party, connect, level
+from parties import ABSENT, ALICE, BOB, CAROL, HEARD, Party, connect, level
 
 DAVE = 1900.0
-ABSENT = -50.0  # see tests/test_conferences.py
 
 
 async def dial(me: Party, them: Party) -> Call:

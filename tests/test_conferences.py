@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 from typing import Any
 
 import numpy as np
 import pytest
 
+from api_helpers import PROMPT, audio_site_fixture  # noqa: F401  (the audio_site fixture)
 from callbridge.client import BufferSink, Conference, SilenceSource, ToneSource
 from callbridge.client.errors import CallStateError
 from callbridge.errors import RemoteError
 from callbridge.media.players import HOLD_MUSIC_NOTES
 from callbridge.testing import rms_dbfs, tone_level_db
-from parties import ALICE, BOB, CAROL, HEARD, Party, level
+from parties import ABSENT, ALICE, BOB, CAROL, HEARD, Party, hears, level
 
 DAVE = 1900.0
-PROMPT = 700.0  # the tone of the WAV the host plays
 MUSIC = HOLD_MUSIC_NOTES[0]
-# A tone that does not reach a party measures below this. Looser than parties.SILENT: Opus
-# coding of a mix of tones leaves artifacts near -58 dBFS at other frequencies, while a tone
-# that does arrive measures about -15 dBFS.
-ABSENT = -50.0
 
 
 class Invitations:
@@ -102,18 +95,6 @@ async def room(party: Any, *tones: float) -> tuple[list[Party], Conference, list
     # The host hears of the last acceptance a moment after the participant is in.
     await seen.wait("conference:invitation-accepted", count=len(joined))
     return parties, conf, joined
-
-
-async def hears(p: Party, *tones: float, not_: tuple[float, ...] = ()) -> None:
-    """One listen: each of ``tones`` is clearly there, each of ``not_`` is absent."""
-    p.sink.clear()
-    await asyncio.sleep(1.0)
-    pcm = p.sink.samples(0.8)
-    assert len(pcm) > 48000 * 0.4, f"{p.user.name} received almost no audio"
-    for tone in tones:
-        assert tone_level_db(pcm, 48000, tone) > HEARD, f"{p.user.name} does not hear {tone} Hz"
-    for tone in not_:
-        assert tone_level_db(pcm, 48000, tone) < ABSENT, f"{p.user.name} hears {tone} Hz"
 
 
 async def test_three_parties_each_hear_the_others_and_not_themselves(party):
@@ -304,37 +285,10 @@ async def test_the_floor_follows_the_active_talker(party):
 
 
 # media operations ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def media_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A WAV of a 700 Hz tone served over HTTP on 127.0.0.1 (and nothing else)."""
-    root = tmp_path_factory.mktemp("site")
-    t = np.arange(int(48000 * 1.5)) / 48000
-    pcm = (np.sin(2 * np.pi * PROMPT * t) * 0.3 * 32767).astype(np.int16)
-    with wave.open(str(root / "prompt.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes(pcm.tobytes())
-    (root / "not-audio.wav").write_text("this is no audio")
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-async def test_the_host_plays_a_url_to_everyone_or_to_one(party, media_site):
+async def test_the_host_plays_a_url_to_everyone_or_to_one(party, audio_site):
     (alice, bob, carol), conf, _ = await room(party, ALICE, BOB, CAROL)
     seen = Recorder(alice)
-    await conf.play(f"{media_site}/prompt.wav", loops=0)
+    await conf.play(f"{audio_site}/prompt.wav", loops=0)
     started = await seen.wait("conference:playback-started")
     await hears(bob, PROMPT, ALICE)
     await hears(carol, PROMPT)
@@ -342,16 +296,16 @@ async def test_the_host_plays_a_url_to_everyone_or_to_one(party, media_site):
     ended = await seen.wait("conference:playback-ended")
     assert ended["playback_id"] == started["playback_id"] and ended["status"] == "stopped"
     await hears(bob, not_=(PROMPT,))
-    await conf.play(f"{media_site}/prompt.wav", loops=0, participants=[carol.user.extension])
+    await conf.play(f"{audio_site}/prompt.wav", loops=0, participants=[carol.user.extension])
     await hears(carol, PROMPT)
     await hears(bob, not_=(PROMPT,))
     await conf.stop()
     await conf.end()
 
 
-async def test_bad_audio_gets_a_clear_error(party, media_site):
+async def test_bad_audio_gets_a_clear_error(party, audio_site):
     (_alice, bob), conf, _ = await room(party, ALICE, BOB)
-    for url in (f"{media_site}/missing.wav", f"{media_site}/not-audio.wav"):
+    for url in (f"{audio_site}/missing.wav", f"{audio_site}/not-audio.wav"):
         with pytest.raises(RemoteError) as err:
             await conf.play(url)
         assert err.value.code == "invalid_audio", err.value

@@ -251,15 +251,7 @@ class ConferenceManager:
             raise
         self.conferences[conf.id] = conf
         self.calls.legs[leg.id] = leg
-        leg.call = Call(
-            id=leg.id,
-            origin=leg,
-            destination=f"conference:{conf.name}",
-            caller_id=device.caller_id,
-            caller_name=device.display_name,
-            callee_name=conf.name,
-            answered_at=datetime.now(UTC),
-        )
+        leg.call = _conference_call(leg, conf)
         leg.set_state(LegState.TRYING)
         conf.host_leg = leg
         device.send(
@@ -439,15 +431,7 @@ class ConferenceManager:
             return
         leg.invitation = None
         device = leg.device
-        leg.call = Call(
-            id=leg.id,
-            origin=leg,
-            destination=f"conference:{conf.name}",
-            caller_id=device.caller_id,
-            caller_name=device.display_name,
-            callee_name=conf.name,
-            answered_at=datetime.now(UTC),
-        )
+        leg.call = _conference_call(leg, conf)
         leg.set_state(LegState.ACTIVE)
         await self._add_member(conf, Member(leg, invitation.key, invitation.name))
         if _over(leg, conf):
@@ -1177,6 +1161,19 @@ class ConferenceManager:
     async def shutdown(self) -> None:
         for conf in list(self.conferences.values()):
             await self.finish(conf, "shutdown")
+
+
+def _conference_call(leg: Leg, conf: Conference) -> Call:
+    """The call (CDR) of a leg in a hosted conference: from its device to the conference."""
+    return Call(
+        id=leg.id,
+        origin=leg,
+        destination=f"conference:{conf.name}",
+        caller_id=leg.device.caller_id,
+        caller_name=leg.device.display_name,
+        callee_name=conf.name,
+        answered_at=datetime.now(UTC),
+    )
 
 
 def _over(leg: Leg, conf: Conference) -> bool:
