@@ -33,7 +33,7 @@ from callbridge.api.schemas import (
     refuse_unsupported,
 )
 from callbridge.core.appcalls import AppCall, ConferenceRecord
-from callbridge.core.conferences import Conference, ConferenceKind, Member
+from callbridge.core.conferences import Conference, ConferenceKind, Member, RecordAction
 from callbridge.media.interface import AudioSpec
 
 __all__ = ["router"]
@@ -537,12 +537,10 @@ async def record_start(id: str, params: RecordStartParams, ctx: Ctx) -> Data[Com
     return ok()
 
 
-async def _record(ctx: ApiContext, id: str, params: RecordingParams, action: str) -> None:
+async def _record(ctx: ApiContext, id: str, params: RecordingParams, action: RecordAction) -> None:
     conf = _live(ctx, id)
     _recording(conf, params.recording_id)
-    await protocol_errors(
-        ctx.controller.conferences.record(None, conf, action)  # type: ignore[arg-type]
-    )
+    await protocol_errors(ctx.controller.conferences.record(None, conf, action))
 
 
 @router.post(

@@ -514,8 +514,8 @@ class ConferenceBook:
         self.starting: dict[str, _Starting] = {}  # by req_id of conference.start
         self.group = CallGroup(phone)
 
-    def handle(self, msg: dict[str, Any]) -> bool:
-        """Take a ``conference.*`` message; False if it is not about a conference."""
+    def handle(self, msg: dict[str, Any]) -> None:
+        """Take one ``conference.*`` message."""
         phone = self._phone
         kind = str(msg.get("type", ""))
         req_id = msg.get("req_id")
@@ -535,12 +535,10 @@ class ConferenceBook:
             conf.call = call
             phone._conferences[conf.id] = conf
             phone._adopt(call)
-            return True
+            return
         if kind == "conference.invitation":
             self._invited(msg)
-            return True
-        if not kind.startswith("conference."):
-            return False
+            return
         conference_id = str(msg.get("conference_id", ""))
         known = phone._conferences.get(conference_id)
         if known is not None:
@@ -549,7 +547,6 @@ class ConferenceBook:
             self.group.id in (None, conference_id) or kind == "conference.merged"
         ):
             self.group._handle(msg)
-        return True
 
     def _invited(self, msg: dict[str, Any]) -> None:
         phone = self._phone

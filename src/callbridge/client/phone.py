@@ -840,7 +840,7 @@ class Phone:
         ws = self._ws
         if ws is None or self._state in (PhoneState.IDLE, PhoneState.CLOSED):
             raise NotConnectedError(f"the phone is {self._state}: log in first")
-        req_id = str(message.get("req_id") or f"{self._req_prefix}-{next(self._req_ids)}")
+        req_id = str(message.get("req_id") or self._new_req_id())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
@@ -912,7 +912,7 @@ class Phone:
         media = self._new_media(source, sink, codecs)
         if media_type == "video":
             media.enable_video(video_source, video_sink)
-        req_id = f"{self._req_prefix}-{next(self._req_ids)}"
+        req_id = self._new_req_id()
         user = self.session.user if self.session else {}
         from_ = caller_id or str(user.get("number") or user.get("extension") or "")
         self._creating[req_id] = _Creating(media, destination, from_)

@@ -51,11 +51,13 @@ if TYPE_CHECKING:
     from callbridge.core.controller import CallController
 
 __all__ = [
+    "BeepMode",
     "Conference",
     "ConferenceKind",
     "ConferenceManager",
     "Invitation",
     "Member",
+    "RecordAction",
 ]
 
 log = logging.getLogger(__name__)
