@@ -112,7 +112,7 @@ async def setup(
     http: str, database_url: str, calls: int, receiver: Receiver
 ) -> tuple[dict[str, str], str, list[str], str, list[Any]]:
     from callbridge.client import Phone, SilenceSource
-    from callbridge.media.webrtc import restrict_ice_addresses
+    from callbridge.rtp.webrtc import restrict_ice_addresses
     from callbridge.store import Store
 
     restrict_ice_addresses(["127.0.0.1"])

@@ -70,7 +70,7 @@ def percentile(values: list[float], p: float) -> float:
 # ------------------------------------------------------------------------------ load process
 async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     from callbridge.client import Phone, ToneSource
-    from callbridge.media.webrtc import restrict_ice_addresses
+    from callbridge.rtp.webrtc import restrict_ice_addresses
 
     restrict_ice_addresses(["127.0.0.1"])
     url, pairs, duration = spec["url"], spec["pairs"], spec["duration"]

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from callbridge.client import CallMedia
-from callbridge.media.codecs import FRAME_MS, CodecSpec
 from callbridge.media.players import encode_loop
-from callbridge.media.webrtc import RtpPort
+from callbridge.rtp.codecs import FRAME_MS, CodecSpec
+from callbridge.rtp.webrtc import RtpPort
 from calls import cpu_seconds, rss_bytes
 
 ROOM = "room"
@@ -141,7 +141,7 @@ def _loop(tone: float | None, spec: CodecSpec) -> tuple[bytes, ...]:
 
 
 async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
-    from callbridge.media.webrtc import restrict_ice_addresses
+    from callbridge.rtp.webrtc import restrict_ice_addresses
 
     restrict_ice_addresses(["127.0.0.1"])
     control = await Control.connect(spec["port"])

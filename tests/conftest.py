@@ -26,7 +26,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from callbridge.client import Phone
-from callbridge.media.webrtc import restrict_ice_addresses
+from callbridge.rtp.webrtc import restrict_ice_addresses
 from callbridge.store import Store
 from parties import Party
 
@@ -196,7 +196,7 @@ async def make_offer(codecs: list[str] | None = None, data_only: bool = False) -
     """A real aiortc offer (audio unless ``data_only``), optionally limited to ``codecs``."""
     from aiortc import RTCPeerConnection, RTCRtpSender
 
-    from callbridge.media.webrtc import register_codecs, rtc_configuration
+    from callbridge.rtp.webrtc import register_codecs, rtc_configuration
 
     pc = RTCPeerConnection(rtc_configuration())
     if data_only:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from callbridge.client import BufferSink, CallMedia, SilenceSource, ToneSource
-from callbridge.media.codecs import Pcm
+from callbridge.rtp.codecs import Pcm
 from callbridge.testing import tone_level_db
 
 RATE = 48000

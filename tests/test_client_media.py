@@ -25,8 +25,8 @@ from callbridge.client import (
     WavSource,
 )
 from callbridge.errors import ErrorCode, ProtocolError
-from callbridge.media.rfc4733 import decode_event
-from callbridge.media.webrtc import RtpPacket, restrict_ice_addresses
+from callbridge.rtp.rfc4733 import decode_event
+from callbridge.rtp.webrtc import RtpPacket, restrict_ice_addresses
 from callbridge.testing import tone_level_db, tones_present
 
 restrict_ice_addresses(["127.0.0.1"])

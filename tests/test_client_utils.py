@@ -30,7 +30,7 @@ from callbridge.client import (
     get_caller_info,
 )
 from callbridge.client.media import CallMedia
-from callbridge.media.webrtc import restrict_ice_addresses
+from callbridge.rtp.webrtc import restrict_ice_addresses
 from parties import ALICE, BOB, connect
 
 # ---------------------------------------------------------------------------------------------

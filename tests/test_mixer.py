@@ -35,7 +35,7 @@ from callbridge.media.interface import (
     RecordingSaved,
 )
 from callbridge.media.players import HOLD_MUSIC_NOTES, TONES
-from callbridge.media.webrtc import restrict_ice_addresses
+from callbridge.rtp.webrtc import restrict_ice_addresses
 from callbridge.testing import rms_dbfs, tone_level_db
 from media_peers import RATE, Peer, connect, hear, level, levels, sine
 from parties import HEARD

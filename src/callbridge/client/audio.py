@@ -28,7 +28,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from callbridge.media.codecs import Pcm
+from callbridge.rtp.codecs import Pcm
 
 __all__ = [
     "FRAME_SAMPLES",

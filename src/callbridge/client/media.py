@@ -2,7 +2,7 @@
 
 :class:`CallMedia` is the SDK's ``RTCPeerConnection`` (seed 001's ``call.peerConnection`` is
 ``call.media.pc``). aiortc does ICE, DTLS, SRTP and SDP; the RTP path is callbridge's own
-(:class:`callbridge.media.webrtc.RtpPort`):
+(:class:`callbridge.rtp.webrtc.RtpPort`):
 
 - sending: one loop per call reads the :class:`~callbridge.client.audio.AudioSource` every
   20 ms on an absolute schedule, resamples 48 kHz to the negotiated codec, encodes and sends;
@@ -57,7 +57,7 @@ from callbridge.client.audio import (
 )
 from callbridge.client.video import TestPatternSource, VideoSink, VideoSource
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
-from callbridge.media.codecs import (
+from callbridge.rtp.codecs import (
     CODECS,
     FRAME_MS,
     AudioDecoder,
@@ -66,8 +66,8 @@ from callbridge.media.codecs import (
     Resampler,
     codec_for_mime,
 )
-from callbridge.media.rfc4733 import DtmfDetector, encode_event, valid_digits
-from callbridge.media.webrtc import (
+from callbridge.rtp.rfc4733 import DtmfDetector, encode_event, valid_digits
+from callbridge.rtp.webrtc import (
     IdleTrack,
     NegotiatedAudio,
     RtpPacket,
@@ -295,7 +295,7 @@ class CallMedia:
         and for receiving DTMF in band).
 
     ICE gathers on the addresses set by
-    :func:`callbridge.media.webrtc.restrict_ice_addresses` (process-wide); the
+    :func:`callbridge.rtp.webrtc.restrict_ice_addresses` (process-wide); the
     :class:`~callbridge.client.Phone` sets them from its URL.
     """
 

@@ -63,7 +63,7 @@ from callbridge.client.settings import (
 )
 from callbridge.client.video import VideoSink, VideoSource
 from callbridge.errors import RemoteError
-from callbridge.media.webrtc import restrict_ice_addresses
+from callbridge.rtp.webrtc import restrict_ice_addresses
 
 __all__ = ["CallSummary", "EventStream", "Phone", "PhoneState", "SessionInfo"]
 

@@ -52,7 +52,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 from callbridge.client.errors import ClientError
-from callbridge.media.webrtc import set_ice_policy
+from callbridge.rtp.webrtc import set_ice_policy
 
 if TYPE_CHECKING:
     from callbridge.client.media import CallMedia
@@ -305,7 +305,7 @@ class PeerConnectionSettings:
         gathers candidates, i.e. before its offer or answer is created.
 
         aiortc's ``RTCConfiguration`` has no IPv6 switch and no ``"none"``, so this goes
-        through :func:`callbridge.media.webrtc.set_ice_policy`. It configures the transports
+        through :func:`callbridge.rtp.webrtc.set_ice_policy`. It configures the transports
         that exist now: the call's one audio transport (further m-lines are bundled onto it).
         """
         set_ice_policy(

@@ -67,6 +67,7 @@ import numpy as np
 
 from callbridge.core.calls import Call, Device, EndReason, Leg, LegState, new_id
 from callbridge.core.conferences import BeepMode, Conference
+from callbridge.core.events import DeviceEvent
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import (
     AudioSpec,
@@ -375,6 +376,9 @@ class ApplicationDevice:
     @property
     def reachable(self) -> bool:
         return False
+
+    def deliver(self, event: DeviceEvent) -> None:
+        log.debug("application device %s: dropping %s", self.id, type(event).__name__)
 
     def send(self, message: dict[str, Any]) -> None:
         log.debug("application device %s: dropping %s", self.id, message.get("type"))

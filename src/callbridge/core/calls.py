@@ -12,9 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
+from callbridge.core.devices import Device
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason, MediaType
 
 __all__ = [
     "Call",
@@ -30,6 +32,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from callbridge.core.conferences import Conference, Invitation
+    from callbridge.core.ringing import RingOwner
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +71,6 @@ _TRANSITIONS: dict[LegState, frozenset[LegState]] = {
 }
 
 
-class EndReason(StrEnum):
-    HANGUP = "hangup"
-    BUSY = "busy"
-    NO_ANSWER = "no-answer"
-    FAILED = "failed"
-    TRANSFERRED = "transferred"
-    REJECTED = "rejected"
-    CANCELED = "canceled"
-    ANSWERED_ELSEWHERE = "answered-elsewhere"
-    DISCONNECTED = "disconnected"
-    MOVED = "moved"
-    REMOVED = "removed"  # the conference host removed this participant
-
-
-MediaType = Literal["audio", "video"]
-
-
-class Device(Protocol):
-    """One logged-in connection of a user (a softphone, a browser tab, …)."""
-
-    id: str
-    user_name: str
-    caller_id: str  # the user's number, else extension
-    display_name: str
-
-    @property
-    def reachable(self) -> bool:
-        """False while the device's connection is away: new calls do not ring it."""
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue one protocol message to the device. Never blocks, never raises."""
-
-
 @dataclass(eq=False)
 class Leg:
     device: Device
@@ -116,6 +86,7 @@ class Leg:
     media_type: MediaType = "audio"  # "video" while video flows on this leg (either way)
     conference: Conference | None = None  # the conference (or call group) it is a member of
     invitation: Invitation | None = None  # set on a device ringing for a conference invitation
+    ring_owner: RingOwner | None = None  # who rang this device leg (core.ringing)
 
     def set_state(self, new: LegState) -> None:
         """The one place a leg changes state; illegal moves are refused."""

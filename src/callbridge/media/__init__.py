@@ -1,12 +1,11 @@
 """The media plane: the MediaServer interface and its in-process engine on aiortc.
 
 Import from the modules: :mod:`~callbridge.media.interface` (what the control plane may ask),
-:mod:`~callbridge.media.engine` (the embedded implementation), :mod:`~callbridge.media.webrtc`
-(the aiortc glue), :mod:`~callbridge.media.codecs`, :mod:`~callbridge.media.opus` (an Opus
-encoder whose state can be handed over), :mod:`~callbridge.media.rfc4733`,
+:mod:`~callbridge.media.engine` (the embedded implementation),
 :mod:`~callbridge.media.players` (hold music, ringback, tones), :mod:`~callbridge.media.mixer`
 (conferences), :mod:`~callbridge.media.playback` (files, URLs, text to speech),
-:mod:`~callbridge.media.recording`. Nothing outside this package touches aiortc internals.
+:mod:`~callbridge.media.recording`. The RTP glue it shares with the SDK (aiortc glue, codecs,
+Opus, RFC 4733) is :mod:`callbridge.rtp`.
 """
 
 __all__: list[str] = []

@@ -2,7 +2,7 @@
 conference mixers, playbacks and recordings.
 
 Video (VP8 only) is relayed between bridged endpoints and never decoded: each endpoint may
-have one :class:`~callbridge.media.webrtc.VideoPort` next to its audio port; a packet from one
+have one :class:`~callbridge.rtp.webrtc.VideoPort` next to its audio port; a packet from one
 device is re-stamped and sent to the bridged device, and key-frame requests (RTCP PLI/FIR)
 travel the other way.
 
@@ -33,19 +33,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media.codecs import (
-    MIX_FRAME,
-    AudioDecoder,
-    AudioEncoder,
-    CodecSpec,
-    FrameDecoder,
-    FrameEncoder,
-    Pcm,
-    Resampler,
-)
 from callbridge.media.interface import (
     AudioSpec,
+    Candidate,
     DtmfReceived,
+    EndpointInfo,
     EndpointState,
     EndpointStateChanged,
     MediaEvent,
@@ -59,8 +51,18 @@ from callbridge.media.mixer import FrameFifo, Member, Mixer
 from callbridge.media.playback import Playback, load_audio
 from callbridge.media.players import PayloadLoop, sound_payloads
 from callbridge.media.recording import Recorder
-from callbridge.media.rfc4733 import DtmfDetector, decode_event, encode_event
-from callbridge.media.webrtc import (
+from callbridge.rtp.codecs import (
+    MIX_FRAME,
+    AudioDecoder,
+    AudioEncoder,
+    CodecSpec,
+    FrameDecoder,
+    FrameEncoder,
+    Pcm,
+    Resampler,
+)
+from callbridge.rtp.rfc4733 import DtmfDetector, decode_event, encode_event
+from callbridge.rtp.webrtc import (
     IdleTrack,
     OutboundClock,
     RtpPacket,
@@ -637,6 +639,11 @@ class InProcessMediaServer:
     def codec(self, endpoint_id: str) -> str | None:
         spec = self._get(endpoint_id).spec
         return spec.name if spec else None
+
+    async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
+        sends, receives = self.video_state(endpoint_id)
+        candidates = tuple(Candidate(*c) for c in self.local_candidates(endpoint_id))
+        return EndpointInfo(self.codec(endpoint_id), sends, receives, candidates)
 
     # bridging and control -------------------------------------------------------------------
     async def bridge(self, a_id: str, b_id: str) -> None:

@@ -48,7 +48,9 @@ from typing import Literal, Protocol
 __all__ = [
     "AudioKind",
     "AudioSpec",
+    "Candidate",
     "DtmfReceived",
+    "EndpointInfo",
     "EndpointState",
     "EndpointStateChanged",
     "FloorChanged",
@@ -88,6 +90,30 @@ class AudioSpec:
     voice: str = "female"
     language: str = "en-US"
     loops: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One of the server's ICE candidates for an endpoint (as trickled to its device)."""
+
+    line: str  # "candidate:…" (RFC 8839 section 5.1 attribute value)
+    sdp_mid: str | None
+    sdp_m_line_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointInfo:
+    """What was negotiated for an endpoint (:meth:`MediaServer.endpoint_info`)."""
+
+    codec: str | None  # the audio codec name (``opus``, ``PCMU``, ``PCMA``), once known
+    device_sends_video: bool  # as last negotiated
+    device_receives_video: bool
+    candidates: tuple[Candidate, ...]  # the server's ICE candidates
+
+    @property
+    def video(self) -> bool:
+        """Video flows either way."""
+        return self.device_sends_video or self.device_receives_video
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +206,10 @@ class MediaServer(Protocol):
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
     ) -> None:
         """Add a trickled remote ICE candidate; ``None`` means end-of-candidates."""
+
+    async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
+        """What was negotiated for the endpoint: codec, video directions, the server's ICE
+        candidates. An unknown id raises :class:`~callbridge.errors.MediaError`."""
 
     def local_candidates(self, endpoint_id: str) -> list[tuple[str, str | None, int]]:
         """The server's candidates for an endpoint: (candidate line, sdp_mid, m-line index)."""

@@ -3,7 +3,7 @@
 How one 20 ms tick works, and why (the server's ticker calls :meth:`Mixer.tick`):
 
 1. **One format.** Each member's inbound RTP is decoded as it arrives (its codec -> 48 kHz mono,
-   :class:`~callbridge.media.codecs.FrameDecoder`) into a small :class:`FrameFifo`. The tick
+   :class:`~callbridge.rtp.codecs.FrameDecoder`) into a small :class:`FrameFifo`. The tick
    takes one frame per member (silence if none came), so a member whose packets arrive early,
    late or in bursts still contributes one frame per tick; a FIFO that grows (the device's
    clock runs fast, a burst after a stall) drops its oldest frames, so drift cannot add
@@ -18,7 +18,7 @@ How one 20 ms tick works, and why (the server's ticker calls :meth:`Mixer.tick`)
    is encoded **once per codec** and the same payload goes to all of them; only talkers,
    whisper targets and members with their own playback get an encode of their own. In a room
    of 100 with three talkers that is ≈ 5 encodes per tick instead of 100. Each endpoint still
-   gets its own RTP timestamps (its :class:`~callbridge.media.webrtc.OutboundClock`, with the
+   gets its own RTP timestamps (its :class:`~callbridge.rtp.webrtc.OutboundClock`, with the
    mixer as the source) and its own SRTP.
 4. **Floor.** The loudest member heard by all, smoothed over ≈ 60 ms, above
    :data:`SPEECH_DBFS`, takes the floor once it has led for :data:`FLOOR_LEAD_TICKS` (300 ms)
@@ -43,11 +43,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from callbridge.media.codecs import MIX_FRAME, CodecSpec, FrameEncoder, Pcm
 from callbridge.media.interface import FloorChanged, MediaEvent, SupervisorRole
 from callbridge.media.playback import Playback
 from callbridge.media.players import PayloadLoop, sound_payloads
 from callbridge.media.recording import Recorder
+from callbridge.rtp.codecs import MIX_FRAME, CodecSpec, FrameEncoder, Pcm
 
 __all__ = [
     "FIFO_MAX",
@@ -376,7 +376,7 @@ class Mixer:
     ) -> None:
         """Members moving from the shared mix to their own encode continue from the shared
         encoder's state (before it encodes this tick), so their decoders notice nothing (see
-        :mod:`callbridge.media.opus`)."""
+        :mod:`callbridge.rtp.opus`)."""
         own = np.flatnonzero(heard).tolist()
         if extra is not None:
             own += extra.keys()

@@ -1,7 +1,7 @@
 """Playbacks: files, URLs, text to speech and tones, as 48 kHz PCM ready to mix.
 
 A sound is decoded (or synthesised) completely, to 20 ms frames of 48 kHz mono int16 (the
-mixing format, :data:`~callbridge.media.codecs.MIX_RATE`), before it starts. That keeps the
+mixing format, :data:`~callbridge.rtp.codecs.MIX_RATE`), before it starts. That keeps the
 per-tick path to a slice of an array (no decoder, no I/O, nothing that can fail mid-way), lets
 a bad file or URL be refused by the request that asked for it rather than by an event later,
 and makes looping free. The cost is memory: 48 kHz mono is 5.6 MiB a minute, so sounds are
@@ -27,9 +27,9 @@ import av
 import numpy as np
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media.codecs import MIX_FRAME, MIX_RATE, Pcm
 from callbridge.media.interface import AudioSpec, PlaybackStatus
 from callbridge.media.players import TONES, tone_pcm
+from callbridge.rtp.codecs import MIX_FRAME, MIX_RATE, Pcm
 
 __all__ = [
     "BAD_AUDIO",

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from callbridge.media.codecs import MIX_RATE, AudioEncoder, CodecSpec, Pcm
+from callbridge.rtp.codecs import MIX_RATE, AudioEncoder, CodecSpec, Pcm
 
 __all__ = [
     "HOLD_MUSIC_NOTES",
@@ -110,7 +110,7 @@ class PayloadLoop:
 
     An empty loop (the ``silence`` player) sends nothing: receivers play silence or comfort
     noise. :attr:`timestamp` is the loop's own RTP clock, mapped per endpoint by its
-    :class:`~callbridge.media.webrtc.OutboundClock`.
+    :class:`~callbridge.rtp.webrtc.OutboundClock`.
     """
 
     def __init__(self, name: str, payloads: tuple[bytes, ...], step: int) -> None:

@@ -20,8 +20,8 @@ from typing import BinaryIO
 import av
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media.codecs import FRAME_MS, MIX_RATE, Pcm
 from callbridge.media.interface import RecordingFormat, RecordingSaved
+from callbridge.rtp.codecs import FRAME_MS, MIX_RATE, Pcm
 
 __all__ = ["Recorder"]
 

@@ -29,6 +29,9 @@ from typing import Any
 
 from callbridge.core.calls import EndReason, new_id
 from callbridge.core.controller import CallController
+from callbridge.core.events import DeviceEvent
+from callbridge.signalling import wire_apps, wire_calls, wire_conferences  # noqa: F401 (encoders)
+from callbridge.signalling.wire import to_wire
 
 __all__ = ["Session", "SessionManager"]
 
@@ -58,6 +61,10 @@ class Session:
     def reachable(self) -> bool:
         """Attached to a connection: new calls may ring it."""
         return self._sender is not None and not self.ended
+
+    def deliver(self, event: DeviceEvent) -> None:
+        """The core tells this device a fact: sent as its ``/ws`` message."""
+        self.send(to_wire(event))
 
     def send(self, message: dict[str, Any]) -> None:
         if message.get("req_id", "") is None:

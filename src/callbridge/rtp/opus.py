@@ -13,7 +13,7 @@ been fed almost the same audio for 300 ms, and measures far below audibility.)
 
 PyAV does not expose the encoder state, so this module calls libopus through ctypes: the system
 library if there is one, else the copy bundled in PyAV's wheel. Settings match
-:class:`~callbridge.media.codecs.AudioEncoder`: mono, 48 kHz, VoIP application, 32 kbit/s.
+:class:`~callbridge.rtp.codecs.AudioEncoder`: mono, 48 kHz, VoIP application, 32 kbit/s.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 __all__ = ["OpusEncoder", "libopus"]
 
-MIX_RATE = 48000  # as callbridge.media.codecs (which imports this module)
+MIX_RATE = 48000  # as callbridge.rtp.codecs (which imports this module)
 MIX_FRAME = 960
 
 _APPLICATION_VOIP = 2048

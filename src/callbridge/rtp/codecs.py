@@ -20,7 +20,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from callbridge.media.opus import OpusEncoder
+from callbridge.rtp.opus import OpusEncoder
 
 __all__ = [
     "CODECS",
@@ -202,7 +202,7 @@ class _Decimator:
 class FrameEncoder:
     """20 ms frames of 48 kHz mono int16 -> RTP payloads of one codec, one per frame.
 
-    Opus goes through :class:`~callbridge.media.opus.OpusEncoder`, G.711 through a decimator
+    Opus goes through :class:`~callbridge.rtp.opus.OpusEncoder`, G.711 through a decimator
     and FFmpeg's (stateless) G.711 encoder; either way the whole state can be taken over from
     another encoder of the same codec (:meth:`copy_state_from`), which the mixer does when a
     member moves from the shared mix to its own.

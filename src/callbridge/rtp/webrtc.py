@@ -58,7 +58,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
-from callbridge.media.codecs import CodecSpec, codec_for_mime
+from callbridge.rtp.codecs import CodecSpec, codec_for_mime
 
 __all__ = [
     "IdleTrack",

@@ -1,0 +1,33 @@
+"""Who owns a ringing leg: the one contract for everything that rings a device.
+
+A device leg rings because someone rang it: a call to the user (ring-all), a conference
+invitation, a move of the user's call to another of their devices, an application's dial.
+Whoever rang it sets ``leg.ring_owner`` to an object implementing :class:`RingOwner`, and
+the controller hands it the device's answer or refusal, and a vanished device, without
+knowing which kind it is. :class:`RingGroup` (in :mod:`callbridge.core.ringgroup`) is the
+shared implementation: ring several devices at once, first answer wins, the rest stop; one
+``answer``/``decline``/``timeout``/``cancel`` path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from callbridge.vocabulary import EndReason
+
+if TYPE_CHECKING:
+    from callbridge.core.calls import Leg
+
+__all__ = ["RingOwner"]
+
+
+class RingOwner(Protocol):
+    """What a ringing leg's device did, handed to whoever rang it."""
+
+    async def answer(self, leg: Leg, sdp: str, req_id: str | None) -> None:
+        """The device answered ``leg`` with ``sdp``."""
+
+    async def decline(self, leg: Leg, reason: EndReason, req_id: str | None) -> None:
+        """The device refused ``leg``: ``REJECTED`` or ``BUSY`` (``call.reject``), ``HANGUP``
+        (``call.hangup`` while ringing), or the device went away (``DISCONNECTED``,
+        ``HANGUP`` on logout)."""
