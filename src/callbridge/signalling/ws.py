@@ -17,11 +17,11 @@ from typing import Any, Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.core.calls import EndReason
-from callbridge.core.conferences import audio_spec
 from callbridge.core.controller import CallController
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.signalling import protocol as p
 from callbridge.signalling.sessions import Session, SessionManager
+from callbridge.signalling.ws_conferences import dispatch_conference
 from callbridge.store import TokenExpired, TokenInvalid
 
 __all__ = ["Authenticator", "Connection"]
@@ -197,64 +197,7 @@ class Connection:
             case p.IceDone():
                 await c.add_candidate(session, msg.call_id, None, None, None)
             case _:
-                await self._conference(session, msg)
-
-    async def _conference(self, session: Session, msg: p.ClientMessage) -> None:
-        """The ``conference.*`` messages (docs/protocol.md, "Conferences")."""
-        conferences = self.controller.conferences
-        match msg:
-            case p.ConferenceStart():
-                await conferences.start(
-                    session, msg.sdp, msg.media_type, msg.name, msg.beep, msg.req_id
-                )
-            case p.ConferenceInvite():
-                await conferences.invite(session, msg.conference_id, msg.to, msg.req_id)
-            case p.ConferenceRemove():
-                await conferences.remove(session, msg.conference_id, msg.participant, msg.req_id)
-            case p.ConferenceEnd():
-                await conferences.end(session, msg.conference_id, msg.req_id)
-            case p.ConferenceGet():
-                conferences.state(session, msg.conference_id, msg.req_id)
-            case p.ConferenceHold() | p.ConferenceResume():
-                held = isinstance(msg, p.ConferenceHold)
-                await conferences.hold(session, msg.conference_id, held, msg.req_id)
-            case p.ConferenceMerge():
-                await conferences.merge(session, msg.call_ids, msg.conference_id, msg.req_id)
-            case p.ConferenceSplit():
-                await conferences.split(session, msg.conference_id, msg.call_id, msg.req_id)
-            case p.ConferencePlay() | p.ConferenceSpeak():
-                conf = conferences.hosted(session, msg.conference_id, msg.type)
-                audio = (
-                    audio_spec(audio_url=msg.audio_url, loops=msg.loops)
-                    if isinstance(msg, p.ConferencePlay)
-                    else audio_spec(text=msg.text, voice=msg.voice, language=msg.language)
-                )
-                await conferences.play(session, conf, audio, msg.participants, msg.req_id)
-            case p.ConferenceStop():
-                conf = conferences.hosted(session, msg.conference_id, msg.type)
-                await conferences.stop(session, conf, msg.participants, msg.req_id)
-            case p.ConferenceRecord():
-                conf = conferences.hosted(session, msg.conference_id, msg.type)
-                await conferences.record(session, conf, msg.action, msg.format, msg.req_id)
-            case p.ConferenceUpdateParticipant():
-                conf = conferences.hosted(session, msg.conference_id, msg.type)
-                hold_audio = (
-                    audio_spec(audio_url=msg.hold_audio_url, loops=0)
-                    if msg.hold_audio_url
-                    else None
-                )
-                await conferences.update_participant(
-                    session,
-                    conf,
-                    msg.participant,
-                    muted=msg.muted,
-                    held=msg.held,
-                    hold_audio=hold_audio,
-                    deaf=msg.deaf,
-                    role=msg.supervisor_role,
-                    whisper_to=msg.whisper_to,
-                    req_id=msg.req_id,
-                )
+                await dispatch_conference(self.controller.conferences, session, msg)
 
     async def _login(self, msg: p.SessionLogin) -> None:
         user, expires_at = await self.auth.check_token_expiry(msg.token)
