@@ -70,7 +70,7 @@ async def run_server() -> None:
                 mixer = media.mixer(ROOM)
                 reply = {"ticks": mixer.ticks, "encodes": mixer.encodes,
                          "shared_encodes": mixer.shared_encodes, "late_ticks": media.late_ticks,
-                         "members": len(media.mixer_members(ROOM))}  # fmt: skip
+                         "members": len(await media.mixer_members(ROOM))}  # fmt: skip
             elif req["op"] == "quit":
                 done.set()
             writer.write((json.dumps(reply) + "\n").encode())

@@ -48,7 +48,7 @@ async def connect(
     async with asyncio.timeout(5):
         await media.wait_connected()
         # Polling: the server's side of the negotiation has no event to wait on here.
-        while server.codec(endpoint_id) is None:  # noqa: ASYNC110
+        while (await server.endpoint_info(endpoint_id)).codec is None:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     return Peer(endpoint_id, media, sink, tone)
 

@@ -31,12 +31,20 @@ deaf        (unchanged)                                  nothing
 
 *Playbacks* (files, URLs, text to speech, tones) are mixed into what chosen members hear
 (:meth:`MediaServer.mixer_play`) or replace what one endpoint hears
-(:meth:`MediaServer.play_to`). *Recordings* write a mixer's mix, or both directions of a
-bridged 1:1 leg, to a WAV or MP3 file. Events report the floor (the active talker), the life of
-each playback, and each saved recording.
+(:meth:`MediaServer.play_to`); :meth:`MediaServer.probe_audio` checks a sound without playing
+it. :meth:`MediaServer.send_dtmf` sends DTMF to an endpoint's device: RFC 4733 events when it
+negotiated telephone-event, else in-band tones. *Recordings* write a mixer's mix, or both
+directions of a bridged 1:1 leg, to a WAV or MP3 file. Events report the floor (the active
+talker), the life of each playback, and each saved recording.
 
 Identifiers (endpoint, mixer, playback and recording ids) are chosen by the control plane;
 errors are :class:`callbridge.errors.MediaError` with a message that says what was wrong.
+
+Every query and command is a coroutine, so the media plane can sit behind a process boundary:
+what was negotiated is :meth:`MediaServer.endpoint_info`, and what happens later arrives as
+events (:meth:`MediaServer.subscribe`). (``video_state``, ``local_candidates`` and ``codec``,
+the synchronous forms of :meth:`MediaServer.endpoint_info`, go once the core no longer calls
+them.) :class:`callbridge.testing.FakeMediaServer` implements this interface in memory.
 """
 
 from __future__ import annotations
@@ -275,7 +283,7 @@ class MediaServer(Protocol):
         :meth:`set_muted` also silences a member's contribution.
         """
 
-    def mixer_members(self, mixer_id: str) -> tuple[str, ...]:
+    async def mixer_members(self, mixer_id: str) -> tuple[str, ...]:
         """The mixer's member endpoint ids, in the order they joined."""
 
     # playback -------------------------------------------------------------------------------
@@ -299,10 +307,36 @@ class MediaServer(Protocol):
     async def stop_playback(self, playback_id: str) -> None:
         """Stop a playback (it ends ``stopped``). Unknown or ended ids are ignored."""
 
+    async def probe_audio(self, audio: AudioSpec) -> float:
+        """Check that ``audio`` can be played and return how long one pass lasts, in seconds.
+
+        The audio is loaded as :meth:`mixer_play` would load it and then dropped (nothing is
+        kept, nothing plays, no event). A file, URL, voice or language that cannot be used
+        raises :class:`~callbridge.errors.MediaError` (``invalid_audio``).
+        """
+
     async def stop_all(self, mixer_id: str, targets: tuple[str, ...] = ()) -> None:
         """Stop the mixer's playbacks and its members' :meth:`play_to` playbacks; with
         ``targets``, only the playbacks aimed at any of those members (a playback to every
         member goes on)."""
+
+    # DTMF -----------------------------------------------------------------------------------
+    async def send_dtmf(self, endpoint_id: str, digits: str, duration_ms: int = 250) -> None:
+        """Send DTMF to the endpoint's device; return once every digit was sent.
+
+        ``digits``: ``0-9``, ``A-D``, ``*``, ``#``; ``w`` pauses 0.5 s, ``W`` 1 s. Each digit
+        lasts ``duration_ms`` (40 to 1000), with 80 ms between digits. An endpoint that
+        negotiated telephone-event gets RFC 4733 events on its RTP stream (its audio pauses
+        while an event is sent); any other hears the ITU-T Q.23 tone pairs in place of its
+        audio (as a :meth:`play_to` playback would replace it, which it stops, but without
+        playback events). Calls for one endpoint queue. Waits up to 10 s for the endpoint's
+        media to connect.
+
+        :raises MediaError: ``invalid_digits`` for other characters, an empty string or a
+            duration out of range; ``call_not_found`` for an unknown endpoint;
+            ``invalid_state`` when its media does not connect, or it closes (or a playback
+            replaces the tones) before all digits were sent.
+        """
 
     # recording ------------------------------------------------------------------------------
     async def record_start(

@@ -5,7 +5,8 @@ mixing format, :data:`~callbridge.rtp.codecs.MIX_RATE`), before it starts. That 
 per-tick path to a slice of an array (no decoder, no I/O, nothing that can fail mid-way), lets
 a bad file or URL be refused by the request that asked for it rather than by an event later,
 and makes looping free. The cost is memory: 48 kHz mono is 5.6 MiB a minute, so sounds are
-limited to :data:`MAX_SECONDS`.
+limited to :data:`MAX_SECONDS`. :func:`probe_audio` (is this usable audio, how long is it?)
+decodes the same way and keeps nothing but the count of samples.
 
 Loading never blocks the event loop: FFmpeg (through PyAV) decodes in a worker thread
 (:func:`asyncio.to_thread`), reading files with its ``file`` protocol only and URLs with its
@@ -37,6 +38,7 @@ __all__ = [
     "TTS_VOICES",
     "Playback",
     "load_audio",
+    "probe_audio",
 ]
 
 MAX_SECONDS = 30 * 60  # longest sound accepted: 30 minutes is ≈ 165 MiB of 48 kHz PCM
@@ -125,6 +127,25 @@ async def load_audio(audio: AudioSpec) -> Pcm:
     :raises MediaError: (:data:`BAD_AUDIO`) for a file that does not exist or is not audio, a
         URL that cannot be fetched, an unknown voice or language, an unknown tone, bad loops.
     """
+    pcm = await _load(audio, keep=True)
+    assert isinstance(pcm, np.ndarray)
+    return pcm
+
+
+async def probe_audio(audio: AudioSpec) -> float:
+    """How many seconds ``audio`` lasts (one pass), checked exactly as :func:`load_audio`
+    checks it, but counting samples instead of keeping them: probing a long file costs
+    FFmpeg's buffers, not the decoded PCM.
+
+    :raises MediaError: as :func:`load_audio`.
+    """
+    found = await _load(audio, keep=False)
+    samples = found.size if isinstance(found, np.ndarray) else found
+    return samples / MIX_RATE
+
+
+async def _load(audio: AudioSpec, keep: bool) -> Pcm | int:
+    """The PCM of ``audio`` when ``keep``, else how many samples it has."""
     if audio.loops < 0:
         raise MediaError(BAD_AUDIO, f"loops must be 0 (until stopped) or more, not {audio.loops}")
     if audio.kind == "tone":
@@ -136,23 +157,25 @@ async def load_audio(audio: AudioSpec) -> Pcm:
     if audio.kind == "file":
         path = audio.location
         return await asyncio.to_thread(
-            _decode, f"file:{path}", path, {"protocol_whitelist": _FILE_PROTOCOLS}
+            _decode, f"file:{path}", path, {"protocol_whitelist": _FILE_PROTOCOLS}, keep
         )
     if audio.kind == "url":
         url = audio.location
         if not url.lower().startswith(("http://", "https://")):
             raise MediaError(BAD_AUDIO, f"audio URL {url!r} is not an http:// or https:// URL")
         options = {"protocol_whitelist": _URL_PROTOCOLS}
-        return await asyncio.to_thread(_decode, url, url, options, _LOAD_DEADLINE)
+        return await asyncio.to_thread(_decode, url, url, options, keep, _LOAD_DEADLINE)
     if audio.kind == "tts":
         wav = await _speak(audio.location, audio.voice, audio.language)
-        return await asyncio.to_thread(_decode, io.BytesIO(wav), "the synthesised speech", {})
+        return await asyncio.to_thread(_decode, io.BytesIO(wav), "the synthesised speech", {}, keep)
     raise MediaError(BAD_AUDIO, f"unknown audio kind {audio.kind!r}: use file, url, tts or tone")
 
 
-def _decode(source: Any, name: str, options: dict[str, str], deadline: float | None = None) -> Pcm:
+def _decode(
+    source: Any, name: str, options: dict[str, str], keep: bool, deadline: float | None = None
+) -> Pcm | int:
     """Decode the first audio stream of ``source`` to 48 kHz mono int16 (blocking), within
-    ``deadline`` seconds."""
+    ``deadline`` seconds: the PCM when ``keep``, else only its number of samples."""
     give_up = time.monotonic() + deadline if deadline is not None else None
     try:
         with av.open(source, options=options, timeout=_URL_TIMEOUT) as container:
@@ -164,8 +187,10 @@ def _decode(source: Any, name: str, options: dict[str, str], deadline: float | N
             total = 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(_samples(out))
-                    total += chunks[-1].size
+                    chunk = _samples(out)
+                    total += chunk.size
+                    if keep:
+                        chunks.append(chunk)
                 if total > MAX_SECONDS * MIX_RATE:
                     raise MediaError(
                         BAD_AUDIO, f"{name} is longer than {MAX_SECONDS // 60} minutes"
@@ -176,7 +201,11 @@ def _decode(source: Any, name: str, options: dict[str, str], deadline: float | N
                         f"{name} did not load within {deadline:.0f} s (a slow server or a "
                         "live stream): give a file that can be fetched whole",
                     )
-            chunks.extend(_samples(out) for out in resampler.resample(None))
+            for out in resampler.resample(None):
+                chunk = _samples(out)
+                total += chunk.size
+                if keep:
+                    chunks.append(chunk)
     except MediaError:
         raise
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
@@ -191,10 +220,11 @@ def _decode(source: Any, name: str, options: dict[str, str], deadline: float | N
         ) from exc
     except (av.error.FFmpegError, OSError) as exc:  # connection refused, timeout, permissions
         raise MediaError(BAD_AUDIO, f"{name} could not be read: {_reason(exc)}") from exc
-    pcm = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else None
-    if pcm is None or pcm.size == 0:
+    if total == 0:
         raise MediaError(BAD_AUDIO, f"{name} contains no audio samples")
-    return pcm
+    if not keep:
+        return total
+    return np.concatenate(chunks).astype(np.int16, copy=False)
 
 
 def _samples(frame: Any) -> Pcm:
