@@ -25,14 +25,11 @@ form a complete call (that is how ``tests/test_client_media.py`` checks it).
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
-import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -55,7 +52,10 @@ from callbridge.client.audio import (
     AudioSource,
     SilenceSource,
 )
+from callbridge.client.dtmf import DtmfSender, check_digits
+from callbridge.client.mediastats import MediaStats, ReceiveCounters
 from callbridge.client.video import TestPatternSource, VideoSink, VideoSource
+from callbridge.client.videotrack import MAX_LAG, SourceTrack, direction
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.rtp.codecs import (
     CODECS,
@@ -66,7 +66,7 @@ from callbridge.rtp.codecs import (
     Resampler,
     codec_for_mime,
 )
-from callbridge.rtp.rfc4733 import DtmfDetector, encode_event, valid_digits
+from callbridge.rtp.rfc4733 import DtmfDetector
 from callbridge.rtp.webrtc import (
     IdleTrack,
     NegotiatedAudio,
@@ -85,113 +85,8 @@ log = logging.getLogger(__name__)
 
 TICK = FRAME_MS / 1000
 _TELEPHONE_EVENT = "audio/telephone-event"
-_LATE_SECONDS = 0.060  # a packet arriving this much after its due time is late
-_MAX_LAG = 0.2  # the sending loop stalled longer than this: skip ahead, do not burst
-_PAUSE_MS = 500  # ',' in a DTMF string (W3C RTCDTMFSender)
-_END_REPEATS = 3  # RFC 4733 §2.5.1.4: the end packet is sent three times
 _MAX_QUEUED_FRAMES = 3  # resampled frames waiting to be sent; more would only add latency
 _CONNECT_TIMEOUT = 10.0  # send_dtmf() waits this long for media to connect
-
-
-@dataclass(frozen=True, slots=True)
-class MediaStats:
-    """Counters of one call's media (see :meth:`CallMedia.stats`)."""
-
-    codec: str | None  # the codec we send, once negotiated
-    packets_sent: int
-    packets_received: int
-    packets_lost: int  # from gaps in the sequence numbers (RFC 3550 A.3)
-    packets_late: int  # arrived more than 60 ms after its due time (see _ReceiveCounters)
-    packets_expected: int  # from the first to the highest sequence number received
-    max_interarrival_ms: float
-
-
-class _ReceiveCounters:
-    """Loss and lateness of the received RTP stream, O(1) per packet.
-
-    A packet is *late* when it arrives more than 60 ms after it was due. Its due time is its
-    RTP timestamp mapped onto the clock through the fastest transit seen so far (RFC 3550
-    §6.4.1's transit time, taking the minimum as the no-queueing reference), so one delayed
-    packet does not make the ones after it look late, and a steady stream has none late.
-    """
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.late = 0
-        self.max_gap = 0.0
-        self._base: int | None = None  # extended sequence number of the first packet
-        self._highest = 0  # highest extended sequence number seen
-        self._last_arrival = 0.0
-        self._ts_ext = 0  # RTP timestamp of the latest timed packet, unwrapped, from the first
-        self._last_ts = 0
-        self._min_transit = float("inf")
-
-    def on_packet(
-        self, seq: int, timestamp: int, clock_rate: int, now: float, timed: bool = True
-    ) -> None:
-        """Count one packet; ``timed`` False for packets whose timestamp is not their due time
-        (telephone-event packets carry the event's start)."""
-        if self._base is None:
-            self._base = self._highest = seq
-            self._last_ts = timestamp
-        else:
-            delta = (seq - self._highest) & 0xFFFF
-            if 0 < delta < 0x8000:  # forward (with wrap-around); else duplicate or reordered
-                self._highest += delta
-            gap = now - self._last_arrival
-            self.max_gap = max(self.max_gap, gap)
-        self._last_arrival = now
-        self.received += 1
-        if not timed:
-            return
-        if self.received > 1:
-            step = (timestamp - self._last_ts) & 0xFFFFFFFF
-            self._ts_ext += step if step < 0x80000000 else step - (1 << 32)
-            self._last_ts = timestamp
-        transit = now - self._ts_ext / clock_rate
-        self._min_transit = min(self._min_transit, transit)
-        if transit - self._min_transit > _LATE_SECONDS:
-            self.late += 1
-
-    @property
-    def expected(self) -> int:
-        return 0 if self._base is None else self._highest - self._base + 1
-
-    @property
-    def lost(self) -> int:
-        return max(0, self.expected - self.received)
-
-
-@dataclass(frozen=True, slots=True)
-class _EventTick:
-    """One 20 ms tick of a DTMF event: what the sending loop sends instead of audio."""
-
-    digit: str
-    start: bool  # first packet of the event: it takes the event's timestamp and the marker
-    end: bool
-    ticks: int  # duration so far, in ticks
-
-
-@dataclass(eq=False)
-class _DtmfJob:
-    ticks: list[_EventTick | None]  # None: a tick of normal audio (pause or inter-digit gap)
-    done: asyncio.Future[None]
-    index: int = 0
-
-
-def _dtmf_schedule(digits: str, event_ticks: int, gap_ticks: int) -> list[_EventTick | None]:
-    """The tick-by-tick plan for ``digits`` (RFC 4733 §2.5: updates, then the end packet ×3)."""
-    plan: list[_EventTick | None] = []
-    for i, digit in enumerate(digits):
-        if digit == ",":
-            plan.extend([None] * (_PAUSE_MS // FRAME_MS))
-            continue
-        digit = digit.upper()
-        plan.extend(_EventTick(digit, k == 1, False, k) for k in range(1, event_ticks + 1))
-        plan.extend([_EventTick(digit, False, True, event_ticks)] * _END_REPEATS)
-        if i < len(digits) - 1:
-            plan.extend([None] * gap_ticks)
-    return plan
 
 
 def _codec_preferences(
@@ -215,56 +110,6 @@ def _codec_preferences(
     rates = {c.clockRate for c in audio}
     te = [c for c in caps if c.mimeType.lower() == _TELEPHONE_EVENT and c.clockRate in rates]
     return audio + te
-
-
-_VIDEO_CLOCK = 90000
-
-
-class _SourceTrack(MediaStreamTrack):
-    """A VideoSource as an aiortc video track, paced at the source's frame rate."""
-
-    kind = "video"
-
-    def __init__(self, source: VideoSource) -> None:
-        super().__init__()
-        self.source = source
-        self._start: float | None = None
-        self._count = 0
-        self._failed = False
-
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        fps = max(1, int(self.source.fps))
-        if self._start is None:
-            self._start = loop.time()
-        due = self._start + self._count / fps
-        delay = due - loop.time()
-        if delay < -_MAX_LAG:  # stalled: start afresh instead of bursting
-            self._start, delay = loop.time() - self._count / fps, 0.0
-        await asyncio.sleep(max(0.0, delay))
-        try:
-            picture = self.source.read()
-        except Exception:
-            if not self._failed:
-                log.exception("video source %r failed; sending black", self.source)
-                self._failed = True
-            picture = np.zeros((self.source.height, self.source.width, 3), dtype=np.uint8)
-        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-        frame.pts = self._count * (_VIDEO_CLOCK // fps)
-        frame.time_base = fractions.Fraction(1, _VIDEO_CLOCK)
-        self._count += 1
-        return frame
-
-
-def _direction(send: bool, receive: bool) -> str:
-    return {
-        (True, True): "sendrecv",
-        (True, False): "sendonly",
-        (False, True): "recvonly",
-        (False, False): "inactive",
-    }[(send, receive)]
 
 
 async def _first_set(*events: asyncio.Event) -> None:
@@ -331,11 +176,10 @@ class CallMedia:
         self._remote_sdp: str | None = None
         self._candidates_done = False
         self._early_candidates: list[tuple[str, str | None, int | None]] = []
-        self._dtmf_queue: deque[_DtmfJob] = deque()
-        self._dtmf_job: _DtmfJob | None = None
+        self._dtmf = DtmfSender()
         self._detector = DtmfDetector()
         self._decoders: dict[int, tuple[AudioDecoder, Resampler]] = {}
-        self._counters = _ReceiveCounters()
+        self._counters = ReceiveCounters()
         self._failed_source = False
         self._failed_sink = False
         self.video_transceiver: RTCRtpTransceiver | None = None
@@ -343,7 +187,7 @@ class CallMedia:
         self.video_source: VideoSource | None = video_source
         self.video_sink: VideoSink | None = video_sink
         self._video_wanted = video_source is not None or video_sink is not None
-        self._video_track: _SourceTrack | None = None
+        self._video_track: SourceTrack | None = None
         self._video_readers: set[asyncio.Task[None]] = set()
         self._failed_video_sink = False
         self.pc.on("track", self._on_track)
@@ -392,7 +236,7 @@ class CallMedia:
 
     def reset_stats(self) -> None:
         """Start counting received packets afresh (e.g. after call set-up settled)."""
-        self._counters = _ReceiveCounters()
+        self._counters = ReceiveCounters()
 
     def stats(self) -> MediaStats:
         """Packets sent, received, lost and late so far."""
@@ -433,16 +277,16 @@ class CallMedia:
         """(we send video, we receive video) as the last completed negotiation settled it."""
         return video_directions(self.video_transceiver)
 
-    def _source_track(self) -> _SourceTrack:
+    def _source_track(self) -> SourceTrack:
         if self.video_source is None:
             self.video_source = TestPatternSource()
         if self._video_track is None or self._video_track.source is not self.video_source:
-            self._video_track = _SourceTrack(self.video_source)
+            self._video_track = SourceTrack(self.video_source)
         return self._video_track
 
     def _set_video(self, transceiver: RTCRtpTransceiver, send: bool, receive: bool) -> None:
         self.video_transceiver = transceiver
-        transceiver.direction = _direction(send, receive)
+        transceiver.direction = direction(send, receive)
         # aiortc's sender keeps running whatever the direction: no track means nothing is sent.
         transceiver.sender.replaceTrack(self._source_track() if send else None)
 
@@ -453,7 +297,7 @@ class CallMedia:
         :meth:`accept_answer`."""
         transceiver = self.video_transceiver
         if transceiver is None:
-            transceiver = self.pc.addTransceiver("video", direction=_direction(send, receive))
+            transceiver = self.pc.addTransceiver("video", direction=direction(send, receive))
             transceiver.setCodecPreferences(video_codec_preferences())
         if send or receive:
             self._video_wanted = True
@@ -607,11 +451,7 @@ class CallMedia:
         :raises ProtocolError: ``invalid_digits`` for other characters, or
             ``dtmf_not_negotiated`` when the call has no telephone-event.
         """
-        if not valid_digits(digits):
-            raise ProtocolError(
-                ErrorCode.INVALID_DIGITS,
-                f"invalid DTMF digits {digits!r}: use 0-9, *, #, A-D and ',' (pause)",
-            )
+        check_digits(digits)
         async with asyncio.timeout(_CONNECT_TIMEOUT):
             audio = await self.wait_connected()
         if audio.te_payload_type is None:
@@ -619,46 +459,7 @@ class CallMedia:
                 ErrorCode.DTMF_NOT_NEGOTIATED,
                 "this call did not negotiate telephone-event (RFC 4733): DTMF cannot be sent",
             )
-        step = audio.codec.timestamp_step
-        max_ticks = 0xFFFF // step  # the 16-bit duration field, in ticks (§2.5.1.3)
-        event_ticks = min(max_ticks, math.ceil(min(max(duration_ms, 40), 6000) / FRAME_MS))
-        gap_ticks = math.ceil(max(gap_ms, 30) / FRAME_MS)
-        job = _DtmfJob(
-            _dtmf_schedule(digits, event_ticks, gap_ticks),
-            asyncio.get_running_loop().create_future(),
-        )
-        self._dtmf_queue.append(job)
-        try:
-            await job.done
-        except asyncio.CancelledError:
-            if job in self._dtmf_queue:
-                self._dtmf_queue.remove(job)  # not started: drop it; a started one completes
-            raise
-
-    def _next_dtmf_tick(self) -> _EventTick | None:
-        """What this tick sends instead of audio, if a DTMF job is playing."""
-        job = self._dtmf_job
-        if job is None:
-            if not self._dtmf_queue:
-                return None
-            job = self._dtmf_job = self._dtmf_queue.popleft()
-        tick = job.ticks[job.index] if job.index < len(job.ticks) else None
-        job.index += 1
-        if job.index >= len(job.ticks):
-            self._dtmf_job = None
-            if not job.done.done():
-                job.done.set_result(None)
-        return tick
-
-    def _fail_dtmf(self) -> None:
-        jobs = [*self._dtmf_queue, *([self._dtmf_job] if self._dtmf_job else [])]
-        self._dtmf_queue.clear()
-        self._dtmf_job = None
-        for job in jobs:
-            if not job.done.done():
-                job.done.set_exception(
-                    MediaError(ErrorCode.INVALID_STATE, "the call's media closed during DTMF")
-                )
+        await self._dtmf.send(digits, duration_ms, gap_ms, audio.codec.timestamp_step)
 
     # ------------------------------------------------------------------------------------------
     # sending
@@ -694,26 +495,22 @@ class CallMedia:
         step = codec.timestamp_step
         timestamp = random.getrandbits(32)  # RFC 3550 §5.1: random initial timestamp
         marker = 1  # first packet of the stream (RFC 3551 §4.1)
-        event_timestamp = timestamp
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while True:
             queued.extend(resampler.process(self._read_frame()))  # first call: 0 frames
             frame = queued.popleft() if queued else silence
-            tick = self._next_dtmf_tick()
-            if tick is None:
+            event = self._dtmf.next_packet(timestamp, step)
+            if event is None:
                 await port.send(encoder.encode(frame), audio.payload_type, timestamp, marker)
                 marker = 0
             else:
                 assert audio.te_payload_type is not None
-                if tick.start:
-                    event_timestamp = timestamp
-                payload = encode_event(tick.digit, end=tick.end, duration=tick.ticks * step)
-                await port.send(payload, audio.te_payload_type, event_timestamp, int(tick.start))
+                await port.send(event[0], audio.te_payload_type, event[1], event[2])
             timestamp = (timestamp + step) & 0xFFFFFFFF
             deadline += TICK
             delay = deadline - loop.time()
-            if delay < -_MAX_LAG:  # the loop stalled: skip the lost ticks instead of bursting
+            if delay < -MAX_LAG:  # the loop stalled: skip the lost ticks instead of bursting
                 skipped = int(-delay / TICK)
                 deadline += skipped * TICK
                 timestamp = (timestamp + skipped * step) & 0xFFFFFFFF
@@ -787,7 +584,7 @@ class CallMedia:
                 task.cancel()
             if self._video_readers:
                 await asyncio.gather(*self._video_readers, return_exceptions=True)
-            self._fail_dtmf()
+            self._dtmf.fail()
             video = [x.close for x in (self.video_source, self.video_sink) if x is not None]
             closers = (self._source.close, *((self.sink.close,) if self.sink else ()), *video)
             if not release_io:
