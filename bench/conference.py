@@ -147,7 +147,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     control = await Control.connect(spec["port"])
     peers: list[CallMedia] = []
     for k, (ident, codec) in enumerate(zip(spec["ids"], spec["codecs"], strict=True)):
-        media = LoopMedia(300.0 + 170 * k if k < spec["talkers"] else None, codec)
+        media: CallMedia = LoopMedia(300.0 + 170 * k if k < spec["talkers"] else None, codec)
         reply = await control.request(op="join", id=ident, offer=await media.create_offer())
         await media.accept_answer(reply["answer"])
         peers.append(media)
@@ -178,8 +178,10 @@ class Loads:
 
     def __init__(self, specs: list[dict[str, Any]]) -> None:
         command = [sys.executable, __file__, "--load"]
-        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
-        self.procs = [subprocess.Popen(command, text=True, **pipes) for _ in specs]
+        self.procs = [
+            subprocess.Popen(command, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            for _ in specs
+        ]
         for proc, spec in zip(self.procs, specs, strict=True):
             self._say(proc, json.dumps(spec))
 
@@ -260,10 +262,10 @@ def run_size(n: int, duration: float, codecs: list[str], talkers: int) -> dict[s
     elapsed = t1 - t0
     expected = sum(s["expected"] for s in stats)
     bad = sum(s["lost"] + s["late"] for s in stats)
-    ticks = max(1, after["ticks"] - before["ticks"])
+    ticks: int = max(1, after["ticks"] - before["ticks"])
 
     def per_tick(key: str) -> float:
-        return (after[key] - before[key]) / ticks
+        return float(after[key] - before[key]) / ticks
 
     return {
         "members": after["members"],
