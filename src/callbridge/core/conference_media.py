@@ -307,7 +307,8 @@ class ConferenceMedia:
                 kind="speak" if playback.what == "speak" else "playback",
                 state=event.state,
                 status=event.status,
-            )
+            ),
+            targets=playback.targets,  # TRANSITION: the leg ids that hear it (empty: all)
         )
 
     def _recording_saved(self, event: RecordingSaved) -> None:

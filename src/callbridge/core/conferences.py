@@ -103,13 +103,16 @@ class ConferenceManager:
         self.media_ops = ConferenceMedia(self)
 
     # events ---------------------------------------------------------------------------------
-    def announce(self, event: ConferenceEvent) -> None:
-        """Publish a fact about a conference for everyone (webhooks, logs, tests)."""
+    def announce(self, event: ConferenceEvent, **legacy: Any) -> None:
+        """Publish a fact about a conference for everyone (webhooks, logs, tests).
+
+        TRANSITION: ``legacy`` adds fields to the string event only (a playback's
+        ``targets``, until the typed event carries them)."""
         self.calls.bus.publish(event)
         # TRANSITION: core/appcalls.py still listens to the string events; removed with
         # CallController.publish.
         name, data = _legacy(event)
-        self.calls.publish(name, **data)
+        self.calls.publish(name, **data, **legacy)
 
     def tell_owner(self, conf: Conference, event: RosterEvent) -> None:
         """Tell the host (group: the owner) ``event``, which restates the roster."""
