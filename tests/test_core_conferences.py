@@ -214,6 +214,43 @@ async def test_an_invitation_answered_as_the_host_ends_the_conference_ends_clean
     _assert_nothing_left(world)
 
 
+async def test_bob_hangs_up_while_his_answer_waits_and_alice_hears_rejected(
+    world: World,
+) -> None:
+    alice, bob = world.phone("alice"), world.phone("bob")
+    conf = await _start(world, alice)
+    await world.controller.conferences.invite(alice, conf.id, "bob", "i1")
+    invitation = (await bob.expect("conference.invitation"))["call_id"]
+    gate = world.media.hold("accept_answer", invitation)
+
+    answering = asyncio.create_task(world.controller.answer(bob, invitation, ANSWER, "a1"))
+    await gate.reached()
+    await world.controller.hangup(bob, invitation, "h1")
+    gate.release()
+    await answering
+    await world.media.settle()
+
+    assert bob.types() == ["conference.invitation", "ice.candidate", "ice.done", "call.ended"]
+    assert bob.last("call.ended") == {
+        "type": "call.ended",
+        "req_id": "h1",
+        "call_id": invitation,
+        "reason": "hangup",
+    }
+    assert alice.types() == ["conference.invitation-sent", "conference.invitation-rejected"]
+    assert alice.last("conference.invitation-rejected")["reason"] == "rejected"
+    assert world.facts()[3:] == [
+        "invitation ring:ringing",
+        "invitation ring:answered",
+        "invitation:accepted",
+        "invitation:failed",
+    ]
+    host_leg = conf.host_leg
+    assert host_leg is not None
+    assert world.media.open_endpoints() == (host_leg.id,)
+    assert list(world.controller.legs) == [host_leg.id]
+
+
 # invitations ----------------------------------------------------------------------------------
 async def test_bob_joins_on_his_second_device_and_the_first_stops_ringing(world: World) -> None:
     alice, bob1, bob2 = world.phone("alice"), world.phone("bob", "1"), world.phone("bob", "2")

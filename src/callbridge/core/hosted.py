@@ -69,6 +69,9 @@ class InvitationRing:
         self.group = group
 
     async def answer(self, leg: Leg, sdp: str, req_id: str | None) -> None:
+        # TRANSITION (with Leg.invitation): from now on the controller must not treat this
+        # leg as ringing for the invitation (the group clears its ring_owner as it claims).
+        leg.invitation = None
         await self.group.answer(leg, sdp, req_id)
 
     async def decline(self, leg: Leg, reason: EndReason, req_id: str | None) -> None:
@@ -304,21 +307,16 @@ class HostedConferences:
         """The invitation's ring group's winner (``call.answer`` on its invitation; the other
         devices stopped ringing): accept its answer and make it a member."""
         conf = invitation.conference
-        leg.invitation = None  # TRANSITION: the controller reads it until the lead removes it
         if not invitation.ringing or conf.ended:  # withdrawn while the others stopped ringing
             await self.calls.end_leg(leg, EndReason.CANCELED, req_id)
             return
         invitation.transition(InvitationState.ACCEPTED, cause=f"answered on {leg.device.id}")
         conf.invitations.pop(invitation.key, None)
+        failure: MediaError | None = None
         try:
             await self.media.accept_answer(leg.id, sdp)
         except MediaError as exc:
-            invitation.transition(InvitationState.FAILED, cause=str(exc))
-            leg.device.deliver(CommandFailed(req_id=req_id, error=exc, call_id=leg.id))
-            await self.calls.end_leg(leg, EndReason.FAILED)
-            if not conf.ended:
-                self._tell_rejected(invitation, EndReason.FAILED)
-            return
+            failure = exc
         if _ended(conf):  # the host ended it while the answer waited on the media plane
             invitation.transition(InvitationState.CANCELED, cause="the conference ended")
             await self.calls.end_leg(leg, EndReason.CANCELED, req_id)
@@ -326,6 +324,12 @@ class HostedConferences:
         if not leg.live:  # the invitee hung up meanwhile: its only device left declined
             invitation.transition(InvitationState.FAILED, cause="the invitee hung up")
             self._tell_rejected(invitation, EndReason.REJECTED)
+            return
+        if failure is not None:
+            invitation.transition(InvitationState.FAILED, cause=str(failure))
+            leg.device.deliver(CommandFailed(req_id=req_id, error=failure, call_id=leg.id))
+            await self.calls.end_leg(leg, EndReason.FAILED)
+            self._tell_rejected(invitation, EndReason.FAILED)
             return
         invitation.transition(InvitationState.JOINED)
         device = leg.device
