@@ -19,7 +19,15 @@ from callbridge.media.dtmf import Q23
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.interface import AudioSpec, MediaEvent, PlaybackStateChanged
 from callbridge.rtp.codecs import Pcm
-from callbridge.rtp.rfc4733 import END_REPEATS, DtmfDetector, decode_event
+from callbridge.rtp.rfc4733 import (
+    END_REPEATS,
+    DtmfDetector,
+    DtmfEvent,
+    EventTick,
+    decode_event,
+    event_plan,
+    event_ticks,
+)
 from callbridge.rtp.webrtc import RtpPacket, restrict_ice_addresses
 from callbridge.testing import rms_dbfs, tones_present
 from media_peers import RATE, Peer, connect, level
@@ -288,3 +296,27 @@ async def test_cancelling_a_send_stops_it_and_leaves_nothing_behind(
     await server.send_dtmf("a", "9", 40)  # the endpoint still sends DTMF
     await asyncio.sleep(0.1)
     assert a.digits == [*sent, "9"]
+
+
+# --------------------------------------------------------------------------------------------
+# the plan both senders share (callbridge.rtp.rfc4733)
+
+
+def test_the_plan_is_updates_then_three_end_packets_then_a_gap_per_digit() -> None:
+    plan = event_plan("1w#", per_event=3, gap=2, pauses={"w": 4})
+    assert plan == [
+        EventTick("1", True, False, 1),
+        EventTick("1", False, False, 2),
+        EventTick("1", False, False, 3),
+        *[EventTick("1", False, True, 3)] * END_REPEATS,
+        None,
+        None,  # the gap after "1"
+        *[None] * 4,  # w (no gap after a pause: it is one)
+        EventTick("#", True, False, 1),
+        EventTick("#", False, False, 2),
+        EventTick("#", False, False, 3),
+        *[EventTick("#", False, True, 3)] * END_REPEATS,
+    ]
+    assert decode_event(plan[0].payload(960) if plan[0] else b"") == DtmfEvent("1", False, 10, 960)
+    assert event_ticks(250, 960) == 13  # 260 ms in 20 ms ticks
+    assert event_ticks(5000, 960) == 0xFFFF // 960  # the 16-bit duration field at 48 kHz

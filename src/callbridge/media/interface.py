@@ -44,7 +44,7 @@ Every query and command is a coroutine, so the media plane can sit behind a proc
 what was negotiated is :meth:`MediaServer.endpoint_info`, and what happens later arrives as
 events (:meth:`MediaServer.subscribe`). (``video_state``, ``local_candidates`` and ``codec``,
 the synchronous forms of :meth:`MediaServer.endpoint_info`, go once the core no longer calls
-them.) :class:`callbridge.testing.FakeMediaServer` implements this interface in memory.
+them.) :class:`callbridge.testing.fake_media.FakeMediaServer` implements this interface in memory.
 """
 
 from __future__ import annotations
