@@ -11,14 +11,20 @@
         await call.send_dtmf("1234#")
         await call.hangup()
 
-Modules: :mod:`~callbridge.client.phone` (the session), :mod:`~callbridge.client.call` (a call
-and its states), :mod:`~callbridge.client.media` (the call's WebRTC peer connection and RFC
-4733 DTMF), :mod:`~callbridge.client.audio` (sources and sinks),
-:mod:`~callbridge.client.video` (video sources and sinks), :mod:`~callbridge.client.events`
-(event names, payloads, how handlers run), :mod:`~callbridge.client.errors`,
-:mod:`~callbridge.client.numbers` (phone numbers and caller URIs),
-:mod:`~callbridge.client.settings` (ICE servers, transport policy, IPv6). Audio analysis for
-tests is in :mod:`callbridge.testing`.
+Modules, each importing only those listed before it (tests/test_client_structure.py checks
+it): :mod:`~callbridge.client.errors`; :mod:`~callbridge.client.audio` and
+:mod:`~callbridge.client.video` (sources and sinks); :mod:`~callbridge.client.media` (the
+call's WebRTC peer connection, with :mod:`~callbridge.client.dtmf`, the RFC 4733 sender);
+:mod:`~callbridge.client.settings` (ICE servers, transport policy, IPv6);
+:mod:`~callbridge.client.numbers` (phone numbers and caller URIs);
+:mod:`~callbridge.client.transport` (the WebSocket, ``req_id`` matching, reconnecting);
+:mod:`~callbridge.client.call` (a call, its states and events, on
+:mod:`~callbridge.client.callbase`); :mod:`~callbridge.client.calllist` (the phone's calls,
+several at once); :mod:`~callbridge.client.callgroup` (seed 000's call group);
+:mod:`~callbridge.client.conference` (seed 002's conferences);
+:mod:`~callbridge.client.session` and :mod:`~callbridge.client.phone` (the phone: its session,
+and the facade over the rest). :mod:`~callbridge.client.events` documents the event names,
+payloads and how handlers run. Audio analysis for tests is in :mod:`callbridge.testing`.
 """
 
 from callbridge.client.audio import (

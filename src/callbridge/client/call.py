@@ -1,69 +1,53 @@
 """One call as this device sees it: state, events, and the in-call commands of seed 001.
 
-A :class:`Call` is made by the :class:`~callbridge.client.Phone` (``phone.call(...)`` or an
-``incoming`` event), never directly. Its state follows the server's messages; its commands
-send a request and return when the server has answered it (an ``error`` raises
+A :class:`Call` is made by the phone's call list (``phone.call(...)`` or an ``incoming``
+event), never directly. Its state follows the server's messages; its commands send a request
+and return when the server has answered it (an ``error`` raises
 :class:`~callbridge.errors.RemoteError`).
+
+The call's own state, media and commands are :class:`~callbridge.client.callbase.CallBase`'s.
+This module adds its events (:class:`Event`, ``on``, ``wait_for``) and the commands that involve
+the phone's other calls, which it asks of its :class:`CallHost` (the phone's call list): what
+``answer(action=...)`` does to the other calls, which call is in the foreground, the
+consultation of an attended transfer. So it imports nothing above it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import logging
-from collections.abc import Callable, Sequence
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, overload
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, overload
 
 from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.errors import CallEndedError, CallStateError
-from callbridge.client.events import CallEventName, Event, EventEmitter, EventName, HeldBy
+from callbridge.client.callbase import (
+    ESTABLISHED,
+    AnswerAction,
+    CallBase,
+    CallDirection,
+    CallServices,
+    CallState,
+    LegOwner,
+)
+from callbridge.client.emitter import EventEmitter
+from callbridge.client.errors import CallEndedError, CallStateError, InvalidArgumentError
+from callbridge.client.eventnames import CallEventName, EventName
 from callbridge.client.media import CallMedia
-from callbridge.client.settings import InvalidArgumentError
 from callbridge.client.video import VideoSink, VideoSource
-from callbridge.errors import CallbridgeError, ErrorCode, RemoteError
+from callbridge.errors import RemoteError
+from callbridge.vocabulary import HeldBy, MediaType
 
-if TYPE_CHECKING:
-    from callbridge.client.conference import Conference
-    from callbridge.client.phone import Phone
-
-__all__ = ["AnswerAction", "Call", "CallDirection", "CallState", "MediaType"]
-
-log = logging.getLogger(__name__)
-
-CallDirection = Literal["outgoing", "incoming"]
-MediaType = Literal["audio", "video"]
-
-
-class CallState(StrEnum):
-    """The states of a call, as this device sees it (compare with plain strings too)::
-
-    outgoing: TRYING ──call.ringing──▶ RINGING ──call.answered──▶ ACTIVE ◀─call.resumed─┐
-                 └──────────call.answered─────────────────────────▲  │                  │
-    incoming:                 RINGING ──answer()──call.answered───┘  └──call.held──▶ HELD
-    transfer: ACTIVE/HELD ──call.ringing──▶ RINGING (the far party is connected to a new
-              target; call.answered brings it back to ACTIVE)
-    every state except ENDED ──call.ended / session over──▶ ENDED
-    """
-
-    TRYING = "trying"  # call.create sent and accepted; the server is routing it
-    RINGING = "ringing"  # a device of the callee rings (incoming: this device rings)
-    ACTIVE = "active"  # answered: audio flows both ways
-    HELD = "held"  # one of the parties put the call on hold
-    ENDED = "ended"  # over; end_reason says why
-
-
-_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
-    CallState.TRYING: frozenset({CallState.RINGING, CallState.ACTIVE, CallState.ENDED}),
-    CallState.RINGING: frozenset({CallState.ACTIVE, CallState.ENDED}),
-    CallState.ACTIVE: frozenset({CallState.HELD, CallState.RINGING, CallState.ENDED}),
-    CallState.HELD: frozenset({CallState.ACTIVE, CallState.RINGING, CallState.ENDED}),
-    CallState.ENDED: frozenset(),
-}
-
-# wait_for(): events that stay true once they happened, and pairs where the later one wins.
-_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "move-failed", "ended"})
-_OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
+__all__ = [
+    "AnswerAction",
+    "Call",
+    "CallDirection",
+    "CallHost",
+    "CallState",
+    "ConferenceView",
+    "Event",
+    "LegOwner",
+    "MediaType",
+]
 
 _NoArgEvent = Literal[
     "trying",
@@ -78,21 +62,96 @@ _NoArgEvent = Literal[
     "ringback-provided",
     "media-established",
 ]
-# wait_for(): settled while they concern the latest modification (see _settled)
-_MODIFICATION = frozenset({"modification-in-progress", "state-changed"})
-
-AnswerAction = Literal["hold", "end"]
-"""What :meth:`Call.answer` does first with the phone's current call(s) (seed 002)."""
-_ESTABLISHED = frozenset({CallState.ACTIVE, CallState.HELD})
 
 
-class Call:
+class ConferenceView(Protocol):
+    """What an :class:`Event` shows of its conference (a :class:`~callbridge.client.Conference`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def participants(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def invitations(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def end_reason(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its ``name``, the call it concerns (``None`` for some phone events), and
+    ``data``, the wire message it came from (e.g. ``data["reason"]`` of ``ended``).
+
+    The seed-002 event fields are set for call events, as they were when the event happened:
+    ``index`` (the call's place among the phone's live calls, oldest first; ``None`` once it
+    ended), ``from_``, ``to``, ``media_type``, ``codec`` (negotiated codec names, e.g.
+    ``("opus",)`` or ``("opus", "VP8")``; empty until the call's media has connected) and, for
+    every event, ``timestamp`` (UTC). ``conference:*`` events carry their ``conference`` (and
+    its leg as ``call``).
+    """
+
+    name: EventName
+    call: Call | None
+    data: dict[str, Any] = field(default_factory=dict)
+    index: int | None = None
+    from_: str = ""
+    to: str = ""
+    media_type: str | None = None
+    codec: tuple[str, ...] = ()
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    conference: ConferenceView | None = None  # conference:* events: the conference
+
+
+class CallHost(CallServices, Protocol):
+    """What a :class:`Call` needs of the phone (its call list implements it)."""
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to ``phone.events()`` streams."""
+
+    def index_of(self, call: Call) -> int | None:
+        """``call``'s place among the phone's live calls (oldest first), if live."""
+        ...
+
+    def call_ended(self, call: Call) -> None:
+        """``call`` ended: it leaves the phone's calls (called before ``ended`` is emitted)."""
+
+    def brought_forward(self, call: Call) -> None:
+        """The user is on ``call`` now (answered or resumed): it is the foreground call."""
+
+    async def answering(
+        self, call: Call, action: AnswerAction | None, answer: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``answer`` after doing ``action`` to the other calls (seed 002
+        ``answer(action)``), undoing automatic holds if the answer fails."""
+
+    async def consult(
+        self, call: Call, destination: str, source: AudioSource | None, sink: AudioSink | None
+    ) -> Call:
+        """Place the consultation call of ``call``'s attended transfer."""
+        ...
+
+    def take_consultation(self, call: Call) -> Call | None:
+        """``call``'s consultation call if it is answered, which is then no longer one (its
+        end is the transfer's); ``None`` (and nothing changes) if there is none answered."""
+        ...
+
+
+class Call(CallBase[Event]):
     """A call of this device (seed 001's ``call`` object).
 
     Attributes: :attr:`id` (the server's ``call_id`` of this leg), :attr:`direction`
     (``"outgoing"``/``"incoming"``), :attr:`from_`, :attr:`from_name`, :attr:`to`,
-    :attr:`state`, :attr:`end_reason`, :attr:`held_by`, :attr:`is_muted`, and :attr:`media`
-    (the :class:`~callbridge.client.media.CallMedia`: seed 001's ``peerConnection`` is
+    :attr:`state` (a :class:`CallState`: ``trying``, ``ringing``, ``active``, ``held`` or
+    ``ended``), :attr:`end_reason`, :attr:`held_by`, :attr:`is_muted`, and :attr:`media` (the
+    :class:`~callbridge.client.media.CallMedia`: seed 001's ``peerConnection`` is
     ``call.media.pc``; ``None`` for an incoming call until it is answered).
 
     Events (``call.on(name, handler)``, see :mod:`callbridge.client.events`): ``trying``,
@@ -102,11 +161,9 @@ class Call:
     ``move-failed(reason)``, ``ended(reason)``.
     """
 
-    _seq = itertools.count()
-
     def __init__(
         self,
-        phone: Phone,
+        host: CallHost,
         call_id: str,
         direction: CallDirection,
         *,
@@ -116,118 +173,18 @@ class Call:
         media: CallMedia | None = None,
         offer_sdp: str | None = None,
     ) -> None:
-        self._phone = phone
-        self.id = call_id
-        self.direction: CallDirection = direction
-        self.from_ = from_
-        self.from_name = from_name
-        self.to = to
-        self.media = media
-        self.end_reason: str | None = None
-        self.last_error: RemoteError | None = None
-        """The latest ``error`` the server sent about this call."""
-        self._state = CallState.TRYING if direction == "outgoing" else CallState.RINGING
-        self._holders: list[HeldBy] = []  # who holds the call, oldest first
-        self._server_muted = False
-        self._consult: Call | None = None  # attended_transfer()'s consultation call
-        # hold() by the user, as opposed to the automatic holds of add_call(), switch_call()
-        # and answer(action="hold"): only automatic holds are undone automatically.
-        self._held_explicitly = False
-        self._return_to: Call | None = None  # add_call(): resume this call when we end
-        self._offer_sdp = offer_sdp
-        self._early_candidates: list[dict[str, Any]] = []  # incoming, before answer()
-        video = (media is not None and media.video_enabled) or _offers_video(offer_sdp)
-        self._media_type: MediaType = "video" if video else "audio"
-        self._modification: dict[str, Any] | None = None  # call.media-modification to answer
-        self._mod_seq = -1  # when the latest modification started (for wait_for)
-        self._emitter: EventEmitter[CallEventName] = EventEmitter(phone._tasks)
-        self._last: dict[str, tuple[int, Event]] = {}
-        self._waiters: list[tuple[str, asyncio.Future[Event]]] = []
-        self._media_task: asyncio.Task[Any] | None = None
-        self._conference: Conference | None = None  # set on a conference's own leg
-        loop = asyncio.get_running_loop()
-        # Outgoing: phone.call() returns once the server's answer to our offer is applied and
-        # routing has an outcome (ringing or answered); call.ended before that fails it.
-        self._setup: asyncio.Future[None] = loop.create_future()
-        self._answer_applied = direction == "incoming"
-        self._routed = direction == "incoming"
-        self._setup_step()
-
-    def __repr__(self) -> str:
-        return f"<Call {self.id} {self.direction} {self.from_!r}->{self.to!r} {self.state}>"
-
-    # ------------------------------------------------------------------------------------------
-    # state
-
-    @property
-    def state(self) -> CallState:
-        """``trying``, ``ringing``, ``active``, ``held`` or ``ended`` (a :class:`CallState`)."""
-        return self._state
-
-    @property
-    def held_by(self) -> HeldBy | None:
-        """``"local"`` if we hold the call, ``"remote"`` if the far party does, else ``None``."""
-        return self._holders[-1] if self._holders else None
-
-    @property
-    def held_explicitly(self) -> bool:
-        """True while we hold the call because the user called :meth:`hold` (seed 002: such a
-        call stays on hold through :meth:`Phone.switch_call` and after :meth:`Phone.add_call`'s
-        second call ends). Automatic holds (``add_call``, ``switch_call``,
-        ``answer(action="hold")``) leave it ``False``."""
-        return self._held_explicitly and "local" in self._holders
-
-    @property
-    def is_established(self) -> bool:
-        """True while the call is answered: ``active`` or ``held``."""
-        return self._state in _ESTABLISHED
-
-    @property
-    def peer(self) -> str:
-        """The far party: :attr:`to` of an outgoing call, :attr:`from_` of an incoming one."""
-        return self.to if self.direction == "outgoing" else self.from_
-
-    @property
-    def is_muted(self) -> bool:
-        """True while our audio does not reach the far party: muted here or at the server."""
-        return self._server_muted or (self.media is not None and self.media.muted)
-
-    @property
-    def media_type(self) -> MediaType:
-        """``"audio"`` or ``"video"`` (video flows, either way or both; seed 002
-        ``getMediaType``). Follows ``call.answered`` and ``call.state-changed``."""
-        return self._media_type
-
-    @property
-    def pending_modification(self) -> str | None:
-        """The media type the far party asks for (``media-modification``) until we answer."""
-        return str(self._modification.get("new_media_type")) if self._modification else None
-
-    @property
-    def is_live(self) -> bool:
-        """True until the call has ended."""
-        return self._state is not CallState.ENDED
-
-    def _over(self) -> bool:
-        # A method, not the property: the state can change across an await, and mypy would
-        # otherwise keep a narrowed `is_live` from before it.
-        return self._state is CallState.ENDED
-
-    def _set_state(self, new: CallState) -> None:
-        old = self._state
-        if new is old:
-            return
-        if new not in _TRANSITIONS[old]:
-            raise CallStateError(f"call {self.id}: no transition from {old} to {new}")
-        log.debug("call %s: %s -> %s", self.id, old, new)
-        self._state = new
-
-    def _move(self, new: CallState, cause: str) -> None:
-        """Follow the server; an impossible move is logged and the state kept."""
-        try:
-            self._set_state(new)
-        except CallStateError as exc:
-            log.warning("%s (after %s); state kept", exc, cause)
+        self._host = host
+        self._emitter: EventEmitter[CallEventName] = EventEmitter(host.tasks)
+        super().__init__(
+            host,
+            call_id,
+            direction,
+            from_=from_,
+            from_name=from_name,
+            to=to,
+            media=media,
+            offer_sdp=offer_sdp,
+        )
 
     # ------------------------------------------------------------------------------------------
     # events
@@ -263,7 +220,7 @@ class Call:
         A handler may be a plain function or a coroutine function (run in a task the phone
         owns). Returns the handler, for :meth:`off`.
         """
-        return self._emitter._add(name, handler)
+        return self._emitter.add(name, handler)
 
     def off(self, name: CallEventName, handler: Callable[..., object]) -> None:
         """Remove a handler added with :meth:`on`."""
@@ -286,45 +243,21 @@ class Call:
         :raises CallEndedError: the call ended first (unless waiting for ``ended``).
         :raises TimeoutError: nothing within ``timeout`` seconds.
         """
-        done = self._settled(name)
+        done = self._history.settled(name, self._modification is not None)
         if done is not None:
             return done
         if not self.is_live:
             raise CallEndedError(self.id, self.end_reason, name)
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        waiter = (name, future)
-        self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(timeout):
-                return await future
+            return await self._history.next(name, timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"call {self.id}: no {name!r} within {timeout} s (state {self.state})"
             ) from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
 
-    def _settled(self, name: str) -> Event | None:
-        seen = self._last.get(name)
-        if seen is None:
-            return None
-        if name == "media-modification":
-            return seen[1] if self._modification is not None else None
-        if name in _MODIFICATION:
-            return seen[1] if seen[0] > self._mod_seq else None
-        if name in _ONCE:
-            return seen[1]
-        opposite = _OPPOSITE.get(name)
-        if opposite is not None:
-            later = self._last.get(opposite)
-            if later is None or later[0] < seen[0]:
-                return seen[1]
-        return None
-
-    def _make_event(self, name: EventName, data: dict[str, Any]) -> Event:
-        """An event about this call with the seed-002 fields as they are now."""
-        live = self._phone.active_calls
+    def make_event(self, name: EventName, data: dict[str, Any]) -> Event:
+        """An :class:`Event` about this call with the seed-002 fields as they are now (the
+        phone and conferences make their events about a call with it)."""
         codec: list[str] = []
         audio = self.media.port.audio if self.media is not None else None
         if audio is not None:
@@ -335,7 +268,7 @@ class Call:
             name,
             self,
             data,
-            index=live.index(self) if self in live else None,
+            index=self._host.index_of(self),
             from_=self.from_,
             to=self.to,
             media_type=self.media_type,
@@ -343,204 +276,30 @@ class Call:
         )
 
     def _event(self, name: CallEventName, data: dict[str, Any], *args: object) -> None:
-        event = self._make_event(name, data)
-        self._last[name] = (next(self._seq), event)
-        for waiter in [w for w in self._waiters if w[0] == name]:
-            self._waiters.remove(waiter)
-            if not waiter[1].done():
-                waiter[1].set_result(event)
-        self._emitter._emit(name, *args)
-        self._phone._publish(event)
-
-    # ------------------------------------------------------------------------------------------
-    # messages from the server (called by the Phone, in arrival order)
-
-    def _handle(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "sdp.answer":
-            self._media_op(self._apply_answer, str(msg.get("sdp", "")))
-        elif kind in ("ice.candidate", "ice.done"):
-            self._on_candidate(msg)
-        elif kind == "call.trying":
-            self._follow_media_type(msg.get("media_type"))
-            self._event("trying", msg)
-        elif kind == "call.ringing":
-            self._move(CallState.RINGING, "call.ringing")
-            self._routed = True
-            self._setup_step()
-            self._event("ringing", msg)
-            if msg.get("ringback"):
-                self._event("ringback-provided", msg)
-        elif kind == "call.answered":
-            self._holders.clear()
-            self._held_explicitly = False
-            self._move(CallState.ACTIVE, "call.answered")
-            self._follow_media_type(msg.get("media_type"))
-            self._routed = True
-            self._setup_step()
-            self._event("answered", msg)
-        elif kind == "call.held":
-            by: HeldBy = "remote" if msg.get("by") == "remote" else "local"
-            self._holders = [h for h in self._holders if h != by] + [by]
-            self._move(CallState.HELD, "call.held")
-            self._event("held", msg, by)
-            if self._conference is not None:
-                self._conference._leg_held(True)
-        elif kind == "call.resumed":
-            by = "remote" if msg.get("by") == "remote" else "local"
-            self._holders = [h for h in self._holders if h != by]
-            if by == "local":
-                self._held_explicitly = False
-            if not self._holders:
-                self._move(CallState.ACTIVE, "call.resumed")
-            self._event("resumed", msg, by)
-            if self._conference is not None:
-                self._conference._leg_held(False)
-        elif kind == "call.muted":
-            self._server_muted = True
-            self._event("muted", msg)
-        elif kind == "call.unmuted":
-            self._server_muted = False
-            self._event("unmuted", msg)
-        elif kind == "call.dtmf":
-            self._event("dtmf", msg, str(msg.get("digit", "")))
-        elif kind == "call.moved":
-            self._event("moved", msg, str(msg.get("to_session", "")))
-        elif kind == "call.move-failed":
-            self._event("move-failed", msg, str(msg.get("reason", "")))
-        elif kind == "call.transferred":
-            self._event("transferred", msg, str(msg.get("peer", "")))
-        elif kind == "call.modification-in-progress":
-            self._event("modification-in-progress", msg)
-        elif kind == "call.media-modification":
-            self._modification = msg
-            self._mod_seq = next(self._seq)
-            self._event("media-modification", msg, str(msg.get("new_media_type", "")))
-        elif kind == "call.state-changed":
-            # After the sdp.answer before it is applied (media operations run in order).
-            self._media_op(self._state_changed, msg)
-        elif kind == "call.ended":
-            self._end(str(msg.get("reason", "hangup")), msg)
-        elif kind == "error":
-            self.last_error = _remote_error(msg)
-        else:
-            log.debug("call %s: ignoring %s", self.id, kind)
-
-    def _follow_media_type(self, value: object) -> None:
-        if value in ("audio", "video"):
-            self._media_type = "video" if value == "video" else "audio"
-
-    async def _state_changed(self, _: CallMedia, msg: dict[str, Any]) -> None:
-        if self._over():
-            return
-        self._follow_media_type(msg.get("new_state"))
-        old, new = str(msg.get("old_state", "")), str(msg.get("new_state", ""))
-        self._event("state-changed", msg, old, new)
-
-    def _on_candidate(self, msg: dict[str, Any]) -> None:
-        if self.media is None:
-            self._early_candidates.append(msg)  # incoming call, not answered yet
-        else:
-            self._media_op(self._apply_candidate, msg)
+        event = self.make_event(name, data)
+        self._history.record(name, event)
+        self._emitter.emit(name, *args)
+        self._host.publish(event)
 
     def _end(self, reason: str, data: dict[str, Any]) -> None:
         """The call is over (server said so, or the session ended): tell everyone, free media."""
         if not self.is_live:
             return
         self.end_reason = reason
-        self._set_state(CallState.ENDED)
+        self.transition(CallState.ENDED, cause=reason)
         if not self._setup.done():
             error = self.last_error or RemoteError(
                 reason, f"the call ended ({reason}) before the server answered the offer"
             )
             self._setup.set_exception(error)
             self._setup.exception()  # retrieved: phone.call() may already have given up
-        self._phone._forget(self)
+        self._host.call_ended(self)
         self._event("ended", data, reason)
-        if self._conference is not None:
-            self._conference._leg_ended(reason)
-        for name, future in self._waiters:
-            if not future.done():
-                future.set_exception(CallEndedError(self.id, reason, name))
-        self._waiters.clear()
+        if self.leg_owner is not None:
+            self.leg_owner.leg_ended(reason)
+        self._history.fail_waiters(lambda name: CallEndedError(self.id, reason, name))
         if self.media is not None:
-            self._media_op(_close_media, None)
-
-    # ------------------------------------------------------------------------------------------
-    # media operations: one at a time, in message order, off the message reader
-
-    def _media_op(self, op: Callable[[CallMedia, Any], Any], arg: Any) -> None:
-        previous = self._media_task
-
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            media = self.media
-            if media is None or (media.closed and op is not _close_media):
-                return
-            try:
-                await op(media, arg)
-            except CallbridgeError as exc:
-                log.warning("call %s: %s", self.id, exc)
-
-        self._media_task = self._phone._tasks.spawn(run(), name=f"call {self.id} media")
-
-    async def _apply_answer(self, media: CallMedia, sdp: str) -> None:
-        try:
-            await media.accept_answer(sdp)
-        except CallbridgeError as exc:
-            if not self._setup.done():
-                self._setup.set_exception(exc)
-            raise
-        self._answer_applied = True
-        self._setup_step()
-        self._watch_media(media)
-
-    def _watch_media(self, media: CallMedia) -> None:
-        """Emit ``media-established`` once the call's media connects (seed 002), and restart
-        the media if its connection fails later (ICE consent lost: the path is gone)."""
-
-        async def established() -> None:
-            try:
-                await media.wait_connected()
-            except CallbridgeError:
-                return  # the call ended or its media failed first
-            if self.is_live:
-                self._event("media-established", {"call_id": self.id})
-
-        def on_state() -> None:
-            if media.pc.connectionState == "failed" and self.is_live and self.media is media:
-                log.info("call %s: media failed; restarting it", self.id)
-                self._phone._tasks.spawn(self.restart_media(), name=f"call {self.id} restart")
-
-        media.pc.on("connectionstatechange", on_state)
-        self._phone._tasks.spawn(established(), name=f"call {self.id} media")
-
-    def _setup_step(self) -> None:
-        if self._answer_applied and self._routed and not self._setup.done():
-            self._setup.set_result(None)
-
-    @staticmethod
-    async def _apply_candidate(media: CallMedia, msg: dict[str, Any]) -> None:
-        if msg.get("type") == "ice.done":
-            await media.end_of_candidates()
-            return
-        index = msg.get("sdp_m_line_index")
-        await media.add_remote_candidate(
-            str(msg.get("candidate", "")),
-            msg.get("sdp_mid"),
-            index if isinstance(index, int) else None,
-        )
-
-    async def _wait_setup(self) -> None:
-        async with asyncio.timeout(self._phone.request_timeout):
-            await asyncio.shield(self._setup)
-
-    # ------------------------------------------------------------------------------------------
-    # commands
-
-    async def _request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return await self._phone.request({"type": kind, "call_id": self.id, **fields})
+            self._media_ops.close()
 
     async def answer(
         self,
@@ -584,141 +343,17 @@ class Call:
             return
         if self.media is not None:
             raise CallStateError(f"call {self.id} is answered already")
-        assert self._offer_sdp is not None
         self._event("answering", {"call_id": self.id})
-        current = [
-            c
-            for c in self._phone.active_calls
-            if c is not self and c.is_established and "local" not in c._holders
-        ]
-        held: list[Call] = []
-        try:
-            for other in current:
-                if action == "hold" and await other._hold_auto():
-                    held.append(other)
-                elif action == "end":
-                    other._return_to = None  # the user moves on to this call
-                    await other.hangup()
-            video = (media_type or self._media_type) == "video"
-            await self._answer(source, sink, codecs, (video_source, video_sink) if video else None)
-        except BaseException:
-            await _resume_all(held, "failed answer")
-            raise
-        if self._over():  # the caller gave up meanwhile: back to the calls we held
-            await _resume_all(held, "unanswered call")
-        else:
-            self._phone._set_foreground(self)
-
-    async def _answer(
-        self,
-        source: AudioSource | None,
-        sink: AudioSink | None,
-        codecs: Sequence[str] | None,
-        video: tuple[VideoSource | None, VideoSink | None] | None = None,
-    ) -> None:
-        if self._over() or self.media is not None:
-            return
-        assert self._offer_sdp is not None
-        media = self.media = self._phone._new_media(source, sink, codecs)
-        if video is not None:
-            media.enable_video(*video)
-        early, self._early_candidates = self._early_candidates, []
-        for msg in early:
-            self._media_op(self._apply_candidate, msg)
-        try:
-            sdp = await media.answer_offer(self._offer_sdp)
-            if self._over():
-                await media.close()
-                return
-            await self._request("call.answer", sdp=sdp)
-            self._watch_media(media)
-        except BaseException:
-            if self.media is media and self.is_live:
-                self.media = None  # not answered: answer() may be tried again
-            await media.close()
-            raise
-
-    async def reject(self, reason: Literal["busy"] | None = None) -> None:
-        """Decline this incoming call; ``"busy"`` sends a busy signal to the caller.
-
-        This device stops ringing and the call ends here with reason ``rejected`` (or
-        ``busy``). Does nothing if the call has already ended.
-        """
-        if self.direction != "incoming":
-            raise CallStateError(f"call {self.id} is outgoing: use hangup()")
-        if not self.is_live:
-            return
-        fields = {"reason": reason} if reason else {}
-        await self._request("call.reject", **fields)
-        self._end(reason or "rejected", {"type": "call.ended", "call_id": self.id, "local": True})
-
-    async def hangup(self) -> None:
-        """End the call (cancels it while it rings). Does nothing if it has already ended."""
-        if not self.is_live:
-            return
-        self._event("disconnecting", {"call_id": self.id})
-        try:
-            await self._request("call.hangup")
-        except RemoteError as exc:
-            if exc.code != ErrorCode.CALL_NOT_FOUND:
-                raise
-        self._end("hangup", {"type": "call.ended", "call_id": self.id, "local": True})
-
-    async def hold(self) -> None:
-        """Put the call on hold: the far party hears hold music (``held`` with ``by="local"``).
-
-        The hold is *explicit* (:attr:`held_explicitly`): the SDK does not resume the call by
-        itself (see :meth:`Phone.add_call`, :meth:`Phone.switch_call`). On a call the SDK
-        held automatically this only marks the hold explicit.
-        """
-        if "local" not in self._holders:
-            await self._request("call.hold")
-        self._held_explicitly = "local" in self._holders
+        video = (media_type or self._media_type) == "video"
+        videos = (video_source, video_sink) if video else None
+        await self._host.answering(self, action, lambda: self._answer(source, sink, codecs, videos))
 
     async def resume(self) -> None:
         """Take the call off hold (``resumed``); it becomes the phone's
         :attr:`~callbridge.client.Phone.foreground_call`."""
         await self._request("call.resume")
         self._held_explicitly = False
-        self._phone._set_foreground(self)
-
-    async def _hold_auto(self) -> bool:
-        """Hold an active call automatically (not explicitly); True if we hold it now."""
-        if self._state is CallState.ACTIVE and not self._holders:
-            await self._request("call.hold")
-        return "local" in self._holders
-
-    async def _resume_auto(self) -> None:
-        """Undo an automatic hold; an explicit hold (or none of ours) is left alone."""
-        if self.is_live and "local" in self._holders and not self._held_explicitly:
-            await self._request("call.resume")
-
-    async def mute(self) -> None:
-        """Stop our audio: silence is sent from here and the server stops forwarding it."""
-        media = self.media
-        before = media.muted if media else False
-        if media is not None:
-            media.muted = True
-        try:
-            await self._request("call.mute")
-        except BaseException:
-            if media is not None:
-                media.muted = before
-            raise
-
-    async def unmute(self) -> None:
-        """Undo :meth:`mute`, here and at the server."""
-        await self._request("call.unmute")
-        if self.media is not None:
-            self.media.muted = False
-
-    async def transfer(self, destination: str) -> None:
-        """Blind-transfer the far party to ``destination`` (extension, number or user name).
-
-        Returns once the server accepted it; this call then ends with ``transferred``.
-        """
-        self._event("transferring", {"call_id": self.id, "destination": destination})
-        await self._request("call.transfer", destination=destination)
+        self._host.brought_forward(self)
 
     async def attended_transfer(
         self,
@@ -736,27 +371,9 @@ class Call:
 
         :raises RemoteError: the consultation could not be placed (this call is resumed).
         """
-        if self.state not in (CallState.ACTIVE, CallState.HELD):
+        if self.state not in ESTABLISHED:
             raise CallStateError(f"call {self.id} is {self.state}: answer it before transferring")
-        held_here = "local" in self._holders
-        if not held_here:
-            await self._request("call.hold")
-        try:
-            consult = await self._phone.call(destination, source=source, sink=sink)
-        except BaseException:
-            if not held_here:
-                await self.resume()
-            raise
-        self._consult = consult
-
-        async def consultation_over(reason: str) -> None:
-            if self._consult is consult:
-                self._consult = None
-                if not held_here and self.is_live and "local" in self._holders:
-                    await self.resume()
-
-        consult.on("ended", consultation_over)
-        return consult
+        return await self._host.consult(self, destination, source, sink)
 
     async def complete_transfer(self) -> None:
         """Connect this call's far party to the consultation's far party (seed 001
@@ -764,50 +381,16 @@ class Call:
 
         :raises CallStateError: no answered consultation (see :meth:`attended_transfer`).
         """
-        consult = self._consult
-        if consult is None or consult.state not in (CallState.ACTIVE, CallState.HELD):
+        consult = self._host.take_consultation(self)
+        if consult is None:
             raise CallStateError(f"call {self.id} has no answered consultation call to join")
-        self._consult = None  # its end is the transfer, not a failed consultation
         self._event("transferring", {"call_id": self.id, "target_call_id": consult.id})
         await self._request("call.complete_transfer", target_call_id=consult.id)
-
-    async def restart_media(self) -> None:
-        """Re-establish this call's media on a new peer connection (the same audio source and
-        sink), e.g. after the network changed. aiortc has no ICE restart, so this renegotiates
-        from scratch (``call.restart_media``); the far party stays connected. The phone does
-        it by itself when the media fails."""
-        old = self.media
-        if old is None:
-            raise CallStateError(f"call {self.id} has no media yet: answer it first")
-        codecs = [old.audio.codec.name] if old.audio is not None else None
-        media = self._phone._new_media(old.source, old.sink, codecs)
-        if old.video_enabled:
-            media.enable_video(old.video_source, old.video_sink)
-        try:
-            offer = await media.create_offer()
-            reply = await self._request("call.restart_media", sdp=offer)
-            await media.accept_answer(str(reply.get("sdp", "")))
-        except BaseException:
-            await media.close(release_io=False)
-            raise
-        self.media = media
-        await old.close(release_io=False)
-        self._watch_media(media)
-
-    async def move(self) -> None:
-        """Ring this user's other logged-in devices; the one that answers takes the call over
-        (seed 002 ``move``). The far party stays connected; this call then gets ``moved`` and
-        ends with ``moved``. If no device answers: ``move-failed(reason)``, the call goes on.
-
-        :raises RemoteError: ``invalid_state`` (no other device, call on hold, …).
-        """
-        self._last.pop("move-failed", None)  # wait_for("move-failed") is about this move
-        await self._request("call.move")
 
     # audio <-> video (seed 002) ------------------------------------------------------------
 
     def _modifiable(self, what: str) -> CallMedia:
-        if self._state is not CallState.ACTIVE or self.media is None:
+        if self.state is not CallState.ACTIVE or self.media is None:
             raise CallStateError(f"call {self.id} is {self.state}: {what} needs an active call")
         if self._modification is not None:
             raise CallStateError(f"call {self.id}: answer the far party's media modification first")
@@ -835,7 +418,7 @@ class Call:
         if self._media_type == "video":
             raise CallStateError(f"call {self.id} is a video call already")
         media.enable_video(video_source, video_sink)
-        self._mod_seq = next(self._seq)
+        self._history.modification_started()
         sdp = await media.offer_video(send=True, receive=True)
         await self._request("call.modify", media_type="video", sdp=sdp)
 
@@ -849,7 +432,7 @@ class Call:
         media = self._modifiable("downgrade()")
         if self._media_type != "video":
             raise CallStateError(f"call {self.id} is an audio call already")
-        self._mod_seq = next(self._seq)
+        self._history.modification_started()
         sdp = await media.offer_video(send=False, receive=False)
         await self._request("call.modify", media_type="audio", sdp=sdp)
 
@@ -858,7 +441,7 @@ class Call:
         if pending is None or media is None:
             raise CallStateError(f"call {self.id}: no media modification to {what}")
         self._modification = None
-        self._mod_seq = next(self._seq)
+        self._history.modification_started()
         return media, pending
 
     async def accept_modification(
@@ -890,49 +473,3 @@ class Call:
             media.video_sink = video_sink
         sdp = await media.answer_reoffer(str(pending.get("sdp", "")), send=False, receive=upgrade)
         await self._request("call.modify.reject", sdp=sdp)
-
-    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 70) -> None:
-        """Send DTMF ``digits`` in band (RFC 4733); see :meth:`CallMedia.send_dtmf`.
-
-        :raises CallStateError: the call has no media (an incoming call not yet answered).
-        :raises ProtocolError: ``invalid_digits`` or ``dtmf_not_negotiated``.
-        """
-        if self.media is None:
-            raise CallStateError(f"call {self.id} has no media yet: answer it first")
-        self._event("dtmf-tone-sending", {"call_id": self.id, "digits": digits}, digits)
-        await self.media.send_dtmf(digits, duration_ms, gap_ms)
-        self._event("dtmf-tone-sent", {"call_id": self.id, "digits": digits}, digits)
-
-
-async def _resume_all(calls: Sequence[Call], why: str) -> None:
-    for call in calls:
-        try:
-            await call._resume_auto()
-        except Exception as exc:
-            log.warning("call %s: resume after %s: %s", call.id, why, exc)
-
-
-async def _close_media(media: CallMedia, _: object) -> None:
-    await media.close()
-
-
-def _offers_video(sdp: str | None) -> bool:
-    """True when ``sdp`` has a video m-line that is not rejected (port 0) or inactive."""
-    if not sdp:
-        return False
-    sections = sdp.split("\nm=")[1:]
-    return any(
-        m.startswith("video ") and not m.startswith("video 0 ") and "a=inactive" not in m
-        for m in sections
-    )
-
-
-def _remote_error(msg: dict[str, Any]) -> RemoteError:
-    return RemoteError(
-        str(msg.get("code", "unknown")),
-        str(msg.get("message", "")),
-        str(msg.get("cause", "")),
-        str(msg.get("resolution", "")),
-        str(msg.get("object", "")),
-        str(msg.get("method", "")),
-    )

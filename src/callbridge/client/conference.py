@@ -1,44 +1,39 @@
-"""Conferences in the SDK: seed 002's hosted conferences and seed 000's call group.
+"""Seed 002's hosted conferences in the SDK.
 
 A :class:`Conference` is one conference this phone hosts (``phone.start_conference()``) or
 was invited to (the ``conference:invitation-received`` event; ``phone.join_conference()`` or
 ``phone.reject_conference()``). Its own audio is one leg, :attr:`Conference.call`, an ordinary
 :class:`~callbridge.client.Call` whose media carries the mix of the others.
 
-:class:`CallGroup` (``phone.conference_group``) is seed 000's ``TelephonyCallGroup``: it
-merges the phone's answered calls into one conversation on the server's mixer. The group's
-audio arrives on its :attr:`CallGroup.media_call` (the oldest call in it) and our voice is
-taken from that call only: the other calls in the group stay connected but carry no audio
-(one microphone, one loudspeaker).
-
 Events of a conference go to the phone's handlers (``phone.on("conference:connected",
-handler)``; the handler gets the :class:`Conference`) and to ``phone.events()``. Those of the
-call group go to the group's (``group.on("callschanged", handler)``; no arguments).
+handler)``; the handler gets the :class:`Conference`) and to ``phone.events()``: the
+conference asks its :class:`ConferenceHost` (the phone's conference book) to deliver them.
+
+Seed 000's call group is :mod:`callbridge.client.callgroup` (re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
-from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.call import AnswerAction, Call, MediaType
+from callbridge.client.call import Call, Event
+from callbridge.client.callgroup import CallGroup, GroupState
 from callbridge.client.errors import CallStateError
-from callbridge.client.events import ConferenceEventName, Event, EventEmitter, GroupEventName
-from callbridge.client.media import CallMedia
-from callbridge.errors import RemoteError
-
-if TYPE_CHECKING:
-    from callbridge.client.phone import Phone
+from callbridge.client.eventnames import ConferenceEventName
+from callbridge.client.transport import Requester
+from callbridge.statemachine import StateMachine
+from callbridge.vocabulary import BeepMode, MediaType, SupervisorRole
 
 __all__ = [
     "BeepMode",
     "CallGroup",
     "Conference",
+    "ConferenceHost",
     "ConferenceRole",
     "ConferenceState",
     "GroupState",
@@ -48,9 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ConferenceRole = Literal["host", "participant"]
-BeepMode = Literal["always", "never", "on_enter", "on_exit"]
-SupervisorRole = Literal["none", "barge", "monitor", "whisper"]
-GroupState = Literal["", "connected", "holding", "held", "resuming"]
 
 
 class ConferenceState(StrEnum):
@@ -68,16 +60,37 @@ class ConferenceState(StrEnum):
     ENDED = "ended"
 
 
-class Conference:
+class ConferenceHost(Protocol):
+    """What a :class:`Conference` needs of the phone (its conference book implements it)."""
+
+    @property
+    def requester(self) -> Requester: ...
+
+    def emit(self, name: ConferenceEventName, conference: Conference, event: Event) -> None:
+        """Call the phone's ``name`` handlers with ``conference``; publish ``event``."""
+
+    def conference_over(self, conference: Conference) -> None:
+        """``conference`` ended: it is no longer one of the phone's conferences."""
+
+
+class Conference(StateMachine[ConferenceState]):
     """One conference of this phone (seed 002): host or participant.
 
     Host side, :attr:`participants` and :attr:`invitations` follow the server's messages
     (keyed by participant id: the id given to :meth:`add_participant`).
     """
 
+    TRANSITIONS: ClassVar[Mapping[ConferenceState, frozenset[ConferenceState]]] = {
+        ConferenceState.INVITED: frozenset({ConferenceState.CONNECTING, ConferenceState.ENDED}),
+        ConferenceState.CONNECTING: frozenset({ConferenceState.CONNECTED, ConferenceState.ENDED}),
+        ConferenceState.CONNECTED: frozenset({ConferenceState.HELD, ConferenceState.ENDED}),
+        ConferenceState.HELD: frozenset({ConferenceState.CONNECTED, ConferenceState.ENDED}),
+        ConferenceState.ENDED: frozenset(),
+    }
+
     def __init__(
         self,
-        phone: Phone,
+        host: ConferenceHost,
         role: ConferenceRole,
         media_type: MediaType,
         *,
@@ -85,7 +98,7 @@ class Conference:
         from_: str = "",
         name: str = "",
     ) -> None:
-        self._phone = phone
+        self._host = host
         self.id = conference_id
         self.role: ConferenceRole = role
         self.media_type: MediaType = media_type
@@ -112,15 +125,13 @@ class Conference:
 
     # events ---------------------------------------------------------------------------------
     def _emit(self, name: ConferenceEventName, data: dict[str, Any]) -> None:
-        phone = self._phone
         call = self.call
         event = (
-            replace(call._make_event(name, data), conference=self, media_type=self.media_type)
+            replace(call.make_event(name, data), conference=self, media_type=self.media_type)
             if call is not None
             else Event(name, None, data, media_type=self.media_type, conference=self)
         )
-        phone._emitter._emit(name, self)
-        phone._publish(event)
+        self._host.emit(name, self, event)
 
     def _update(self, msg: dict[str, Any]) -> None:
         participants, invitations = msg.get("participants"), msg.get("invitations")
@@ -129,14 +140,17 @@ class Conference:
         if isinstance(invitations, dict):
             self.invitations = invitations
 
-    def _handle(self, msg: dict[str, Any]) -> None:
-        """A ``conference.*`` message about this conference."""
+    def handle(self, msg: dict[str, Any]) -> None:
+        """Take a ``conference.*`` message about this conference (the phone routes them)."""
         kind = str(msg.get("type", ""))
         self._update(msg)
         name = kind.removeprefix("conference.")
         if kind in ("conference.connected", "conference.joined"):
             self.name = str(msg.get("name") or self.name)
-            self.state = ConferenceState.CONNECTED
+            if self.can(ConferenceState.CONNECTED):
+                self.transition(ConferenceState.CONNECTED, cause=kind)
+            else:
+                log.warning("conference %s: %s while %s", self.id, kind, self.state)
             self._in.set()
             self._emit("conference:connected", msg)
         elif kind == "conference.ended":
@@ -157,27 +171,71 @@ class Conference:
         if not self.is_live:
             return
         was_invited = self.state is ConferenceState.INVITED
-        self.state = ConferenceState.ENDED
+        self.transition(ConferenceState.ENDED, cause=reason)
         self._in.set()
         self.end_reason = reason
-        self._phone._conferences.pop(self.id, None)
+        self._host.conference_over(self)
         self._emit("conference:canceled" if was_invited else "conference:ended", data)
 
-    def _leg_ended(self, reason: str) -> None:
+    # the leg (LegOwner) ----------------------------------------------------------------------
+    def leg_ended(self, reason: str) -> None:
+        """Our leg ended: so did the conference, for us."""
         self._end(reason, {"type": "call.ended", "conference_id": self.id, "reason": reason})
 
-    def _leg_held(self, held: bool) -> None:
+    def leg_held(self, held: bool) -> None:
+        """Our leg was held or resumed: so is our membership."""
         if self.state in (ConferenceState.CONNECTED, ConferenceState.HELD):
-            self.state = ConferenceState.HELD if held else ConferenceState.CONNECTED
+            self.transition(ConferenceState.HELD if held else ConferenceState.CONNECTED)
             name: ConferenceEventName = "conference:held" if held else "conference:resumed"
             self._emit(name, {"conference_id": self.id, **self._lists()})
 
     def _lists(self) -> dict[str, Any]:
         return {"participants": self.participants, "invitations": self.invitations}
 
+    # life cycle (driven by the phone) -------------------------------------------------------
+    def attach(self, call: Call) -> None:
+        """``call`` is this conference's own leg."""
+        call.leg_owner = self
+        self.call = call
+
+    def starting(self) -> None:
+        """Host: ``conference.start`` is about to go (``conference:connecting``)."""
+        self._emit("conference:connecting", {"media_type": self.media_type})
+
+    def started(self, conference_id: str, name: str) -> None:
+        """Host: the server started the conference (``conference.started``)."""
+        self.id = conference_id
+        self.name = name
+
+    def invitation_received(self, msg: dict[str, Any]) -> None:
+        """Participant: the invitation rings (``conference:invitation-received``)."""
+        self._emit("conference:invitation-received", msg)
+
+    async def join(self, answer: Callable[[], Awaitable[None]], timeout: float) -> None:  # noqa: ASYNC109
+        """Participant: ``answer`` our leg, then wait (``timeout`` seconds) until we are in.
+
+        :raises CallStateError: the conference ended while joining.
+        """
+        self._emit("conference:joining", {"conference_id": self.id})
+        self.transition(ConferenceState.CONNECTING, cause="join")
+        await answer()
+        if self.state is ConferenceState.CONNECTING:
+            self._emit("conference:connecting", {"conference_id": self.id})
+        async with asyncio.timeout(timeout):
+            await self._in.wait()  # conference.joined follows the answer's reply
+        if self.state is ConferenceState.ENDED:
+            raise CallStateError(f"conference {self.id} ended while joining ({self.end_reason})")
+
+    def decline(self) -> None:
+        """Participant: we reject the invitation (ended, ``rejected``; no event)."""
+        self.transition(ConferenceState.ENDED, cause="rejected")
+        self.end_reason = "rejected"
+        self._host.conference_over(self)
+
     # commands -------------------------------------------------------------------------------
     async def _request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        reply = await self._phone.request({"type": kind, "conference_id": self.id, **fields})
+        request = {"type": kind, "conference_id": self.id, **fields}
+        reply = await self._host.requester.request(request)
         self._update(reply)
         return reply
 
@@ -338,324 +396,3 @@ _RELAYED: dict[str, ConferenceEventName] = {
     "speak-started": "conference:speak-started",
     "speak-ended": "conference:speak-ended",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _Starting:
-    """A conference.start waiting for its conference.started."""
-
-    conference: Conference
-    media: CallMedia
-
-
-class CallGroup:
-    """Seed 000's call group: the phone's calls merged into one conversation.
-
-    :attr:`calls` are the calls in the group (they leave ``phone.calls``); :attr:`state` is
-    ``""`` (no group), ``"connected"``, ``"holding"``, ``"held"`` or ``"resuming"``.
-    Events (``group.on(name, handler)``, handlers take no arguments): ``callschanged``,
-    ``statechange``, ``connected``, ``holding``, ``held``, ``resuming``, ``error`` (the
-    handler gets the :class:`~callbridge.errors.RemoteError`).
-    """
-
-    def __init__(self, phone: Phone) -> None:
-        self._phone = phone
-        self.id: str | None = None
-        self._calls: list[Call] = []
-        self._state: GroupState = ""
-        self.media_call: Call | None = None
-        """The call whose media carries the group's audio (our voice and the mix)."""
-        self._emitter: EventEmitter[GroupEventName] = EventEmitter(phone._tasks)
-
-    def __repr__(self) -> str:
-        return f"<CallGroup {self.id} {self._state!r} calls={len(self._calls)}>"
-
-    @property
-    def calls(self) -> list[Call]:
-        return list(self._calls)
-
-    @property
-    def state(self) -> GroupState:
-        return self._state
-
-    def on(self, name: GroupEventName, handler: Callable[..., object]) -> Callable[..., object]:
-        return self._emitter._add(name, handler)
-
-    def off(self, name: GroupEventName, handler: Callable[..., object]) -> None:
-        self._emitter.off(name, handler)
-
-    def _emit(self, name: GroupEventName, *args: object) -> None:
-        self._emitter._emit(name, *args)
-        self._phone._publish(Event(name, self.media_call, {"conference_id": self.id}))
-
-    def _set_state(self, new: GroupState) -> None:
-        if new == self._state:
-            return
-        self._state = new
-        self._emit("statechange")
-        if new in ("connected", "held"):
-            self._emit(new)
-
-    def _follow(self, msg: dict[str, Any]) -> None:
-        """The server's view of the group (``conference.merged`` / ``updated`` / ...)."""
-        phone = self._phone
-        self.id = str(msg.get("conference_id") or self.id or "")
-        ids = [str(x) for x in msg.get("call_ids") or []]
-        calls = [c for c in (phone._calls.get(i) for i in ids) if c is not None]
-        media_id = msg.get("media_call_id")
-        self.media_call = phone._calls.get(str(media_id)) if media_id else None
-        if calls != self._calls:
-            self._calls = calls
-            self._emit("callschanged")
-        state = msg.get("state")
-        if state in ("connected", "held"):
-            self._set_state(state)
-
-    def _handle(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "conference.ended":
-            self._dissolve()
-        elif kind == "conference.held":
-            self._follow({**msg, "state": "held"})
-        elif kind == "conference.resumed":
-            self._follow({**msg, "state": "connected"})
-        else:
-            self._follow(msg)
-
-    def _dissolve(self) -> None:
-        self.id = None
-        self.media_call = None
-        if self._calls:
-            self._calls = []
-            self._emit("callschanged")
-        self._set_state("")
-
-    def _call_ended(self, call: Call) -> None:
-        """A call of ours ended; the server's ``conference.updated`` follows, but the list
-        must not hold an ended call meanwhile."""
-        if call in self._calls:
-            self._calls.remove(call)
-            self._emit("callschanged")
-            if not self._calls:
-                self._dissolve()
-
-    async def _request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        try:
-            return await self._phone.request({"type": kind, **fields})
-        except RemoteError as exc:
-            self._emitter._emit("error", exc)
-            self._phone._publish(
-                Event("error", None, {"conference_id": self.id, "error": str(exc)})
-            )
-            raise
-
-    async def add(self, *calls: Call) -> None:
-        """Merge answered calls into the group (created by the first ``add`` of two calls).
-
-        A held call is resumed by the merge. Fires ``callschanged`` (and ``statechange`` /
-        ``connected`` when the group starts).
-        """
-        if not calls:
-            raise CallStateError("add() needs at least one call")
-        fields: dict[str, Any] = {"call_ids": [c.id for c in calls]}
-        if self.id is not None:
-            fields["conference_id"] = self.id
-        self._follow(await self._request("conference.merge", **fields))
-
-    async def remove(self, call: Call) -> None:
-        """Take ``call`` out of the group: it is an ordinary call again (back in
-        ``phone.calls``). A group left with one call dissolves."""
-        if self.id is None or call not in self._calls:
-            raise CallStateError(f"call {call.id} is not in the call group")
-        reply = await self._request("conference.split", conference_id=self.id, call_id=call.id)
-        self._handle(reply)
-
-    async def hang_up(self) -> None:
-        """Hang up every call in the group."""
-        if self.id is None:
-            raise CallStateError("there is no call group to hang up")
-        calls = list(self._calls)
-        await self._request("conference.end", conference_id=self.id)
-        for call in calls:
-            await call.wait_for("ended", timeout=self._phone.request_timeout)
-        self._dissolve()
-
-    async def hold(self) -> None:
-        """Hold the whole group: we hear nothing and are not heard; the others go on
-        talking to each other (as GSM multiparty does)."""
-        if self.id is None or self._state != "connected":
-            raise CallStateError(f"hold() needs a connected call group; it is {self._state!r}")
-        self._set_state("holding")
-        self._emit("holding")
-        try:
-            self._handle(await self._request("conference.hold", conference_id=self.id))
-        except RemoteError:
-            self._set_state("connected")
-            raise
-
-    async def resume(self) -> None:
-        """Resume a held group."""
-        if self.id is None or self._state != "held":
-            raise CallStateError(f"resume() needs a held call group; it is {self._state!r}")
-        self._set_state("resuming")
-        self._emit("resuming")
-        try:
-            self._handle(await self._request("conference.resume", conference_id=self.id))
-        except RemoteError:
-            self._set_state("held")
-            raise
-
-
-class ConferenceBook:
-    """The phone's conferences and call group, and the ``conference.*`` messages for them."""
-
-    def __init__(self, phone: Phone) -> None:
-        self._phone = phone
-        self.starting: dict[str, _Starting] = {}  # by req_id of conference.start
-        self.group = CallGroup(phone)
-
-    def handle(self, msg: dict[str, Any]) -> None:
-        """Take one ``conference.*`` message."""
-        phone = self._phone
-        kind = str(msg.get("type", ""))
-        req_id = msg.get("req_id")
-        if kind == "conference.started" and isinstance(req_id, str) and req_id in self.starting:
-            pending = self.starting.pop(req_id)
-            conf = pending.conference
-            conf.id = str(msg.get("conference_id", ""))
-            conf.name = str(msg.get("name", ""))
-            call = Call(
-                phone,
-                str(msg.get("call_id")),
-                "outgoing",
-                to=f"conference:{conf.name}",
-                media=pending.media,
-            )
-            call._conference = conf
-            conf.call = call
-            phone._conferences[conf.id] = conf
-            phone._adopt(call)
-            return
-        if kind == "conference.invitation":
-            self._invited(msg)
-            return
-        conference_id = str(msg.get("conference_id", ""))
-        known = phone._conferences.get(conference_id)
-        if known is not None:
-            known._handle(msg)
-        elif kind in _GROUP_MESSAGES and (
-            self.group.id in (None, conference_id) or kind == "conference.merged"
-        ):
-            self.group._handle(msg)
-
-    def _invited(self, msg: dict[str, Any]) -> None:
-        phone = self._phone
-        conf = Conference(
-            phone,
-            "participant",
-            "video" if msg.get("media_type") == "video" else "audio",
-            conference_id=str(msg.get("conference_id", "")),
-            from_=str(msg.get("from", "")),
-            name=str(msg.get("name", "")),
-        )
-        call = Call(
-            phone,
-            str(msg.get("call_id")),
-            "incoming",
-            from_=conf.from_,
-            from_name=str(msg.get("from_name") or ""),
-            to=str(msg.get("to", "")),
-            offer_sdp=str(msg.get("sdp", "")),
-        )
-        call._conference = conf
-        conf.call = call
-        phone._conferences[conf.id] = conf
-        phone._adopt(call)
-        conf._emit("conference:invitation-received", msg)
-
-    def invitation(self) -> Conference:
-        pending = [
-            c for c in self._phone._conferences.values() if c.state is ConferenceState.INVITED
-        ]
-        if not pending:
-            raise CallStateError("there is no conference invitation to answer")
-        return pending[-1]
-
-    async def start(
-        self,
-        media_type: MediaType,
-        source: AudioSource | None,
-        sink: AudioSink | None,
-        name: str | None,
-        beep: BeepMode,
-        codecs: Sequence[str] | None,
-    ) -> Conference:
-        phone = self._phone
-        media = phone._new_media(source, sink, codecs)
-        conf = Conference(phone, "host", media_type, name=name or "")
-        req_id = phone._new_req_id()
-        self.starting[req_id] = _Starting(conf, media)
-        message: dict[str, Any] = {
-            "type": "conference.start",
-            "req_id": req_id,
-            "sdp": await media.create_offer(),
-            "media_type": media_type,
-            "beep": beep,
-        }
-        if name is not None:
-            message["name"] = name
-        conf._emit("conference:connecting", {"media_type": media_type})
-        try:
-            await phone.request(message)
-            call = conf.call
-            assert call is not None
-            await call._wait_setup()
-        except BaseException:
-            self.starting.pop(req_id, None)
-            if conf.call is None or not conf.call.is_live:
-                await media.close()
-            elif conf.call.is_live:
-                await conf.call.hangup()
-            raise
-        return conf
-
-    async def join(
-        self,
-        action: AnswerAction | None,
-        source: AudioSource | None,
-        sink: AudioSink | None,
-        codecs: Sequence[str] | None,
-    ) -> Conference:
-        conf = self.invitation()
-        call = conf.call
-        assert call is not None
-        conf._emit("conference:joining", {"conference_id": conf.id})
-        conf.state = ConferenceState.CONNECTING
-        await call.answer(source, sink, codecs=codecs, action=action, media_type="audio")
-        if conf.state is ConferenceState.CONNECTING:
-            conf._emit("conference:connecting", {"conference_id": conf.id})
-        async with asyncio.timeout(self._phone.request_timeout):
-            await conf._in.wait()  # conference.joined follows the answer's reply
-        if conf.state is ConferenceState.ENDED:
-            raise CallStateError(f"conference {conf.id} ended while joining ({conf.end_reason})")
-        return conf
-
-    async def reject(self) -> None:
-        conf = self.invitation()
-        call = conf.call
-        assert call is not None
-        conf.state = ConferenceState.ENDED
-        conf.end_reason = "rejected"
-        self._phone._conferences.pop(conf.id, None)
-        await call.reject()
-
-
-_GROUP_MESSAGES = frozenset(
-    {
-        "conference.merged",
-        "conference.updated",
-        "conference.held",
-        "conference.resumed",
-        "conference.ended",
-    }
-)

@@ -5,6 +5,7 @@
     │   └── MediaError                   SDP or ICE the media could not use
     ├── RemoteError                      the server answered a request with ``error``
     └── ClientError                      the SDK itself refused or gave up:
+        ├── InvalidArgumentError         a value the SDK cannot use (also a ValueError)
         ├── NotConnectedError            no session (before login, after logout, socket lost)
         ├── CallStateError               the call's state does not allow it (answer outgoing)
         └── CallEndedError               the call ended while we waited for something else
@@ -14,13 +15,28 @@ Timeouts raise the built-in :class:`TimeoutError`.
 
 from __future__ import annotations
 
-from callbridge.errors import CallbridgeError
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["CallEndedError", "CallStateError", "ClientError", "NotConnectedError"]
+from callbridge.errors import CallbridgeError, RemoteError
+
+__all__ = [
+    "CallEndedError",
+    "CallStateError",
+    "ClientError",
+    "InvalidArgumentError",
+    "NotConnectedError",
+    "remote_error",
+]
 
 
 class ClientError(CallbridgeError):
     """The SDK refused an action or gave up waiting; nothing was asked of the server."""
+
+
+class InvalidArgumentError(ClientError, ValueError):
+    """An SDK method was given a value it cannot use; the message says what was wrong and
+    what is valid. Also a :class:`ValueError`."""
 
 
 class NotConnectedError(ClientError):
@@ -39,3 +55,17 @@ class CallEndedError(ClientError):
         self.call_id = call_id
         self.reason = reason
         self.waiting_for = waiting_for
+
+
+def remote_error(message: Mapping[str, Any]) -> RemoteError:
+    """The :class:`~callbridge.errors.RemoteError` for a server's ``error`` message
+    (docs/protocol.md, "Errors": ``code``, ``message``, ``cause``, ``resolution``,
+    ``object``, ``method``)."""
+    return RemoteError(
+        str(message.get("code", "unknown")),
+        str(message.get("message", "")),
+        str(message.get("cause", "")),
+        str(message.get("resolution", "")),
+        str(message.get("object", "")),
+        str(message.get("method", "")),
+    )

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from callbridge.client.settings import InvalidArgumentError
+from callbridge.client.errors import InvalidArgumentError
 
 __all__ = ["CallerInfo", "clean_phone_number", "format_number", "get_caller_info"]
 

@@ -49,13 +49,12 @@ import copy
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, cast, get_args
 
-from callbridge.client.errors import ClientError
-from callbridge.rtp.webrtc import set_ice_policy
-
-if TYPE_CHECKING:
-    from callbridge.client.media import CallMedia
+from callbridge.client.audio import AudioSink, AudioSource
+from callbridge.client.errors import InvalidArgumentError
+from callbridge.client.media import CallMedia
+from callbridge.rtp.webrtc import restrict_ice_addresses, set_ice_policy
 
 __all__ = [
     "DEFAULT_ICE_TRANSPORT",
@@ -63,6 +62,7 @@ __all__ = [
     "IceTransport",
     "InvalidArgumentError",
     "PeerConnectionSettings",
+    "PeerSettingsMethods",
 ]
 
 IceTransport = Literal["all", "relay", "none"]
@@ -85,11 +85,6 @@ _HOSTNAME = re.compile(
 )
 _TURN_TRANSPORTS = {"turn": ("udp", "tcp"), "turns": ("tcp",)}  # what aiortc can use
 _URL_FORMS = "stun:host[:port], turn:host[:port][?transport=udp|tcp] or turns:host[:port]"
-
-
-class InvalidArgumentError(ClientError, ValueError):
-    """An SDK method was given a value it cannot use; the message says what was wrong and
-    what is valid. Also a :class:`ValueError`."""
 
 
 def _fail(what: str, why: str) -> InvalidArgumentError:
@@ -314,3 +309,91 @@ class PeerConnectionSettings:
             no_servers=self._ice_transport == "none",
             ipv6=self._ipv6,
         )
+
+
+class PeerSettingsMethods:
+    """Seed 002's peer-connection settings as methods of the :class:`~callbridge.client.
+    Phone` (a mixin): they apply to calls created after a change.
+
+    The phone sets :attr:`_peer_settings` and :attr:`media_addresses`; :meth:`_new_media`
+    makes each call's media with them.
+    """
+
+    _peer_settings: PeerConnectionSettings
+    media_addresses: list[str] | None
+
+    def _new_media(
+        self,
+        source: AudioSource | None,
+        sink: AudioSink | None,
+        codecs: Sequence[str] | None,
+    ) -> CallMedia:
+        """A call's media with these settings (refused if it could not connect)."""
+        self._peer_settings.check_call(self.media_addresses)
+        if self.media_addresses is not None:
+            restrict_ice_addresses(self.media_addresses)
+        media = CallMedia(source, sink, self._peer_settings.ice_servers, codecs)
+        self._peer_settings.apply(media)
+        return media
+
+    @property
+    def ice_servers(self) -> list[dict[str, Any]]:
+        """The ICE servers of new calls (a copy); assigning validates, like
+        :meth:`set_ice_servers`."""
+        return self._peer_settings.ice_servers
+
+    @ice_servers.setter
+    def ice_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
+        self._peer_settings.ice_servers = servers
+
+    def get_ice_servers(self) -> list[dict[str, Any]]:
+        """The STUN/TURN servers new calls use: key ``urls``, schemes lower-case."""
+        return self._peer_settings.ice_servers
+
+    def set_ice_servers(self, servers: Iterable[Mapping[str, Any]]) -> None:
+        """Use ``servers`` for new calls, e.g. ``[{"urls": "stun:stun.example.org"},
+        {"urls": "turn:turn.example.org?transport=tcp", "username": "u", "credential": "p"}]``.
+
+        :raises InvalidArgumentError: a server or URL is malformed, or a TURN server has no
+            username or credential (see
+            :meth:`~callbridge.client.settings.PeerConnectionSettings.validate_ice_servers`).
+        """
+        self._peer_settings.ice_servers = servers
+
+    def reset_ice_servers(self) -> None:
+        """Back to the default: no ICE servers (not the constructor's ``ice_servers``)."""
+        self._peer_settings.ice_servers = ()
+
+    def get_ice_transport(self) -> IceTransport:
+        """``"all"``, ``"relay"`` or ``"none"``; see :mod:`callbridge.client.settings`."""
+        return self._peer_settings.ice_transport
+
+    def set_ice_transport(self, policy: IceTransport) -> None:
+        """Set the ICE transport policy of new calls.
+
+        ``"relay"`` sends all media through the TURN server (new calls need one);
+        ``"none"`` gathers nothing, so new calls are refused. Details in
+        :mod:`callbridge.client.settings`.
+
+        :raises InvalidArgumentError: ``policy`` is not ``"all"``, ``"relay"`` or ``"none"``.
+        """
+        self._peer_settings.ice_transport = policy
+
+    def reset_ice_transport(self) -> None:
+        """Back to the default, ``"all"``."""
+        self._peer_settings.ice_transport = DEFAULT_ICE_TRANSPORT
+
+    def get_ipv6(self) -> bool:
+        """Whether new calls gather IPv6 host candidates."""
+        return self._peer_settings.ipv6
+
+    def set_ipv6(self, enabled: bool) -> None:
+        """Allow (``True``) or forbid (``False``) IPv6 host candidates in new calls.
+
+        :raises InvalidArgumentError: ``enabled`` is not a bool.
+        """
+        self._peer_settings.ipv6 = enabled
+
+    def reset_ipv6(self) -> None:
+        """Back to the default, ``True`` (see :mod:`callbridge.client.settings` for why)."""
+        self._peer_settings.ipv6 = DEFAULT_IPV6

@@ -1,0 +1,419 @@
+"""The session half of a :class:`~callbridge.client.Phone`: login, resuming, logout, events.
+
+:class:`PhoneSession` is the phone's base class. It keeps the :class:`PhoneState` machine,
+the :class:`~callbridge.client.transport.Transport`, the session the server granted
+(:class:`SessionInfo`), and the phone's own events and handler tasks. The telephony half
+(calls, conferences, the call group) is the :class:`~callbridge.client.Phone` subclass, which
+routes the server's messages (:meth:`PhoneSession._dispatch`) and ends its calls when the
+session is over (:meth:`PhoneSession._session_over`).
+
+When the socket drops while logged in, the session is resumed on a new socket
+(``session.resume``, docs/protocol.md "Session") for as long as the server keeps it; calls and
+their media go on meanwhile. Requests made while resuming fail with
+:class:`~callbridge.client.NotConnectedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, overload
+
+from websockets.asyncio.client import ClientConnection
+
+from callbridge.client.call import Call, Event
+from callbridge.client.conference import Conference
+from callbridge.client.emitter import EventEmitter, TaskOwner
+from callbridge.client.errors import ClientError, NotConnectedError
+from callbridge.client.eventnames import ConferenceEventName, PhoneEventName
+from callbridge.client.stream import EventHub, EventStream
+from callbridge.client.transport import Transport
+from callbridge.errors import RemoteError
+from callbridge.statemachine import StateMachine
+
+__all__ = ["PhoneSession", "PhoneState", "SessionInfo"]
+
+log = logging.getLogger(__name__)
+
+_HANDLER_GRACE = 1.0  # seconds handlers get to finish when the phone closes
+
+
+class PhoneState(StrEnum):
+    """The life of a :class:`Phone`::
+
+    IDLE ──login()──▶ CONNECTING ──session.ready──▶ READY ──logout()──▶ CLOSING ──▶ CLOSED
+      ▲                   │ error / refused              │  ▲  │ close() / expired ───▶ CLOSED
+      └───────────────────┘                 socket lost  ▼  │ session.resumed
+                                                   RECONNECTING ──gave up──────────▶ CLOSED
+    """
+
+    IDLE = "idle"  # not connected; login() connects
+    CONNECTING = "connecting"  # socket open, session.login sent
+    READY = "ready"  # logged in: calls can be made and received
+    RECONNECTING = "reconnecting"  # socket lost; resuming the session, calls kept
+    CLOSING = "closing"  # session.logout sent, waiting for the server to finish
+    CLOSED = "closed"  # over for good; make a new Phone to log in again
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What ``session.ready`` said: the session id and the user
+    (``name``, ``extension``, ``number``, ``display_name``)."""
+
+    session_id: str
+    user: dict[str, Any] = field(default_factory=dict)
+    e911_id: str | None = None
+    expires_at: str | None = None  # ISO 8601: when the token, and so the session, expires
+    resume_grace: float = 0.0  # seconds the server keeps the session after the socket drops
+
+
+class _SessionRequester:
+    """The session as the phone's parts' :class:`~callbridge.client.transport.Requester`:
+    their requests go through :meth:`PhoneSession.request` (refused while not logged in)."""
+
+    def __init__(self, session: PhoneSession, transport: Transport) -> None:
+        self._session = session
+        self._transport = transport
+
+    @property
+    def request_timeout(self) -> float:
+        return self._transport.request_timeout
+
+    async def request(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._session.request(message)
+
+    def new_req_id(self) -> str:
+        return self._transport.new_req_id()
+
+
+class PhoneSession(StateMachine[PhoneState]):
+    """A phone's session with the server (see the module docstring); ``Phone`` extends it."""
+
+    TRANSITIONS: ClassVar[Mapping[PhoneState, frozenset[PhoneState]]] = {
+        PhoneState.IDLE: frozenset({PhoneState.CONNECTING, PhoneState.CLOSED}),
+        PhoneState.CONNECTING: frozenset({PhoneState.IDLE, PhoneState.READY, PhoneState.CLOSED}),
+        PhoneState.READY: frozenset(
+            {PhoneState.CLOSING, PhoneState.RECONNECTING, PhoneState.CLOSED}
+        ),
+        PhoneState.RECONNECTING: frozenset({PhoneState.READY, PhoneState.CLOSED}),
+        PhoneState.CLOSING: frozenset({PhoneState.CLOSED}),
+        PhoneState.CLOSED: frozenset(),
+    }
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        request_timeout: float,
+        user_id: str | None,
+        e911_id: str | None,
+        reconnect: bool,
+    ) -> None:
+        # The reader calls _dispatch through an attribute lookup, so a wrapper set on the
+        # instance sees every message (tests do that to watch the wire).
+        self._transport = Transport(
+            url,
+            request_timeout=request_timeout,
+            on_message=lambda msg: self._dispatch(msg),
+            on_lost=self._connection_lost,
+        )
+        self._requester = _SessionRequester(self, self._transport)
+        self.token = token
+        self.user_id = user_id
+        self.e911_id = e911_id
+        self.reconnect = reconnect
+        self.session: SessionInfo | None = None
+        self.disconnect_reason: str | None = None
+        self.state = PhoneState.IDLE
+        self._finisher: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._expired = False
+        self._tasks = TaskOwner()
+        self._emitter: EventEmitter[PhoneEventName | ConferenceEventName] = EventEmitter(
+            self._tasks
+        )
+        self._hub = EventHub()
+
+    # hooks of the telephony half --------------------------------------------------------------
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        """Take one server message (in arrival order; before the request it answers returns)."""
+        raise NotImplementedError
+
+    def _session_over(self, end_reason: str) -> None:
+        """The session is over: end every call here with ``end_reason``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    @property
+    def id(self) -> str:
+        """The URL (names the phone in logs)."""
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """The server's WebSocket URL."""
+        return self._transport.url
+
+    @url.setter
+    def url(self, url: str) -> None:
+        self._transport.url = url
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds to wait for the server's answer to a request."""
+        return self._transport.request_timeout
+
+    @request_timeout.setter
+    def request_timeout(self, seconds: float) -> None:
+        self._transport.request_timeout = seconds
+
+    @property
+    def _ws(self) -> ClientConnection | None:
+        # The socket, for tests that cut it without a word.
+        return self._transport.connection
+
+    def _require(self, state: PhoneState, action: str) -> None:
+        if self.state is not state:
+            error = NotConnectedError if state is PhoneState.READY else ClientError
+            raise error(f"{action} needs a phone that is {state}; this one is {self.state}")
+
+    # ------------------------------------------------------------------------------------------
+    # requests
+
+    async def request(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one protocol message and return the server's first reply to it.
+
+        A ``req_id`` is added unless ``message`` has one. The reply is the message that
+        carries it (``call.trying``, ``call.held``, …) as a dict.
+
+        :raises RemoteError: the reply is an ``error``.
+        :raises NotConnectedError: no connection, or it closed before the reply.
+        :raises TimeoutError: no reply within :attr:`request_timeout` seconds.
+        """
+        if self.state is PhoneState.RECONNECTING:
+            raise NotConnectedError("the phone is reconnecting; try again when it is ready")
+        if self.state in (PhoneState.IDLE, PhoneState.CLOSED):
+            raise NotConnectedError(f"the phone is {self.state}: log in first")
+        return await self._transport.request(message)
+
+    # ------------------------------------------------------------------------------------------
+    # events
+
+    @overload
+    def on(
+        self, name: Literal["incoming"], handler: Callable[[Call], object]
+    ) -> Callable[[Call], object]: ...
+    @overload
+    def on(
+        self, name: ConferenceEventName, handler: Callable[[Conference], object]
+    ) -> Callable[[Conference], object]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], handler: Callable[[RemoteError], object]
+    ) -> Callable[[RemoteError], object]: ...
+    @overload
+    def on(
+        self, name: Literal["disconnected"], handler: Callable[[str], object]
+    ) -> Callable[[str], object]: ...
+    @overload
+    def on(
+        self, name: Literal["call-switched"], handler: Callable[[Call], object]
+    ) -> Callable[[Call], object]: ...
+    @overload
+    def on(
+        self,
+        name: Literal[
+            "connectivity-off", "connectivity-on", "gateway-unreachable", "session-expired"
+        ],
+        handler: Callable[[], object],
+    ) -> Callable[[], object]: ...
+    @overload
+    def on(
+        self,
+        name: Literal["address-updated", "warning", "notification", "dialing"],
+        handler: Callable[[str], object],
+    ) -> Callable[[str], object]: ...
+    def on(
+        self, name: PhoneEventName | ConferenceEventName, handler: Callable[..., object]
+    ) -> Callable[..., object]:
+        """Call ``handler`` on every ``name`` event; a plain or a coroutine function.
+
+        ``incoming(call)``: answer with ``await call.answer(...)`` or ``call.reject()``.
+        Returns the handler, for :meth:`off`.
+        """
+        return self._emitter.add(name, handler)
+
+    def off(
+        self, name: PhoneEventName | ConferenceEventName, handler: Callable[..., object]
+    ) -> None:
+        """Remove a handler added with :meth:`on`."""
+        self._emitter.off(name, handler)
+
+    def events(self) -> EventStream:
+        """All events, phone and call ones, as :class:`~callbridge.client.events.Event`::
+
+            async for event in phone.events():
+                if event.name == "incoming":
+                    await event.call.answer()
+
+        The iteration ends when the phone closes (logout, close, socket lost).
+        """
+        return self._hub.stream(ended=self.state is PhoneState.CLOSED)
+
+    def _announce(self, name: PhoneEventName, data: dict[str, Any], *args: object) -> None:
+        """A phone event about no call: handlers get ``args``, streams an :class:`Event`."""
+        self._emitter.emit(name, *args)
+        self._hub.publish(Event(name, None, data))
+
+    def _session_message(self, msg: dict[str, Any]) -> bool:
+        """Take a ``session.*`` message the server sends unasked; False for other messages."""
+        kind = msg.get("type")
+        if kind == "session.disconnected":
+            self.disconnect_reason = str(msg.get("reason", "")) or None
+        elif kind == "session.expired":
+            self._expired = True
+            self.disconnect_reason = "expired"
+            self._announce("session-expired", msg)
+        elif kind == "session.address-updated":
+            self._announce("address-updated", msg, str(msg.get("e911_id", "")))
+        else:
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # session
+
+    async def login(self) -> SessionInfo:
+        """Connect and log in (``session.login``); returns the session.
+
+        :raises RemoteError: ``invalid_token``, ``token_expired``, … (the phone can try again).
+        :raises OSError: the server cannot be reached.
+        """
+        self._require(PhoneState.IDLE, "login()")
+        self.transition(PhoneState.CONNECTING)
+        try:
+            await self._transport.open()
+            login: dict[str, Any] = {"type": "session.login", "token": self.token}
+            if self.user_id is not None:
+                login["user_id"] = self.user_id
+            if self.e911_id is not None:
+                login["e911_id"] = self.e911_id
+            reply = await self.request(login)
+        except BaseException:
+            await self._transport.close()
+            if self.state is PhoneState.CONNECTING:
+                self.transition(PhoneState.IDLE, cause="login failed")
+            raise
+        self.session = SessionInfo(
+            str(reply.get("session_id", "")),
+            dict(reply.get("user", {})),
+            reply.get("e911_id"),
+            reply.get("expires_at"),
+            float(reply.get("resume_grace") or 0.0),
+        )
+        self.transition(PhoneState.READY)
+        return self.session
+
+    async def associate_e911_id(self, e911_id: str) -> None:
+        """Set this session's E911 address id (seed 002 ``associateE911Id``); the phone then
+        emits ``address-updated(e911_id)``."""
+        reply = await self.request({"type": "session.associate_e911", "e911_id": e911_id})
+        self.e911_id = str(reply.get("e911_id", e911_id))
+
+    async def refresh(self, token: str) -> None:
+        """Extend the session with a newer token of the same user before it expires."""
+        reply = await self.request({"type": "session.refresh", "token": token})
+        self.token = token
+        if self.session is not None:
+            self.session = replace(self.session, expires_at=reply.get("expires_at"))
+
+    async def logout(self) -> None:
+        """Log out (``session.logout``): this device's calls end, the server closes the socket.
+
+        Waits for ``session.disconnected``, ends any call still live here with ``hangup``,
+        closes all media and awaits the event handlers still running. Idempotent.
+        """
+        if self.state is PhoneState.READY:
+            self.transition(PhoneState.CLOSING)
+            try:
+                await self.request({"type": "session.logout"})
+            except (RemoteError, NotConnectedError, TimeoutError) as exc:
+                log.warning("logout: %s; closing the connection anyway", exc)
+            reader = self._transport.reader
+            if reader is not None and reader is not asyncio.current_task():
+                # The server closes the socket once it is done with the session.
+                await asyncio.wait([reader], timeout=self.request_timeout)
+        await self._finish("logout", "hangup")
+
+    async def close(self) -> None:
+        """Drop the connection without logging out and without reconnecting. The server keeps
+        the session for its grace period, then ends our calls (``disconnected`` for the far
+        parties). Calls end here with ``disconnected``; media and handlers are closed as in
+        :meth:`logout`. Idempotent."""
+        await self._finish("closed", "disconnected")
+
+    async def _finish(self, reason: str, end_reason: str) -> None:
+        """Tear down once, whoever asks first (logout, close, or the reader on a lost socket)."""
+        if self._finisher is None:
+            self._finisher = asyncio.get_running_loop().create_task(
+                self._teardown(reason, end_reason), name=f"phone {self.url} teardown"
+            )
+        if self._finisher is not asyncio.current_task():
+            await asyncio.shield(self._finisher)
+
+    async def _teardown(self, reason: str, end_reason: str) -> None:
+        reconnector = self._reconnector
+        if reconnector is not None and reconnector is not asyncio.current_task():
+            reconnector.cancel()  # closing wins over resuming
+        self.disconnect_reason = self.disconnect_reason or reason
+        if self.state is not PhoneState.CLOSED:
+            self.transition(PhoneState.CLOSED, cause=reason)
+        await self._transport.close()
+        self._session_over(end_reason)
+        self._announce("disconnected", {"reason": self.disconnect_reason}, self.disconnect_reason)
+        self._hub.end()
+        await self._tasks.shutdown(_HANDLER_GRACE)
+
+    def _connection_lost(self) -> None:
+        """The socket dropped by itself (the transport's reader ends)."""
+        lost = self.state is PhoneState.READY and not self._expired
+        if lost and self.reconnect and self._finisher is None and self.session is not None:
+            # Only the signalling channel is gone: calls and their media go on while we
+            # resume the session (docs/protocol.md, "Session").
+            self.transition(PhoneState.RECONNECTING, cause="socket lost")
+            self._reconnector = asyncio.get_running_loop().create_task(
+                self._reconnect(), name=f"phone {self.url} reconnect"
+            )
+        elif self.state in (PhoneState.READY, PhoneState.CLOSING):
+            # The server closed the socket (after logout or expiry, or unexpectedly).
+            reason = "expired" if self._expired else "disconnected" if lost else "logout"
+            self._finisher = self._finisher or asyncio.get_running_loop().create_task(
+                self._teardown(
+                    reason if lost or self._expired else "logout",
+                    "disconnected" if lost else "hangup",
+                ),
+                name=f"phone {self.url} teardown",
+            )
+
+    async def _reconnect(self) -> None:
+        """Resume the session on a new socket, retrying until the server's grace runs out."""
+        assert self.session is not None
+        self._announce("connectivity-off", {})
+        resume = {
+            "type": "session.resume",
+            "session_id": self.session.session_id,
+            "token": self.token,
+        }
+        if await self._transport.resume(resume, max(self.session.resume_grace, 1.0)):
+            self.transition(PhoneState.READY, cause="resumed")
+            self._announce("connectivity-on", {})
+            return
+        self._announce("gateway-unreachable", {})
+        await self._finish("disconnected", "disconnected")
