@@ -2,15 +2,17 @@
 
 A call's sending loop (:meth:`callbridge.client.media.CallMedia`'s pump) asks the
 :class:`DtmfSender` once per 20 ms tick whether a DTMF packet replaces that tick's audio packet
-(:meth:`DtmfSender.next_packet`). An event is sent as RFC 4733 §2.5.1 describes:
+(:meth:`DtmfSender.next_packet`). The digits' plan is the one the server's sender uses too
+(:func:`callbridge.rtp.rfc4733.event_plan`), as RFC 4733 §2.5.1 describes:
 
 - updates every tick, all carrying the RTP timestamp of the event's start, the first with the
   marker bit (§2.5.1.2), the duration growing by one tick each time;
 - then the end packet (E bit, final duration) three times (§2.5.1.4);
 - the audio clock keeps running underneath, so the audio that follows has the right timestamp.
 
-Between digits the loop sends audio for ``gap_ms``; ``,`` pauses 500 ms (W3C
-``RTCDTMFSender.insertDTMF``). Strings queue behind each other, each one awaited by its caller.
+Between digits the loop sends audio for ``gap_ms``; ``,`` pauses 500 ms. Durations are clamped
+as the W3C ``RTCDTMFSender.insertDTMF`` does. Strings queue behind each other, each one awaited
+by its caller.
 """
 
 from __future__ import annotations
@@ -21,41 +23,13 @@ from collections import deque
 from dataclasses import dataclass
 
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
-from callbridge.rtp.codecs import FRAME_MS
-from callbridge.rtp.rfc4733 import encode_event, valid_digits
+from callbridge.rtp.rfc4733 import TICK_MS, EventTick, event_plan, event_ticks, valid_digits
 
-__all__ = ["DtmfSender", "EventTick", "check_digits", "dtmf_schedule"]
+__all__ = ["DtmfSender", "check_digits"]
 
-PAUSE_MS = 500  # ',' in a DTMF string (W3C RTCDTMFSender)
-END_REPEATS = 3  # RFC 4733 §2.5.1.4: the end packet is sent three times
+PAUSES = {",": 500 // TICK_MS}  # ',' pauses 500 ms (W3C RTCDTMFSender), in ticks
 MIN_DURATION_MS, MAX_DURATION_MS = 40, 6000  # RTCDTMFSender's clamp of the tone duration
 MIN_GAP_MS = 30  # RTCDTMFSender's minimum gap between tones
-
-
-@dataclass(frozen=True, slots=True)
-class EventTick:
-    """One 20 ms tick of a DTMF event: what the sending loop sends instead of audio."""
-
-    digit: str
-    start: bool  # first packet of the event: it takes the event's timestamp and the marker
-    end: bool
-    ticks: int  # duration so far, in ticks
-
-
-def dtmf_schedule(digits: str, event_ticks: int, gap_ticks: int) -> list[EventTick | None]:
-    """The tick-by-tick plan for ``digits`` (RFC 4733 §2.5: updates, then the end packet ×3);
-    ``None`` is a tick of normal audio (a pause or the gap between digits)."""
-    plan: list[EventTick | None] = []
-    for i, digit in enumerate(digits):
-        if digit == ",":
-            plan.extend([None] * (PAUSE_MS // FRAME_MS))
-            continue
-        digit = digit.upper()
-        plan.extend(EventTick(digit, k == 1, False, k) for k in range(1, event_ticks + 1))
-        plan.extend([EventTick(digit, False, True, event_ticks)] * END_REPEATS)
-        if i < len(digits) - 1:
-            plan.extend([None] * gap_ticks)
-    return plan
 
 
 def check_digits(digits: str) -> None:
@@ -87,12 +61,10 @@ class DtmfSender:
         timestamp units per 20 ms tick: the 16-bit duration field caps an event at
         ``0xFFFF // step`` ticks (§2.5.1.3). Cancelling drops a string not started yet; a
         started one completes."""
-        max_ticks = 0xFFFF // step
         clamped = min(max(duration_ms, MIN_DURATION_MS), MAX_DURATION_MS)
-        event_ticks = min(max_ticks, math.ceil(clamped / FRAME_MS))
-        gap_ticks = math.ceil(max(gap_ms, MIN_GAP_MS) / FRAME_MS)
+        gap_ticks = math.ceil(max(gap_ms, MIN_GAP_MS) / TICK_MS)
         job = _Job(
-            dtmf_schedule(digits, event_ticks, gap_ticks),
+            event_plan(digits, event_ticks(clamped, step), gap_ticks, PAUSES),
             asyncio.get_running_loop().create_future(),
         )
         self._queue.append(job)
@@ -112,8 +84,7 @@ class DtmfSender:
             return None
         if tick.start:
             self._event_timestamp = timestamp
-        payload = encode_event(tick.digit, end=tick.end, duration=tick.ticks * step)
-        return payload, self._event_timestamp, int(tick.start)
+        return tick.payload(step), self._event_timestamp, int(tick.start)
 
     def _next_tick(self) -> EventTick | None:
         job = self._job
