@@ -197,17 +197,21 @@ class HostedConferences:
         host = conf.host_leg
         # Offer the host's codec first: the mixer then transcodes less.
         info = await self.calls.endpoint_info(host) if host is not None else None
+        rung = False
         for dev in devices:
             if not group.open or conf.ended:
                 break  # answered, withdrawn or ended meanwhile: ring no more devices
-            await self._ring(invitation, ring, dev, info.codec if info is not None else None)
-        if not await group.start(self.calls.ring_timeout):
-            raise ProtocolError(ErrorCode.INTERNAL, f"could not ring {to!r}; see the server log")
-        if invitation.state is InvitationState.CANCELED:
+            codec = info.codec if info is not None else None
+            rung = await self._ring(invitation, ring, dev, codec) or rung
+        if conf.ended or invitation.state is InvitationState.CANCELED:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
-                f"the invitation of {to!r} was withdrawn while its devices were being rung",
+                f"the invitation of {to!r} was withdrawn, or the conference ended, while its "
+                "devices were being rung",
             )
+        if not rung:
+            await group.start(self.calls.ring_timeout)  # nobody rings: the invitation failed
+            raise ProtocolError(ErrorCode.INTERNAL, f"could not ring {to!r}; see the server log")
         self.manager.tell_owner(
             conf,
             InvitationSent(
@@ -218,11 +222,15 @@ class HostedConferences:
                 invitee=to,
             ),
         )
+        # Arms the ring timeout; or, when every device declined while others were being
+        # rung, the host hears invitation-rejected now (after invitation-sent).
+        await group.start(self.calls.ring_timeout)
 
     async def _ring(
         self, invitation: Invitation, ring: InvitationRing, device: Device, prefer: str | None
-    ) -> None:
-        """Ring one device of the invitee (with the server's offer) in the invitation's group."""
+    ) -> bool:
+        """Ring one device of the invitee (with the server's offer) in the invitation's group;
+        False if it could not be rung."""
         conf = invitation.conference
         group = ring.group
         # TRANSITION: leg.invitation stays set while the controller still reads it.
@@ -233,10 +241,10 @@ class HostedConferences:
         except MediaError:
             log.exception("conference %s: no media for %s", conf.id, device.id)
             await self.media.close(leg.id)
-            return
+            return False
         if not group.open or conf.ended:
             await self.media.close(leg.id)  # answered on another device, or withdrawn
-            return
+            return False
         self.calls.legs[leg.id] = leg
         leg.set_state(LegState.RINGING)
         group.add(leg)
@@ -256,6 +264,7 @@ class HostedConferences:
             )
         )
         self.calls.deliver_candidates(leg, info.candidates)
+        return True
 
     async def _exhausted(self, invitation: Invitation, reason: EndReason) -> None:
         """The ring group is over without an answer: every device declined (``rejected``),
