@@ -1,8 +1,13 @@
-"""Legs and calls: the domain model of the control plane (no I/O).
+"""Legs, calls, moves: the domain model of the control plane (no I/O).
 
 A *leg* is one device's side of a conversation, with its own ``call_id`` and its own media
 endpoint at the server. A *call* is a conversation: one origin leg (the caller, or the
-transferee after a blind transfer) and the legs ringing for it, of which at most one answers.
+transferee after a blind transfer) and the device legs rung for it (a
+:class:`~callbridge.core.ringgroup.RingGroup`), of which at most one answers. A *move* hands a
+live call from one device of a user to another (seed 002 ``move``).
+
+Each stateful object is a :class:`~callbridge.statemachine.StateMachine`: its states are drawn
+in the enum's docstring and its ``TRANSITIONS`` table is the only way it changes state.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from callbridge.core.devices import Device
-from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.core.events import LegFacts
+from callbridge.statemachine import StateChanged, StateMachine
 from callbridge.vocabulary import EndReason, MediaType
 
 __all__ = [
     "Call",
+    "CallState",
+    "Caller",
     "Device",
     "EndReason",
     "Leg",
@@ -27,11 +35,14 @@ __all__ = [
     "MediaType",
     "Modification",
     "Move",
+    "MoveState",
+    "all_live",
     "new_id",
 ]
 
 if TYPE_CHECKING:
     from callbridge.core.conferences import Conference, Invitation
+    from callbridge.core.ringgroup import RingGroup
     from callbridge.core.ringing import RingOwner
 
 log = logging.getLogger(__name__)
@@ -41,16 +52,25 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def all_live(*legs: Leg) -> bool:
+    """True while none of ``legs`` has ended. A function rather than an inline test so that
+    mypy re-checks, after an ``await``, what an earlier check narrowed."""
+    return all(leg.live for leg in legs)
+
+
 class LegState(StrEnum):
     """State of one leg.
 
     ::
 
         new ──► trying ──► ringing ──► active ◄──► held
-         │        │           │          │          │
-         └────────┴───────────┴──────────┴──────────┴──► ended(reason)
+         │        └────────────────────►▲  │         │
+         └──────────► ringing           │  └─► ringing ◄─┘  (blind transfer: the
+                                                             transferee rings again)
+        every state but ended ──► ended(reason)
 
-    Outgoing legs go new → trying → ringing → active; incoming legs go new → ringing.
+    Outgoing legs go new → trying → ringing → active (trying → active when the destination
+    answers at once); incoming legs go new → ringing → active.
     """
 
     NEW = "new"  # created, media not yet negotiated
@@ -61,18 +81,19 @@ class LegState(StrEnum):
     ENDED = "ended"  # terminal
 
 
-_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
-    LegState.NEW: frozenset({LegState.TRYING, LegState.RINGING, LegState.ENDED}),
-    LegState.TRYING: frozenset({LegState.RINGING, LegState.ACTIVE, LegState.ENDED}),
-    LegState.RINGING: frozenset({LegState.ACTIVE, LegState.ENDED}),
-    LegState.ACTIVE: frozenset({LegState.HELD, LegState.RINGING, LegState.ENDED}),
-    LegState.HELD: frozenset({LegState.ACTIVE, LegState.RINGING, LegState.ENDED}),
-    LegState.ENDED: frozenset(),
-}
-
-
 @dataclass(eq=False)
-class Leg:
+class Leg(StateMachine[LegState]):
+    """One device's side of a conversation (the wire's ``call_id``)."""
+
+    TRANSITIONS: ClassVar[dict[LegState, frozenset[LegState]]] = {
+        LegState.NEW: frozenset({LegState.TRYING, LegState.RINGING, LegState.ENDED}),
+        LegState.TRYING: frozenset({LegState.RINGING, LegState.ACTIVE, LegState.ENDED}),
+        LegState.RINGING: frozenset({LegState.ACTIVE, LegState.ENDED}),
+        LegState.ACTIVE: frozenset({LegState.HELD, LegState.RINGING, LegState.ENDED}),
+        LegState.HELD: frozenset({LegState.ACTIVE, LegState.RINGING, LegState.ENDED}),
+        LegState.ENDED: frozenset(),
+    }
+
     device: Device
     direction: Literal["outgoing", "incoming"]
     id: str = field(default_factory=new_id)
@@ -81,45 +102,72 @@ class Leg:
     peer: Leg | None = None  # bridged partner while answered
     muted: bool = False
     end_reason: EndReason | None = None
-    move: Move | None = None  # set on a device ringing to take over a moved call
     media_generation: int = 0  # bumped by each restart_media (a failure of an older one is moot)
     media_type: MediaType = "audio"  # "video" while video flows on this leg (either way)
     conference: Conference | None = None  # the conference (or call group) it is a member of
     invitation: Invitation | None = None  # set on a device ringing for a conference invitation
     ring_owner: RingOwner | None = None  # who rang this device leg (core.ringing)
 
-    def set_state(self, new: LegState) -> None:
-        """The one place a leg changes state; illegal moves are refused."""
-        if new is self.state:
-            return
-        if new not in _TRANSITIONS[self.state]:
-            raise ProtocolError(
-                ErrorCode.INVALID_STATE, f"call {self.id} is {self.state}, cannot become {new}"
-            )
-        log.debug("leg %s: %s -> %s", self.id, self.state, new)
-        self.state = new
-
     @property
-    def ringing_here(self) -> bool:
-        """True while this leg is one of the devices ringing for its call."""
-        return (
-            self.call is not None
-            and self is not self.call.origin
-            and self.state is LegState.RINGING
-        )
+    def kind(self) -> str:
+        return "leg"
+
+    def set_state(self, new: LegState) -> StateChanged[LegState] | None:
+        """Transition: an alias of :meth:`transition` (removed by the lead)."""
+        return self.transition(new)
 
     @property
     def live(self) -> bool:
         return self.state is not LegState.ENDED
+
+    def facts(self) -> LegFacts:
+        """What every leg event says about this leg, now."""
+        call = self.call
+        return LegFacts(
+            call_control_id=self.id,
+            call_session_id=call.id if call is not None else self.id,
+            direction=self.direction,
+            user=self.device.user_name,
+            from_=call.caller_id if call is not None else self.device.caller_id,
+            to=call.destination if call is not None else "",
+            state=self.state.value,
+        )
 
     @property
     def answered(self) -> bool:
         return self.state in (LegState.ACTIVE, LegState.HELD)
 
 
+class CallState(StrEnum):
+    """State of one call (a conversation and its CDR).
+
+    ::
+
+        routing ──► ringing ──► answered ──► ended
+           │           │            ▲          ▲
+           └───────────┼────────────┘          │
+           └───────────┴───────────────────────┘
+
+    ``answered`` starts when a device's answer is *claimed*, before the media plane has
+    accepted it, so that a racing answer or a hangup sees the call taken.
+    """
+
+    ROUTING = "routing"  # placed: the destination is being resolved, its devices offered
+    RINGING = "ringing"  # devices ring for it (the caller hears ringback)
+    ANSWERED = "answered"  # a device answered
+    ENDED = "ended"  # terminal; the CDR is written
+
+
 @dataclass(eq=False)
-class Call:
+class Call(StateMachine[CallState]):
     """A conversation being set up or in progress, and its CDR facts."""
+
+    TRANSITIONS: ClassVar[dict[CallState, frozenset[CallState]]] = {
+        CallState.ROUTING: frozenset({CallState.RINGING, CallState.ANSWERED, CallState.ENDED}),
+        CallState.RINGING: frozenset({CallState.ANSWERED, CallState.ENDED}),
+        CallState.ANSWERED: frozenset({CallState.ENDED}),
+        CallState.ENDED: frozenset(),
+    }
 
     origin: Leg
     destination: str
@@ -127,31 +175,94 @@ class Call:
     caller_name: str
     id: str = field(default_factory=new_id)  # the CDR's call_id; a placed call uses its leg id
     callee_name: str = ""
-    ringing: list[Leg] = field(default_factory=list)
-    answered_leg: Leg | None = None
+    answered_leg: Leg | None = None  # the far leg, once a device answered
     held_by: Leg | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     answered_at: datetime | None = None
-    ended: bool = False
-    # The reason to give the origin if every ringing device rejects.
-    reject_reason: EndReason = EndReason.REJECTED
     media_type: MediaType = "audio"  # what the caller asked for (call.create)
     modification: Modification | None = None  # an upgrade/downgrade waiting for the far party
+    ring: RingGroup | None = None  # the devices rung for it (core.routing)
+    state: CallState = CallState.ROUTING
+
+    def __post_init__(self) -> None:
+        if self.answered_leg is not None:  # built answered (attended transfer, applications)
+            self.state = CallState.ANSWERED
+
+    @property
+    def kind(self) -> str:
+        return "call"
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
+
+    @property
+    def legs(self) -> list[Leg]:
+        """Its legs: the origin, the devices still ringing, the one that answered."""
+        ringing = self.ring.legs if self.ring is not None else []
+        far = [self.answered_leg] if self.answered_leg is not None else []
+        return [self.origin, *ringing, *far]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a rung device is told is calling (``call.incoming``'s from, name, to, media)."""
+
+    from_: str
+    from_name: str
+    to: str
+    media_type: MediaType
+    moved_from: str | None = None  # a move: the leg the call moves away from
 
 
 @dataclass(eq=False)
 class Modification:
-    """An upgrade or downgrade (seed 002) asked by one leg, waiting for the other's answer."""
+    """An upgrade or downgrade (seed 002) asked by one leg, waiting for the other's answer.
+
+    Not a state machine: it exists exactly while it waits (``Call.modification``)."""
 
     requester: Leg
     media_type: MediaType  # the media type asked for
     offer_sdp: str  # the requester's new offer, answered once the far party has decided
 
 
+class MoveState(StrEnum):
+    """State of one move (seed 002 ``move``).
+
+    ::
+
+        ringing ──► taken ──► moved
+           │          │
+           └──────────┴──► failed   (declined, no answer, the answer failed, the call ended)
+    """
+
+    RINGING = "ringing"  # the user's other devices ring
+    TAKEN = "taken"  # one answered (claimed before any await); the bridge is being moved
+    MOVED = "moved"  # the new device has the call; the old leg ended with ``moved``
+    FAILED = "failed"  # nobody took it; the call stays where it was
+
+
 @dataclass(eq=False)
-class Move:
+class Move(StateMachine[MoveState]):
     """A live call being moved from one device of a user to another (seed 002 ``move``)."""
 
+    TRANSITIONS: ClassVar[dict[MoveState, frozenset[MoveState]]] = {
+        MoveState.RINGING: frozenset({MoveState.TAKEN, MoveState.FAILED}),
+        MoveState.TAKEN: frozenset({MoveState.MOVED, MoveState.FAILED}),
+        MoveState.MOVED: frozenset(),
+        MoveState.FAILED: frozenset(),
+    }
+
     leg: Leg  # the leg that moves away; its far party stays connected
-    ringing: list[Leg] = field(default_factory=list)  # the user's other devices
-    taken: bool = False  # a device answered (claimed before any await)
+    ring: RingGroup | None = None  # the user's other devices, ringing
+    id: str = field(default_factory=new_id)
+    state: MoveState = MoveState.RINGING
+
+    @property
+    def kind(self) -> str:
+        return "move"
+
+    @property
+    def taken(self) -> bool:
+        """A device answered (or the move is over)."""
+        return self.state is not MoveState.RINGING

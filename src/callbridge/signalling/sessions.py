@@ -12,28 +12,30 @@ A session also ends when its token expires (``session.expired``) unless the clie
 
 ::
 
-    login ──► ATTACHED ──socket drops──► DETACHED ──grace over──► ENDED (calls: disconnected)
-                 ▲  │                       │
-                 │  └──logout / expiry──────┼──────────────────► ENDED (calls: hangup)
-                 └────────session.resume────┘
+    login ──► NEW ──► ATTACHED ──socket drops──► DETACHED ──grace over──► ENDED (calls:
+                         ▲  │                       │                          disconnected)
+                         │  └──logout / expiry──────┼──────────────────► ENDED (calls: hangup)
+                         └────────session.resume────┘
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from callbridge.core.calls import EndReason, new_id
 from callbridge.core.controller import CallController
 from callbridge.core.events import DeviceEvent
+from callbridge.core.scheduler import Scheduler
 from callbridge.signalling import wire_apps, wire_calls, wire_conferences  # noqa: F401 (encoders)
 from callbridge.signalling.wire import to_wire
+from callbridge.statemachine import StateMachine
 
-__all__ = ["Session", "SessionManager"]
+__all__ = ["Session", "SessionManager", "SessionState"]
 
 log = logging.getLogger(__name__)
 _MAX_KEPT = 1000  # messages kept for a detached session; older ones are dropped (logged)
@@ -41,11 +43,28 @@ _MAX_KEPT = 1000  # messages kept for a detached session; older ones are dropped
 Sender = Callable[[dict[str, Any]], None]
 
 
-class Session:
+class SessionState(StrEnum):
+    """State of a session (the diagram is the module's)."""
+
+    NEW = "new"  # created at session.login, not yet attached to its connection
+    ATTACHED = "attached"  # a connection carries it: it rings, messages go out at once
+    DETACHED = "detached"  # its socket dropped: calls stay up, messages are kept, no ringing
+    ENDED = "ended"  # logged out, expired, or not resumed in time; its calls have ended
+
+
+class Session(StateMachine[SessionState]):
     """One logged-in device of a user (the controller's ``Device``)."""
+
+    TRANSITIONS: ClassVar[dict[SessionState, frozenset[SessionState]]] = {
+        SessionState.NEW: frozenset({SessionState.ATTACHED, SessionState.ENDED}),
+        SessionState.ATTACHED: frozenset({SessionState.DETACHED, SessionState.ENDED}),
+        SessionState.DETACHED: frozenset({SessionState.ATTACHED, SessionState.ENDED}),
+        SessionState.ENDED: frozenset(),
+    }
 
     def __init__(self, user: Any, expires_at: datetime, e911_id: str | None) -> None:
         self.id = new_id()
+        self.state = SessionState.NEW
         self.user = user
         self.user_name: str = user.name
         self.caller_id: str = user.number or user.extension
@@ -55,18 +74,26 @@ class Session:
         self._sender: Sender | None = None
         self._kept: deque[dict[str, Any]] = deque()
         self._dropped = 0
-        self.ended = False
+
+    @property
+    def kind(self) -> str:
+        return "session"
+
+    @property
+    def ended(self) -> bool:
+        return self.state is SessionState.ENDED
 
     @property
     def reachable(self) -> bool:
         """Attached to a connection: new calls may ring it."""
-        return self._sender is not None and not self.ended
+        return self.state is SessionState.ATTACHED
 
     def deliver(self, event: DeviceEvent) -> None:
         """The core tells this device a fact: sent as its ``/ws`` message."""
         self.send(to_wire(event))
 
     def send(self, message: dict[str, Any]) -> None:
+        """Queue one ``/ws`` message: sent now while attached, kept while not."""
         if message.get("req_id", "") is None:
             del message["req_id"]
         if self._sender is not None:
@@ -79,6 +106,7 @@ class Session:
 
     def attach(self, sender: Sender) -> list[dict[str, Any]]:
         """Deliver to ``sender`` from now on; returns the messages kept while detached."""
+        self.transition(SessionState.ATTACHED)
         if self._dropped:
             log.warning(
                 "session %s: %d old messages dropped while detached", self.id, self._dropped
@@ -88,7 +116,13 @@ class Session:
         return kept
 
     def detach(self) -> None:
+        self.transition(SessionState.DETACHED, cause="socket dropped")
         self._sender = None
+
+    def end(self, cause: str) -> None:
+        """Over for good. An attached connection still gets what follows (the ``call.ended``
+        of its calls, ``session.expired``) and then closes."""
+        self.transition(SessionState.ENDED, cause=cause)
 
 
 class SessionManager:
@@ -98,11 +132,11 @@ class SessionManager:
         self.controller = controller
         self.grace = grace
         self.sessions: dict[str, Session] = {}
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.scheduler = Scheduler("sessions")
 
     def create(self, user: Any, expires_at: datetime, e911_id: str | None) -> Session:
         session = Session(user, expires_at, e911_id)
+        session.state_observer = self.controller.observer
         self.sessions[session.id] = session
         self.controller.add_device(session)
         self._schedule_expiry(session)
@@ -114,7 +148,7 @@ class SessionManager:
 
     def detached(self, session: Session) -> None:
         """Its socket dropped without a logout: keep it for the grace period."""
-        if session.ended:
+        if session.state is not SessionState.ATTACHED:
             return
         session.detach()
         log.info("session %s detached; kept for %.0f s", session.id, self.grace)
@@ -126,20 +160,22 @@ class SessionManager:
         self._later(session, "grace", self.grace, self._grace_over)
 
     def resume(self, session: Session, sender: Sender) -> list[dict[str, Any]]:
-        self._cancel(session, "grace")
+        self.scheduler.cancel((session.id, "grace"))
         kept = session.attach(sender)
         self.controller.notify_peers(
             session, "peer-connection-restored", "the other party is connected again"
         )
         return kept
 
-    async def end(self, session: Session, reason: EndReason, far: EndReason) -> None:
+    async def end(
+        self, session: Session, reason: EndReason, far: EndReason, cause: str = "logout"
+    ) -> None:
         """End the session and every call it has (idempotent)."""
         if session.ended:
             return
-        session.ended = True
+        session.end(cause)
         for kind in ("grace", "expiry"):
-            self._cancel(session, kind)
+            self.scheduler.cancel((session.id, kind))
         self.sessions.pop(session.id, None)
         await self.controller.remove_device(session, reason, far)
 
@@ -150,33 +186,23 @@ class SessionManager:
 
     async def _grace_over(self, session: Session) -> None:
         log.info("session %s: not resumed within %.0f s; ending it", session.id, self.grace)
-        await self.end(session, EndReason.DISCONNECTED, EndReason.DISCONNECTED)
+        await self.end(session, EndReason.DISCONNECTED, EndReason.DISCONNECTED, "grace over")
 
     async def _expired(self, session: Session) -> None:
         # The connection closes its socket once it has sent this (see ws.Connection).
-        await self.end(session, EndReason.HANGUP, EndReason.HANGUP)
+        await self.end(session, EndReason.HANGUP, EndReason.HANGUP, "token expired")
         session.send({"type": "session.expired", "session_id": session.id})
 
-    def _later(self, session: Session, kind: str, delay: float, action: Any) -> None:
-        self._cancel(session, kind)
-
-        def fire() -> None:
-            self._timers.pop((session.id, kind), None)
-            task = asyncio.get_running_loop().create_task(action(session))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        loop = asyncio.get_running_loop()
-        self._timers[(session.id, kind)] = loop.call_later(delay, fire)
-
-    def _cancel(self, session: Session, kind: str) -> None:
-        timer = self._timers.pop((session.id, kind), None)
-        if timer is not None:
-            timer.cancel()
+    def _later(
+        self,
+        session: Session,
+        kind: str,
+        delay: float,
+        action: Callable[[Session], Any],
+    ) -> None:
+        self.scheduler.later(
+            delay, (session.id, kind), lambda: action(session), f"session {session.id} {kind}"
+        )
 
     async def shutdown(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.scheduler.close()

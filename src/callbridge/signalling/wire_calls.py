@@ -1,8 +1,19 @@
-"""``/ws`` encoders of the call facts every part of the core tells (docs/protocol.md,
-"Calls"). Each function returns the message without ``req_id``; :func:`to_wire` adds it."""
+"""``/ws`` encoders of the call facts (docs/protocol.md, "Calls", "In-call control", "Audio and
+video"): the ones every part of the core tells, then the call controller's own (transfer,
+move, modification). Each function returns the message without ``req_id``; :func:`to_wire`
+adds it."""
 
 from __future__ import annotations
 
+from callbridge.core.call_events import (
+    CallMediaChanged,
+    CallMediaModification,
+    CallModificationInProgress,
+    CallMoved,
+    CallMoveFailed,
+    CallMoving,
+    CallTransferred,
+)
 from callbridge.core.events import (
     CallAnswered,
     CallDtmf,
@@ -106,3 +117,66 @@ def _dtmf(e: CallDtmf) -> WireMessage:
 @encoder(PeerNotice)
 def _notice(e: PeerNotice) -> WireMessage:
     return {"type": "notification", "call_id": e.call_id, "code": e.code, "message": e.message}
+
+
+# The call controller's own facts -------------------------------------------------------------
+@encoder(CallTransferred)
+def _transferred(e: CallTransferred) -> WireMessage:
+    return {
+        "type": "call.transferred",
+        "call_id": e.call_id,
+        "peer": e.peer,
+        "peer_name": e.peer_name,
+    }
+
+
+@encoder(CallModificationInProgress)
+def _modification_in_progress(e: CallModificationInProgress) -> WireMessage:
+    return {
+        "type": "call.modification-in-progress",
+        "call_id": e.call_id,
+        "media_type": e.media_type,
+        "operation": e.operation,
+    }
+
+
+@encoder(CallMediaModification)
+def _media_modification(e: CallMediaModification) -> WireMessage:
+    return {
+        "type": "call.media-modification",
+        "call_id": e.call_id,
+        "media_type": e.media_type,
+        "new_media_type": e.new_media_type,
+        "operation": e.operation,
+        "sdp": e.sdp,
+    }
+
+
+@encoder(CallMediaChanged)
+def _media_changed(e: CallMediaChanged) -> WireMessage:
+    return {
+        "type": "call.state-changed",
+        "call_id": e.call_id,
+        "old_state": e.old,
+        "new_state": e.new,
+        "media_type": e.new,
+        "operation": e.operation,
+        "accepted": e.accepted,
+        "video_send": e.video_send,
+        "video_receive": e.video_receive,
+    }
+
+
+@encoder(CallMoving)
+def _moving(e: CallMoving) -> WireMessage:
+    return {"type": "call.moving", "call_id": e.call_id}
+
+
+@encoder(CallMoved)
+def _moved(e: CallMoved) -> WireMessage:
+    return {"type": "call.moved", "call_id": e.call_id, "to_session": e.to_device}
+
+
+@encoder(CallMoveFailed)
+def _move_failed(e: CallMoveFailed) -> WireMessage:
+    return {"type": "call.move-failed", "call_id": e.call_id, "reason": e.reason.value}

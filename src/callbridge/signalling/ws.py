@@ -160,7 +160,7 @@ class Connection:
                     }
                 )
             case p.CallCreate():
-                await c.create_call(
+                await c.routing.create_call(
                     session, msg.destination, msg.sdp, msg.caller_id, msg.req_id, msg.media_type
                 )
             case p.CallAnswer():
@@ -170,32 +170,33 @@ class Connection:
             case p.CallHangup():
                 await c.hangup(session, msg.call_id, msg.req_id)
             case p.CallHold():
-                await c.hold(session, msg.call_id, msg.req_id)
+                await c.incall.hold(session, msg.call_id, msg.req_id)
             case p.CallResume():
-                await c.resume(session, msg.call_id, msg.req_id)
-            case p.CallMute():
-                await c.set_muted(session, msg.call_id, True, msg.req_id)
-            case p.CallUnmute():
-                await c.set_muted(session, msg.call_id, False, msg.req_id)
+                await c.incall.resume(session, msg.call_id, msg.req_id)
+            case p.CallMute() | p.CallUnmute():
+                muted = isinstance(msg, p.CallMute)
+                await c.incall.set_muted(session, msg.call_id, muted, msg.req_id)
             case p.CallTransfer():
-                await c.transfer(session, msg.call_id, msg.destination, msg.req_id)
+                await c.transfers.blind(session, msg.call_id, msg.destination, msg.req_id)
             case p.CallCompleteTransfer():
-                await c.complete_transfer(session, msg.call_id, msg.target_call_id, msg.req_id)
+                await c.transfers.complete(session, msg.call_id, msg.target_call_id, msg.req_id)
             case p.CallRestartMedia():
-                await c.restart_media(session, msg.call_id, msg.sdp, msg.req_id)
+                await c.leg_media.restart_media(session, msg.call_id, msg.sdp, msg.req_id)
             case p.CallMove():
-                await c.move(session, msg.call_id, msg.req_id)
+                await c.moves.move(session, msg.call_id, msg.req_id)
             case p.CallModify():
-                await c.modify(session, msg.call_id, msg.media_type, msg.sdp, msg.req_id)
+                await c.modifications.modify(
+                    session, msg.call_id, msg.media_type, msg.sdp, msg.req_id
+                )
             case p.CallModifyAccept() | p.CallModifyReject():
                 accepted = isinstance(msg, p.CallModifyAccept)
-                await c.answer_modification(session, msg.call_id, accepted, msg.sdp, msg.req_id)
+                await c.modifications.answer(session, msg.call_id, accepted, msg.sdp, msg.req_id)
             case p.IceCandidate():
-                await c.add_candidate(
+                await c.leg_media.add_candidate(
                     session, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
                 )
             case p.IceDone():
-                await c.add_candidate(session, msg.call_id, None, None, None)
+                await c.leg_media.add_candidate(session, msg.call_id, None, None, None)
             case _:
                 await dispatch_conference(self.controller.conferences, session, msg)
 

@@ -1,0 +1,91 @@
+"""A leg's media as the controller sees it: events from the media plane (DTMF, an endpoint
+that failed), the device's trickled ICE candidates, and restarting a leg's media.
+
+Media events about conferences (floor, playbacks, recordings) go to core.conferences.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from callbridge.core.calls import Device, EndReason, Leg
+from callbridge.core.events import CallDtmf, LegDtmf, SdpAnswer
+from callbridge.media.interface import (
+    DtmfReceived,
+    EndpointStateChanged,
+    FloorChanged,
+    MediaEvent,
+    PlaybackStateChanged,
+    RecordingSaved,
+)
+
+if TYPE_CHECKING:
+    from callbridge.core.controller import CallController
+
+__all__ = ["MEDIA_RESTART_GRACE", "LegMedia"]
+
+log = logging.getLogger(__name__)
+MEDIA_RESTART_GRACE = 10.0  # seconds a leg whose media failed waits for call.restart_media
+
+
+class LegMedia:
+    """Media events, candidates and media restarts of legs (one per controller)."""
+
+    def __init__(self, calls: CallController) -> None:
+        self.calls = calls
+
+    def on_media_event(self, event: MediaEvent) -> None:
+        c = self.calls
+        if isinstance(event, FloorChanged | PlaybackStateChanged | RecordingSaved):
+            c.conferences.on_media_event(event)
+            return
+        leg = c.legs.get(event.endpoint_id)
+        if leg is None:
+            return
+        if isinstance(event, DtmfReceived):
+            c.announce(LegDtmf(leg=leg.facts(), digit=event.digit), leg)
+            if leg.peer is not None:
+                leg.peer.device.deliver(CallDtmf(call_id=leg.peer.id, digit=event.digit))
+        elif isinstance(event, EndpointStateChanged) and event.state == "failed":
+            # The device may restart its media (call.restart_media) in the meantime.
+            generation = leg.media_generation
+            c.scheduler.later(
+                MEDIA_RESTART_GRACE,
+                ("media-failed", leg.id),
+                lambda: self._media_failed(leg, generation),
+                f"media failure of {leg.id}",
+            )
+
+    async def _media_failed(self, leg: Leg, generation: int) -> None:
+        call = leg.call
+        if leg.live and leg.media_generation == generation and call is not None and not call.ended:
+            log.warning("media of %s failed and was not restarted; ending its call", leg.id)
+            await self.calls.end_call(call, EndReason.FAILED, EndReason.FAILED)
+
+    async def restart_media(
+        self, device: Device, call_id: str, sdp: str, req_id: str | None
+    ) -> None:
+        """The device lost its media path (e.g. its network changed): answer its new offer on
+        a new server-side peer connection; the far party stays bridged (see media.reconnect)."""
+        c = self.calls
+        leg = c.leg_of(device, call_id)
+        answer = await c.media.reconnect(leg.id, sdp)
+        leg.media_generation += 1
+        info = await c.endpoint_info(leg)
+        if info is None:
+            return
+        device.deliver(SdpAnswer(req_id=req_id, call_id=leg.id, sdp=answer))
+        c.deliver_candidates(leg, info.candidates)
+
+    async def add_candidate(
+        self,
+        device: Device,
+        call_id: str,
+        candidate: str | None,
+        mid: str | None,
+        index: int | None,
+    ) -> None:
+        """A candidate the device trickled (``None``: end of candidates)."""
+        leg = self.calls.leg_of(device, call_id)
+        await self.calls.media.add_candidate(leg.id, candidate, mid, index)

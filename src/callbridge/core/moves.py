@@ -1,0 +1,145 @@
+"""Moving a live call to another device of the same user (seed 002 ``move``; docs/protocol.md,
+``call.move``).
+
+Every other reachable device of the user rings (one
+:class:`~callbridge.core.ringgroup.RingGroup`, ``call.incoming {moved_from}``); the first to
+answer takes over: the far party's endpoint is untouched, only the server's bridge moves to the
+new leg. The old leg gets ``call.moved`` and ends ``moved``. If nobody takes it, the old leg
+gets ``call.move-failed {reason}`` and the call goes on there. If the call ends while its move
+rings, the ringing devices get ``call.ended {reason: "canceled"}``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from callbridge.core.call_events import CallMoved, CallMoveFailed, CallMoving
+from callbridge.core.calls import (
+    Caller,
+    Device,
+    EndReason,
+    Leg,
+    LegState,
+    Move,
+    MoveState,
+    all_live,
+)
+from callbridge.core.events import CallAnswered, CommandFailed
+from callbridge.core.ringgroup import RingGroup
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
+
+if TYPE_CHECKING:
+    from callbridge.core.controller import CallController
+
+__all__ = ["Moves"]
+
+
+class Moves:
+    """The moves under way (one per controller), by the id of the leg that moves away."""
+
+    def __init__(self, calls: CallController) -> None:
+        self.calls = calls
+        self.active: dict[str, Move] = {}
+
+    async def move(self, device: Device, call_id: str, req_id: str | None) -> None:
+        """Ring the user's other devices; the first to answer takes over the live call."""
+        c = self.calls
+        leg = c.bridged(device, call_id, "move")
+        if leg.state is not LegState.ACTIVE:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} is on hold: resume it before moving it"
+            )
+        if leg.id in self.active:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is already being moved")
+        others = c.reachable_devices(device.user_name, but=device)
+        if not others:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"{device.user_name} has no other device logged in to move call {call_id} to",
+            )
+        far, call = leg.peer, leg.call
+        assert far is not None and call is not None
+        move = Move(leg)
+        move.state_observer = c.observer
+        group = RingGroup(
+            c,
+            c.scheduler,
+            on_answer=partial(self._take_over, move),
+            on_exhausted=partial(self._nobody, move),
+            what="move",
+        )
+        group.state_observer = c.observer
+        move.ring = group
+        self.active[leg.id] = move  # claimed before any await: a second move is refused
+        info = await c.endpoint_info(far)
+        # A moved call carries audio only (video is not moved; docs/protocol.md).
+        caller = Caller(
+            far.device.caller_id, far.device.display_name, call.destination, "audio", leg.id
+        )
+        for other in others:
+            if not group.open:
+                break
+            await c.ring_device(group, other, caller, info.codec if info else None)
+        if not leg.live:
+            return  # the call ended meanwhile: leg_ended canceled the move
+        device.deliver(CallMoving(req_id=req_id, call_id=leg.id))
+        await group.start(c.ring_timeout)
+
+    async def leg_ended(self, leg: Leg) -> None:
+        """``leg`` ended (any reason): a move of it stops; its ringing devices get
+        ``canceled``, a device taking it over meanwhile is ended too."""
+        move = self.active.pop(leg.id, None)
+        if move is None or move.ring is None:
+            return
+        winner = move.ring.winner
+        if move.state is not MoveState.MOVED:
+            move.transition(MoveState.FAILED, cause="the call ended")
+        await move.ring.cancel(EndReason.CANCELED)
+        if winner is not None:
+            await self.calls.end_leg(winner, EndReason.CANCELED)
+
+    async def _take_over(self, move: Move, leg: Leg, sdp: str, req_id: str | None) -> None:
+        """The ring group's winner: swap it in for the old leg."""
+        c = self.calls
+        old = move.leg
+        move.transition(MoveState.TAKEN, cause=leg.id)
+        try:
+            await c.media.accept_answer(leg.id, sdp)
+        except MediaError as exc:
+            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
+            await c.end_leg(leg, EndReason.FAILED)
+            await self._nobody(move, EndReason.FAILED)
+            return
+        far, call = old.peer, old.call
+        if not (leg.live and old.live) or far is None or call is None:
+            return  # the call ended meanwhile (leg_ended ended the new leg too)
+        # Swap the leg in: the far party's endpoint is untouched, only the bridge moves.
+        await c.media.bridge(far.id, leg.id)
+        if not all_live(leg, old, far):  # a function: mypy must not keep the check above
+            return
+        leg.peer, far.peer = far, leg
+        leg.call = call
+        if call.origin is old:
+            call.origin = leg
+        else:
+            call.answered_leg = leg
+        leg.transition(LegState.ACTIVE, cause="move")
+        move.transition(MoveState.MOVED)
+        del self.active[old.id]
+        old.device.deliver(CallMoved(call_id=old.id, to_device=leg.device.id))
+        await c.end_leg(old, EndReason.MOVED)
+        leg.device.deliver(CallAnswered(req_id=req_id, call_id=leg.id))
+
+    async def _nobody(self, move: Move, reason: EndReason) -> None:
+        """Nobody took the call: it stays where it is (``call.move-failed``)."""
+        if move.state is MoveState.MOVED or move.state is MoveState.FAILED:
+            return
+        move.transition(MoveState.FAILED, cause=str(reason))
+        old = move.leg
+        if self.active.get(old.id) is move:
+            del self.active[old.id]
+        if old.live:
+            # The documented reasons: a busy refusal is a refusal here.
+            why = EndReason.REJECTED if reason is EndReason.BUSY else reason
+            old.device.deliver(CallMoveFailed(call_id=old.id, reason=why))

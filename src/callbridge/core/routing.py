@@ -1,0 +1,199 @@
+"""Placing a call: a device's ``call.create``, routing its destination, ring-all.
+
+A destination an application owns goes to it (``controller.router``, core.appcalls). Otherwise
+it names a user, and every reachable device of that user rings at once in one
+:class:`~callbridge.core.ringgroup.RingGroup`: the first to answer is bridged to the caller,
+the others end ``answered-elsewhere``. While they ring the caller hears ringback from the
+server (early media, ``call.ringing {ringback: true}``).
+
+Outcomes for the caller (docs/protocol.md, "Placing a call"): answered; every device
+declined (``rejected``, or ``busy`` if one said busy); nobody answered in the ring timeout
+(``no-answer``); no such user or no device (``destination_not_found``, then ``failed``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING
+
+from callbridge.core.calls import (
+    Call,
+    Caller,
+    CallState,
+    Device,
+    EndReason,
+    Leg,
+    LegState,
+    all_live,
+)
+from callbridge.core.events import (
+    CallAnswered,
+    CallRinging,
+    CallTrying,
+    CommandFailed,
+    LegAnswered,
+    LegInitiated,
+    SdpAnswer,
+)
+from callbridge.core.ringgroup import RingGroup, RingState
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.vocabulary import MediaType
+
+if TYPE_CHECKING:
+    from callbridge.core.controller import CallController
+
+__all__ = ["Routing"]
+
+log = logging.getLogger(__name__)
+
+
+class Routing:
+    """Placing calls and ringing the callee's devices (one per controller)."""
+
+    def __init__(self, calls: CallController) -> None:
+        self.calls = calls
+
+    async def create_call(
+        self,
+        device: Device,
+        destination: str,
+        sdp: str,
+        caller_id: str | None,
+        req_id: str | None,
+        media_type: MediaType | None = None,
+    ) -> None:
+        """``call.create``: answer the device's offer, then route the call."""
+        c = self.calls
+        leg = Leg(device=device, direction="outgoing")
+        # MediaError -> `error`, no call exists
+        answer = await c.media.answer(leg.id, sdp, video=media_type != "audio")
+        try:
+            info = await c.media.endpoint_info(leg.id)
+            if media_type == "video" and not info.video:
+                raise ProtocolError(
+                    ErrorCode.INVALID_SDP,
+                    "media_type 'video' needs a video m-line with VP8 in the offer",
+                )
+        except ProtocolError:
+            await c.media.close(leg.id)
+            raise
+        c.legs[leg.id] = leg
+        call = Call(
+            id=leg.id,
+            origin=leg,
+            destination=destination,
+            caller_id=caller_id or device.caller_id,
+            caller_name=device.display_name,
+            media_type="video" if info.video else "audio",
+        )
+        call.state_observer = c.observer
+        leg.call = call
+        leg.media_type = call.media_type
+        leg.transition(LegState.TRYING)
+        c.announce(LegInitiated(leg=leg.facts()), leg)
+        device.deliver(CallTrying(req_id=req_id, call_id=leg.id, media_type=call.media_type))
+        device.deliver(SdpAnswer(call_id=leg.id, sdp=answer))
+        c.deliver_candidates(leg, info.candidates)
+        await self.route(call, destination)
+
+    async def route(self, call: Call, destination: str) -> None:
+        """Ring ``destination`` for the call's origin (a new call, or a blind transfer's)."""
+        c = self.calls
+        origin = call.origin
+        # A destination routed to an application goes there, before users (core.appcalls).
+        if c.router is not None and await c.router.route(call, destination):
+            return
+        target = await c.directory.find_user(destination)
+        if not origin.live:
+            return
+        if target is None:
+            await self._fail(call, f"no user has the extension, number or name {destination!r}")
+            return
+        call.callee_name = target.name
+        devices = c.reachable_devices(target.name, but=origin.device)
+        if not devices:
+            await self._fail(call, f"{destination!r} ({target.name}) has no device logged in")
+            return
+        info = await c.endpoint_info(origin)
+        group = RingGroup(
+            c,
+            c.scheduler,
+            on_answer=partial(self._answered, call),
+            on_exhausted=partial(self._exhausted, call),
+            what="ring-all",
+        )
+        group.state_observer = c.observer
+        call.ring = group
+        caller = Caller(call.caller_id, call.caller_name, call.destination, call.media_type)
+        for device in devices:
+            if not group.open:
+                break  # answered, or the call ended, meanwhile
+            leg = await c.ring_device(
+                group, device, caller, info.codec if info else None, call=call
+            )
+            if leg is not None:
+                c.announce(LegInitiated(leg=leg.facts()), leg)
+        if call.ended or not await group.start(c.ring_timeout):
+            return
+        if group.state is not RingState.RINGING or call.state is not CallState.ROUTING:
+            return  # a device answered while the others were being rung
+        call.transition(CallState.RINGING)
+        origin.transition(LegState.RINGING)
+        # Early media: the caller hears ringback from the server until someone answers.
+        await c.media.play(origin.id, "ringback")
+        # Not after the call ended or was answered meanwhile: call.ringing would follow its
+        # call.ended (or call.answered) on the caller's wire.
+        if origin.live and group.state is RingState.RINGING:
+            origin.device.deliver(CallRinging(call_id=origin.id))
+
+    async def _fail(self, call: Call, why: str) -> None:
+        error = ProtocolError(ErrorCode.DESTINATION_NOT_FOUND, why)
+        call.origin.device.deliver(CommandFailed(error=error, call_id=call.origin.id))
+        await self.calls.end_call(call, EndReason.FAILED, EndReason.FAILED)
+
+    async def _answered(self, call: Call, leg: Leg, sdp: str, req_id: str | None) -> None:
+        """The ring group's winner: accept its answer and bridge it to the caller."""
+        c = self.calls
+        if call.ended:  # the caller hung up while the other devices stopped ringing
+            return
+        call.answered_leg = leg
+        call.transition(CallState.ANSWERED, cause=leg.id)
+        origin = call.origin
+        try:
+            await c.media.accept_answer(leg.id, sdp)
+        except MediaError as exc:
+            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
+            await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
+        info = await c.endpoint_info(leg)
+        if not (leg.live and origin.live):
+            return
+        await c.media.stop_playing(origin.id)
+        await c.media.bridge(origin.id, leg.id)
+        if not all_live(leg, origin):  # a function: mypy must not keep the check above
+            return
+        origin.peer, leg.peer = leg, origin
+        origin.transition(LegState.ACTIVE)
+        leg.transition(LegState.ACTIVE)
+        # A video call answered as audio (the answer's video m-line inactive) is an audio call.
+        video = call.media_type == "video" and info is not None and info.video
+        media_type: MediaType = "video" if video else "audio"
+        origin.media_type = leg.media_type = media_type
+        call.answered_at = datetime.now(UTC)
+        c.announce(LegAnswered(leg=origin.facts()), origin)
+        c.announce(LegAnswered(leg=leg.facts()), leg)
+        leg.device.deliver(CallAnswered(req_id=req_id, call_id=leg.id, media_type=media_type))
+        origin.device.deliver(CallAnswered(call_id=origin.id, media_type=media_type))
+
+    async def _exhausted(self, call: Call, reason: EndReason) -> None:
+        """Nobody will answer: the caller's call ends with why."""
+        ring = call.ring
+        if reason is EndReason.NO_ANSWER:
+            final = EndReason.NO_ANSWER
+        elif reason in (EndReason.REJECTED, EndReason.BUSY):
+            final = EndReason.BUSY if ring is not None and ring.busy else EndReason.REJECTED
+        else:  # the last device vanished, or none could be rung
+            final = EndReason.FAILED
+        await self.calls.end_call(call, final, final)
