@@ -31,8 +31,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -41,7 +39,10 @@ from typing import Any
 
 import httpx
 
-from calls import cpu_seconds, free_port, percentile  # the same measures as the calls bench
+from callbridge.client import Phone, SilenceSource
+from callbridge.rtp.webrtc import restrict_ice_addresses
+from callbridge.testing.server import Server, create_user
+from calls import cpu_seconds, percentile  # the same measures as the calls bench
 
 
 class RawClient:
@@ -109,22 +110,17 @@ class Receiver:
 
 
 async def setup(
-    http: str, database_url: str, calls: int, receiver: Receiver
-) -> tuple[dict[str, str], str, list[str], str, list[Any]]:
-    from callbridge.client import Phone, SilenceSource
-    from callbridge.rtp.webrtc import restrict_ice_addresses
-    from callbridge.store import Store
-
+    server: Server, calls: int, receiver: Receiver
+) -> tuple[dict[str, str], str, list[str], str, list[Phone]]:
     restrict_ice_addresses(["127.0.0.1"])
-    store = await Store.open(database_url)
-    key = await store.create_api_key("bench")
-    tokens = []
-    for i in range(calls):
-        await store.add_user(f"caller{i}", str(3000 + i))
-        tokens.append((await store.create_token(f"caller{i}", timedelta(hours=2)))[0])
-    await store.close()
+    async with server.store() as store:
+        key = await store.create_api_key("bench")
+        tokens = [
+            (await create_user(store, f"caller{i}", str(3000 + i), ttl=timedelta(hours=2))).token
+            for i in range(calls)
+        ]
     headers = {"authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=f"{http}/v2", headers=headers) as client:
+    async with httpx.AsyncClient(base_url=f"{server.url}/v2", headers=headers) as client:
         app = (
             await client.post(
                 "/call_control_applications",
@@ -133,9 +129,8 @@ async def setup(
         ).json()["data"]
         await client.post("/routes", json={"destination": "5000", "application_id": app["id"]})
         phones, ids = [], []
-        ws = http.replace("http://", "ws://") + "/ws"
         for token in tokens:
-            phone = Phone(ws, token)
+            phone = Phone(server.ws_url, token)
             await phone.login()
             call = await phone.call("5000", source=SilenceSource())
             await call.wait_for("ringing", timeout=10)
@@ -232,12 +227,12 @@ async def webhook_latency(
     return lags
 
 
-async def main_async(args: argparse.Namespace, http: str, db: str, pid: int) -> None:
+async def main_async(args: argparse.Namespace, server: Server) -> None:
     receiver = Receiver()
     await receiver.start()
-    headers, app_id, ids, conf, phones = await setup(http, db, args.calls, receiver)
+    headers, app_id, ids, conf, phones = await setup(server, args.calls, receiver)
     key = headers["authorization"].removeprefix("Bearer ")
-    port = int(http.rsplit(":", 1)[1])
+    http, port, pid = server.url, server.port, server.pid
     ms = 1000.0
     client = RawClient(port, key)
     rows = []
@@ -306,27 +301,15 @@ def main() -> None:
     cores = os.sched_getaffinity(0)
     server_cpu, client_cpu = (0, 1) if len(cores) > 1 else (0, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "callbridge", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--data-dir", tmp, "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        server = Server(Path(tmp), log_level="warning")
+        # Pinned before it starts its threads (they inherit the affinity).
         os.sched_setaffinity(server.pid, {server_cpu})
         os.sched_setaffinity(0, {client_cpu})
-        http = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{http}/healthz", timeout=1).is_success:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            db = f"sqlite+aiosqlite:///{Path(tmp, 'callbridge.db').resolve()}"
-            asyncio.run(main_async(args, http, db, server.pid))
+            server.wait_ready()
+            asyncio.run(main_async(args, server))
         finally:
-            server.terminate()
-            server.wait(20)
+            server.stop()
 
 
 if __name__ == "__main__":

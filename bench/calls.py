@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,13 +37,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from callbridge.testing.server import Server, create_user, running
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -69,7 +64,7 @@ def percentile(values: list[float], p: float) -> float:
 
 # ------------------------------------------------------------------------------ load process
 async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
-    from callbridge.client import Phone, ToneSource
+    from callbridge.client import Call, Phone, ToneSource
     from callbridge.rtp.webrtc import restrict_ice_addresses
 
     restrict_ice_addresses(["127.0.0.1"])
@@ -79,10 +74,10 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     callees = [Phone(url, p["callee_token"]) for p in pairs]
     await asyncio.gather(*(ph.login() for ph in callers + callees))
 
-    answered: list[Any] = []
+    answered: list[Call] = []
 
     def auto_answer(phone: Phone, tone: float) -> None:
-        async def on_incoming(call: Any) -> None:
+        async def on_incoming(call: Call) -> None:
             await call.answer(source=ToneSource(tone), codecs=codecs)
             answered.append(call)
 
@@ -91,7 +86,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     for i, ph in enumerate(callees):
         auto_answer(ph, 1000 + i)
 
-    async def place(i: int) -> tuple[Any, float]:
+    async def place(i: int) -> tuple[Call, float]:
         t0 = time.perf_counter()
         call = await callers[i].call(
             pairs[i]["callee_ext"], source=ToneSource(440 + i), codecs=codecs
@@ -106,10 +101,12 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     print(json.dumps({"phase": "ready"}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
     for call in out_calls + answered:
+        assert call.media is not None  # answered
         call.media.reset_stats()
     await asyncio.sleep(duration)
     stats = []
     for call in out_calls + answered:
+        assert call.media is not None
         st = call.media.stats()
         stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
                       "late": st.packets_late})  # fmt: skip
@@ -120,84 +117,63 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ orchestrator
-async def make_users(database_url: str, n: int) -> list[dict[str, str]]:
-    from callbridge.store import Store
-
-    store = await Store.open(database_url)
+async def make_users(server: Server, n: int) -> list[dict[str, str]]:
     pairs = []
-    for i in range(n):
-        await store.add_user(f"caller{i}", str(10000 + i))
-        await store.add_user(f"callee{i}", str(20000 + i))
-        caller_token, _ = await store.create_token(f"caller{i}", timedelta(hours=2))
-        callee_token, _ = await store.create_token(f"callee{i}", timedelta(hours=2))
-        pairs.append(
-            {
-                "caller_token": caller_token,
-                "callee_token": callee_token,
-                "callee_ext": str(20000 + i),
-            }
-        )
-    await store.close()
+    async with server.store() as store:
+        for i in range(n):
+            caller = await create_user(store, f"caller{i}", str(10000 + i), ttl=timedelta(hours=2))
+            callee = await create_user(store, f"callee{i}", str(20000 + i), ttl=timedelta(hours=2))
+            pairs.append(
+                {
+                    "caller_token": caller.token,
+                    "callee_token": callee.token,
+                    "callee_ext": callee.extension,
+                }
+            )
     return pairs
 
 
 def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dict[str, Any]:
-    import httpx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "callbridge", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--data-dir", tmp, "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            db = f"sqlite+aiosqlite:///{Path(tmp, 'callbridge.db').resolve()}"
-            pairs = asyncio.run(make_users(db, n))
-            rss0 = rss_bytes(server.pid)
-            loads = []
-            for k in range(load_procs):
-                spec = {"url": f"ws://127.0.0.1:{port}/ws", "pairs": pairs[k::load_procs],
-                        "duration": duration, "codec": codec}  # fmt: skip
-                load = subprocess.Popen(
-                    [sys.executable, __file__, "--load"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                )  # fmt: skip
-                assert load.stdin is not None
-                load.stdin.write(json.dumps(spec) + "\n")
-                load.stdin.flush()
-                loads.append(load)
-            for load in loads:  # every call of every load process is up
-                assert load.stdout is not None
-                assert json.loads(load.stdout.readline())["phase"] == "ready"
-            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-            load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
-            for load in loads:
-                assert load.stdin is not None
-                load.stdin.write("go\n")
-                load.stdin.flush()
-            time.sleep(duration / 2)
-            rss_mid = rss_bytes(server.pid)
-            time.sleep(duration / 2)
-            cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
-            load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
-            setup: list[float] = []
-            stats: list[dict[str, int]] = []
-            for load in loads:
-                assert load.stdout is not None
-                result = json.loads(load.stdout.readline())
-                setup += result["setup"]
-                stats += result["stats"]
-                load.wait(60)
-        finally:
-            server.terminate()
-            server.wait(20)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running(Path(tmp), log_level="warning", check=False) as server,
+    ):
+        pairs = asyncio.run(make_users(server, n))
+        rss0 = rss_bytes(server.pid)
+        loads = []
+        for k in range(load_procs):
+            spec = {"url": server.ws_url, "pairs": pairs[k::load_procs],
+                    "duration": duration, "codec": codec}  # fmt: skip
+            load = subprocess.Popen(
+                [sys.executable, __file__, "--load"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert load.stdin is not None
+            load.stdin.write(json.dumps(spec) + "\n")
+            load.stdin.flush()
+            loads.append(load)
+        for load in loads:  # every call of every load process is up
+            assert load.stdout is not None
+            assert json.loads(load.stdout.readline())["phase"] == "ready"
+        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
+        for load in loads:
+            assert load.stdin is not None
+            load.stdin.write("go\n")
+            load.stdin.flush()
+        time.sleep(duration / 2)
+        rss_mid = rss_bytes(server.pid)
+        time.sleep(duration / 2)
+        cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+        load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
+        setup: list[float] = []
+        stats: list[dict[str, int]] = []
+        for load in loads:
+            assert load.stdout is not None
+            result = json.loads(load.stdout.readline())
+            setup += result["setup"]
+            stats += result["stats"]
+            load.wait(60)
     elapsed = t1 - t0
     expected = sum(s["expected"] for s in stats)
     bad = sum(s["lost"] + s["late"] for s in stats)

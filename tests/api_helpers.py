@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 from telnyx import AsyncTelnyx
 
-from callbridge.client import BufferSink
+from callbridge.client import BufferSink, Phone
+from callbridge.store import Store
 from callbridge.testing import rms_dbfs
+from callbridge.testing.server import Server
 
 _lines = itertools.count(100)
 
@@ -163,6 +165,8 @@ class Api:
     public_key: str
     http: str
 
+    # Any, not the SDK's UnwrapWebhookEvent: that is a union of every event class (some with
+    # no payload), and tests check the class by name before they read its fields.
     def unwrap(self, delivery: Delivery) -> Any:
         """The SDK's typed event for a delivery; raises if the signature does not verify."""
         return self.client.webhooks.unwrap(
@@ -193,12 +197,12 @@ class Api:
 
 
 @pytest.fixture(name="api")
-async def api_fixture(server: Any, store: Any) -> AsyncIterator[Api]:
+async def api_fixture(server: Server, store: Store) -> AsyncIterator[Api]:
     """An API key, an SDK client, a webhook sink and an application sending its events there.
 
     Test modules import it (``from api_helpers import api_fixture``) to use ``api``."""
     key = await store.create_api_key("tests")
-    client = AsyncTelnyx(api_key=key, base_url=f"{server.http}/v2", max_retries=0)
+    client = AsyncTelnyx(api_key=key, base_url=f"{server.url}/v2", max_retries=0)
     sink = WebhookSink()
     url = await sink.start()
     app = await client.call_control_applications.create(
@@ -207,7 +211,7 @@ async def api_fixture(server: Any, store: Any) -> AsyncIterator[Api]:
     assert app.data is not None and app.data.id is not None
     public = await client.get("/public_key", cast_to=object)
     assert isinstance(public, dict)
-    api = Api(client, sink, app.data.id, public["data"]["public_key"], server.http)
+    api = Api(client, sink, app.data.id, public["data"]["public_key"], server.url)
     yield api
     await sink.close()
     await client.close()
@@ -250,7 +254,7 @@ def audio_site_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     httpd.shutdown()
 
 
-def messages(phone: Any) -> list[dict[str, Any]]:
+def messages(phone: Phone) -> list[dict[str, Any]]:
     """Every /ws message ``phone`` receives from now on, in order. The SDK has no event for
     messages it does not know (``call.bridged``): this wraps its dispatcher (tests only)."""
     seen: list[dict[str, Any]] = []
@@ -260,14 +264,14 @@ def messages(phone: Any) -> list[dict[str, Any]]:
         seen.append(msg)
         original(msg)
 
-    phone._dispatch = dispatch
+    vars(phone)["_dispatch"] = dispatch  # an instance attribute shadows the method
     return seen
 
 
 async def speech_heard(sink: BufferSink, seconds: float = 1.0) -> bool:
     """Whether what arrives next is speech (broadband energy, no single dominant tone)."""
     sink.clear()
-    await asyncio.sleep(seconds + 0.3)
+    await asyncio.sleep(seconds + 0.3)  # the measurement: let ``seconds`` of audio arrive
     pcm = sink.samples(seconds)
     if len(pcm) < 48000 * seconds / 2 or rms_dbfs(pcm) < -40:
         return False

@@ -9,26 +9,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 import pytest
 import websockets
+from aiortc import RTCPeerConnection
 from websockets.asyncio.client import ClientConnection
 
 from callbridge.client import Phone
 from callbridge.rtp.webrtc import restrict_ice_addresses
 from callbridge.store import Store
-from parties import Party
+from callbridge.testing.server import Server, create_user, running
+from parties import Party, PartyUser
 
 restrict_ice_addresses(["127.0.0.1"])
 
@@ -36,69 +30,18 @@ RING_TIMEOUT = 3.0
 SESSION_GRACE = 8.0  # > the 5 s outage of the reconnect test
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServerProc:
-    url: str  # ws://127.0.0.1:PORT/ws
-    http: str  # http://127.0.0.1:PORT
-    data_dir: Path
-    database_url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the whole run. On the way out every test must have closed its phones:
+    no session, leg or media endpoint may be left, and the log may hold no traceback (a server
+    that logged one has a bug even when every test passed): ``Server.check_clean``."""
     data_dir = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log_path = data_dir / "server.log"
-    cmd = [
-        sys.executable, "-m", "callbridge", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", str(data_dir), "--ring-timeout", str(RING_TIMEOUT),
-        "--session-grace", str(SESSION_GRACE),
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    http = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{http}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("server did not start:\n" + log_path.read_text())
-        time.sleep(0.1)
-    db = f"sqlite+aiosqlite:///{(data_dir / 'callbridge.db').resolve()}"
-    yield ServerProc(f"ws://127.0.0.1:{port}/ws", http, data_dir, db, proc, log_path)
-    # Every test closed its phones: no leg and no media endpoint may be left behind.
-    live: dict[str, Any] = {}
-    for _ in range(int(SESSION_GRACE * 10) + 50):  # dropped sessions end after the grace
-        live = httpx.get(f"{http}/healthz", timeout=2).json()
-        if live["legs"] == 0 and live["media_endpoints"] == 0 and live["sessions"] == 0:
-            break
-        time.sleep(0.1)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    # A server that logged a traceback has a bug even when every test passed.
-    text = log_path.read_text()
-    assert "Traceback" not in text, text[-4000:]
-    assert live["legs"] == 0 and live["media_endpoints"] == 0, f"leaked: {live}"
-    assert live["sessions"] == 0, f"leaked sessions: {live}"
+    with running(data_dir, ring_timeout=RING_TIMEOUT, session_grace=SESSION_GRACE) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")
-async def store(server: ServerProc) -> AsyncIterator[Store]:
+async def store(server: Server) -> AsyncIterator[Store]:
     st = await Store.open(server.database_url)
     yield st
     await st.close()
@@ -107,26 +50,28 @@ async def store(server: ServerProc) -> AsyncIterator[Store]:
 _counter = itertools.count(200)
 
 
-@dataclass
-class TestUser:
-    name: str
-    extension: str
-    number: str
-    token: str
+class MakeUser(Protocol):
+    """The ``make_user`` fixture: a fresh user (unique name, extension and number) and token."""
+
+    async def __call__(self, display_name: str | None = None) -> PartyUser: ...
 
 
 @pytest.fixture
-def make_user(store: Store) -> Any:
+def make_user(store: Store) -> MakeUser:
     """Create a fresh user (unique name, extension and number) with a valid token."""
 
-    async def make(display_name: str | None = None) -> TestUser:
+    async def make(display_name: str | None = None) -> PartyUser:
         n = next(_counter)
-        name = f"user{n}"
-        ext = str(1000 + n)
         number = f"+1415555{n:04d}"
-        await store.add_user(name, ext, number=number, display_name=display_name)
-        token, _ = await store.create_token(name, timedelta(hours=1))
-        return TestUser(name, ext, number, token)
+        user = await create_user(
+            store,
+            f"user{n}",
+            str(1000 + n),
+            number=number,
+            display_name=display_name,
+            ttl=timedelta(hours=1),
+        )
+        return PartyUser(user.name, user.extension, number, user.display_name, user.token)
 
     return make
 
@@ -176,13 +121,16 @@ class RawClient:
         self._reader.cancel()
 
 
+Connect = Callable[[], Awaitable[RawClient]]
+
+
 @pytest.fixture
-async def raw(server: ServerProc) -> AsyncIterator[Any]:
+async def raw(server: Server) -> AsyncIterator[Connect]:
     """Factory of raw protocol clients, closed at the end of the test."""
     clients: list[RawClient] = []
 
     async def connect() -> RawClient:
-        ws = await websockets.connect(server.url, max_size=2**22)
+        ws = await websockets.connect(server.ws_url, max_size=2**22)
         client = RawClient(ws)
         clients.append(client)
         return client
@@ -192,9 +140,11 @@ async def raw(server: ServerProc) -> AsyncIterator[Any]:
         await c.close()
 
 
-async def make_offer(codecs: list[str] | None = None, data_only: bool = False) -> tuple[Any, str]:
+async def make_offer(
+    codecs: list[str] | None = None, data_only: bool = False
+) -> tuple[RTCPeerConnection, str]:
     """A real aiortc offer (audio unless ``data_only``), optionally limited to ``codecs``."""
-    from aiortc import RTCPeerConnection, RTCRtpSender
+    from aiortc import RTCRtpSender
 
     from callbridge.rtp.webrtc import register_codecs, rtc_configuration
 
@@ -213,14 +163,21 @@ async def make_offer(codecs: list[str] | None = None, data_only: bool = False) -
     return pc, pc.localDescription.sdp
 
 
+class MakeParty(Protocol):
+    """The ``party`` fixture: a logged-in softphone sending ``tone``, for a fresh user (or
+    another device of ``user``)."""
+
+    async def __call__(self, tone: float, user: PartyUser | None = None) -> Party: ...
+
+
 @pytest.fixture
-async def party(server: Any, make_user: Any) -> AsyncIterator[Any]:
+async def party(server: Server, make_user: MakeUser) -> AsyncIterator[MakeParty]:
     """Factory: a logged-in softphone for a fresh user (or another device of ``user``)."""
     phones: list[Phone] = []
 
-    async def make(tone: float, user: Any = None) -> Any:
+    async def make(tone: float, user: PartyUser | None = None) -> Party:
         user = user or await make_user()
-        phone = Phone(server.url, user.token)
+        phone = Phone(server.ws_url, user.token)
         await phone.login()
         phones.append(phone)
         return Party(phone, tone, user)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from conftest import free_port
+from callbridge.testing.server import free_port
 
 
 class NetCut:

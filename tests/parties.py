@@ -7,10 +7,13 @@ tells exactly whose audio reached it. The ``party`` fixture (conftest.py) makes 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from callbridge.client import BufferSink, Call, Phone, ToneSource
 from callbridge.testing import tone_level_db
+from callbridge.testing.server import ServerUser
 
 ALICE, BOB, CAROL = 440.0, 1000.0, 1400.0
 HEARD = -35.0  # dBFS: a tone at this level or more is clearly there (sources send ~-13 dBFS)
@@ -20,12 +23,35 @@ SILENT = -60.0  # below this, nothing of that tone arrived
 # frequencies (e.g. 1400 - 440 = 960 Hz next to bob's 1000 Hz) measured up to about -49 dBFS,
 # while a tone that does arrive measures about -15 dBFS: 30 dB apart either way.
 ABSENT = -45.0
+POLL = 0.02  # seconds between two looks of `until`
+
+T = TypeVar("T")
+
+
+async def until(probe: Callable[[], T | None], within: float = 5.0) -> T:
+    """Poll ``probe`` until it returns something true, and return that: for state that has no
+    event to wait on (a far side's call state, a counter). Prefer an event where there is one.
+
+    :raises TimeoutError: nothing true within ``within`` seconds.
+    """
+    async with asyncio.timeout(within):
+        while not (found := probe()):  # noqa: ASYNC110 (polling is the point here)
+            await asyncio.sleep(POLL)
+    return found
+
+
+async def until_async(probe: Callable[[], Awaitable[T | None]], within: float = 5.0) -> T:
+    """:func:`until` for a probe that must await (a database read)."""
+    async with asyncio.timeout(within):
+        while not (found := await probe()):  # noqa: ASYNC110 (polling is the point here)
+            await asyncio.sleep(POLL)
+    return found
 
 
 async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
     """Clear, listen for a moment, and measure ``freq`` in what arrived."""
     sink.clear()
-    await asyncio.sleep(seconds + 0.2)
+    await asyncio.sleep(seconds + 0.2)  # the measurement: let ``seconds`` of audio arrive
     pcm = sink.samples(seconds)
     if len(pcm) < 48000 * seconds / 2:
         return -120.0  # (almost) nothing arrived: silence
@@ -35,7 +61,7 @@ async def level(sink: BufferSink, freq: float, seconds: float = 0.8) -> float:
 async def hears(p: Party, *tones: float, not_: tuple[float, ...] = ()) -> None:
     """One listen: each of ``tones`` is clearly there, each of ``not_`` is absent."""
     p.sink.clear()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # the measurement: let 0.8 s of audio arrive (and 0.2 s spare)
     pcm = p.sink.samples(0.8)
     assert len(pcm) > 48000 * 0.4, f"{p.user.name} received almost no audio"
     for tone in tones:
@@ -44,8 +70,15 @@ async def hears(p: Party, *tones: float, not_: tuple[float, ...] = ()) -> None:
         assert tone_level_db(pcm, 48000, tone) < ABSENT, f"{p.user.name} hears {tone} Hz"
 
 
+@dataclass(frozen=True, slots=True)
+class PartyUser(ServerUser):
+    """A user made by the ``make_user`` fixture: it always has a number."""
+
+    number: str
+
+
 class Party:
-    def __init__(self, phone: Phone, tone: float, user: Any) -> None:
+    def __init__(self, phone: Phone, tone: float, user: PartyUser) -> None:
         self.phone = phone
         self.user = user
         self.tone = tone
@@ -67,7 +100,7 @@ class Party:
         return call
 
 
-async def connect(caller: Any, callee: Any) -> tuple[Call, Call]:
+async def connect(caller: Party, callee: Party) -> tuple[Call, Call]:
     out = await caller.call(callee.user.extension)
     inc = await callee.answer()
     await out.wait_for("answered", timeout=5)

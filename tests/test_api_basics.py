@@ -13,13 +13,14 @@ import pytest
 import telnyx
 
 from api_helpers import Api, api_fixture  # noqa: F401  (the "api" fixture)
+from callbridge.testing.server import Server
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_applications_are_created_listed_paged_updated_and_deleted(api: Api) -> None:
     client = api.client
-    made = []
+    made: list[str] = []
     for name in ("support desk", "sales desk", "billing"):
         app = await client.call_control_applications.create(
             application_name=name, webhook_event_url=api.sink.url, webhook_timeout_secs=5
@@ -27,14 +28,17 @@ async def test_applications_are_created_listed_paged_updated_and_deleted(api: Ap
         assert app.data is not None and app.data.record_type == "call_control_application"
         assert app.data.application_name == name and app.data.active is True
         assert app.data.webhook_api_version == "2" and app.data.webhook_timeout_secs == 5
+        assert app.data.id is not None
         made.append(app.data.id)
 
     desks = client.call_control_applications.list(
         filter={"application_name": {"contains": "DESK"}}, page_size=1
     )
     names = [a.application_name async for a in desks]  # the SDK pages through, one by one
-    assert sorted(names) == ["sales desk", "support desk"]
-    first = await client.call_control_applications.list(page_size=2, sort="-created_at")
+    assert sorted(names, key=str) == ["sales desk", "support desk"]
+    # The SDK's Literal has only the ascending sorts; the API (as Telnyx's) takes "-" for
+    # descending.
+    first = await client.call_control_applications.list(page_size=2, sort="-created_at")  # type: ignore[arg-type]
     assert first.meta is not None and first.meta.page_number == 1
     assert [a.id for a in first.data][:1] == [made[-1]]
 
@@ -58,7 +62,7 @@ async def test_applications_are_created_listed_paged_updated_and_deleted(api: Ap
 
 async def test_bad_application_fields_point_at_the_field(api: Api) -> None:
     apps = api.client.call_control_applications
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"application_name": "x", "webhook_event_url": "ftp://nowhere"}, "/webhook_event_url"),
         ({"application_name": "", "webhook_event_url": api.sink.url}, "/application_name"),
         (
@@ -133,9 +137,9 @@ async def test_api_keys_are_checked_and_every_refusal_says_what_is_wrong(api: Ap
         with pytest.raises(telnyx.NotFoundError) as missing_err:
             await call
         assert "no-such" in str(missing_err.value.body)
-    with pytest.raises(telnyx.UnprocessableEntityError) as err:
+    with pytest.raises(telnyx.UnprocessableEntityError) as bad_page:
         await client.call_control_applications.list(page_number=0)
-    assert err.value.body["errors"][0]["source"] == {"parameter": "page[number]"}  # type: ignore[index]
+    assert bad_page.value.body["errors"][0]["source"] == {"parameter": "page[number]"}  # type: ignore[index]
 
 
 async def test_routes_send_a_destination_to_an_application(api: Api) -> None:
@@ -177,7 +181,7 @@ async def test_openapi_and_docs_describe_the_api(api: Api) -> None:
     assert len(api.public_key) == 44  # base64 of 32 bytes
 
 
-def test_routes_from_the_command_line(api: Api, server: Any) -> None:
+def test_routes_from_the_command_line(api: Api, server: Server) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [

@@ -21,8 +21,9 @@ from api_helpers import (  # noqa: F401  (the fixtures)
     messages,
     speech_heard,
 )
-from callbridge.client import SilenceSource
-from parties import ALICE, BOB, CAROL, HEARD, SILENT, Party, connect, level
+from callbridge.client import Call, SilenceSource
+from conftest import MakeParty
+from parties import ALICE, BOB, CAROL, HEARD, SILENT, Party, connect, level, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,7 +32,7 @@ def state(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-async def call_the_app(api: Api, caller: Party, line: str) -> tuple[Any, str]:
+async def call_the_app(api: Api, caller: Party, line: str) -> tuple[Call, str]:
     """``caller`` dials the application's line; returns its call and the call_control_id."""
     call = await caller.call(line)
     initiated = await api.sink.wait("call.initiated", call_control_id=call.id)
@@ -39,7 +40,7 @@ async def call_the_app(api: Api, caller: Party, line: str) -> tuple[Any, str]:
 
 
 async def test_a_caller_reaches_the_app_which_answers_speaks_gathers_and_hangs_up(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     line = await api.line()
     alice = await party(ALICE)
@@ -94,7 +95,7 @@ async def test_a_caller_reaches_the_app_which_answers_speaks_gathers_and_hangs_u
 
 
 async def test_the_app_dials_a_softphone_plays_a_file_records_and_the_callee_hangs_up(
-    api: Api, party: Any, audio_site: str
+    api: Api, party: MakeParty, audio_site: str
 ) -> None:
     bob = await party(BOB)
     dialled = await api.client.calls.dial(
@@ -134,7 +135,7 @@ async def test_the_app_dials_a_softphone_plays_a_file_records_and_the_callee_han
         wav = await http.get(url, headers={"authorization": f"Bearer {api.client.api_key}"})
     assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
 
-    tones = []
+    tones: list[str] = []
     incoming.on("dtmf", tones.append)
     await actions.send_dtmf(ccid, digits="1#", duration_millis=300)
     assert await level(bob.sink, 697.0, 0.5) > HEARD  # the in-band tones of "1"
@@ -152,7 +153,7 @@ async def test_the_app_dials_a_softphone_plays_a_file_records_and_the_callee_han
 
 
 async def test_the_app_bridges_a_caller_to_an_agent_and_either_hanging_up_ends_both(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     line = await api.line()
     alice, bob = await party(ALICE), await party(BOB)
@@ -187,7 +188,7 @@ async def test_the_app_bridges_a_caller_to_an_agent_and_either_hanging_up_ends_b
 
 
 async def test_transfer_rings_the_target_and_connects_the_caller_when_it_answers(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     line = await api.line()
     alice, carol = await party(ALICE), await party(CAROL)
@@ -205,7 +206,7 @@ async def test_transfer_rings_the_target_and_connects_the_caller_when_it_answers
     await target.wait_for("ended", timeout=5)
 
 
-async def test_a_softphone_call_is_a_call_the_api_can_drive(api: Api, party: Any) -> None:
+async def test_a_softphone_call_is_a_call_the_api_can_drive(api: Api, party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     out, inc = await connect(alice, bob)
     await api.client.calls.actions.speak(out.id, payload="This call is recorded.", voice="male")
@@ -217,7 +218,7 @@ async def test_a_softphone_call_is_a_call_the_api_can_drive(api: Api, party: Any
 
 
 async def test_dial_failures_are_reported_as_webhooks_or_refused_with_a_reason(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     dial = api.client.calls.dial
     bob = await party(BOB)
@@ -264,7 +265,7 @@ async def test_dial_failures_are_reported_as_webhooks_or_refused_with_a_reason(
 
 
 async def test_a_call_the_app_does_not_answer_rings_out_and_one_it_rejects_is_busy(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     line = await api.line()
     alice, bob = await party(ALICE), await party(BOB)
@@ -285,7 +286,7 @@ async def test_a_call_the_app_does_not_answer_rings_out_and_one_it_rejects_is_bu
 
 
 async def test_two_devices_answer_a_dialled_call_at_once_and_exactly_one_wins(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     bob = await party(BOB)
     bob2 = await party(CAROL, user=bob.user)  # bob's second device
@@ -300,20 +301,20 @@ async def test_two_devices_answer_a_dialled_call_at_once_and_exactly_one_wins(
         second.answer(source=SilenceSource(), sink=bob2.sink),
         return_exceptions=True,
     )
-    await asyncio.sleep(0.5)
+    await until(lambda: all(c.state in ("active", "ended") for c in (first, second)))
     live = [c for c in (first, second) if c.is_live]
     assert len(live) == 1, results
     loser = second if live[0] is first else first
     assert loser.end_reason == "answered-elsewhere"
     await api.sink.wait("call.answered", call_control_id=ccid)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # an absence: a second call.answered would be here by now
     assert api.sink.types(ccid).count("call.answered") == 1
     await live[0].hangup()
     await api.sink.wait("call.hangup", call_control_id=ccid)
 
 
 async def test_a_call_bridged_with_park_after_unbridge_stays_up_when_the_other_ends(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     line = await api.line()
     alice, bob = await party(ALICE), await party(BOB)
@@ -334,7 +335,7 @@ async def test_a_call_bridged_with_park_after_unbridge_stays_up_when_the_other_e
     assert await level(alice.sink, BOB) > HEARD
     await agent.hangup()
     await api.sink.wait("call.hangup", call_control_id=dialled.data.call_control_id)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # an absence: alice's call would have ended by now
     assert call.is_live
     await actions.speak(alice_id, payload="Your agent left. Goodbye.", voice="female")
     assert await speech_heard(alice.sink)

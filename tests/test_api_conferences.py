@@ -6,7 +6,7 @@ roles, participants, leave, end) checked by what the softphones hear and by the 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
 
 import pytest
 import telnyx
@@ -19,12 +19,13 @@ from api_helpers import (  # noqa: F401  (the fixtures)
     audio_site_fixture,
     speech_heard,
 )
+from conftest import MakeParty
 from parties import ALICE, BOB, CAROL, Party, hears
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def answered_callers(api: Api, party: Any, *tones: float) -> list[tuple[Party, str]]:
+async def answered_callers(api: Api, party: MakeParty, *tones: float) -> list[tuple[Party, str]]:
     """Softphones that each called the application's line and were answered."""
     line = await api.line()
     out = []
@@ -40,7 +41,7 @@ async def answered_callers(api: Api, party: Any, *tones: float) -> list[tuple[Pa
 
 
 async def test_a_conference_of_three_callers_and_every_operation_on_it(
-    api: Api, party: Any, audio_site: str
+    api: Api, party: MakeParty, audio_site: str
 ) -> None:
     (alice, a), (bob, b), (carol, c) = await answered_callers(api, party, ALICE, BOB, CAROL)
     conferences = api.client.conferences
@@ -121,7 +122,7 @@ async def test_a_conference_of_three_callers_and_every_operation_on_it(
     floor = await api.sink.wait("conference.floor.changed", conference_id=conf)
     assert floor.payload["call_control_id"] in (a, b, c)
 
-    # record with a pause
+    # record with a pause (the sleeps are what is recorded)
     await conferences.actions.record_start(conf, format="wav")
     await asyncio.sleep(1.0)
     await conferences.actions.record_pause(conf)
@@ -162,7 +163,7 @@ async def test_a_conference_of_three_callers_and_every_operation_on_it(
 
 
 async def test_conference_requests_that_cannot_be_done_get_clear_errors(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     (_alice, a), (_bob, b) = await answered_callers(api, party, ALICE, BOB)
     conferences = api.client.conferences
@@ -170,7 +171,7 @@ async def test_conference_requests_that_cannot_be_done_get_clear_errors(
     assert made.data is not None
     conf = made.data.id
 
-    async def refused(action: Any, pointer: str | None, text: str) -> None:
+    async def refused(action: Awaitable[object], pointer: str | None, text: str) -> None:
         with pytest.raises(telnyx.UnprocessableEntityError) as err:
             await action
         error = err.value.body["errors"][0]  # type: ignore[index]

@@ -4,8 +4,6 @@ audio and names that do not exist are refused with the field named."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import telnyx
 
@@ -15,13 +13,14 @@ from api_helpers import (  # noqa: F401  (the fixtures)
     api_fixture,
     audio_site_fixture,
 )
+from conftest import MakeParty
 from parties import BOB, HEARD, level
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_uploaded_media_is_listed_downloaded_played_by_name_and_deleted(
-    api: Api, party: Any, audio_site: str
+    api: Api, party: MakeParty, audio_site: str
 ) -> None:
     media = api.client.media
     up = await media.upload(media_url=f"{audio_site}/prompt.wav", media_name="greeting")

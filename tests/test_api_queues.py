@@ -5,20 +5,21 @@ caller (and learns who it got), callers leave or time out, and full or empty que
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 import telnyx
 
 from api_helpers import Api, api_fixture, messages  # noqa: F401  (the fixture)
+from callbridge.client import Call
 from callbridge.media.players import HOLD_MUSIC_NOTES
+from conftest import MakeParty
 from parties import ALICE, BOB, CAROL, HEARD, SILENT, Party, level
 
 pytestmark = pytest.mark.timeout(90)
 MUSIC = HOLD_MUSIC_NOTES[0]
 
 
-async def answered(api: Api, p: Party, line: str) -> tuple[Any, str]:
+async def answered(api: Api, p: Party, line: str) -> tuple[Call, str]:
     call = await p.call(line)
     initiated = await api.sink.wait("call.initiated", call_control_id=call.id)
     ccid = initiated.payload["call_control_id"]
@@ -32,7 +33,7 @@ async def hears_music(p: Party) -> float:
 
 
 async def test_an_agent_gets_the_longest_waiting_caller_and_knows_who_it_is(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     support, agents = await api.line(), await api.line()
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
@@ -91,7 +92,7 @@ async def test_an_agent_gets_the_longest_waiting_caller_and_knows_who_it_is(
 
 
 async def test_full_queues_parked_calls_and_unknown_queues_are_refused(
-    api: Api, party: Any
+    api: Api, party: MakeParty
 ) -> None:
     line = await api.line()
     alice, bob = await party(ALICE), await party(BOB)

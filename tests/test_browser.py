@@ -71,9 +71,12 @@ def run_scenario() -> dict[str, Any]:
             cmd, cwd=ROOT, capture_output=True, text=True, timeout=OUTER_LIMIT, check=False
         )
     except subprocess.TimeoutExpired as exc:
+        stderr = (
+            exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        )
         pytest.fail(
             f"the browser scenario did not finish within {OUTER_LIMIT} s and was killed\n"
-            f"stderr:\n{exc.stderr or ''}",
+            f"stderr:\n{stderr or ''}",
             pytrace=False,
         )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

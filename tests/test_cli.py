@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +13,7 @@ import pytest
 
 from callbridge.cli import main, parse_ttl
 from callbridge.store import Store
+from callbridge.testing.server import running, serve
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -241,62 +239,13 @@ def test_serve_refuses_bad_options_before_starting(
     assert message in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "callbridge",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-        )
-    return proc, log, port
-
-
-def wait_for(log: Path, proc: subprocess.Popen[bytes], text: str, within: float = 30) -> str:
-    deadline = time.monotonic() + within
-    while text not in (content := log.read_text()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never appeared:\n{content}")
-        time.sleep(0.05)
-    return content
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def test_serve_on_an_empty_database_prints_commands_that_work(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    proc, log, port = start_server(tmp_path, data_dir)
-    try:
-        output = wait_for(log, proc, "session.login")
-    finally:
-        stop(proc)
-    assert f"ws://127.0.0.1:{port}/ws" in output
+    async with serve(data_dir) as server:  # the hint is printed before the server listens
+        output = server.log()
+    assert "session.login" in output
+    assert f"ws://127.0.0.1:{server.port}/ws" in output
     commands = [
         line.strip() for line in output.splitlines() if line.strip().startswith("callbridge ")
     ]
@@ -310,9 +259,7 @@ async def test_serve_on_an_empty_database_prints_commands_that_work(
 
 def test_serve_with_users_prints_no_newcomer_hint(cli: Cli, tmp_path: Path, data_dir: Path) -> None:
     assert cli("users", "add", "alice", "--extension", "1001").returncode == 0
-    proc, log, _ = start_server(tmp_path, data_dir)
-    try:
-        output = wait_for(log, proc, "listening on")
-    finally:
-        stop(proc)
+    with running(data_dir) as server:  # "listening on" is logged before /healthz answers
+        output = server.log()
+    assert "listening on" in output
     assert "no users yet" not in output

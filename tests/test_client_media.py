@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.rtp.rfc4733 import decode_event
 from callbridge.rtp.webrtc import RtpPacket, restrict_ice_addresses
 from callbridge.testing import tone_level_db, tones_present
+from parties import until  # the conditions are counters of audio arriving: no event
 
 restrict_ice_addresses(["127.0.0.1"])
 
@@ -35,14 +36,6 @@ A_TONE, B_TONE = 440.0, 1000.0
 HEARD = -20.0  # dBFS: the sources send about -13.5 dBFS
 SILENT = -60.0
 RATE = 48000
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (at most 3 s) for ``condition`` to hold, polling every 10 ms."""
-    async with asyncio.timeout(3.0):
-        # Polling: the conditions are counters of audio arriving, with no event to wait on.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def listen(sink: BufferSink, seconds: float = 0.4) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -63,8 +56,16 @@ class Side:
         media.on_packet = self.packets.append
 
 
+class Connect(Protocol):
+    """The ``connect`` fixture: a connected (offerer, answerer) pair, with CallMedia options."""
+
+    async def __call__(
+        self, a_kw: dict[str, Any] | None = None, b_kw: dict[str, Any] | None = None
+    ) -> tuple[Side, Side]: ...
+
+
 @pytest.fixture
-async def connect() -> AsyncIterator[Any]:
+async def connect() -> AsyncIterator[Connect]:
     """Factory: a connected (offerer, answerer) pair; both are closed after the test."""
     made: list[CallMedia] = []
 
@@ -92,9 +93,12 @@ async def connect() -> AsyncIterator[Any]:
 
 
 @pytest.mark.parametrize("codec", ["opus", "PCMU", "PCMA"])
-async def test_each_side_hears_the_others_tone_and_not_its_own(connect: Any, codec: str) -> None:
+async def test_each_side_hears_the_others_tone_and_not_its_own(
+    connect: Connect, codec: str
+) -> None:
     kw = {"codecs": [codec]} if codec != "opus" else {}
     a, b = await connect(kw, kw)
+    assert a.media.audio is not None and b.media.audio is not None  # connected
     assert a.media.audio.codec.name == b.media.audio.codec.name == codec
     heard_by_a, heard_by_b = await listen(a.sink), await listen(b.sink)
     assert tone_level_db(heard_by_a, RATE, B_TONE) > HEARD
@@ -105,23 +109,25 @@ async def test_each_side_hears_the_others_tone_and_not_its_own(connect: Any, cod
     assert stats.codec == codec and stats.packets_received > 20 and stats.packets_lost == 0
 
 
-async def test_the_answerer_picks_from_its_own_codec_list(connect: Any) -> None:
+async def test_the_answerer_picks_from_its_own_codec_list(connect: Connect) -> None:
     a, b = await connect({"codecs": ["PCMU", "opus"]}, {"codecs": ["PCMA", "opus"]})
+    assert a.media.audio is not None and b.media.audio is not None  # connected
     assert a.media.audio.codec.name == b.media.audio.codec.name == "opus"
     assert tones_present(await listen(a.sink), RATE, [A_TONE, B_TONE]) == {B_TONE}
 
 
 @pytest.mark.parametrize("codec", ["opus", "PCMU"])
-async def test_dtmf_159_hash_arrives_as_exactly_those_digits(connect: Any, codec: str) -> None:
+async def test_dtmf_159_hash_arrives_as_exactly_those_digits(connect: Connect, codec: str) -> None:
     kw = {"codecs": [codec]} if codec != "opus" else {}
     a, b = await connect(kw, kw)
     audio = a.media.audio
+    assert audio is not None  # connected
     assert audio.te_payload_type is not None
     step = audio.codec.timestamp_step
     b.packets.clear()
     await a.media.send_dtmf("159#")
     await until(lambda: len(b.digits) >= 4)
-    await asyncio.sleep(0.1)  # nothing more may follow (repeated end packets are not digits)
+    await asyncio.sleep(0.1)  # an absence: nothing more may follow (repeated end packets)
     assert b.digits == ["1", "5", "9", "#"]
     assert a.digits == []
 
@@ -152,7 +158,7 @@ async def test_dtmf_159_hash_arrives_as_exactly_those_digits(connect: Any, codec
     assert [(s - starts[0]) // step for s in starts] == [0, 12, 24, 36]
 
 
-async def test_a_comma_pauses_and_calls_queue_in_order(connect: Any) -> None:
+async def test_a_comma_pauses_and_calls_queue_in_order(connect: Connect) -> None:
     a, b = await connect()
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -162,7 +168,7 @@ async def test_a_comma_pauses_and_calls_queue_in_order(connect: Any) -> None:
     assert b.digits == ["1", "2", "3"]
 
 
-async def test_local_mute_sends_silence_that_the_far_side_hears_as_such(connect: Any) -> None:
+async def test_local_mute_sends_silence_that_the_far_side_hears_as_such(connect: Connect) -> None:
     a, b = await connect()
     assert tone_level_db(await listen(b.sink), RATE, A_TONE) > HEARD
     a.media.muted = True
@@ -175,7 +181,7 @@ async def test_local_mute_sends_silence_that_the_far_side_hears_as_such(connect:
     assert tone_level_db(await listen(b.sink), RATE, A_TONE) > HEARD
 
 
-async def test_swapping_the_source_changes_what_the_far_side_hears(connect: Any) -> None:
+async def test_swapping_the_source_changes_what_the_far_side_hears(connect: Connect) -> None:
     a, b = await connect()
     previous = a.media.swap_source(ToneSource(1400))
     assert isinstance(previous, ToneSource) and previous.freqs == (A_TONE,)
@@ -183,8 +189,9 @@ async def test_swapping_the_source_changes_what_the_far_side_hears(connect: Any)
     assert tones_present(await listen(b.sink), RATE, [A_TONE, 1400]) == {1400}
 
 
-async def test_dtmf_without_telephone_event_is_refused(connect: Any) -> None:
+async def test_dtmf_without_telephone_event_is_refused(connect: Connect) -> None:
     a, b = await connect({"codecs": ["PCMU"], "telephone_event": False})
+    assert a.media.audio is not None and b.media.audio is not None  # connected
     assert a.media.audio.te_payload_type is None and b.media.audio.te_payload_type is None
     for side in (a, b):
         with pytest.raises(ProtocolError) as info:

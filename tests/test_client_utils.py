@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -31,6 +31,8 @@ from callbridge.client import (
 )
 from callbridge.client.media import CallMedia
 from callbridge.rtp.webrtc import restrict_ice_addresses
+from callbridge.testing.server import Server
+from conftest import MakeParty, MakeUser
 from parties import ALICE, BOB, connect
 
 # ---------------------------------------------------------------------------------------------
@@ -491,7 +493,7 @@ async def turn_server() -> AsyncIterator[RefusingTurnServer]:
 
 
 @pytest.fixture
-def ice_addresses() -> Iterator[Any]:
+def ice_addresses() -> Iterator[Callable[[Sequence[str] | None], None]]:
     """Let ICE gather on other addresses for a test; back to 127.0.0.1 after it."""
     yield restrict_ice_addresses
     restrict_ice_addresses(["127.0.0.1"])
@@ -518,26 +520,32 @@ async def offered_candidates(settings: PeerConnectionSettings) -> list[str]:
     return [f"{f[4]} {f[7]}" for f in fields]
 
 
-async def test_all_gathers_host_candidates_and_asks_the_turn_server(turn_server):
+async def test_all_gathers_host_candidates_and_asks_the_turn_server(
+    turn_server: RefusingTurnServer,
+) -> None:
     settings = PeerConnectionSettings([turn_server.server()], "all")
     assert await offered_candidates(settings) == ["127.0.0.1 host"]
     assert turn_server.allocations == 1
 
 
-async def test_relay_asks_only_the_turn_server_and_offers_no_host_candidate(turn_server):
+async def test_relay_asks_only_the_turn_server_and_offers_no_host_candidate(
+    turn_server: RefusingTurnServer,
+) -> None:
     settings = PeerConnectionSettings([turn_server.server()], "relay")
     assert await offered_candidates(settings) == []  # the TURN server refused: nothing left
     assert turn_server.allocations == 1
 
 
-async def test_none_gathers_nothing_and_contacts_no_server(turn_server):
+async def test_none_gathers_nothing_and_contacts_no_server(turn_server: RefusingTurnServer) -> None:
     settings = PeerConnectionSettings([turn_server.server()], "none")
     assert await offered_candidates(settings) == []
     assert turn_server.allocations == 0
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
-async def test_ipv6_off_leaves_out_ipv6_host_candidates(ice_addresses):
+async def test_ipv6_off_leaves_out_ipv6_host_candidates(
+    ice_addresses: Callable[[Sequence[str] | None], None],
+) -> None:
     ice_addresses(["127.0.0.1", "::1"])
     assert await offered_candidates(PeerConnectionSettings(ipv6=True)) == [
         "127.0.0.1 host",
@@ -550,7 +558,7 @@ async def test_ipv6_off_leaves_out_ipv6_host_candidates(ice_addresses):
 # with the server: call queries, and settings reaching new calls
 
 
-async def test_get_calls_on_both_phones_before_during_and_after_a_call(party):
+async def test_get_calls_on_both_phones_before_during_and_after_a_call(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     assert alice.phone.get_calls() == bob.phone.get_calls() == []
     assert alice.phone.get_media_type() is None
@@ -580,7 +588,7 @@ async def test_get_calls_on_both_phones_before_during_and_after_a_call(party):
         assert alice.phone.is_call_in_progress() is False
 
 
-async def test_get_calls_indexes_live_calls_oldest_first(party):
+async def test_get_calls_indexes_live_calls_oldest_first(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(440.0)
     first, _ = await connect(alice, bob)
     await first.hold()
@@ -598,7 +606,9 @@ async def test_get_calls_indexes_live_calls_oldest_first(party):
     assert alice.phone.get_calls() == []
 
 
-async def test_ice_servers_set_on_the_phone_reach_the_next_call(party, turn_server):
+async def test_ice_servers_set_on_the_phone_reach_the_next_call(
+    party: MakeParty, turn_server: RefusingTurnServer
+) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     alice.phone.set_ice_servers([turn_server.server()])
     out, _ = await connect(alice, bob)  # 'all': host candidates still connect the call
@@ -610,18 +620,20 @@ async def test_ice_servers_set_on_the_phone_reach_the_next_call(party, turn_serv
     await out.hangup()
 
 
-async def test_relay_without_a_turn_server_refuses_to_place_the_call(party):
+async def test_relay_without_a_turn_server_refuses_to_place_the_call(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     alice.phone.set_ice_servers([{"urls": "stun:stun.example.org"}])
     alice.phone.set_ice_transport("relay")
     with pytest.raises(InvalidArgumentError, match="'relay' but no TURN server"):
         await alice.call(bob.user.extension)
     assert alice.phone.get_calls() == []
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # an absence: time for a call that wrongly went out to ring
     assert bob.incoming.empty()  # nothing reached the server
 
 
-async def test_an_incoming_call_cannot_be_answered_under_none_and_keeps_ringing(party):
+async def test_an_incoming_call_cannot_be_answered_under_none_and_keeps_ringing(
+    party: MakeParty,
+) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     bob.phone.set_ice_transport("none")
     out = await alice.call(bob.user.extension)
@@ -635,9 +647,11 @@ async def test_an_incoming_call_cannot_be_answered_under_none_and_keeps_ringing(
     await out.hangup()
 
 
-async def test_ipv6_off_refuses_a_call_that_could_only_use_ipv6(server, make_user):
+async def test_ipv6_off_refuses_a_call_that_could_only_use_ipv6(
+    server: Server, make_user: MakeUser
+) -> None:
     user = await make_user()
-    async with Phone(server.url, user.token, media_addresses=["::1"]) as phone:
+    async with Phone(server.ws_url, user.token, media_addresses=["::1"]) as phone:
         phone.set_ipv6(False)
         with pytest.raises(InvalidArgumentError, match="ipv6 is off but ICE may only use IPv6"):
             await phone.call("105")

@@ -19,6 +19,8 @@ from callbridge.client.errors import CallStateError
 from callbridge.errors import RemoteError
 from callbridge.media.players import HOLD_MUSIC_NOTES
 from callbridge.testing import rms_dbfs, tone_level_db
+from callbridge.testing.server import Server
+from conftest import MakeParty
 from parties import ABSENT, ALICE, BOB, CAROL, HEARD, Party, hears, level
 
 DAVE = 1900.0
@@ -84,7 +86,7 @@ async def invite_and_join(conf: Conference, guest: Party, **kw: Any) -> Conferen
     return await invitations.join(**kw)
 
 
-async def room(party: Any, *tones: float) -> tuple[list[Party], Conference, list[Conference]]:
+async def room(party: MakeParty, *tones: float) -> tuple[list[Party], Conference, list[Conference]]:
     """A host (first tone) and participants who joined (the other tones)."""
     parties = [await party(t) for t in tones]
     seen = Recorder(parties[0])
@@ -97,7 +99,7 @@ async def room(party: Any, *tones: float) -> tuple[list[Party], Conference, list
     return parties, conf, joined
 
 
-async def test_three_parties_each_hear_the_others_and_not_themselves(party):
+async def test_three_parties_each_hear_the_others_and_not_themselves(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
     seen = Recorder(alice)
     conf = await host(alice)
@@ -120,7 +122,7 @@ async def test_three_parties_each_hear_the_others_and_not_themselves(party):
     await alice.phone.end_conference()
 
 
-async def test_four_parties_on_opus_and_pcmu_hear_each_other(party):
+async def test_four_parties_on_opus_and_pcmu_hear_each_other(party: MakeParty) -> None:
     alice, bob, carol, dave = [await party(t) for t in (ALICE, BOB, CAROL, DAVE)]
     conf = await host(alice, codecs=["PCMU"])
     await invite_and_join(conf, bob)
@@ -140,10 +142,11 @@ async def test_four_parties_on_opus_and_pcmu_hear_each_other(party):
     await conf.end()
 
 
-async def test_participant_joins_participant_side_events_and_leaves(party):
+async def test_participant_joins_participant_side_events_and_leaves(party: MakeParty) -> None:
     (alice, bob, carol), conf, (at_bob, _) = await room(party, ALICE, BOB, CAROL)
     seen_by_host = Recorder(alice)
     assert at_bob.role == "participant"
+    assert alice.phone.session is not None
     assert at_bob.from_ == alice.phone.session.user["number"]  # the host's caller id
     await bob.phone.end_conference()  # a participant only leaves
     left = await seen_by_host.wait("conference:participant-left")
@@ -155,7 +158,7 @@ async def test_participant_joins_participant_side_events_and_leaves(party):
     await conf.end()
 
 
-async def test_the_host_ending_disconnects_everyone(party):
+async def test_the_host_ending_disconnects_everyone(party: MakeParty) -> None:
     (alice, bob, carol), conf, (at_bob, _at_carol) = await room(party, ALICE, BOB, CAROL)
     ended = [asyncio.get_running_loop().create_future() for _ in range(2)]
     bob.phone.on("conference:ended", lambda c: ended[0].set_result(c.end_reason))
@@ -172,7 +175,7 @@ async def test_the_host_ending_disconnects_everyone(party):
     assert alice.phone.conference is None and bob.phone.conferences == []
 
 
-async def test_an_invitation_rejected_and_one_that_rings_out(party):
+async def test_an_invitation_rejected_and_one_that_rings_out(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
     seen = Recorder(alice)
     conf = await host(alice)
@@ -192,7 +195,7 @@ async def test_an_invitation_rejected_and_one_that_rings_out(party):
     await conf.end()
 
 
-async def test_the_host_removes_a_participant(party):
+async def test_the_host_removes_a_participant(party: MakeParty) -> None:
     (alice, bob, carol), conf, (at_bob, _) = await room(party, ALICE, BOB, CAROL)
     removed = asyncio.get_running_loop().create_future()
     bob.phone.on("conference:ended", lambda c: removed.set_result(c.end_reason))
@@ -204,7 +207,9 @@ async def test_the_host_removes_a_participant(party):
     await conf.end()
 
 
-async def test_a_participant_whose_connection_drops_leaves_cleanly(party, server):
+async def test_a_participant_whose_connection_drops_leaves_cleanly(
+    party: MakeParty, server: Server
+) -> None:
     (alice, bob, carol), conf, _ = await room(party, ALICE, BOB, CAROL)
     seen = Recorder(alice)
     bob.phone.reconnect = False
@@ -216,7 +221,7 @@ async def test_a_participant_whose_connection_drops_leaves_cleanly(party, server
     await conf.end()
 
 
-async def test_own_hold_and_mute_take_a_participant_out(party):
+async def test_own_hold_and_mute_take_a_participant_out(party: MakeParty) -> None:
     (_alice, bob, carol), conf, (at_bob, _) = await room(party, ALICE, BOB, CAROL)
     held = asyncio.get_running_loop().create_future()
     bob.phone.on("conference:held", lambda c: held.set_result(c.state))
@@ -234,7 +239,7 @@ async def test_own_hold_and_mute_take_a_participant_out(party):
     await conf.end()
 
 
-async def test_host_mutes_holds_and_deafens_a_participant(party):
+async def test_host_mutes_holds_and_deafens_a_participant(party: MakeParty) -> None:
     (alice, bob, carol), conf, _ = await room(party, ALICE, BOB, CAROL)
     b = bob.user.extension
     await conf.update_participant(b, muted=True)
@@ -253,7 +258,7 @@ async def test_host_mutes_holds_and_deafens_a_participant(party):
     await conf.end()
 
 
-async def test_supervisor_roles_monitor_whisper_and_barge(party):
+async def test_supervisor_roles_monitor_whisper_and_barge(party: MakeParty) -> None:
     (alice, bob, carol, dave), conf, _ = await room(party, ALICE, BOB, CAROL, DAVE)
     d, b = dave.user.extension, bob.user.extension
     await conf.update_participant(d, supervisor_role="monitor")
@@ -270,7 +275,7 @@ async def test_supervisor_roles_monitor_whisper_and_barge(party):
     await conf.end()
 
 
-async def test_the_floor_follows_the_active_talker(party):
+async def test_the_floor_follows_the_active_talker(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
     conf = await host(alice, source=SilenceSource())
     floors: asyncio.Queue[str | None] = asyncio.Queue()
@@ -285,7 +290,9 @@ async def test_the_floor_follows_the_active_talker(party):
 
 
 # media operations ---------------------------------------------------------------------------
-async def test_the_host_plays_a_url_to_everyone_or_to_one(party, audio_site):
+async def test_the_host_plays_a_url_to_everyone_or_to_one(
+    party: MakeParty, audio_site: str
+) -> None:
     (alice, bob, carol), conf, _ = await room(party, ALICE, BOB, CAROL)
     seen = Recorder(alice)
     await conf.play(f"{audio_site}/prompt.wav", loops=0)
@@ -303,7 +310,7 @@ async def test_the_host_plays_a_url_to_everyone_or_to_one(party, audio_site):
     await conf.end()
 
 
-async def test_bad_audio_gets_a_clear_error(party, audio_site):
+async def test_bad_audio_gets_a_clear_error(party: MakeParty, audio_site: str) -> None:
     (_alice, bob), conf, _ = await room(party, ALICE, BOB)
     for url in (f"{audio_site}/missing.wav", f"{audio_site}/not-audio.wav"):
         with pytest.raises(RemoteError) as err:
@@ -316,7 +323,7 @@ async def test_bad_audio_gets_a_clear_error(party, audio_site):
     await conf.end()
 
 
-async def test_speech_is_heard_by_the_participants(party):
+async def test_speech_is_heard_by_the_participants(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     conf = await host(alice, source=SilenceSource())
     bob_sink = BufferSink()
@@ -329,7 +336,7 @@ async def test_speech_is_heard_by_the_participants(party):
         await conf.speak("Welcome to the conference. Your call is important to us.", voice=voice)
         await seen.wait("conference:speak-started")
         bob_sink.clear()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the measurement: 1.2 s of speech (and 0.3 s spare)
         pcm = bob_sink.samples(1.2)
         assert rms_dbfs(pcm) > -40, f"no speech heard ({voice})"
         spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
@@ -343,10 +350,11 @@ async def test_speech_is_heard_by_the_participants(party):
     await conf.end()
 
 
-async def test_a_recording_holds_the_mix_without_the_paused_stretch(party):
+async def test_a_recording_holds_the_mix_without_the_paused_stretch(party: MakeParty) -> None:
     (alice, _bob, _carol), conf, _ = await room(party, ALICE, BOB, CAROL)
     saved = asyncio.get_running_loop().create_future()
     alice.phone.on("conference:recording-saved", lambda c: saved.set_result(c.recordings[-1]))
+    # The sleeps are what is recorded: 1.5 s, a paused 1 s, then 1 s more.
     rid = await conf.record("start")
     await asyncio.sleep(1.5)
     await conf.record("pause")
@@ -368,7 +376,7 @@ async def test_a_recording_holds_the_mix_without_the_paused_stretch(party):
 
 
 # errors -------------------------------------------------------------------------------------
-async def test_conference_requests_that_cannot_be_done_get_clear_errors(party):
+async def test_conference_requests_that_cannot_be_done_get_clear_errors(party: MakeParty) -> None:
     (alice, bob), conf, (at_bob,) = await room(party, ALICE, BOB)
     with pytest.raises(CallStateError):
         await at_bob.add_participant("anyone")  # SDK: only a host invites

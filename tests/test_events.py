@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from callbridge.client import BufferSink, CallMedia, ToneSource
+from callbridge.client import BufferSink, CallMedia, Event, EventStream, ToneSource
 from callbridge.errors import RemoteError
-from parties import ALICE, BOB, connect
+from conftest import Connect, MakeParty, MakeUser
+from parties import ALICE, BOB, connect, until
 
 
-async def test_call_events_carry_the_seed_fields(party):
+async def test_call_events_carry_the_seed_fields(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     stream = alice.phone.events()
     out, _ = await connect(alice, bob)
     assert out.media is not None
     await out.media.wait_connected()  # the codec is known once the media is negotiated
     await out.hold()
-    seen: dict[str, Any] = {}
+    seen: dict[str, Event] = {}
     async for event in stream:
         seen[event.name] = event
         if event.name == "held":
@@ -35,7 +35,7 @@ async def test_call_events_carry_the_seed_fields(party):
     await out.hangup()
 
 
-async def test_muting_a_muted_call_is_a_warning_not_an_error(party):
+async def test_muting_a_muted_call_is_a_warning_not_an_error(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     out, _ = await connect(alice, bob)
     warnings: list[str] = []
@@ -46,12 +46,12 @@ async def test_muting_a_muted_call_is_a_warning_not_an_error(party):
     assert reply["type"] == "call.unmuted"
     reply = await alice.phone.request({"type": "call.unmute", "call_id": out.id})
     assert reply["type"] == "warning" and reply["code"] == "not_muted"
-    await asyncio.sleep(0.1)
+    await until(lambda: len(warnings) >= 2)
     assert len(warnings) == 2 and "already muted" in warnings[0]
     await out.hangup()
 
 
-async def test_errors_name_the_object_and_method(party):
+async def test_errors_name_the_object_and_method(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     out = await alice.call(bob.user.extension)
     with pytest.raises(RemoteError) as info:
@@ -62,7 +62,9 @@ async def test_errors_name_the_object_and_method(party):
     await out.hangup()
 
 
-async def test_the_far_party_is_notified_when_the_other_side_loses_its_link(raw, party, make_user):
+async def test_the_far_party_is_notified_when_the_other_side_loses_its_link(
+    raw: Connect, party: MakeParty, make_user: MakeUser
+) -> None:
     alice = await party(ALICE)
     notes: list[str] = []
     alice.phone.on("notification", notes.append)
@@ -76,30 +78,24 @@ async def test_the_far_party_is_notified_when_the_other_side_loses_its_link(raw,
                     "sdp": await media.answer_offer(incoming["sdp"])})  # fmt: skip
     await out.wait_for("answered", timeout=5)
     await bob.close()
-    for _ in range(50):
-        if notes:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: notes)
     assert notes and "lost its connection" in notes[0]
     back = await raw()
     await back.send({"type": "session.resume", "session_id": session_id, "token": bob_user.token})
     await back.expect("session.resumed")
-    for _ in range(50):
-        if len(notes) > 1:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: len(notes) > 1)
     assert "connected again" in notes[1]
     await out.hangup()
     await media.close()
 
 
-async def test_the_exact_event_sequences_of_a_call(party):
+async def test_the_exact_event_sequences_of_a_call(party: MakeParty) -> None:
     """Seed 002's finer events, in order, on both sides of one call."""
     alice, bob = await party(ALICE), await party(BOB)
     caller: list[str] = []
     callee: list[str] = []
 
-    async def record(stream: Any, names: list[str]) -> None:
+    async def record(stream: EventStream, names: list[str]) -> None:
         async for event in stream:
             names.append(event.name)
             if event.name == "ended":
@@ -114,7 +110,7 @@ async def test_the_exact_event_sequences_of_a_call(party):
     for call in (out, inc):
         assert call.media is not None
         await call.media.wait_connected()
-    await asyncio.sleep(0.2)
+    await until(lambda: "media-established" in caller and "media-established" in callee)
     await out.send_dtmf("1")
     await out.hangup()
     await asyncio.wait_for(asyncio.gather(*recorders), 5)

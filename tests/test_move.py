@@ -6,12 +6,15 @@ import pytest
 
 from callbridge.client import ToneSource
 from callbridge.errors import RemoteError
+from conftest import MakeParty
 from parties import ALICE, BOB, HEARD, SILENT, connect, level
 
 BOB_DESK = 1200.0
 
 
-async def test_bob_moves_the_call_to_his_desk_phone_and_alice_stays_connected(party):
+async def test_bob_moves_the_call_to_his_desk_phone_and_alice_stays_connected(
+    party: MakeParty,
+) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     desk = await party(BOB_DESK, user=bob.user)
     to_bob, at_bob = await connect(alice, bob)
@@ -33,7 +36,7 @@ async def test_bob_moves_the_call_to_his_desk_phone_and_alice_stays_connected(pa
     assert (await ring.wait_for("ended", timeout=5)).data["reason"] == "hangup"
 
 
-async def test_moving_with_no_other_device_is_a_clear_error(party):
+async def test_moving_with_no_other_device_is_a_clear_error(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     to_bob, at_bob = await connect(alice, bob)
     with pytest.raises(RemoteError) as info:
@@ -44,7 +47,7 @@ async def test_moving_with_no_other_device_is_a_clear_error(party):
     await to_bob.hangup()
 
 
-async def test_a_declined_move_leaves_the_call_where_it_was(party):
+async def test_a_declined_move_leaves_the_call_where_it_was(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     desk = await party(BOB_DESK, user=bob.user)
     to_bob, at_bob = await connect(alice, bob)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
 
-from conftest import make_offer
+from callbridge.store import Store
+from conftest import Connect, MakeUser, RawClient, make_offer
 
 
-async def assert_usable(client: Any) -> None:
+async def assert_usable(client: RawClient) -> None:
     """The connection still answers after an error."""
     await client.send({"type": "call.hangup", "req_id": "probe", "call_id": "nope"})
     err = await client.expect("error", req_id="probe")
     assert err["code"] in {"call_not_found", "not_logged_in"}
 
 
-async def test_a_frame_that_is_not_json_gets_invalid_json_and_the_connection_lives(raw, make_user):
+async def test_a_frame_that_is_not_json_gets_invalid_json_and_the_connection_lives(
+    raw: Connect, make_user: MakeUser
+) -> None:
     c = await raw()
     await c.send("this is not json")
     err = await c.expect("error")
@@ -28,7 +30,7 @@ async def test_a_frame_that_is_not_json_gets_invalid_json_and_the_connection_liv
     assert ready["session_id"] and ready["user"]["name"] == user.name
 
 
-async def test_binary_frames_and_non_objects_are_refused(raw):
+async def test_binary_frames_and_non_objects_are_refused(raw: Connect) -> None:
     c = await raw()
     await c.send(b"\x00\x01")
     assert (await c.expect("error"))["code"] == "invalid_json"
@@ -38,7 +40,7 @@ async def test_binary_frames_and_non_objects_are_refused(raw):
     await assert_usable(c)
 
 
-async def test_unknown_or_missing_type_names_the_valid_types(raw):
+async def test_unknown_or_missing_type_names_the_valid_types(raw: Connect) -> None:
     c = await raw()
     await c.send({"type": "call.teleport", "req_id": "t1"})
     err = await c.expect("error", req_id="t1")
@@ -48,7 +50,7 @@ async def test_unknown_or_missing_type_names_the_valid_types(raw):
     assert (await c.expect("error", req_id="t2"))["code"] == "unknown_type"
 
 
-async def test_calls_before_login_are_refused(raw):
+async def test_calls_before_login_are_refused(raw: Connect) -> None:
     c = await raw()
     _, sdp = await make_offer()
     await c.send({"type": "call.create", "req_id": "c1", "destination": "100", "sdp": sdp})
@@ -57,7 +59,9 @@ async def test_calls_before_login_are_refused(raw):
     assert "session.login" in err["message"]
 
 
-async def test_bad_expired_and_repeated_logins(raw, make_user, store):
+async def test_bad_expired_and_repeated_logins(
+    raw: Connect, make_user: MakeUser, store: Store
+) -> None:
     c = await raw()
     await c.send({"type": "session.login", "req_id": "l1", "token": "forged"})
     assert (await c.expect("error", req_id="l1"))["code"] == "invalid_token"
@@ -70,7 +74,7 @@ async def test_bad_expired_and_repeated_logins(raw, make_user, store):
     assert (await c.expect("error", req_id="l3"))["code"] == "already_logged_in"
 
 
-async def test_missing_and_invalid_fields_are_named(raw, make_user):
+async def test_missing_and_invalid_fields_are_named(raw: Connect, make_user: MakeUser) -> None:
     c = await raw()
     await c.login((await make_user()).token)
     await c.send({"type": "call.create", "req_id": "m1", "sdp": "v=0"})
@@ -84,7 +88,9 @@ async def test_missing_and_invalid_fields_are_named(raw, make_user):
     assert (await c.expect("error", req_id="m3"))["code"] == "invalid_message"
 
 
-async def test_an_oversized_message_is_refused_and_the_connection_lives(raw, make_user):
+async def test_an_oversized_message_is_refused_and_the_connection_lives(
+    raw: Connect, make_user: MakeUser
+) -> None:
     c = await raw()
     await c.login((await make_user()).token)
     await c.send({"type": "call.create", "destination": "1", "sdp": "x" * 70_000})
@@ -93,7 +99,7 @@ async def test_an_oversized_message_is_refused_and_the_connection_lives(raw, mak
     await assert_usable(c)
 
 
-async def test_sdp_that_cannot_be_used(raw, make_user):
+async def test_sdp_that_cannot_be_used(raw: Connect, make_user: MakeUser) -> None:
     callee = await make_user()
     c = await raw()
     await c.login((await make_user()).token)
@@ -118,7 +124,7 @@ async def test_sdp_that_cannot_be_used(raw, make_user):
     await assert_usable(c)
 
 
-async def test_unknown_destination_fails_with_a_reason(raw, make_user):
+async def test_unknown_destination_fails_with_a_reason(raw: Connect, make_user: MakeUser) -> None:
     c = await raw()
     await c.login((await make_user()).token)
     pc, sdp = await make_offer()
@@ -131,7 +137,7 @@ async def test_unknown_destination_fails_with_a_reason(raw, make_user):
     await pc.close()
 
 
-async def test_acting_on_unknown_or_someone_elses_call(raw, make_user):
+async def test_acting_on_unknown_or_someone_elses_call(raw: Connect, make_user: MakeUser) -> None:
     alice, bob, mallory = await make_user(), await make_user(), await make_user()
     a, b, m = await raw(), await raw(), await raw()
     await a.login(alice.token)
@@ -157,7 +163,7 @@ async def test_acting_on_unknown_or_someone_elses_call(raw, make_user):
     await pc.close()
 
 
-async def test_bad_and_mdns_ice_candidates(raw, make_user):
+async def test_bad_and_mdns_ice_candidates(raw: Connect, make_user: MakeUser) -> None:
     callee = await make_user()
     await (await raw()).login(callee.token)  # so the call stays up, ringing
     c = await raw()

@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
-from callbridge.client import BufferSink, CallMedia, ToneSource
+from callbridge.client import BufferSink, Call, CallMedia, Phone, ToneSource
 from callbridge.errors import RemoteError
-from conftest import SESSION_GRACE
-from parties import ALICE, BOB, HEARD, connect, level
+from callbridge.store import Store
+from callbridge.testing.server import Server
+from conftest import SESSION_GRACE, Connect, MakeParty, MakeUser, RawClient
+from netcut import NetCut
+from parties import ALICE, BOB, HEARD, Party, PartyUser, connect, level, until
 
 
-async def test_login_with_user_id_and_e911_id_then_update_the_address(raw, make_user):
+async def test_login_with_user_id_and_e911_id_then_update_the_address(
+    raw: Connect, make_user: MakeUser
+) -> None:
     user = await make_user()
     c = await raw()
     await c.send({"type": "session.login", "req_id": "l", "token": user.token,
@@ -31,7 +35,9 @@ async def test_login_with_user_id_and_e911_id_then_update_the_address(raw, make_
     assert (await c.expect("session.address-updated", req_id="e"))["e911_id"] == "addr-2"
 
 
-async def test_a_user_id_that_is_not_the_tokens_user_is_refused(raw, make_user):
+async def test_a_user_id_that_is_not_the_tokens_user_is_refused(
+    raw: Connect, make_user: MakeUser
+) -> None:
     user, other = await make_user(), await make_user()
     c = await raw()
     await c.send({"type": "session.login", "req_id": "l", "token": user.token,
@@ -40,7 +46,9 @@ async def test_a_user_id_that_is_not_the_tokens_user_is_refused(raw, make_user):
     assert err["code"] == "invalid_token" and other.name in err["message"]
 
 
-async def test_the_session_expires_with_its_token_unless_refreshed(raw, make_user, store):
+async def test_the_session_expires_with_its_token_unless_refreshed(
+    raw: Connect, make_user: MakeUser, store: Store
+) -> None:
     user = await make_user()
     short, _ = await store.create_token(user.name, timedelta(seconds=1.5))
     kept = await raw()
@@ -52,13 +60,15 @@ async def test_the_session_expires_with_its_token_unless_refreshed(raw, make_use
     await lapsing.login(short2)
     expired = await lapsing.expect("session.expired", within=5)
     assert expired["session_id"]
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(lapsing.ws.wait_closed(), 5)
     assert lapsing.ws.close_code == 1008  # the server closed the socket
     await kept.send({"type": "call.hangup", "req_id": "p", "call_id": "x"})
     assert (await kept.expect("error", req_id="p"))["code"] == "call_not_found"  # still served
 
 
-async def bob_answers_raw(raw: Any, party: Any, make_user: Any) -> tuple[Any, Any, Any, Any, Any]:
+async def bob_answers_raw(
+    raw: Connect, party: MakeParty, make_user: MakeUser
+) -> tuple[Party, Call, tuple[RawClient, PartyUser, str], str, CallMedia]:
     """Alice (SDK) calls bob (raw socket + CallMedia); returns them once audio flows."""
     alice = await party(ALICE)
     bob_user = await make_user()
@@ -73,7 +83,9 @@ async def bob_answers_raw(raw: Any, party: Any, make_user: Any) -> tuple[Any, An
     return alice, out, (bob, bob_user, session_id), incoming["call_id"], media
 
 
-async def test_bob_resumes_his_session_and_the_call_never_stopped(raw, party, make_user):
+async def test_bob_resumes_his_session_and_the_call_never_stopped(
+    raw: Connect, party: MakeParty, make_user: MakeUser
+) -> None:
     alice, out, (bob, bob_user, session_id), call_id, media = await bob_answers_raw(
         raw, party, make_user
     )
@@ -97,7 +109,9 @@ async def test_bob_resumes_his_session_and_the_call_never_stopped(raw, party, ma
     await media.close()
 
 
-async def test_after_the_grace_period_the_call_ends_and_the_session_is_gone(raw, party, make_user):
+async def test_after_the_grace_period_the_call_ends_and_the_session_is_gone(
+    raw: Connect, party: MakeParty, make_user: MakeUser
+) -> None:
     _, out, (bob, bob_user, session_id), _, media = await bob_answers_raw(raw, party, make_user)
     await bob.close()
     ended = await out.wait_for("ended", timeout=SESSION_GRACE + 5)
@@ -110,12 +124,15 @@ async def test_after_the_grace_period_the_call_ends_and_the_session_is_gone(raw,
     await media.close()
 
 
-async def test_a_detached_session_does_not_ring(raw, party, make_user):
+async def test_a_detached_session_does_not_ring(
+    raw: Connect, party: MakeParty, make_user: MakeUser
+) -> None:
     alice = await party(ALICE)
     bob_user = await make_user()
     bob = await raw()
     await bob.login(bob_user.token)
     await bob.close()
+    # The server detaches the session once its socket is gone; no message tells anyone when.
     await asyncio.sleep(0.2)
     with pytest.raises(RemoteError) as info:
         await alice.phone.call(bob_user.extension)
@@ -127,33 +144,31 @@ async def test_a_detached_session_does_not_ring(raw, party, make_user):
 class BobBehindALink:
     """Alice (SDK) in a call with bob (SDK) whose WebSocket goes through a cuttable proxy."""
 
-    link: Any
-    alice: Any
-    out: Any  # alice's call
-    bob: Any  # bob's Phone
-    at_bob: Any  # bob's call
+    link: NetCut
+    alice: Party
+    out: Call  # alice's call
+    bob: Phone
+    at_bob: Call  # bob's call
     sink: BufferSink  # what bob hears
     seen: list[str]  # bob's connectivity events
 
 
-async def bob_behind_a_link(server: Any, make_user: Any, party: Any) -> BobBehindALink:
-    from callbridge.client import Phone
-    from netcut import NetCut
-
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-    link = NetCut(port)
+async def bob_behind_a_link(
+    server: Server, make_user: MakeUser, party: MakeParty
+) -> BobBehindALink:
+    link = NetCut(server.port)
     await link.start()
     alice = await party(ALICE)
     bob_user = await make_user()
     bob = Phone(link.url, bob_user.token)
     seen: list[str] = []
     for name in ("connectivity-off", "connectivity-on", "gateway-unreachable"):
-        bob.on(name, lambda n=name: seen.append(n))  # type: ignore[call-overload]
+        bob.on(name, lambda n=name: seen.append(n))
     await bob.login()
     sink = BufferSink()
-    answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    answered: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
 
-    async def on_incoming(call: Any) -> None:
+    async def on_incoming(call: Call) -> None:
         await call.answer(source=ToneSource(BOB), sink=sink)
         answered.set_result(call)
 
@@ -164,7 +179,9 @@ async def bob_behind_a_link(server: Any, make_user: Any, party: Any) -> BobBehin
     return BobBehindALink(link, alice, out, bob, at_bob, sink, seen)
 
 
-async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server, make_user, party):
+async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(
+    server: Server, make_user: MakeUser, party: MakeParty
+) -> None:
     """The signalling link is cut for 5 s; the SDK resumes its session by itself."""
     b = await bob_behind_a_link(server, make_user, party)
     link, alice, out, bob, at_bob, sink, seen = (
@@ -177,16 +194,16 @@ async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server,
         b.seen,
     )
     try:
+        loop = asyncio.get_running_loop()
+        cut_at = loop.time()
         await link.cut()
-        await asyncio.sleep(0.5)
+        await until(lambda: seen)  # bob's phone notices
         assert bob.state == "reconnecting" and seen == ["connectivity-off"]
-        await asyncio.sleep(4.5)  # 5 s without signalling; media goes on meanwhile
+        # The outage itself: 5 s without signalling; media goes on meanwhile.
+        await asyncio.sleep(5.0 - (loop.time() - cut_at))
         assert await level(alice.sink, BOB) > HEARD
         await link.restore()
-        for _ in range(50):
-            if bob.state == "ready":
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: bob.state == "ready")
         assert bob.state == "ready" and seen == ["connectivity-off", "connectivity-on"]
         assert at_bob.state == "active" and out.state == "active"
         assert await level(alice.sink, BOB) > HEARD
@@ -200,7 +217,7 @@ async def test_the_sdk_reconnects_after_5_s_and_the_call_keeps_its_audio(server,
         await link.cut()
 
 
-async def test_restarting_the_media_keeps_the_call_its_hold_and_its_mute(party):
+async def test_restarting_the_media_keeps_the_call_its_hold_and_its_mute(party: MakeParty) -> None:
     """A device re-establishes its media on a new peer connection (aiortc has no ICE
     restart); the far party stays bridged, and hold music and server mute carry over."""
     from callbridge.media.players import HOLD_MUSIC_NOTES
@@ -223,7 +240,9 @@ async def test_restarting_the_media_keeps_the_call_its_hold_and_its_mute(party):
     await out.hangup()
 
 
-async def test_the_sdk_gives_up_when_the_link_stays_down_past_the_grace(server, make_user, party):
+async def test_the_sdk_gives_up_when_the_link_stays_down_past_the_grace(
+    server: Server, make_user: MakeUser, party: MakeParty
+) -> None:
     """Reconnect after the grace period: the session is gone, the calls end `disconnected`."""
     b = await bob_behind_a_link(server, make_user, party)
     link, out, bob, at_bob, seen = b.link, b.out, b.bob, b.at_bob, b.seen
@@ -232,10 +251,7 @@ async def test_the_sdk_gives_up_when_the_link_stays_down_past_the_grace(server, 
         ended = await out.wait_for("ended", timeout=SESSION_GRACE + 5)
         assert ended.data["reason"] == "disconnected"
         await link.restore()  # too late: the server has ended the session
-        for _ in range(100):
-            if "gateway-unreachable" in seen:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: "gateway-unreachable" in seen, within=10)
         assert seen == ["connectivity-off", "gateway-unreachable"]
         assert bob.state == "closed" and at_bob.end_reason == "disconnected"
     finally:

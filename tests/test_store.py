@@ -32,6 +32,8 @@ from callbridge.store import (
     MediaExists,
     MediaNotFound,
     NotFound,
+    OutboxMessage,
+    Recording,
     RecordingExists,
     RecordingNotFound,
     Route,
@@ -78,6 +80,7 @@ def test_the_public_surface_is_exactly_the_documented_one() -> None:
 
 
 def test_the_store_errors_are_callbridge_errors() -> None:
+    error: type[StoreError]
     for error in (UserExists, TokenInvalid, TokenExpired, CdrExists, SchemaError, MediaExists,
                   RecordingExists, NotFound):  # fmt: skip
         assert issubclass(error, StoreError)
@@ -837,7 +840,7 @@ async def test_deleting_media_returns_it(db: Store) -> None:
 
 
 # recordings -------------------------------------------------------------------------------
-async def add_recording(db: Store, **fields: Any) -> Any:
+async def add_recording(db: Store, **fields: Any) -> Recording:
     values: dict[str, Any] = {
         "path": "/data/recordings/r.wav",
         "format": "wav",
@@ -933,7 +936,7 @@ async def test_deleting_a_recording_returns_it(db: Store) -> None:
 LEASE = timedelta(seconds=30)
 
 
-async def enqueue(db: Store, message_id: str, key: str = "", **fields: Any) -> Any:
+async def enqueue(db: Store, message_id: str, key: str = "", **fields: Any) -> OutboxMessage:
     values: dict[str, Any] = {
         "event_type": "call.answered",
         "data_json": f'{{"id":"{message_id}"}}',

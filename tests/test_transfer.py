@@ -8,10 +8,11 @@ from callbridge.client import ToneSource
 from callbridge.client.errors import CallStateError
 from callbridge.errors import RemoteError
 from callbridge.media.players import HOLD_MUSIC_NOTES
+from conftest import MakeParty
 from parties import ALICE, BOB, CAROL, HEARD, SILENT, connect, level
 
 
-async def test_bob_consults_carol_then_connects_alice_to_her(party):
+async def test_bob_consults_carol_then_connects_alice_to_her(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
     to_bob, from_alice = await connect(alice, bob)
     consult = await from_alice.attended_transfer(
@@ -38,7 +39,7 @@ async def test_bob_consults_carol_then_connects_alice_to_her(party):
     assert (await at_carol.wait_for("ended", timeout=5)).data["reason"] == "hangup"
 
 
-async def test_a_busy_consultation_resumes_the_original_call_with_audio(party):
+async def test_a_busy_consultation_resumes_the_original_call_with_audio(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
     to_bob, from_alice = await connect(alice, bob)
     consult = await from_alice.attended_transfer(carol.user.extension)
@@ -51,7 +52,7 @@ async def test_a_busy_consultation_resumes_the_original_call_with_audio(party):
     await to_bob.hangup()
 
 
-async def test_hanging_up_the_consultation_resumes_the_original_call(party):
+async def test_hanging_up_the_consultation_resumes_the_original_call(party: MakeParty) -> None:
     alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
     to_bob, from_alice = await connect(alice, bob)
     consult = await from_alice.attended_transfer(carol.user.extension)
@@ -63,7 +64,7 @@ async def test_hanging_up_the_consultation_resumes_the_original_call(party):
     await to_bob.hangup()
 
 
-async def test_complete_transfer_needs_two_answered_calls(party):
+async def test_complete_transfer_needs_two_answered_calls(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     to_bob, from_alice = await connect(alice, bob)
     with pytest.raises(RemoteError) as info:

@@ -8,12 +8,14 @@ their size and their dominant colour tell exactly whose video arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
 from callbridge.client import BufferSink, CallMedia, FrameSink, TestPatternSource, ToneSource
 from callbridge.errors import RemoteError
-from parties import ALICE, BOB, HEARD, connect, level
+from conftest import Connect, MakeParty, MakeUser
+from parties import ALICE, BOB, HEARD, connect, level, until
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 SIZE = (320, 240)
@@ -25,22 +27,20 @@ def close_to(color: tuple[int, int, int] | None, want: tuple[int, int, int]) -> 
 
 async def frames(sink: FrameSink, at_least: int, within: float = 10.0) -> int:
     """Wait until ``sink`` has ``at_least`` frames; return how many it has."""
-    for _ in range(int(within * 10)):
-        if sink.frames >= at_least:
-            break
-        await asyncio.sleep(0.1)
+    with contextlib.suppress(TimeoutError):  # the caller asserts on the count
+        await until(lambda: sink.frames >= at_least, within)
     return sink.frames
 
 
 async def no_new_frames(sink: FrameSink, seconds: float = 1.5) -> int:
     """How many frames arrive in ``seconds`` (after a moment for packets in flight)."""
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # packets already sent may still arrive: not counted
     before = sink.frames
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds)  # the measurement
     return sink.frames - before
 
 
-async def test_upgrade_accepted_then_downgrade(party):
+async def test_upgrade_accepted_then_downgrade(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     out, inc = await connect(alice, bob)
     assert out.media_type == inc.media_type == "audio"
@@ -85,7 +85,7 @@ async def test_upgrade_accepted_then_downgrade(party):
     assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "hangup"
 
 
-async def test_upgrade_rejected_only_the_requester_sends_video(party):
+async def test_upgrade_rejected_only_the_requester_sends_video(party: MakeParty) -> None:
     """Seed 002: rejecting an upgrade means only the other peer starts sending her video;
     the peer that rejected keeps sending only his audio."""
     alice, bob = await party(ALICE), await party(BOB)
@@ -109,6 +109,7 @@ async def test_upgrade_rejected_only_the_requester_sends_video(party):
     assert b_sink.size == SIZE
     assert close_to(b_sink.dominant_color(), RED), b_sink.dominant_color()
     assert a_sink.frames == 0  # bob sends no video
+    assert inc.media is not None and out.media is not None
     assert inc.media.video_state == (False, True)
     assert out.media.video_state == (True, False)
     assert await level(alice.sink, BOB) > HEARD
@@ -124,7 +125,7 @@ async def test_upgrade_rejected_only_the_requester_sends_video(party):
     await out.hangup()
 
 
-async def test_modification_errors(party):
+async def test_modification_errors(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     out, inc = await connect(alice, bob)
     with pytest.raises(RemoteError) as info:  # an audio call cannot be downgraded
@@ -149,7 +150,9 @@ async def test_modification_errors(party):
     await out.hangup()
 
 
-async def test_a_video_call_from_the_start(party, raw, make_user):
+async def test_a_video_call_from_the_start(
+    party: MakeParty, raw: Connect, make_user: MakeUser
+) -> None:
     """call.create with media_type "video" and an audio + video offer; the callee answers
     with video; each sees the other's colour."""
     bob = await party(BOB)
@@ -185,7 +188,9 @@ async def test_a_video_call_from_the_start(party, raw, make_user):
     await media.close()
 
 
-async def test_a_video_call_answered_as_audio(party, raw, make_user):
+async def test_a_video_call_answered_as_audio(
+    party: MakeParty, raw: Connect, make_user: MakeUser
+) -> None:
     bob = await party(BOB)
     user = await make_user()
     client = await raw()
@@ -201,6 +206,7 @@ async def test_a_video_call_answered_as_audio(party, raw, make_user):
     await inc.answer(source=ToneSource(BOB), sink=bob.sink, media_type="audio")
     answered = await client.expect("call.answered", call_id=call_id)
     assert answered["media_type"] == "audio" and inc.media_type == "audio"
+    assert inc.media is not None
     assert inc.media.video_state == (False, False)
     assert await level(bob.sink, ALICE) > HEARD
     assert await no_new_frames(a_sink) == 0
@@ -209,7 +215,7 @@ async def test_a_video_call_answered_as_audio(party, raw, make_user):
     await media.close()
 
 
-async def test_the_sdk_places_a_video_call_and_both_see_each_other(party):
+async def test_the_sdk_places_a_video_call_and_both_see_each_other(party: MakeParty) -> None:
     alice, bob = await party(ALICE), await party(BOB)
     alice_sees, bob_sees = FrameSink(), FrameSink()
     out = await alice.phone.call(

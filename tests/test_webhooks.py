@@ -51,6 +51,7 @@ from callbridge.webhooks import (
     webhook_body,
     webhook_public_key,
 )
+from parties import until_async
 
 database = pg.database  # the fixture, for the scenarios that run on SQLite and PostgreSQL
 
@@ -197,13 +198,13 @@ async def stored(
     store: Store, message_id: str, condition: Callable[[OutboxMessage], bool]
 ) -> OutboxMessage:
     """The stored message once ``condition`` holds for it (the outbox works in the background)."""
-    async with asyncio.timeout(5):
-        while True:
-            message = await store.get_webhook(message_id)
-            assert message is not None
-            if condition(message):
-                return message
-            await asyncio.sleep(0.01)
+
+    async def probe() -> OutboxMessage | None:
+        message = await store.get_webhook(message_id)
+        assert message is not None
+        return message if condition(message) else None
+
+    return await until_async(probe)
 
 
 # independent checks -------------------------------------------------------------------------
@@ -230,7 +231,13 @@ def tampered(received: Received) -> Received:
 
 
 # signatures and the envelope --------------------------------------------------------------
-EVENTS: list[tuple[str, dict[str, Any], type]] = [
+Checked = (
+    CallAnsweredWebhookEvent
+    | ConferenceCreatedWebhookEvent
+    | ConferenceParticipantJoinedWebhookEvent
+    | CallRecordingSavedWebhookEvent
+)
+EVENTS: list[tuple[str, dict[str, Any], type[Checked]]] = [
     (
         "call.answered",
         {

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,11 +34,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from callbridge.client import SAMPLE_RATE, BufferSink, Call, Phone, ToneSource
-from callbridge.store import Store
 from callbridge.testing import tone_level_db
+from callbridge.testing.server import Server, create_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -74,19 +71,12 @@ def loopback_only() -> list[str]:
     return names
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Scenario:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.result: dict[str, Any] = {"error": None, "timings": {}}
         self.t0 = time.monotonic()
-        self.server: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "server.log"
+        self.server: Server | None = None
         self.console: list[str] = []
         self.result["console"] = self.console
 
@@ -95,65 +85,36 @@ class Scenario:
 
     # -- server --------------------------------------------------------------------------------
 
-    def spawn_server(self) -> int:
-        data_dir = self.workdir / "data"
-        data_dir.mkdir()
-        port = free_port()
-        cmd = [
-            sys.executable, "-m", "callbridge", "serve",
-            "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
-        ]  # fmt: skip
-        with open(self.log_path, "wb") as out:
-            self.server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        self.db_url = f"sqlite+aiosqlite:///{(data_dir / 'callbridge.db').resolve()}"
-        return port
-
     async def start_server(self) -> str:
-        port = self.spawn_server()
-        assert self.server is not None
-        http = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(timeout=1) as client:
-            for _ in range(200):
-                if self.server.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.server.returncode}")
-                try:
-                    if (await client.get(f"{http}/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("server did not answer /healthz within 20 s")
-        return f"ws://127.0.0.1:{port}/ws"
+        self.server = Server(self.workdir / "data")
+        await asyncio.to_thread(self.server.wait_ready, 20)
+        return self.server.ws_url
 
     def stop_server(self) -> None:
         if self.server is None:
             return
-        if self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(5)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(5)
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        self.result["server_returncode"] = self.server.returncode
+        self.result["server_returncode"] = self.server.stop(5)
+        text = self.server.log()
         self.result["server_traceback"] = "Traceback" in text
         self.result["server_log_tail"] = text[-6000:]
 
     async def make_users(self) -> dict[str, dict[str, str]]:
-        store = await Store.open(self.db_url)
+        assert self.server is not None
         users = {}
-        try:
+        async with self.server.store() as store:
             for name, ext, number in (
                 ("browser", "101", "+14155550101"),
                 ("callee", "102", "+14155550102"),
             ):
-                await store.add_user(name, ext, number=number, display_name=name.title())
-                token, _ = await store.create_token(name, timedelta(hours=1))
-                users[name] = {"extension": ext, "number": number, "token": token}
-        finally:
-            await store.close()
+                user = await create_user(
+                    store,
+                    name,
+                    ext,
+                    number=number,
+                    display_name=name.title(),
+                    ttl=timedelta(hours=1),
+                )
+                users[name] = {"extension": ext, "number": number, "token": user.token}
         return users
 
     # -- the call ------------------------------------------------------------------------------
@@ -237,7 +198,8 @@ class Scenario:
             await asyncio.wait_for(call.media.wait_connected(), 5)
             self.mark("callee_media_connected")
 
-            # Both directions at once: the page listens while the callee records.
+            # Both directions at once: the page listens while the callee records (after 0.5 s
+            # for the first packets and the decoders to start: not part of the measurement).
             await asyncio.sleep(0.5)
             sink.clear()
             r["listen"], _ = await asyncio.gather(
