@@ -15,6 +15,7 @@ from callbridge import __version__
 from callbridge.api import ApiContext, WebhookEvents, install_api
 from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
+from callbridge.core.control import CallControl
 from callbridge.core.controller import CallController
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
@@ -57,21 +58,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         sessions = SessionManager(controller, config.session_grace)
         public_url = _public_url(config)
-        appcalls = AppCalls(
-            controller,
-            store,
-            recordings_dir=config.data_dir / "recordings",
-            work_dir=config.data_dir / "work",
-            public_url=public_url,
-        )
+        appcalls = AppCalls(controller, store, recordings_dir=config.data_dir / "recordings")
         outbox = await WebhookOutbox.create(store)
         await outbox.start()
-        events = WebhookEvents(appcalls, outbox)
+        events = WebhookEvents(controller.bus, outbox, public_url)
         app.state.runtime = Runtime(config, store, media, controller, sessions, appcalls, outbox)
         app.state.api = ApiContext(
             store=store,
-            controller=controller,
-            appcalls=appcalls,
+            control=CallControl(appcalls),
             media_dir=config.data_dir / "media",
             public_url=public_url,
             public_key=outbox.public_key,
@@ -83,6 +77,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             await sessions.shutdown()
             await appcalls.shutdown()
             await controller.shutdown()
+            await appcalls.close()  # recordings the last calls saved are stored
             await events.close()  # every event of the calls just ended is in the outbox
             await outbox.stop()
             await store.close()

@@ -16,11 +16,11 @@ Layout (one module per resource family, all on FastAPI + pydantic, so ``/openapi
   destinations ring an application) and ``/public_key`` (the webhook signature key).
 - ``calls``: ``POST /calls`` and every call command; ``conferences``; ``queues``; ``media``
   (uploads and ``/recordings``).
-- ``events``: the webhook adapter, application events → the durable outbox.
 
-The endpoints only translate: calls, queues and conferences live in the control plane
-(:mod:`callbridge.core.appcalls`, :mod:`callbridge.core.conferences`), stored things in the
-store, deliveries in :mod:`callbridge.webhooks`.
+The endpoints only translate: calls, queues and conferences live in the control plane, which
+they reach through one facade (:class:`~callbridge.core.control.CallControl`); stored things
+are in the store; webhooks are the webhook adapter's (:mod:`callbridge.webhooks.telnyx`:
+application events → Telnyx payloads → the durable outbox).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from callbridge.api import applications, calls, conferences, media, queues
 from callbridge.api.context import ApiContext, require_api_key
 from callbridge.api.errors import install_error_handlers
-from callbridge.api.events import WebhookEvents
+from callbridge.webhooks.telnyx import WebhookEvents
 
 __all__ = ["API_PREFIX", "ApiContext", "WebhookEvents", "install_api"]
 

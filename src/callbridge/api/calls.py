@@ -2,7 +2,8 @@
 
 A ``call_control_id`` is an application call's id (``POST /v2/calls`` returns it, webhooks
 carry it) or any live softphone leg's ``call_id``: the commands work on both
-(:mod:`callbridge.core.appcalls` says how). Every command answers ``{"data": {"result": "ok"}}``
+(:mod:`callbridge.core.appcalls` says how; the endpoints reach it through
+:class:`~callbridge.core.control.CallControl`). Every command answers ``{"data": {"result": "ok"}}``
 once it has taken effect; what follows (playback ended, digits gathered, ...) comes as webhooks.
 
 Shared rules: ``client_state`` (base64) given with a command goes with every later webhook of
@@ -28,6 +29,7 @@ from callbridge.api.errors import (
     from_protocol_error,
     invalid,
     not_found,
+    wrong_state,
 )
 from callbridge.api.schemas import (
     CommandResult,
@@ -38,12 +40,19 @@ from callbridge.api.schemas import (
     ok,
     refuse_unsupported,
 )
-from callbridge.core.appcalls import DTMF_DIGITS, AppCall, CallEnded, Gather, UnknownCall
+from callbridge.core.control import (
+    DTMF_DIGITS,
+    AppCall,
+    CallHasEnded,
+    ConferenceFull,
+    TargetLegs,
+    UnknownCall,
+)
 from callbridge.errors import ProtocolError
 from callbridge.media.interface import AudioSpec
 from callbridge.store.records import validate_webhook_url
 
-__all__ = ["audio_for", "protocol_errors", "resolve_call", "router"]
+__all__ = ["audio_for", "loop_count", "protocol_errors", "resolve_call", "router"]
 
 router = APIRouter(tags=["Calls"])
 T = TypeVar("T")
@@ -84,8 +93,8 @@ def call_out(call: AppCall, *, is_alive: bool | None = None) -> CallOut:
 def resolve_call(ctx: ApiContext, call_control_id: str, pointer: str | None = None) -> AppCall:
     """The call a path (or, with ``pointer``, a body field) names: 404 / 422 if none."""
     try:
-        return ctx.appcalls.get(call_control_id)
-    except CallEnded as exc:
+        return ctx.control.call(call_control_id)
+    except CallHasEnded as exc:
         if pointer is not None:
             raise invalid(exc.message, pointer=pointer) from None
         raise call_ended(call_control_id, exc.reason) from None
@@ -102,8 +111,10 @@ async def protocol_errors(action: Awaitable[T], pointer: str | None = None) -> T
     the refusal is about, e.g. the audio of a playback)."""
     try:
         return await action
-    except CallEnded as exc:
+    except CallHasEnded as exc:
         raise call_ended(exc.call_control_id, exc.reason) from None
+    except ConferenceFull as exc:  # the state of the conference in the path, not of a field
+        raise wrong_state(exc.message) from None
     except ApiError:
         raise
     except ProtocolError as exc:
@@ -120,9 +131,9 @@ async def _command(
     call = resolve_call(ctx, call_control_id)
     if call.seen(params.command_id):
         return ok()
-    state = getattr(params, "client_state", None)
+    state = check_client_state(getattr(params, "client_state", None))
     if state is not None:
-        call.client_state = check_client_state(state)
+        ctx.control.set_client_state(call, state)
     await protocol_errors(run(call), pointer)
     call.remember(params.command_id)
     return ok()
@@ -156,7 +167,7 @@ async def audio_for(
     return None
 
 
-def _loops(loop: int | str | None) -> int:
+def loop_count(loop: int | str | None) -> int:
     """Telnyx's ``loop``: a count, or "infinity" (0 here: until stopped)."""
     if loop is None:
         return 1
@@ -242,7 +253,7 @@ async def dial(params: DialParams, ctx: Ctx) -> Data[CallOut]:
         raise invalid("to must name a user's extension, number or name", pointer="/to")
     app = await _application(ctx, params.connection_id)
     call = await protocol_errors(
-        ctx.appcalls.dial(
+        ctx.control.dial(
             app,
             to,
             params.from_,
@@ -260,7 +271,7 @@ async def dial(params: DialParams, ctx: Ctx) -> Data[CallOut]:
     "/calls/{call_control_id}", summary="Retrieve a call's status", response_model=Data[CallOut]
 )
 async def retrieve_call(call_control_id: str, ctx: Ctx) -> Data[CallOut]:
-    call = ctx.appcalls.find(call_control_id)
+    call = ctx.control.find_call(call_control_id)
     if call is None:
         raise not_found(f"no call with call_control_id {call_control_id!r}", "call_control_id")
     return Data[CallOut](data=call_out(call))
@@ -294,9 +305,7 @@ async def answer(call_control_id: str, params: AnswerParams, ctx: Ctx) -> Data[C
     url = _webhook_url(params.webhook_url)
 
     async def run(call: AppCall) -> None:
-        if url is not None:
-            call.webhook_url = url
-        await ctx.appcalls.answer(call)
+        await ctx.control.answer(call, webhook_url=url)
 
     return await _command(ctx, call_control_id, params, run)
 
@@ -307,7 +316,7 @@ async def answer(call_control_id: str, params: AnswerParams, ctx: Ctx) -> Data[C
     response_model=Data[CommandResult],
 )
 async def hangup(call_control_id: str, params: StateParams, ctx: Ctx) -> Data[CommandResult]:
-    return await _command(ctx, call_control_id, params, ctx.appcalls.hangup)
+    return await _command(ctx, call_control_id, params, ctx.control.hangup)
 
 
 class RejectParams(StateParams):
@@ -321,9 +330,7 @@ class RejectParams(StateParams):
 )
 async def reject(call_control_id: str, params: RejectParams, ctx: Ctx) -> Data[CommandResult]:
     busy = params.cause == "USER_BUSY"
-    return await _command(
-        ctx, call_control_id, params, lambda call: ctx.appcalls.reject(call, busy)
-    )
+    return await _command(ctx, call_control_id, params, lambda call: ctx.control.reject(call, busy))
 
 
 class BridgeParams(StateParams):
@@ -364,7 +371,7 @@ async def bridge(call_control_id: str, params: BridgeParams, ctx: Ctx) -> Data[C
     if queue is not None:
 
         async def run(call: AppCall) -> None:
-            await ctx.appcalls.bridge_queue(call, queue, park_after_unbridge=park)
+            await ctx.control.bridge_queue(call, queue, park_after_unbridge=park)
 
         return await _command(ctx, call_control_id, params, run, pointer="/queue")
     assert other_id is not None
@@ -373,7 +380,7 @@ async def bridge(call_control_id: str, params: BridgeParams, ctx: Ctx) -> Data[C
         ctx,
         call_control_id,
         params,
-        lambda call: ctx.appcalls.bridge(call, other, park_after_unbridge=park),
+        lambda call: ctx.control.bridge(call, other, park_after_unbridge=park),
         pointer="/call_control_id",
     )
 
@@ -401,7 +408,7 @@ async def transfer(call_control_id: str, params: TransferParams, ctx: Ctx) -> Da
     target_state = check_client_state(params.target_leg_client_state, "/target_leg_client_state")
 
     async def run(call: AppCall) -> None:
-        await ctx.appcalls.transfer(
+        await ctx.control.transfer(
             call,
             params.to,
             from_=params.from_,
@@ -412,9 +419,6 @@ async def transfer(call_control_id: str, params: TransferParams, ctx: Ctx) -> Da
         )
 
     return await _command(ctx, call_control_id, params, run, pointer="/to")
-
-
-TargetLegs = Literal["self", "opposite", "both"]
 
 
 class SpeakParams(StateParams):
@@ -438,7 +442,7 @@ async def speak(call_control_id: str, params: SpeakParams, ctx: Ctx) -> Data[Com
     audio = AudioSpec("tts", params.payload, voice=params.voice, language=params.language)
 
     async def run(call: AppCall) -> None:
-        await ctx.appcalls.play(call, audio, kind="speak", target_legs=params.target_legs)
+        await ctx.control.play(call, audio, kind="speak", target_legs=params.target_legs)
 
     return await _command(ctx, call_control_id, params, run, pointer="/payload")
 
@@ -465,12 +469,12 @@ async def playback_start(
             "overlay is not supported: the audio replaces what the call hears", "/overlay"
         )
     audio = await audio_for(
-        ctx, audio_url=params.audio_url, media_name=params.media_name, loops=_loops(params.loop)
+        ctx, audio_url=params.audio_url, media_name=params.media_name, loops=loop_count(params.loop)
     )
     assert audio is not None
 
     async def run(call: AppCall) -> None:
-        await ctx.appcalls.play(
+        await ctx.control.play(
             call,
             audio,
             kind="playback",
@@ -493,11 +497,7 @@ class StopParams(StateParams):
     response_model=Data[CommandResult],
 )
 async def playback_stop(call_control_id: str, params: StopParams, ctx: Ctx) -> Data[CommandResult]:
-    async def run(call: AppCall) -> None:
-        await ctx.appcalls.stop_playback(call, "playback")
-        await ctx.appcalls.stop_playback(call, "speak")
-
-    return await _command(ctx, call_control_id, params, run)
+    return await _command(ctx, call_control_id, params, ctx.control.stop_playback)
 
 
 class DtmfParams(StateParams):
@@ -520,7 +520,7 @@ async def send_dtmf(call_control_id: str, params: DtmfParams, ctx: Ctx) -> Data[
         ctx,
         call_control_id,
         params,
-        lambda call: ctx.appcalls.send_dtmf(call, params.digits, params.duration_millis),
+        lambda call: ctx.control.send_dtmf(call, params.digits, params.duration_millis),
     )
 
 
@@ -549,19 +549,16 @@ async def gather(call_control_id: str, params: GatherParams, ctx: Ctx) -> Data[C
         raise invalid("valid_digits may hold 0-9, A-D, * and #", pointer="/valid_digits")
 
     async def run(call: AppCall) -> None:
-        ctx.appcalls.start_gather(
+        ctx.control.gather(
             call,
-            Gather(
-                call,
-                minimum=params.minimum_digits,
-                maximum=params.maximum_digits,
-                terminating=params.terminating_digit,
-                valid=params.valid_digits,
-                timeout=params.timeout_millis / 1000,
-                initial_timeout=params.initial_timeout_millis / 1000,
-                inter_digit_timeout=params.inter_digit_timeout_millis / 1000,
-                gather_id=params.gather_id,
-            ),
+            minimum=params.minimum_digits,
+            maximum=params.maximum_digits,
+            terminating=params.terminating_digit,
+            valid=params.valid_digits,
+            timeout=params.timeout_millis / 1000,
+            initial_timeout=params.initial_timeout_millis / 1000,
+            inter_digit_timeout=params.inter_digit_timeout_millis / 1000,
+            gather_id=params.gather_id,
         )
 
     return await _command(ctx, call_control_id, params, run)
@@ -574,7 +571,7 @@ async def gather(call_control_id: str, params: GatherParams, ctx: Ctx) -> Data[C
 )
 async def gather_stop(call_control_id: str, params: StateParams, ctx: Ctx) -> Data[CommandResult]:
     async def run(call: AppCall) -> None:
-        ctx.appcalls.stop_gather(call)
+        ctx.control.stop_gather(call)
 
     return await _command(ctx, call_control_id, params, run)
 
@@ -604,7 +601,7 @@ async def record_start(call_control_id: str, params: RecordParams, ctx: Ctx) -> 
             raise invalid(f"{name} is not supported by callbridge; leave it out", f"/{name}")
 
     async def run(call: AppCall) -> None:
-        await ctx.appcalls.record_start(call, params.format)
+        await ctx.control.record_start(call, params.format)
 
     return await _command(ctx, call_control_id, params, run)
 
@@ -625,7 +622,7 @@ async def record_stop(
         ctx,
         call_control_id,
         params,
-        lambda call: ctx.appcalls.record_stop(call, params.recording_id),
+        lambda call: ctx.control.record_stop(call, params.recording_id),
     )
 
 
@@ -641,7 +638,7 @@ async def record_pause(
         ctx,
         call_control_id,
         params,
-        lambda call: ctx.appcalls.record_pause(call, True, params.recording_id),
+        lambda call: ctx.control.record_pause(call, True, params.recording_id),
     )
 
 
@@ -657,7 +654,7 @@ async def record_resume(
         ctx,
         call_control_id,
         params,
-        lambda call: ctx.appcalls.record_pause(call, False, params.recording_id),
+        lambda call: ctx.control.record_pause(call, False, params.recording_id),
     )
 
 
@@ -675,7 +672,7 @@ class EnqueueParams(StateParams):
 )
 async def enqueue(call_control_id: str, params: EnqueueParams, ctx: Ctx) -> Data[CommandResult]:
     async def run(call: AppCall) -> None:
-        await ctx.appcalls.enqueue(
+        await ctx.control.enqueue(
             call,
             params.queue_name,
             max_size=params.max_size,
@@ -691,7 +688,7 @@ async def enqueue(call_control_id: str, params: EnqueueParams, ctx: Ctx) -> Data
     response_model=Data[CommandResult],
 )
 async def leave_queue(call_control_id: str, params: StateParams, ctx: Ctx) -> Data[CommandResult]:
-    return await _command(ctx, call_control_id, params, ctx.appcalls.leave_queue)
+    return await _command(ctx, call_control_id, params, ctx.control.leave_queue)
 
 
 class ClientStateParams(Params):

@@ -1,10 +1,11 @@
-"""``/v2/conferences``: every conference operation of seed 003, on the conference manager.
+"""``/v2/conferences``: every conference operation of seed 003.
 
 A conference is created from an answered call (``POST /v2/conferences`` with its
 ``call_control_id``); other calls join and leave it (a call that leaves stays up, parked). The
 media operations (mute, hold with hold audio, play, speak, stop, record, supervisor roles) are
-:class:`~callbridge.core.conferences.ConferenceManager`'s, the same that the ``/ws`` host uses,
-so they act on /ws-hosted conferences too. Participants are named by their calls'
+the conference manager's, the same that the ``/ws`` host uses, so they act on /ws-hosted
+conferences too; the endpoints reach them through the call-control facade
+(:class:`~callbridge.core.control.CallControl`). Participants are named by their calls'
 ``call_control_id``; a list that may be left out (``call_control_ids``) means everyone.
 
 Conferences are listed newest first, live ones and those that ended recently (``status``
@@ -18,7 +19,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from callbridge.api.calls import audio_for, protocol_errors, resolve_call
+from callbridge.api.calls import audio_for, loop_count, protocol_errors, resolve_call
 from callbridge.api.context import ApiContext, Ctx
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page
@@ -32,8 +33,15 @@ from callbridge.api.schemas import (
     ok,
     refuse_unsupported,
 )
-from callbridge.core.appcalls import AppCall, ConferenceRecord
-from callbridge.core.conferences import Conference, ConferenceKind, Member, RecordAction
+from callbridge.core.control import (
+    AppCall,
+    ConferenceRecord,
+    NotAParticipant,
+    ParticipantInfo,
+    RecordAction,
+    UnknownConference,
+)
+from callbridge.errors import ProtocolError
 from callbridge.media.interface import AudioSpec
 
 __all__ = ["router"]
@@ -67,9 +75,7 @@ def _conference_out(record: ConferenceRecord) -> ConferenceOut:
         expires_at=iso(expires) or "",
         status="completed" if record.ended_at is not None else "in_progress",
         connection_id=record.application.id if record.application is not None else None,
-        end_reason=reason  # type: ignore[arg-type]  # one of the four, set by AppCalls
-        if reason in ("all_left", "ended_via_api", "host_left", "time_exceeded")
-        else None,
+        end_reason=reason,
     )
 
 
@@ -95,61 +101,53 @@ class ParticipantOut(BaseModel):
     supervisor_role: Role = Field(description="callbridge: the participant's supervisor role")
 
 
-def _call_id(ctx: ApiContext, leg_id: str) -> str:
-    call = ctx.appcalls.by_leg.get(leg_id)
-    return call.id if call is not None else leg_id
-
-
-def _participant_out(ctx: ApiContext, conf: Conference, member: Member) -> ParticipantOut:
-    cid = _call_id(ctx, member.leg.id)
-    joined = iso(member.joined_at) or ""
+def _participant_out(p: ParticipantInfo) -> ParticipantOut:
+    joined = iso(p.joined_at) or ""
     return ParticipantOut(
-        id=cid,
-        call_control_id=cid,
-        call_leg_id=cid,
-        conference=ConferenceRef(id=conf.id, name=conf.name),
+        id=p.call_control_id,
+        call_control_id=p.call_control_id,
+        call_leg_id=p.call_control_id,
+        conference=ConferenceRef(id=p.conference_id, name=p.conference_name),
         created_at=joined,
         updated_at=joined,
-        muted=member.muted or member.leg.muted,
-        on_hold=member.held,
-        whisper_call_control_ids=[_call_id(ctx, x) for x in member.whisper_to],
-        supervisor_role=member.role,
+        muted=p.muted,
+        on_hold=p.on_hold,
+        whisper_call_control_ids=list(p.whisper_call_control_ids),
+        supervisor_role=p.supervisor_role,
     )
 
 
 # lookups --------------------------------------------------------------------------------------
-def _live(ctx: ApiContext, conference_id: str) -> Conference:
-    conf = ctx.controller.conferences.conferences.get(conference_id)
-    if conf is None or conf.ended:
-        if ctx.appcalls.conference_record(conference_id) is not None:
-            raise wrong_state(f"conference {conference_id} has ended")
-        raise not_found(f"no conference with id {conference_id!r}", "id")
-    if conf.kind is not ConferenceKind.CONFERENCE:
-        raise wrong_state(
-            f"{conference_id} is a call group (seed 000) of a softphone, not a conference"
-        )
-    return conf
+def _live(ctx: ApiContext, conference_id: str) -> ConferenceRecord:
+    """The live conference the path names: 404 if there is none, 422 if it has ended (or is
+    a call group)."""
+    try:
+        return ctx.control.conference(conference_id)
+    except UnknownConference:
+        raise not_found(f"no conference with id {conference_id!r}", "id") from None
+    except ProtocolError as exc:
+        raise wrong_state(exc.message) from None
 
 
-def _member(ctx: ApiContext, conf: Conference, call_control_id: str, pointer: str) -> Member:
+def _participant(
+    ctx: ApiContext, conference_id: str, call_control_id: str, pointer: str
+) -> AppCall:
+    """The participant a body field (``pointer``) names: 422 unless it is one."""
     call = resolve_call(ctx, call_control_id, pointer=pointer)
-    leg = call.leg
-    member = conf.members.get(leg.id) if leg is not None else None
-    if member is None or member.leg.device is conf.owner:
-        raise invalid(
-            f"call {call_control_id} is not a participant of conference {conf.id}",
-            pointer=pointer,
-        )
-    return member
+    try:
+        ctx.control.ensure_participant(conference_id, call)
+    except NotAParticipant as exc:
+        raise invalid(exc.message, pointer=pointer) from None
+    return call
 
 
-def _members(
-    ctx: ApiContext, conf: Conference, ids: list[str] | None, pointer: str = "/call_control_ids"
-) -> list[Member]:
-    """The participants ``ids`` names; everyone when it is left out (or empty)."""
-    if not ids:
-        return list(conf.participants)
-    return [_member(ctx, conf, cid, f"{pointer}/{i}") for i, cid in enumerate(ids)]
+def _participants(
+    ctx: ApiContext, conference_id: str, ids: list[str] | None, pointer: str = "/call_control_ids"
+) -> list[AppCall]:
+    """The participants ``ids`` names (left out or empty: everyone, an empty list here)."""
+    return [
+        _participant(ctx, conference_id, cid, f"{pointer}/{i}") for i, cid in enumerate(ids or ())
+    ]
 
 
 # create, list, retrieve -----------------------------------------------------------------------
@@ -176,17 +174,17 @@ async def create_conference(params: CreateParams, ctx: Ctx) -> Data[ConferenceOu
     )
     call = resolve_call(ctx, params.call_control_id, pointer="/call_control_id")
     record = await protocol_errors(
-        ctx.appcalls.create_conference(
+        ctx.control.create_conference(
             call,
             params.name,
             beep=params.beep_enabled,
             client_state=state,
             duration_minutes=params.duration_minutes,
+            max_participants=params.max_participants,
+            hold_audio=hold,
         ),
         pointer="/call_control_id",
     )
-    record.max_participants = params.max_participants
-    record.hold_audio = hold
     return Data[ConferenceOut](data=_conference_out(record))
 
 
@@ -201,8 +199,8 @@ async def list_conferences(
 ) -> ListOf[ConferenceOut]:
     records = [
         _conference_out(r)
-        for r in reversed(ctx.appcalls.conferences.values())
-        if r.id and (name is None or r.name == name)
+        for r in ctx.control.conference_records()
+        if name is None or r.name == name
     ]
     if status is not None:
         records = [r for r in records if r.status == status]
@@ -214,7 +212,7 @@ async def list_conferences(
     "/conferences/{id}", summary="Retrieve a conference", response_model=Data[ConferenceOut]
 )
 async def retrieve_conference(id: str, ctx: Ctx) -> Data[ConferenceOut]:
-    record = ctx.appcalls.conference_record(id)
+    record = ctx.control.conference_record(id)
     if record is None:
         raise not_found(f"no conference with id {id!r}", "id")
     return Data[ConferenceOut](data=_conference_out(record))
@@ -233,8 +231,8 @@ async def list_participants(
     on_hold: Annotated[bool | None, Query(alias="filter[on_hold]")] = None,
     whispering: Annotated[bool | None, Query(alias="filter[whispering]")] = None,
 ) -> ListOf[ParticipantOut]:
-    conf = _live(ctx, conference_id)
-    out = [_participant_out(ctx, conf, m) for m in conf.participants]
+    _live(ctx, conference_id)
+    out = [_participant_out(p) for p in ctx.control.participants(conference_id)]
     if muted is not None:
         out = [p for p in out if p.muted == muted]
     if on_hold is not None:
@@ -251,9 +249,9 @@ async def list_participants(
     response_model=Data[ParticipantOut],
 )
 async def retrieve_participant(id: str, participant_id: str, ctx: Ctx) -> Data[ParticipantOut]:
-    conf = _live(ctx, id)
-    member = _member(ctx, conf, participant_id, "/participant_id")
-    return Data[ParticipantOut](data=_participant_out(ctx, conf, member))
+    _live(ctx, id)
+    call = _participant(ctx, id, participant_id, "/participant_id")
+    return Data[ParticipantOut](data=_participant_out(ctx.control.participant(id, call)))
 
 
 # actions --------------------------------------------------------------------------------------
@@ -275,8 +273,7 @@ class JoinParams(Params):
 )
 async def join(id: str, params: JoinParams, ctx: Ctx) -> Data[CommandResult]:
     refuse_unsupported(params, ("end_conference_on_exit", "soft_end_conference_on_exit"))
-    conf = _live(ctx, id)
-    record = ctx.appcalls.conference_record(id)
+    _live(ctx, id)
     call = resolve_call(ctx, params.call_control_id, pointer="/call_control_id")
     if call.seen(params.command_id):
         return ok()
@@ -288,45 +285,29 @@ async def join(id: str, params: JoinParams, ctx: Ctx) -> Data[CommandResult]:
         loops=0,
         required=False,
     )
-    if hold is None and record is not None:
-        hold = record.hold_audio
-    whisper = tuple(
-        _member(ctx, conf, cid, f"/whisper_call_control_ids/{i}").leg.id
-        for i, cid in enumerate(params.whisper_call_control_ids or ())
+    whisper = _participants(
+        ctx, id, params.whisper_call_control_ids, pointer="/whisper_call_control_ids"
     )
     if params.supervisor_role == "whisper" and not whisper:
         raise invalid(
             "supervisor_role 'whisper' needs whisper_call_control_ids (who hears the whisper)",
             pointer="/whisper_call_control_ids",
         )
-    limit = record.max_participants if record is not None else None
-    if limit is not None and len(conf.participants) >= limit:
-        raise wrong_state(f"conference {id} is full (max_participants {limit})")
-    if state is not None:
-        call.client_state = state
-    await protocol_errors(_join(ctx, conf, call, params, hold, whisper), "/call_control_id")
+    await protocol_errors(
+        ctx.control.join(
+            id,
+            call,
+            client_state=state,
+            muted=params.mute,
+            held=params.hold,
+            hold_audio=hold,
+            role=params.supervisor_role,
+            whisper_to=whisper,
+        ),
+        "/call_control_id",
+    )
     call.remember(params.command_id)
     return ok()
-
-
-async def _join(
-    ctx: ApiContext,
-    conf: Conference,
-    call: AppCall,
-    params: JoinParams,
-    hold: AudioSpec | None,
-    whisper: tuple[str, ...],
-) -> None:
-    leg = await ctx.appcalls.ready_for_conference(call)
-    await ctx.controller.conferences.join_leg(
-        conf,
-        leg,
-        muted=params.mute,
-        held=params.hold,
-        hold_audio=hold,
-        role=params.supervisor_role,
-        whisper_to=whisper,
-    )
 
 
 class LeaveParams(Params):
@@ -339,9 +320,9 @@ class LeaveParams(Params):
     response_model=Data[CommandResult],
 )
 async def leave(id: str, params: LeaveParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    member = _member(ctx, conf, params.call_control_id, "/call_control_id")
-    await protocol_errors(ctx.controller.conferences.leave_leg(conf, member.leg))
+    _live(ctx, id)
+    call = _participant(ctx, id, params.call_control_id, "/call_control_id")
+    await protocol_errors(ctx.control.leave(id, call))
     return ok()
 
 
@@ -360,22 +341,13 @@ class HoldParams(ParticipantsParams):
     response_model=Data[CommandResult],
 )
 async def hold(id: str, params: HoldParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    members = _members(ctx, conf, params.call_control_ids)
+    _live(ctx, id)
+    calls = _participants(ctx, id, params.call_control_ids)
     audio = await audio_for(
         ctx, audio_url=params.audio_url, media_name=params.media_name, loops=0, required=False
     )
-    record = ctx.appcalls.conference_record(id)
-    if audio is None and record is not None:
-        audio = record.hold_audio
     pointer = "/media_name" if params.media_name else "/audio_url"
-    for member in members:
-        await protocol_errors(
-            ctx.controller.conferences.update_participant(
-                None, conf, member.leg.id, held=True, hold_audio=audio
-            ),
-            pointer,
-        )
+    await protocol_errors(ctx.control.hold(id, calls, audio), pointer)
     return ok()
 
 
@@ -389,20 +361,16 @@ class UnholdParams(Params):
     response_model=Data[CommandResult],
 )
 async def unhold(id: str, params: UnholdParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    for member in _members(ctx, conf, params.call_control_ids):
-        await protocol_errors(
-            ctx.controller.conferences.update_participant(None, conf, member.leg.id, held=False)
-        )
+    _live(ctx, id)
+    calls = _participants(ctx, id, params.call_control_ids)
+    await protocol_errors(ctx.control.unhold(id, calls))
     return ok()
 
 
 async def _mute(ctx: ApiContext, id: str, ids: list[str] | None, muted: bool) -> None:
-    conf = _live(ctx, id)
-    for member in _members(ctx, conf, ids):
-        await protocol_errors(
-            ctx.controller.conferences.update_participant(None, conf, member.leg.id, muted=muted)
-        )
+    _live(ctx, id)
+    calls = _participants(ctx, id, ids)
+    await protocol_errors(ctx.control.mute(id, calls, muted))
 
 
 @router.post(
@@ -426,17 +394,10 @@ async def unmute(id: str, params: ParticipantsParams, ctx: Ctx) -> Data[CommandR
 
 
 async def _play(
-    ctx: ApiContext, conf: Conference, audio: AudioSpec, ids: list[str] | None, pointer: str
+    ctx: ApiContext, id: str, audio: AudioSpec, ids: list[str] | None, pointer: str
 ) -> None:
-    targets = [m.leg.id for m in _members(ctx, conf, ids)] if ids else []
-    ctx.appcalls.expect_play(conf.id, tuple(targets))
-    playback_id: str | None = None
-    try:
-        playback_id = await protocol_errors(
-            ctx.controller.conferences.play(None, conf, audio, targets or None), pointer
-        )
-    finally:
-        ctx.appcalls.played(conf.id, playback_id)
+    calls = _participants(ctx, id, ids)
+    await protocol_errors(ctx.control.play_to_conference(id, audio, calls), pointer)
 
 
 class PlayParams(ParticipantsParams):
@@ -451,18 +412,16 @@ class PlayParams(ParticipantsParams):
     response_model=Data[CommandResult],
 )
 async def play(id: str, params: PlayParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    loops = 1
-    if params.loop is not None:
-        loops = 0 if params.loop == "infinity" else int(params.loop)
-        if loops < 0:
-            raise invalid("loop must be a count or 'infinity'", pointer="/loop")
+    _live(ctx, id)
     audio = await audio_for(
-        ctx, audio_url=params.audio_url, media_name=params.media_name, loops=loops
+        ctx,
+        audio_url=params.audio_url,
+        media_name=params.media_name,
+        loops=loop_count(params.loop),
     )
     assert audio is not None
     pointer = "/media_name" if params.media_name else "/audio_url"
-    await _play(ctx, conf, audio, params.call_control_ids, pointer)
+    await _play(ctx, id, audio, params.call_control_ids, pointer)
     return ok()
 
 
@@ -479,13 +438,13 @@ class SpeakParams(ParticipantsParams):
     response_model=Data[CommandResult],
 )
 async def speak(id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
+    _live(ctx, id)
     if params.payload_type == "ssml":
         raise invalid("payload_type 'ssml' is not supported: send plain text", "/payload_type")
     if params.voice not in ("female", "male"):
         raise invalid(f"voice {params.voice!r} is not available: use 'female' or 'male'", "/voice")
     audio = AudioSpec("tts", params.payload, voice=params.voice, language=params.language)
-    await _play(ctx, conf, audio, params.call_control_ids, "/payload")
+    await _play(ctx, id, audio, params.call_control_ids, "/payload")
     return ok()
 
 
@@ -495,11 +454,9 @@ async def speak(id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
     response_model=Data[CommandResult],
 )
 async def stop(id: str, params: ParticipantsParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    targets = [m.leg.id for m in _members(ctx, conf, params.call_control_ids)]
-    await protocol_errors(
-        ctx.controller.conferences.stop(None, conf, targets if params.call_control_ids else None)
-    )
+    _live(ctx, id)
+    calls = _participants(ctx, id, params.call_control_ids)
+    await protocol_errors(ctx.control.stop_conference_audio(id, calls))
     return ok()
 
 
@@ -513,14 +470,6 @@ class RecordingParams(Params):
     recording_id: str | None = None
 
 
-def _recording(conf: Conference, recording_id: str | None) -> None:
-    if recording_id is not None and conf.recording_id not in (None, recording_id):
-        raise invalid(
-            f"conference {conf.id} is recording {conf.recording_id}, not {recording_id}",
-            pointer="/recording_id",
-        )
-
-
 @router.post(
     "/conferences/{id}/actions/record_start",
     summary="Start recording the conference's mix",
@@ -532,15 +481,20 @@ async def record_start(id: str, params: RecordStartParams, ctx: Ctx) -> Data[Com
         raise invalid("channels 'dual' is not supported: use 'single'", pointer="/channels")
     if params.play_beep:
         raise invalid("play_beep is not supported by callbridge; leave it out", "/play_beep")
-    conf = _live(ctx, id)
-    await protocol_errors(ctx.controller.conferences.record(None, conf, "start", params.format))
+    _live(ctx, id)
+    await protocol_errors(ctx.control.record_conference(id, "start", params.format))
     return ok()
 
 
 async def _record(ctx: ApiContext, id: str, params: RecordingParams, action: RecordAction) -> None:
-    conf = _live(ctx, id)
-    _recording(conf, params.recording_id)
-    await protocol_errors(ctx.controller.conferences.record(None, conf, action))
+    _live(ctx, id)
+    running = ctx.control.conference_recording_id(id)
+    if params.recording_id is not None and running not in (None, params.recording_id):
+        raise invalid(
+            f"conference {id} is recording {running}, not {params.recording_id}",
+            pointer="/recording_id",
+        )
+    await protocol_errors(ctx.control.record_conference(id, action))
 
 
 @router.post(
@@ -585,23 +539,20 @@ class UpdateParams(Params):
     response_model=Data[CommandResult],
 )
 async def update(id: str, params: UpdateParams, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    member = _member(ctx, conf, params.call_control_id, "/call_control_id")
+    _live(ctx, id)
+    call = _participant(ctx, id, params.call_control_id, "/call_control_id")
     whisper = None
     if params.whisper_call_control_ids is not None:
-        whisper = [
-            _member(ctx, conf, cid, f"/whisper_call_control_ids/{i}").leg.id
-            for i, cid in enumerate(params.whisper_call_control_ids)
-        ]
-    if params.supervisor_role == "whisper" and not (whisper or member.whisper_to):
+        whisper = _participants(
+            ctx, id, params.whisper_call_control_ids, pointer="/whisper_call_control_ids"
+        )
+    if params.supervisor_role == "whisper" and not (whisper or ctx.control.whispers(id, call)):
         raise invalid(
             "supervisor_role 'whisper' needs whisper_call_control_ids (who hears the whisper)",
             pointer="/whisper_call_control_ids",
         )
     await protocol_errors(
-        ctx.controller.conferences.update_participant(
-            None, conf, member.leg.id, role=params.supervisor_role, whisper_to=whisper
-        ),
+        ctx.control.update_participant(id, call, params.supervisor_role, whisper),
         "/supervisor_role",
     )
     return ok()
@@ -613,6 +564,6 @@ async def update(id: str, params: UpdateParams, ctx: Ctx) -> Data[CommandResult]
     response_model=Data[CommandResult],
 )
 async def end(id: str, params: Params, ctx: Ctx) -> Data[CommandResult]:
-    conf = _live(ctx, id)
-    await protocol_errors(ctx.appcalls.end_conference(conf))
+    _live(ctx, id)
+    await protocol_errors(ctx.control.end_conference(id))
     return ok()

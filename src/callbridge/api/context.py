@@ -19,12 +19,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from callbridge.api.errors import unauthorized
-from callbridge.core.appcalls import AppCalls
-from callbridge.core.controller import CallController
+from callbridge.core.control import CallControl
 from callbridge.store import Store
 
 if TYPE_CHECKING:
-    from callbridge.api.events import WebhookEvents
+    from callbridge.webhooks.telnyx import WebhookEvents
 
 __all__ = ["KEY_CACHE_SECONDS", "ApiContext", "Ctx", "context", "require_api_key"]
 
@@ -33,9 +32,11 @@ KEY_CACHE_SECONDS = 10.0
 
 @dataclass
 class ApiContext:
+    """What the endpoints work with: the store, the core (only through its call-control
+    facade) and where things are."""
+
     store: Store
-    controller: CallController
-    appcalls: AppCalls
+    control: CallControl
     media_dir: Path  # uploaded media files (/v2/media)
     public_url: str  # how clients reach this server, e.g. "http://127.0.0.1:8080"
     public_key: str  # webhook signatures verify with this (base64 ed25519)

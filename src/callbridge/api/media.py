@@ -32,7 +32,6 @@ from callbridge.api.pagination import PageQuery, meta
 from callbridge.api.schemas import Data, ListOf, Params, iso
 from callbridge.errors import MediaError
 from callbridge.media.interface import AudioSpec
-from callbridge.media.playback import load_audio
 from callbridge.store import Media, MediaExists, MediaNotFound, Recording
 from callbridge.store.records import validate_media_name
 
@@ -105,7 +104,7 @@ async def _store_file(ctx: ApiContext, name: str, data: bytes) -> Path:
     path = ctx.media_dir / f"{name}.upload"
     await asyncio.to_thread(path.write_bytes, data)
     try:
-        await load_audio(AudioSpec("file", str(path)))
+        await ctx.control.probe_audio(AudioSpec("file", str(path)))
     except MediaError:
         path.unlink(missing_ok=True)
         raise invalid(
@@ -299,7 +298,7 @@ async def list_recordings(
     created_gte: Annotated[str | None, Query(alias="filter[created_at][gte]")] = None,
     created_lte: Annotated[str | None, Query(alias="filter[created_at][lte]")] = None,
 ) -> ListOf[RecordingOut]:
-    await ctx.appcalls.drain()  # recordings saved a moment ago are in the store
+    await ctx.control.recordings_stored()  # recordings saved a moment ago are listed
     items, total = await ctx.store.list_recordings(
         page.number,
         page.size,
@@ -316,7 +315,7 @@ async def list_recordings(
 
 
 async def _recording(ctx: ApiContext, recording_id: str) -> Recording:
-    await ctx.appcalls.drain()
+    await ctx.control.recordings_stored()
     rec = await ctx.store.get_recording(recording_id)
     if rec is None:
         raise not_found(f"no recording with id {recording_id!r}", "recording_id")

@@ -14,12 +14,13 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from callbridge.api.calls import resolve_call
+from callbridge.api.calls import protocol_errors, resolve_call
 from callbridge.api.context import ApiContext, Ctx
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page
 from callbridge.api.schemas import Data, ListOf, Params, iso
-from callbridge.core.appcalls import Queue, QueueEntry
+from callbridge.core.control import Queue, QueueEntry
+from callbridge.errors import ProtocolError
 
 __all__ = ["router"]
 
@@ -85,7 +86,7 @@ def _queue_call_out(entry: QueueEntry, position: int) -> QueueCallOut:
 
 
 def _queue(ctx: ApiContext, name: str) -> Queue:
-    queue = ctx.appcalls.queue(name)
+    queue = ctx.control.queue(name)
     if queue is None:
         raise not_found(f"no queue named {name!r}", "queue_name")
     return queue
@@ -98,15 +99,15 @@ class CreateParams(Params):
 
 @router.post("/queues", summary="Create a queue", response_model=Data[QueueOut])
 async def create_queue(params: CreateParams, ctx: Ctx) -> Data[QueueOut]:
-    if ctx.appcalls.queue(params.queue_name) is not None:
+    if ctx.control.queue(params.queue_name) is not None:
         raise invalid(f"queue {params.queue_name!r} exists already", pointer="/queue_name")
-    queue = ctx.appcalls.create_queue(params.queue_name, params.max_size)
+    queue = ctx.control.create_queue(params.queue_name, params.max_size)
     return Data[QueueOut](data=_queue_out(queue))
 
 
 @router.get("/queues", summary="List queues", response_model=ListOf[QueueOut])
 async def list_queues(ctx: Ctx, page: PageQuery) -> ListOf[QueueOut]:
-    queues = [_queue_out(q) for q in ctx.appcalls.queues.values()]
+    queues = [_queue_out(q) for q in ctx.control.queues()]
     items, meta = slice_page(queues, page)
     return ListOf[QueueOut](data=items, meta=meta)
 
@@ -125,24 +126,20 @@ class UpdateParams(Params):
 )
 async def update_queue(queue_name: str, params: UpdateParams, ctx: Ctx) -> Data[QueueOut]:
     queue = _queue(ctx, queue_name)
-    if params.max_size < len(queue.entries):
-        raise invalid(
-            f"max_size {params.max_size} is less than the {len(queue.entries)} calls waiting",
-            pointer="/max_size",
-        )
-    queue.max_size = params.max_size
+    try:
+        ctx.control.resize_queue(queue, params.max_size)
+    except ProtocolError as exc:
+        raise invalid(exc.message, pointer="/max_size") from None
     return Data[QueueOut](data=_queue_out(queue))
 
 
 @router.delete("/queues/{queue_name}", summary="Delete an empty queue", status_code=204)
 async def delete_queue(queue_name: str, ctx: Ctx) -> Response:
-    queue = _queue(ctx, queue_name)
-    if queue.entries:
-        raise wrong_state(
-            f"queue {queue_name!r} has {len(queue.entries)} calls waiting: bridge them or "
-            "make them leave first"
-        )
-    del ctx.appcalls.queues[queue_name]
+    _queue(ctx, queue_name)
+    try:
+        ctx.control.delete_queue(queue_name)
+    except ProtocolError as exc:
+        raise wrong_state(exc.message) from None
     return Response(status_code=204)
 
 
@@ -159,10 +156,9 @@ async def list_queue_calls(queue_name: str, ctx: Ctx, page: PageQuery) -> ListOf
 
 
 def _entry(ctx: ApiContext, queue_name: str, call_control_id: str) -> tuple[QueueEntry, int]:
-    queue = _queue(ctx, queue_name)
-    for i, entry in enumerate(queue.entries, 1):
-        if call_control_id in (entry.call.id, entry.call.leg.id if entry.call.leg else None):
-            return entry, i
+    found = _queue(ctx, queue_name).entry(call_control_id)
+    if found is not None:
+        return found
     raise not_found(
         f"call {call_control_id} is not waiting in queue {queue_name!r}", "call_control_id"
     )
@@ -206,5 +202,5 @@ async def update_queue_call(
 async def remove_queue_call(queue_name: str, call_control_id: str, ctx: Ctx) -> Response:
     entry, _ = _entry(ctx, queue_name, call_control_id)
     call = resolve_call(ctx, entry.call.id)
-    await ctx.appcalls.leave_queue(call)
+    await protocol_errors(ctx.control.leave_queue(call))
     return Response(status_code=204)

@@ -1,0 +1,366 @@
+"""The call-control facade: the one way the REST API reaches the core.
+
+The endpoints under ``/v2`` (:mod:`callbridge.api`) translate HTTP to calls of
+:class:`CallControl` and its answers back; they never touch the controller, its legs, the
+conference manager or the media plane. Each method is a command (it returns a result or
+raises :class:`~callbridge.errors.ProtocolError`, which the API turns into Telnyx's error
+envelope) or a query (it returns a model object or a snapshot to read). What happens later
+(a playback ended, digits gathered, a conference ended) is published on the bus as
+application events (:mod:`callbridge.core.app_events`); the webhook adapter delivers them.
+
+The models it hands out are the application layer's: :class:`~callbridge.core.app_model.AppCall`
+(a call, named by its ``call_control_id``), :class:`~callbridge.core.queues.Queue`,
+:class:`~callbridge.core.app_conferences.ConferenceRecord` and
+:class:`~callbridge.core.app_conferences.ParticipantInfo`. Participants are named by their
+calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from callbridge.core.app_conferences import (
+    ConferenceFull,
+    ConferenceRecord,
+    NotAParticipant,
+    ParticipantInfo,
+    UnknownConference,
+)
+from callbridge.core.app_events import PlaybackKind
+from callbridge.core.app_media import TargetLegs
+from callbridge.core.app_model import DTMF_DIGITS, AppCall, CallHasEnded, UnknownCall
+from callbridge.core.appcalls import AppCalls
+from callbridge.core.conference_media import RecordAction
+from callbridge.core.gather import Gather
+from callbridge.core.queues import Queue, QueueEntry
+from callbridge.media.interface import AudioSpec, RecordingFormat
+from callbridge.vocabulary import BeepMode, SupervisorRole
+
+# The models and errors the API works with come from here too: one import for the API.
+__all__ = [
+    "DTMF_DIGITS",
+    "AppCall",
+    "CallControl",
+    "CallHasEnded",
+    "ConferenceFull",
+    "ConferenceRecord",
+    "NotAParticipant",
+    "ParticipantInfo",
+    "PlaybackKind",
+    "Queue",
+    "QueueEntry",
+    "RecordAction",
+    "TargetLegs",
+    "UnknownCall",
+    "UnknownConference",
+]
+
+
+class CallControl:
+    """Calls, queues, conferences and media checks, as the REST API asks for them."""
+
+    def __init__(self, apps: AppCalls) -> None:
+        self._apps = apps
+
+    # calls ------------------------------------------------------------------------------------
+    def call(self, call_control_id: str) -> AppCall:
+        """The live call (any device leg is adopted). :class:`CallHasEnded` /
+        :class:`UnknownCall` otherwise."""
+        return self._apps.get(call_control_id)
+
+    def find_call(self, call_control_id: str) -> AppCall | None:
+        """A live or recently ended call, for status queries."""
+        return self._apps.find(call_control_id)
+
+    def set_client_state(self, call: AppCall, client_state: str) -> None:
+        """Later events of the call carry this ``client_state``."""
+        call.client_state = client_state
+
+    async def dial(
+        self,
+        application: Any,
+        to: str,
+        from_: str,
+        *,
+        from_display_name: str = "",
+        webhook_url: str | None = None,
+        timeout_secs: float = 30.0,
+        client_state: str | None = None,
+    ) -> AppCall:
+        return await self._apps.dialer.dial(
+            application,
+            to,
+            from_,
+            from_display_name=from_display_name,
+            webhook_url=webhook_url,
+            timeout_secs=timeout_secs,
+            client_state=client_state,
+        )
+
+    async def answer(self, call: AppCall, webhook_url: str | None = None) -> None:
+        if webhook_url is not None:
+            call.webhook_url = webhook_url
+        await self._apps.dialer.answer(call)
+
+    async def reject(self, call: AppCall, busy: bool) -> None:
+        await self._apps.dialer.reject(call, busy)
+
+    async def hangup(self, call: AppCall) -> None:
+        await self._apps.dialer.hangup(call)
+
+    async def bridge(self, call: AppCall, other: AppCall, *, park_after_unbridge: bool) -> None:
+        await self._apps.bridges.bridge(call, other, park_after_unbridge=park_after_unbridge)
+
+    async def bridge_queue(
+        self, call: AppCall, queue_name: str, *, park_after_unbridge: bool
+    ) -> AppCall:
+        """Bridge ``call`` to the longest-waiting call of the queue; returns that call."""
+        return await self._apps.bridges.bridge_queue(
+            call, queue_name, park_after_unbridge=park_after_unbridge
+        )
+
+    async def transfer(
+        self,
+        call: AppCall,
+        to: str,
+        *,
+        from_: str | None = None,
+        from_display_name: str = "",
+        webhook_url: str | None = None,
+        timeout_secs: float = 30.0,
+        target_client_state: str | None = None,
+    ) -> AppCall:
+        return await self._apps.bridges.transfer(
+            call,
+            to,
+            from_=from_,
+            from_display_name=from_display_name,
+            webhook_url=webhook_url,
+            timeout_secs=timeout_secs,
+            target_client_state=target_client_state,
+        )
+
+    async def play(
+        self,
+        call: AppCall,
+        audio: AudioSpec,
+        *,
+        kind: PlaybackKind,
+        target_legs: TargetLegs = "self",
+        media_url: str | None = None,
+        media_name: str | None = None,
+    ) -> list[str]:
+        return await self._apps.playing.play(
+            call,
+            audio,
+            kind=kind,
+            target_legs=target_legs,
+            media_url=media_url,
+            media_name=media_name,
+        )
+
+    async def stop_playback(self, call: AppCall) -> None:
+        """Stop every playback and speak to the call."""
+        await self._apps.playing.stop_playback(call, "playback")
+        await self._apps.playing.stop_playback(call, "speak")
+
+    async def send_dtmf(self, call: AppCall, digits: str, duration_millis: int) -> None:
+        await self._apps.playing.send_dtmf(call, digits, duration_millis)
+
+    def gather(
+        self,
+        call: AppCall,
+        *,
+        minimum: int,
+        maximum: int,
+        terminating: str,
+        valid: str,
+        timeout: float,
+        initial_timeout: float,
+        inter_digit_timeout: float,
+        gather_id: str | None,
+    ) -> None:
+        self._apps.gathers.start(
+            Gather(
+                call,
+                minimum=minimum,
+                maximum=maximum,
+                terminating=terminating,
+                valid=valid,
+                timeout=timeout,
+                initial_timeout=initial_timeout,
+                inter_digit_timeout=inter_digit_timeout,
+                gather_id=gather_id,
+            )
+        )
+
+    def stop_gather(self, call: AppCall) -> None:
+        self._apps.gathers.stop(call)
+
+    async def record_start(self, call: AppCall, fmt: RecordingFormat) -> str:
+        return await self._apps.playing.record_start(call, fmt)
+
+    async def record_stop(self, call: AppCall, recording_id: str | None) -> None:
+        await self._apps.playing.record_stop(call, recording_id)
+
+    async def record_pause(self, call: AppCall, paused: bool, recording_id: str | None) -> None:
+        await self._apps.playing.record_pause(call, paused, recording_id)
+
+    async def enqueue(
+        self,
+        call: AppCall,
+        queue_name: str,
+        *,
+        max_size: int | None = None,
+        max_wait_time_secs: float | None = None,
+    ) -> Queue:
+        return await self._apps.queues.enqueue(
+            call, queue_name, max_size=max_size, max_wait_time_secs=max_wait_time_secs
+        )
+
+    async def leave_queue(self, call: AppCall) -> None:
+        await self._apps.queues.leave_queue(call)
+
+    # queues -----------------------------------------------------------------------------------
+    def queue(self, name: str) -> Queue | None:
+        return self._apps.queues.get(name)
+
+    def queues(self) -> list[Queue]:
+        return list(self._apps.queues.queues.values())
+
+    def create_queue(self, name: str, max_size: int | None) -> Queue:
+        return self._apps.queues.create(name, max_size)
+
+    def resize_queue(self, queue: Queue, max_size: int) -> None:
+        self._apps.queues.resize(queue, max_size)
+
+    def delete_queue(self, name: str) -> None:
+        self._apps.queues.delete(name)
+
+    # conferences ------------------------------------------------------------------------------
+    def conference_record(self, conference_id: str) -> ConferenceRecord | None:
+        """A live or recently ended conference's record."""
+        return self._apps.conferences.record(conference_id)
+
+    def conference_records(self) -> list[ConferenceRecord]:
+        """Every conference known (live, and recently ended), newest first."""
+        return [r for r in reversed(self._apps.conferences.records.values()) if r.id]
+
+    def conference(self, conference_id: str) -> ConferenceRecord:
+        """A live conference's record. :class:`UnknownConference` if there is none; a
+        ``ProtocolError`` (``invalid_state``) if it has ended or is a call group."""
+        return self._apps.conferences.live(conference_id)[1]
+
+    def participants(self, conference_id: str) -> list[ParticipantInfo]:
+        return self._apps.conferences.participants(conference_id)
+
+    def participant(self, conference_id: str, call: AppCall) -> ParticipantInfo:
+        """:class:`NotAParticipant` when the call is not in the conference."""
+        return self._apps.conferences.participant(conference_id, call)
+
+    def ensure_participant(self, conference_id: str, call: AppCall) -> None:
+        self._apps.conferences.ensure_participant(conference_id, call)
+
+    def whispers(self, conference_id: str, call: AppCall) -> bool:
+        """True if the participant whispers to someone already."""
+        return self._apps.conferences.whispers(conference_id, call)
+
+    def conference_recording_id(self, conference_id: str) -> str | None:
+        return self._apps.conferences.recording_id(conference_id)
+
+    async def create_conference(
+        self,
+        call: AppCall,
+        name: str,
+        *,
+        beep: BeepMode = "never",
+        client_state: str | None = None,
+        duration_minutes: int | None = None,
+        max_participants: int | None = None,
+        hold_audio: AudioSpec | None = None,
+    ) -> ConferenceRecord:
+        return await self._apps.conferences.create(
+            call,
+            name,
+            beep=beep,
+            client_state=client_state,
+            duration_minutes=duration_minutes,
+            max_participants=max_participants,
+            hold_audio=hold_audio,
+        )
+
+    async def join(
+        self,
+        conference_id: str,
+        call: AppCall,
+        *,
+        client_state: str | None = None,
+        muted: bool = False,
+        held: bool = False,
+        hold_audio: AudioSpec | None = None,
+        role: SupervisorRole = "none",
+        whisper_to: Sequence[AppCall] = (),
+    ) -> None:
+        await self._apps.conferences.join(
+            conference_id,
+            call,
+            client_state=client_state,
+            muted=muted,
+            held=held,
+            hold_audio=hold_audio,
+            role=role,
+            whisper_to=whisper_to,
+        )
+
+    async def leave(self, conference_id: str, call: AppCall) -> None:
+        await self._apps.conferences.leave(conference_id, call)
+
+    async def hold(
+        self, conference_id: str, calls: Sequence[AppCall] | None, audio: AudioSpec | None
+    ) -> None:
+        await self._apps.conferences.hold(conference_id, calls, audio)
+
+    async def unhold(self, conference_id: str, calls: Sequence[AppCall]) -> None:
+        await self._apps.conferences.unhold(conference_id, calls)
+
+    async def mute(self, conference_id: str, calls: Sequence[AppCall] | None, muted: bool) -> None:
+        await self._apps.conferences.mute(conference_id, calls, muted)
+
+    async def update_participant(
+        self,
+        conference_id: str,
+        call: AppCall,
+        role: SupervisorRole,
+        whisper_to: Sequence[AppCall] | None,
+    ) -> None:
+        await self._apps.conferences.update(conference_id, call, role, whisper_to)
+
+    async def play_to_conference(
+        self, conference_id: str, audio: AudioSpec, calls: Sequence[AppCall] | None
+    ) -> str:
+        """Play or speak to some participants (all when ``calls`` is empty); returns the
+        playback id its events carry."""
+        return await self._apps.conferences.play(conference_id, audio, calls)
+
+    async def stop_conference_audio(
+        self, conference_id: str, calls: Sequence[AppCall] | None
+    ) -> None:
+        await self._apps.conferences.stop(conference_id, calls)
+
+    async def record_conference(
+        self, conference_id: str, action: RecordAction, fmt: RecordingFormat = "wav"
+    ) -> None:
+        await self._apps.conferences.recording(conference_id, action, fmt)
+
+    async def end_conference(self, conference_id: str) -> None:
+        await self._apps.conferences.end(conference_id)
+
+    # media and the store ----------------------------------------------------------------------
+    async def probe_audio(self, audio: AudioSpec) -> float:
+        """Check that ``audio`` can be played (``MediaError`` if not); its length in seconds."""
+        return await self._apps.media.probe_audio(audio)
+
+    async def recordings_stored(self) -> None:
+        """Wait until recordings saved a moment ago are in the store."""
+        await self._apps.drain()
