@@ -391,11 +391,6 @@ class FakeMediaServer:
         video = VideoOffer.of(send_video, recv_video) if wants else None
         return self._sdp(ep.negotiated, video, offer=True)
 
-    # The synchronous forms of endpoint_info stay while the interface has them (not logged).
-    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
-        n = self._ep(endpoint_id).negotiated
-        return n.device_sends_video, n.device_receives_video
-
     @staged
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
@@ -417,13 +412,17 @@ class FakeMediaServer:
     @staged
     async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
         n = self._ep(endpoint_id).negotiated
-        candidates = tuple(Candidate(*c) for c in self.local_candidates(endpoint_id))
+        candidates = (Candidate(_host_candidate(endpoint_id), "0", 0),)
         return EndpointInfo(n.codec, n.device_sends_video, n.device_receives_video, candidates)
+
+    # The synchronous forms of endpoint_info, while the interface has them (not logged).
+    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
+        n = self._ep(endpoint_id).negotiated
+        return n.device_sends_video, n.device_receives_video
 
     def local_candidates(self, endpoint_id: str) -> list[tuple[str, str | None, int]]:
         self._ep(endpoint_id)
-        port = 40000 + sum(map(ord, endpoint_id)) % 20000  # stable per id
-        return [(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host", "0", 0)]
+        return [(_host_candidate(endpoint_id), "0", 0)]
 
     def codec(self, endpoint_id: str) -> str | None:
         return self._ep(endpoint_id).negotiated.codec
@@ -655,6 +654,12 @@ class FakeMediaServer:
         self.sounds.save_all()
         for endpoint_id in list(self._endpoints):
             self._close(endpoint_id)
+
+
+def _host_candidate(endpoint_id: str) -> str:
+    """One host candidate on 127.0.0.1, its port stable per endpoint id."""
+    port = 40000 + sum(map(ord, endpoint_id)) % 20000
+    return f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
 
 
 def _conforms(fake: FakeMediaServer) -> MediaServer:
