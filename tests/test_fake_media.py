@@ -87,7 +87,7 @@ async def test_an_answer_takes_the_first_carried_codec_in_the_offers_order(
     answer = await fake.answer("a", device_offer("PCMA", "opus"))
     assert answer.startswith("v=0\r\n") and "m=audio" in answer and "PCMA/8000" in answer
     info = await fake.endpoint_info("a")
-    assert (info.codec, info.device_sends_video, info.device_receives_video) == ("PCMA", False, False)
+    assert info.codec == "PCMA" and not info.video
     ((line, mid, index),) = [(c.line, c.sdp_mid, c.sdp_m_line_index) for c in info.candidates]
     assert line.startswith("candidate:") and " 127.0.0.1 " in line and line.endswith(" typ host")
     assert (mid, index) == ("0", 0)
@@ -154,7 +154,8 @@ async def test_the_servers_offer_settles_with_the_answer(fake: FakeMediaServer) 
     assert (await fake.endpoint_info("out")).codec == "PCMU"
     await fake.accept_answer("out", device_offer("PCMA", video=(False, True)))
     info = await fake.endpoint_info("out")
-    assert (info.codec, info.device_sends_video, info.device_receives_video) == ("PCMA", False, True)
+    assert info.codec == "PCMA"
+    assert (info.device_sends_video, info.device_receives_video) == (False, True)
     with pytest.raises(MediaError) as err:  # nothing pending any more
         await fake.accept_answer("out", device_offer())
     assert err.value.code is ErrorCode.INVALID_SDP
