@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from telnyx.types import (
 
 import pg
 from callbridge.store import OutboxMessage, Store
+from callbridge.testing.server import free_port
 from callbridge.webhooks import (
     RetryPolicy,
     WebhookOutbox,
@@ -555,9 +555,7 @@ async def test_one_calls_events_keep_their_order_while_another_calls_are_not_hel
 async def test_an_undeliverable_message_ends_failed_and_its_key_moves_on(
     store: Store, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as s:  # a port where nobody listens
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # a port where nobody listens
     policy = RetryPolicy(first_delay=0.02, max_attempts=3, timeout=0.5, poll_interval=5.0)
     outbox = await running_outbox(store, policy)
     try:
