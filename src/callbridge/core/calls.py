@@ -148,8 +148,10 @@ class CallState(StrEnum):
            └───────────┼────────────┘          │
            └───────────┴───────────────────────┘
 
-    ``answered`` starts when a device's answer is *claimed*, before the media plane has
-    accepted it, so that a racing answer or a hangup sees the call taken.
+    ``answered`` starts when a device's answer is *claimed* (its ring group's winner), before
+    the media plane has accepted it; ``answered_leg`` is set once it is connected. A call that
+    ends in between leaves the winner to its answer, which ends it with ``far_reason`` as the
+    reply to the device's ``call.answer``.
     """
 
     ROUTING = "routing"  # placed: the destination is being resolved, its devices offered
@@ -175,13 +177,14 @@ class Call(StateMachine[CallState]):
     caller_name: str
     id: str = field(default_factory=new_id)  # the CDR's call_id; a placed call uses its leg id
     callee_name: str = ""
-    answered_leg: Leg | None = None  # the far leg, once a device answered
+    answered_leg: Leg | None = None  # the far leg, once a device's answer is connected
     held_by: Leg | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     answered_at: datetime | None = None
     media_type: MediaType = "audio"  # what the caller asked for (call.create)
     modification: Modification | None = None  # an upgrade/downgrade waiting for the far party
     ring: RingGroup | None = None  # the devices rung for it (core.routing)
+    far_reason: EndReason | None = None  # set when it ends: what its far legs end with
     state: CallState = CallState.ROUTING
 
     def __post_init__(self) -> None:
@@ -195,13 +198,6 @@ class Call(StateMachine[CallState]):
     @property
     def ended(self) -> bool:
         return self.state is CallState.ENDED
-
-    @property
-    def legs(self) -> list[Leg]:
-        """Its legs: the origin, the devices still ringing, the one that answered."""
-        ringing = self.ring.legs if self.ring is not None else []
-        far = [self.answered_leg] if self.answered_leg is not None else []
-        return [self.origin, *ringing, *far]
 
 
 @dataclass(frozen=True, slots=True)

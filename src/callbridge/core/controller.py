@@ -33,7 +33,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from callbridge.core.call_events import state_publisher
-from callbridge.core.calls import Call, Caller, CallState, Device, EndReason, Leg, LegState
+from callbridge.core.calls import (
+    Call,
+    Caller,
+    CallState,
+    Device,
+    EndReason,
+    Leg,
+    LegState,
+    all_live,
+)
 from callbridge.core.conferences import ConferenceKind, ConferenceManager
 from callbridge.core.events import (
     CallEnded,
@@ -271,7 +280,19 @@ class CallController:
         conf = leg.conference
         return conf is not None and conf.kind is ConferenceKind.CONFERENCE
 
-    # media queries --------------------------------------------------------------------------
+    # the media plane ------------------------------------------------------------------------
+    async def on_live(self, op: Awaitable[object], *legs: Leg) -> bool:
+        """Await a media-plane operation on ``legs``: True if they are all still live after
+        it. A leg may end during the await and close its endpoint under the operation; its
+        ``MediaError`` then just means "too late" (False). Any other raises."""
+        try:
+            await op
+        except MediaError:
+            if all_live(*legs):
+                raise
+            return False
+        return all_live(*legs)
+
     async def endpoint_info(self, leg: Leg) -> EndpointInfo | None:
         """What the media plane negotiated for the leg; None once the leg or endpoint is gone."""
         if not leg.live:
@@ -432,16 +453,17 @@ class CallController:
         req_id: str | None = None,
     ) -> None:
         """End every live leg of the call and write its CDR (once); ``req_id`` goes with the
-        origin's ``call.ended``. Devices still ringing for it get ``far_reason``."""
+        origin's ``call.ended``. Devices still ringing for it and the answered one get
+        ``far_reason`` (one whose answer is under way gets it from its answer, see Call)."""
         if call.ended:
             return
         call.transition(CallState.ENDED, cause=origin_reason.value)
+        call.far_reason = far_reason
         await self.end_leg(call.origin, origin_reason, req_id)
         if call.ring is not None:
             await call.ring.cancel(far_reason)
-        far = call.answered_leg or (call.ring.winner if call.ring is not None else None)
-        if far is not None:
-            await self.end_leg(far, far_reason)
+        if call.answered_leg is not None:
+            await self.end_leg(call.answered_leg, far_reason)
         self.write_cdr(call, call.origin.end_reason or origin_reason)
 
     def write_cdr(self, call: Call, reason: EndReason) -> None:

@@ -51,13 +51,14 @@ class InCall:
                 ErrorCode.INVALID_STATE, f"call {call_id} was held by the other party"
             )
         call.held_by = leg if held else None  # claimed before any await
-        if held:
-            await c.media.play(peer.id, "hold-music")
-            await c.media.play(leg.id, "silence")
+        media = c.media
+        if held:  # the held party hears hold music, the holder silence
+            done = await c.on_live(media.play(peer.id, "hold-music"), leg, peer)
+            done = done and await c.on_live(media.play(leg.id, "silence"), leg, peer)
         else:
-            await c.media.stop_playing(peer.id)
-            await c.media.stop_playing(leg.id)
-        if not (leg.live and peer.live) or leg.peer is not peer:
+            done = await c.on_live(media.stop_playing(peer.id), leg, peer)
+            done = done and await c.on_live(media.stop_playing(leg.id), leg, peer)
+        if not done or leg.peer is not peer:
             return  # ended or transferred meanwhile: its own events said so
         state = LegState.HELD if held else LegState.ACTIVE
         leg.transition(state)

@@ -102,7 +102,7 @@ class Modifications:
         requester = mod.requester
         operation = _operation(mod.media_type)
         try:
-            await c.media.accept_answer(leg.id, sdp)
+            await c.on_live(c.media.accept_answer(leg.id, sdp), leg)
         except MediaError as exc:
             # The server's offer to this leg is left unanswered: its media cannot go on.
             device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
@@ -119,6 +119,8 @@ class Modifications:
         try:
             answer = await c.media.renegotiate(requester.id, mod.offer_sdp, far.device_sends_video)
         except MediaError as exc:
+            if not all_live(requester, leg):
+                return  # ended meanwhile (its endpoint closed under the renegotiation)
             requester.device.deliver(CommandFailed(error=exc, call_id=requester.id))
             await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
             return

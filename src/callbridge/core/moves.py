@@ -67,7 +67,7 @@ class Moves:
             c.scheduler,
             on_answer=partial(self._take_over, move),
             on_exhausted=partial(self._nobody, move),
-            what="move",
+            what="move ring",
         )
         group.state_observer = c.observer
         move.ring = group
@@ -87,36 +87,37 @@ class Moves:
         await group.start(c.ring_timeout)
 
     async def leg_ended(self, leg: Leg) -> None:
-        """``leg`` ended (any reason): a move of it stops; its ringing devices get
-        ``canceled``, a device taking it over meanwhile is ended too."""
+        """``leg`` ended (any reason): a move of it stops, and its ringing devices get
+        ``canceled``. A device whose answer is under way is ended by its answer (its reply)."""
         move = self.active.pop(leg.id, None)
         if move is None or move.ring is None:
             return
-        winner = move.ring.winner
-        if move.state is not MoveState.MOVED:
-            move.transition(MoveState.FAILED, cause="the call ended")
+        move.transition(MoveState.FAILED, cause="the call ended")
         await move.ring.cancel(EndReason.CANCELED)
-        if winner is not None:
-            await self.calls.end_leg(winner, EndReason.CANCELED)
 
     async def _take_over(self, move: Move, leg: Leg, sdp: str, req_id: str | None) -> None:
         """The ring group's winner: swap it in for the old leg."""
         c = self.calls
         old = move.leg
-        move.transition(MoveState.TAKEN, cause=leg.id)
-        try:
-            await c.media.accept_answer(leg.id, sdp)
-        except MediaError as exc:
-            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
-            await c.end_leg(leg, EndReason.FAILED)
-            await self._nobody(move, EndReason.FAILED)
-            return
+        if move.state is MoveState.RINGING:
+            move.transition(MoveState.TAKEN, cause=leg.id)
+            try:
+                await c.on_live(c.media.accept_answer(leg.id, sdp), leg)
+            except MediaError as exc:
+                leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
+                await c.end_leg(leg, EndReason.FAILED)
+                await self._nobody(move, EndReason.FAILED)
+                return
         far, call = old.peer, old.call
-        if not (leg.live and old.live) or far is None or call is None:
-            return  # the call ended meanwhile (leg_ended ended the new leg too)
         # Swap the leg in: the far party's endpoint is untouched, only the bridge moves.
-        await c.media.bridge(far.id, leg.id)
-        if not all_live(leg, old, far):  # a function: mypy must not keep the check above
+        swapped = (
+            far is not None
+            and all_live(leg, old, far)
+            and await c.on_live(c.media.bridge(far.id, leg.id), leg, old, far)
+        )
+        if not swapped or far is None or call is None:
+            # The call ended meanwhile: too late to take it over (the answer's reply).
+            await c.end_leg(leg, EndReason.CANCELED, req_id)
             return
         leg.peer, far.peer = far, leg
         leg.call = call

@@ -142,10 +142,10 @@ class Routing:
         call.transition(CallState.RINGING)
         origin.transition(LegState.RINGING)
         # Early media: the caller hears ringback from the server until someone answers.
-        await c.media.play(origin.id, "ringback")
         # Not after the call ended or was answered meanwhile: call.ringing would follow its
         # call.ended (or call.answered) on the caller's wire.
-        if origin.live and group.state is RingState.RINGING:
+        ringback = await c.on_live(c.media.play(origin.id, "ringback"), origin)
+        if ringback and group.state is RingState.RINGING:
             origin.device.deliver(CallRinging(call_id=origin.id))
 
     async def _fail(self, call: Call, why: str) -> None:
@@ -154,26 +154,32 @@ class Routing:
         await self.calls.end_call(call, EndReason.FAILED, EndReason.FAILED)
 
     async def _answered(self, call: Call, leg: Leg, sdp: str, req_id: str | None) -> None:
-        """The ring group's winner: accept its answer and bridge it to the caller."""
+        """The ring group's winner: accept its answer and bridge it to the caller.
+
+        Until it is connected the call does not end this leg (see Call): if the call ends
+        meanwhile, the leg ends here with the call's ``far_reason``, as the answer's reply."""
         c = self.calls
-        if call.ended:  # the caller hung up while the other devices stopped ringing
+        origin = call.origin
+        if not call.ended:
+            call.transition(CallState.ANSWERED, cause=leg.id)
+            try:
+                await c.on_live(c.media.accept_answer(leg.id, sdp), leg)
+            except MediaError as exc:
+                leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
+                await c.end_leg(leg, EndReason.FAILED)
+                await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
+                return
+        info = await c.endpoint_info(leg)
+        connected = (
+            all_live(leg, origin)
+            and await c.on_live(c.media.stop_playing(origin.id), leg, origin)
+            and await c.on_live(c.media.bridge(origin.id, leg.id), leg, origin)
+        )
+        if not connected:
+            # The caller went first (hung up, vanished): too late to connect.
+            await c.end_leg(leg, call.far_reason or EndReason.CANCELED, req_id)
             return
         call.answered_leg = leg
-        call.transition(CallState.ANSWERED, cause=leg.id)
-        origin = call.origin
-        try:
-            await c.media.accept_answer(leg.id, sdp)
-        except MediaError as exc:
-            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
-            await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
-            return
-        info = await c.endpoint_info(leg)
-        if not (leg.live and origin.live):
-            return
-        await c.media.stop_playing(origin.id)
-        await c.media.bridge(origin.id, leg.id)
-        if not all_live(leg, origin):  # a function: mypy must not keep the check above
-            return
         origin.peer, leg.peer = leg, origin
         origin.transition(LegState.ACTIVE)
         leg.transition(LegState.ACTIVE)

@@ -50,8 +50,8 @@ class Transfers:
             return
         # The transferor's side ends; the transferee's leg and media stay up (no renegotiation).
         self._close(old)
-        await c.media.unbridge(transferee.id)
-        await c.media.stop_playing(transferee.id)
+        await c.on_live(c.media.unbridge(transferee.id), transferee)
+        await c.on_live(c.media.stop_playing(transferee.id), transferee)
         await c.end_leg(leg, EndReason.TRANSFERRED, req_id)
         if not all_live(transferee):
             return
@@ -90,12 +90,10 @@ class Transfers:
         for old in (a.call, b.call):
             self._close(old)
         for p in (pa, pb):
-            await c.media.stop_playing(p.id)
+            await c.on_live(c.media.stop_playing(p.id), p)
         await c.end_leg(a, EndReason.TRANSFERRED, req_id)
         await c.end_leg(b, EndReason.TRANSFERRED)
-        if all_live(pa, pb):
-            await c.media.bridge(pa.id, pb.id)
-        if not all_live(pa, pb):
+        if not (all_live(pa, pb) and await c.on_live(c.media.bridge(pa.id, pb.id), pa, pb)):
             # A far party hung up meanwhile: the other has nobody left to talk to.
             for p in (pa, pb):
                 await c.end_leg(p, EndReason.HANGUP)
