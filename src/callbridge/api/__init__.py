@@ -14,7 +14,10 @@ Layout (one module per resource family, all on FastAPI + pydantic, so ``/openapi
 - ``pagination``: ``page[number]`` / ``page[size]`` and ``meta``.
 - ``applications``: ``/call_control_applications`` CRUD; callbridge's ``/routes`` (which
   destinations ring an application) and ``/public_key`` (the webhook signature key).
-- ``calls``: ``POST /calls`` and every call command; ``conferences``; ``queues``; ``media``
+- ``commands``: what every call command shares (finding the call, ``command_id``,
+  ``client_state``, refusals as API errors, the audio a request names).
+- ``calls``: ``POST /calls``, status, and the commands that connect and end calls;
+  ``call_media``: speak, playback, DTMF, gather, record; ``conferences``; ``queues``; ``media``
   (uploads and ``/recordings``).
 
 The endpoints only translate: calls, queues and conferences live in the control plane, which
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from callbridge.api import applications, calls, conferences, media, queues
+from callbridge.api import applications, call_media, calls, conferences, media, queues
 from callbridge.api.context import ApiContext, require_api_key
 from callbridge.api.errors import install_error_handlers
 from callbridge.webhooks.telnyx import WebhookEvents
@@ -40,7 +43,7 @@ API_PREFIX = "/v2"
 def install_api(app: FastAPI) -> None:
     """Mount ``/v2`` on ``app`` (its lifespan must set ``app.state.api`` to an ApiContext)."""
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
-    for module in (applications, calls, conferences, queues, media):
+    for module in (applications, calls, call_media, conferences, queues, media):
         router.include_router(module.router)
     app.include_router(router)
     install_error_handlers(app)

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from callbridge.api.calls import audio_for, loop_count, protocol_errors, resolve_call
+from callbridge.api.commands import audio_for, loop_count, protocol_errors, resolve_call
 from callbridge.api.context import ApiContext, Ctx
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page

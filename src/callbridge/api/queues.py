@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from callbridge.api.calls import protocol_errors, resolve_call
+from callbridge.api.commands import protocol_errors, resolve_call
 from callbridge.api.context import ApiContext, Ctx
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page
