@@ -154,7 +154,8 @@ class RingGroup(StateMachine[RingState]):
     # RingOwner --------------------------------------------------------------------------------
     async def answer(self, leg: Leg, sdp: str, req_id: str | None) -> None:
         if not self.open or leg not in self.legs:
-            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {leg.id} was answered elsewhere")
+            why = "was answered elsewhere" if self.winner else "is no longer ringing"
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {leg.id} {why}")
         # Claimed before the first await: a racing answer or decline sees it taken.
         self.winner = leg
         self.transition(RingState.ANSWERED, cause=leg.id)
