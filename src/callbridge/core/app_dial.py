@@ -235,6 +235,8 @@ class Dialer:
         try:
             await apps.media.accept_answer(leg.id, sdp)
         except MediaError as exc:
+            if not leg.live:  # hung up meanwhile: the endpoint was closed under the answer
+                return
             leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
             await controller.end_leg(leg, EndReason.FAILED)
             apps.finish(call, EndReason.FAILED)
