@@ -34,8 +34,14 @@ the signalling WebSocket. Users, login tokens and REST API keys are made the way
 calls): :meth:`Server.add_user`, :meth:`Server.token`, :meth:`Server.api_key`, or
 :meth:`Server.store` for many at once.
 
+Without an event loop (a benchmark, a session-scoped fixture)::
+
+    with running(data_dir, session_grace=8) as server:
+        ...  # server.pid, server.health(), server.wait_idle(), server.log()
+
 The server is a separate process, as in production: nothing it does shares this process's
-event loop, and a test sees only what a real client would (plus the log).
+event loop, and a test sees only what a real client would (plus the log). It listens, and
+gathers ICE candidates, on 127.0.0.1 only.
 """
 
 from __future__ import annotations
