@@ -42,9 +42,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 async def store(server: Server) -> AsyncIterator[Store]:
-    st = await Store.open(server.database_url)
-    yield st
-    await st.close()
+    """The server's store, open in this process for the whole run."""
+    async with server.store() as st:
+        yield st
 
 
 _counter = itertools.count(200)
