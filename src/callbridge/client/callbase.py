@@ -1,5 +1,4 @@
-"""A call's own state and the commands that concern it alone (the base of :class:`~callbridge.
-client.Call`).
+"""A call's own state, and the commands that concern it alone: the base of ``Call``.
 
 :class:`CallBase` follows the server's messages about one call (:meth:`CallBase.deliver`) and
 sends its in-call requests. It needs of the phone only :class:`CallServices` (requests, tasks,
@@ -12,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -102,7 +101,7 @@ class CallBase(StateMachine[CallState], Generic[E]):
     Subclasses implement :meth:`_event` (record, emit and publish an event) and :meth:`_end`.
     """
 
-    TRANSITIONS: ClassVar[dict[CallState, frozenset[CallState]]] = {
+    TRANSITIONS: ClassVar[Mapping[CallState, frozenset[CallState]]] = {
         CallState.TRYING: frozenset({CallState.RINGING, CallState.ACTIVE, CallState.ENDED}),
         CallState.RINGING: frozenset({CallState.ACTIVE, CallState.ENDED}),
         CallState.ACTIVE: frozenset({CallState.HELD, CallState.RINGING, CallState.ENDED}),
@@ -227,8 +226,13 @@ class CallBase(StateMachine[CallState], Generic[E]):
         if self.can(new):
             self.transition(new, cause=cause)
         else:
-            log.warning("call %s: no transition from %s to %s (after %s); state kept",
-                        self.id, self.state, new, cause)  # fmt: skip
+            log.warning(
+                "call %s: no transition from %s to %s (after %s); state kept",
+                self.id,
+                self.state,
+                new,
+                cause,
+            )
 
     # ------------------------------------------------------------------------------------------
     # messages from the server (delivered by the phone, in arrival order)

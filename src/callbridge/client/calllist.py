@@ -3,8 +3,8 @@
 :class:`CallList` keeps the live calls by id and in the order the user was on them (the
 *foreground* call last), and the relations between calls: the call that ``add_call`` put on
 hold (resumed when the second call ends) and the consultation of an attended transfer (its
-failure resumes the transferred call). It is each call's :class:`~callbridge.client.call.
-CallHost`, so a call reaches the other calls only through it.
+failure resumes the transferred call). It is each call's
+:class:`~callbridge.client.call.CallHost`, so a call reaches the other calls only through it.
 
 It also routes the server's messages about calls: a ``call.trying`` that answers our
 ``call.create`` makes the :class:`~callbridge.client.Call`, ``call.incoming`` makes an

@@ -312,8 +312,8 @@ class PeerConnectionSettings:
 
 
 class PeerSettingsMethods:
-    """Seed 002's peer-connection settings as methods of the :class:`~callbridge.client.
-    Phone` (a mixin): they apply to calls created after a change.
+    """Seed 002's peer-connection settings as methods of the phone (a mixin of
+    :class:`~callbridge.client.Phone`): they apply to calls created after a change.
 
     The phone sets :attr:`_peer_settings` and :attr:`media_addresses`; :meth:`_new_media`
     makes each call's media with them.
