@@ -211,8 +211,9 @@ class Conference(StateMachine[ConferenceState]):
         """Participant: the invitation rings (``conference:invitation-received``)."""
         self._emit("conference:invitation-received", msg)
 
-    async def join(self, answer: Callable[[], Awaitable[None]], timeout: float) -> None:  # noqa: ASYNC109
-        """Participant: ``answer`` our leg, then wait (``timeout`` seconds) until we are in.
+    async def join_with(self, answer: Callable[[], Awaitable[None]], patience: float) -> None:
+        """Participant (``phone.join_conference()``): ``answer`` our leg, then wait up to
+        ``patience`` seconds until we are in.
 
         :raises CallStateError: the conference ended while joining.
         """
@@ -221,7 +222,7 @@ class Conference(StateMachine[ConferenceState]):
         await answer()
         if self.state is ConferenceState.CONNECTING:
             self._emit("conference:connecting", {"conference_id": self.id})
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(patience):
             await self._in.wait()  # conference.joined follows the answer's reply
         if self.state is ConferenceState.ENDED:
             raise CallStateError(f"conference {self.id} ended while joining ({self.end_reason})")

@@ -194,7 +194,7 @@ class ConferenceBook:
         conf = self.invitation()
         call = conf.call
         assert call is not None
-        await conf.join(
+        await conf.join_with(
             lambda: call.answer(source, sink, codecs=codecs, action=action, media_type="audio"),
             self._requester.request_timeout,
         )
