@@ -13,12 +13,11 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import Field
 
-from callbridge.api.commands import StateParams, audio_for, command, loop_count
-from callbridge.api.context import Ctx
+from callbridge.api.commands import StateParams, audio_for, command, loop_count, speech
+from callbridge.api.context import ApiContext, Ctx
 from callbridge.api.errors import invalid
 from callbridge.api.schemas import CommandResult, Data, refuse_unsupported
 from callbridge.core.control import DTMF_DIGITS, AppCall, TargetLegs
-from callbridge.media.interface import AudioSpec
 
 __all__ = ["router"]
 
@@ -39,11 +38,7 @@ class SpeakParams(StateParams):
     response_model=Data[CommandResult],
 )
 async def speak(call_control_id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
-    if params.payload_type == "ssml":
-        raise invalid("payload_type 'ssml' is not supported: send plain text", "/payload_type")
-    if params.voice not in ("female", "male"):
-        raise invalid(f"voice {params.voice!r} is not available: use 'female' or 'male'", "/voice")
-    audio = AudioSpec("tts", params.payload, voice=params.voice, language=params.language)
+    audio = speech(params.payload, params.voice, params.language, params.payload_type)
 
     async def run(call: AppCall) -> None:
         await ctx.control.play(call, audio, kind="speak", target_legs=params.target_legs)
@@ -230,6 +225,17 @@ async def record_stop(
     )
 
 
+async def _pause(
+    ctx: ApiContext, call_control_id: str, params: RecordingIdParams, paused: bool
+) -> Data[CommandResult]:
+    return await command(
+        ctx,
+        call_control_id,
+        params,
+        lambda call: ctx.control.record_pause(call, paused, params.recording_id),
+    )
+
+
 @router.post(
     "/calls/{call_control_id}/actions/record_pause",
     summary="Pause recording a call",
@@ -238,12 +244,7 @@ async def record_stop(
 async def record_pause(
     call_control_id: str, params: RecordingIdParams, ctx: Ctx
 ) -> Data[CommandResult]:
-    return await command(
-        ctx,
-        call_control_id,
-        params,
-        lambda call: ctx.control.record_pause(call, True, params.recording_id),
-    )
+    return await _pause(ctx, call_control_id, params, True)
 
 
 @router.post(
@@ -254,9 +255,4 @@ async def record_pause(
 async def record_resume(
     call_control_id: str, params: RecordingIdParams, ctx: Ctx
 ) -> Data[CommandResult]:
-    return await command(
-        ctx,
-        call_control_id,
-        params,
-        lambda call: ctx.control.record_pause(call, False, params.recording_id),
-    )
+    return await _pause(ctx, call_control_id, params, False)

@@ -34,6 +34,7 @@ __all__ = [
     "loop_count",
     "protocol_errors",
     "resolve_call",
+    "speech",
 ]
 
 T = TypeVar("T")
@@ -119,6 +120,15 @@ async def audio_for(
     if required:
         raise invalid("give audio_url or media_name", pointer="/audio_url")
     return None
+
+
+def speech(text: str, voice: str, language: str, payload_type: str) -> AudioSpec:
+    """What a ``speak`` says (text to speech): plain text in a ``female`` or ``male`` voice."""
+    if payload_type == "ssml":
+        raise invalid("payload_type 'ssml' is not supported: send plain text", "/payload_type")
+    if voice not in ("female", "male"):
+        raise invalid(f"voice {voice!r} is not available: use 'female' or 'male'", "/voice")
+    return AudioSpec("tts", text, voice=voice, language=language)
 
 
 def loop_count(loop: int | str | None) -> int:

@@ -19,7 +19,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from callbridge.api.commands import audio_for, loop_count, protocol_errors, resolve_call
+from callbridge.api.commands import (
+    audio_for,
+    loop_count,
+    protocol_errors,
+    resolve_call,
+    speech,
+)
 from callbridge.api.context import ApiContext, Ctx
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page
@@ -439,11 +445,7 @@ class SpeakParams(ParticipantsParams):
 )
 async def speak(id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
     _live(ctx, id)
-    if params.payload_type == "ssml":
-        raise invalid("payload_type 'ssml' is not supported: send plain text", "/payload_type")
-    if params.voice not in ("female", "male"):
-        raise invalid(f"voice {params.voice!r} is not available: use 'female' or 'male'", "/voice")
-    audio = AudioSpec("tts", params.payload, voice=params.voice, language=params.language)
+    audio = speech(params.payload, params.voice, params.language, params.payload_type)
     await _play(ctx, id, audio, params.call_control_ids, "/payload")
     return ok()
 

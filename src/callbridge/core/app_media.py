@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -29,6 +29,7 @@ from callbridge.core.app_events import (
 )
 from callbridge.core.app_model import DTMF_DIGITS, AppCall, now
 from callbridge.core.calls import Leg, new_id
+from callbridge.core.conference_model import Playback, PlaybackState, Recording, RecordingState
 from callbridge.core.events import CallDtmf
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import (
@@ -43,43 +44,19 @@ from callbridge.statemachine import StateMachine
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls
 
-__all__ = [
-    "AppMedia",
-    "AppPlayback",
-    "AppRecording",
-    "PlaybackState",
-    "RecordingState",
-    "TargetLegs",
-]
+__all__ = ["AppMedia", "AppPlayback", "AppRecording", "TargetLegs"]
 
 log = logging.getLogger(__name__)
 
 TargetLegs = Literal["self", "opposite", "both"]
 
 
-class PlaybackState(StrEnum):
-    """State of a playback to a call.
-
-    ::
-
-        starting ──the media plane started it──► playing ──► ended
-            └────────────could not start / the call ended──────►┘
-    """
-
-    STARTING = "starting"  # asked of the media plane
-    PLAYING = "playing"  # started (``*.started`` published)
-    ENDED = "ended"  # its end was published (or it never started)
-
-
 @dataclass(eq=False)
 class AppPlayback(StateMachine[PlaybackState]):
     """One play or speak to one leg of an application call."""
 
-    TRANSITIONS: ClassVar[dict[PlaybackState, frozenset[PlaybackState]]] = {
-        PlaybackState.STARTING: frozenset({PlaybackState.PLAYING, PlaybackState.ENDED}),
-        PlaybackState.PLAYING: frozenset({PlaybackState.ENDED}),
-        PlaybackState.ENDED: frozenset(),
-    }
+    # The life of any playback, a conference's too: one table for both.
+    TRANSITIONS: ClassVar[Mapping[PlaybackState, frozenset[PlaybackState]]] = Playback.TRANSITIONS
 
     call: AppCall  # whose events report it (the call of the leg that hears it)
     what: PlaybackKind
@@ -93,43 +70,14 @@ class AppPlayback(StateMachine[PlaybackState]):
         return "application playback"
 
 
-class RecordingState(StrEnum):
-    """State of a recording of a call.
-
-    ::
-
-        starting ──► recording ◄──► paused
-            │            │            │
-            │            └──stop──► stopping ──► saved
-            └──failed    └────────────┴──the call ended──► saved
-    """
-
-    STARTING = "starting"  # asked of the media plane
-    RECORDING = "recording"
-    PAUSED = "paused"
-    STOPPING = "stopping"  # stop asked; the file is being finished
-    SAVED = "saved"  # the media plane saved the file
-    FAILED = "failed"  # it could not start
-
-
 @dataclass(eq=False)
 class AppRecording(StateMachine[RecordingState]):
     """The recording of one application call."""
 
-    TRANSITIONS: ClassVar[dict[RecordingState, frozenset[RecordingState]]] = {
-        RecordingState.STARTING: frozenset(
-            {RecordingState.RECORDING, RecordingState.FAILED, RecordingState.SAVED}
-        ),
-        RecordingState.RECORDING: frozenset(
-            {RecordingState.PAUSED, RecordingState.STOPPING, RecordingState.SAVED}
-        ),
-        RecordingState.PAUSED: frozenset(
-            {RecordingState.RECORDING, RecordingState.STOPPING, RecordingState.SAVED}
-        ),
-        RecordingState.STOPPING: frozenset({RecordingState.SAVED}),
-        RecordingState.SAVED: frozenset(),
-        RecordingState.FAILED: frozenset(),
-    }
+    # The life of any recording, a conference's too: one table for both.
+    TRANSITIONS: ClassVar[Mapping[RecordingState, frozenset[RecordingState]]] = (
+        Recording.TRANSITIONS
+    )
 
     id: str
     call: AppCall

@@ -18,7 +18,6 @@ calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from callbridge.core.app_conferences import (
     ConferenceFull,
@@ -35,7 +34,7 @@ from callbridge.core.conference_media import RecordAction
 from callbridge.core.gather import Gather
 from callbridge.core.queues import Queue, QueueEntry
 from callbridge.media.interface import AudioSpec, RecordingFormat
-from callbridge.vocabulary import BeepMode, SupervisorRole
+from callbridge.vocabulary import SupervisorRole
 
 # The models and errors the API works with come from here too: one import for the API.
 __all__ = [
@@ -62,6 +61,13 @@ class CallControl:
 
     def __init__(self, apps: AppCalls) -> None:
         self._apps = apps
+        # Commands whose parameters are the services' own, bound rather than restated:
+        self.dial = apps.dialer.dial  # ring a user's devices; the call (``call.initiated``)
+        self.transfer = apps.bridges.transfer  # dial a target, bridge when it answers
+        self.play = apps.playing.play  # play or speak to a call; the playback ids
+        self.enqueue = apps.queues.enqueue  # into a queue (made on first use), hold music
+        self.create_conference = apps.conferences.create  # from an answered call; its record
+        self.join = apps.conferences.join  # a call joins a live conference
 
     # calls ------------------------------------------------------------------------------------
     def call(self, call_control_id: str) -> AppCall:
@@ -76,27 +82,6 @@ class CallControl:
     def set_client_state(self, call: AppCall, client_state: str) -> None:
         """Later events of the call carry this ``client_state``."""
         call.client_state = client_state
-
-    async def dial(
-        self,
-        application: Any,
-        to: str,
-        from_: str,
-        *,
-        from_display_name: str = "",
-        webhook_url: str | None = None,
-        timeout_secs: float = 30.0,
-        client_state: str | None = None,
-    ) -> AppCall:
-        return await self._apps.dialer.dial(
-            application,
-            to,
-            from_,
-            from_display_name=from_display_name,
-            webhook_url=webhook_url,
-            timeout_secs=timeout_secs,
-            client_state=client_state,
-        )
 
     async def answer(self, call: AppCall, webhook_url: str | None = None) -> None:
         if webhook_url is not None:
@@ -118,46 +103,6 @@ class CallControl:
         """Bridge ``call`` to the longest-waiting call of the queue; returns that call."""
         return await self._apps.bridges.bridge_queue(
             call, queue_name, park_after_unbridge=park_after_unbridge
-        )
-
-    async def transfer(
-        self,
-        call: AppCall,
-        to: str,
-        *,
-        from_: str | None = None,
-        from_display_name: str = "",
-        webhook_url: str | None = None,
-        timeout_secs: float = 30.0,
-        target_client_state: str | None = None,
-    ) -> AppCall:
-        return await self._apps.bridges.transfer(
-            call,
-            to,
-            from_=from_,
-            from_display_name=from_display_name,
-            webhook_url=webhook_url,
-            timeout_secs=timeout_secs,
-            target_client_state=target_client_state,
-        )
-
-    async def play(
-        self,
-        call: AppCall,
-        audio: AudioSpec,
-        *,
-        kind: PlaybackKind,
-        target_legs: TargetLegs = "self",
-        media_url: str | None = None,
-        media_name: str | None = None,
-    ) -> list[str]:
-        return await self._apps.playing.play(
-            call,
-            audio,
-            kind=kind,
-            target_legs=target_legs,
-            media_url=media_url,
-            media_name=media_name,
         )
 
     async def stop_playback(self, call: AppCall) -> None:
@@ -206,18 +151,6 @@ class CallControl:
 
     async def record_pause(self, call: AppCall, paused: bool, recording_id: str | None) -> None:
         await self._apps.playing.record_pause(call, paused, recording_id)
-
-    async def enqueue(
-        self,
-        call: AppCall,
-        queue_name: str,
-        *,
-        max_size: int | None = None,
-        max_wait_time_secs: float | None = None,
-    ) -> Queue:
-        return await self._apps.queues.enqueue(
-            call, queue_name, max_size=max_size, max_wait_time_secs=max_wait_time_secs
-        )
 
     async def leave_queue(self, call: AppCall) -> None:
         await self._apps.queues.leave_queue(call)
@@ -268,50 +201,6 @@ class CallControl:
 
     def conference_recording_id(self, conference_id: str) -> str | None:
         return self._apps.conferences.recording_id(conference_id)
-
-    async def create_conference(
-        self,
-        call: AppCall,
-        name: str,
-        *,
-        beep: BeepMode = "never",
-        client_state: str | None = None,
-        duration_minutes: int | None = None,
-        max_participants: int | None = None,
-        hold_audio: AudioSpec | None = None,
-    ) -> ConferenceRecord:
-        return await self._apps.conferences.create(
-            call,
-            name,
-            beep=beep,
-            client_state=client_state,
-            duration_minutes=duration_minutes,
-            max_participants=max_participants,
-            hold_audio=hold_audio,
-        )
-
-    async def join(
-        self,
-        conference_id: str,
-        call: AppCall,
-        *,
-        client_state: str | None = None,
-        muted: bool = False,
-        held: bool = False,
-        hold_audio: AudioSpec | None = None,
-        role: SupervisorRole = "none",
-        whisper_to: Sequence[AppCall] = (),
-    ) -> None:
-        await self._apps.conferences.join(
-            conference_id,
-            call,
-            client_state=client_state,
-            muted=muted,
-            held=held,
-            hold_audio=hold_audio,
-            role=role,
-            whisper_to=whisper_to,
-        )
 
     async def leave(self, conference_id: str, call: AppCall) -> None:
         await self._apps.conferences.leave(conference_id, call)
