@@ -285,6 +285,7 @@ async def test_digits_are_reported_and_gathered_until_the_terminating_one(apps: 
         inter_digit_timeout=5,
         gather_id="pin",
     )
+    gather = call.gather
     for digit in "12#":
         apps.world.media.emit_dtmf(call.id, digit)
     assert apps.types(call.id)[2:] == [
@@ -295,7 +296,7 @@ async def test_digits_are_reported_and_gathered_until_the_terminating_one(apps: 
     ]
     gathered = apps.payloads("call.gather.ended")[0]
     assert (gathered["digits"], gathered["status"], gathered["gather_id"]) == ("12", "valid", "pin")
-    assert not apps.apps.scheduler.armed((call.gather, "total"))
+    assert call.gather is None and not apps.apps.scheduler.armed((gather, "total"))
     await apps.control.hangup(call)
     apps.assert_nothing_left()
 
