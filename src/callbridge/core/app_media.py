@@ -283,8 +283,6 @@ class AppMedia:
 
     async def _save(self, recording: AppRecording, event: RecordingSaved) -> None:
         call = recording.call
-        if call.recording is recording:
-            call.recording = None
         ended = now()
         duration_millis = round(event.duration_secs * 1000)
         await self.apps.directory.add_recording(
@@ -318,6 +316,8 @@ class AppMedia:
             recording = self.recordings.pop(event.recording_id, None)
             if recording is not None:
                 recording.transition(RecordingState.SAVED, cause=event.path)
+                if recording.call.recording is recording:  # saved before a stop (media ended)
+                    recording.call.recording = None
                 self.apps.store_later(self._save(recording, event), f"recording {recording.id}")
 
     def call_ended(self, call: AppCall) -> None:

@@ -4,18 +4,18 @@
 by leg), the lookups every command starts with, the end of a call, and the events in and out.
 The logic lives in one module per concept, each a small service holding a reference to it:
 
-=====================  ======================================================================
-:mod:`.app_model`      AppCall and its state machine, errors, the store's view, the
-                       application as a device (:class:`ApplicationDevice`)
-:mod:`.app_events`     the typed facts published on the bus (``AppCall*``, ``AppConference*``)
-                       and the ``call.bridged`` device event
-:mod:`.app_dial`       parking incoming calls, answer, reject, dialling a user, hangup
-:mod:`.app_bridge`     bridge (also to the head of a queue) and transfer
-:mod:`.queues`         call queues
-:mod:`.gather`         collecting DTMF digits
-:mod:`.app_media`      play, speak, send DTMF, record
-:mod:`.app_conferences` REST conferences: records, operations, conference events
-=====================  ======================================================================
+=======================  ====================================================================
+:mod:`.app_model`        AppCall and its state machine, errors, the store's view, the
+                         application as a device (:class:`ApplicationDevice`)
+:mod:`.app_events`       the typed facts published on the bus (``AppCall*``,
+                         ``AppConference*``) and the ``call.bridged`` device event
+:mod:`.app_dial`         parking incoming calls, answer, reject, dialling a user, hangup
+:mod:`.app_bridge`       bridge (also to the head of a queue) and transfer
+:mod:`.queues`           call queues
+:mod:`.gather`           collecting DTMF digits
+:mod:`.app_media`        play, speak, send DTMF, record
+:mod:`.app_conferences`  REST conferences: records, operations, conference events
+=======================  ====================================================================
 
 The REST API reaches all of it through one facade, :class:`~callbridge.core.control.CallControl`.
 
