@@ -408,6 +408,7 @@ class AppConferences:
         self._forget_old()
         self.apps.publish(
             AppConferenceCreated(
+                at=event.at,
                 conference=self.facts(record),
                 creator=self.participant_facts(event.call_control_id),
             )
@@ -425,7 +426,9 @@ class AppConferences:
         if record is not None:
             participant = self.participant_facts(event.call_control_id)
             self.apps.publish(
-                AppParticipantJoined(conference=self.facts(record), participant=participant)
+                AppParticipantJoined(
+                    at=event.at, conference=self.facts(record), participant=participant
+                )
             )
 
     def on_left(self, event: ParticipantLeft) -> None:
@@ -433,7 +436,9 @@ class AppConferences:
         if record is not None:
             participant = self.participant_facts(event.call_control_id)
             self.apps.publish(
-                AppParticipantLeft(conference=self.facts(record), participant=participant)
+                AppParticipantLeft(
+                    at=event.at, conference=self.facts(record), participant=participant
+                )
             )
 
     def on_floor_changed(self, event: ConferenceFloorChanged) -> None:
@@ -443,7 +448,7 @@ class AppConferences:
                 self.participant_facts(event.call_control_id) if event.call_control_id else None
             )
             self.apps.publish(
-                AppConferenceFloorChanged(conference=self.facts(record), talker=talker)
+                AppConferenceFloorChanged(at=event.at, conference=self.facts(record), talker=talker)
             )
 
     def on_ended(self, event: ConferenceEnded) -> None:
@@ -455,7 +460,7 @@ class AppConferences:
         if record.end_reason is None:
             record.end_reason = "host_left" if record.hosted else "all_left"
         self.apps.publish(
-            AppConferenceEnded(conference=self.facts(record), reason=record.end_reason)
+            AppConferenceEnded(at=event.at, conference=self.facts(record), reason=record.end_reason)
         )
 
     def on_playback(self, event: ConferencePlaybackChanged) -> None:
@@ -484,6 +489,7 @@ class AppConferences:
             record.targeted.pop(event.playback_id, None)
         self.apps.publish(
             AppConferencePlayback(
+                at=event.at,  # when it happened, also for an event held a moment
                 conference=self.facts(record),
                 kind=event.kind,
                 started=started,
