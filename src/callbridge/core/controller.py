@@ -147,6 +147,14 @@ class LegTable(dict[str, Leg]):
 
 
 class CallController:
+    """Owns the devices and live legs of this node and drives calls between them.
+
+    Device adapters (``/ws`` sessions, later SIP) call the commands: :meth:`answer`,
+    :meth:`reject`, :meth:`hangup` here, the others on its services (``routing``, ``incall``,
+    ``transfers``, ``moves``, ``modifications``, ``leg_media``). Listeners subscribe to
+    :attr:`bus`. ``media`` is the media plane, ``directory`` the store.
+    """
+
     def __init__(
         self,
         media: MediaServer,
@@ -299,7 +307,9 @@ class CallController:
             return None
         try:
             return await self.media.endpoint_info(leg.id)
-        except MediaError:
+        except MediaError as exc:
+            if leg.live:  # not a leg that ended meanwhile: worth knowing
+                log.warning("no media information for live leg %s: %s", leg.id, exc)
             return None
 
     def deliver_candidates(self, leg: Leg, candidates: tuple[Candidate, ...]) -> None:
