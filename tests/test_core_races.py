@@ -166,6 +166,26 @@ async def test_the_caller_hangs_up_while_the_callees_answer_waits_on_the_media_p
     world.assert_nothing_left()
 
 
+async def test_the_far_party_hangs_up_while_the_hold_music_starts(world: World) -> None:
+    alice, bob = world.phone("alice"), world.phone("bob")
+    to_bob, at_bob = await world.connect(alice, bob)
+    gate = world.media.hold("play", to_bob)  # the hold music for alice
+    holding = asyncio.create_task(world.controller.incall.hold(bob, at_bob, "h1"))
+    await gate.reached()
+    await world.controller.hangup(alice, to_bob, "x1")
+    gate.release()
+    with pytest.raises(ProtocolError) as late:  # the hold still gets a reply (an error)
+        await holding
+
+    assert late.value.code is ErrorCode.CALL_NOT_FOUND
+    assert late.value.message == f"call {at_bob} has ended (hangup)"
+    assert bob.wire == [{"type": "call.ended", "call_id": at_bob, "reason": "hangup"}]
+    assert alice.wire == [
+        {"type": "call.ended", "req_id": "x1", "call_id": to_bob, "reason": "hangup"},
+    ]
+    world.assert_nothing_left()
+
+
 # transfer --------------------------------------------------------------------------------------
 async def test_a_consultation_rejected_busy_while_its_ringback_starts_ends_without_ringing(
     world: World,

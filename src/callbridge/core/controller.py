@@ -283,6 +283,17 @@ class CallController:
             )
         return leg
 
+    def too_late(self, leg: Leg) -> ProtocolError:
+        """The error that answers a command whose call ended (or changed) while it was being
+        carried out: the device's request still gets a reply."""
+        if not leg.live:
+            return ProtocolError(
+                ErrorCode.CALL_NOT_FOUND, f"call {leg.id} has ended ({leg.end_reason})"
+            )
+        return ProtocolError(
+            ErrorCode.INVALID_STATE, f"call {leg.id} changed while this request was carried out"
+        )
+
     def hosted_member(self, leg: Leg) -> bool:
         """True for a leg in a hosted (seed 002) conference: its calls are the conference's."""
         conf = leg.conference

@@ -59,7 +59,7 @@ class InCall:
             done = await c.on_live(media.stop_playing(peer.id), leg, peer)
             done = done and await c.on_live(media.stop_playing(leg.id), leg, peer)
         if not done or leg.peer is not peer:
-            return  # ended or transferred meanwhile: its own events said so
+            raise c.too_late(leg)  # ended or transferred meanwhile
         state = LegState.HELD if held else LegState.ACTIVE
         leg.transition(state)
         peer.transition(state)

@@ -74,7 +74,7 @@ class LegMedia:
         leg.media_generation += 1
         info = await c.endpoint_info(leg)
         if info is None:
-            return
+            raise c.too_late(leg)
         device.deliver(SdpAnswer(req_id=req_id, call_id=leg.id, sdp=answer))
         c.deliver_candidates(leg, info.candidates)
 

@@ -66,8 +66,8 @@ class Modifications:
         except MediaError:
             call.modification = None
             raise
-        if not (leg.live and peer.live):
-            return
+        if not all_live(leg, peer):
+            raise c.too_late(leg)
         operation = _operation(media_type)
         device.deliver(
             CallModificationInProgress(

@@ -82,7 +82,7 @@ class Moves:
                 break
             await c.ring_device(group, other, caller, info.codec if info else None)
         if not leg.live:
-            return  # the call ended meanwhile: leg_ended canceled the move
+            raise c.too_late(leg)  # the call ended meanwhile: leg_ended canceled the move
         device.deliver(CallMoving(req_id=req_id, call_id=leg.id))
         await group.start(c.ring_timeout)
 

@@ -46,8 +46,8 @@ class Transfers:
                 ErrorCode.DESTINATION_NOT_FOUND,
                 f"no user has the extension, number or name {destination!r}; call kept",
             )
-        if not (leg.live and transferee.live) or leg.peer is not transferee:
-            return
+        if not all_live(leg, transferee) or leg.peer is not transferee:
+            raise c.too_late(leg)
         # The transferor's side ends; the transferee's leg and media stay up (no renegotiation).
         self._close(old)
         await c.on_live(c.media.unbridge(transferee.id), transferee)
