@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from callbridge.core.controller import CallController
 from callbridge.core.events import DeviceEvent, Event, LegEvent
 from callbridge.signalling import wire_calls, wire_conferences  # noqa: F401 (encoders)
 from callbridge.signalling.wire import to_wire
+from callbridge.store.records import Cdr
 from callbridge.testing.fake_media import FakeMediaServer
 from callbridge.testing.fake_sdp import sdp
 
@@ -37,21 +37,6 @@ class User:
     display_name: str
     extension: str
     number: str | None = None
-
-
-@dataclass(frozen=True)
-class Cdr:
-    """A call detail record as the controller makes one (the store's columns)."""
-
-    call_id: str
-    caller: str
-    callee: str
-    destination: str
-    started_at: datetime
-    answered_at: datetime | None
-    ended_at: datetime
-    end_reason: str
-    direction: str
 
 
 @dataclass

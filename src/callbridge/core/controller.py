@@ -61,7 +61,7 @@ from callbridge.core.incall import InCall
 from callbridge.core.legmedia import LegMedia
 from callbridge.core.modify import Modifications
 from callbridge.core.moves import Moves
-from callbridge.core.ringgroup import RingGroup
+from callbridge.core.ringgroup import AnswerHook, ExhaustedHook, RingGroup
 from callbridge.core.ringing import RingOwner
 from callbridge.core.routing import Routing
 from callbridge.core.scheduler import Scheduler
@@ -341,7 +341,37 @@ class CallController:
         lines = self.media.local_candidates(leg.id)
         self.deliver_candidates(leg, tuple(Candidate(*line) for line in lines))
 
-    # ringing a device -----------------------------------------------------------------------
+    # ringing devices ------------------------------------------------------------------------
+    def ring_group(
+        self, what: str, on_answer: AnswerHook, on_exhausted: ExhaustedHook
+    ) -> RingGroup:
+        """A new ring group on this controller's scheduler, its changes on the bus."""
+        group = RingGroup(
+            self, self.scheduler, on_answer=on_answer, on_exhausted=on_exhausted, what=what
+        )
+        group.state_observer = self.observer
+        return group
+
+    async def ring_devices(
+        self,
+        group: RingGroup,
+        devices: list[Device],
+        caller: Caller,
+        prefer: str | None,
+        *,
+        call: Call | None = None,
+    ) -> list[Leg]:
+        """Ring each device in ``group`` (:meth:`ring_device`) until the group closes (a
+        device answered, or the owner canceled); the legs that ring."""
+        legs: list[Leg] = []
+        for device in devices:
+            if not group.open:
+                break
+            leg = await self.ring_device(group, device, caller, prefer, call=call)
+            if leg is not None:
+                legs.append(leg)
+        return legs
+
     async def ring_device(
         self,
         group: RingGroup,

@@ -26,7 +26,6 @@ from callbridge.core.calls import (
     all_live,
 )
 from callbridge.core.events import CallAnswered, CommandFailed
-from callbridge.core.ringgroup import RingGroup
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 
 if TYPE_CHECKING:
@@ -62,14 +61,9 @@ class Moves:
         assert far is not None and call is not None
         move = Move(leg)
         move.state_observer = c.observer
-        group = RingGroup(
-            c,
-            c.scheduler,
-            on_answer=partial(self._take_over, move),
-            on_exhausted=partial(self._nobody, move),
-            what="move ring",
+        group = c.ring_group(
+            "move ring", partial(self._take_over, move), partial(self._nobody, move)
         )
-        group.state_observer = c.observer
         move.ring = group
         self.active[leg.id] = move  # claimed before any await: a second move is refused
         info = await c.endpoint_info(far)
@@ -77,10 +71,7 @@ class Moves:
         caller = Caller(
             far.device.caller_id, far.device.display_name, call.destination, "audio", leg.id
         )
-        for other in others:
-            if not group.open:
-                break
-            await c.ring_device(group, other, caller, info.codec if info else None)
+        await c.ring_devices(group, others, caller, info.codec if info else None)
         if not leg.live:
             raise c.too_late(leg)  # the call ended meanwhile: leg_ended canceled the move
         device.deliver(CallMoving(req_id=req_id, call_id=leg.id))

@@ -24,16 +24,16 @@ Legs are added while the group is ``new`` (each device's offer takes an await); 
 already answer or decline then. :meth:`start` arms the timeout, or ends the group at once when
 nobody rings any more. ::
 
-    group = RingGroup(controller, scheduler, on_answer=connect, on_exhausted=give_up)
-    for device in devices:
-        leg = ...  # created, offered, registered, state RINGING, told call.incoming
-        if not group.open:
-            break  # answered or canceled meanwhile: stop ringing more devices
-        group.add(leg)
+    group = controller.ring_group("invitation ring", on_answer=join, on_exhausted=give_up)
+    owner.ring = group  # before any await: whoever ends the owner can cancel it
+    # Each device: a leg created, offered, registered, RINGING, told call.incoming, added;
+    # it stops early when the group closes (answered or canceled meanwhile).
+    await controller.ring_devices(group, devices, caller, prefer_codec)
     await group.start(ring_timeout)  # False: nobody rang; on_exhausted has run
 
-The group never touches the media plane or the wire: legs end through ``ender.end_leg``
-(which tells the device ``call.ended``).
+(``controller.ring_group`` is ``RingGroup(controller, controller.scheduler, ...)`` with its
+state changes published on the bus.) The group itself never touches the media plane or the
+wire: legs end through ``ender.end_leg``, which tells the device ``call.ended``.
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import EndReason
 
-__all__ = ["LegEnder", "RingGroup", "RingState"]
+__all__ = ["AnswerHook", "ExhaustedHook", "LegEnder", "RingGroup", "RingState"]
 
 log = logging.getLogger(__name__)
 
 AnswerHook = Callable[[Leg, str, str | None], Awaitable[None]]
+"""``on_answer(leg, sdp, req_id)``: connect the winner (the group is claimed, the rest ended)."""
 ExhaustedHook = Callable[[EndReason], Awaitable[None]]
+"""``on_exhausted(reason)``: nobody will answer (the last decline's reason, or no-answer)."""
 
 
 class LegEnder(Protocol):

@@ -37,7 +37,7 @@ from callbridge.core.events import (
     LegInitiated,
     SdpAnswer,
 )
-from callbridge.core.ringgroup import RingGroup, RingState
+from callbridge.core.ringgroup import RingState
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.vocabulary import MediaType
 
@@ -117,24 +117,14 @@ class Routing:
             await self._fail(call, f"{destination!r} ({target.name}) has no device logged in")
             return
         info = await c.endpoint_info(origin)
-        group = RingGroup(
-            c,
-            c.scheduler,
-            on_answer=partial(self._answered, call),
-            on_exhausted=partial(self._exhausted, call),
-            what="ring-all",
+        group = c.ring_group(
+            "ring-all", partial(self._answered, call), partial(self._exhausted, call)
         )
-        group.state_observer = c.observer
-        call.ring = group
+        call.ring = group  # before any await: a hangup meanwhile cancels it
         caller = Caller(call.caller_id, call.caller_name, call.destination, call.media_type)
-        for device in devices:
-            if not group.open:
-                break  # answered, or the call ended, meanwhile
-            leg = await c.ring_device(
-                group, device, caller, info.codec if info else None, call=call
-            )
-            if leg is not None:
-                c.announce(LegInitiated(leg=leg.facts()), leg)
+        prefer = info.codec if info else None
+        for leg in await c.ring_devices(group, devices, caller, prefer, call=call):
+            c.announce(LegInitiated(leg=leg.facts()), leg)
         if call.ended or not await group.start(c.ring_timeout):
             return
         if group.state is not RingState.RINGING or call.state is not CallState.ROUTING:
