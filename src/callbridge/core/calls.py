@@ -63,14 +63,14 @@ class LegState(StrEnum):
 
     ::
 
-        new ──► trying ──► ringing ──► active ◄──► held
-         │        └────────────────────►▲  │         │
-         └──────────► ringing           │  └─► ringing ◄─┘  (blind transfer: the
-                                                             transferee rings again)
+        outgoing:  new ──► trying ──► ringing ──► active ◄──► held
+                              └────────────────────────►▲
+        incoming:  new ──► ringing ──► active ◄──► held
+        transfer:  active / held ──► ringing   (the transferee of a blind transfer rings
+                                                 again; its media stays up)
         every state but ended ──► ended(reason)
 
-    Outgoing legs go new → trying → ringing → active (trying → active when the destination
-    answers at once); incoming legs go new → ringing → active.
+    ``trying → active``: a destination that answers at once (an application's).
     """
 
     NEW = "new"  # created, media not yet negotiated
