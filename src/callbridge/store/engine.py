@@ -12,11 +12,21 @@ SQLite is shared by the server and the CLI commands, each its own process. So:
 
 PostgreSQL needs none of this; concurrent start-ups serialise their migrations on an
 advisory lock instead.
+
+Within one process, migrations also run one at a time (:func:`migrate`): Alembic keeps the
+running migration's context in module-level proxies (``alembic.context``, ``alembic.op``), and
+async SQLAlchemy runs each migration in a greenlet on the event loop's thread, so two stores
+opened at once would interleave their migrations in those proxies (seen as ``KeyError:
+'script'`` and tables created twice). The database's lock cannot prevent that: on SQLite,
+switching a new file to WAL may fail with "database is locked" without waiting, before any
+transaction has begun.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +116,25 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+_MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` in one transaction.
 
     Several processes may start at once: on SQLite the write lock taken by BEGIN IMMEDIATE
     makes the others wait, on PostgreSQL an advisory lock does; the later ones then find the
-    schema current and do nothing.
+    schema current and do nothing. In one process, one migration runs at a time (see the
+    module docstring).
     """
+    lock = _MIGRATING.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        await _migrate(engine, revision)
+
+
+async def _migrate(engine: AsyncEngine, revision: str) -> None:
     async with writer(engine).begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(
