@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from callbridge.client import AudioSink, AudioSource, Call, CallMedia, VideoSink, VideoSource
-from callbridge.client.calllist import CallList
+from callbridge.client import AudioSink, AudioSource, Call, CallMedia
+from callbridge.client.calllist import CallList, Dial
 from callbridge.client.emitter import EventEmitter, TaskOwner
 from callbridge.client.stream import EventHub
-from callbridge.vocabulary import MediaType
 
 _REPLIES = {"call.hold": "call.held", "call.resume": "call.resumed"}
 
@@ -64,19 +63,8 @@ class ScriptedDial(CallList):
         self.busy_at_once = busy_at_once
         server.calls = self
 
-    async def dial(
-        self,
-        destination: str,
-        caller_id: str | None = None,
-        source: AudioSource | None = None,
-        sink: AudioSink | None = None,
-        *,
-        codecs: Sequence[str] | None = None,
-        media_type: MediaType = "audio",
-        video_source: VideoSource | None = None,
-        video_sink: VideoSink | None = None,
-    ) -> Call:
-        consult = self.adopt(self.new("consult", "outgoing", to=destination))
+    async def dial(self, dial: Dial) -> Call:
+        consult = self.adopt(Call(self, "consult", "outgoing", to=dial.destination))
         consult.deliver({"type": "call.ringing", "call_id": consult.id})
         if self.busy_at_once:  # the reader got call.ended before dial() resumed
             self.busy(consult)
@@ -93,7 +81,7 @@ def _no_media(
 
 
 def _answered_call(calls: CallList) -> Call:
-    call = calls.adopt(calls.new("original", "outgoing", to="202"))
+    call = calls.adopt(Call(calls, "original", "outgoing", to="202"))
     call.deliver({"type": "call.answered", "call_id": call.id})
     return call
 

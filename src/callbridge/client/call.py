@@ -29,7 +29,6 @@ from callbridge.client.callbase import (
     CallState,
     LegOwner,
 )
-from callbridge.client.emitter import EventEmitter
 from callbridge.client.errors import CallEndedError, CallStateError, InvalidArgumentError
 from callbridge.client.eventnames import CallEventName, EventName
 from callbridge.client.media import CallMedia
@@ -144,7 +143,7 @@ class CallHost(CallServices, Protocol):
         ...
 
 
-class Call(CallBase[Event]):
+class Call(CallBase[Event, CallHost]):
     """A call of this device (seed 001's ``call`` object).
 
     Attributes: :attr:`id` (the server's ``call_id`` of this leg), :attr:`direction`
@@ -160,31 +159,6 @@ class Call(CallBase[Event]):
     ``moved(session_id)`` (another device took the call over; ``ended("moved")`` follows),
     ``move-failed(reason)``, ``ended(reason)``.
     """
-
-    def __init__(
-        self,
-        host: CallHost,
-        call_id: str,
-        direction: CallDirection,
-        *,
-        from_: str = "",
-        from_name: str = "",
-        to: str = "",
-        media: CallMedia | None = None,
-        offer_sdp: str | None = None,
-    ) -> None:
-        self._host = host
-        self._emitter: EventEmitter[CallEventName] = EventEmitter(host.tasks)
-        super().__init__(
-            host,
-            call_id,
-            direction,
-            from_=from_,
-            from_name=from_name,
-            to=to,
-            media=media,
-            offer_sdp=offer_sdp,
-        )
 
     # ------------------------------------------------------------------------------------------
     # events

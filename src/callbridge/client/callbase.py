@@ -2,9 +2,11 @@
 
 :class:`CallBase` follows the server's messages about one call (:meth:`CallBase.deliver`) and
 sends its in-call requests. It needs of the phone only :class:`CallServices` (requests, tasks,
-new peer connections). How its events are recorded and published, and the commands that involve
-the phone's other calls (answering while on a call, resuming, attended transfer), are the
-subclass's: :class:`callbridge.client.call.Call`, which also defines the event record.
+new peer connections); it keeps the call's handlers and the record of its events. What an event
+holds and where it is published, and the commands that involve the phone's other calls
+(answering while on a call, resuming, attended transfer), are the subclass's:
+:class:`callbridge.client.call.Call`, whose host is the phone's richer
+:class:`~callbridge.client.call.CallHost`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.emitter import TaskOwner
+from callbridge.client.emitter import EventEmitter, TaskOwner
 from callbridge.client.errors import CallStateError, remote_error
 from callbridge.client.eventnames import CallEventName
 from callbridge.client.history import EventHistory
@@ -40,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-E = TypeVar("E")
+E = TypeVar("E")  # the type of a call's events
 
 CallDirection = Literal["outgoing", "incoming"]
 
@@ -95,8 +97,12 @@ class CallServices(Protocol):
         ...
 
 
-class CallBase(StateMachine[CallState], Generic[E]):
-    """One call's state, media and own commands; ``E`` is the type of its events.
+H = TypeVar("H", bound=CallServices)  # what a call needs of the phone: CallServices or more
+
+
+class CallBase(StateMachine[CallState], Generic[E, H]):
+    """One call's state, media and own commands; ``E`` is the type of its events, ``H`` the
+    type of its host (the phone's part that made it).
 
     Subclasses implement :meth:`_event` (record, emit and publish an event) and :meth:`_end`.
     """
@@ -111,7 +117,7 @@ class CallBase(StateMachine[CallState], Generic[E]):
 
     def __init__(
         self,
-        services: CallServices,
+        host: H,
         call_id: str,
         direction: CallDirection,
         *,
@@ -121,7 +127,7 @@ class CallBase(StateMachine[CallState], Generic[E]):
         media: CallMedia | None = None,
         offer_sdp: str | None = None,
     ) -> None:
-        self._services = services
+        self._host = host
         self.id = call_id
         self.direction: CallDirection = direction
         self.from_ = from_
@@ -144,7 +150,8 @@ class CallBase(StateMachine[CallState], Generic[E]):
         self._media_type: MediaType = "video" if video else "audio"
         self._modification: dict[str, Any] | None = None  # call.media-modification to answer
         self._history: EventHistory[E] = EventHistory()
-        self._media_ops = MediaOps(call_id, services.tasks, lambda: self.media)
+        self._emitter: EventEmitter[CallEventName] = EventEmitter(host.tasks)
+        self._media_ops = MediaOps(call_id, host.tasks, lambda: self.media)
         # Outgoing: phone.call() returns once the server's answer to our offer is applied and
         # routing has an outcome (ringing or answered); call.ended before that fails it.
         self._setup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -338,7 +345,7 @@ class CallBase(StateMachine[CallState], Generic[E]):
     def _watch_media(self, media: CallMedia) -> None:
         """Emit ``media-established`` once the call's media connects (seed 002), and restart
         the media if its connection fails later (ICE consent lost: the path is gone)."""
-        tasks = self._services.tasks
+        tasks = self._host.tasks
 
         async def established() -> None:
             try:
@@ -368,14 +375,14 @@ class CallBase(StateMachine[CallState], Generic[E]):
         :raises RemoteError: the call ended first (its ``error``, else its end reason).
         :raises TimeoutError: not placed in time.
         """
-        async with asyncio.timeout(self._services.requester.request_timeout):
+        async with asyncio.timeout(self._host.requester.request_timeout):
             await asyncio.shield(self._setup)
 
     # ------------------------------------------------------------------------------------------
     # commands
 
     async def _request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return await self._services.requester.request({"type": kind, "call_id": self.id, **fields})
+        return await self._host.requester.request({"type": kind, "call_id": self.id, **fields})
 
     async def _answer(
         self,
@@ -387,7 +394,7 @@ class CallBase(StateMachine[CallState], Generic[E]):
         if self._over() or self.media is not None:
             return
         assert self._offer_sdp is not None
-        media = self.media = self._services.new_media(source, sink, codecs)
+        media = self.media = self._host.new_media(source, sink, codecs)
         if video is not None:
             media.enable_video(*video)
         self._media_ops.flush_early()
@@ -491,7 +498,7 @@ class CallBase(StateMachine[CallState], Generic[E]):
         if old is None:
             raise CallStateError(f"call {self.id} has no media yet: answer it first")
         codecs = [old.audio.codec.name] if old.audio is not None else None
-        media = self._services.new_media(old.source, old.sink, codecs)
+        media = self._host.new_media(old.source, old.sink, codecs)
         if old.video_enabled:
             media.enable_video(old.video_source, old.video_sink)
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from callbridge.client.call import Call, Event
 from callbridge.client.emitter import EventEmitter, TaskOwner
@@ -211,24 +211,29 @@ class CallGroup(StateMachine[GroupState]):
     async def hold(self) -> None:
         """Hold the whole group: we hear nothing and are not heard; the others go on
         talking to each other (as GSM multiparty does)."""
-        if self.id is None or self.state is not GroupState.CONNECTED:
-            raise CallStateError(f"hold() needs a connected call group; it is {self.state.value!r}")
-        self._set_state(GroupState.HOLDING, "hold()")
-        self._emit("holding")
-        try:
-            self.handle(await self._request("conference.hold", conference_id=self.id))
-        except RemoteError:
-            self._set_state(GroupState.CONNECTED, "hold refused")
-            raise
+        await self._switch("hold", GroupState.CONNECTED, GroupState.HOLDING, "holding")
 
     async def resume(self) -> None:
         """Resume a held group."""
-        if self.id is None or self.state is not GroupState.HELD:
-            raise CallStateError(f"resume() needs a held call group; it is {self.state.value!r}")
-        self._set_state(GroupState.RESUMING, "resume()")
-        self._emit("resuming")
+        await self._switch("resume", GroupState.HELD, GroupState.RESUMING, "resuming")
+
+    async def _switch(
+        self,
+        verb: Literal["hold", "resume"],
+        settled: GroupState,
+        passing: GroupState,
+        event: GroupEventName,
+    ) -> None:
+        """``conference.hold`` / ``resume``: from ``settled`` to ``passing`` (announced as
+        ``event``) until the server's reply moves the group on; a refusal goes back."""
+        if self.id is None or self.state is not settled:
+            raise CallStateError(
+                f"{verb}() needs a {settled.value} call group; it is {self.state.value!r}"
+            )
+        self._set_state(passing, f"{verb}()")
+        self._emit(event)
         try:
-            self.handle(await self._request("conference.resume", conference_id=self.id))
+            self.handle(await self._request(f"conference.{verb}", conference_id=self.id))
         except RemoteError:
-            self._set_state(GroupState.HELD, "resume refused")
+            self._set_state(settled, f"{verb} refused")
             raise

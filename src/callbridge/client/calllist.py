@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from callbridge.client.audio import AudioSink, AudioSource
-from callbridge.client.call import AnswerAction, Call, CallDirection, CallState, Event
+from callbridge.client.call import AnswerAction, Call, CallState, Event
 from callbridge.client.emitter import EventEmitter, TaskOwner
 from callbridge.client.errors import CallStateError
 from callbridge.client.eventnames import ConferenceEventName, PhoneEventName
@@ -32,7 +32,7 @@ from callbridge.client.video import VideoSink, VideoSource
 from callbridge.errors import RemoteError
 from callbridge.vocabulary import MediaType
 
-__all__ = ["CallList", "CallSummary", "MediaFactory"]
+__all__ = ["CallList", "CallSummary", "Dial", "MediaFactory"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,20 @@ class CallSummary:
     ``active`` or ``held`` (the seed's ``connected`` is ``active``)."""
     peer: str
     """The far party: ``to`` of an outgoing call, ``from_`` of an incoming one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """A call to place: what :meth:`Phone.call` (or :meth:`Phone.add_call`) was given."""
+
+    destination: str
+    caller_id: str | None = None  # None: the server shows our own number
+    source: AudioSource | None = None
+    sink: AudioSink | None = None
+    codecs: Sequence[str] | None = None
+    media_type: MediaType = "audio"
+    video_source: VideoSource | None = None
+    video_sink: VideoSink | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +198,7 @@ class CallList:
         if not held_here:
             await self._requester.request({"type": "call.hold", "call_id": call.id})
         try:
-            consult = await self.dial(destination, source=source, sink=sink)
+            consult = await self.dial(Dial(destination, source=source, sink=sink))
         except BaseException:
             if not held_here:
                 await call.resume()
@@ -253,31 +267,9 @@ class CallList:
             for i, call in enumerate(self.live)
         ]
 
-    def new(
-        self,
-        call_id: str,
-        direction: CallDirection,
-        *,
-        from_: str = "",
-        from_name: str = "",
-        to: str = "",
-        media: CallMedia | None = None,
-        offer_sdp: str | None = None,
-    ) -> Call:
-        """A call the server told us of; :meth:`adopt` makes it one of the phone's."""
-        return Call(
-            self,
-            call_id,
-            direction,
-            from_=from_,
-            from_name=from_name,
-            to=to,
-            media=media,
-            offer_sdp=offer_sdp,
-        )
-
     def adopt(self, call: Call) -> Call:
-        """Register a new call and replay what arrived for it before it existed."""
+        """Make ``call`` (one the server told us of, with this list as its host) one of the
+        phone's, and replay what arrived for it before it existed."""
         self._calls[call.id] = call
         for msg in self._early.pop(call.id, []):
             call.deliver(msg)
@@ -288,7 +280,8 @@ class CallList:
         req_id = msg.get("req_id")
         pending = self._creating.pop(req_id, None) if isinstance(req_id, str) else None
         if pending is not None:
-            call = self.new(
+            call = Call(
+                self,
                 str(msg.get("call_id")),
                 "outgoing",
                 from_=pending.from_,
@@ -300,7 +293,8 @@ class CallList:
     def incoming(self, msg: dict[str, Any]) -> Call:
         """A ``call.incoming``: the new call rings (``incoming`` event)."""
         call = self.adopt(
-            self.new(
+            Call(
+                self,
                 str(msg.get("call_id")),
                 "incoming",
                 from_=str(msg.get("from", "")),
@@ -340,25 +334,15 @@ class CallList:
     # ------------------------------------------------------------------------------------------
     # placing calls
 
-    async def dial(
-        self,
-        destination: str,
-        caller_id: str | None = None,
-        source: AudioSource | None = None,
-        sink: AudioSink | None = None,
-        *,
-        codecs: Sequence[str] | None = None,
-        media_type: MediaType = "audio",
-        video_source: VideoSource | None = None,
-        video_sink: VideoSink | None = None,
-    ) -> Call:
+    async def dial(self, dial: Dial) -> Call:
         """:meth:`Phone.call`: place a call and return it once placed."""
         self._require_ready("call()")
+        destination, caller_id = dial.destination, dial.caller_id
         self._emitter.emit("dialing", destination)
         self._hub.publish(Event("dialing", None, {"destination": destination}))
-        media = self._new_media(source, sink, codecs)
-        if media_type == "video":
-            media.enable_video(video_source, video_sink)
+        media = self._new_media(dial.source, dial.sink, dial.codecs)
+        if dial.media_type == "video":
+            media.enable_video(dial.video_source, dial.video_sink)
         req_id = self._requester.new_req_id()
         self._creating[req_id] = _Creating(media, destination, caller_id or self._own_number())
         message: dict[str, Any] = {
@@ -366,7 +350,7 @@ class CallList:
             "req_id": req_id,
             "destination": destination,
             "sdp": await media.create_offer(),
-            "media_type": media_type,
+            "media_type": dial.media_type,
         }
         if caller_id is not None:
             message["caller_id"] = caller_id
@@ -407,16 +391,7 @@ class CallList:
             )
         return foreground, background
 
-    async def add_call(
-        self,
-        destination: str,
-        caller_id: str | None,
-        source: AudioSource | None,
-        sink: AudioSink | None,
-        *,
-        codecs: Sequence[str] | None,
-        media_type: MediaType,
-    ) -> Call:
+    async def add_call(self, dial: Dial) -> Call:
         """:meth:`Phone.add_call`."""
         first = self.foreground
         if first is None or not first.is_established:
@@ -427,9 +402,7 @@ class CallList:
             )
         await first.auto_hold()
         try:
-            second = await self.dial(
-                destination, caller_id, source, sink, codecs=codecs, media_type=media_type
-            )
+            second = await self.dial(dial)
         except BaseException:
             self.brought_forward(first)
             await first.auto_resume()

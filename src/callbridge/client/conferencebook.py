@@ -97,7 +97,8 @@ class ConferenceBook:
             starting = self._starting.pop(req_id)
             conf = starting.conference
             conf.started(str(msg.get("conference_id", "")), str(msg.get("name", "")))
-            leg = self._calls.new(
+            leg = Call(
+                self._calls,
                 str(msg.get("call_id")),
                 "outgoing",
                 to=f"conference:{conf.name}",
@@ -133,7 +134,8 @@ class ConferenceBook:
             from_=str(msg.get("from", "")),
             name=str(msg.get("name", "")),
         )
-        leg = self._calls.new(
+        leg = Call(
+            self._calls,
             str(msg.get("call_id")),
             "incoming",
             from_=conf.from_,

@@ -41,7 +41,7 @@ from callbridge.client import numbers
 from callbridge.client.audio import AudioSink, AudioSource
 from callbridge.client.call import AnswerAction, Call, Event
 from callbridge.client.callgroup import CallGroup
-from callbridge.client.calllist import CallList, CallSummary
+from callbridge.client.calllist import CallList, CallSummary, Dial
 from callbridge.client.conference import Conference
 from callbridge.client.conferencebook import ConferenceBook
 from callbridge.client.errors import CallStateError, remote_error
@@ -192,14 +192,7 @@ class Phone(PeerSettingsMethods, PhoneSession):
         :raises TimeoutError: not placed within :attr:`request_timeout` (the call is hung up).
         """
         return await self._calls.dial(
-            destination,
-            caller_id,
-            source,
-            sink,
-            codecs=codecs,
-            media_type=media_type,
-            video_source=video_source,
-            video_sink=video_sink,
+            Dial(destination, caller_id, source, sink, codecs, media_type, video_source, video_sink)
         )
 
     # ------------------------------------------------------------------------------------------
@@ -238,7 +231,7 @@ class Phone(PeerSettingsMethods, PhoneSession):
         """
         self._require(PhoneState.READY, "add_call()")
         return await self._calls.add_call(
-            destination, caller_id, source, sink, codecs=codecs, media_type=media_type
+            Dial(destination, caller_id, source, sink, codecs, media_type)
         )
 
     async def switch_call(self) -> None:
