@@ -255,16 +255,10 @@ def audio_site_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 def messages(phone: Phone) -> list[dict[str, Any]]:
-    """Every /ws message ``phone`` receives from now on, in order. The SDK has no event for
-    messages it does not know (``call.bridged``): this wraps its dispatcher (tests only)."""
+    """Every /ws message ``phone`` receives from now on, in order, including those the SDK
+    has no event for (``call.bridged``)."""
     seen: list[dict[str, Any]] = []
-    original = phone._dispatch
-
-    def dispatch(msg: dict[str, Any]) -> None:
-        seen.append(msg)
-        original(msg)
-
-    vars(phone)["_dispatch"] = dispatch  # an instance attribute shadows the method
+    phone.on_message(lambda msg: seen.append(dict(msg)))
     return seen
 
 

@@ -88,7 +88,8 @@ class Phone(PeerSettingsMethods, PhoneSession):
     :attr:`state` is a :class:`PhoneState`. Events (``phone.on(name, handler)``):
     ``incoming(call)``, ``error(RemoteError)``, ``disconnected(reason)``,
     ``call-switched(call)``; see :mod:`callbridge.client.events`. ``phone.events()`` yields
-    these and every call's events.
+    these and every call's events; ``phone.on_message(observer)`` shows the raw server
+    messages (for debugging).
     """
 
     def __init__(

@@ -11,6 +11,10 @@ When the socket drops while logged in, the session is resumed on a new socket
 (``session.resume``, docs/protocol.md "Session") for as long as the server keeps it; calls and
 their media go on meanwhile. Requests made while resuming fail with
 :class:`~callbridge.client.NotConnectedError`.
+
+For debugging and tests, :meth:`PhoneSession.on_message` shows every raw server message, and
+:meth:`PhoneSession.close` drops the connection the way a lost network does (no logout, no
+resume).
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, overload
 
-from websockets.asyncio.client import ClientConnection
-
 from callbridge.client.call import Call, Event
 from callbridge.client.conference import Conference
 from callbridge.client.emitter import EventEmitter, TaskOwner
@@ -34,11 +36,14 @@ from callbridge.client.transport import Transport
 from callbridge.errors import RemoteError
 from callbridge.statemachine import StateMachine
 
-__all__ = ["PhoneSession", "PhoneState", "SessionInfo"]
+__all__ = ["MessageObserver", "PhoneSession", "PhoneState", "SessionInfo"]
 
 log = logging.getLogger(__name__)
 
 _HANDLER_GRACE = 1.0  # seconds handlers get to finish when the phone closes
+
+MessageObserver = Callable[[Mapping[str, Any]], object]
+"""Sees one raw server message (see :meth:`PhoneSession.on_message`)."""
 
 
 class PhoneState(StrEnum):
@@ -113,12 +118,10 @@ class PhoneSession(StateMachine[PhoneState]):
         e911_id: str | None,
         reconnect: bool,
     ) -> None:
-        # The reader calls _dispatch through an attribute lookup, so a wrapper set on the
-        # instance sees every message (tests do that to watch the wire).
         self._transport = Transport(
             url,
             request_timeout=request_timeout,
-            on_message=lambda msg: self._dispatch(msg),
+            on_message=self._receive,
             on_lost=self._connection_lost,
         )
         self._requester = _SessionRequester(self, self._transport)
@@ -137,6 +140,7 @@ class PhoneSession(StateMachine[PhoneState]):
             self._tasks
         )
         self._hub = EventHub()
+        self._observers: list[MessageObserver] = []
 
     # hooks of the telephony half --------------------------------------------------------------
 
@@ -173,11 +177,6 @@ class PhoneSession(StateMachine[PhoneState]):
     @request_timeout.setter
     def request_timeout(self, seconds: float) -> None:
         self._transport.request_timeout = seconds
-
-    @property
-    def _ws(self) -> ClientConnection | None:
-        # The socket, for tests that cut it without a word.
-        return self._transport.connection
 
     def _require(self, state: PhoneState, action: str) -> None:
         if self.state is not state:
@@ -256,6 +255,22 @@ class PhoneSession(StateMachine[PhoneState]):
         """Remove a handler added with :meth:`on`."""
         self._emitter.off(name, handler)
 
+    def on_message(self, observer: MessageObserver) -> MessageObserver:
+        """Show ``observer`` every message the server sends, as it arrives: a debugging tap.
+
+        ``observer(message)`` gets the docs/protocol.md message as read (a mapping it must not
+        change), including those the SDK has no event for (``call.bridged``, say), in arrival
+        order, before the SDK handles it and so before the request it answers returns. It is
+        called synchronously on the reader: keep it short, and copy what you keep. An exception
+        in it is logged and does not stop the phone. Returns ``observer``, for
+        :meth:`off_message`. For the phone's events use :meth:`on` or :meth:`events`."""
+        self._observers.append(observer)
+        return observer
+
+    def off_message(self, observer: MessageObserver) -> None:
+        """Stop showing messages to an observer added with :meth:`on_message`."""
+        self._observers.remove(observer)
+
     def events(self) -> EventStream:
         """All events, phone and call ones, as :class:`~callbridge.client.events.Event`::
 
@@ -271,6 +286,15 @@ class PhoneSession(StateMachine[PhoneState]):
         """A phone event about no call: handlers get ``args``, streams an :class:`Event`."""
         self._emitter.emit(name, *args)
         self._hub.publish(Event(name, None, data))
+
+    def _receive(self, msg: dict[str, Any]) -> None:
+        """The transport read ``msg``: to the observers, then to the telephony half."""
+        for observer in list(self._observers):
+            try:
+                observer(msg)
+            except Exception:
+                log.exception("message observer %r failed on %s", observer, msg.get("type"))
+        self._dispatch(msg)
 
     def _session_message(self, msg: dict[str, Any]) -> bool:
         """Take a ``session.*`` message the server sends unasked; False for other messages."""
@@ -356,7 +380,10 @@ class PhoneSession(StateMachine[PhoneState]):
         """Drop the connection without logging out and without reconnecting. The server keeps
         the session for its grace period, then ends our calls (``disconnected`` for the far
         parties). Calls end here with ``disconnected``; media and handlers are closed as in
-        :meth:`logout`. Idempotent."""
+        :meth:`logout`. Idempotent.
+
+        To the server this is a device whose network went away for good, which makes it the
+        way for a test to simulate one."""
         await self._finish("closed", "disconnected")
 
     async def _finish(self, reason: str, end_reason: str) -> None:
