@@ -22,10 +22,9 @@ from callbridge.core.gather import Gather
 from callbridge.core.queues import QueueEntry
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.media.interface import AudioSpec
-from callbridge.signalling import wire_apps  # noqa: F401 (the call.bridged encoder)
 from callbridge.statemachine import check_table
 from callbridge.webhooks.telnyx import Webhook, telnyx_webhooks
-from test_core_kit import ANSWER, ANY, Phone, User, World, open_world, ringing
+from core_world import ANSWER, ANY, Phone, User, World, open_world, ringing
 
 LINE = "7000"  # routed to the application
 URL = "http://callbridge.test"

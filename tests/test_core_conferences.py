@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from callbridge.core.call_events import StateChangedEvent
 from callbridge.core.conference_model import (
     Conference,
     ConferenceState,
@@ -28,155 +27,56 @@ from callbridge.core.conference_model import (
     RecordingState,
 )
 from callbridge.core.conferences import audio_spec
-from callbridge.core.controller import CallController
-from callbridge.core.events import DeviceEvent, Event
-from callbridge.signalling import wire_calls, wire_conferences  # noqa: F401 (encoders)
-from callbridge.signalling.wire import to_wire
+from callbridge.core.events import ConferenceEvent
 from callbridge.statemachine import check_table
-from callbridge.testing.fake_media import FakeMediaServer
-from callbridge.testing.fake_sdp import sdp
+from core_world import ANSWER, OFFER, Phone, World, open_world
 
-OFFER = sdp(1, ["opus", "PCMU"], True, None)  # what a device offers (conference.start)
-ANSWER = sdp(2, ["opus"], True, None)  # what a device answers to the server's offer
 # The state machines whose changes the scenarios assert (by their ``kind``).
-_MACHINES = frozenset(
-    {"conference", "group", "invitation", "invitation ring", "playback", "recording"}
-)
-
-
-@dataclass
-class User:
-    name: str
-    display_name: str
-    extension: str
-    number: str | None = None
-
-
-@dataclass
-class Directory:
-    """The store, as the controller needs it: users by extension or name; CDRs kept."""
-
-    users: dict[str, User] = field(default_factory=dict)
-    cdrs: list[Any] = field(default_factory=list)
-
-    async def find_user(self, destination: str) -> User | None:
-        return next((u for u in self.users.values() if destination in (u.name, u.extension)), None)
-
-    async def record_cdr(self, cdr: Any) -> None:
-        self.cdrs.append(cdr)
-
-
-class Phone:
-    """A device: it records what the core tells it, as its ``/ws`` messages."""
-
-    def __init__(self, user: User, label: str) -> None:
-        self.id = f"{user.name}-{label}"
-        self.user_name = user.name
-        self.caller_id = user.number or user.extension
-        self.display_name = user.display_name
-        self.events: list[DeviceEvent] = []
-        self.arrived = asyncio.Event()
-
-    @property
-    def reachable(self) -> bool:
-        return True
-
-    def deliver(self, event: DeviceEvent) -> None:
-        self.events.append(event)
-        self.arrived.set()
-
-    def send(self, message: dict[str, Any]) -> None:
-        raise AssertionError(f"the core built a wire message: {message}")
-
-    @property
-    def wire(self) -> list[dict[str, Any]]:
-        return [to_wire(e) for e in self.events]
-
-    def types(self) -> list[str]:
-        return [m["type"] for m in self.wire]
-
-    def last(self, kind: str) -> dict[str, Any]:
-        return next(m for m in reversed(self.wire) if m["type"] == kind)
-
-    async def expect(self, kind: str) -> dict[str, Any]:
-        """Wait (on events, not time) until a message of ``kind`` has arrived."""
-        async with asyncio.timeout(1):
-            while kind not in self.types():
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.last(kind)
-
-
-@dataclass
-class World:
-    media: FakeMediaServer
-    controller: CallController
-    directory: Directory
-    bus: list[Event]
-
-    def phone(self, name: str, label: str = "1") -> Phone:
-        user = self.directory.users.get(name)
-        if user is None:
-            ext = str(200 + len(self.directory.users))
-            user = self.directory.users[name] = User(name, name.title(), ext)
-        device = Phone(user, label)
-        self.controller.add_device(device)
-        return device
-
-    def facts(self) -> list[str]:
-        """The bus's conference facts and state changes, in order, as short strings."""
-        out: list[str] = []
-        for e in self.bus:
-            name = type(e).__name__
-            if isinstance(e, StateChangedEvent):
-                kind, new = e.kind, e.new
-                if kind in _MACHINES:
-                    out.append(f"{kind}:{new}")
-            elif name.startswith(("Conference", "Participant")):
-                out.append(name)
-        return out
+_MACHINES = ("conference", "group", "invitation", "invitation ring", "playback", "recording")
 
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    media = FakeMediaServer()
-    directory = Directory()
-    controller = CallController(media, directory, ring_timeout=5.0)
-    seen: list[Event] = []
-    controller.bus.subscribe(Event, seen.append)
-    yield World(media, controller, directory, seen)
-    await controller.shutdown()
+    async with open_world() as w:
+        yield w
+
+
+def _facts(world: World) -> list[str]:
+    """The bus's conference facts and the conference machines' state changes, in order."""
+    return world.facts(*_MACHINES, events=(ConferenceEvent,))
 
 
 async def _start(world: World, host: Phone) -> Conference:
-    conf = await world.controller.conferences.start(host, OFFER, "audio", "standup", "never", "s1")
+    conf = await world.controller.conferences.hosting.start(
+        host, OFFER, "audio", "standup", "never", "s1"
+    )
     host.events.clear()
     return conf
 
 
-def _assert_nothing_left(world: World) -> None:
-    assert world.controller.legs == {}
-    assert world.controller.conferences.conferences == {}
-    assert world.media.open_endpoints() == ()
-    assert world.media.mixers() == ()
+@asynccontextmanager
+async def _bob_answering(world: World) -> AsyncIterator[tuple[Phone, Phone, Conference, str]]:
+    """Alice's conference invites bob and bob answers (``a1``): his answer waits on the media
+    plane while the block runs (alice, bob, the conference, bob's invitation leg)."""
+    alice, bob = world.phone("alice"), world.phone("bob")
+    conf = await _start(world, alice)
+    await world.controller.conferences.hosting.invite(alice, conf.id, "bob", "i1")
+    invitation = (await bob.expect("conference.invitation"))["call_id"]
+    gate = world.media.hold("accept_answer", invitation)
+    answering = asyncio.create_task(world.controller.answer(bob, invitation, ANSWER, "a1"))
+    await gate.reached()
+    yield alice, bob, conf, invitation
+    gate.release()
+    await answering
+    await world.media.settle()
 
 
 # the race -------------------------------------------------------------------------------------
 async def test_an_invitation_answered_as_the_host_ends_the_conference_ends_cleanly(
     world: World,
 ) -> None:
-    alice, bob = world.phone("alice"), world.phone("bob")
-    conf = await _start(world, alice)
-    await world.controller.conferences.invite(alice, conf.id, "bob", "i1")
-    invitation = (await bob.expect("conference.invitation"))["call_id"]
-    gate = world.media.hold("accept_answer", invitation)
-
-    answering = asyncio.create_task(world.controller.answer(bob, invitation, ANSWER, "a1"))
-    await gate.reached()  # bob's answer waits on the media plane ...
-    await world.controller.conferences.end(alice, conf.id, "e1")  # ... as alice ends it
-    gate.release()
-    await answering
-    await world.media.settle()
+    async with _bob_answering(world) as (alice, bob, conf, invitation):
+        await world.controller.conferences.end(alice, conf.id, "e1")  # as bob's answer waits
 
     assert bob.types() == ["conference.invitation", "ice.candidate", "ice.done", "call.ended"]
     assert bob.last("call.ended") == {
@@ -198,7 +98,7 @@ async def test_an_invitation_answered_as_the_host_ends_the_conference_ends_clean
         {"type": "call.ended", "call_id": host_leg.id, "reason": "hangup"},
     ]
     assert alice.wire[0]["type"] == "conference.invitation-sent"
-    assert world.facts() == [
+    assert _facts(world) == [
         "ConferenceCreated",
         "ParticipantJoined",  # alice
         "conference:active",
@@ -211,24 +111,14 @@ async def test_an_invitation_answered_as_the_host_ends_the_conference_ends_clean
         "ConferenceEnded",
         "invitation:canceled",  # bob's answer returns from the media plane: too late
     ]
-    _assert_nothing_left(world)
+    world.assert_nothing_left()
 
 
 async def test_bob_hangs_up_while_his_answer_waits_and_alice_hears_rejected(
     world: World,
 ) -> None:
-    alice, bob = world.phone("alice"), world.phone("bob")
-    conf = await _start(world, alice)
-    await world.controller.conferences.invite(alice, conf.id, "bob", "i1")
-    invitation = (await bob.expect("conference.invitation"))["call_id"]
-    gate = world.media.hold("accept_answer", invitation)
-
-    answering = asyncio.create_task(world.controller.answer(bob, invitation, ANSWER, "a1"))
-    await gate.reached()
-    await world.controller.hangup(bob, invitation, "h1")
-    gate.release()
-    await answering
-    await world.media.settle()
+    async with _bob_answering(world) as (alice, bob, conf, invitation):
+        await world.controller.hangup(bob, invitation, "h1")
 
     assert bob.types() == ["conference.invitation", "ice.candidate", "ice.done", "call.ended"]
     assert bob.last("call.ended") == {
@@ -239,7 +129,7 @@ async def test_bob_hangs_up_while_his_answer_waits_and_alice_hears_rejected(
     }
     assert alice.types() == ["conference.invitation-sent", "conference.invitation-rejected"]
     assert alice.last("conference.invitation-rejected")["reason"] == "rejected"
-    assert world.facts()[3:] == [
+    assert _facts(world)[3:] == [
         "invitation ring:ringing",
         "invitation ring:answered",
         "invitation:accepted",
@@ -255,7 +145,7 @@ async def test_bob_hangs_up_while_his_answer_waits_and_alice_hears_rejected(
 async def test_bob_joins_on_his_second_device_and_the_first_stops_ringing(world: World) -> None:
     alice, bob1, bob2 = world.phone("alice"), world.phone("bob", "1"), world.phone("bob", "2")
     conf = await _start(world, alice)
-    await world.controller.conferences.invite(alice, conf.id, "bob", "i1")
+    await world.controller.conferences.hosting.invite(alice, conf.id, "bob", "i1")
     first = (await bob1.expect("conference.invitation"))["call_id"]
     second = (await bob2.expect("conference.invitation"))["call_id"]
     sent = alice.last("conference.invitation-sent")
@@ -313,7 +203,7 @@ async def test_bob_joins_on_his_second_device_and_the_first_stops_ringing(world:
     assert host_leg is not None
     assert world.media.members(conf.id) == (host_leg.id, second)
     assert first not in world.controller.legs
-    assert world.facts() == [
+    assert _facts(world) == [
         "ConferenceCreated",
         "ParticipantJoined",
         "conference:active",
@@ -330,7 +220,7 @@ async def test_every_device_of_bob_declines_one_busy_and_alice_hears_rejected(
 ) -> None:
     alice, bob1, bob2 = world.phone("alice"), world.phone("bob", "1"), world.phone("bob", "2")
     conf = await _start(world, alice)
-    await world.controller.conferences.invite(alice, conf.id, "bob", "i1")
+    await world.controller.conferences.hosting.invite(alice, conf.id, "bob", "i1")
     first = (await bob1.expect("conference.invitation"))["call_id"]
     second = (await bob2.expect("conference.invitation"))["call_id"]
 
@@ -357,7 +247,7 @@ async def test_every_device_of_bob_declines_one_busy_and_alice_hears_rejected(
         "rejected",
         {},
     )
-    assert world.facts()[-3:] == [
+    assert _facts(world)[-3:] == [
         "invitation ring:ringing",
         "invitation ring:exhausted",
         "invitation:declined",
@@ -370,14 +260,14 @@ async def test_nobody_answers_the_invitation_within_the_ring_timeout(world: Worl
     alice, bob = world.phone("alice"), world.phone("bob")
     conf = await _start(world, alice)
     world.controller.ring_timeout = 0.05
-    await world.controller.conferences.invite(alice, conf.id, "bob", "i1")
+    await world.controller.conferences.hosting.invite(alice, conf.id, "bob", "i1")
     ringing = (await bob.expect("conference.invitation"))["call_id"]
 
     rejected = await alice.expect("conference.invitation-rejected")
 
     assert rejected["reason"] == "no-answer"
     assert bob.wire[-1] == {"type": "call.ended", "call_id": ringing, "reason": "no-answer"}
-    assert world.facts()[-3:] == [
+    assert _facts(world)[-3:] == [
         "invitation ring:ringing",
         "invitation ring:exhausted",
         "invitation:expired",
@@ -396,14 +286,14 @@ async def test_a_play_and_a_recording_follow_the_media_planes_events(
 
     world.media.queue_events = True  # the media plane's events arrive after its replies
 
-    playback = await manager.play(alice, conf, audio, None, "p1")
+    playback = await manager.media_ops.play(alice, conf, audio, None, "p1")
     await world.media.settle()
     world.media.end_playback(playback)
     await world.media.settle()
-    recording = await manager.record(alice, conf, "start", "wav", "r1")
-    await manager.record(alice, conf, "pause", "wav", "r2")
-    await manager.record(alice, conf, "resume", "wav", "r3")
-    await manager.record(alice, conf, "stop", "wav", "r4")
+    recording = await manager.media_ops.record(alice, conf, "start", "wav", "r1")
+    await manager.media_ops.record(alice, conf, "pause", "wav", "r2")
+    await manager.media_ops.record(alice, conf, "resume", "wav", "r3")
+    await manager.media_ops.record(alice, conf, "stop", "wav", "r4")
     await world.media.settle()
 
     assert alice.wire == [
@@ -423,7 +313,7 @@ async def test_a_play_and_a_recording_follow_the_media_planes_events(
          "recording_id": recording, "duration_secs": 0.0,
          "path": str(tmp_path / f"{recording}.wav")},
     ]  # fmt: skip
-    assert world.facts()[3:] == [
+    assert _facts(world)[3:] == [
         "playback:playing",
         "ConferencePlaybackChanged",
         "playback:ended",
@@ -450,7 +340,7 @@ async def test_a_group_of_two_calls_dissolves_when_a_party_hangs_up(world: World
     (to_bob, at_bob), (to_carol, at_carol) = calls
     alice.events.clear()
 
-    await world.controller.conferences.merge(alice, [to_bob, to_carol], None, "m1")
+    await world.controller.conferences.groups.merge(alice, [to_bob, to_carol], None, "m1")
     merged = alice.last("conference.merged")
     await world.controller.hangup(carol, at_carol, "h1")
 

@@ -11,7 +11,7 @@ import pytest
 
 from callbridge.core.calls import LegState
 from callbridge.errors import ErrorCode, ProtocolError
-from test_core_kit import ANSWER, ANY, World, open_world, ringing
+from core_world import ANSWER, ANY, World, open_world, ringing
 
 
 @pytest.fixture

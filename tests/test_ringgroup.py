@@ -11,7 +11,7 @@ from callbridge.core.calls import EndReason, Leg, LegState
 from callbridge.core.ringgroup import RingGroup, RingState
 from callbridge.core.scheduler import Scheduler
 from callbridge.errors import ErrorCode, ProtocolError
-from test_core_kit import Phone, User
+from core_world import Phone, User
 
 
 class Ender:
@@ -48,9 +48,17 @@ def state_of(group: RingGroup) -> RingState:
     return group.state
 
 
-def make(n: int) -> tuple[RingGroup, list[Leg], Ender, Owner, Scheduler]:
+def make(
+    n: int, refusal: EndReason | None = None
+) -> tuple[RingGroup, list[Leg], Ender, Owner, Scheduler]:
     ender, owner, scheduler = Ender(), Owner(), Scheduler("test")
-    group = RingGroup(ender, scheduler, on_answer=owner.on_answer, on_exhausted=owner.on_exhausted)
+    group = RingGroup(
+        ender,
+        scheduler,
+        on_answer=owner.on_answer,
+        on_exhausted=owner.on_exhausted,
+        refusal=refusal,
+    )
     user = User("bob", "Bob", "201")
     legs = [Leg(device=Phone(user, str(i)), direction="incoming", id=f"leg-{i}") for i in range(n)]
     for leg in legs:
@@ -88,6 +96,22 @@ async def test_every_device_declines_and_one_said_busy() -> None:
     assert owner.exhausted == [EndReason.REJECTED] and group.busy
     assert ender.ended == [("leg-0", EndReason.BUSY, "r1"), ("leg-1", EndReason.REJECTED, "r2")]
     assert state_of(group) is RingState.EXHAUSTED and not scheduler.armed(group)
+    await scheduler.close()
+
+
+async def test_a_group_with_a_refusal_ends_every_declined_leg_with_it() -> None:
+    # A conference invitation's group: busy, a hangup and a lost device all mean "rejected".
+    group, (a, b, c), ender, owner, scheduler = make(3, refusal=EndReason.REJECTED)
+    await group.start(30)
+    await group.decline(a, EndReason.BUSY, "r1")
+    await group.decline(b, EndReason.DISCONNECTED, None)
+    await group.decline(c, EndReason.HANGUP, "h1")
+    assert ender.ended == [
+        ("leg-0", EndReason.REJECTED, "r1"),
+        ("leg-1", EndReason.REJECTED, None),
+        ("leg-2", EndReason.REJECTED, "h1"),
+    ]
+    assert owner.exhausted == [EndReason.REJECTED] and not group.busy
     await scheduler.close()
 
 

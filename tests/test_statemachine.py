@@ -16,7 +16,7 @@ from callbridge.core.ringgroup import RingGroup, RingState
 from callbridge.errors import CallbridgeError, ProtocolError
 from callbridge.signalling.sessions import Session, SessionState
 from callbridge.statemachine import InvalidTransition, StateChanged, StateMachine, check_table
-from test_core_kit import Phone, User
+from core_world import Phone, User
 
 
 class DoorState(StrEnum):
@@ -125,10 +125,10 @@ def test_state_changes_of_a_leg_are_published_on_the_bus() -> None:
     leg = Leg(device=Phone(User("bob", "Bob", "201"), "1"), direction="incoming", id="leg-1")
     leg.state_observer = state_publisher(bus)
     leg.transition(LegState.RINGING)
-    leg.set_state(LegState.ACTIVE)  # the transition alias (removed by the lead)
+    leg.transition(LegState.ACTIVE)
     assert [(e.kind, e.id, e.old, e.new) for e in seen] == [
         ("leg", "leg-1", "new", "ringing"),
         ("leg", "leg-1", "ringing", "active"),
     ]
     with pytest.raises(InvalidTransition):
-        leg.set_state(LegState.TRYING)
+        leg.transition(LegState.TRYING)

@@ -11,19 +11,15 @@ This module adds what REST needs around them:
   conference events, with participants named by their calls' ``call_control_id``.
 
 A play to some participants reports one event per participant
-(``conference.participant.playback.*``), a play to all one for the room. Which participants a
-play targets is known once :meth:`AppConferences.play` gets its playback id back from the
-manager; the media plane may report the play started before that (it starts while the call
-returns), so a started or ended event of a play whose id is not known yet is held while a REST
-play of that conference is starting, and published once its id is known (or, when no REST
-play is starting any more, as a play to the room: a ``/ws`` host's).
+(``conference.participant.playback.*``), a play to all one for the room: the bus event of a
+playback names the legs it targets.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -117,10 +113,6 @@ class ConferenceRecord:
     hosted: bool = False  # a seed-002 conference (/ws): it ends when its host leaves
     max_participants: int | None = None
     hold_audio: AudioSpec | None = None  # what a held participant hears unless told otherwise
-    # Which participants (leg ids; empty: all) hear each REST play, by playback id.
-    targeted: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    plays_starting: int = 0  # REST plays waiting for their playback id
-    held: list[ConferencePlaybackChanged] = field(default_factory=list)  # see the docstring
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,19 +311,19 @@ class AppConferences:
         conf, record = self.live(conference_id)
         audio = audio or record.hold_audio
         for member in self._members(conf, calls):
-            await self.manager.update_participant(
+            await self.manager.media_ops.update_participant(
                 None, conf, member.leg.id, held=True, hold_audio=audio
             )
 
     async def unhold(self, conference_id: str, calls: Sequence[AppCall]) -> None:
         conf, _ = self.live(conference_id)
         for member in self._members(conf, calls):
-            await self.manager.update_participant(None, conf, member.leg.id, held=False)
+            await self.manager.media_ops.update_participant(None, conf, member.leg.id, held=False)
 
     async def mute(self, conference_id: str, calls: Sequence[AppCall] | None, muted: bool) -> None:
         conf, _ = self.live(conference_id)
         for member in self._members(conf, calls):
-            await self.manager.update_participant(None, conf, member.leg.id, muted=muted)
+            await self.manager.media_ops.update_participant(None, conf, member.leg.id, muted=muted)
 
     async def update(
         self,
@@ -346,7 +338,7 @@ class AppConferences:
         whisper = None
         if whisper_to is not None:
             whisper = [self._member(conf, x).leg.id for x in whisper_to]
-        await self.manager.update_participant(
+        await self.manager.media_ops.update_participant(
             None, conf, member.leg.id, role=role, whisper_to=whisper
         )
 
@@ -361,30 +353,21 @@ class AppConferences:
     ) -> str:
         """Play (or speak, for text to speech) to some participants, or all when ``calls`` is
         None or empty; returns the playback id."""
-        conf, record = self.live(conference_id)
-        targets = tuple(m.leg.id for m in self._members(conf, calls)) if calls else ()
-        record.plays_starting += 1
-        playback_id: str | None = None
-        try:
-            playback_id = await self.manager.play(None, conf, audio, list(targets) or None)
-            return playback_id
-        finally:
-            record.plays_starting -= 1
-            if playback_id is not None:
-                record.targeted[playback_id] = targets
-            self._release_held(record)
+        conf, _ = self.live(conference_id)
+        targets = [m.leg.id for m in self._members(conf, calls)] if calls else None
+        return await self.manager.media_ops.play(None, conf, audio, targets)
 
     async def stop(self, conference_id: str, calls: Sequence[AppCall] | None) -> None:
         """Stop every playback, or those aimed at ``calls``."""
         conf, _ = self.live(conference_id)
         targets = [m.leg.id for m in self._members(conf, calls)] if calls else None
-        await self.manager.stop(None, conf, targets)
+        await self.manager.media_ops.stop(None, conf, targets)
 
     async def recording(
         self, conference_id: str, action: RecordAction, fmt: RecordingFormat = "wav"
     ) -> None:
         conf, _ = self.live(conference_id)
-        await self.manager.record(None, conf, action, fmt)
+        await self.manager.media_ops.record(None, conf, action, fmt)
 
     # bus events -------------------------------------------------------------------------------
     def facts(self, record: ConferenceRecord) -> ConferenceFacts:
@@ -445,7 +428,9 @@ class AppConferences:
         record = self.records.get(event.conference_id)
         if record is not None:
             talker = (
-                self.participant_facts(event.call_control_id) if event.call_control_id else None
+                None
+                if event.call_control_id is None
+                else self.participant_facts(event.call_control_id)
             )
             self.apps.publish(
                 AppConferenceFloorChanged(at=event.at, conference=self.facts(record), talker=talker)
@@ -467,34 +452,14 @@ class AppConferences:
         record = self.records.get(event.conference_id)
         if record is None:
             return
-        if event.playback_id not in record.targeted and record.plays_starting:
-            record.held.append(event)  # maybe a REST play whose id is not known yet
-            return
-        self._publish_playback(record, event)
-
-    def _release_held(self, record: ConferenceRecord) -> None:
-        """Publish the held playback events whose play is known now (all of them once no REST
-        play is starting: the others were a /ws host's)."""
-        held, record.held = record.held, []
-        for event in held:
-            if event.playback_id in record.targeted or not record.plays_starting:
-                self._publish_playback(record, event)
-            else:
-                record.held.append(event)
-
-    def _publish_playback(self, record: ConferenceRecord, event: ConferencePlaybackChanged) -> None:
-        started = event.state == "started"
-        targets = record.targeted.get(event.playback_id, ())
-        if not started:
-            record.targeted.pop(event.playback_id, None)
         self.apps.publish(
             AppConferencePlayback(
-                at=event.at,  # when it happened, also for an event held a moment
+                at=event.at,
                 conference=self.facts(record),
                 kind=event.kind,
-                started=started,
+                started=event.state == "started",
                 stopped=event.status != "completed",
-                targets=tuple(self.participant_facts(leg_id) for leg_id in targets),
+                targets=tuple(self.participant_facts(leg_id) for leg_id in event.targets),
             )
         )
 

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 from callbridge.core.app_events import AppCallAnswered, AppCallInitiated
 from callbridge.core.app_model import AppCall, AppCallState, CallHasEnded, now
 from callbridge.core.calls import Call, Caller, CallState, EndReason, Leg, LegState, new_id
-from callbridge.core.events import CallAnswered, CallRinging, CommandFailed, LegInitiated
-from callbridge.core.ringgroup import RingGroup
-from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.core.events import CallAnswered, CallRinging, LegInitiated
+from callbridge.errors import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls
@@ -183,14 +182,9 @@ class Dialer:
         )
         apps.register(call)
         apps.publish(AppCallInitiated(call=apps.facts(call), parked=False))
-        group = RingGroup(
-            controller,
-            controller.scheduler,
-            on_answer=partial(self._connect, call),
-            on_exhausted=partial(self._exhausted, call),
-            what="application dial",
+        group = controller.ring_group(
+            "application dial", partial(self._connect, call), partial(self._exhausted, call)
         )
-        group.state_observer = controller.observer
         call.ring = group
         caller = Caller(call.from_, call.from_display_name, call.to, "audio")
         rung = 0
@@ -201,7 +195,7 @@ class Dialer:
             if leg is not None:
                 rung += 1
                 apps.by_leg[leg.id] = call
-                controller.announce(LegInitiated(leg=leg.facts()), leg)
+                controller.bus.publish(LegInitiated(leg=leg.facts()))
         if call.ended:
             return call
         if not rung:
@@ -232,16 +226,10 @@ class Dialer:
             started_at=call.started_at,
         )
         leg.call.state_observer = controller.observer
-        try:
-            await apps.media.accept_answer(leg.id, sdp)
-        except MediaError as exc:
-            if not leg.live:  # hung up meanwhile: the endpoint was closed under the answer
-                return
-            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
-            await controller.end_leg(leg, EndReason.FAILED)
+        if not await controller.accept_answer(leg, sdp, req_id):
             apps.finish(call, EndReason.FAILED)
             return
-        if not leg.live or call.ended:
+        if not leg.live or call.ended:  # hung up meanwhile
             return
         call.answered_at = leg.call.answered_at = now()
         leg.transition(LegState.ACTIVE)

@@ -228,7 +228,3 @@ class ApplicationDevice:
 
     def deliver(self, event: DeviceEvent) -> None:
         log.debug("application device %s: dropping %s", self.id, type(event).__name__)
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Transition: the ``Device`` protocol still has ``send``; dropped like ``deliver``."""
-        log.debug("application device %s: dropping %s", self.id, message.get("type"))

@@ -34,7 +34,6 @@ Errors are :class:`~callbridge.errors.ProtocolError` with a message that says wh
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Coroutine
@@ -120,11 +119,11 @@ class AppCalls:
         self.directory = directory
         self.bus = controller.bus
         self.scheduler = Scheduler("applications")
+        self._storing = Scheduler("applications: storing")  # what drain() waits for
         self.ring_timeout = ring_timeout if ring_timeout is not None else controller.ring_timeout
         self.calls: dict[str, AppCall] = {}  # call_control_id -> live call
         self.by_leg: dict[str, AppCall] = {}  # media or ringing leg id -> live call
         self._ended: OrderedDict[str, AppCall] = OrderedDict()  # by call and leg id
-        self._stores: set[asyncio.Task[None]] = set()  # recordings being stored
         self.dialer = Dialer(self)
         self.bridges = Bridges(self)
         self.queues = Queues(self)
@@ -356,14 +355,11 @@ class AppCalls:
     # housekeeping -----------------------------------------------------------------------------
     def store_later(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Store something (a recording) in a task that :meth:`drain` waits for."""
-        task = self.scheduler.spawn(work, f"storing {what}")
-        self._stores.add(task)
-        task.add_done_callback(self._stores.discard)
+        self._storing.spawn(work, f"storing {what}")
 
     async def drain(self) -> None:
         """Wait for what is being stored at this moment (recordings saved a moment ago)."""
-        if self._stores:
-            await asyncio.gather(*list(self._stores), return_exceptions=True)
+        await self._storing.drain()
 
     async def shutdown(self) -> None:
         """End every call that is still ringing (the controller ends the others)."""
@@ -373,4 +369,5 @@ class AppCalls:
     async def close(self) -> None:
         """After the controller's shutdown: store what its last events saved, stop timers."""
         await self.drain()
+        await self._storing.close()
         await self.scheduler.close()

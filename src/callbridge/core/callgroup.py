@@ -71,7 +71,7 @@ class CallGroups:
             conf.state_observer = self.calls.observer
             await self.media.create_mixer(conf.id)
             self.manager.conferences[conf.id] = conf
-            self.manager.announce(
+            self.manager.bus.publish(
                 ConferenceCreated(
                     conference_id=conf.id, name=conf.name, call_control_id=legs[0].id, hosted=False
                 )
@@ -93,7 +93,7 @@ class CallGroups:
             call.held_by = None
             for x in (leg, far):
                 await self.media.stop_playing(x.id)
-                x.set_state(LegState.ACTIVE)
+                x.transition(LegState.ACTIVE)
                 x.device.deliver(CallResumed(call_id=x.id, by="local" if x is holder else "remote"))
         conf.pairs[leg.id] = far
         primary = conf.host_leg is None or not conf.host_leg.live
@@ -173,7 +173,7 @@ class CallGroups:
         member.self_held = held
         if member.in_mixer:
             await self.manager.apply(member)
-        leg.set_state(LegState.HELD if held else LegState.ACTIVE)
+        leg.transition(LegState.HELD if held else LegState.ACTIVE)
         fact = CallHeld if held else CallResumed
         leg.device.deliver(fact(call_id=leg.id, by="local"))
 
@@ -211,7 +211,7 @@ class CallGroups:
                 member.in_mixer = True
                 await self.media.mixer_add(conf.id, successor.id)
                 await self.manager.apply(member)
-        self.manager.announce(
+        self.manager.bus.publish(
             ParticipantLeft(conference_id=conf.id, name=conf.name, call_control_id=far.id)
         )
 
@@ -221,7 +221,7 @@ class CallGroups:
         await self.media.set_muted(far.id, far.muted)
         for x in (leg, far):
             if x.state is LegState.HELD:
-                x.set_state(LegState.ACTIVE)
+                x.transition(LegState.ACTIVE)
                 x.device.deliver(CallResumed(call_id=x.id, by="local"))
 
     async def _after_pair_left(

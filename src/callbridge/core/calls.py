@@ -20,8 +20,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from callbridge.core.devices import Device
-from callbridge.core.events import LegFacts
-from callbridge.statemachine import StateChanged, StateMachine
+from callbridge.core.events import CallIncoming, LegFacts
+from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import EndReason, MediaType
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from callbridge.core.conferences import Conference, Invitation
+    from callbridge.core.conferences import Conference
     from callbridge.core.ringgroup import RingGroup
     from callbridge.core.ringing import RingOwner
 
@@ -105,16 +105,11 @@ class Leg(StateMachine[LegState]):
     media_generation: int = 0  # bumped by each restart_media (a failure of an older one is moot)
     media_type: MediaType = "audio"  # "video" while video flows on this leg (either way)
     conference: Conference | None = None  # the conference (or call group) it is a member of
-    invitation: Invitation | None = None  # set on a device ringing for a conference invitation
     ring_owner: RingOwner | None = None  # who rang this device leg (core.ringing)
 
     @property
     def kind(self) -> str:
         return "leg"
-
-    def set_state(self, new: LegState) -> StateChanged[LegState] | None:
-        """Transition: an alias of :meth:`transition` (removed by the lead)."""
-        return self.transition(new)
 
     @property
     def live(self) -> bool:
@@ -202,13 +197,29 @@ class Call(StateMachine[CallState]):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a rung device is told is calling (``call.incoming``'s from, name, to, media)."""
+    """Who a rung device is told is calling: the :class:`~callbridge.core.ringing.Alert` of
+    a call (``call.incoming``)."""
 
     from_: str
     from_name: str
     to: str
     media_type: MediaType
     moved_from: str | None = None  # a move: the leg the call moves away from
+
+    @property
+    def video(self) -> bool:
+        return self.media_type == "video"
+
+    def event(self, call_id: str, offer: str) -> CallIncoming:
+        return CallIncoming(
+            call_id=call_id,
+            from_=self.from_,
+            from_name=self.from_name,
+            to=self.to,
+            sdp=offer,
+            media_type=self.media_type,
+            moved_from=self.moved_from,
+        )
 
 
 @dataclass(eq=False)

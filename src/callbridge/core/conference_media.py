@@ -269,12 +269,11 @@ class ConferenceMedia:
                     talker_call_id=event.endpoint_id,
                 )
             )
-        self.manager.announce(
+        self.manager.bus.publish(
             ConferenceFloorChanged(
                 conference_id=conf.id,
                 name=conf.name,
-                # TRANSITION: "" for nobody until the bus event's field may be None
-                call_control_id=event.endpoint_id or "",
+                call_control_id=event.endpoint_id,
             )
         )
 
@@ -299,7 +298,7 @@ class ConferenceMedia:
                     detail=event.detail,
                 )
             )
-        self.manager.announce(
+        self.manager.bus.publish(
             ConferencePlaybackChanged(
                 conference_id=conf.id,
                 name=conf.name,
@@ -307,8 +306,8 @@ class ConferenceMedia:
                 kind="speak" if playback.what == "speak" else "playback",
                 state=event.state,
                 status=event.status,
-            ),
-            targets=playback.targets,  # TRANSITION: the leg ids that hear it (empty: all)
+                targets=playback.targets,
+            )
         )
 
     def _recording_saved(self, event: RecordingSaved) -> None:
@@ -328,7 +327,7 @@ class ConferenceMedia:
                     duration_secs=event.duration_secs,
                 )
             )
-        self.manager.announce(
+        self.manager.bus.publish(
             ConferenceRecordingSaved(
                 conference_id=conf.id,
                 name=conf.name,

@@ -25,15 +25,21 @@ module                          what
 ``conferences`` (this one)      :class:`ConferenceManager`: the registry, lookups, members
                                 and the mixer, ending a conference, REST conferences of
                                 existing legs, the hooks the call controller calls
-``hosted``                      seed 002: start, invite (a ring owner per invitation), join,
-                                decline, remove, leave, holding one's own membership
-``callgroup``                   seed 000: merge, split, hold the group, a grouped call ending
-``conference_media``            play, speak, stop, record, participant flags, media events
+``hosted``                      seed 002 (``manager.hosting``): start, invite (one ring
+                                group per invitation), join, remove, leave, holding one's
+                                own membership
+``callgroup``                   seed 000 (``manager.groups``): merge, split, hold the group,
+                                a grouped call ending
+``conference_media``            (``manager.media_ops``) play, speak, stop, record,
+                                participant flags, media events
 ==============================  ===========================================================
 
-The manager is the one entry point: the controller, ``/ws`` (:mod:`callbridge.signalling`)
-and ``/v2`` (:mod:`callbridge.api`) call it. The core tells devices what happened with typed
-events (``device.deliver``) and publishes the facts for everyone on the bus
+The controller, ``/ws`` (:mod:`callbridge.signalling`) and the application layer behind
+``/v2`` reach a conference through the manager: what concerns every kind on the manager itself
+(lookups, ``end``, ``hold``, ``state``, joining and leaving legs), the rest on the service of
+its concept (``manager.hosting.invite(...)``, ``manager.groups.merge(...)``,
+``manager.media_ops.play(...)``). The core tells devices what happened with typed events
+(``device.deliver``) and publishes the facts for everyone on the bus
 (:mod:`callbridge.core.events`); it never builds a wire message.
 
 All methods run on the server's event loop and re-check state after every ``await``.
@@ -43,10 +49,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from callbridge.core.callgroup import CallGroups
-from callbridge.core.calls import Device, EndReason, Leg, MediaType, new_id
+from callbridge.core.calls import Device, EndReason, Leg, new_id
 from callbridge.core.conference_events import ConferenceOver, ConferenceReport, RosterEvent
 from callbridge.core.conference_media import ConferenceMedia, RecordAction
 from callbridge.core.conference_model import (
@@ -59,15 +65,10 @@ from callbridge.core.conference_model import (
 from callbridge.core.events import (
     ConferenceCreated,
     ConferenceEnded,
-    ConferenceEvent,
-    ConferenceFloorChanged,
-    ConferencePlaybackChanged,
-    ConferenceRecordingSaved,
     ParticipantJoined,
     ParticipantLeft,
 )
-from callbridge.core.hosted import HostedConferences, InvitationRing
-from callbridge.core.ringing import RingOwner
+from callbridge.core.hosted import HostedConferences
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import AudioSpec, MediaEvent
 from callbridge.vocabulary import BeepMode, SupervisorRole
@@ -96,23 +97,12 @@ class ConferenceManager:
     def __init__(self, calls: CallController, recordings_dir: Path | None = None) -> None:
         self.calls = calls
         self.media = calls.media
+        self.bus = calls.bus  # the facts about conferences, for everyone
         self.recordings_dir = recordings_dir
         self.conferences: dict[str, Conference] = {}
         self.hosting = HostedConferences(self)
         self.groups = CallGroups(self)
         self.media_ops = ConferenceMedia(self)
-
-    # events ---------------------------------------------------------------------------------
-    def announce(self, event: ConferenceEvent, **legacy: Any) -> None:
-        """Publish a fact about a conference for everyone (webhooks, logs, tests).
-
-        TRANSITION: ``legacy`` adds fields to the string event only (a playback's
-        ``targets``, until the typed event carries them)."""
-        self.calls.bus.publish(event)
-        # TRANSITION: core/appcalls.py still listens to the string events; removed with
-        # CallController.publish.
-        name, data = _legacy(event)
-        self.calls.publish(name, **data, **legacy)
 
     def tell_owner(self, conf: Conference, event: RosterEvent) -> None:
         """Tell the host (group: the owner) ``event``, which restates the roster."""
@@ -186,7 +176,7 @@ class ConferenceManager:
             await self.apply(member)
         if conf.beep in ("always", "on_enter") and member.leg is not conf.host_leg:
             await self.beep(conf, "join")
-        self.announce(
+        self.bus.publish(
             ParticipantJoined(conference_id=conf.id, name=conf.name, call_control_id=leg.id)
         )
 
@@ -229,7 +219,7 @@ class ConferenceManager:
         else:
             await self.calls.end_leg(leg, reason, req_id)
 
-    # ending ---------------------------------------------------------------------------------
+    # holding, ending ------------------------------------------------------------------------
     async def end(self, device: Device, conference_id: str, req_id: str | None) -> None:
         """``conference.end``: the host ends it for everyone; a participant leaves."""
         conf = self.get(device, conference_id)
@@ -238,6 +228,18 @@ class ConferenceManager:
             return
         for member in [m for m in conf.members.values() if m.leg.device is device]:
             await self.hosting.leave(member.leg, EndReason.HANGUP, req_id)
+
+    async def hold(
+        self, device: Device, conference_id: str, held: bool, req_id: str | None
+    ) -> None:
+        """``conference.hold`` / ``conference.resume``: take the device's own membership out
+        of (or back into) the conversation; for a call group that is the whole group."""
+        conf = self.get(device, conference_id)
+        if conf.kind is ConferenceKind.GROUP:
+            await self.groups.hold(conf, held, req_id)
+            return
+        for member in [m for m in conf.members.values() if m.leg.device is device]:
+            await self.hosting.hold_member(member.leg, held, req_id)
 
     async def finish(self, conf: Conference, reason: str, req_id: str | None = None) -> None:
         """End the conference: every member's call ends, pending invitations are withdrawn.
@@ -274,7 +276,7 @@ class ConferenceManager:
         self.media_ops.forget(conf)
         await self.media.destroy_mixer(conf.id)
         conf.transition(ConferenceState.ENDED, cause=reason)
-        self.announce(ConferenceEnded(conference_id=conf.id, name=conf.name, reason=reason))
+        self.bus.publish(ConferenceEnded(conference_id=conf.id, name=conf.name, reason=reason))
 
     async def maybe_empty(self, conf: Conference) -> None:
         """A REST conference is over when its last member has left."""
@@ -292,7 +294,7 @@ class ConferenceManager:
         conf.state_observer = self.calls.observer
         await self.media.create_mixer(conf.id)
         self.conferences[conf.id] = conf
-        self.announce(
+        self.bus.publish(
             ConferenceCreated(
                 conference_id=conf.id, name=conf.name, call_control_id=leg.id, hosted=False
             )
@@ -338,7 +340,9 @@ class ConferenceManager:
         await self.media.stop_playing(leg.id)
         await self.add_member(conf, member)
         if held:
-            await self.update_participant(None, conf, leg.id, held=True, hold_audio=hold_audio)
+            await self.media_ops.update_participant(
+                None, conf, leg.id, held=True, hold_audio=hold_audio
+            )
         return member
 
     async def leave_leg(self, conf: Conference, leg: Leg) -> None:
@@ -353,7 +357,7 @@ class ConferenceManager:
         del conf.members[leg.id]
         leg.conference = None
         await self.leave_mixer(leg)
-        self.announce(
+        self.bus.publish(
             ParticipantLeft(conference_id=conf.id, name=conf.name, call_control_id=leg.id)
         )
         await self.maybe_empty(conf)
@@ -361,8 +365,6 @@ class ConferenceManager:
     # hooks from the call controller ---------------------------------------------------------
     async def leg_ending(self, leg: Leg) -> None:
         """A leg in (or invited to) a conference is ending, for whatever reason."""
-        if leg.invitation is not None:
-            return  # a ringing invitation's leg: its ring group knows
         conf = leg.conference
         if not isinstance(conf, Conference):
             return
@@ -374,7 +376,7 @@ class ConferenceManager:
         if member is not None and member.in_mixer:
             await self.leave_mixer(leg)
         if member is not None:
-            self.announce(
+            self.bus.publish(
                 ParticipantLeft(conference_id=conf.id, name=conf.name, call_control_id=leg.id)
             )
             if conf.beep in ("always", "on_exit") and not conf.ended:
@@ -391,163 +393,6 @@ class ConferenceManager:
     async def shutdown(self) -> None:
         for conf in list(self.conferences.values()):
             await self.finish(conf, "shutdown")
-
-    # the parts' operations, as the controller, /ws and REST call them ----------------------
-    async def start(
-        self,
-        device: Device,
-        sdp: str,
-        media_type: MediaType,
-        name: str | None,
-        beep: BeepMode,
-        req_id: str | None,
-    ) -> Conference:
-        return await self.hosting.start(device, sdp, media_type, name, beep, req_id)
-
-    async def invite(self, device: Device, conference_id: str, to: str, req_id: str | None) -> None:
-        await self.hosting.invite(device, conference_id, to, req_id)
-
-    async def join(self, leg: Leg, sdp: str, req_id: str | None) -> None:
-        """TRANSITION (removed with the controller's ``leg.invitation`` path): an invited
-        device answered; ``leg.ring_owner`` is the way in."""
-        await self._invitation_ring(leg).answer(leg, sdp, req_id)
-
-    async def decline(self, leg: Leg, req_id: str | None) -> None:
-        """TRANSITION (as :meth:`join`): an invited device declined."""
-        await self._invitation_ring(leg).decline(leg, EndReason.REJECTED, req_id)
-
-    def _invitation_ring(self, leg: Leg) -> RingOwner:
-        invitation = leg.invitation
-        if invitation is None or invitation.ring is None:
-            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {leg.id} is not ringing here")
-        return InvitationRing(invitation.ring)
-
-    async def remove(
-        self, device: Device, conference_id: str, participant: str, req_id: str | None
-    ) -> None:
-        await self.hosting.remove(device, conference_id, participant, req_id)
-
-    async def leave(self, leg: Leg, reason: EndReason, req_id: str | None = None) -> None:
-        await self.hosting.leave(leg, reason, req_id)
-
-    async def hold(
-        self, device: Device, conference_id: str, held: bool, req_id: str | None
-    ) -> None:
-        """``conference.hold`` / ``conference.resume``: take the device's own membership out
-        of (or back into) the conversation; for a call group that is the whole group."""
-        conf = self.get(device, conference_id)
-        if conf.kind is ConferenceKind.GROUP:
-            await self.groups.hold(conf, held, req_id)
-            return
-        for member in [m for m in conf.members.values() if m.leg.device is device]:
-            await self.hosting.hold_member(member.leg, held, req_id)
-
-    async def hold_member(self, leg: Leg, held: bool, req_id: str | None) -> None:
-        await self.hosting.hold_member(leg, held, req_id)
-
-    async def merge(
-        self,
-        device: Device,
-        call_ids: list[str],
-        conference_id: str | None,
-        req_id: str | None,
-    ) -> None:
-        await self.groups.merge(device, call_ids, conference_id, req_id)
-
-    async def split(
-        self, device: Device, conference_id: str, call_id: str, req_id: str | None
-    ) -> None:
-        await self.groups.split(device, conference_id, call_id, req_id)
-
-    async def group_leg_ending(self, leg: Leg) -> None:
-        await self.groups.leg_ending(leg)
-
-    async def update_participant(
-        self,
-        device: Device | None,
-        conf: Conference,
-        participant: str,
-        *,
-        muted: bool | None = None,
-        held: bool | None = None,
-        hold_audio: AudioSpec | None = None,
-        deaf: bool | None = None,
-        role: SupervisorRole | None = None,
-        whisper_to: list[str] | None = None,
-        req_id: str | None = None,
-    ) -> Member:
-        return await self.media_ops.update_participant(
-            device,
-            conf,
-            participant,
-            muted=muted,
-            held=held,
-            hold_audio=hold_audio,
-            deaf=deaf,
-            role=role,
-            whisper_to=whisper_to,
-            req_id=req_id,
-        )
-
-    async def play(
-        self,
-        device: Device | None,
-        conf: Conference,
-        audio: AudioSpec,
-        targets: list[str] | None,
-        req_id: str | None = None,
-    ) -> str:
-        return await self.media_ops.play(device, conf, audio, targets, req_id)
-
-    async def stop(
-        self,
-        device: Device | None,
-        conf: Conference,
-        targets: list[str] | None,
-        req_id: str | None = None,
-    ) -> None:
-        await self.media_ops.stop(device, conf, targets, req_id)
-
-    async def record(
-        self,
-        device: Device | None,
-        conf: Conference,
-        action: RecordAction,
-        fmt: Literal["wav", "mp3"] = "wav",
-        req_id: str | None = None,
-    ) -> str:
-        return await self.media_ops.record(device, conf, action, fmt, req_id)
-
-
-def _legacy(event: ConferenceEvent) -> tuple[str, dict[str, Any]]:
-    """TRANSITION: the string form of a bus event, for ``CallController.publish`` listeners
-    (core/appcalls.py) until they take the typed events. Removed with that method."""
-    data: dict[str, Any] = {"conference_id": event.conference_id, "name": event.name}
-    match event:
-        case ConferenceCreated() | ParticipantJoined() | ParticipantLeft():
-            data["call_control_id"] = event.call_control_id
-            kind = {
-                ConferenceCreated: "conference.created",
-                ParticipantJoined: "conference.participant.joined",
-                ParticipantLeft: "conference.participant.left",
-            }[type(event)]
-            return kind, data
-        case ConferenceEnded():
-            return "conference.ended", {**data, "reason": "ended"}
-        case ConferenceFloorChanged():
-            return "conference.floor.changed", {
-                **data,
-                "call_control_id": event.call_control_id or None,
-            }
-        case ConferencePlaybackChanged():
-            data.update(playback_id=event.playback_id, status=event.status)
-            return f"conference.{event.kind}.{event.state}", data
-        case ConferenceRecordingSaved():
-            data.update(
-                recording_id=event.recording_id, path=event.path, duration_secs=event.duration_secs
-            )
-            return "conference.recording.saved", data
-    raise LookupError(f"no legacy form for {type(event).__name__}")
 
 
 def audio_spec(

@@ -24,10 +24,9 @@ meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +34,6 @@ from typing import Any, Protocol
 from callbridge.core.call_events import state_publisher
 from callbridge.core.calls import (
     Call,
-    Caller,
     CallState,
     Device,
     EndReason,
@@ -46,15 +44,11 @@ from callbridge.core.calls import (
 from callbridge.core.conferences import ConferenceKind, ConferenceManager
 from callbridge.core.events import (
     CallEnded,
-    CallIncoming,
+    CommandFailed,
     EventBus,
     IceCandidateOffered,
     IceGatheringDone,
-    LegAnswered,
-    LegDtmf,
     LegEnded,
-    LegEvent,
-    LegInitiated,
     PeerNotice,
 )
 from callbridge.core.incall import InCall
@@ -62,7 +56,7 @@ from callbridge.core.legmedia import LegMedia
 from callbridge.core.modify import Modifications
 from callbridge.core.moves import Moves
 from callbridge.core.ringgroup import AnswerHook, ExhaustedHook, RingGroup
-from callbridge.core.ringing import RingOwner
+from callbridge.core.ringing import Alert
 from callbridge.core.routing import Routing
 from callbridge.core.scheduler import Scheduler
 from callbridge.core.transfer import Transfers
@@ -70,14 +64,7 @@ from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import Candidate, EndpointInfo, MediaServer
 from callbridge.statemachine import StateObserver
 
-__all__ = [
-    "CallController",
-    "CallRouter",
-    "Directory",
-    "DomainListener",
-    "LegTable",
-    "leg_facts",
-]
+__all__ = ["CallController", "CallRouter", "Directory", "LegTable"]
 
 log = logging.getLogger(__name__)
 _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
@@ -96,42 +83,6 @@ class CallRouter(Protocol):
 
     async def route(self, call: Call, destination: str) -> bool:
         """True if the call was taken (the controller then leaves it alone)."""
-
-
-class _AppRingOwner(Protocol):
-    """Transition: removed by the lead. The old hook of core.appcalls (``ring_owners``)."""
-
-    async def answer_ringing(self, leg: Leg, sdp: str, req_id: str | None) -> None: ...
-
-    async def decline_ringing(self, leg: Leg, reason: EndReason, req_id: str | None) -> None: ...
-
-
-DomainListener = Callable[[str, dict[str, Any]], None]
-"""Transition: removed by the lead. ``listener(event_type, data)``: one domain event with plain
-data (:meth:`CallController.subscribe`); the typed :attr:`CallController.bus` replaces it."""
-
-# Transition: removed by the lead. The string names of the typed leg events.
-_LEGACY_NAMES: dict[type[LegEvent], str] = {
-    LegInitiated: "call.initiated",
-    LegAnswered: "call.answered",
-    LegEnded: "call.hangup",
-    LegDtmf: "call.dtmf.received",
-}
-
-
-def leg_facts(leg: Leg) -> dict[str, Any]:
-    """Transition: removed by the lead. :meth:`Leg.facts` as the plain data of string events."""
-    f = leg.facts()
-    return {
-        "call_control_id": f.call_control_id,
-        "call_leg_id": f.call_control_id,
-        "call_session_id": f.call_session_id,
-        "direction": f.direction,
-        "user": f.user,
-        "from": f.from_,
-        "to": f.to,
-        "state": f.state,
-    }
 
 
 class LegTable(dict[str, Leg]):
@@ -173,8 +124,6 @@ class CallController:
         self.devices: dict[str, dict[str, Device]] = {}  # user name -> device id -> device
         self.legs = LegTable(self.observer)
         self._ended: OrderedDict[str, tuple[str, EndReason]] = OrderedDict()
-        self._cdr_writes: set[asyncio.Task[None]] = set()
-        self.listeners: list[DomainListener] = []  # transition: removed by the lead
         self.routing = Routing(self)
         self.incall = InCall(self)
         self.transfers = Transfers(self)
@@ -183,43 +132,9 @@ class CallController:
         self.leg_media = LegMedia(self)
         self.conferences = ConferenceManager(self, recordings_dir)
         # Application calls (core.appcalls) hook in here: a router for destinations that an
-        # application owns. Transition (removed by the lead): ``ring_owners``, the owners of
-        # device legs rung for an application's dial, until appcalls sets ``leg.ring_owner``.
+        # application owns.
         self.router: CallRouter | None = None
-        self.ring_owners: dict[str, _AppRingOwner] = {}
         media.subscribe(self.leg_media.on_media_event)
-
-    # events ---------------------------------------------------------------------------------
-    def announce(self, event: LegEvent, leg: Leg) -> None:
-        """Publish a leg event on the bus (and, for the transition, as a string event)."""
-        self.bus.publish(event)
-        # Transition: removed by the lead (with publish, publish_leg, subscribe, listeners).
-        name = _LEGACY_NAMES.get(type(event))
-        if name is None or not self.listeners:
-            return
-        extra: dict[str, Any] = {}
-        if isinstance(event, LegEnded):
-            extra["hangup_cause"] = event.reason.value
-        elif isinstance(event, LegDtmf):
-            extra["digit"] = event.digit
-        self.publish_leg(name, leg, **extra)
-
-    def subscribe(self, listener: DomainListener) -> None:
-        """Transition: removed by the lead (subscribe to :attr:`bus` instead)."""
-        self.listeners.append(listener)
-
-    def publish(self, event: str, **data: Any) -> None:
-        """Transition: removed by the lead. One string event to every listener."""
-        for listener in self.listeners:
-            try:
-                listener(event, data)
-            except Exception:
-                log.exception("domain listener failed for %s", event)
-
-    def publish_leg(self, event: str, leg: Leg, **data: Any) -> None:
-        """Transition: removed by the lead."""
-        if self.listeners:
-            self.publish(event, **leg_facts(leg), **data)
 
     # devices --------------------------------------------------------------------------------
     def add_device(self, device: Device) -> None:
@@ -312,6 +227,18 @@ class CallController:
             return False
         return all_live(*legs)
 
+    async def accept_answer(self, leg: Leg, sdp: str, req_id: str | None) -> bool:
+        """Complete a rung leg's media with its device's answer. False when the media plane
+        refused it: the device is told (the reply to its answer) and the leg ends ``failed``.
+        A leg that ended meanwhile is no failure: the caller's own checks see it ended."""
+        try:
+            await self.on_live(self.media.accept_answer(leg.id, sdp), leg)
+        except MediaError as exc:
+            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
+            await self.end_leg(leg, EndReason.FAILED)
+            return False
+        return True
+
     async def endpoint_info(self, leg: Leg) -> EndpointInfo | None:
         """What the media plane negotiated for the leg; None once the leg or endpoint is gone."""
         if not leg.live:
@@ -329,25 +256,23 @@ class CallController:
             leg.device.deliver(IceCandidateOffered(call_id=leg.id, candidate=candidate))
         leg.device.deliver(IceGatheringDone(call_id=leg.id))
 
-    async def offer_candidates(self, leg: Leg) -> None:
-        """The async :meth:`send_candidates` (the media plane asked through endpoint_info)."""
-        info = await self.endpoint_info(leg)
-        if info is not None and leg.live:
-            self.deliver_candidates(leg, info.candidates)
-
-    def send_candidates(self, leg: Leg) -> None:
-        """Transition: removed by the lead (use :meth:`offer_candidates`): the synchronous
-        query that conferences and appcalls still call."""
-        lines = self.media.local_candidates(leg.id)
-        self.deliver_candidates(leg, tuple(Candidate(*line) for line in lines))
-
     # ringing devices ------------------------------------------------------------------------
     def ring_group(
-        self, what: str, on_answer: AnswerHook, on_exhausted: ExhaustedHook
+        self,
+        what: str,
+        on_answer: AnswerHook,
+        on_exhausted: ExhaustedHook,
+        *,
+        refusal: EndReason | None = None,
     ) -> RingGroup:
         """A new ring group on this controller's scheduler, its changes on the bus."""
         group = RingGroup(
-            self, self.scheduler, on_answer=on_answer, on_exhausted=on_exhausted, what=what
+            self,
+            self.scheduler,
+            on_answer=on_answer,
+            on_exhausted=on_exhausted,
+            what=what,
+            refusal=refusal,
         )
         group.state_observer = self.observer
         return group
@@ -356,7 +281,7 @@ class CallController:
         self,
         group: RingGroup,
         devices: list[Device],
-        caller: Caller,
+        alert: Alert,
         prefer: str | None,
         *,
         call: Call | None = None,
@@ -367,7 +292,7 @@ class CallController:
         for device in devices:
             if not group.open:
                 break
-            leg = await self.ring_device(group, device, caller, prefer, call=call)
+            leg = await self.ring_device(group, device, alert, prefer, call=call)
             if leg is not None:
                 legs.append(leg)
         return legs
@@ -376,16 +301,17 @@ class CallController:
         self,
         group: RingGroup,
         device: Device,
-        caller: Caller,
+        alert: Alert,
         prefer: str | None,
         *,
         call: Call | None = None,
     ) -> Leg | None:
-        """Create a leg for ``device``, offer it media, register it and ring it as part of
-        ``group``. None when the media plane failed or the group closed meanwhile."""
+        """Create a leg for ``device``, offer it media (``prefer``: a codec), register it and
+        ring it as part of ``group``: the device gets ``alert``'s event, then the server's
+        candidates. None when the media plane failed or the group closed meanwhile."""
         leg = Leg(device=device, direction="incoming", call=call)
         try:
-            offer = await self.media.offer(leg.id, prefer, video=caller.media_type == "video")
+            offer = await self.media.offer(leg.id, prefer, video=alert.video)
             info = await self.media.endpoint_info(leg.id)
         except MediaError:
             log.exception("could not create media for %s", device.id)
@@ -397,57 +323,34 @@ class CallController:
         self.legs[leg.id] = leg
         leg.transition(LegState.RINGING)
         group.add(leg)
-        device.deliver(
-            CallIncoming(
-                call_id=leg.id,
-                from_=caller.from_,
-                from_name=caller.from_name,
-                to=caller.to,
-                sdp=offer,
-                media_type=caller.media_type,
-                moved_from=caller.moved_from,
-            )
-        )
+        device.deliver(alert.event(leg.id, offer))
         self.deliver_candidates(leg, info.candidates)
         return leg
 
     # a ringing leg's device answers, refuses, goes away ---------------------------------------
-    def ringer(self, leg: Leg) -> RingOwner | None:
-        """Who rang ``leg``, while it rings (None: it does not ring for anyone)."""
-        if leg.ring_owner is not None:
-            return leg.ring_owner
-        # Transition: removed by the lead, once conferences and appcalls set leg.ring_owner.
-        if leg.invitation is not None:
-            return _InvitationRinger(self.conferences)
-        legacy = self.ring_owners.get(leg.id)
-        if legacy is not None:
-            return _AppRinger(legacy)
-        return None
-
+    # Whoever rang the leg (``leg.ring_owner``: a ring group) decides what that means.
     async def answer(self, device: Device, call_id: str, sdp: str, req_id: str | None) -> None:
         leg = self.leg_of(device, call_id)
-        owner = self.ringer(leg)
-        if owner is None:
+        if leg.ring_owner is None:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
-        await owner.answer(leg, sdp, req_id)
+        await leg.ring_owner.answer(leg, sdp, req_id)
 
     async def reject(
         self, device: Device, call_id: str, reason: str | None, req_id: str | None
     ) -> None:
         leg = self.leg_of(device, call_id)
-        owner = self.ringer(leg)
-        if owner is None:
+        if leg.ring_owner is None:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is not ringing here")
-        await owner.decline(leg, EndReason.BUSY if reason == "busy" else EndReason.REJECTED, req_id)
+        refusal = EndReason.BUSY if reason == "busy" else EndReason.REJECTED
+        await leg.ring_owner.decline(leg, refusal, req_id)
 
     async def hangup(self, device: Device, call_id: str, req_id: str | None) -> None:
         leg = self.leg_of(device, call_id)
-        owner = self.ringer(leg)
-        if owner is not None:  # hanging up a ringing leg declines it (docs/protocol.md)
-            await owner.decline(leg, EndReason.REJECTED, req_id)
+        if leg.ring_owner is not None:  # hanging up a ringing leg declines it (docs/protocol.md)
+            await leg.ring_owner.decline(leg, EndReason.REJECTED, req_id)
             return
         if self.hosted_member(leg):
-            await self.conferences.leave(leg, EndReason.HANGUP, req_id)
+            await self.conferences.hosting.leave(leg, EndReason.HANGUP, req_id)
             return
         call = leg.call
         # The caller hanging up before an answer cancels: the rung devices get `canceled`.
@@ -461,12 +364,11 @@ class CallController:
         self, leg: Leg, reason: EndReason, far_reason: EndReason = EndReason.HANGUP
     ) -> None:
         """The leg's device vanished; the rest of its call ends as if it hung up."""
-        owner = self.ringer(leg)
-        if owner is not None:
-            await owner.decline(leg, reason, None)
+        if leg.ring_owner is not None:
+            await leg.ring_owner.decline(leg, reason, None)
             return
         if self.hosted_member(leg):
-            await self.conferences.leave(leg, reason)
+            await self.conferences.hosting.leave(leg, reason)
             return
         await self.end_leg(leg, reason)
         call = leg.call
@@ -482,8 +384,8 @@ class CallController:
         leg.transition(LegState.ENDED, cause=reason.value)
         leg.end_reason = reason
         leg.ring_owner = None
-        self.announce(LegEnded(leg=leg.facts(), reason=reason), leg)
-        if leg.conference is not None or leg.invitation is not None:
+        self.bus.publish(LegEnded(leg=leg.facts(), reason=reason))
+        if leg.conference is not None:
             await self.conferences.leg_ending(leg)
         await self.moves.leg_ended(leg)
         self.legs.pop(leg.id, None)
@@ -532,21 +434,8 @@ class CallController:
             end_reason=reason.value,
             direction="internal",
         )
-        # Awaited by shutdown(): a CDR is a record that must not be lost to a cancellation.
-        task = self.scheduler.spawn(self.directory.record_cdr(cdr), f"CDR of call {call.id}")
-        self._cdr_writes.add(task)
-        task.add_done_callback(self._cdr_writes.discard)
-
-    # timers ---------------------------------------------------------------------------------
-    def later(self, owner: object, delay: float, action: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``action()`` in ``delay`` seconds unless :meth:`cancel_later` (``owner``) first.
-        (Transition: the lead may have callers use :attr:`scheduler` directly.)"""
-        self.scheduler.later(
-            delay, ("later", id(owner)), action, f"timer of {type(owner).__name__}"
-        )
-
-    def cancel_later(self, owner: object) -> None:
-        self.scheduler.cancel(("later", id(owner)))
+        # Drained by shutdown(): a CDR is a record that must not be lost to a cancellation.
+        self.scheduler.spawn(self.directory.record_cdr(cdr), f"CDR of call {call.id}")
 
     async def shutdown(self) -> None:
         await self.conferences.shutdown()
@@ -555,35 +444,6 @@ class CallController:
                 await self.end_call(leg.call, EndReason.HANGUP, EndReason.HANGUP)
         for leg in list(self.legs.values()):  # rung for a move, an invitation, an app's dial
             await self.end_leg(leg, EndReason.HANGUP)
-        if self._cdr_writes:
-            await asyncio.gather(*self._cdr_writes, return_exceptions=True)
+        await self.scheduler.drain()  # the CDRs those calls wrote
         await self.scheduler.close()
         await self.media.shutdown()
-
-
-class _InvitationRinger:
-    """Transition: removed by the lead. A conference invitation's leg, until core.conferences
-    sets ``leg.ring_owner``."""
-
-    def __init__(self, conferences: ConferenceManager) -> None:
-        self.conferences = conferences
-
-    async def answer(self, leg: Leg, sdp: str, req_id: str | None) -> None:
-        await self.conferences.join(leg, sdp, req_id)
-
-    async def decline(self, leg: Leg, reason: EndReason, req_id: str | None) -> None:
-        await self.conferences.decline(leg, req_id)
-
-
-class _AppRinger:
-    """Transition: removed by the lead. A leg rung for an application's dial, until
-    core.appcalls sets ``leg.ring_owner``."""
-
-    def __init__(self, owner: _AppRingOwner) -> None:
-        self.owner = owner
-
-    async def answer(self, leg: Leg, sdp: str, req_id: str | None) -> None:
-        await self.owner.answer_ringing(leg, sdp, req_id)
-
-    async def decline(self, leg: Leg, reason: EndReason, req_id: str | None) -> None:
-        await self.owner.decline_ringing(leg, reason, req_id)

@@ -7,12 +7,12 @@ it asks a device nothing but its identity and reachability, and tells it what ha
 :meth:`Device.deliver` (a typed :class:`~callbridge.core.events.DeviceEvent`). The device's
 adapter turns the event into its wire format, or drops it. Adding a kind of device means
 writing a class with these members and an adapter for the events; the call logic does not
-change (docs/architecture.md, "Adding a device kind").
+change (docs/architecture.md, "Devices, and how to add a kind").
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from callbridge.core.events import DeviceEvent
 
@@ -33,6 +33,3 @@ class Device(Protocol):
 
     def deliver(self, event: DeviceEvent) -> None:
         """Tell the device one fact. Never blocks, never raises."""
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Deprecated, being removed by the core redesign: queue one ``/ws`` message."""

@@ -328,17 +328,19 @@ class ConferenceEnded(ConferenceEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConferenceFloorChanged(ConferenceEvent):
-    call_control_id: str  # the new talker's leg
+    call_control_id: str | None  # the new talker's leg; None: nobody talks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConferencePlaybackChanged(ConferenceEvent):
-    """A play (``kind="playback"``) or speak (``"speak"``) to the room started or ended."""
+    """A play (``kind="playback"``) or speak (``"speak"``) started or ended, to the room or to
+    some participants (``targets``: their leg ids; empty: everyone)."""
 
     playback_id: str
     kind: Literal["playback", "speak"]
     state: Literal["started", "ended"]
     status: str  # the media plane's PlaybackStatus
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,10 +1,12 @@
 """Hosted conferences (seed 002): a host starts one with its own leg, invites users, removes
 participants and ends it; participants join by answering an invitation and leave by hanging up.
 
-An invitation rings every reachable device of the invitee at once. Each of those device legs
-has an :class:`InvitationRing` as its ``ring_owner`` (:mod:`callbridge.core.ringing`): the
-controller hands it the device's answer or refusal without knowing it rings for a conference.
-The first answer claims the invitation (before any ``await``), the other devices stop ringing
+An invitation rings every reachable device of the invitee at once, in one ring group
+(:mod:`callbridge.core.ringgroup`) that is each device leg's ``ring_owner``: the controller
+hands it the device's answer or refusal without knowing it rings for a conference. Every
+refusal (``call.reject``, busy or not, ``call.hangup``, a lost device) ends the leg
+``rejected`` (docs/protocol.md, "Hosted conferences"): the group's ``refusal``. The first
+answer claims the invitation (before any ``await``), the other devices stop ringing
 (``answered-elsewhere``); when every device has declined, or nobody answered within the ring
 timeout, the host is told the invitation was rejected.
 
@@ -15,8 +17,8 @@ as an invitation withdrawn while ringing.
 
 from __future__ import annotations
 
-import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
@@ -46,36 +48,42 @@ from callbridge.core.conference_model import (
     Member,
 )
 from callbridge.core.events import CallAnswered, CommandFailed, ConferenceCreated, SdpAnswer
-from callbridge.core.ringgroup import RingGroup
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.vocabulary import BeepMode
 
 if TYPE_CHECKING:
     from callbridge.core.conferences import ConferenceManager
 
-__all__ = ["HostedConferences", "InvitationRing"]
-
-log = logging.getLogger(__name__)
+__all__ = ["HostedConferences"]
 
 _NAME = re.compile(r"^[\w .:@+-]{1,128}$")
 
 
-class InvitationRing:
-    """The ring owner of an invitation's device legs: its ring group, with every refusal
-    counted as ``rejected`` (docs/protocol.md, "Hosted conferences": ``call.reject``, busy or
-    not, ``call.hangup`` and a lost device all end a ringing invitation's leg ``rejected``)."""
+@dataclass(frozen=True, slots=True)
+class _InvitationAlert:
+    """What an invitee's device is told: ``conference.invitation`` (an
+    :class:`~callbridge.core.ringing.Alert`). Video conferences carry audio only."""
 
-    def __init__(self, group: RingGroup) -> None:
-        self.group = group
+    conference: Conference
+    invitation: Invitation
 
-    async def answer(self, leg: Leg, sdp: str, req_id: str | None) -> None:
-        # TRANSITION (with Leg.invitation): from now on the controller must not treat this
-        # leg as ringing for the invitation (the group clears its ring_owner as it claims).
-        leg.invitation = None
-        await self.group.answer(leg, sdp, req_id)
+    @property
+    def video(self) -> bool:
+        return False
 
-    async def decline(self, leg: Leg, reason: EndReason, req_id: str | None) -> None:
-        await self.group.decline(leg, EndReason.REJECTED, req_id)
+    def event(self, call_id: str, offer: str) -> ConferenceInvitation:
+        conf, host = self.conference, self.conference.owner
+        return ConferenceInvitation(
+            conference_id=conf.id,
+            call_id=call_id,
+            invitation_id=self.invitation.id,
+            name=conf.name,
+            from_=host.caller_id,
+            from_name=host.display_name,
+            to=self.invitation.key,
+            media_type=conf.media_type,
+            sdp=offer,
+        )
 
 
 class HostedConferences:
@@ -120,7 +128,7 @@ class HostedConferences:
         self.manager.conferences[conf.id] = conf
         self.calls.legs[leg.id] = leg
         leg.call = _conference_call(leg, conf)
-        leg.set_state(LegState.TRYING)
+        leg.transition(LegState.TRYING)
         conf.host_leg = leg
         device.deliver(
             ConferenceStarted(
@@ -133,7 +141,7 @@ class HostedConferences:
         )
         device.deliver(SdpAnswer(call_id=leg.id, sdp=answer))
         self.calls.deliver_candidates(leg, info.candidates)
-        self.manager.announce(
+        self.manager.bus.publish(
             ConferenceCreated(
                 conference_id=conf.id, name=conf.name, call_control_id=leg.id, hosted=True
             )
@@ -142,7 +150,7 @@ class HostedConferences:
         if _over(leg, conf):  # the host hung up while its leg joined the mixer
             return conf
         conf.transition(ConferenceState.ACTIVE, cause="the host is in")
-        leg.set_state(LegState.ACTIVE)
+        leg.transition(LegState.ACTIVE)
         device.deliver(CallAnswered(call_id=leg.id, media_type="audio"))
         self.manager.tell_owner(
             conf,
@@ -172,11 +180,7 @@ class HostedConferences:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE, f"{to!r} is already invited to or in conference {conf.id}"
             )
-        devices = [
-            d
-            for d in self.calls.devices.get(user.name, {}).values()
-            if d is not device and d.reachable
-        ]
+        devices = self.calls.reachable_devices(user.name, but=device)
         if not devices:
             raise ProtocolError(
                 ErrorCode.DESTINATION_NOT_FOUND, f"{to!r} ({user.name}) has no device logged in"
@@ -184,25 +188,20 @@ class HostedConferences:
         invitation = Invitation(conf, to, user.display_name or user.name)
         invitation.state_observer = self.calls.observer
         conf.invitations[to] = invitation
-        group = RingGroup(
-            self.calls,
-            self.calls.scheduler,
-            on_answer=partial(self._answered, invitation),
-            on_exhausted=partial(self._exhausted, invitation),
-            what="invitation ring",
+        group = self.calls.ring_group(
+            "invitation ring",
+            partial(self._answered, invitation),
+            partial(self._exhausted, invitation),
+            refusal=EndReason.REJECTED,
         )
-        group.state_observer = self.calls.observer
-        invitation.ring = group
-        ring = InvitationRing(group)
+        invitation.ring = group  # before any await: withdrawing it cancels the ringing
         host = conf.host_leg
         # Offer the host's codec first: the mixer then transcodes less.
         info = await self.calls.endpoint_info(host) if host is not None else None
-        rung = False
-        for dev in devices:
-            if not group.open or conf.ended:
-                break  # answered, withdrawn or ended meanwhile: ring no more devices
-            codec = info.codec if info is not None else None
-            rung = await self._ring(invitation, ring, dev, codec) or rung
+        codec = info.codec if info is not None else None
+        rung = await self.calls.ring_devices(
+            group, devices, _InvitationAlert(conf, invitation), codec
+        )
         if conf.ended or invitation.state is InvitationState.CANCELED:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
@@ -225,46 +224,6 @@ class HostedConferences:
         # Arms the ring timeout; or, when every device declined while others were being
         # rung, the host hears invitation-rejected now (after invitation-sent).
         await group.start(self.calls.ring_timeout)
-
-    async def _ring(
-        self, invitation: Invitation, ring: InvitationRing, device: Device, prefer: str | None
-    ) -> bool:
-        """Ring one device of the invitee (with the server's offer) in the invitation's group;
-        False if it could not be rung."""
-        conf = invitation.conference
-        group = ring.group
-        # TRANSITION: leg.invitation stays set while the controller still reads it.
-        leg = Leg(device=device, direction="incoming", invitation=invitation)
-        try:
-            offer = await self.media.offer(leg.id, prefer)
-            info = await self.media.endpoint_info(leg.id)
-        except MediaError:
-            log.exception("conference %s: no media for %s", conf.id, device.id)
-            await self.media.close(leg.id)
-            return False
-        if not group.open or conf.ended:
-            await self.media.close(leg.id)  # answered on another device, or withdrawn
-            return False
-        self.calls.legs[leg.id] = leg
-        leg.set_state(LegState.RINGING)
-        group.add(leg)
-        leg.ring_owner = ring  # instead of the group itself: refusals count as rejected
-        host = conf.owner
-        device.deliver(
-            ConferenceInvitation(
-                conference_id=conf.id,
-                call_id=leg.id,
-                invitation_id=invitation.id,
-                name=conf.name,
-                from_=host.caller_id,
-                from_name=host.display_name,
-                to=invitation.key,
-                media_type=conf.media_type,
-                sdp=offer,
-            )
-        )
-        self.calls.deliver_candidates(leg, info.candidates)
-        return True
 
     async def _exhausted(self, invitation: Invitation, reason: EndReason) -> None:
         """The ring group is over without an answer: every device declined (``rejected``),
@@ -343,7 +302,7 @@ class HostedConferences:
         invitation.transition(InvitationState.JOINED)
         device = leg.device
         leg.call = _conference_call(leg, conf)
-        leg.set_state(LegState.ACTIVE)
+        leg.transition(LegState.ACTIVE)
         await self.manager.add_member(conf, Member(leg, invitation.key, invitation.name))
         if _over(leg, conf):
             return
@@ -438,7 +397,7 @@ class HostedConferences:
             )
         member.self_held = held
         await self.manager.apply(member)
-        leg.set_state(LegState.HELD if held else LegState.ACTIVE)
+        leg.transition(LegState.HELD if held else LegState.ACTIVE)
         fact = MemberHeld if held else MemberResumed
         leg.device.deliver(fact(req_id=req_id, call_id=leg.id, by="local", conference_id=conf.id))
         if leg.device is not conf.owner:

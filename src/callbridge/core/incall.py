@@ -37,7 +37,7 @@ class InCall:
         c = self.calls
         leg = c.answered_leg(device, call_id)
         if leg.conference is not None:
-            await c.conferences.hold_member(leg, held, req_id)
+            await c.conferences.hosting.hold_member(leg, held, req_id)
             return
         call, peer = leg.call, leg.peer
         assert call is not None and peer is not None

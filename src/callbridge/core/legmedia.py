@@ -44,7 +44,7 @@ class LegMedia:
         if leg is None:
             return
         if isinstance(event, DtmfReceived):
-            c.announce(LegDtmf(leg=leg.facts(), digit=event.digit), leg)
+            c.bus.publish(LegDtmf(leg=leg.facts(), digit=event.digit))
             if leg.peer is not None:
                 leg.peer.device.deliver(CallDtmf(call_id=leg.peer.id, digit=event.digit))
         elif isinstance(event, EndpointStateChanged) and event.state == "failed":

@@ -25,8 +25,8 @@ from callbridge.core.calls import (
     MoveState,
     all_live,
 )
-from callbridge.core.events import CallAnswered, CommandFailed
-from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.core.events import CallAnswered
+from callbridge.errors import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController
@@ -92,11 +92,7 @@ class Moves:
         old = move.leg
         if move.state is MoveState.RINGING:
             move.transition(MoveState.TAKEN, cause=leg.id)
-            try:
-                await c.on_live(c.media.accept_answer(leg.id, sdp), leg)
-            except MediaError as exc:
-                leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
-                await c.end_leg(leg, EndReason.FAILED)
+            if not await c.accept_answer(leg, sdp, req_id):
                 await self._nobody(move, EndReason.FAILED)
                 return
         far, call = old.peer, old.call

@@ -11,9 +11,10 @@ is. There is one path for each outcome:
 answer       the first answer claims the group (before any await, so a racing answer
              gets ``invalid_state``), the other legs end ``answered-elsewhere``, then
              ``on_answer(leg, sdp, req_id)`` connects the winner
-decline      the leg ends with the reason given (``rejected``, ``busy``, ``hangup``,
-             ``disconnected``); when it was the last one and the group was started,
-             ``on_exhausted(reason)`` (the last reason; :attr:`busy` says if any said busy)
+decline      the leg ends with the reason given (``rejected``, ``busy``, ``disconnected``,
+             ``hangup`` on logout), or with the group's ``refusal`` when it has one; when
+             it was the last one and the group was started, ``on_exhausted(reason)`` (the
+             last reason; :attr:`busy` says if any said busy)
 timeout      :meth:`start` arms it on the scheduler: every leg still ringing ends
              ``no-answer``, then ``on_exhausted(NO_ANSWER)``
 cancel       the owner gives up (the caller hung up, the call moved on): every leg still
@@ -24,16 +25,19 @@ Legs are added while the group is ``new`` (each device's offer takes an await); 
 already answer or decline then. :meth:`start` arms the timeout, or ends the group at once when
 nobody rings any more. ::
 
-    group = controller.ring_group("invitation ring", on_answer=join, on_exhausted=give_up)
+    group = controller.ring_group("move ring", on_answer=take_over, on_exhausted=give_up)
     owner.ring = group  # before any await: whoever ends the owner can cancel it
-    # Each device: a leg created, offered, registered, RINGING, told call.incoming, added;
-    # it stops early when the group closes (answered or canceled meanwhile).
+    # Each device: a leg created, offered, registered, RINGING, alerted (call.incoming),
+    # added; it stops early when the group closes (answered or canceled meanwhile).
     await controller.ring_devices(group, devices, caller, prefer_codec)
     await group.start(ring_timeout)  # False: nobody rang; on_exhausted has run
 
 (``controller.ring_group`` is ``RingGroup(controller, controller.scheduler, ...)`` with its
 state changes published on the bus.) The group itself never touches the media plane or the
 wire: legs end through ``ender.end_leg``, which tells the device ``call.ended``.
+
+A conference invitation's group has a ``refusal``: whatever a device says (``busy``, a
+hangup, going away), its leg ends ``rejected``, as docs/protocol.md promises for invitations.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class RingGroup(StateMachine[RingState]):
         on_answer: AnswerHook,
         on_exhausted: ExhaustedHook,
         what: str = "ring group",
+        refusal: EndReason | None = None,
     ) -> None:
         self.id = new_id()
         self.state = RingState.NEW
@@ -120,6 +125,7 @@ class RingGroup(StateMachine[RingState]):
         self._on_answer = on_answer
         self._on_exhausted = on_exhausted
         self._what = what
+        self._refusal = refusal  # every decline ends with this reason, when set
 
     @property
     def kind(self) -> str:
@@ -175,6 +181,7 @@ class RingGroup(StateMachine[RingState]):
             raise ProtocolError(ErrorCode.INVALID_STATE, f"call {leg.id} is no longer ringing")
         self.legs.remove(leg)
         leg.ring_owner = None
+        reason = self._refusal or reason
         self.busy = self.busy or reason is EndReason.BUSY
         self._last_decline = reason
         await self._ender.end_leg(leg, reason, req_id)

@@ -7,6 +7,11 @@ the controller hands it the device's answer or refusal, and a vanished device, w
 knowing which kind it is. :class:`RingGroup` (in :mod:`callbridge.core.ringgroup`) is the
 shared implementation: ring several devices at once, first answer wins, the rest stop; one
 ``answer``/``decline``/``timeout``/``cancel`` path.
+
+What the rung device is told is an :class:`Alert`: ``call.incoming`` for a call
+(:class:`~callbridge.core.calls.Caller`), ``conference.invitation`` for an invitation. The
+controller's ``ring_device`` makes the leg, asks the media plane for an offer and alerts the
+device with it, whatever the alert is.
 """
 
 from __future__ import annotations
@@ -17,8 +22,21 @@ from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.calls import Leg
+    from callbridge.core.events import DeviceEvent
 
-__all__ = ["RingOwner"]
+__all__ = ["Alert", "RingOwner"]
+
+
+class Alert(Protocol):
+    """What ringing a device tells it."""
+
+    @property
+    def video(self) -> bool:
+        """The server's offer carries video."""
+
+    def event(self, call_id: str, offer: str) -> DeviceEvent:
+        """The event that makes the device ring for leg ``call_id``, with the server's
+        ``offer``."""
 
 
 class RingOwner(Protocol):
@@ -28,6 +46,6 @@ class RingOwner(Protocol):
         """The device answered ``leg`` with ``sdp``."""
 
     async def decline(self, leg: Leg, reason: EndReason, req_id: str | None) -> None:
-        """The device refused ``leg``: ``REJECTED`` or ``BUSY`` (``call.reject``), ``HANGUP``
-        (``call.hangup`` while ringing), or the device went away (``DISCONNECTED``,
-        ``HANGUP`` on logout)."""
+        """The device refused ``leg``: ``REJECTED`` or ``BUSY`` (``call.reject``; a
+        ``call.hangup`` while ringing is ``REJECTED`` too, whoever rang), or the device went
+        away (``DISCONNECTED``, ``HANGUP`` on logout or expiry)."""

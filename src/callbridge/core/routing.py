@@ -38,7 +38,7 @@ from callbridge.core.events import (
     SdpAnswer,
 )
 from callbridge.core.ringgroup import RingState
-from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import MediaType
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Routing:
         leg.call = call
         leg.media_type = call.media_type
         leg.transition(LegState.TRYING)
-        c.announce(LegInitiated(leg=leg.facts()), leg)
+        c.bus.publish(LegInitiated(leg=leg.facts()))
         device.deliver(CallTrying(req_id=req_id, call_id=leg.id, media_type=call.media_type))
         device.deliver(SdpAnswer(call_id=leg.id, sdp=answer))
         c.deliver_candidates(leg, info.candidates)
@@ -124,7 +124,7 @@ class Routing:
         caller = Caller(call.caller_id, call.caller_name, call.destination, call.media_type)
         prefer = info.codec if info else None
         for leg in await c.ring_devices(group, devices, caller, prefer, call=call):
-            c.announce(LegInitiated(leg=leg.facts()), leg)
+            c.bus.publish(LegInitiated(leg=leg.facts()))
         if call.ended or not await group.start(c.ring_timeout):
             return
         if group.state is not RingState.RINGING or call.state is not CallState.ROUTING:
@@ -152,11 +152,7 @@ class Routing:
         origin = call.origin
         if not call.ended:
             call.transition(CallState.ANSWERED, cause=leg.id)
-            try:
-                await c.on_live(c.media.accept_answer(leg.id, sdp), leg)
-            except MediaError as exc:
-                leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
-                await c.end_leg(leg, EndReason.FAILED)
+            if not await c.accept_answer(leg, sdp, req_id):
                 await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
                 return
         info = await c.endpoint_info(leg)
@@ -178,8 +174,8 @@ class Routing:
         media_type: MediaType = "video" if video else "audio"
         origin.media_type = leg.media_type = media_type
         call.answered_at = datetime.now(UTC)
-        c.announce(LegAnswered(leg=origin.facts()), origin)
-        c.announce(LegAnswered(leg=leg.facts()), leg)
+        c.bus.publish(LegAnswered(leg=origin.facts()))
+        c.bus.publish(LegAnswered(leg=leg.facts()))
         leg.device.deliver(CallAnswered(req_id=req_id, call_id=leg.id, media_type=media_type))
         origin.device.deliver(CallAnswered(call_id=origin.id, media_type=media_type))
 

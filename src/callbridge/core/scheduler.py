@@ -7,7 +7,9 @@ event) goes through one :class:`Scheduler`. It
 - keys timers, so re-arming a key replaces the old timer and ``cancel(key)`` is exact;
 - runs a timer's callback as an owned task when the callback is a coroutine function;
 - keeps a reference to every task (no task is garbage-collected mid-flight, RUF006), logs a
-  task's exception instead of losing it, and cancels and awaits them all in :meth:`close`.
+  task's exception instead of losing it;
+- lets its owner wait for the running tasks to finish (:meth:`drain`: work that must not be
+  lost, such as a CDR write), and cancels and awaits them all in :meth:`close`.
 
 All methods run on the event loop's thread; none blocks.
 """
@@ -28,6 +30,8 @@ Action = Callable[[], Awaitable[Any] | None]
 
 
 class Scheduler:
+    """The timers and owned tasks of one part of the control plane (``name`` labels its logs)."""
+
     def __init__(self, name: str = "core") -> None:
         self.name = name
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
@@ -82,6 +86,13 @@ class Scheduler:
     def pending(self) -> int:
         """Armed timers plus running tasks (for leak checks)."""
         return len(self._timers) + len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait until no task runs, without cancelling any; tasks started meanwhile (by the
+        ones running) are waited for too. Timers stay armed. Never await it from one of this
+        scheduler's own tasks: it would wait for itself."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
         """Disarm every timer, cancel every task and wait for them to finish."""

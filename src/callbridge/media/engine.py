@@ -205,21 +205,6 @@ class InProcessMediaServer:
             spec.name if spec else None, sends, receives, negotiation.local_candidates(ep)
         )
 
-    # The three synchronous queries below are replaced by endpoint_info (issue 9); they stay
-    # until the core no longer calls them.
-    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
-        return negotiation.video_state(self._get(endpoint_id))
-
-    def local_candidates(self, endpoint_id: str) -> list[tuple[str, str | None, int]]:
-        return [
-            (c.line, c.sdp_mid, c.sdp_m_line_index)
-            for c in negotiation.local_candidates(self._get(endpoint_id))
-        ]
-
-    def codec(self, endpoint_id: str) -> str | None:
-        spec = self._get(endpoint_id).spec
-        return spec.name if spec else None
-
     # bridging and control -------------------------------------------------------------------
     async def bridge(self, a_id: str, b_id: str) -> None:
         a, b = self._get(a_id), self._get(b_id)

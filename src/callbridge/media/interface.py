@@ -42,9 +42,8 @@ errors are :class:`callbridge.errors.MediaError` with a message that says what w
 
 Every query and command is a coroutine, so the media plane can sit behind a process boundary:
 what was negotiated is :meth:`MediaServer.endpoint_info`, and what happens later arrives as
-events (:meth:`MediaServer.subscribe`). (``video_state``, ``local_candidates`` and ``codec``,
-the synchronous forms of :meth:`MediaServer.endpoint_info`, go once the core no longer calls
-them.) :class:`callbridge.testing.fake_media.FakeMediaServer` implements this interface in memory.
+events (:meth:`MediaServer.subscribe`). :class:`callbridge.testing.fake_media.FakeMediaServer`
+implements this interface in memory.
 """
 
 from __future__ import annotations
@@ -207,9 +206,6 @@ class MediaServer(Protocol):
         set from the server's side (a video m-line is added if needed); complete it with
         :meth:`accept_answer`."""
 
-    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
-        """(the device sends video, the device receives video) as last negotiated."""
-
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
     ) -> None:
@@ -218,12 +214,6 @@ class MediaServer(Protocol):
     async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
         """What was negotiated for the endpoint: codec, video directions, the server's ICE
         candidates. An unknown id raises :class:`~callbridge.errors.MediaError`."""
-
-    def local_candidates(self, endpoint_id: str) -> list[tuple[str, str | None, int]]:
-        """The server's candidates for an endpoint: (candidate line, sdp_mid, m-line index)."""
-
-    def codec(self, endpoint_id: str) -> str | None:
-        """The negotiated audio codec name (``opus``, ``PCMU``, ``PCMA``), once known."""
 
     async def bridge(self, a_id: str, b_id: str) -> None:
         """Connect two endpoints: each hears the other. Replaces any earlier bridge of either

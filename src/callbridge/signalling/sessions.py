@@ -90,10 +90,11 @@ class Session(StateMachine[SessionState]):
 
     def deliver(self, event: DeviceEvent) -> None:
         """The core tells this device a fact: sent as its ``/ws`` message."""
-        self.send(to_wire(event))
+        self.queue(to_wire(event))
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue one ``/ws`` message: sent now while attached, kept while not."""
+    def queue(self, message: dict[str, Any]) -> None:
+        """Queue one ``/ws`` message (this adapter's, never the core's): sent now while
+        attached, kept while not."""
         if message.get("req_id", "") is None:
             del message["req_id"]
         if self._sender is not None:
@@ -191,7 +192,7 @@ class SessionManager:
     async def _expired(self, session: Session) -> None:
         # The connection closes its socket once it has sent this (see ws.Connection).
         await self.end(session, EndReason.HANGUP, EndReason.HANGUP, "token expired")
-        session.send({"type": "session.expired", "session_id": session.id})
+        session.queue({"type": "session.expired", "session_id": session.id})
 
     def _later(
         self,

@@ -16,13 +16,15 @@ async def dispatch_conference(
     """The ``conference.*`` messages (docs/protocol.md, "Conferences")."""
     match msg:
         case p.ConferenceStart():
-            await conferences.start(
+            await conferences.hosting.start(
                 session, msg.sdp, msg.media_type, msg.name, msg.beep, msg.req_id
             )
         case p.ConferenceInvite():
-            await conferences.invite(session, msg.conference_id, msg.to, msg.req_id)
+            await conferences.hosting.invite(session, msg.conference_id, msg.to, msg.req_id)
         case p.ConferenceRemove():
-            await conferences.remove(session, msg.conference_id, msg.participant, msg.req_id)
+            await conferences.hosting.remove(
+                session, msg.conference_id, msg.participant, msg.req_id
+            )
         case p.ConferenceEnd():
             await conferences.end(session, msg.conference_id, msg.req_id)
         case p.ConferenceGet():
@@ -31,9 +33,9 @@ async def dispatch_conference(
             held = isinstance(msg, p.ConferenceHold)
             await conferences.hold(session, msg.conference_id, held, msg.req_id)
         case p.ConferenceMerge():
-            await conferences.merge(session, msg.call_ids, msg.conference_id, msg.req_id)
+            await conferences.groups.merge(session, msg.call_ids, msg.conference_id, msg.req_id)
         case p.ConferenceSplit():
-            await conferences.split(session, msg.conference_id, msg.call_id, msg.req_id)
+            await conferences.groups.split(session, msg.conference_id, msg.call_id, msg.req_id)
         case p.ConferencePlay() | p.ConferenceSpeak():
             conf = conferences.hosted(session, msg.conference_id, msg.type)
             audio = (
@@ -41,19 +43,19 @@ async def dispatch_conference(
                 if isinstance(msg, p.ConferencePlay)
                 else audio_spec(text=msg.text, voice=msg.voice, language=msg.language)
             )
-            await conferences.play(session, conf, audio, msg.participants, msg.req_id)
+            await conferences.media_ops.play(session, conf, audio, msg.participants, msg.req_id)
         case p.ConferenceStop():
             conf = conferences.hosted(session, msg.conference_id, msg.type)
-            await conferences.stop(session, conf, msg.participants, msg.req_id)
+            await conferences.media_ops.stop(session, conf, msg.participants, msg.req_id)
         case p.ConferenceRecord():
             conf = conferences.hosted(session, msg.conference_id, msg.type)
-            await conferences.record(session, conf, msg.action, msg.format, msg.req_id)
+            await conferences.media_ops.record(session, conf, msg.action, msg.format, msg.req_id)
         case p.ConferenceUpdateParticipant():
             conf = conferences.hosted(session, msg.conference_id, msg.type)
             hold_audio = (
                 audio_spec(audio_url=msg.hold_audio_url, loops=0) if msg.hold_audio_url else None
             )
-            await conferences.update_participant(
+            await conferences.media_ops.update_participant(
                 session,
                 conf,
                 msg.participant,

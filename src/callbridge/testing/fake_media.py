@@ -415,18 +415,6 @@ class FakeMediaServer:
         candidates = (Candidate(_host_candidate(endpoint_id), "0", 0),)
         return EndpointInfo(n.codec, n.device_sends_video, n.device_receives_video, candidates)
 
-    # The synchronous forms of endpoint_info, while the interface has them (not logged).
-    def video_state(self, endpoint_id: str) -> tuple[bool, bool]:
-        n = self._ep(endpoint_id).negotiated
-        return n.device_sends_video, n.device_receives_video
-
-    def local_candidates(self, endpoint_id: str) -> list[tuple[str, str | None, int]]:
-        self._ep(endpoint_id)
-        return [(_host_candidate(endpoint_id), "0", 0)]
-
-    def codec(self, endpoint_id: str) -> str | None:
-        return self._ep(endpoint_id).negotiated.codec
-
     # bridging and control -------------------------------------------------------------------
     @staged
     async def bridge(self, a_id: str, b_id: str) -> None:
