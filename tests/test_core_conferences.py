@@ -27,7 +27,7 @@ from callbridge.core.conference_model import (
     RecordingState,
 )
 from callbridge.core.conferences import audio_spec
-from callbridge.core.events import ConferenceEvent
+from callbridge.core.events import ConferenceEvent, ConferenceFloorChanged
 from callbridge.statemachine import check_table
 from core_world import ANSWER, OFFER, Phone, World, open_world
 
@@ -326,6 +326,27 @@ async def test_a_play_and_a_recording_follow_the_media_planes_events(
         "ConferenceRecordingSaved",
     ]
     assert conf.recording is None
+
+
+async def test_the_floor_passes_to_alice_then_to_nobody(world: World) -> None:
+    alice = world.phone("alice")
+    conf = await _start(world, alice)
+    host_leg = conf.host_leg
+    assert host_leg is not None
+
+    world.media.change_floor(conf.id, host_leg.id)
+    world.media.change_floor(conf.id, None)
+
+    floor = {"type": "conference.floor-changed", "call_id": host_leg.id, "conference_id": conf.id}
+    assert alice.wire == [
+        {**floor, "participant": alice.caller_id, "talker_call_id": host_leg.id},
+        {**floor, "participant": None, "talker_call_id": None},
+    ]
+    changes = [e for e in world.bus if isinstance(e, ConferenceFloorChanged)]
+    assert [(e.conference_id, e.call_control_id) for e in changes] == [
+        (conf.id, host_leg.id),
+        (conf.id, None),  # nobody talks
+    ]
 
 
 # call groups ----------------------------------------------------------------------------------

@@ -87,6 +87,40 @@ async def test_glare_alice_and_bob_call_each_other_at_once_and_both_calls_ring(
 
 
 # answering -------------------------------------------------------------------------------------
+async def test_the_media_plane_refuses_bobs_answer_and_the_call_fails(world: World) -> None:
+    alice, bob = world.phone("alice"), world.phone("bob")
+    out = await world.call(alice, "bob")
+    inc = bob.last("call.incoming")["call_id"]
+    world.bus.clear()
+    world.media.raise_on("accept_answer", inc)
+
+    await world.controller.answer(bob, inc, ANSWER, "x1")
+
+    assert bob.wire[-2:] == [
+        {
+            "type": "error",
+            "req_id": "x1",  # the reply to bob's answer
+            "call_id": inc,
+            "code": "internal_error",
+            "message": "accept_answer failed (staged by the test)",
+            "cause": ANY,
+            "resolution": ANY,
+        },
+        {"type": "call.ended", "call_id": inc, "reason": "failed"},
+    ]
+    assert alice.wire[len(placed(out, "c1")) :] == [
+        {"type": "call.ended", "call_id": out, "reason": "failed"},
+    ]
+    assert world.facts("ring-all", "call") == [
+        "ring-all:answered",
+        "call:answered",
+        f"LegEnded:{inc}:failed",
+        "call:ended",
+        f"LegEnded:{out}:failed",
+    ]
+    world.assert_nothing_left()
+
+
 async def test_bob_answers_on_two_devices_at_once_and_exactly_one_wins(world: World) -> None:
     alice = world.phone("alice")
     bob1, bob2 = world.phone("bob", "1"), world.phone("bob", "2")

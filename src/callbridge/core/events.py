@@ -323,7 +323,9 @@ class ParticipantLeft(ConferenceEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConferenceEnded(ConferenceEvent):
-    reason: str  # "ended" (host or API), "shutdown", "empty", …
+    # What its members were told: "ended-by-host", "host-left", "ended-via-api",
+    # "time-exceeded", "last-left", "dissolved" (a call group of one call), "shutdown".
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
