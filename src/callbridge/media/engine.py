@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from callbridge.errors import ErrorCode, MediaError
 from callbridge.media import negotiation
+from callbridge.media.checks import check_role, not_in_mixer
 from callbridge.media.dtmf import EventSender, check_digits, tone_pcm
 from callbridge.media.endpoint import Endpoint, LegRecording
 from callbridge.media.interface import (
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 TICK = 0.020
 _LATE_TICK = 0.010  # a tick that starts this much after its due time counts as late
 _DTMF_CONNECT_TIMEOUT = 10.0  # send_dtmf waits this long for an endpoint's media to connect
-_ROLES = ("none", "barge", "monitor", "whisper")
 # errors.py has no code for "no such mixer / playback / recording"; CALL_NOT_FOUND ("no call
 # with this id exists") is the closest. One name, so the code changes in one place.
 _NOT_FOUND = ErrorCode.CALL_NOT_FOUND
@@ -365,15 +365,8 @@ class InProcessMediaServer:
         ep = self._get(endpoint_id)
         member, mixer = ep.member, ep.mixer
         if member is None or mixer is None:
-            raise MediaError(
-                ErrorCode.INVALID_STATE,
-                f"endpoint {endpoint_id} is in no mixer: add it with mixer_add first",
-            )
-        if role is not None and role not in _ROLES:
-            raise MediaError(
-                ErrorCode.INVALID_MESSAGE,
-                f"unknown supervisor role {role!r}: use one of {', '.join(_ROLES)}",
-            )
+            raise not_in_mixer(endpoint_id)
+        check_role(role)
         if deaf is not None:
             member.deaf = deaf
         if held is not None:

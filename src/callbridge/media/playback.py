@@ -28,8 +28,9 @@ import av
 import numpy as np
 
 from callbridge.errors import ErrorCode, MediaError
+from callbridge.media.checks import check_audio
 from callbridge.media.interface import AudioSpec, PlaybackStatus
-from callbridge.media.players import TONES, tone_pcm
+from callbridge.media.players import tone_pcm
 from callbridge.rtp.codecs import MIX_FRAME, MIX_RATE, Pcm
 
 __all__ = [
@@ -146,13 +147,8 @@ async def probe_audio(audio: AudioSpec) -> float:
 
 async def _load(audio: AudioSpec, keep: bool) -> Pcm | int:
     """The PCM of ``audio`` when ``keep``, else how many samples it has."""
-    if audio.loops < 0:
-        raise MediaError(BAD_AUDIO, f"loops must be 0 (until stopped) or more, not {audio.loops}")
+    check_audio(audio)
     if audio.kind == "tone":
-        if audio.location not in TONES:
-            raise MediaError(
-                BAD_AUDIO, f"unknown tone {audio.location!r}: use one of {', '.join(TONES)}"
-            )
         return tone_pcm(audio.location)
     if audio.kind == "file":
         path = audio.location
@@ -161,14 +157,10 @@ async def _load(audio: AudioSpec, keep: bool) -> Pcm | int:
         )
     if audio.kind == "url":
         url = audio.location
-        if not url.lower().startswith(("http://", "https://")):
-            raise MediaError(BAD_AUDIO, f"audio URL {url!r} is not an http:// or https:// URL")
         options = {"protocol_whitelist": _URL_PROTOCOLS}
         return await asyncio.to_thread(_decode, url, url, options, keep, _LOAD_DEADLINE)
-    if audio.kind == "tts":
-        wav = await _speak(audio.location, audio.voice, audio.language)
-        return await asyncio.to_thread(_decode, io.BytesIO(wav), "the synthesised speech", {}, keep)
-    raise MediaError(BAD_AUDIO, f"unknown audio kind {audio.kind!r}: use file, url, tts or tone")
+    wav = await _speak(audio.location, audio.voice, audio.language)  # tts
+    return await asyncio.to_thread(_decode, io.BytesIO(wav), "the synthesised speech", {}, keep)
 
 
 def _decode(

@@ -39,9 +39,10 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, get_args
+from typing import Literal
 
 from callbridge.errors import ErrorCode, MediaError
+from callbridge.media.checks import check_role, not_in_mixer
 from callbridge.media.dtmf import check_digits
 from callbridge.media.interface import (
     AudioSpec,
@@ -90,7 +91,6 @@ MediaMethod = Literal[
     "send_dtmf", "record_start", "record_pause", "record_resume", "record_stop", "shutdown",
 ]  # fmt: skip
 _NOT_FOUND = ErrorCode.CALL_NOT_FOUND  # as the engine: no closer code for a missing mixer
-_ROLES: tuple[str, ...] = get_args(SupervisorRole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,17 +519,10 @@ class FakeMediaServer:
         whisper_to: tuple[str, ...] | None = None,
     ) -> None:
         ep = self._ep(endpoint_id)
-        if ep.member is None:
-            raise MediaError(
-                ErrorCode.INVALID_STATE,
-                f"endpoint {endpoint_id} is in no mixer: add it with mixer_add first",
-            )
-        if role is not None and role not in _ROLES:
-            raise MediaError(
-                ErrorCode.INVALID_MESSAGE,
-                f"unknown supervisor role {role!r}: use one of {', '.join(_ROLES)}",
-            )
         m = ep.member
+        if m is None:
+            raise not_in_mixer(endpoint_id)
+        check_role(role)
         ep.member = MemberState(
             m.mixer_id,
             m.deaf if deaf is None else deaf,

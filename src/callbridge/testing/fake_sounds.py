@@ -9,11 +9,11 @@ or kind, a URL that is not http(s), and any location the test put in ``bad_audio
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from callbridge.errors import ErrorCode, MediaError
+from callbridge.media.checks import check_audio
 from callbridge.media.interface import (
     AudioSpec,
     MediaEvent,
@@ -77,21 +77,13 @@ class FakeSounds:
     # playbacks ------------------------------------------------------------------------------
     def check(self, audio: AudioSpec) -> float:
         """Refuse what the engine would refuse to load; return the length of one pass."""
-        bad = ErrorCode.INVALID_AUDIO
-        if audio.loops < 0:
-            raise MediaError(bad, f"loops must be 0 (until stopped) or more, not {audio.loops}")
+        check_audio(audio)
         if audio.kind == "tone":
-            if audio.location not in _TONE_SECONDS:
-                raise MediaError(
-                    bad, f"unknown tone {audio.location!r}: use one of {', '.join(_TONE_SECONDS)}"
-                )
             return _TONE_SECONDS[audio.location]
-        if audio.kind not in ("file", "url", "tts"):
-            raise MediaError(bad, f"unknown audio kind {audio.kind!r}: use file, url, tts or tone")
-        if audio.kind == "url" and not re.match(r"(?i)https?://", audio.location):
-            raise MediaError(bad, f"audio URL {audio.location!r} is not an http:// or https:// URL")
         if audio.location in self.bad_audio:
-            raise MediaError(bad, f"{audio.location} cannot be played (bad_audio)")
+            raise MediaError(
+                ErrorCode.INVALID_AUDIO, f"{audio.location} cannot be played (bad_audio)"
+            )
         return self.audio_seconds.get(audio.location, 1.0)
 
     def playing(self, playback_id: str) -> PlaybackRecord | None:
