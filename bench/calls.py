@@ -35,9 +35,10 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from callbridge.testing.server import Server, create_user, running
+if TYPE_CHECKING:
+    from callbridge.testing.server import Server
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -118,6 +119,8 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ orchestrator
 async def make_users(server: Server, n: int) -> list[dict[str, str]]:
+    from callbridge.testing.server import create_user
+
     pairs = []
     async with server.store() as store:
         for i in range(n):
@@ -134,6 +137,11 @@ async def make_users(server: Server, n: int) -> list[dict[str, str]]:
 
 
 def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dict[str, Any]:
+    # Imported here, not at the top: bench/conference.py's media server process imports this
+    # module for cpu_seconds/rss_bytes, and the store (SQLAlchemy, Alembic) would add ~30 MiB
+    # to the RSS it reports.
+    from callbridge.testing.server import running
+
     with (
         tempfile.TemporaryDirectory() as tmp,
         running(Path(tmp), log_level="warning", check=False) as server,
