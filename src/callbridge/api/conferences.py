@@ -49,12 +49,12 @@ from callbridge.core.control import (
 )
 from callbridge.errors import ProtocolError
 from callbridge.media.interface import AudioSpec
+from callbridge.vocabulary import BeepMode
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["Conferences"])
 
-Beep = Literal["always", "never", "on_enter", "on_exit"]
 Role = Literal["barge", "monitor", "none", "whisper"]
 
 
@@ -160,7 +160,7 @@ def _participants(
 class CreateParams(Params):
     call_control_id: str = Field(description="An answered call: the first participant.")
     name: str = Field(min_length=1, max_length=128)
-    beep_enabled: Beep = "never"
+    beep_enabled: BeepMode = "never"
     client_state: str | None = None
     hold_audio_url: str | None = None
     hold_media_name: str | None = None

@@ -52,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from callbridge.vocabulary import SupervisorRole
+
 __all__ = [
     "AudioKind",
     "AudioSpec",
@@ -74,7 +76,6 @@ __all__ = [
 
 EndpointState = Literal["connecting", "connected", "failed", "closed"]
 PlayerName = Literal["hold-music", "ringback", "silence"]
-SupervisorRole = Literal["none", "barge", "monitor", "whisper"]
 AudioKind = Literal["file", "url", "tts", "tone"]
 PlaybackState = Literal["started", "ended"]
 PlaybackStatus = Literal["playing", "completed", "stopped", "failed"]

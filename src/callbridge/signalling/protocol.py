@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, cast, get_args
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import BeepMode, MediaType, SupervisorRole
 
 __all__ = ["MAX_MESSAGE_BYTES", "ClientMessage", "parse_message"]
 
@@ -21,7 +22,6 @@ ReqId = Annotated[str, StringConstraints(max_length=128)] | None
 CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Destination = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Sdp = Annotated[str, StringConstraints(min_length=1)]
-MediaType = Literal["audio", "video"]
 
 
 class _Msg(BaseModel):
@@ -165,7 +165,7 @@ class ConferenceStart(_Msg):
     sdp: Sdp
     media_type: MediaType = "audio"
     name: Annotated[str, StringConstraints(max_length=128)] | None = None
-    beep: Literal["always", "never", "on_enter", "on_exit"] = "never"
+    beep: BeepMode = "never"
 
 
 class ConferenceInvite(_ConferenceAction):
@@ -238,7 +238,7 @@ class ConferenceUpdateParticipant(_ConferenceAction):
     held: bool | None = None
     hold_audio_url: Url | None = None
     deaf: bool | None = None
-    supervisor_role: Literal["none", "barge", "monitor", "whisper"] | None = None
+    supervisor_role: SupervisorRole | None = None
     whisper_to: Participants = None
 
 
