@@ -7,10 +7,11 @@ import asyncio
 
 import pytest
 
-from callbridge.core.calls import EndReason, Leg, LegState
+from callbridge.core.calls import Leg, LegState
 from callbridge.core.ringgroup import RingGroup, RingState
 from callbridge.core.scheduler import Scheduler
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason
 from core_world import Phone, User
 
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from callbridge.core.app_events import AppCallBridged, CallBridged
 from callbridge.core.app_model import AppCall
-from callbridge.core.calls import EndReason, Leg, LegState, all_live
+from callbridge.core.calls import Leg, LegState, all_live
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls

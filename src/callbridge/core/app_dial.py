@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from callbridge.core.app_events import AppCallAnswered, AppCallInitiated
 from callbridge.core.app_model import AppCall, AppCallState, CallHasEnded, now
-from callbridge.core.calls import Call, Caller, CallState, EndReason, Leg, LegState, new_id
+from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, new_id
 from callbridge.core.events import CallAnswered, CallRinging, LegInitiated
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls

@@ -62,7 +62,7 @@ from callbridge.core.app_model import (
     UnknownCall,
     now,
 )
-from callbridge.core.calls import EndReason, Leg
+from callbridge.core.calls import Leg
 from callbridge.core.events import (
     ConferenceCreated,
     ConferenceEnded,
@@ -79,6 +79,7 @@ from callbridge.core.gather import Gather, Gathers
 from callbridge.core.queues import Queue, QueueEntry, Queues
 from callbridge.core.scheduler import Scheduler
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from callbridge.core.calls import Device, Leg, LegState
+from callbridge.core.calls import Leg, LegState
 from callbridge.core.conference_events import GroupChanged, GroupDissolved, GroupView
 from callbridge.core.conference_model import Conference, ConferenceKind, ConferenceState, Member
+from callbridge.core.devices import Device
 from callbridge.core.events import CallHeld, CallResumed, ConferenceCreated, ParticipantLeft
 from callbridge.errors import ErrorCode, ProtocolError
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from callbridge.core.calls import Device, new_id
+from callbridge.core.calls import new_id
 from callbridge.core.conference_events import (
     ParticipantUpdated,
     PlaybackAccepted,
@@ -32,6 +32,7 @@ from callbridge.core.conference_model import (
     Recording,
     RecordingState,
 )
+from callbridge.core.devices import Device
 from callbridge.core.events import (
     ConferenceFloorChanged,
     ConferencePlaybackChanged,

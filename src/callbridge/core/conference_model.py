@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from callbridge.core.calls import Device, Leg, new_id
+from callbridge.core.calls import Leg, new_id
 from callbridge.core.conference_events import InvitationView, ParticipantView, Roster
+from callbridge.core.devices import Device
 from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import BeepMode, MediaType, SupervisorRole
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from callbridge.core.callgroup import CallGroups
-from callbridge.core.calls import Device, EndReason, Leg, new_id
+from callbridge.core.calls import Leg, new_id
 from callbridge.core.conference_events import ConferenceOver, ConferenceReport, RosterEvent
 from callbridge.core.conference_media import ConferenceMedia, RecordAction
 from callbridge.core.conference_model import (
@@ -62,6 +62,7 @@ from callbridge.core.conference_model import (
     Invitation,
     Member,
 )
+from callbridge.core.devices import Device
 from callbridge.core.events import (
     ConferenceCreated,
     ConferenceEnded,
@@ -71,7 +72,7 @@ from callbridge.core.events import (
 from callbridge.core.hosted import HostedConferences
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import AudioSpec, MediaEvent
-from callbridge.vocabulary import BeepMode, SupervisorRole
+from callbridge.vocabulary import BeepMode, EndReason, SupervisorRole
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

@@ -32,16 +32,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from callbridge.core.call_events import state_publisher
-from callbridge.core.calls import (
-    Call,
-    CallState,
-    Device,
-    EndReason,
-    Leg,
-    LegState,
-    all_live,
-)
+from callbridge.core.calls import Call, CallState, Leg, LegState, all_live
 from callbridge.core.conferences import ConferenceKind, ConferenceManager
+from callbridge.core.devices import Device
 from callbridge.core.events import (
     CallEnded,
     CommandFailed,
@@ -63,6 +56,7 @@ from callbridge.core.transfer import Transfers
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import Candidate, EndpointInfo, MediaServer
 from callbridge.statemachine import StateObserver
+from callbridge.vocabulary import EndReason
 
 __all__ = ["CallController", "CallRouter", "Directory", "LegTable"]
 

@@ -7,7 +7,8 @@ Two families, one base:
   adapter turns it into its own wire format: a ``/ws`` message
   (:mod:`callbridge.signalling.wire`), a SIP request or response, or nothing at all.
 - Bus events (:class:`Event` subclasses published on :class:`EventBus`): facts for
-  listeners that watch everything (webhooks, CDRs, logs, metrics, tests).
+  listeners that watch everything (the application layer, the webhook adapter, logs,
+  metrics, tests).
 
 Events that answer a device's command carry that command's ``req_id``: an opaque correlation
 id that the adapter took from its wire request and gets back on the event that answers it.

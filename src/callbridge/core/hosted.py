@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from callbridge.core.calls import Call, Device, EndReason, Leg, LegState, MediaType
+from callbridge.core.calls import Call, Leg, LegState
 from callbridge.core.conference_events import (
     ConferenceConnected,
     ConferenceInvitation,
@@ -47,9 +47,10 @@ from callbridge.core.conference_model import (
     InvitationState,
     Member,
 )
+from callbridge.core.devices import Device
 from callbridge.core.events import CallAnswered, CommandFailed, ConferenceCreated, SdpAnswer
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
-from callbridge.vocabulary import BeepMode
+from callbridge.vocabulary import BeepMode, EndReason, MediaType
 
 if TYPE_CHECKING:
     from callbridge.core.conferences import ConferenceManager

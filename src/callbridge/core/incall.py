@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from callbridge.core.calls import Device, LegState
+from callbridge.core.calls import LegState
+from callbridge.core.devices import Device
 from callbridge.core.events import CallHeld, CallMuteChanged, CallResumed, Warned
 from callbridge.errors import ErrorCode, ProtocolError, WarningCode
 

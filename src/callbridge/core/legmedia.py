@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from callbridge.core.calls import Device, EndReason, Leg
+from callbridge.core.calls import Leg
+from callbridge.core.devices import Device
 from callbridge.core.events import CallDtmf, LegDtmf, SdpAnswer
 from callbridge.media.interface import (
     DtmfReceived,
@@ -19,6 +20,7 @@ from callbridge.media.interface import (
     PlaybackStateChanged,
     RecordingSaved,
 )
+from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

@@ -19,10 +19,11 @@ from callbridge.core.call_events import (
     CallModificationInProgress,
     Operation,
 )
-from callbridge.core.calls import Device, EndReason, LegState, Modification, all_live
+from callbridge.core.calls import LegState, Modification, all_live
+from callbridge.core.devices import Device
 from callbridge.core.events import CommandFailed, SdpAnswer
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
-from callbridge.vocabulary import MediaType
+from callbridge.vocabulary import EndReason, MediaType
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

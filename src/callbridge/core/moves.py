@@ -15,18 +15,11 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from callbridge.core.call_events import CallMoved, CallMoveFailed, CallMoving
-from callbridge.core.calls import (
-    Caller,
-    Device,
-    EndReason,
-    Leg,
-    LegState,
-    Move,
-    MoveState,
-    all_live,
-)
+from callbridge.core.calls import Caller, Leg, LegState, Move, MoveState, all_live
+from callbridge.core.devices import Device
 from callbridge.core.events import CallAnswered
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

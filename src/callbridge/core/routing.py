@@ -18,16 +18,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from callbridge.core.calls import (
-    Call,
-    Caller,
-    CallState,
-    Device,
-    EndReason,
-    Leg,
-    LegState,
-    all_live,
-)
+from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, all_live
+from callbridge.core.devices import Device
 from callbridge.core.events import (
     CallAnswered,
     CallRinging,
@@ -39,7 +31,7 @@ from callbridge.core.events import (
 )
 from callbridge.core.ringgroup import RingState
 from callbridge.errors import ErrorCode, ProtocolError
-from callbridge.vocabulary import MediaType
+from callbridge.vocabulary import EndReason, MediaType
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from callbridge.core.call_events import CallTransferred
-from callbridge.core.calls import Call, CallState, Device, EndReason, LegState, all_live
+from callbridge.core.calls import Call, CallState, LegState, all_live
+from callbridge.core.devices import Device
 from callbridge.core.events import CallResumed
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController

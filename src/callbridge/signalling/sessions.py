@@ -27,13 +27,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from callbridge.core.calls import EndReason, new_id
+from callbridge.core.calls import new_id
 from callbridge.core.controller import CallController
 from callbridge.core.events import DeviceEvent
 from callbridge.core.scheduler import Scheduler
 from callbridge.signalling import wire_apps, wire_calls, wire_conferences  # noqa: F401 (encoders)
 from callbridge.signalling.wire import to_wire
 from callbridge.statemachine import StateMachine
+from callbridge.vocabulary import EndReason
 
 __all__ = ["Session", "SessionManager", "SessionState"]
 

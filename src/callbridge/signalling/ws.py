@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from callbridge.core.calls import EndReason
 from callbridge.core.controller import CallController
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.signalling import protocol as p
 from callbridge.signalling.sessions import Session, SessionManager
 from callbridge.signalling.ws_conferences import dispatch_conference
 from callbridge.store import TokenExpired, TokenInvalid
+from callbridge.vocabulary import EndReason
 
 __all__ = ["Authenticator", "Connection"]
 
