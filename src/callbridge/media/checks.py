@@ -14,7 +14,12 @@ from callbridge.errors import ErrorCode, MediaError
 from callbridge.media.interface import AudioKind, AudioSpec, SupervisorRole
 from callbridge.media.players import TONES
 
-__all__ = ["check_audio", "check_role", "not_in_mixer"]
+__all__ = ["NOT_FOUND", "check_audio", "check_role", "not_in_mixer"]
+
+NOT_FOUND = ErrorCode.CALL_NOT_FOUND
+"""The code for "no such mixer / playback / recording": errors.py has none of its own, and
+CALL_NOT_FOUND ("no call with this id exists") is the closest. One name, so the code changes
+in one place."""
 
 _KINDS: tuple[str, ...] = get_args(AudioKind)
 _ROLES: tuple[str, ...] = get_args(SupervisorRole)

@@ -14,16 +14,24 @@ Two ways, chosen per endpoint by what its offer/answer settled:
 
 Digits are ``0-9``, ``A-D``, ``*``, ``#``; ``w`` pauses 0.5 s and ``W`` 1 s (what the REST API's
 ``send_dtmf`` accepts). Each digit lasts ``duration_ms``, and :data:`GAP_MS` separates digits.
+
+:class:`DtmfSending` is what the in-process server (:mod:`callbridge.media.engine`) keeps of it:
+the sends per endpoint, queued behind each other, and the RFC 4733 senders its ticker drives.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from callbridge.errors import ErrorCode, MediaError
+from callbridge.media.endpoint import Endpoint
+from callbridge.media.interface import PlaybackStatus
 from callbridge.rtp.codecs import MIX_RATE, Pcm
 from callbridge.rtp.rfc4733 import TICK_MS, EventTick, event_plan, event_ticks
 from callbridge.rtp.webrtc import OutboundClock, RtpPort
@@ -34,15 +42,20 @@ __all__ = [
     "GAP_MS",
     "PAUSE_MS",
     "Q23",
+    "DtmfHost",
+    "DtmfSending",
     "EventSender",
+    "ToneEnd",
     "check_digits",
     "tone_pcm",
 ]
 
+log = logging.getLogger(__name__)
 DIGITS = "0123456789ABCD*#wW"
 PAUSE_MS = {"w": 500, "W": 1000}
 GAP_MS = 80  # silence between two digits (ITU-T Q.24 asks for at least 40 ms)
 DURATION_MS = (40, 1000)  # accepted tone lengths; 1 s still fits §2.3.5's 16 bits at 48 kHz
+_CONNECT_TIMEOUT = 10.0  # a send waits this long for an endpoint's media to connect
 # ITU-T Q.23: each key is one frequency of the low group plus one of the high group (Hz).
 Q23: dict[str, tuple[float, float]] = {
     "1": (697, 1209),
@@ -154,3 +167,147 @@ class EventSender:
             self._event_ts, self._target = out, port
         await port.send(tick.payload(self.step), payload_type, self._event_ts, int(start))
         return True
+
+
+ToneEnd = Callable[[PlaybackStatus, str], None]  # (status, detail) of a tones playback's end
+
+
+class DtmfHost(Protocol):
+    """What :class:`DtmfSending` needs of the server that holds the endpoints."""
+
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        """The live endpoint of that id (MediaError when there is none)."""
+
+    def current(self, endpoint_id: str) -> Endpoint | None:
+        """The live endpoint of that id, or None."""
+
+    def ensure_ticker(self) -> None:
+        """Start the 20 ms clock if it does not run yet."""
+
+    def play_tones(self, ep: Endpoint, playback_id: str, pcm: Pcm, on_end: ToneEnd) -> None:
+        """Play ``pcm`` to ``ep`` in place of what it hears, without playback events."""
+
+    async def stop_playback(self, playback_id: str) -> None:
+        """Stop a playback (its ``on_end`` runs)."""
+
+
+class DtmfSending:
+    """The DTMF being sent, per endpoint: each :meth:`send` (``MediaServer.send_dtmf``) waits
+    for the endpoint's media, then sends RFC 4733 events on the server's ticker (:meth:`tick`)
+    or plays the tones; calls for one endpoint queue behind each other."""
+
+    def __init__(self, host: DtmfHost) -> None:
+        self._host = host
+        self._senders: dict[str, tuple[EventSender, asyncio.Future[None]]] = {}
+        self._queue: dict[str, asyncio.Future[None]] = {}  # the last send per endpoint
+        self._tones = 0
+
+    def __len__(self) -> int:
+        """RFC 4733 senders running (media objects alive, for ``endpoint_count``)."""
+        return len(self._senders)
+
+    async def send(self, endpoint_id: str, digits: str, duration_ms: int) -> None:
+        check_digits(digits, duration_ms)
+        self._host.endpoint(endpoint_id)
+        previous = self._queue.get(endpoint_id)
+        mine = self._queue[endpoint_id] = asyncio.get_running_loop().create_future()
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)  # our cancellation must not cancel theirs
+            await self._send(endpoint_id, digits, duration_ms)
+        finally:
+            mine.set_result(None)
+            if self._queue.get(endpoint_id) is mine:
+                del self._queue[endpoint_id]
+
+    async def _send(self, endpoint_id: str, digits: str, duration_ms: int) -> None:
+        ep = self._host.endpoint(endpoint_id)
+        if ep.ready_task is not None:  # the codecs are known once the media connected
+            await asyncio.wait([ep.ready_task], timeout=_CONNECT_TIMEOUT)
+        ep = self._host.endpoint(endpoint_id)  # it may have closed or reconnected meanwhile
+        audio = ep.port.audio if ep.port is not None else None
+        if audio is None or ep.clock is None:
+            raise MediaError(
+                ErrorCode.INVALID_STATE,
+                f"media endpoint {endpoint_id} is not connected: DTMF needs its media flowing",
+            )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tones: str | None = None
+        if audio.te_payload_type is not None:
+            sender = EventSender(digits, duration_ms, audio.codec.timestamp_step)
+            self._senders[endpoint_id] = (sender, done)
+        else:
+            tones = self._play_tones(ep, digits, duration_ms, done)
+        self._host.ensure_ticker()
+        try:
+            await done
+        finally:
+            if not done.done():
+                done.cancel()
+            if tones is not None:
+                await self._host.stop_playback(tones)  # cancelled: the tones stop too
+            else:
+                self.end(endpoint_id, "")
+
+    def _play_tones(
+        self, ep: Endpoint, digits: str, duration_ms: int, done: asyncio.Future[None]
+    ) -> str:
+        """Play the digits' Q.23 tones to the endpoint; ``done`` completes with them."""
+
+        def ended(status: PlaybackStatus, detail: str) -> None:
+            if done.done():
+                return
+            if status == "completed":
+                done.set_result(None)
+            else:
+                done.set_exception(
+                    MediaError(
+                        ErrorCode.INVALID_STATE,
+                        f"DTMF to media endpoint {ep.id} was cut short: {detail or status}",
+                    )
+                )
+
+        self._tones += 1
+        playback_id = f"dtmf#{self._tones}"
+        self._host.play_tones(ep, playback_id, tone_pcm(digits, duration_ms), ended)
+        return playback_id
+
+    async def tick(self) -> None:
+        """Send this tick's packet of every RFC 4733 sender."""
+        for endpoint_id, (sender, done) in list(self._senders.items()):
+            await self._tick(endpoint_id, sender, done)
+
+    async def _tick(
+        self, endpoint_id: str, sender: EventSender, done: asyncio.Future[None]
+    ) -> None:
+        ep = self._host.current(endpoint_id)
+        port = ep.port if ep is not None else None
+        audio = port.audio if port is not None else None
+        if ep is None or port is None or audio is None or ep.clock is None:
+            return  # closed (the server's close() ends the sender) or reconnecting: wait
+        if audio.te_payload_type is None or audio.codec.timestamp_step != sender.step:
+            self.end(endpoint_id, "the endpoint reconnected with other codecs")
+            return
+        try:
+            ep.sending_event = await sender.tick(port, audio.te_payload_type, ep.clock)
+        except Exception:  # a bug here must not stop the ticker (everyone's audio)
+            log.exception("DTMF to %s failed", endpoint_id)
+            self.end(endpoint_id, "sending failed (see the server log)")
+            return
+        if sender.finished:
+            self._senders.pop(endpoint_id, None)
+            ep.sending_event = False
+            if not done.done():
+                done.set_result(None)
+
+    def end(self, endpoint_id: str, why: str) -> None:
+        """Stop the RFC 4733 sender of an endpoint, if any; its caller gets ``why`` (if it
+        still waits and ``why`` is given)."""
+        entry = self._senders.pop(endpoint_id, None)
+        ep = self._host.current(endpoint_id)
+        if ep is not None:
+            ep.sending_event = False
+        if entry is not None and why and not entry[1].done():
+            entry[1].set_exception(
+                MediaError(ErrorCode.INVALID_STATE, f"DTMF to media endpoint {endpoint_id}: {why}")
+            )

@@ -1,10 +1,12 @@
 """The in-process media server: aiortc endpoints, RTP relay/transcode bridges, players,
 conference mixers, playbacks, recordings and DTMF.
 
-This module keeps the registry of endpoints and mixers and runs the clock;
+This module keeps the registry of endpoints, mixers and playbacks and runs the clock;
 :mod:`~callbridge.media.endpoint` is one endpoint's media path (its RTP in and out),
 :mod:`~callbridge.media.negotiation` its offer/answer and ICE, :mod:`~callbridge.media.mixer`
-a conference's audio, :mod:`~callbridge.media.dtmf` the DTMF the server sends.
+a conference's audio, :mod:`~callbridge.media.dtmf` the DTMF the server sends (its
+:class:`~callbridge.media.dtmf.DtmfSending` is this server's :attr:`dtmf`) and
+:mod:`~callbridge.media.recordings` the recordings in progress (its :attr:`recordings`).
 
 Video (VP8 only) is relayed between bridged endpoints and never decoded: each endpoint may
 have one :class:`~callbridge.rtp.webrtc.VideoPort` next to its audio port; a packet from one
@@ -22,14 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from callbridge.errors import ErrorCode, MediaError
 from callbridge.media import negotiation
-from callbridge.media.checks import check_role, not_in_mixer
-from callbridge.media.dtmf import EventSender, check_digits, tone_pcm
-from callbridge.media.endpoint import Endpoint, LegRecording
+from callbridge.media.checks import NOT_FOUND, check_role, not_in_mixer
+from callbridge.media.dtmf import DtmfSending, ToneEnd
+from callbridge.media.endpoint import Endpoint
 from callbridge.media.interface import (
     AudioSpec,
     EndpointInfo,
@@ -42,7 +45,7 @@ from callbridge.media.interface import (
 )
 from callbridge.media.mixer import Mixer
 from callbridge.media.playback import Playback, load_audio, probe_audio
-from callbridge.media.recording import Recorder
+from callbridge.media.recordings import Recordings
 from callbridge.rtp.codecs import Pcm
 from callbridge.rtp.webrtc import register_codecs, restrict_ice_addresses
 
@@ -51,14 +54,9 @@ __all__ = ["InProcessMediaServer"]
 log = logging.getLogger(__name__)
 TICK = 0.020
 _LATE_TICK = 0.010  # a tick that starts this much after its due time counts as late
-_DTMF_CONNECT_TIMEOUT = 10.0  # send_dtmf waits this long for an endpoint's media to connect
-# errors.py has no code for "no such mixer / playback / recording"; CALL_NOT_FOUND ("no call
-# with this id exists") is the closest. One name, so the code changes in one place.
-_NOT_FOUND = ErrorCode.CALL_NOT_FOUND
 
 
 _PlaybackOwner = Mixer | str  # a mixer, or the id of the endpoint it plays to
-_RecordingSource = Mixer | LegRecording
 
 
 class InProcessMediaServer:
@@ -77,17 +75,15 @@ class InProcessMediaServer:
         self.players: set[Endpoint] = set()  # endpoints that play something of their own
         self._mixers: dict[str, Mixer] = {}
         self._playbacks: dict[str, tuple[Playback, _PlaybackOwner]] = {}
-        self._recordings: dict[str, tuple[Recorder, _RecordingSource]] = {}
         self._loading: set[str] = set()  # playback and recording ids being set up
-        self.tapped: dict[str, int] = {}  # endpoint id -> running recordings of its 1:1 leg
+        self.recordings = Recordings(self)
+        self.tapped = self.recordings.tapped  # the same dict, for the endpoints (EndpointHost)
+        self.dtmf = DtmfSending(self)
         self._ticker: asyncio.Task[None] | None = None
         self._reconnects = 0
         self._failed_ticks: set[str] = set()  # mixers whose tick raised (logged once each)
         self.ticks = 0  # ticks run (diagnostics)
         self.late_ticks = 0  # ticks that started more than 10 ms after their due time
-        self._dtmf_senders: dict[str, tuple[EventSender, asyncio.Future[None]]] = {}
-        self._dtmf_queue: dict[str, asyncio.Future[None]] = {}  # the last send_dtmf per endpoint
-        self._dtmf_count = 0
 
     @property
     def endpoint_count(self) -> int:
@@ -100,8 +96,8 @@ class InProcessMediaServer:
             len(self._endpoints)
             + len(self._mixers)
             + len(self._playbacks)
-            + len(self._recordings)
-            + len(self._dtmf_senders)
+            + len(self.recordings)
+            + len(self.dtmf)
         )
 
     # events ---------------------------------------------------------------------------------
@@ -116,7 +112,8 @@ class InProcessMediaServer:
                 log.exception("media event handler failed for %r", event)
 
     # endpoints ------------------------------------------------------------------------------
-    def _get(self, endpoint_id: str) -> Endpoint:
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        """The live endpoint of that id (MediaError ``CALL_NOT_FOUND`` when there is none)."""
         ep = self._endpoints.get(endpoint_id)
         if ep is None:
             raise MediaError(ErrorCode.CALL_NOT_FOUND, f"no media endpoint {endpoint_id}")
@@ -149,7 +146,7 @@ class InProcessMediaServer:
         a new one of its own. The bridge, the mute and the player carry over, so the far
         party notices nothing but a short gap.
         """
-        old = self._get(endpoint_id)
+        old = self.endpoint(endpoint_id)
         self._reconnects += 1
         temp = f"{endpoint_id}#{self._reconnects}"
         answer = await self.answer(temp, offer_sdp, video=old.video is not None)
@@ -184,21 +181,21 @@ class InProcessMediaServer:
         return await negotiation.offer(self._new(endpoint_id), prefer_codec, video)
 
     async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
-        await negotiation.accept_answer(self._get(endpoint_id), answer_sdp)
+        await negotiation.accept_answer(self.endpoint(endpoint_id), answer_sdp)
 
     async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
-        return await negotiation.renegotiate(self._get(endpoint_id), offer_sdp, send_video)
+        return await negotiation.renegotiate(self.endpoint(endpoint_id), offer_sdp, send_video)
 
     async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
-        return await negotiation.reoffer(self._get(endpoint_id), send_video, recv_video)
+        return await negotiation.reoffer(self.endpoint(endpoint_id), send_video, recv_video)
 
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
     ) -> None:
-        await negotiation.add_candidate(self._get(endpoint_id), candidate, sdp_mid, mline)
+        await negotiation.add_candidate(self.endpoint(endpoint_id), candidate, sdp_mid, mline)
 
     async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
-        ep = self._get(endpoint_id)
+        ep = self.endpoint(endpoint_id)
         sends, receives = negotiation.video_state(ep)
         spec = ep.spec
         return EndpointInfo(
@@ -207,7 +204,7 @@ class InProcessMediaServer:
 
     # bridging and control -------------------------------------------------------------------
     async def bridge(self, a_id: str, b_id: str) -> None:
-        a, b = self._get(a_id), self._get(b_id)
+        a, b = self.endpoint(a_id), self.endpoint(b_id)
         for ep in (a, b):
             self._leave_mixer(ep)  # an endpoint is bridged or in a mixer, never both
             if ep.peer is not None and ep.peer.peer is ep:
@@ -216,25 +213,26 @@ class InProcessMediaServer:
         await negotiation.video_changed(a)
 
     async def unbridge(self, endpoint_id: str) -> None:
-        ep = self._get(endpoint_id)
+        ep = self.endpoint(endpoint_id)
         if ep.peer is not None and ep.peer.peer is ep:
             ep.peer.peer = None
         ep.peer = None
 
     async def set_muted(self, endpoint_id: str, muted: bool) -> None:
-        ep = self._get(endpoint_id)
+        ep = self.endpoint(endpoint_id)
         ep.muted = muted
         if ep.mixer is not None:
             ep.mixer.changed()
 
     async def play(self, endpoint_id: str, player: PlayerName) -> None:
-        self._get(endpoint_id).start_player(player)
-        self._ensure_ticker()
+        self.endpoint(endpoint_id).start_player(player)
+        self.ensure_ticker()
 
     async def stop_playing(self, endpoint_id: str) -> None:
-        self._get(endpoint_id).stop_player()
+        self.endpoint(endpoint_id).stop_player()
 
-    def _ensure_ticker(self) -> None:
+    def ensure_ticker(self) -> None:
+        """Start the 20 ms clock if it does not run yet."""
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._run_ticker())
 
@@ -250,13 +248,10 @@ class InProcessMediaServer:
             for ep in list(self.players):
                 if ep.member is None:  # a mixer sends to its members
                     await ep.tick()
-            for endpoint_id, sending in list(self._dtmf_senders.items()):
-                await self._tick_dtmf(endpoint_id, *sending)
+            await self.dtmf.tick()
             for mixer in list(self._mixers.values()):
                 await self._tick_mixer(mixer)
-            for _, source in list(self._recordings.values()):
-                if isinstance(source, LegRecording):
-                    source.tick(self._endpoints.get(source.endpoint_id))
+            self.recordings.tick()
             deadline += TICK
             delay = deadline - loop.time()
             if delay < -0.2:  # the loop stalled: skip ahead instead of bursting
@@ -277,12 +272,10 @@ class InProcessMediaServer:
         if ep is None:
             return
         self._leave_mixer(ep)
-        self._end_dtmf(endpoint_id, "the endpoint closed")
+        self.dtmf.end(endpoint_id, "the endpoint closed")
         if ep.override is not None:
             self._stop(ep.override, "stopped", "the endpoint closed")
-        for rid, (_, source) in list(self._recordings.items()):
-            if isinstance(source, LegRecording) and source.endpoint_id == endpoint_id:
-                await self.record_stop(rid)
+        await self.recordings.stop_of(endpoint_id)
         await ep.close()
 
     async def shutdown(self) -> None:
@@ -297,15 +290,17 @@ class InProcessMediaServer:
             await self.destroy_mixer(mixer_id)
         for pb, _ in list(self._playbacks.values()):
             self._stop(pb, "stopped", "the media server shut down")
-        for rid in list(self._recordings):
-            await self.record_stop(rid)
+        await self.recordings.stop_all()
         await asyncio.gather(*(self.close(i) for i in list(self._endpoints)))
 
     # mixers ---------------------------------------------------------------------------------
+    def find_mixer(self, mixer_id: str) -> Mixer | None:
+        return self._mixers.get(mixer_id)
+
     def _mixer(self, mixer_id: str) -> Mixer:
         mixer = self._mixers.get(mixer_id)
         if mixer is None:
-            raise MediaError(_NOT_FOUND, f"no mixer {mixer_id} (create it with create_mixer)")
+            raise MediaError(NOT_FOUND, f"no mixer {mixer_id} (create it with create_mixer)")
         return mixer
 
     def mixer(self, mixer_id: str) -> Mixer:
@@ -316,7 +311,7 @@ class InProcessMediaServer:
         if mixer_id in self._mixers:
             raise MediaError(ErrorCode.INVALID_STATE, f"mixer {mixer_id} exists already")
         self._mixers[mixer_id] = Mixer(mixer_id, self.emit)
-        self._ensure_ticker()
+        self.ensure_ticker()
 
     async def destroy_mixer(self, mixer_id: str) -> None:
         """Remove a mixer (see the interface). Unknown ids are ignored."""
@@ -330,12 +325,10 @@ class InProcessMediaServer:
                 self._leave_mixer(ep)
         for pb in list(mixer.playbacks):
             self._stop(pb, "stopped", "the mixer was removed")
-        for rid, (_, source) in list(self._recordings.items()):
-            if source is mixer:
-                await self.record_stop(rid)
+        await self.recordings.stop_of(mixer)
 
     async def mixer_add(self, mixer_id: str, endpoint_id: str) -> None:
-        mixer, ep = self._mixer(mixer_id), self._get(endpoint_id)
+        mixer, ep = self._mixer(mixer_id), self.endpoint(endpoint_id)
         self._leave_mixer(ep)
         await self.unbridge(endpoint_id)
         ep.stop_player()
@@ -362,7 +355,7 @@ class InProcessMediaServer:
         role: SupervisorRole | None = None,
         whisper_to: tuple[str, ...] | None = None,
     ) -> None:
-        ep = self._get(endpoint_id)
+        ep = self.endpoint(endpoint_id)
         member, mixer = ep.member, ep.mixer
         if member is None or mixer is None:
             raise not_in_mixer(endpoint_id)
@@ -381,21 +374,25 @@ class InProcessMediaServer:
         return tuple(m.id for m in self._mixer(mixer_id).members)
 
     # playback -------------------------------------------------------------------------------
-    def _reserve(self, kind: str, ident: str, taken: dict[str, Any]) -> None:
+    @contextmanager
+    def reserving(self, kind: str, ident: str, taken: Container[str]) -> Iterator[None]:
+        """Hold a playback or recording id (``kind``) while its audio loads or its file opens:
+        meanwhile another start with that id fails, as when ``taken`` (the running) has it."""
         if ident in taken or ident in self._loading:
             raise MediaError(ErrorCode.INVALID_STATE, f"{kind} {ident} exists already")
         self._loading.add(ident)
+        try:
+            yield
+        finally:
+            self._loading.discard(ident)
 
     async def _load(self, playback_id: str, audio: AudioSpec) -> Pcm:
-        self._reserve("playback", playback_id, self._playbacks)
-        try:
+        with self.reserving("playback", playback_id, self._playbacks):
             return await load_audio(audio)
-        finally:
-            self._loading.discard(playback_id)
 
     def _start(self, pb: Playback, owner: _PlaybackOwner) -> None:
         self._playbacks[pb.id] = (pb, owner)
-        self._ensure_ticker()
+        self.ensure_ticker()
         self.emit(PlaybackStateChanged(pb.id, "started", "playing"))
 
     def _playback_ended(self, pb: Playback, status: PlaybackStatus, detail: str) -> None:
@@ -435,12 +432,12 @@ class InProcessMediaServer:
         self._start(pb, mixer)
 
     async def play_to(self, endpoint_id: str, playback_id: str, audio: AudioSpec) -> None:
-        self._get(endpoint_id)
+        self.endpoint(endpoint_id)
         pcm = await self._load(playback_id, audio)
         ep = self._endpoints.get(endpoint_id)
         if ep is None:
             raise MediaError(
-                _NOT_FOUND, f"media endpoint {endpoint_id} closed while the audio loaded"
+                NOT_FOUND, f"media endpoint {endpoint_id} closed while the audio loaded"
             )
         if ep.override is not None:
             self._stop(ep.override, "stopped", f"replaced by playback {playback_id}")
@@ -465,194 +462,41 @@ class InProcessMediaServer:
             if ep is not None and ep.override is not None and (not wanted or ep.id in wanted):
                 self._stop(ep.override, "stopped")
 
-    # recording ------------------------------------------------------------------------------
-    async def record_start(
-        self, recording_id: str, source_id: str, path: str, fmt: RecordingFormat = "wav"
-    ) -> None:
-        self._recording_source(source_id)  # fail before creating a file
-        self._reserve("recording", recording_id, self._recordings)
-        try:
-            recorder = await Recorder.open(recording_id, path, fmt)
-        finally:
-            self._loading.discard(recording_id)
-        try:
-            found = self._recording_source(source_id)
-        except MediaError:
-            await recorder.finish()  # the source went away while the file was created
-            raise
-        source: _RecordingSource
-        if isinstance(found, Mixer):
-            source = found
-            found.recorders.append(recorder)
-        else:
-            self._tap(source_id, +1)
-            source = LegRecording(recorder, source_id)
-        self._recordings[recording_id] = (recorder, source)
-        self._ensure_ticker()
-
-    def _recording_source(self, source_id: str) -> Mixer | Endpoint:
-        mixer = self._mixers.get(source_id)
-        if mixer is not None:
-            return mixer
-        ep = self._endpoints.get(source_id)
-        if ep is None:
-            raise MediaError(_NOT_FOUND, f"no mixer or media endpoint {source_id} to record")
-        if ep.mixer is not None:
-            raise MediaError(
-                ErrorCode.INVALID_STATE,
-                f"endpoint {source_id} is in mixer {ep.mixer.id}: record the mixer instead",
-            )
-        return ep
-
-    def _tap(self, endpoint_id: str, delta: int) -> None:
-        """Start (+1) or stop (-1) decoding a 1:1 leg's audio for a recording of it."""
-        count = self.tapped.get(endpoint_id, 0) + delta
-        if count > 0:
-            self.tapped[endpoint_id] = count
-        else:
-            self.tapped.pop(endpoint_id, None)
-        ep = self._endpoints.get(endpoint_id)
-        for side in (ep, ep.peer if ep is not None else None):
-            if side is not None and side.tap is not None:
-                side.tap.clear()  # nothing stale when it starts (again)
-
-    def _recording(self, recording_id: str) -> tuple[Recorder, _RecordingSource]:
-        entry = self._recordings.get(recording_id)
-        if entry is None:
-            raise MediaError(_NOT_FOUND, f"no recording {recording_id} in progress")
-        return entry
-
-    async def record_pause(self, recording_id: str) -> None:
-        recorder, source = self._recording(recording_id)
-        if not recorder.paused and isinstance(source, LegRecording):
-            self._tap(source.endpoint_id, -1)
-        recorder.paused = True
-
-    async def record_resume(self, recording_id: str) -> None:
-        recorder, source = self._recording(recording_id)
-        if recorder.paused and isinstance(source, LegRecording):
-            self._tap(source.endpoint_id, +1)
-        recorder.paused = False
-
-    async def record_stop(self, recording_id: str) -> None:
-        recorder, source = self._recording(recording_id)
-        del self._recordings[recording_id]
-        if isinstance(source, Mixer):
-            source.recorders.remove(recorder)
-        elif not recorder.paused:
-            self._tap(source.endpoint_id, -1)
-        self.emit(await recorder.finish())
-
-    # DTMF -----------------------------------------------------------------------------------
-    async def send_dtmf(self, endpoint_id: str, digits: str, duration_ms: int = 250) -> None:
-        """Send DTMF to the endpoint's device (see :mod:`callbridge.media.dtmf`); calls for one
-        endpoint queue behind each other."""
-        check_digits(digits, duration_ms)
-        self._get(endpoint_id)
-        previous = self._dtmf_queue.get(endpoint_id)
-        mine = self._dtmf_queue[endpoint_id] = asyncio.get_running_loop().create_future()
-        try:
-            if previous is not None:
-                await asyncio.shield(previous)  # our cancellation must not cancel theirs
-            await self._send_dtmf(endpoint_id, digits, duration_ms)
-        finally:
-            mine.set_result(None)
-            if self._dtmf_queue.get(endpoint_id) is mine:
-                del self._dtmf_queue[endpoint_id]
-
-    async def _send_dtmf(self, endpoint_id: str, digits: str, duration_ms: int) -> None:
-        ep = self._get(endpoint_id)
-        if ep.ready_task is not None:  # the codecs are known once the media connected
-            await asyncio.wait([ep.ready_task], timeout=_DTMF_CONNECT_TIMEOUT)
-        ep = self._get(endpoint_id)  # it may have closed or reconnected meanwhile
-        audio = ep.port.audio if ep.port is not None else None
-        if audio is None or ep.clock is None:
-            raise MediaError(
-                ErrorCode.INVALID_STATE,
-                f"media endpoint {endpoint_id} is not connected: DTMF needs its media flowing",
-            )
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        tones: str | None = None
-        if audio.te_payload_type is not None:
-            sender = EventSender(digits, duration_ms, audio.codec.timestamp_step)
-            self._dtmf_senders[endpoint_id] = (sender, done)
-        else:
-            tones = self._play_tones(ep, digits, duration_ms, done)
-        self._ensure_ticker()
-        try:
-            await done
-        finally:
-            if not done.done():
-                done.cancel()
-            if tones is not None:
-                await self.stop_playback(tones)  # cancelled: the tones stop too
-            else:
-                self._end_dtmf(endpoint_id, "")
-
-    def _play_tones(
-        self, ep: Endpoint, digits: str, duration_ms: int, done: asyncio.Future[None]
-    ) -> str:
-        """Play the digits' Q.23 tones to the endpoint (in place of what it hears, like
-        :meth:`play_to`, but without playback events); ``done`` completes with them."""
+    def play_tones(self, ep: Endpoint, playback_id: str, pcm: Pcm, on_end: ToneEnd) -> None:
+        """Play DTMF tones to the endpoint in place of what it hears, like :meth:`play_to` but
+        without playback events; ``on_end(status, detail)`` when they end."""
 
         def ended(pb: Playback, status: PlaybackStatus, detail: str) -> None:
             self._playbacks.pop(pb.id, None)
-            if done.done():
-                return
-            if status == "completed":
-                done.set_result(None)
-            else:
-                done.set_exception(
-                    MediaError(
-                        ErrorCode.INVALID_STATE,
-                        f"DTMF to media endpoint {ep.id} was cut short: {detail or status}",
-                    )
-                )
+            on_end(status, detail)
 
-        self._dtmf_count += 1
-        playback_id = f"dtmf#{self._dtmf_count}"
         if ep.override is not None:
             self._stop(ep.override, "stopped", "replaced by DTMF tones")
-        pb = Playback(playback_id, tone_pcm(digits, duration_ms), on_end=ended)
+        pb = Playback(playback_id, pcm, on_end=ended)
         self._playbacks[playback_id] = (pb, ep.id)
         ep.override = pb
         ep.update_ticking()
-        return playback_id
 
-    async def _tick_dtmf(
-        self, endpoint_id: str, sender: EventSender, done: asyncio.Future[None]
+    # recording (media/recordings.py) ----------------------------------------------------------
+    async def record_start(
+        self, recording_id: str, source_id: str, path: str, fmt: RecordingFormat = "wav"
     ) -> None:
-        ep = self._endpoints.get(endpoint_id)
-        port = ep.port if ep is not None else None
-        audio = port.audio if port is not None else None
-        if ep is None or port is None or audio is None or ep.clock is None:
-            return  # closed (close() ends the sender) or reconnecting: wait for the media
-        if audio.te_payload_type is None or audio.codec.timestamp_step != sender.step:
-            self._end_dtmf(endpoint_id, "the endpoint reconnected with other codecs")
-            return
-        try:
-            ep.sending_event = await sender.tick(port, audio.te_payload_type, ep.clock)
-        except Exception:  # a bug here must not stop the ticker (everyone's audio)
-            log.exception("DTMF to %s failed", endpoint_id)
-            self._end_dtmf(endpoint_id, "sending failed (see the server log)")
-            return
-        if sender.finished:
-            self._dtmf_senders.pop(endpoint_id, None)
-            ep.sending_event = False
-            if not done.done():
-                done.set_result(None)
+        await self.recordings.start(recording_id, source_id, path, fmt)
 
-    def _end_dtmf(self, endpoint_id: str, why: str) -> None:
-        """Stop the RFC 4733 sender of an endpoint, if any; its caller gets ``why`` (if it
-        still waits and ``why`` is given)."""
-        entry = self._dtmf_senders.pop(endpoint_id, None)
-        ep = self._endpoints.get(endpoint_id)
-        if ep is not None:
-            ep.sending_event = False
-        if entry is not None and why and not entry[1].done():
-            entry[1].set_exception(
-                MediaError(ErrorCode.INVALID_STATE, f"DTMF to media endpoint {endpoint_id}: {why}")
-            )
+    async def record_pause(self, recording_id: str) -> None:
+        self.recordings.pause(recording_id)
+
+    async def record_resume(self, recording_id: str) -> None:
+        self.recordings.resume(recording_id)
+
+    async def record_stop(self, recording_id: str) -> None:
+        await self.recordings.stop(recording_id)
+
+    # DTMF (media/dtmf.py) ---------------------------------------------------------------------
+    async def send_dtmf(self, endpoint_id: str, digits: str, duration_ms: int = 250) -> None:
+        """Send DTMF to the endpoint's device (see :mod:`callbridge.media.dtmf`); calls for one
+        endpoint queue behind each other."""
+        await self.dtmf.send(endpoint_id, digits, duration_ms)
 
     # probing ----------------------------------------------------------------------------------
     async def probe_audio(self, audio: AudioSpec) -> float:

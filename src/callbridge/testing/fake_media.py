@@ -23,11 +23,9 @@ ids, an offer that is not SDP (no ``v=0``), no audio m-line or no codec callbrid
 an existing id, bad DTMF digits, a member flag on a non-member. :meth:`FakeMediaServer.raise_on`
 makes a chosen call fail instead.
 
-What the fake decides the way the engine does: the audio codec is the first of opus, PCMU and
-PCMA in the offer's order (the ``prefer_codec`` for the server's own offer, then what the answer
-chose); video is negotiated when the offer has an ``m=video`` line with VP8 (and ``video`` is
-allowed), in the directions it offers; telephone-event (RFC 4733) when the offer has it, which
-decides how :meth:`~FakeMediaServer.send_dtmf` would have sent the digits.
+The endpoints and their offer/answer (which codec, video and telephone-event the fake settles,
+as the engine would) are the base class, :class:`~callbridge.testing.fake_endpoints.FakeEndpoints`;
+the playbacks and recordings are kept by :class:`~callbridge.testing.fake_sounds.FakeSounds`.
 
 Events are delivered to subscribers synchronously as they happen, like the engine does, or
 with ``queue_events=True`` only when the test calls :meth:`FakeMediaServer.settle`.
@@ -36,19 +34,16 @@ with ``queue_events=True`` only when the test calls :meth:`FakeMediaServer.settl
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media.checks import check_role, not_in_mixer
+from callbridge.media.checks import NOT_FOUND, check_role, not_in_mixer
 from callbridge.media.dtmf import check_digits
 from callbridge.media.interface import (
     AudioSpec,
-    Candidate,
     DtmfReceived,
-    EndpointInfo,
     EndpointState,
     EndpointStateChanged,
     FloorChanged,
@@ -60,16 +55,10 @@ from callbridge.media.interface import (
     SupervisorRole,
 )
 from callbridge.rtp.rfc4733 import DIGITS
-from callbridge.testing.fake_sdp import (
-    CODECS,
-    Negotiated,
-    VideoOffer,
-    parse_answer,
-    parse_offer,
-    sdp,
-)
+from callbridge.testing.fake_endpoints import FakeEndpoint, FakeEndpoints, MemberState
+from callbridge.testing.fake_sdp import Negotiated
 from callbridge.testing.fake_sounds import FakeSounds, PlaybackRecord, RecordingRecord
-from callbridge.testing.staging import Gate, StagedCall, Stager, When, staged
+from callbridge.testing.staging import Gate, StagedCall, When, staged
 
 __all__ = [
     "FakeMediaServer",
@@ -90,18 +79,6 @@ MediaMethod = Literal[
     "mixer_members", "mixer_play", "play_to", "stop_playback", "stop_all", "probe_audio",
     "send_dtmf", "record_start", "record_pause", "record_resume", "record_stop", "shutdown",
 ]  # fmt: skip
-_NOT_FOUND = ErrorCode.CALL_NOT_FOUND  # as the engine: no closer code for a missing mixer
-
-
-@dataclass(frozen=True, slots=True)
-class MemberState:
-    """A mixer member's flags (see :meth:`MediaServer.mixer_update`)."""
-
-    mixer_id: str
-    deaf: bool = False
-    held: bool = False
-    role: SupervisorRole = "none"
-    whisper_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,21 +92,7 @@ class SentDtmf:
     rfc4733: bool
 
 
-@dataclass
-class _Endpoint:
-    id: str
-    negotiated: Negotiated
-    state: EndpointState = "connecting"
-    pending: tuple[bool, bool] | None = None  # the server's offered video (send, recv)
-    peer: str | None = None
-    muted: bool = False
-    player: PlayerName | None = None
-    playback: str | None = None  # its play_to playback
-    member: MemberState | None = None
-    candidates: list[str | None] = field(default_factory=list)
-
-
-class FakeMediaServer:
+class FakeMediaServer(FakeEndpoints):
     """The MediaServer interface in memory (see the module docstring)."""
 
     def __init__(
@@ -137,15 +100,13 @@ class FakeMediaServer:
     ) -> None:
         """``queue_events``: hold events until :meth:`settle`. ``clock``: seconds, for the
         recordings' ``duration_secs`` (without one they last 0 s)."""
+        super().__init__()
         self.queue_events = queue_events
         self._handlers: list[Callable[[MediaEvent], None]] = []
         self._queued: list[MediaEvent] = []
-        self._endpoints: dict[str, _Endpoint] = {}
         self._mixers: dict[str, list[str]] = {}
         self.sounds = FakeSounds(self._emit, clock)
         self._closed: list[str] = []
-        self._sessions = itertools.count(1)
-        self.stager = Stager()
         self.events: list[MediaEvent] = []
         """Every event the fake emitted (delivered or queued), in order."""
         self.dtmf_sent: list[SentDtmf] = []
@@ -302,14 +263,6 @@ class FakeMediaServer:
     def mixers(self) -> tuple[str, ...]:
         return tuple(self._mixers)
 
-    def negotiated(self, endpoint_id: str) -> Negotiated:
-        """Codec, telephone-event and video as the last offer/answer settled them."""
-        return self._ep(endpoint_id).negotiated
-
-    def candidates(self, endpoint_id: str) -> tuple[str | None, ...]:
-        """The remote candidates added (``None``: end-of-candidates)."""
-        return tuple(self._ep(endpoint_id).candidates)
-
     def playback(self, playback_id: str) -> PlaybackRecord:
         return self.sounds.playbacks[playback_id]
 
@@ -320,101 +273,6 @@ class FakeMediaServer:
     def recording(self, recording_id: str) -> RecordingRecord:
         return self.sounds.recordings[recording_id]
 
-    # endpoints ------------------------------------------------------------------------------
-    def _ep(self, endpoint_id: str) -> _Endpoint:
-        ep = self._endpoints.get(endpoint_id)
-        if ep is None:
-            raise MediaError(_NOT_FOUND, f"no media endpoint {endpoint_id}")
-        return ep
-
-    def _new(self, endpoint_id: str, negotiated: Negotiated) -> _Endpoint:
-        if endpoint_id in self._endpoints:
-            raise MediaError(ErrorCode.INVALID_STATE, f"media endpoint {endpoint_id} exists")
-        ep = self._endpoints[endpoint_id] = _Endpoint(endpoint_id, negotiated)
-        return ep
-
-    def _sdp(self, n: Negotiated, video: VideoOffer | None, offer: bool = False) -> str:
-        """An answer names the chosen codec; an offer all three, the chosen one first."""
-        first = n.codec or CODECS[0]
-        codecs = [first, *(c for c in CODECS if c != first)] if offer else [first]
-        return sdp(next(self._sessions), codecs, n.telephone_event, video)
-
-    @staged
-    async def answer(self, endpoint_id: str, offer_sdp: str, video: bool = True) -> str:
-        offered = parse_offer(offer_sdp, allow_video=video)
-        self._new(endpoint_id, offered.negotiated)
-        return self._sdp(offered.negotiated, offered.answer_video)
-
-    @staged
-    async def offer(
-        self, endpoint_id: str, prefer_codec: str | None = None, video: bool = False
-    ) -> str:
-        negotiated = replace(Negotiated.offered(prefer_codec), video_line=video)
-        ep = self._new(endpoint_id, negotiated)
-        ep.pending = (video, video)
-        return self._sdp(negotiated, VideoOffer.of(video, video) if video else None, offer=True)
-
-    @staged
-    async def reconnect(self, endpoint_id: str, offer_sdp: str) -> str:
-        ep = self._ep(endpoint_id)
-        offered = parse_offer(offer_sdp, allow_video=ep.negotiated.video_line)
-        ep.negotiated, ep.state, ep.pending = offered.negotiated, "connecting", None
-        return self._sdp(offered.negotiated, offered.answer_video)
-
-    @staged
-    async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
-        ep = self._ep(endpoint_id)
-        if ep.pending is None:
-            raise MediaError(
-                ErrorCode.INVALID_SDP,
-                f"the answer could not be used: no offer of endpoint {endpoint_id} is pending",
-            )
-        ep.negotiated = parse_answer(answer_sdp, ep.negotiated, *ep.pending)
-        ep.pending = None
-
-    @staged
-    async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
-        ep = self._ep(endpoint_id)
-        offered = parse_offer(offer_sdp, allow_video=True, send_video=send_video)
-        ep.negotiated = replace(  # the leg keeps its codec; a video m-line stays once added
-            offered.negotiated,
-            codec=ep.negotiated.codec,
-            video_line=ep.negotiated.video_line or offered.negotiated.video_line,
-        )
-        return self._sdp(ep.negotiated, offered.answer_video)
-
-    @staged
-    async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
-        ep = self._ep(endpoint_id)
-        ep.pending = (send_video, recv_video)
-        wants = send_video or recv_video or ep.negotiated.video_line
-        video = VideoOffer.of(send_video, recv_video) if wants else None
-        return self._sdp(ep.negotiated, video, offer=True)
-
-    @staged
-    async def add_candidate(
-        self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
-    ) -> None:
-        ep = self._ep(endpoint_id)
-        if candidate is not None:
-            fields = candidate.removeprefix("candidate:").split()
-            if len(fields) < 8 or fields[6] != "typ":
-                raise MediaError(
-                    ErrorCode.INVALID_CANDIDATE, f"cannot parse ICE candidate {candidate!r}"
-                )
-            if fields[4].endswith(".local"):
-                raise MediaError(
-                    ErrorCode.INVALID_CANDIDATE,
-                    f"mDNS candidate {fields[4]} is not resolved (the server sends no multicast)",
-                )
-        ep.candidates.append(candidate)
-
-    @staged
-    async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
-        n = self._ep(endpoint_id).negotiated
-        candidates = (Candidate(_host_candidate(endpoint_id), "0", 0),)
-        return EndpointInfo(n.codec, n.device_sends_video, n.device_receives_video, candidates)
-
     # bridging and control -------------------------------------------------------------------
     @staged
     async def bridge(self, a_id: str, b_id: str) -> None:
@@ -424,7 +282,7 @@ class FakeMediaServer:
             self._unpair(ep)
         a.peer, b.peer = b_id, a_id
 
-    def _unpair(self, ep: _Endpoint) -> None:
+    def _unpair(self, ep: FakeEndpoint) -> None:
         peer = self._endpoints.get(ep.peer) if ep.peer is not None else None
         if peer is not None and peer.peer == ep.id:
             peer.peer = None
@@ -466,7 +324,7 @@ class FakeMediaServer:
     def _mixer(self, mixer_id: str) -> list[str]:
         members = self._mixers.get(mixer_id)
         if members is None:
-            raise MediaError(_NOT_FOUND, f"no mixer {mixer_id} (create it with create_mixer)")
+            raise MediaError(NOT_FOUND, f"no mixer {mixer_id} (create it with create_mixer)")
         return members
 
     @staged
@@ -503,7 +361,7 @@ class FakeMediaServer:
         if ep is not None:
             self._leave_mixer(ep)
 
-    def _leave_mixer(self, ep: _Endpoint) -> None:
+    def _leave_mixer(self, ep: FakeEndpoint) -> None:
         if ep.member is not None:
             self._mixers[ep.member.mixer_id].remove(ep.id)
             ep.member = None
@@ -603,7 +461,7 @@ class FakeMediaServer:
         if source_id not in self._mixers:
             ep = self._endpoints.get(source_id)
             if ep is None:
-                raise MediaError(_NOT_FOUND, f"no mixer or media endpoint {source_id} to record")
+                raise MediaError(NOT_FOUND, f"no mixer or media endpoint {source_id} to record")
             if ep.member is not None:
                 raise MediaError(
                     ErrorCode.INVALID_STATE,
@@ -635,12 +493,6 @@ class FakeMediaServer:
         self.sounds.save_all()
         for endpoint_id in list(self._endpoints):
             self._close(endpoint_id)
-
-
-def _host_candidate(endpoint_id: str) -> str:
-    """One host candidate on 127.0.0.1, its port stable per endpoint id."""
-    port = 40000 + sum(map(ord, endpoint_id)) % 20000
-    return f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
 
 
 def _conforms(fake: FakeMediaServer) -> MediaServer:
