@@ -146,7 +146,12 @@ class Phone(PeerSettingsMethods, PhoneSession):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.logout()
+        # Left by an exception too (the script's, or a cancellation): log out if the phone
+        # can, and close it whatever happens, so none of its tasks outlives the block.
+        try:
+            await self.logout()
+        finally:
+            await self.close()
 
     def _own_number(self) -> str:
         user = self.session.user if self.session else {}
@@ -218,11 +223,15 @@ class Phone(PeerSettingsMethods, PhoneSession):
         *,
         codecs: Sequence[str] | None = None,
         media_type: MediaType = "audio",
+        video_source: VideoSource | None = None,
+        video_sink: VideoSink | None = None,
     ) -> Call:
         """Dial a second call while on an answered one (seed 002 ``addCall``).
 
         Puts the :attr:`foreground_call` on hold (unless it is on hold already), then places
-        the new call like :meth:`call` and returns it; it becomes the foreground call. If the
+        the new call like :meth:`call`, with the same parameters (``media_type="video"``
+        sends ``video_source``, default a test pattern, and shows the far video in
+        ``video_sink``), and returns it; it becomes the foreground call. If the
         new call cannot be placed, or fails or ends later (busy, rejected, hung up, …) while
         in the foreground, the first call comes back to the foreground and is resumed, unless
         the user held it with :meth:`Call.hold` (then it stays on hold).
@@ -232,7 +241,7 @@ class Phone(PeerSettingsMethods, PhoneSession):
         """
         self._require(PhoneState.READY, "add_call()")
         return await self._calls.add_call(
-            Dial(destination, caller_id, source, sink, codecs, media_type)
+            Dial(destination, caller_id, source, sink, codecs, media_type, video_source, video_sink)
         )
 
     async def switch_call(self) -> None:

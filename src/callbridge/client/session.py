@@ -396,9 +396,12 @@ class PhoneSession(StateMachine[PhoneState]):
             await asyncio.shield(self._finisher)
 
     async def _teardown(self, reason: str, end_reason: str) -> None:
-        reconnector = self._reconnector
+        reconnector, self._reconnector = self._reconnector, None
         if reconnector is not None and reconnector is not asyncio.current_task():
-            reconnector.cancel()  # closing wins over resuming
+            # Closing wins over resuming. The phone owns the task: it has ended (with the
+            # socket it may have opened) by the time close() or logout() returns.
+            reconnector.cancel()
+            await asyncio.wait([reconnector])
         self.disconnect_reason = self.disconnect_reason or reason
         if self.state is not PhoneState.CLOSED:
             self.transition(PhoneState.CLOSED, cause=reason)

@@ -161,6 +161,17 @@ class Transport(StateMachine[TransportState]):
         until the server accepts it: True (OPEN). False when the server refuses it or ``grace``
         seconds run out (the transport is then closed). Retries back off from 0.2 s to 2 s."""
         self.transition(TransportState.RESUMING)
+        try:
+            if await self._resume(message, grace):
+                self.transition(TransportState.OPEN, cause="resumed")
+                return True
+        except BaseException:
+            await self.close()  # cancelled (the phone closed, the loop ends): the socket too
+            raise
+        await self.close()
+        return False
+
+    async def _resume(self, message: Mapping[str, Any], grace: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         delay = _RECONNECT_FIRST
@@ -174,25 +185,26 @@ class Transport(StateMachine[TransportState]):
                     await self._send(message)
                 except RemoteError as exc:
                     log.warning("phone %s: the session cannot be resumed: %s", self.url, exc)
-                    break
+                    return False
                 except (NotConnectedError, TimeoutError):
-                    pass  # lost again: keep trying
+                    await self._drop()  # lost again (or mute): keep trying on a new socket
                 else:
-                    self.transition(TransportState.OPEN, cause="resumed")
                     return True
             if loop.time() + delay > deadline:
-                break
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_MAX)
-        await self.close()
-        return False
 
     async def close(self) -> None:
         """Close the socket, stop the reader, fail the requests still waiting. Idempotent."""
-        ws, reader = self._ws, self._reader
-        self._ws = self._reader = None  # what the reader sees: closed by us, not lost
         if self.state is not TransportState.DISCONNECTED:
             self.transition(TransportState.DISCONNECTED, cause="closed")
+        await self._drop()
+
+    async def _drop(self) -> None:
+        """Close the current socket and its reader, if any, and fail what waits on them."""
+        ws, reader = self._ws, self._reader
+        self._ws = self._reader = None  # what the reader sees: closed by us, not lost
         if ws is not None:
             await ws.close()
         if reader is not None and reader is not asyncio.current_task():
@@ -254,6 +266,7 @@ class Transport(StateMachine[TransportState]):
     # the reader
 
     async def _read(self, ws: ClientConnection) -> None:
+        cancelled = False
         try:
             async for frame in ws:
                 try:
@@ -267,13 +280,21 @@ class Transport(StateMachine[TransportState]):
                 self._deliver(msg)
         except (ConnectionClosed, WebSocketException, OSError) as exc:
             log.debug("phone %s: connection lost: %s", self.url, exc)
+        except asyncio.CancelledError:
+            # Not by close() (it forgets the socket first): the event loop is ending (an
+            # ``asyncio.run`` whose script raised cancels every task). That is no lost socket
+            # to resume: a reconnection started now would outlive the loop.
+            cancelled = True
+            raise
         finally:
-            if self._ws is ws:  # lost by itself (close() forgets the socket first)
+            if self._ws is ws:  # lost by itself, or cancelled (close() forgets it first)
                 self._ws = None
                 self._fail_pending()
                 if self.state is TransportState.OPEN:
-                    self.transition(TransportState.DISCONNECTED, cause="socket lost")
-                    self._on_lost()
+                    cause = "reader cancelled" if cancelled else "socket lost"
+                    self.transition(TransportState.DISCONNECTED, cause=cause)
+                    if not cancelled:
+                        self._on_lost()
 
     def _deliver(self, msg: dict[str, Any]) -> None:
         """Hand ``msg`` to the owner, then to the request it answers (if one waits)."""
