@@ -4,6 +4,11 @@ A list endpoint takes ``page[number]`` (from 1) and ``page[size]`` (1 to 250, de
 answers ``{"data": [...], "meta": {"page_number", "page_size", "total_pages",
 "total_results"}}``. The SDK asks for ``page[number]=n+1`` until ``page_number >=
 total_pages`` (or a page comes back empty). A page past the end is empty, not an error.
+
+``page[number]`` is at most :data:`MAX_PAGE_NUMBER`: a larger one is a 422 pointing at
+``page[number]``, because the row offset it implies would not fit SQLite's 64-bit integer
+(2**60 gave an ``OverflowError``, a 500). Telnyx documents no upper bound; a million pages of
+250 is far past any real list, so the bound refuses only nonsense.
 """
 
 from __future__ import annotations
@@ -18,9 +23,19 @@ from pydantic import BaseModel
 
 from callbridge.store import MAX_PAGE_SIZE
 
-__all__ = ["Page", "PageMeta", "PageQuery", "meta", "page_params", "slice_page"]
+__all__ = [
+    "MAX_PAGE_NUMBER",
+    "Page",
+    "PageMeta",
+    "PageQuery",
+    "meta",
+    "page_params",
+    "slice_page",
+]
 
 T = TypeVar("T")
+
+MAX_PAGE_NUMBER = 1_000_000  # (MAX_PAGE_NUMBER - 1) * MAX_PAGE_SIZE fits any integer column
 
 
 class PageMeta(BaseModel):
@@ -38,7 +53,13 @@ class Page:
 
 def page_params(
     number: Annotated[
-        int, Query(alias="page[number]", ge=1, description="The page to return, from 1.")
+        int,
+        Query(
+            alias="page[number]",
+            ge=1,
+            le=MAX_PAGE_NUMBER,
+            description=f"The page to return, 1 to {MAX_PAGE_NUMBER}.",
+        ),
     ] = 1,
     size: Annotated[
         int,
