@@ -99,6 +99,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number, 1 or more")
+    return value
+
+
 def _ip_address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
@@ -173,6 +183,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds a session whose WebSocket dropped keeps its calls, waiting for "
         "session.resume (%(default)s)",
+    )
+    serve.add_argument(
+        "--max-send-queue",
+        type=_positive_int,
+        default=4096,
+        metavar="N",
+        help="messages queued for one WebSocket before the server closes it (1008, "
+        "'send queue full'): a client that does not read (%(default)s)",
+    )
+    serve.add_argument(
+        "--max-send-queue-bytes",
+        type=_positive_int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="bytes queued for one WebSocket before the server closes it, likewise "
+        "(%(default)s = 8 MiB)",
+    )
+    serve.add_argument(
+        "--login-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds a new WebSocket has to send session.login or session.resume before "
+        "the server closes it (1008) (%(default)s)",
     )
     serve.add_argument(
         "--stun",
@@ -391,6 +425,9 @@ def _serve(args: argparse.Namespace) -> int:
         ring_timeout=args.ring_timeout,
         session_grace=args.session_grace,
         ice_servers=_ice_servers(args),
+        max_send_queue=args.max_send_queue,
+        max_send_queue_bytes=args.max_send_queue_bytes,
+        login_timeout=args.login_timeout,
     )
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

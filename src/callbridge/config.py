@@ -27,6 +27,10 @@ class ServerConfig:
     ring_timeout: float = 30.0  # seconds before an unanswered call ends with `no-answer`
     session_grace: float = 60.0  # seconds a session whose socket dropped waits to be resumed
     ice_servers: list[dict[str, Any]] = field(default_factory=list)  # STUN/TURN, none by default
+    # Per-connection bounds of /ws (docs/security.md); defaults as ws.ConnectionLimits'.
+    max_send_queue: int = 4096  # messages queued for a socket before it is closed (1008)
+    max_send_queue_bytes: int = 8 * 1024 * 1024  # bytes queued for a socket, likewise
+    login_timeout: float = 10.0  # seconds a new socket has to log in or resume
 
     @property
     def effective_database_url(self) -> str:

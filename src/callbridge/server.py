@@ -20,7 +20,7 @@ from callbridge.core.controller import CallController
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
-from callbridge.signalling.ws import Connection
+from callbridge.signalling.ws import Connection, ConnectionLimits
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
 
@@ -91,6 +91,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         "(docs/protocol.md).",
     )
     install_api(app)
+    limits = ConnectionLimits(
+        max_send_queue=config.max_send_queue,
+        max_send_queue_bytes=config.max_send_queue_bytes,
+        login_timeout=config.login_timeout,
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
@@ -107,7 +112,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.websocket("/ws")
     async def ws_endpoint(websocket: WebSocket) -> None:
         runtime: Runtime = websocket.app.state.runtime
-        await Connection(websocket, runtime.controller, runtime.sessions, runtime.store).run()
+        await Connection(
+            websocket, runtime.controller, runtime.sessions, runtime.store, limits
+        ).run()
 
     return app
 

@@ -7,6 +7,8 @@ type and the field, e.g. ``call.create: field 'destination' is required``.
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -14,9 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import BeepMode, MediaType, SupervisorRole
 
-__all__ = ["MAX_MESSAGE_BYTES", "ClientMessage", "parse_message"]
+__all__ = ["MAX_JSON_DEPTH", "MAX_MESSAGE_BYTES", "ClientMessage", "parse_message"]
 
 MAX_MESSAGE_BYTES = 64 * 1024
+# No message of the protocol nests more than a few levels. Deeper JSON is refused before
+# json.loads sees it: 2,000 levels made json.loads raise RecursionError (an internal_error and
+# a traceback per message).
+MAX_JSON_DEPTH = 32
+# A JSON string (RFC 8259 section 7): its brackets are text, not structure.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 ReqId = Annotated[str, StringConstraints(max_length=128)] | None
 CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -307,6 +317,19 @@ def peek_req_id(raw: Any) -> str | None:
     return None
 
 
+def json_depth_over(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``text`` nests arrays and objects more than ``limit`` deep, without parsing it.
+
+    Cheap where it matters: a frame with no more than ``limit`` opening brackets (every real
+    message) is answered by two ``str.count`` calls; otherwise the brackets outside strings are
+    summed with C-level iterators, never a Python loop per character.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _BRACKET.findall(_JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
 def decode_frame(text: str | bytes | None) -> dict[str, Any]:
     """Frame -> JSON object, or the precise protocol error."""
     if text is None or isinstance(text, bytes):
@@ -316,8 +339,15 @@ def decode_frame(text: str | bytes | None) -> dict[str, Any]:
             ErrorCode.MESSAGE_TOO_LARGE,
             f"message of {len(text.encode())} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
         )
+    if json_depth_over(text):
+        raise ProtocolError(
+            ErrorCode.INVALID_JSON,
+            f"JSON nested more than {MAX_JSON_DEPTH} levels deep; the limit is {MAX_JSON_DEPTH}",
+        )
     try:
         raw = json.loads(text)
+    except RecursionError as exc:  # cannot happen under the depth limit; never a traceback
+        raise ProtocolError(ErrorCode.INVALID_JSON, "JSON nested too deep") from exc
     except ValueError as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):

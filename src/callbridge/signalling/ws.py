@@ -4,6 +4,15 @@ Messages of one connection are handled one at a time, in order (an ICE candidate
 overtakes the offer it belongs to). Outgoing messages go through a queue drained by a writer
 task, so the control plane never blocks on a slow socket. Any error in handling one message
 becomes an ``error`` message; the connection keeps serving.
+
+Bounds (:class:`ConnectionLimits`, docs/security.md):
+
+- the send queue holds at most ``max_send_queue`` messages and ``max_send_queue_bytes`` bytes.
+  A client that does not read fills it; the connection is then closed with 1008 ("send queue
+  full: the client is not reading") and its session detached as for any dropped socket, so
+  one stalled reader never grows the server (it grew by ~80 MB/s without this bound);
+- a socket must log in (``session.login`` or ``session.resume``) within ``login_timeout``
+  seconds of its opening, or it is closed with 1008.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,9 +34,30 @@ from callbridge.signalling.ws_conferences import dispatch_conference
 from callbridge.store import TokenExpired, TokenInvalid
 from callbridge.vocabulary import EndReason
 
-__all__ = ["Authenticator", "Connection"]
+__all__ = ["SEND_QUEUE_FULL", "Authenticator", "Connection", "ConnectionLimits"]
 
 log = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008  # RFC 6455 section 7.4.1: a message that violates the server's policy
+SEND_QUEUE_FULL = "send queue full: the client is not reading"
+# How long the 1008 close frame of a full send queue may wait for the client to read what is
+# ahead of it; after that the socket is dropped without it.
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Per-connection bounds; ``callbridge serve`` options of the same names."""
+
+    # > sessions._MAX_KEPT (1000): a resume sends every kept message at once.
+    max_send_queue: int = 4096  # messages queued for the socket
+    max_send_queue_bytes: int = 8 * 1024 * 1024  # their JSON text, bytes
+    login_timeout: float = 10.0  # seconds from the socket's opening to a session
+
+
+# What the writer task takes from the queue: a message's JSON text, a close (code, reason)
+# once what is ahead of it is sent, or None when the reader is done.
+_Item = str | tuple[int, str] | None
 
 
 class Authenticator(Protocol):
@@ -43,36 +74,104 @@ class Connection:
         controller: CallController,
         sessions: SessionManager,
         auth: Authenticator,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.ws = ws
         self.controller = controller
         self.sessions = sessions
         self.auth = auth
+        self.limits = limits or ConnectionLimits()
         self.session: Session | None = None
-        self._out: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._out: asyncio.Queue[_Item] = asyncio.Queue()  # bounded by send(), not by put
+        self._queued_messages = 0
+        self._queued_bytes = 0
+        self._overflowed = False  # the send queue overflowed: nothing more is queued
+        # Done when the reader must stop at once (overflow), even while it awaits a frame.
+        self._stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writer_task: asyncio.Task[None] | None = None
         self._closing = False  # logged out or expired: close the socket after the last message
 
     def send(self, message: dict[str, Any]) -> None:
+        if self._overflowed:
+            return
         if message.get("req_id", "") is None:
             del message["req_id"]
-        self._out.put_nowait(message)
+        text = json.dumps(message)  # ASCII: its length is its size in bytes
+        limits = self.limits
+        if (
+            self._queued_messages >= limits.max_send_queue
+            or self._queued_bytes + len(text) > limits.max_send_queue_bytes
+        ):
+            self._overflow()
+            return
+        self._queued_messages += 1
+        self._queued_bytes += len(text)
+        self._out.put_nowait(text)
+        if message["type"] == "session.expired":
+            self._out.put_nowait((POLICY_VIOLATION, "session expired"))
+
+    def _overflow(self) -> None:
+        """The client does not read: drop what is queued, stop reading and close (1008)."""
+        log.warning(
+            "session %s: send queue full (%d messages, %d bytes): closing the socket (1008)",
+            self.session.id if self.session else "-",
+            self._queued_messages,
+            self._queued_bytes,
+        )
+        self._overflowed = True
+        self._out = asyncio.Queue()  # the writer is cancelled and never reads the old one
+        self._queued_messages = self._queued_bytes = 0
+        if not self._stop.done():
+            self._stop.set_result(None)
+        if self._writer_task is not None:
+            self._writer_task.cancel()  # it waits for the client to read; it never will
 
     async def _writer(self) -> None:
-        while (message := await self._out.get()) is not None:
-            try:
-                await self.ws.send_text(json.dumps(message))
-                if message["type"] == "session.expired":
-                    await self.ws.close(1008, "session expired")
+        try:
+            while (item := await self._out.get()) is not None:
+                if isinstance(item, tuple):
+                    await self.ws.close(*item)
                     return
-            except Exception:  # the peer is gone; the reader will notice
-                return
+                self._queued_messages -= 1
+                self._queued_bytes -= len(item)
+                await self.ws.send_text(item)
+        except asyncio.CancelledError:
+            if not self._overflowed:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own cancel
+        except Exception:  # the peer is gone; the reader will notice
+            return
+        if self._overflowed:
+            try:
+                await asyncio.wait_for(
+                    self.ws.close(POLICY_VIOLATION, SEND_QUEUE_FULL), CLOSE_TIMEOUT
+                )
+            except Exception:  # gone, or still not reading: the server drops the socket
+                pass
+
+    async def _receive(self, deadline: float | None) -> dict[str, Any] | None:
+        """The next ASGI frame; ``None`` if the reader must stop or the loop time ``deadline``
+        passed."""
+        left = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0)
+        receive = asyncio.ensure_future(self.ws.receive())
+        either: set[asyncio.Future[Any]] = {receive, self._stop}
+        await asyncio.wait(either, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        if not receive.done():
+            receive.cancel()  # the ASGI receive queue's get: nothing is lost
+            return None
+        return dict(receive.result())
 
     async def run(self) -> None:
         await self.ws.accept()
-        writer = asyncio.create_task(self._writer())
+        self._writer_task = writer = asyncio.create_task(self._writer())
+        login_deadline = asyncio.get_running_loop().time() + self.limits.login_timeout
         try:
-            while not self._closing:
-                frame = await self.ws.receive()
+            while not self._closing and not self._stop.done():
+                frame = await self._receive(None if self.session is not None else login_deadline)
+                if frame is None:
+                    if not self._stop.done():  # the login deadline passed
+                        self._close_for_login_timeout()
+                    break
                 if frame["type"] == "websocket.disconnect":
                     break
                 await self._handle_frame(frame.get("text"), frame.get("bytes"))
@@ -85,6 +184,12 @@ class Connection:
             await writer
         if self._closing:
             await self.ws.close(1000)
+
+    def _close_for_login_timeout(self) -> None:
+        seconds = self.limits.login_timeout
+        reason = f"login timeout: no session.login or session.resume in {seconds:g} s"
+        log.info("a socket sent no session.login or session.resume in %g s: closed (1008)", seconds)
+        self._out.put_nowait((POLICY_VIOLATION, reason))
 
     async def _handle_frame(self, text: str | None, data: bytes | None) -> None:
         raw: dict[str, Any] | None = None
