@@ -155,9 +155,12 @@ class Connection:
         left = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0)
         receive = asyncio.ensure_future(self.ws.receive())
         either: set[asyncio.Future[Any]] = {receive, self._stop}
-        await asyncio.wait(either, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        if not receive.done():
-            receive.cancel()  # the ASGI receive queue's get: nothing is lost
+        try:
+            await asyncio.wait(either, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not receive.done():
+                receive.cancel()  # the ASGI receive queue's get: nothing is lost
+        if not receive.done() or receive.cancelled():  # cancelled above: still pending
             return None
         return dict(receive.result())
 
