@@ -31,6 +31,26 @@ class ServerConfig:
     max_send_queue: int = 4096  # messages queued for a socket before it is closed (1008)
     max_send_queue_bytes: int = 8 * 1024 * 1024  # bytes queued for a socket, likewise
     login_timeout: float = 10.0  # seconds a new socket has to log in or resume
+    # The other bounds of issue 10 (docs/security.md, "Limits").
+    max_connections_per_source: int = 32  # open /ws sockets from one IP address
+    max_body_bytes: int = 1024 * 1024  # a REST request body (JSON), checked before reading
+    max_upload_bytes: int = 20 * 1024 * 1024  # an uploaded or fetched media file
+    max_sdp_bytes: int = 32 * 1024  # one SDP offer or answer
+    max_sdp_media: int = 8  # m-lines in one SDP
+    max_candidates_per_leg: int = 32  # trickled ICE candidates accepted for one leg
+    max_playbacks: int = 64  # concurrent playbacks (files, URLs, speech) in all
+    max_playbacks_per_user: int = 4  # ... started by one user or API key's account
+    max_fetches: int = 8  # concurrent media fetches from URLs in all
+    max_fetches_per_user: int = 2  # ... by one user or account
+    fetch_timeout: float = 30.0  # total seconds for one media fetch, connect to last byte
+    login_failures_per_minute: int = 10  # failed logins (ws and REST) per source address
+    # Outbound requests (media fetches, webhooks) refuse internal addresses unless listed:
+    # host names, IP addresses or networks (CIDR), e.g. "127.0.0.1", "10.0.0.0/8".
+    allow_fetch_from: list[str] = field(default_factory=list)
+    allow_webhooks_to: list[str] = field(default_factory=list)
+    drain_timeout: float = 60.0  # seconds calls may go on after SIGTERM / `callbridge drain`
+    node_id: str | None = None  # this server among several sharing one database (hostname)
+    spool_limit: int = 10_000  # records kept in memory while the database refuses writes
 
     @property
     def effective_database_url(self) -> str:

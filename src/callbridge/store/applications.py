@@ -32,7 +32,7 @@ from callbridge.store.records import (
     validate_webhook_url,
 )
 from callbridge.store.repository import Repository, new_id, now, page
-from callbridge.store.schema import ApplicationRow, RouteRow
+from callbridge.store.schema import DEFAULT_ACCOUNT_ID, ApplicationRow, RouteRow
 
 __all__ = ["APPLICATION_SORTS", "ApplicationChanges", "ApplicationRepository"]
 
@@ -195,41 +195,50 @@ class ApplicationRepository(Repository):
         key = validate_destination(destination)
         at = now()
         async with self._write.begin() as session:
-            if await session.get(ApplicationRow, application_id) is None:
+            application = await session.get(ApplicationRow, application_id)
+            if application is None:
                 raise ApplicationNotFound(application_id)
+            account_id = application.account_id  # a route belongs to its application's account
             # One statement, so that two servers setting the same new route at once cannot
             # both insert it. Both dialects spell the upsert the same way.
             dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
             upsert = dialect.insert(RouteRow).values(
-                destination=key, application_id=application_id, created_at=at
+                account_id=account_id,
+                destination=key,
+                application_id=application_id,
+                created_at=at,
             )
             upsert = upsert.on_conflict_do_update(
-                index_elements=[RouteRow.destination],
+                index_elements=[RouteRow.account_id, RouteRow.destination],
                 set_={"application_id": upsert.excluded.application_id},
             )
             try:
                 await session.execute(upsert)
             except IntegrityError as exc:  # the application was deleted meanwhile
                 raise ApplicationNotFound(application_id) from exc
-            row = await session.get(RouteRow, key, populate_existing=True)
+            row = await session.get(RouteRow, (account_id, key), populate_existing=True)
             assert row is not None
         return _route(row)
 
-    async def delete_route(self, destination: str) -> Route:
-        """Remove the route for ``destination``; returns it. ``RouteNotFound`` if none."""
+    async def delete_route(self, destination: str, account_id: str = DEFAULT_ACCOUNT_ID) -> Route:
+        """Remove the account's route for ``destination``; returns it. ``RouteNotFound`` if
+        none."""
         try:
             key = validate_destination(destination)
         except ValueError:
             raise RouteNotFound(destination) from None
         async with self._write.begin() as session:
-            row = await session.get(RouteRow, key)
+            row = await session.get(RouteRow, (account_id, key))
             if row is None:
                 raise RouteNotFound(destination)
             await session.delete(row)
         return _route(row)
 
-    async def find_route(self, destination: str) -> str | None:
-        """The id of the application that calls dialled to ``destination`` go to, if any.
+    async def find_route(
+        self, destination: str, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> str | None:
+        """The id of the application that calls dialled to ``destination`` within the account
+        go to, if any.
 
         As ``find_user``: an extension matches exactly, a number with or without its leading
         '+' and with separators; an exact extension wins over a number.
@@ -244,7 +253,7 @@ class ApplicationRepository(Repository):
         async with self._read() as session:
             result = await session.execute(
                 select(RouteRow.destination, RouteRow.application_id).where(
-                    RouteRow.destination.in_(candidates)
+                    RouteRow.account_id == account_id, RouteRow.destination.in_(candidates)
                 )
             )
             found = {destination: application_id for destination, application_id in result}

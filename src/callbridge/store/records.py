@@ -79,6 +79,7 @@ class User:
     extension: str
     number: str | None  # E.164, "+" and digits only
     display_name: str | None
+    account_id: str = "default"  # the tenant (store.schema.DEFAULT_ACCOUNT_ID)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -36,11 +38,17 @@ from sqlalchemy.types import TypeDecorator
 from callbridge.store.records import as_utc
 
 __all__ = [
+    "DEFAULT_ACCOUNT_ID",
+    "AccountRow",
     "ApiKeyRow",
     "ApplicationRow",
     "Base",
     "CdrRow",
+    "LiveCallRow",
     "MediaRow",
+    "NumberRow",
+    "QueueEntryRow",
+    "QueueRow",
     "RecordingRow",
     "RouteRow",
     "SigningKeyRow",
@@ -91,12 +99,40 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# The account every row belongs to unless said otherwise: a single-account install uses only
+# this one, and looks exactly as before accounts existed (migration 0003).
+DEFAULT_ACCOUNT_ID = "default"
+
+
+def _account_id() -> Mapped[str]:
+    """The owning account of a row (issue 10: every resource belongs to an account)."""
+    return mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        index=True,
+        server_default=DEFAULT_ACCOUNT_ID,
+    )
+
+
+class AccountRow(Base):
+    """A tenant. Keys of one account never see another's resources."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # Recording a 1:1 call tells both parties (`call.recording` on /ws) unless this is off.
+    recording_notice: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class UserRow(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("account_id", "extension"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    extension: Mapped[str] = mapped_column(String(8), unique=True)
+    account_id: Mapped[str] = _account_id()
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # login names are global
+    extension: Mapped[str] = mapped_column(String(8))  # unique within the account
     number: Mapped[str | None] = mapped_column(String(16), unique=True)
     display_name: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -117,17 +153,26 @@ class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = _account_id()
     name: Mapped[str | None] = mapped_column(String(128))
     prefix: Mapped[str] = mapped_column(String(8))  # shown in listings; not a secret
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    scope: Mapped[str] = mapped_column(String(16), server_default="write")  # "write" | "read"
+    admin: Mapped[bool] = mapped_column(Boolean, server_default=false())  # manages accounts
 
 
 class CdrRow(Base):
+    """A call detail record: written ``open`` when a call starts, ``ended`` at its end. Rows
+    still open at start-up were left by a crash of their node and are closed then."""
+
     __tablename__ = "cdrs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(64), index=True, server_default=DEFAULT_ACCOUNT_ID
+    )  # no foreign key: a record outlives its account
     call_id: Mapped[str] = mapped_column(String(64), unique=True)
     caller: Mapped[str] = mapped_column(String)
     callee: Mapped[str] = mapped_column(String)
@@ -135,15 +180,18 @@ class CdrRow(Base):
     direction: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    ended_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    duration_seconds: Mapped[float] = mapped_column(Float)
-    end_reason: Mapped[str] = mapped_column(String(32))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), server_default="ended")  # open | ended
+    node_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class ApplicationRow(Base):
     __tablename__ = "call_control_applications"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = _account_id()
     application_name: Mapped[str] = mapped_column(String(255))
     webhook_event_url: Mapped[str] = mapped_column(String(2048))
     webhook_event_failover_url: Mapped[str | None] = mapped_column(String(2048))
@@ -158,6 +206,11 @@ class ApplicationRow(Base):
 class RouteRow(Base):
     __tablename__ = "routes"
 
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+        server_default=DEFAULT_ACCOUNT_ID,
+    )
     destination: Mapped[str] = mapped_column(String(16), primary_key=True)  # ext. or E.164
     application_id: Mapped[str] = mapped_column(
         ForeignKey("call_control_applications.id", ondelete="CASCADE"), index=True
@@ -165,11 +218,24 @@ class RouteRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class NumberRow(Base):
+    """An E.164 number an account owns: its users and applications may show it as caller ID,
+    and calls to it reach the account."""
+
+    __tablename__ = "numbers"
+
+    number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    account_id: Mapped[str] = _account_id()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class MediaRow(Base):
     __tablename__ = "media"
+    __table_args__ = (UniqueConstraint("account_id", "media_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    media_name: Mapped[str] = mapped_column(String(255), unique=True)
+    account_id: Mapped[str] = _account_id()
+    media_name: Mapped[str] = mapped_column(String(255))  # unique within the account
     content_type: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -182,6 +248,7 @@ class RecordingRow(Base):
     __tablename__ = "recordings"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = _account_id()
     call_control_id: Mapped[str | None] = mapped_column(String(128), index=True)
     call_leg_id: Mapped[str | None] = mapped_column(String(128))
     call_session_id: Mapped[str | None] = mapped_column(String(128))
@@ -194,6 +261,49 @@ class RecordingRow(Base):
     recording_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     recording_ended_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class LiveCallRow(Base):
+    """A call in progress on a node, with what its end webhooks need (``data_json``). Deleted
+    when the call ends; rows left at start-up belong to calls a crash cut off."""
+
+    __tablename__ = "live_calls"
+
+    call_control_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(64), index=True, server_default=DEFAULT_ACCOUNT_ID
+    )
+    application_id: Mapped[str | None] = mapped_column(String(64))
+    node_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    data_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class QueueRow(Base):
+    """A call queue (``/v2/queues``); its waiting callers are :class:`QueueEntryRow`s."""
+
+    __tablename__ = "queues"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = _account_id()
+    name: Mapped[str] = mapped_column(String(255))
+    max_size: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class QueueEntryRow(Base):
+    """A caller waiting in a queue; the waiting order is ``id`` order."""
+
+    __tablename__ = "queue_entries"
+    __table_args__ = (Index("ix_queue_entries_queue_id_id", "queue_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
+    call_control_id: Mapped[str] = mapped_column(String(128), unique=True)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class WebhookOutboxRow(Base):

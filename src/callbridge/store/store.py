@@ -310,12 +310,15 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
             raise CdrExists(cdr.call_id) from exc
 
     async def list_cdrs(self, limit: int = 100) -> list[Cdr]:
-        """The ``limit`` most recent CDRs, newest (latest start) first."""
+        """The ``limit`` most recent ended CDRs, newest (latest start) first."""
         if limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}")
         async with self._read() as session:
             rows = await session.scalars(
-                select(CdrRow).order_by(CdrRow.started_at.desc(), CdrRow.id.desc()).limit(limit)
+                select(CdrRow)
+                .where(CdrRow.state == "ended")
+                .order_by(CdrRow.started_at.desc(), CdrRow.id.desc())
+                .limit(limit)
             )
             return [_cdr(row) for row in rows]
 
@@ -337,10 +340,11 @@ def _label(value: str | None, what: str) -> str | None:
 
 
 def _user(row: UserRow) -> User:
-    return User(row.id, row.name, row.extension, row.number, row.display_name)
+    return User(row.id, row.name, row.extension, row.number, row.display_name, row.account_id)
 
 
 def _cdr(row: CdrRow) -> Cdr:
+    assert row.ended_at is not None and row.end_reason is not None  # an ended row
     return Cdr(
         call_id=row.call_id,
         caller=row.caller,
