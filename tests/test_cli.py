@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from callbridge.cli import main, parse_ttl
+from callbridge.cli import build_parser, main, parse_ttl
+from callbridge.cli_serve import server_config
+from callbridge.config import ServerConfig
 from callbridge.store import Store
 from callbridge.testing.server import running, serve
 
@@ -230,6 +232,24 @@ def test_a_database_url_password_is_never_printed(tmp_path: Path) -> None:
         (["--port", "0"], "invalid port"),
         (["--ring-timeout", "-1"], "invalid duration"),
         (["--media-address", "my-laptop"], "invalid address"),
+        (["--max-connections-per-source", "0"], "invalid count '0'"),
+        (["--max-body-bytes", "lots"], "invalid size 'lots'"),
+        (["--max-upload-bytes", "0k"], "invalid size '0k'"),
+        (["--max-sdp-bytes", "-5"], "invalid size '-5'"),
+        (["--max-sdp-media", "x"], "invalid count 'x'"),
+        (["--max-candidates-per-leg", "0"], "invalid count"),
+        (["--max-playbacks", "0"], "invalid count"),
+        (["--max-fetches-per-user", "1.5"], "invalid count"),
+        (["--fetch-timeout", "0"], "invalid duration"),
+        (["--login-failures-per-minute", "0"], "invalid count"),
+        (["--allow-fetch-from", "10.0.0.300"], "invalid address '10.0.0.300'"),
+        (["--allow-webhooks-to", "http://hooks.example.org/"], "use a host name"),
+        (["--allow-webhooks-to", "10.0.0.0/33"], "invalid address"),
+        (["--drain-timeout", "-1"], "invalid duration '-1': use seconds, 0 or more"),
+        (["--node-id", "node 1"], "invalid node id"),
+        (["--spool-limit", "0"], "invalid count"),
+        (["--max-playbacks", "2", "--max-playbacks-per-user", "3"], "raise --max-playbacks"),
+        (["--max-fetches", "1", "--max-fetches-per-user", "2"], "raise --max-fetches"),
     ],
 )
 def test_serve_refuses_bad_options_before_starting(
@@ -237,6 +257,52 @@ def test_serve_refuses_bad_options_before_starting(
 ) -> None:
     assert main(["serve", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_serve_options_fill_every_issue_10_setting() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            "--max-connections-per-source", "3",
+            "--max-body-bytes", "64k",
+            "--max-upload-bytes", "2M",
+            "--max-sdp-bytes", "16384",
+            "--max-sdp-media", "4",
+            "--max-candidates-per-leg", "10",
+            "--max-playbacks", "9",
+            "--max-playbacks-per-user", "2",
+            "--max-fetches", "5",
+            "--max-fetches-per-user", "1",
+            "--fetch-timeout", "7.5",
+            "--login-failures-per-minute", "6",
+            "--allow-fetch-from", "127.0.0.1",
+            "--allow-fetch-from", "10.1.2.3/8",
+            "--allow-fetch-from", "Media.Example.org.",
+            "--allow-webhooks-to", "::1",
+            "--drain-timeout", "0",
+            "--node-id", "node-1",
+            "--spool-limit", "500",
+        ]
+    )  # fmt: skip
+    config = server_config(args)
+    assert (config.max_connections_per_source, config.max_body_bytes) == (3, 65536)
+    assert (config.max_upload_bytes, config.max_sdp_bytes, config.max_sdp_media) == (
+        2 * 1024 * 1024,
+        16384,
+        4,
+    )
+    assert config.max_candidates_per_leg == 10
+    assert (config.max_playbacks, config.max_playbacks_per_user) == (9, 2)
+    assert (config.max_fetches, config.max_fetches_per_user, config.fetch_timeout) == (5, 1, 7.5)
+    assert config.login_failures_per_minute == 6
+    assert config.allow_fetch_from == ["127.0.0.1", "10.0.0.0/8", "media.example.org"]
+    assert config.allow_webhooks_to == ["::1"]
+    assert (config.drain_timeout, config.node_id, config.spool_limit) == (0.0, "node-1", 500)
+
+
+def test_serve_defaults_are_the_server_config_defaults() -> None:
+    assert server_config(build_parser().parse_args(["serve"])) == ServerConfig()
 
 
 async def test_serve_on_an_empty_database_prints_commands_that_work(

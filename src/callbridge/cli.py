@@ -1,6 +1,6 @@
 """The ``callbridge`` command: run the server and manage users, login tokens and API keys.
 
-    callbridge serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] ...
+    callbridge serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] ...  (cli_serve.py)
     callbridge users add NAME --extension EXT [--number E164] [--display-name TEXT]
     callbridge users list
     callbridge token NAME [--ttl 24h]
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import logging
+import os
 import re
 import shlex
 import sys
@@ -34,7 +34,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from callbridge import __version__
-from callbridge.config import DEFAULT_DATA_DIR, ServerConfig, database_url_for
+from callbridge.config import DEFAULT_DATA_DIR, database_url_for
 from callbridge.store import SchemaError, Store, StoreError, User, UserNotFound
 
 __all__ = ["build_parser", "main", "parse_ttl"]
@@ -48,6 +48,7 @@ EXIT_INTERRUPTED = 130
 _TTL = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)", re.ASCII)
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_TTL = timedelta(days=3650)
+PRIVATE_UMASK = 0o077
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 T = TypeVar("T")
@@ -135,6 +136,9 @@ def _ice_url(*schemes: str) -> Callable[[str], str]:
 
 # parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here: the command modules import this module's helpers and types.
+    from callbridge import cli_serve
+
     database = argparse.ArgumentParser(add_help=False)
     group = database.add_argument_group("database")
     group.add_argument(
@@ -157,78 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser(
-        "serve", parents=[database], help="run the server", description="Run the server."
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
-    serve.add_argument("--port", type=_port, default=8080, help="port to listen on (%(default)s)")
-    serve.add_argument(
-        "--media-address",
-        type=_ip_address,
-        metavar="IP",
-        help="address for media (ICE); default: --host if it is a loopback address, "
-        "else every interface",
-    )
-    serve.add_argument(
-        "--ring-timeout",
-        type=_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds before an unanswered call ends with no-answer (%(default)s)",
-    )
-    serve.add_argument(
-        "--session-grace",
-        type=_seconds,
-        default=60.0,
-        metavar="SECONDS",
-        help="seconds a session whose WebSocket dropped keeps its calls, waiting for "
-        "session.resume (%(default)s)",
-    )
-    serve.add_argument(
-        "--max-send-queue",
-        type=_positive_int,
-        default=4096,
-        metavar="N",
-        help="messages queued for one WebSocket before the server closes it (1008, "
-        "'send queue full'): a client that does not read (%(default)s)",
-    )
-    serve.add_argument(
-        "--max-send-queue-bytes",
-        type=_positive_int,
-        default=8 * 1024 * 1024,
-        metavar="BYTES",
-        help="bytes queued for one WebSocket before the server closes it, likewise "
-        "(%(default)s = 8 MiB)",
-    )
-    serve.add_argument(
-        "--login-timeout",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds a new WebSocket has to send session.login or session.resume before "
-        "the server closes it (1008) (%(default)s)",
-    )
-    serve.add_argument(
-        "--stun",
-        type=_ice_url("stun", "stuns"),
-        action="append",
-        default=[],
-        metavar="URL",
-        help="STUN server for ICE, e.g. stun:stun.example.org:3478 (repeatable; default: none)",
-    )
-    serve.add_argument(
-        "--turn",
-        type=_ice_url("turn", "turns"),
-        action="append",
-        default=[],
-        metavar="URL",
-        help="TURN server for ICE, e.g. turn:turn.example.org:3478?transport=udp "
-        "(repeatable; all use --turn-username and --turn-password)",
-    )
-    serve.add_argument("--turn-username", metavar="NAME")
-    serve.add_argument("--turn-password", metavar="PASSWORD")
-    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    serve.set_defaults(run=_serve)
+    # Each command module adds its subcommand (one line each).
+    cli_serve.add_serve_command(commands, database)
 
     users = commands.add_parser("users", help="add and list users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION"
@@ -300,11 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "serve":
-            _check_ice_options(parser, args)
+        check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None
+        check = getattr(args, "check", None)  # checks across a command's options
+        if check is not None:
+            check(parser, args)
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed why
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     run: Callable[[argparse.Namespace], int] = args.run
+    # Files the commands create (the data directory, the database with the webhook signing
+    # key, recordings, media, logs) are the operator's alone: 0700 directories, 0600 files.
+    umask = os.umask(PRIVATE_UMASK)
     try:
         return run(args)
     except CommandError as exc:
@@ -312,13 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-
-
-def _check_ice_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.turn and (args.turn_username is None or args.turn_password is None):
-        parser.error("--turn needs --turn-username and --turn-password")
-    if (args.turn_username is not None or args.turn_password is not None) and not args.turn:
-        parser.error("--turn-username and --turn-password need --turn URL")
+    finally:
+        os.umask(umask)  # main() may run inside another program (tests do)
 
 
 # commands ---------------------------------------------------------------------------------
@@ -413,60 +347,6 @@ def _routes_remove(args: argparse.Namespace) -> int:
     route = _with_store(args, lambda store: store.delete_route(args.destination))
     print(f"removed the route of {route.destination}")
     return EXIT_OK
-
-
-def _serve(args: argparse.Namespace) -> int:
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        media_address=args.media_address,
-        ring_timeout=args.ring_timeout,
-        session_grace=args.session_grace,
-        ice_servers=_ice_servers(args),
-        max_send_queue=args.max_send_queue,
-        max_send_queue_bytes=args.max_send_queue_bytes,
-        login_timeout=args.login_timeout,
-    )
-    level = getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if level > logging.DEBUG:
-        # Alembic narrates every start-up at INFO; callbridge.store logs actual migrations.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-
-    # Opening the store first migrates it, and reports an unusable database as one line
-    # before anything listens.
-    if not _with_store(args, lambda store: store.list_users()):
-        print(_newcomer_hint(args), file=sys.stderr)
-
-    # Imported here: the server pulls in the media stack (aiortc, PyAV), which the other
-    # commands do not need.
-    from callbridge.server import serve
-
-    asyncio.run(serve(config))
-    return EXIT_OK
-
-
-def _ice_servers(args: argparse.Namespace) -> list[dict[str, Any]]:
-    servers: list[dict[str, Any]] = [{"urls": url} for url in args.stun]
-    servers += [
-        {"urls": url, "username": args.turn_username, "credential": args.turn_password}
-        for url in args.turn
-    ]
-    return servers
-
-
-def _newcomer_hint(args: argparse.Namespace) -> str:
-    return "\n".join(
-        [
-            "callbridge: no users yet. Add one and get a login token with:",
-            f"  {_command(args, 'users add alice --extension 1001')}",
-            f"  {_command(args, 'token alice')}",
-            f"then connect to {_ws_url(args.host, args.port)} and send "
-            '{"type": "session.login", "token": "<the token>"}.',
-        ]
-    )
 
 
 # helpers ----------------------------------------------------------------------------------
