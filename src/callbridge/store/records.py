@@ -84,7 +84,10 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class Cdr:
-    """A call detail record: one finished call. Datetimes are timezone-aware UTC."""
+    """A call detail record: one finished call. Datetimes are timezone-aware UTC.
+
+    The store also keeps a record while its call is in progress (``open``) and closes it at
+    the end (``callbridge.store.calls``); an open record is not a ``Cdr``."""
 
     call_id: str
     caller: str
@@ -95,6 +98,7 @@ class Cdr:
     ended_at: datetime
     end_reason: str
     direction: str | None = None
+    account_id: str = "default"  # the tenant (store.schema.DEFAULT_ACCOUNT_ID)
 
     @property
     def duration_seconds(self) -> float:
