@@ -5,7 +5,8 @@ docs/protocol.md), a ``message`` saying what was wrong, a ``cause`` and a ``reso
 
     CallbridgeError                 base of everything callbridge raises on purpose
     ├── ProtocolError               a peer sent something wrong; carries an ErrorCode
-    │   └── (server side: sent back as an `error` message, the connection stays open)
+    │   ├── (server side: sent back as an `error` message, the connection stays open)
+    │   └── ServerDraining          `draining`: the server takes no new sessions or calls
     ├── MediaError                  the media plane could not do what was asked (bad SDP, …)
     └── RemoteError                 SDK side: the server answered a request with `error`
 
@@ -27,6 +28,7 @@ __all__ = [
     "MediaError",
     "ProtocolError",
     "RemoteError",
+    "ServerDraining",
     "WarningCode",
     "warning",
 ]
@@ -54,6 +56,7 @@ class ErrorCode(StrEnum):
     CONFERENCE_NOT_FOUND = "conference_not_found"
     NOT_CONFERENCE_HOST = "not_conference_host"
     INVALID_AUDIO = "invalid_audio"
+    DRAINING = "draining"
     INTERNAL = "internal_error"
 
 
@@ -150,6 +153,12 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
         "or the text could not be spoken.",
         "Give a readable WAV/MP3 file or http(s) URL, or a voice of 'female' or 'male'.",
     ),
+    ErrorCode.DRAINING: ErrorInfo(
+        "The server is shutting down gracefully (a drain): it takes no new sessions or calls; "
+        "calls already up go on until the drain deadline.",
+        "Connect to another server of the service now, or retry here after `retry_after` "
+        "seconds.",
+    ),
     ErrorCode.INTERNAL: ErrorInfo(
         "The server failed unexpectedly; the failure is logged.",
         "Retry; report it if it persists.",
@@ -191,6 +200,21 @@ class ProtocolError(CallbridgeError):
         return msg
 
 
+class ServerDraining(ProtocolError):
+    """``draining``: the server is draining (callbridge.drain) and refuses what would start a
+    session or a call. ``retry_after`` (whole seconds, at least 1) is how long the drain may
+    still last; the wire ``error`` carries it."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(ErrorCode.DRAINING, message)
+        self.retry_after = retry_after
+
+    def to_wire(
+        self, req_id: str | None = None, call_id: str | None = None, method: str | None = None
+    ) -> dict[str, object]:
+        return {**super().to_wire(req_id, call_id, method), "retry_after": self.retry_after}
+
+
 class MediaError(ProtocolError):
     """The media plane refused a request (bad SDP, no common codec, …)."""
 
@@ -200,6 +224,7 @@ class RemoteError(CallbridgeError):
 
     ``object`` (``call``, ``session``, ``ice``) and ``method`` (the message type that failed,
     e.g. ``call.hold``) are seed 002's error fields; empty when the server could not tell.
+    ``retry_after`` (seconds) comes with ``draining``: how long the server's drain may last.
     """
 
     def __init__(
@@ -210,6 +235,8 @@ class RemoteError(CallbridgeError):
         resolution: str = "",
         object: str = "",  # seed 002 names the field so
         method: str = "",
+        *,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -218,6 +245,7 @@ class RemoteError(CallbridgeError):
         self.resolution = resolution
         self.object = object
         self.method = method
+        self.retry_after = retry_after
 
 
 class WarningCode(StrEnum):

@@ -68,4 +68,12 @@ def remote_error(message: Mapping[str, Any]) -> RemoteError:
         str(message.get("resolution", "")),
         str(message.get("object", "")),
         str(message.get("method", "")),
+        retry_after=_seconds(message.get("retry_after")),
     )
+
+
+def _seconds(value: object) -> float | None:
+    """A number of seconds from the wire, if it is one."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
