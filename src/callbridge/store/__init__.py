@@ -1,5 +1,7 @@
 """Persistence: users, tokens, API keys, CDRs, call-control applications and routes, media,
-recordings, the webhook outbox and the webhook signing key.
+recordings, the webhook outbox and the webhook signing key; accounts (tenants), the numbers
+they own and who an API key is are in ``callbridge.store.accounts`` (imported from there: this
+package's surface is kept as it was).
 
 SQLAlchemy 2 (asyncio) with Alembic migrations shipped in this package
 (``migrations/``); ``Store.open`` migrates to the newest schema every time.

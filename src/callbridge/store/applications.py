@@ -9,6 +9,10 @@ A route sends calls dialled to a destination — an extension or an E.164 number
 application (which then gets ``call.initiated`` and drives the call). Routes go with their
 application when it is deleted. Whether a route or a user wins when both claim a destination is
 the call controller's rule, not the store's.
+
+Both belong to an account. Every method that names an application takes ``account_id``: a row
+of another account is "not found" (``None`` means any account, for the core, which got the id
+from a route of the account already). A route belongs to its application's account.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any, TypedDict, Unpack
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.store.accounts import AccountNotFound
 from callbridge.store.errors import ApplicationNotFound, RouteNotFound
 from callbridge.store.records import (
     Application,
@@ -32,12 +38,17 @@ from callbridge.store.records import (
     validate_webhook_url,
 )
 from callbridge.store.repository import Repository, new_id, now, page
-from callbridge.store.schema import DEFAULT_ACCOUNT_ID, ApplicationRow, RouteRow
+from callbridge.store.schema import DEFAULT_ACCOUNT_ID, AccountRow, ApplicationRow, RouteRow
 
 __all__ = ["APPLICATION_SORTS", "ApplicationChanges", "ApplicationRepository"]
 
 # sort= values for list_applications: a field, or "-" and a field for descending order.
 APPLICATION_SORTS = ("created_at", "application_name", "active")
+
+
+# Whether ``Application`` records carry their account yet (``records`` is another module's:
+# until it has the field, the account is found with ``application_account``).
+_RECORDS_HAVE_ACCOUNT = "account_id" in Application.__dataclass_fields__
 
 
 class ApplicationChanges(TypedDict, total=False):
@@ -95,8 +106,10 @@ class ApplicationRepository(Repository):
         webhook_timeout_secs: int | None = None,
         active: bool = True,
         signing_secret: str | None = None,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> Application:
-        """A new application with a new id. ``ValueError`` says which field is malformed."""
+        """A new application of the account, with a new id. ``ValueError`` says which field
+        is malformed; ``AccountNotFound`` if there is no such account."""
         fields = _validated(
             {
                 "application_name": application_name,
@@ -109,15 +122,29 @@ class ApplicationRepository(Repository):
             }
         )
         at = now()
-        row = ApplicationRow(id=new_id(), created_at=at, updated_at=at, **fields)
+        row = ApplicationRow(
+            id=new_id(), account_id=account_id, created_at=at, updated_at=at, **fields
+        )
         async with self._write.begin() as session:
+            if await session.get(AccountRow, account_id) is None:
+                raise AccountNotFound(account_id)
             session.add(row)
         return _application(row)
 
-    async def get_application(self, application_id: str) -> Application | None:
+    async def get_application(
+        self, application_id: str, account_id: str | None = None
+    ) -> Application | None:
+        """The application, if it exists (and belongs to the account, when one is given)."""
         async with self._read() as session:
-            row = await session.get(ApplicationRow, application_id)
+            row = await _owned(session, application_id, account_id)
         return None if row is None else _application(row)
+
+    async def application_account(self, application_id: str) -> str | None:
+        """The id of the account the application belongs to (``None``: no such application)."""
+        async with self._read() as session:
+            return await session.scalar(
+                select(ApplicationRow.account_id).where(ApplicationRow.id == application_id)
+            )
 
     async def list_applications(
         self,
@@ -126,8 +153,10 @@ class ApplicationRepository(Repository):
         *,
         name_contains: str | None = None,
         sort: str = "created_at",
+        account_id: str | None = None,
     ) -> tuple[list[Application], int]:
-        """One page of applications and how many match in all.
+        """One page of applications (of the account, when one is given) and how many match in
+        all.
 
         ``name_contains`` keeps those whose name contains it, ignoring case (as Telnyx's
         ``filter[application_name][contains]``). ``sort`` is one of ``APPLICATION_SORTS``,
@@ -145,6 +174,8 @@ class ApplicationRepository(Repository):
             column.desc() if descending else column.asc(),
             ApplicationRow.id.desc() if descending else ApplicationRow.id.asc(),
         )
+        if account_id is not None:
+            statement = statement.where(ApplicationRow.account_id == account_id)
         if name_contains:
             statement = statement.where(
                 ApplicationRow.application_name.icontains(name_contains, autoescape=True)
@@ -154,9 +185,14 @@ class ApplicationRepository(Repository):
             return [_application(row) for row in rows], total
 
     async def update_application(
-        self, application_id: str, **changes: Unpack[ApplicationChanges]
+        self,
+        application_id: str,
+        *,
+        account_id: str | None = None,
+        **changes: Unpack[ApplicationChanges],
     ) -> Application:
-        """Change the given fields; ``ApplicationNotFound`` if there is no such application.
+        """Change the given fields; ``ApplicationNotFound`` if there is no such application
+        (in the account, when one is given).
 
         A field given as ``None`` is cleared (where it may be). ``updated_at`` moves even when
         nothing else changes: the update happened.
@@ -166,7 +202,7 @@ class ApplicationRepository(Repository):
             raise TypeError(f"unknown application fields: {', '.join(sorted(unknown))}")
         fields = _validated(dict(changes))
         async with self._write.begin() as session:
-            row = await session.get(ApplicationRow, application_id)
+            row = await _owned(session, application_id, account_id)
             if row is None:
                 raise ApplicationNotFound(application_id)
             for name, value in fields.items():
@@ -174,10 +210,12 @@ class ApplicationRepository(Repository):
             row.updated_at = max(now(), row.updated_at)
         return _application(row)
 
-    async def delete_application(self, application_id: str) -> Application:
+    async def delete_application(
+        self, application_id: str, account_id: str | None = None
+    ) -> Application:
         """Delete an application and its routes; returns what was deleted."""
         async with self._write.begin() as session:
-            row = await session.get(ApplicationRow, application_id)
+            row = await _owned(session, application_id, account_id)
             if row is None:
                 raise ApplicationNotFound(application_id)
             # Explicit, not only ON DELETE CASCADE: the ORM session must not keep the routes.
@@ -186,8 +224,12 @@ class ApplicationRepository(Repository):
         return _application(row)
 
     # routes ---------------------------------------------------------------------------------
-    async def set_route(self, destination: str, application_id: str) -> Route:
-        """Send calls to ``destination`` to the application; replaces an existing route.
+    async def set_route(
+        self, destination: str, application_id: str, account_id: str | None = None
+    ) -> Route:
+        """Send calls to ``destination`` to the application; replaces an existing route of its
+        account. ``ApplicationNotFound`` if there is no such application (in the account, when
+        one is given).
 
         ``destination`` is an extension (2 to 8 digits) or an E.164 number (separators are
         dropped: "+1 (415) 555-0100" is stored as "+14155550100").
@@ -195,7 +237,7 @@ class ApplicationRepository(Repository):
         key = validate_destination(destination)
         at = now()
         async with self._write.begin() as session:
-            application = await session.get(ApplicationRow, application_id)
+            application = await _owned(session, application_id, account_id)
             if application is None:
                 raise ApplicationNotFound(application_id)
             account_id = application.account_id  # a route belongs to its application's account
@@ -262,13 +304,29 @@ class ApplicationRepository(Repository):
                 return found[candidate]
         return None
 
-    async def list_routes(self, application_id: str | None = None) -> list[Route]:
-        """Every route (or the application's), by destination."""
-        statement = select(RouteRow).order_by(RouteRow.destination)
+    async def list_routes(
+        self, application_id: str | None = None, account_id: str | None = None
+    ) -> list[Route]:
+        """Every route (or the application's; of the account, when one is given), by
+        destination."""
+        statement = select(RouteRow).order_by(RouteRow.destination, RouteRow.account_id)
         if application_id is not None:
             statement = statement.where(RouteRow.application_id == application_id)
+        if account_id is not None:
+            statement = statement.where(RouteRow.account_id == account_id)
         async with self._read() as session:
             return [_route(row) for row in await session.scalars(statement)]
+
+
+async def _owned(
+    session: AsyncSession, application_id: str, account_id: str | None
+) -> ApplicationRow | None:
+    """The application's row; ``None`` also when it belongs to another account than the one
+    given (so that the caller cannot tell the two apart)."""
+    row = await session.get(ApplicationRow, application_id)
+    if row is None or (account_id is not None and row.account_id != account_id):
+        return None
+    return row
 
 
 def _validated(fields: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +334,7 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _application(row: ApplicationRow) -> Application:
+    owner: dict[str, Any] = {"account_id": row.account_id} if _RECORDS_HAVE_ACCOUNT else {}
     return Application(
         id=row.id,
         application_name=row.application_name,
@@ -287,6 +346,7 @@ def _application(row: ApplicationRow) -> Application:
         signing_secret=row.signing_secret,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        **owner,
     )
 
 

@@ -6,6 +6,10 @@ is gone for every lookup (get, list, update, delete) but its row keeps the name 
 ``delete_expired_media`` removes it and hands it back, so that the server deletes the file too:
 no file is ever forgotten by the database while still on disk. The server runs that sweep
 (periodically, and before taking an upload whose name is held by an expired media).
+
+A media belongs to an account, and its name is unique within the account: every method that
+names a media takes ``account_id`` (default: the default account), and another account's media
+of the same name is a different one.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from callbridge.store.errors import MediaExists, MediaNotFound
 from callbridge.store.records import Media, validate_content_type, validate_media_name
 from callbridge.store.repository import Repository, check_aware, now, page
-from callbridge.store.schema import MediaRow
+from callbridge.store.schema import DEFAULT_ACCOUNT_ID, MediaRow
 
 __all__ = ["MediaChanges", "MediaRepository"]
 
@@ -42,11 +46,13 @@ class MediaRepository(Repository):
         path: str,
         size: int,
         expires_at: datetime | None = None,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> Media:
-        """Record an uploaded file. ``MediaExists`` if the name is taken (see the module doc
-        for a name held by an expired media)."""
+        """Record an uploaded file of the account. ``MediaExists`` if the name is taken in the
+        account (see the module doc for a name held by an expired media)."""
         at = now()
         row = MediaRow(
+            account_id=account_id,
             media_name=validate_media_name(media_name),
             created_at=at,
             updated_at=at,
@@ -61,35 +67,48 @@ class MediaRepository(Repository):
             raise MediaExists(media_name) from exc
         return _media(row)
 
-    async def get_media(self, media_name: str) -> Media | None:
-        """The media named so, unless there is none or it has expired."""
+    async def get_media(
+        self, media_name: str, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> Media | None:
+        """The account's media named so, unless there is none or it has expired."""
         async with self._read() as session:
-            row = await session.scalar(
-                select(MediaRow).where(MediaRow.media_name == media_name, _unexpired())
-            )
+            row: MediaRow | None = await session.scalar(_named(media_name, account_id))
         return None if row is None else _media(row)
 
     async def list_media(
-        self, page_number: int = 1, page_size: int = 20, *, content_type: str | None = None
+        self,
+        page_number: int = 1,
+        page_size: int = 20,
+        *,
+        content_type: str | None = None,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> tuple[list[Media], int]:
-        """One page of unexpired media, by name, and how many there are in all."""
-        statement = select(MediaRow).where(_unexpired()).order_by(MediaRow.media_name)
+        """One page of the account's unexpired media, by name, and how many there are."""
+        statement = (
+            select(MediaRow)
+            .where(MediaRow.account_id == account_id, _unexpired())
+            .order_by(MediaRow.media_name)
+        )
         if content_type is not None:
             statement = statement.where(MediaRow.content_type == content_type)
         async with self._read() as session:
             rows, total = await page(session, statement, page_number, page_size)
             return [_media(row) for row in rows], total
 
-    async def update_media(self, media_name: str, **changes: Unpack[MediaChanges]) -> Media:
+    async def update_media(
+        self,
+        media_name: str,
+        *,
+        account_id: str = DEFAULT_ACCOUNT_ID,
+        **changes: Unpack[MediaChanges],
+    ) -> Media:
         """Change the given fields (a replaced file, a new expiry); ``MediaNotFound`` if none."""
         unknown = set(changes) - set(MediaChanges.__annotations__)
         if unknown:
             raise TypeError(f"unknown media fields: {', '.join(sorted(unknown))}")
         fields = _validated(dict(changes))
         async with self._write.begin() as session:
-            row = await session.scalar(
-                select(MediaRow).where(MediaRow.media_name == media_name, _unexpired())
-            )
+            row: MediaRow | None = await session.scalar(_named(media_name, account_id))
             if row is None:
                 raise MediaNotFound(media_name)
             for name, value in fields.items():
@@ -97,12 +116,10 @@ class MediaRepository(Repository):
             row.updated_at = max(now(), row.updated_at)
         return _media(row)
 
-    async def delete_media(self, media_name: str) -> Media:
+    async def delete_media(self, media_name: str, account_id: str = DEFAULT_ACCOUNT_ID) -> Media:
         """Forget a media; returns it (its file is the caller's to delete)."""
         async with self._write.begin() as session:
-            row = await session.scalar(
-                select(MediaRow).where(MediaRow.media_name == media_name, _unexpired())
-            )
+            row: MediaRow | None = await session.scalar(_named(media_name, account_id))
             if row is None:
                 raise MediaNotFound(media_name)
             await session.delete(row)
@@ -115,6 +132,13 @@ class MediaRepository(Repository):
             if rows:
                 await session.execute(delete(MediaRow).where(MediaRow.id.in_([r.id for r in rows])))
         return [_media(row) for row in rows]
+
+
+def _named(media_name: str, account_id: str) -> Select[Any]:
+    # Select[Any]: its type parameters differ between SQLAlchemy 2.0 and 2.1 (see repository)
+    return select(MediaRow).where(
+        MediaRow.account_id == account_id, MediaRow.media_name == media_name, _unexpired()
+    )
 
 
 def _unexpired() -> ColumnElement[bool]:

@@ -3,6 +3,9 @@
 The media plane writes the file; the store keeps where it is and what it is (format, channels,
 duration, times, and the call or conference it belongs to). Only finished recordings are kept,
 so ``status`` is always "completed".
+
+A recording belongs to an account (its call's or conference's): get, list and delete take
+``account_id`` and treat another account's recording as missing (``None``: any account).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from callbridge.store.records import (
     RecordingFormat,
 )
 from callbridge.store.repository import Repository, check_aware, now, page
-from callbridge.store.schema import RecordingRow
+from callbridge.store.schema import DEFAULT_ACCOUNT_ID, LiveCallRow, RecordingRow
 
 __all__ = ["RecordingRepository"]
 
@@ -44,8 +47,12 @@ class RecordingRepository(Repository):
         call_session_id: str | None = None,
         conference_id: str | None = None,
         recording_id: str | None = None,
+        account_id: str | None = None,
     ) -> Recording:
         """Record a finished recording; its id is a new UUID unless ``recording_id`` is given.
+
+        ``account_id`` is the account it belongs to; when left out, the account of the live
+        call ``call_control_id`` names (``live_calls``), else the default account.
 
         ``RecordingExists`` if that id is taken; ``ValueError`` for a malformed field.
         """
@@ -89,15 +96,27 @@ class RecordingRepository(Repository):
         )
         try:
             async with self._write.begin() as session:
+                if account_id is None and call_control_id is not None:
+                    account_id = await session.scalar(
+                        select(LiveCallRow.account_id).where(
+                            LiveCallRow.call_control_id == call_control_id
+                        )
+                    )
+                row.account_id = account_id or DEFAULT_ACCOUNT_ID
                 session.add(row)
         except IntegrityError as exc:
             raise RecordingExists(row.id) from exc
         return _recording(row)
 
-    async def get_recording(self, recording_id: str) -> Recording | None:
+    async def get_recording(
+        self, recording_id: str, account_id: str | None = None
+    ) -> Recording | None:
+        """The recording, if it exists (and belongs to the account, when one is given)."""
         async with self._read() as session:
             row = await session.get(RecordingRow, recording_id)
-        return None if row is None else _recording(row)
+        if row is None or (account_id is not None and row.account_id != account_id):
+            return None
+        return _recording(row)
 
     async def list_recordings(
         self,
@@ -110,8 +129,10 @@ class RecordingRepository(Repository):
         call_session_id: str | None = None,
         created_at_gte: datetime | None = None,
         created_at_lte: datetime | None = None,
+        account_id: str | None = None,
     ) -> tuple[list[Recording], int]:
-        """One page of recordings, newest first, and how many match in all.
+        """One page of recordings (of the account, when one is given), newest first, and how
+        many match in all.
 
         The filters are Telnyx's ``filter[conference_id]``, ``filter[created_at][gte]`` and so
         on; the bounds are inclusive.
@@ -122,6 +143,7 @@ class RecordingRepository(Repository):
             RecordingRow.created_at.desc(), RecordingRow.id.desc()
         )
         for column, value in (
+            (RecordingRow.account_id, account_id),
             (RecordingRow.conference_id, conference_id),
             (RecordingRow.call_control_id, call_control_id),
             (RecordingRow.call_leg_id, call_leg_id),
@@ -137,11 +159,11 @@ class RecordingRepository(Repository):
             rows, total = await page(session, statement, page_number, page_size)
             return [_recording(row) for row in rows], total
 
-    async def delete_recording(self, recording_id: str) -> Recording:
+    async def delete_recording(self, recording_id: str, account_id: str | None = None) -> Recording:
         """Forget a recording; returns it (its file is the caller's to delete)."""
         async with self._write.begin() as session:
             row = await session.get(RecordingRow, recording_id)
-            if row is None:
+            if row is None or (account_id is not None and row.account_id != account_id):
                 raise RecordingNotFound(recording_id)
             await session.delete(row)
         return _recording(row)

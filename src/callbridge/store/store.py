@@ -1,8 +1,11 @@
 """``Store``: the database, over SQLAlchemy's asyncio engine.
 
-Users, login tokens, API keys and CDRs are here; call-control applications and routes, media,
-recordings and the webhook outbox come from the repository mixins in their own modules (see
-``repository``).
+Users, login tokens and API keys are here; accounts and their numbers, call-control
+applications and routes, media, recordings, CDRs and live calls (``calls``), queues and the
+webhook outbox come from the repository mixins in their own modules (see ``repository``).
+
+Users and API keys belong to an account (``store.accounts``); a user's extension is unique
+within its account, its login name and number on the whole server.
 
 Secrets (login tokens, API keys) are random strings of at least 240 bits; only their
 SHA-256 is stored, so a leaked database grants nothing. A plain (unsalted, fast) hash is
@@ -20,10 +23,17 @@ from sqlalchemy import false, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from callbridge.store.accounts import (
+    AccountNotFound,
+    AccountRepository,
+    ApiKeyScope,
+    ApiPrincipal,
+    validate_scope,
+)
 from callbridge.store.applications import ApplicationRepository
+from callbridge.store.calls import CallRepository
 from callbridge.store.engine import create_engine, migrate, writer
 from callbridge.store.errors import (
-    CdrExists,
     TokenExpired,
     TokenInvalid,
     UserExists,
@@ -31,9 +41,9 @@ from callbridge.store.errors import (
 )
 from callbridge.store.media import MediaRepository
 from callbridge.store.outbox import OutboxRepository
+from callbridge.store.queues import QueueRepository
 from callbridge.store.recordings import RecordingRepository
 from callbridge.store.records import (
-    Cdr,
     User,
     normalize_number,
     validate_extension,
@@ -41,7 +51,14 @@ from callbridge.store.records import (
     validate_number,
 )
 from callbridge.store.repository import now as _now
-from callbridge.store.schema import ApiKeyRow, CdrRow, TokenRow, UserRow
+from callbridge.store.schema import (
+    DEFAULT_ACCOUNT_ID,
+    AccountRow,
+    ApiKeyRow,
+    TokenRow,
+    UserRow,
+)
+from callbridge.store.tenancy import TenancyRepository
 
 __all__ = ["API_KEY_PREFIX", "Store"]
 
@@ -50,7 +67,16 @@ _API_KEY_LENGTH = len(API_KEY_PREFIX) + 40  # token_urlsafe(30) is exactly 40 ch
 _MAX_LABEL = 128  # display names, API key names
 
 
-class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxRepository):
+class Store(
+    AccountRepository,
+    ApplicationRepository,
+    MediaRepository,
+    RecordingRepository,
+    OutboxRepository,
+    CallRepository,
+    QueueRepository,
+    TenancyRepository,
+):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
     Safe to share between tasks: every method runs in its own short transaction.
@@ -97,12 +123,15 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
         extension: str,
         number: str | None = None,
         display_name: str | None = None,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> User:
-        """Create a user. ``ValueError`` for a malformed field, ``UserExists`` if one is taken.
+        """Create a user of the account. ``ValueError`` for a malformed field, ``UserExists``
+        if one is taken, ``AccountNotFound`` if there is no such account.
 
         ``number`` is stored in E.164 form: "+1 (415) 555-0100" becomes "+14155550100".
         """
         row = UserRow(
+            account_id=account_id,
             name=validate_name(name),
             extension=validate_extension(extension),
             number=None if number is None else validate_number(number),
@@ -111,16 +140,18 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
         )
         try:
             async with self._write.begin() as session:
+                if await session.get(AccountRow, account_id) is None:
+                    raise AccountNotFound(account_id)
                 session.add(row)
         except IntegrityError as exc:
-            conflict = await self._user_conflict(row.name, row.extension, row.number)
+            conflict = await self._user_conflict(row.name, row.extension, row.number, account_id)
             if conflict is None:
                 raise
             raise conflict from exc
         return _user(row)
 
     async def _user_conflict(
-        self, name: str, extension: str, number: str | None
+        self, name: str, extension: str, number: str | None, account_id: str
     ) -> UserExists | None:
         """What makes a new user collide with existing ones, if anything does."""
         async with self._read() as session:
@@ -128,7 +159,7 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
                 select(UserRow).where(
                     or_(
                         UserRow.name == name,
-                        UserRow.extension == extension,
+                        (UserRow.extension == extension) & (UserRow.account_id == account_id),
                         UserRow.number == number if number is not None else false(),
                     )
                 )
@@ -137,7 +168,15 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
         problems: list[str] = []
         fields: list[str] = []
         for field, value in (("name", name), ("extension", extension), ("number", number)):
-            owner = next((u for u in taken if getattr(u, field) == value), None)
+            owner = next(
+                (
+                    u
+                    for u in taken
+                    if getattr(u, field) == value
+                    and (field != "extension" or u.account_id == account_id)
+                ),
+                None,
+            )
             if value is None or owner is None:
                 continue
             fields.append(field)
@@ -154,17 +193,24 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
             row = await session.scalar(select(UserRow).where(UserRow.name == name))
         return None if row is None else _user(row)
 
-    async def list_users(self) -> list[User]:
-        """All users, by name."""
+    async def list_users(self, account_id: str | None = None) -> list[User]:
+        """All users (of the account, when one is given), by name."""
+        statement = select(UserRow).order_by(UserRow.name)
+        if account_id is not None:
+            statement = statement.where(UserRow.account_id == account_id)
         async with self._read() as session:
-            rows = await session.scalars(select(UserRow).order_by(UserRow.name))
+            rows = await session.scalars(statement)
             return [_user(row) for row in rows]
 
-    async def find_user(self, destination: str) -> User | None:
-        """The user a dialled ``destination`` means: an extension, else a number, else a name.
+    async def find_user(
+        self, destination: str, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> User | None:
+        """The user of the account a dialled ``destination`` means: an extension, else a
+        number, else a name.
 
         A number matches with or without its leading '+' and with spaces, dashes, dots or
-        parentheses in it.
+        parentheses in it. A user of another account is never found (extensions repeat across
+        accounts; names and numbers are global but still not reachable from another account).
         """
         dialled = destination.strip()
         if not dialled:
@@ -174,11 +220,12 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
             rows = list(
                 await session.scalars(
                     select(UserRow).where(
+                        UserRow.account_id == account_id,
                         or_(
                             UserRow.extension == dialled,
                             UserRow.number == number if number is not None else false(),
                             UserRow.name == dialled,
-                        )
+                        ),
                     )
                 )
             )
@@ -243,84 +290,48 @@ class Store(ApplicationRepository, MediaRepository, RecordingRepository, OutboxR
         return _user(user), row.expires_at
 
     # API keys -------------------------------------------------------------------------------
-    async def create_api_key(self, name: str | None = None) -> str:
-        """A new REST API key, ``"KEY"`` and 40 URL-safe characters. Shown only this once."""
+    async def create_api_key(
+        self,
+        name: str | None = None,
+        *,
+        account_id: str = DEFAULT_ACCOUNT_ID,
+        scope: ApiKeyScope = "write",
+        admin: bool = False,
+    ) -> str:
+        """A new REST API key of the account, ``"KEY"`` and 40 URL-safe characters. Shown
+        only this once.
+
+        ``scope`` "read" makes a read-only key (it may only read); ``admin`` a key that also
+        manages accounts. ``AccountNotFound`` if there is no such account.
+        """
         key = API_KEY_PREFIX + secrets.token_urlsafe(30)
         assert len(key) == _API_KEY_LENGTH
         row = ApiKeyRow(
+            account_id=account_id,
             name=_label(name, "API key name"),
             prefix=key[:8],
             key_hash=_digest(key),
             created_at=_now(),
             revoked=False,
+            scope=validate_scope(scope),
+            admin=bool(admin),
         )
         async with self._write.begin() as session:
+            if await session.get(AccountRow, account_id) is None:
+                raise AccountNotFound(account_id)
             session.add(row)
         return key
 
-    async def check_api_key(self, key: str) -> bool:
-        """Whether ``key`` is a valid, unrevoked API key."""
+    async def check_api_key(self, key: str) -> ApiPrincipal | None:
+        """Who ``key`` is (its account, scope, whether it is an admin key), or ``None`` if it
+        is not a valid, unrevoked API key."""
         if len(key) != _API_KEY_LENGTH or not key.startswith(API_KEY_PREFIX):
-            return False
+            return None
         async with self._read() as session:
-            revoked = await session.scalar(
-                select(ApiKeyRow.revoked).where(ApiKeyRow.key_hash == _digest(key))
-            )
-        return revoked is False
-
-    # call detail records --------------------------------------------------------------------
-    async def record_cdr(self, cdr: Cdr) -> None:
-        """Keep a finished call's record. ``CdrExists`` if its call id is already recorded."""
-        for what, value in (
-            ("started_at", cdr.started_at),
-            ("answered_at", cdr.answered_at),
-            ("ended_at", cdr.ended_at),
-        ):
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"CDR {what} is a naive datetime: pass a timezone-aware one")
-        for what, text, limit in (
-            ("call_id", cdr.call_id, 64),
-            ("end_reason", cdr.end_reason, 32),
-            ("direction", cdr.direction, 32),
-        ):
-            if text is not None and len(text) > limit:
-                raise ValueError(f"CDR {what} is longer than {limit} characters")
-        row = CdrRow(
-            call_id=cdr.call_id,
-            caller=cdr.caller,
-            callee=cdr.callee,
-            destination=cdr.destination,
-            direction=cdr.direction,
-            started_at=cdr.started_at,
-            answered_at=cdr.answered_at,
-            ended_at=cdr.ended_at,
-            duration_seconds=cdr.duration_seconds,
-            end_reason=cdr.end_reason,
-        )
-        try:
-            async with self._write.begin() as session:
-                session.add(row)
-        except IntegrityError as exc:
-            async with self._read() as session:
-                exists = await session.scalar(
-                    select(CdrRow.id).where(CdrRow.call_id == cdr.call_id)
-                )
-            if exists is None:
-                raise
-            raise CdrExists(cdr.call_id) from exc
-
-    async def list_cdrs(self, limit: int = 100) -> list[Cdr]:
-        """The ``limit`` most recent ended CDRs, newest (latest start) first."""
-        if limit < 0:
-            raise ValueError(f"limit must be 0 or more, not {limit}")
-        async with self._read() as session:
-            rows = await session.scalars(
-                select(CdrRow)
-                .where(CdrRow.state == "ended")
-                .order_by(CdrRow.started_at.desc(), CdrRow.id.desc())
-                .limit(limit)
-            )
-            return [_cdr(row) for row in rows]
+            row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == _digest(key)))
+        if row is None or row.revoked:
+            return None
+        return ApiPrincipal(row.id, row.account_id, validate_scope(row.scope), row.admin)
 
 
 def _digest(secret: str) -> str:
@@ -341,18 +352,3 @@ def _label(value: str | None, what: str) -> str | None:
 
 def _user(row: UserRow) -> User:
     return User(row.id, row.name, row.extension, row.number, row.display_name, row.account_id)
-
-
-def _cdr(row: CdrRow) -> Cdr:
-    assert row.ended_at is not None and row.end_reason is not None  # an ended row
-    return Cdr(
-        call_id=row.call_id,
-        caller=row.caller,
-        callee=row.callee,
-        destination=row.destination,
-        started_at=row.started_at,
-        answered_at=row.answered_at,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-        direction=row.direction,
-    )
