@@ -3,10 +3,14 @@ outbox, HTTP/WebSocket app (``/ws``, ``/healthz`` and the REST API under ``/v2``
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI, WebSocket
@@ -17,7 +21,9 @@ from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
 from callbridge.core.control import CallControl
 from callbridge.core.controller import CallController
+from callbridge.drain import Drain, DrainMiddleware
 from callbridge.media.engine import InProcessMediaServer
+from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection, ConnectionLimits
@@ -44,6 +50,7 @@ class Runtime:
 
 def create_app(config: ServerConfig) -> FastAPI:
     """The ASGI app. The store and media plane start in its lifespan."""
+    drain = Drain(config.drain_timeout)  # started by serve()'s signal handler
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,9 +78,13 @@ def create_app(config: ServerConfig) -> FastAPI:
             public_key=outbox.public_key,
             events=events,
         )
+        drain.attach(
+            sessions=sessions, controller=controller, appcalls=appcalls, events=events, store=store
+        )
         try:
             yield
         finally:
+            await drain.cancel()  # stopped during a drain (a second Ctrl-C): end what is left
             await sessions.shutdown()
             await appcalls.shutdown()
             await controller.shutdown()
@@ -91,6 +102,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         "(docs/protocol.md).",
     )
     install_api(app)
+    app.state.drain = drain
+    app.add_middleware(DrainMiddleware, drain=drain)
     limits = ConnectionLimits(
         max_send_queue=config.max_send_queue,
         max_send_queue_bytes=config.max_send_queue_bytes,
@@ -101,13 +114,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def healthz() -> dict[str, object]:
         """Liveness plus what is live: legs (calls' sides) and media endpoints."""
         runtime: Runtime = app.state.runtime
-        return {
-            "status": "ok",
+        health: dict[str, object] = {
+            "status": "draining" if drain.draining else "ok",
             "version": __version__,
             "sessions": len(runtime.sessions.sessions),
             "legs": len(runtime.controller.legs),
             "media_endpoints": runtime.media.endpoint_count,
         }
+        if drain.draining:
+            health["drain"] = drain.status()
+        return health
 
     @app.websocket("/ws")
     async def ws_endpoint(websocket: WebSocket) -> None:
@@ -136,7 +152,9 @@ async def serve(config: ServerConfig) -> None:
     logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
     # httpx (the webhook outbox's client) logs every request at INFO: one line per delivery.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    server = uvicorn.Server(
+    drain: Drain = app.state.drain
+    server = _Server(
+        drain,
         uvicorn.Config(
             app,
             host=config.host,
@@ -148,7 +166,60 @@ async def serve(config: ServerConfig) -> None:
             ws_ping_interval=20,
             ws_ping_timeout=20,
             lifespan="on",
-        )
+        ),
     )
+    drain.on_done = server.drained
     log.info("callbridge %s listening on ws://%s:%d/ws", __version__, config.host, config.port)
-    await server.serve()
+    pid_file = PidFile(config.data_dir, _public_url(config))
+    pid_file.acquire()
+    try:
+        await server.serve()
+    finally:
+        pid_file.release()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose SIGTERM and first Ctrl-C start a drain (callbridge.drain)
+    instead of stopping at once.
+
+    uvicorn catches SIGINT and SIGTERM with ``signal.signal`` (``capture_signals``) and calls
+    :meth:`handle_exit`, which sets ``should_exit``: its main loop then closes the listening
+    sockets and every connection (WebSockets with 1012) and runs the lifespan's shutdown.
+    Here the signal starts the drain instead, and the drain's end sets ``should_exit``. A
+    signal uvicorn recorded is raised again once it has stopped (so Ctrl-C still ends the
+    process with KeyboardInterrupt, exit 130); SIGTERM is not recorded: a drained server
+    exits 0.
+    """
+
+    def __init__(self, drain: Drain, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def drained(self) -> None:
+        self.should_exit = True
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: it runs between two bytecodes of the loop's thread, so it only
+        # schedules the drain (call_soon_threadsafe also wakes the loop's selector).
+        if sig not in (signal.SIGTERM, signal.SIGINT) or self.should_exit or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        if self.drain.draining:
+            if sig == signal.SIGINT:  # a second Ctrl-C: stop now (the lifespan ends calls)
+                super().handle_exit(sig, frame)
+            else:
+                log.warning("already draining; Ctrl-C (SIGINT) stops at once")
+            return
+        if sig == signal.SIGINT:
+            self._captured_signals.append(sig)  # raised again at the end: exit 130
+        why, timeout = ("SIGTERM", None) if sig == signal.SIGTERM else ("Ctrl-C", 0.0)
+        self._loop.call_soon_threadsafe(self._start_drain, why, timeout)
+
+    def _start_drain(self, why: str, timeout: float | None) -> None:
+        if not self.drain.start(why, timeout):  # not running yet: nothing to drain
+            self.should_exit = True

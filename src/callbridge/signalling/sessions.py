@@ -10,6 +10,11 @@ otherwise its calls end (the far parties get ``call.ended {reason: "disconnected
 A session also ends when its token expires (``session.expired``) unless the client sends
 ``session.refresh`` with a newer token first.
 
+While the server drains (:mod:`callbridge.drain`), :meth:`SessionManager.admit` refuses what
+would start a session or a call (``draining``), every session is told (``session.draining``,
+again after a ``session.resume``), and once the drain has ended the calls every session ends
+(``session.disconnected {reason: "draining"}``).
+
 ::
 
     login ──► NEW ──► ATTACHED ──socket drops──► DETACHED ──grace over──► ENDED (calls:
@@ -20,7 +25,9 @@ A session also ends when its token expires (``session.expired``) unless the clie
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,17 +38,26 @@ from callbridge.core.calls import new_id
 from callbridge.core.controller import CallController
 from callbridge.core.events import DeviceEvent
 from callbridge.core.scheduler import Scheduler
+from callbridge.errors import ServerDraining
 from callbridge.signalling import wire_apps, wire_calls, wire_conferences  # noqa: F401 (encoders)
 from callbridge.signalling.wire import to_wire
 from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import EndReason
 
-__all__ = ["Session", "SessionManager", "SessionState"]
+__all__ = ["REFUSED_WHILE_DRAINING", "Session", "SessionManager", "SessionState"]
 
 log = logging.getLogger(__name__)
 _MAX_KEPT = 1000  # messages kept for a detached session; older ones are dropped (logged)
 
 Sender = Callable[[dict[str, Any]], None]
+
+# The /ws requests that start a session or a call (a blind transfer and a conference
+# invitation ring someone new): refused with `draining` while the server drains. Everything
+# else (answering, hanging up, hold, ICE, session.resume, ...) still works, so the calls that
+# are up can finish.
+REFUSED_WHILE_DRAINING = frozenset(
+    {"session.login", "call.create", "call.transfer", "conference.start", "conference.invite"}
+)
 
 
 class SessionState(StrEnum):
@@ -135,6 +151,56 @@ class SessionManager:
         self.grace = grace
         self.sessions: dict[str, Session] = {}
         self.scheduler = Scheduler("sessions")
+        self._drain_deadline: float | None = None  # loop time the drain ends calls at
+
+    # draining -------------------------------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        return self._drain_deadline is not None
+
+    def retry_after(self) -> int:
+        """Whole seconds (at least 1) the drain may still last: the ``retry_after`` of
+        ``draining`` errors and ``session.draining``."""
+        if self._drain_deadline is None:
+            return 0
+        left = self._drain_deadline - asyncio.get_running_loop().time()
+        return max(1, math.ceil(left))
+
+    def admit(self, message_type: str) -> None:
+        """Raise ``draining`` for a request that would start a session or a call while the
+        server drains (:data:`REFUSED_WHILE_DRAINING`); anything else passes."""
+        if self._drain_deadline is None or message_type not in REFUSED_WHILE_DRAINING:
+            return
+        seconds = self.retry_after()
+        raise ServerDraining(
+            f"{message_type} refused: this server is draining (shutting down) and takes no new "
+            f"sessions or calls; use another server, or retry here in {seconds} s",
+            seconds,
+        )
+
+    def start_draining(self, deadline: float) -> None:
+        """The server drains; the calls still up at loop time ``deadline`` will be ended.
+        Every session is told now (``session.draining``), detached ones when they resume."""
+        self._drain_deadline = deadline
+        for session in list(self.sessions.values()):
+            session.queue(self._draining_message(session))
+
+    def _draining_message(self, session: Session) -> dict[str, Any]:
+        assert self._drain_deadline is not None
+        left = max(0.0, self._drain_deadline - asyncio.get_running_loop().time())
+        return {
+            "type": "session.draining",
+            "session_id": session.id,
+            "deadline_ms": round(left * 1000),
+            "retry_after": self.retry_after(),
+        }
+
+    async def end_all(self, cause: str) -> None:
+        """End every session (the drain's last step, after the calls ended): each connection
+        gets ``session.disconnected {reason: "draining"}``; logins stay refused."""
+        for session in list(self.sessions.values()):
+            await self.end(session, EndReason.HANGUP, EndReason.HANGUP, cause)
+            session.queue({"type": "session.disconnected", "reason": "draining"})
 
     def create(self, user: Any, expires_at: datetime, e911_id: str | None) -> Session:
         session = Session(user, expires_at, e911_id)
@@ -167,6 +233,9 @@ class SessionManager:
         self.controller.notify_peers(
             session, "peer-connection-restored", "the other party is connected again"
         )
+        if self.draining:  # a notice kept while away is stale: its deadline_ms counts from then
+            kept = [m for m in kept if m.get("type") != "session.draining"]
+            kept.append(self._draining_message(session))
         return kept
 
     async def end(

@@ -226,6 +226,7 @@ class Connection:
         self.send(message)
 
     async def _dispatch(self, msg: p.ClientMessage) -> None:
+        self.sessions.admit(msg.type)  # while draining: `draining` for what starts a call
         if isinstance(msg, p.SessionLogin | p.SessionResume):
             if self.session is not None and not self.session.ended:
                 raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection has a session")
