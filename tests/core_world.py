@@ -62,7 +62,7 @@ class Directory:
     users: dict[str, User] = field(default_factory=dict)
     cdrs: list[Cdr] = field(default_factory=list)
 
-    async def find_user(self, destination: str) -> User | None:
+    async def find_user(self, destination: str, account_id: str = "default") -> User | None:
         return next((u for u in self.users.values() if destination in (u.name, u.extension)), None)
 
     async def record_cdr(self, cdr: Cdr) -> None:

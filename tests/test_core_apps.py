@@ -48,14 +48,14 @@ class AppStore:
     application: Application = field(default_factory=Application)
     recordings: list[dict[str, Any]] = field(default_factory=list)
 
-    async def find_route(self, destination: str) -> str | None:
+    async def find_route(self, destination: str, account_id: str = "default") -> str | None:
         return self.application.id if destination == LINE else None
 
     async def get_application(self, application_id: str) -> Any:
         return self.application if application_id == self.application.id else None
 
-    async def find_user(self, destination: str) -> Any:
-        return await self.world.directory.find_user(destination)
+    async def find_user(self, destination: str, account_id: str = "default") -> Any:
+        return await self.world.directory.find_user(destination, account_id)
 
     async def add_recording(self, **fields: Any) -> None:
         self.recordings.append(fields)

@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_CODEC = "unsupported_codec"
     INVALID_CANDIDATE = "invalid_candidate"
     DESTINATION_NOT_FOUND = "destination_not_found"
+    CALLER_ID_NOT_ALLOWED = "caller_id_not_allowed"
     DTMF_NOT_NEGOTIATED = "dtmf_not_negotiated"
     INVALID_DIGITS = "invalid_digits"
     CONFERENCE_NOT_FOUND = "conference_not_found"
@@ -130,6 +131,11 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.DESTINATION_NOT_FOUND: ErrorInfo(
         "No user has this extension, number or name.",
         "Dial an existing extension, number or user name.",
+    ),
+    ErrorCode.CALLER_ID_NOT_ALLOWED: ErrorInfo(
+        "The caller ID is not one this caller may present.",
+        "Present your own extension or number, or a number your account owns (or send no "
+        "caller_id: the server presents your number, else your extension).",
     ),
     ErrorCode.DTMF_NOT_NEGOTIATED: ErrorInfo(
         "The call did not negotiate telephone-event (RFC 4733).",

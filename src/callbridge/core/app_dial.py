@@ -13,6 +13,11 @@ application gave it). The group is each rung leg's ``ring_owner``: the first ans
 When nobody answers in ``timeout_secs``, every device declines (``busy`` if one said busy) or
 the application hangs up first, the call ends with that reason. A user with no reachable
 device ends it at once (``failed``, offline).
+
+**Accounts.** A route applies to the calls of its own account (the caller's), and an
+application dials only users of its own account: a user of another account is "no such user".
+What an application presents as ``from`` is checked (core.callerid: ``caller_id_not_allowed``)
+and its ``from_display_name`` sanitised before anything rings.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from callbridge.core.app_events import AppCallAnswered, AppCallInitiated
 from callbridge.core.app_model import AppCall, AppCallState, CallHasEnded, now
+from callbridge.core.callerid import CallerIds, clean_display_name
 from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, new_id
 from callbridge.core.events import CallAnswered, CallRinging, LegInitiated
+from callbridge.core.tenancy import account_of, application_account
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import EndReason
 
@@ -41,13 +48,16 @@ class Dialer:
 
     def __init__(self, apps: AppCalls) -> None:
         self.apps = apps
+        self.caller_ids = CallerIds(apps.directory)
 
     # incoming ---------------------------------------------------------------------------------
     async def route(self, call: Call, destination: str) -> bool:
         """The controller's routing hook: park ``call`` for the application that a route sends
         ``destination`` to (returns False when no route applies: users are tried)."""
         apps = self.apps
-        application_id = await apps.directory.find_route(destination)
+        application_id = await apps.directory.find_route(
+            destination, account_of(call.origin.device)
+        )
         if application_id is None:
             return False
         application = await apps.directory.get_application(application_id)
@@ -157,9 +167,12 @@ class Dialer:
     ) -> AppCall:
         """Ring every device of the user ``to`` names; the first to answer is the call."""
         apps, controller = self.apps, self.apps.controller
-        user = await apps.directory.find_user(to)
+        account = application_account(application)
+        from_ = await self.caller_ids.for_application(application, from_)
+        from_display_name = clean_display_name(from_display_name)
+        user = await apps.directory.find_user(to, account)
         if user is None:
-            if await apps.directory.find_route(to) is not None:
+            if await apps.directory.find_route(to, account) is not None:
                 raise ProtocolError(
                     ErrorCode.DESTINATION_NOT_FOUND,
                     f"{to!r} is routed to an application: dial a user's extension, number or "

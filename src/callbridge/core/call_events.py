@@ -1,5 +1,6 @@
 """The call controller's own facts: device events that only calls tell (transfer, move,
-audio <-> video modification) and the bus event every state machine's change becomes.
+audio <-> video modification, the recording notice) and the bus event every state machine's
+change becomes.
 
 The facts every part of the core tells about a leg (``CallAnswered``, ``CallEnded`` …) are in
 :mod:`callbridge.core.events`; the ``/ws`` encoders of both are in
@@ -23,6 +24,7 @@ __all__ = [
     "CallMoveFailed",
     "CallMoved",
     "CallMoving",
+    "CallRecording",
     "CallTransferred",
     "Operation",
     "StateChangedEvent",
@@ -97,6 +99,15 @@ class CallMoveFailed(DeviceEvent):
 
     call_id: str
     reason: EndReason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecording(DeviceEvent):
+    """The device's call is being recorded (``recording``), or no longer is: a 1:1 call's
+    parties are both told, unless their account turned the notice off (core.tenancy)."""
+
+    call_id: str
+    recording: bool
 
 
 # Bus events ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
+from callbridge.core.callerid import clean_display_name
 from callbridge.core.calls import Call, Leg, LegState
 from callbridge.core.conference_events import (
     ConferenceConnected,
@@ -49,6 +50,7 @@ from callbridge.core.conference_model import (
 )
 from callbridge.core.devices import Device
 from callbridge.core.events import CallAnswered, CommandFailed, ConferenceCreated, SdpAnswer
+from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.vocabulary import BeepMode, EndReason, MediaType
 
@@ -80,7 +82,7 @@ class _InvitationAlert:
             invitation_id=self.invitation.id,
             name=conf.name,
             from_=host.caller_id,
-            from_name=host.display_name,
+            from_name=clean_display_name(host.display_name),
             to=self.invitation.key,
             media_type=conf.media_type,
             sdp=offer,
@@ -170,7 +172,7 @@ class HostedConferences:
                 ErrorCode.INVALID_STATE,
                 f"conference {conf.id} is a call group: merge calls into it instead",
             )
-        user = await self.calls.directory.find_user(to)
+        user = await self.calls.directory.find_user(to, account_of(device))  # the host's
         if conf.ended:
             return
         if user is None:
@@ -186,7 +188,7 @@ class HostedConferences:
             raise ProtocolError(
                 ErrorCode.DESTINATION_NOT_FOUND, f"{to!r} ({user.name}) has no device logged in"
             )
-        invitation = Invitation(conf, to, user.display_name or user.name)
+        invitation = Invitation(conf, to, clean_display_name(user.display_name) or user.name)
         invitation.state_observer = self.calls.observer
         conf.invitations[to] = invitation
         group = self.calls.ring_group(

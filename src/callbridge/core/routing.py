@@ -9,6 +9,11 @@ server (early media, ``call.ringing {ringback: true}``).
 Outcomes for the caller (docs/protocol.md, "Placing a call"): answered; every device
 declined (``rejected``, or ``busy`` if one said busy); nobody answered in the ring timeout
 (``no-answer``); no such user or no device (``destination_not_found``, then ``failed``).
+
+A device reaches only users of its own account (a user of another account is "no such user");
+a route of that account may send the destination to an application first (core.tenancy). What
+the call presents as caller ID is checked first (core.callerid): a refused ``caller_id``
+answers the ``call.create`` with ``caller_id_not_allowed`` and no call exists.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
+from callbridge.core.callerid import CallerIds, clean_display_name
 from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, all_live
 from callbridge.core.devices import Device
 from callbridge.core.events import (
@@ -30,6 +36,7 @@ from callbridge.core.events import (
     SdpAnswer,
 )
 from callbridge.core.ringgroup import RingState
+from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import EndReason, MediaType
 
@@ -46,6 +53,7 @@ class Routing:
 
     def __init__(self, calls: CallController) -> None:
         self.calls = calls
+        self.caller_ids = CallerIds(calls.directory)
 
     async def create_call(
         self,
@@ -58,6 +66,7 @@ class Routing:
     ) -> None:
         """``call.create``: answer the device's offer, then route the call."""
         c = self.calls
+        presented = await self.caller_ids.for_device(device, caller_id)  # refused: no call
         leg = Leg(device=device, direction="outgoing")
         # MediaError -> `error`, no call exists
         answer = await c.media.answer(leg.id, sdp, video=media_type != "audio")
@@ -76,8 +85,8 @@ class Routing:
             id=leg.id,
             origin=leg,
             destination=destination,
-            caller_id=caller_id or device.caller_id,
-            caller_name=device.display_name,
+            caller_id=presented or device.caller_id,
+            caller_name=clean_display_name(device.display_name) or device.user_name,
             media_type="video" if info.video else "audio",
         )
         call.state_observer = c.observer
@@ -97,7 +106,7 @@ class Routing:
         # A destination routed to an application goes there, before users (core.appcalls).
         if c.router is not None and await c.router.route(call, destination):
             return
-        target = await c.directory.find_user(destination)
+        target = await c.directory.find_user(destination, account_of(origin.device))
         if not origin.live:
             return
         if target is None:

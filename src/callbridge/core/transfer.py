@@ -20,6 +20,7 @@ from callbridge.core.call_events import CallTransferred
 from callbridge.core.calls import Call, CallState, LegState, all_live
 from callbridge.core.devices import Device
 from callbridge.core.events import CallResumed
+from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import EndReason
 
@@ -43,7 +44,7 @@ class Transfers:
         leg = c.bridged(device, call_id, "transfer")
         old, transferee = leg.call, leg.peer
         assert old is not None and transferee is not None
-        if await c.directory.find_user(destination) is None:
+        if await c.directory.find_user(destination, account_of(device)) is None:
             raise ProtocolError(
                 ErrorCode.DESTINATION_NOT_FOUND,
                 f"no user has the extension, number or name {destination!r}; call kept",

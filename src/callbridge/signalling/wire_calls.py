@@ -1,7 +1,7 @@
 """``/ws`` encoders of the call facts (docs/protocol.md, "Calls", "In-call control", "Audio and
 video"): the ones every part of the core tells, then the call controller's own (transfer,
-move, modification). Each function returns the message without ``req_id``; :func:`to_wire`
-adds it."""
+move, modification, the recording notice). Each function returns the message without
+``req_id``; :func:`to_wire` adds it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from callbridge.core.call_events import (
     CallMoved,
     CallMoveFailed,
     CallMoving,
+    CallRecording,
     CallTransferred,
 )
+from callbridge.core.callerid import clean_display_name
 from callbridge.core.events import (
     CallAnswered,
     CallDtmf,
@@ -55,7 +57,8 @@ def _incoming(e: CallIncoming) -> WireMessage:
         "type": "call.incoming",
         "call_id": e.call_id,
         "from": e.from_,
-        "from_name": e.from_name,
+        # Sanitised again where it leaves: whatever path a name took into the core.
+        "from_name": clean_display_name(e.from_name),
         "to": e.to,
         "sdp": e.sdp,
         "media_type": e.media_type,
@@ -126,7 +129,7 @@ def _transferred(e: CallTransferred) -> WireMessage:
         "type": "call.transferred",
         "call_id": e.call_id,
         "peer": e.peer,
-        "peer_name": e.peer_name,
+        "peer_name": clean_display_name(e.peer_name),
     }
 
 
@@ -180,3 +183,8 @@ def _moved(e: CallMoved) -> WireMessage:
 @encoder(CallMoveFailed)
 def _move_failed(e: CallMoveFailed) -> WireMessage:
     return {"type": "call.move-failed", "call_id": e.call_id, "reason": e.reason.value}
+
+
+@encoder(CallRecording)
+def _recording(e: CallRecording) -> WireMessage:
+    return {"type": "call.recording", "call_id": e.call_id, "recording": e.recording}
