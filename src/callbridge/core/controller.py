@@ -67,7 +67,8 @@ _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
 class Directory(Protocol):
     """What the controller needs from the store."""
 
-    async def find_user(self, destination: str) -> Any: ...
+    async def find_user(self, destination: str, account_id: str) -> Any:
+        """The user of the account that ``destination`` (extension, number, name) means."""
 
     async def record_cdr(self, cdr: Any) -> None: ...
 
