@@ -155,7 +155,8 @@ class Call(CallBase[Event, CallHost]):
 
     Events (``call.on(name, handler)``, see :mod:`callbridge.client.events`): ``trying``,
     ``ringing``, ``answered``, ``held(by)``, ``resumed(by)``, ``muted``, ``unmuted``,
-    ``dtmf(digit)``, ``transferred(peer)`` (an attended transfer connected us to ``peer``),
+    ``dtmf(digit)``, ``recording(on)`` (the call is recorded, or no longer is; also
+    :attr:`is_recorded`), ``transferred(peer)`` (an attended transfer connected us to ``peer``),
     ``moved(session_id)`` (another device took the call over; ``ended("moved")`` follows),
     ``move-failed(reason)``, ``ended(reason)``.
     """
@@ -169,6 +170,10 @@ class Call(CallBase[Event, CallHost]):
     def on(
         self, name: Literal["held", "resumed"], handler: Callable[[HeldBy], object]
     ) -> Callable[[HeldBy], object]: ...
+    @overload
+    def on(
+        self, name: Literal["recording"], handler: Callable[[bool], object]
+    ) -> Callable[[bool], object]: ...
     @overload
     def on(
         self,

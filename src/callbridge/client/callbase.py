@@ -142,6 +142,7 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
         """The conference this call is the own leg of (set by the SDK), else ``None``."""
         self._holders: list[HeldBy] = []  # who holds the call, oldest first
         self._server_muted = False
+        self._recorded = False  # the server says the call is being recorded (call.recording)
         # hold() by the user, as opposed to the automatic holds of add_call(), switch_call()
         # and answer(action="hold"): only automatic holds are undone automatically.
         self._held_explicitly = False
@@ -200,6 +201,12 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
     def peer(self) -> str:
         """The far party: :attr:`to` of an outgoing call, :attr:`from_` of an incoming one."""
         return self.to if self.direction == "outgoing" else self.from_
+
+    @property
+    def is_recorded(self) -> bool:
+        """True while the server records the call (``call.recording``): a 1:1 call's parties
+        are told when a recording starts and stops, unless their account turned that off."""
+        return self._recorded
 
     @property
     def is_muted(self) -> bool:
@@ -276,6 +283,9 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
             self._event("muted" if self._server_muted else "unmuted", msg)
         elif kind == "call.dtmf":
             self._event("dtmf", msg, str(msg.get("digit", "")))
+        elif kind == "call.recording":
+            self._recorded = msg.get("recording") is True
+            self._event("recording", msg, self._recorded)
         elif kind == "call.moved":
             self._event("moved", msg, str(msg.get("to_session", "")))
         elif kind == "call.move-failed":

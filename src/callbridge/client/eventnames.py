@@ -33,6 +33,8 @@ PhoneEventName = Literal[
     "gateway-unreachable",  # the session could not be resumed in time; the phone closes
     "session-expired",  # the token expired; the phone closes
     "address-updated",  # associate_e911_id() took effect (argument: the E911 id)
+    "session-draining",  # the server drains: no new calls there (argument: a DrainNotice)
+    "server-changed",  # after a drain, logged in at a fallback URL (argument: the URL)
 ]
 ConferenceEventName = Literal[
     # seed 002 (the handler gets the Conference)
@@ -79,6 +81,7 @@ CallEventName = Literal[
     "muted",
     "unmuted",
     "dtmf",
+    "recording",  # the call is recorded (True) or no longer is (False): call.recording
     "transferred",
     "moved",
     "move-failed",

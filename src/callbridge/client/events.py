@@ -21,6 +21,9 @@ call ``resumed``          ``(by)``           ``call.resumed``
 call ``muted``            ``()``             ``call.muted`` (server-side mute is on)
 call ``unmuted``          ``()``             ``call.unmuted``
 call ``dtmf``             ``(digit)``        ``call.dtmf``: the far party sent a digit
+call ``recording``        ``(on)``           ``call.recording``: the server records the call
+                                             (``True``) or stopped (``False``); also
+                                             ``Call.is_recorded``
 call ``state-changed``    ``(old, new)``     ``call.state-changed``: an upgrade/downgrade
                                              is done; ``old``/``new`` are media types
                                              (``"audio"``/``"video"``); ``data`` has

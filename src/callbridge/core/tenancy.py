@@ -28,6 +28,7 @@ __all__ = [
     "NoticeDirectory",
     "account_of",
     "application_account",
+    "call_account",
     "tell_recording",
     "wants_recording_notice",
 ]
@@ -86,3 +87,9 @@ def tell_recording(legs: Iterable[Leg | None], recording: bool) -> tuple[Leg, ..
         leg.device.deliver(CallRecording(call_id=leg.id, recording=recording))
         told.append(leg)
     return tuple(told)
+
+
+def call_account(application: Any, device: Device) -> str:
+    """The account a call acts in: its application's when an application drives it, else its
+    device's."""
+    return application_account(application) if application is not None else account_of(device)
