@@ -31,6 +31,7 @@ from callbridge.core.app_model import DTMF_DIGITS, AppCall, now
 from callbridge.core.calls import Leg, new_id
 from callbridge.core.conference_model import Playback, PlaybackState, Recording, RecordingState
 from callbridge.core.events import CallDtmf
+from callbridge.core.tenancy import call_account, tell_recording, wants_recording_notice
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import (
     AudioSpec,
@@ -84,6 +85,7 @@ class AppRecording(StateMachine[RecordingState]):
     format: RecordingFormat
     started_at: datetime = field(default_factory=now)
     state: RecordingState = RecordingState.STARTING
+    told: tuple[Leg, ...] = ()  # the legs told it records them (core.tenancy's notice)
 
     @property
     def kind(self) -> str:
@@ -238,6 +240,8 @@ class AppMedia:
                 ErrorCode.INVALID_STATE,
                 f"call {call.id} is being recorded already (recording {call.recording.id})",
             )
+        account = call_account(call.application, leg.device)
+        notice = await wants_recording_notice(self.apps.directory, account)
         recording = AppRecording(new_id(), call, fmt)
         recording.state_observer = self.apps.controller.observer
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +257,9 @@ class AppMedia:
             raise
         if recording.state is RecordingState.STARTING:
             recording.transition(RecordingState.RECORDING)
+        if notice and call.recording is recording:  # not stopped meanwhile
+            # Both parties of a 1:1 call are told (call.recording), unless the account said no.
+            recording.told = tell_recording((leg, leg.peer), True)
         return recording.id
 
     def _recording_of(self, call: AppCall, recording_id: str | None) -> AppRecording:
@@ -269,6 +276,7 @@ class AppMedia:
     async def record_stop(self, call: AppCall, recording_id: str | None = None) -> None:
         recording = self._recording_of(call, recording_id)
         call.recording = None
+        tell_recording(recording.told, False)
         recording.transition(RecordingState.STOPPING)
         await self.apps.media.record_stop(recording.id)
 
@@ -318,6 +326,7 @@ class AppMedia:
                 recording.transition(RecordingState.SAVED, cause=event.path)
                 if recording.call.recording is recording:  # saved before a stop (media ended)
                     recording.call.recording = None
+                    tell_recording(recording.told, False)
                 self.apps.store_later(self._save(recording, event), f"recording {recording.id}")
 
     def call_ended(self, call: AppCall) -> None:
