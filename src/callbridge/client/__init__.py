@@ -67,7 +67,14 @@ from callbridge.client.numbers import (
     format_number,
     get_caller_info,
 )
-from callbridge.client.phone import CallSummary, EventStream, Phone, PhoneState, SessionInfo
+from callbridge.client.phone import (
+    CallSummary,
+    DrainNotice,
+    EventStream,
+    Phone,
+    PhoneState,
+    SessionInfo,
+)
 from callbridge.client.settings import IceTransport, InvalidArgumentError, PeerConnectionSettings
 from callbridge.client.video import FrameSink, TestPatternSource, VideoSink, VideoSource
 
@@ -94,6 +101,7 @@ __all__ = [
     "ConferenceEventName",
     "ConferenceRole",
     "ConferenceState",
+    "DrainNotice",
     "EndReason",
     "Event",
     "EventName",

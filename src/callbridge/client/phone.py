@@ -45,13 +45,13 @@ from callbridge.client.calllist import CallList, CallSummary, Dial
 from callbridge.client.conference import Conference
 from callbridge.client.conferencebook import ConferenceBook
 from callbridge.client.errors import CallStateError, remote_error
-from callbridge.client.session import PhoneSession, PhoneState, SessionInfo
+from callbridge.client.session import DrainNotice, PhoneSession, PhoneState, SessionInfo
 from callbridge.client.settings import PeerConnectionSettings, PeerSettingsMethods
 from callbridge.client.stream import EventStream
 from callbridge.client.video import VideoSink, VideoSource
 from callbridge.vocabulary import BeepMode, MediaType
 
-__all__ = ["CallSummary", "EventStream", "Phone", "PhoneState", "SessionInfo"]
+__all__ = ["CallSummary", "DrainNotice", "EventStream", "Phone", "PhoneState", "SessionInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,18 @@ class Phone(PeerSettingsMethods, PhoneSession):
         interface (aioice's choice). This setting is process-wide (aioice has no per-call
         option).
     :param request_timeout: seconds to wait for the server's answer to a request.
+    :param fallback_urls: other servers of the same service (sharing its database), in order
+        of preference. When the server drains (``session-draining``), the phone finishes its
+        calls there, then logs in to the first of these that takes it (``server-changed``).
+        The draining server's own URL is tried last, and only if listed (behind a load
+        balancer, list the balancer's URL). Without any, a drained phone closes with
+        ``disconnected("draining")`` (docs/protocol.md, "Graceful drain").
 
     :attr:`state` is a :class:`PhoneState`. Events (``phone.on(name, handler)``):
     ``incoming(call)``, ``error(RemoteError)``, ``disconnected(reason)``,
-    ``call-switched(call)``; see :mod:`callbridge.client.events`. ``phone.events()`` yields
-    these and every call's events; ``phone.on_message(observer)`` shows the raw server
-    messages (for debugging).
+    ``call-switched(call)``, ``session-draining(DrainNotice)``, ``server-changed(url)``; see
+    :mod:`callbridge.client.events`. ``phone.events()`` yields these and every call's events;
+    ``phone.on_message(observer)`` shows the raw server messages (for debugging).
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class Phone(PeerSettingsMethods, PhoneSession):
         user_id: str | None = None,
         e911_id: str | None = None,
         reconnect: bool = True,
+        fallback_urls: Sequence[str] = (),
     ) -> None:
         super().__init__(
             url,
@@ -111,6 +118,7 @@ class Phone(PeerSettingsMethods, PhoneSession):
             user_id=user_id,
             e911_id=e911_id,
             reconnect=reconnect,
+            fallback_urls=fallback_urls,
         )
         self._peer_settings = PeerConnectionSettings()
         self.ice_servers = list(ice_servers)

@@ -12,6 +12,14 @@ When the socket drops while logged in, the session is resumed on a new socket
 their media go on meanwhile. Requests made while resuming fail with
 :class:`~callbridge.client.NotConnectedError`.
 
+A server that drains (docs/protocol.md, "Graceful drain") is no network failure: the phone
+emits ``session-draining(DrainNotice)`` and keeps its calls there until they end (or the
+server ends them at its deadline). Once the server ends the session (or its socket closes),
+the phone logs in to the next of its ``fallback_urls`` (``server-changed(url)``: a new
+session, no calls carried over), passing over servers that drain too, for up to
+``MOVE_WINDOW`` seconds; without one that takes it, or without ``fallback_urls``, it closes
+with ``disconnected("draining")``. It never resumes against the draining server.
+
 For debugging and tests, :meth:`PhoneSession.on_message` shows every raw server message, and
 :meth:`PhoneSession.close` drops the connection the way a lost network does (no logout, no
 resume).
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, overload
@@ -36,11 +44,19 @@ from callbridge.client.transport import Transport
 from callbridge.errors import RemoteError
 from callbridge.statemachine import StateMachine
 
-__all__ = ["MessageObserver", "PhoneSession", "PhoneState", "SessionInfo"]
+__all__ = [
+    "MOVE_WINDOW",
+    "DrainNotice",
+    "MessageObserver",
+    "PhoneSession",
+    "PhoneState",
+    "SessionInfo",
+]
 
 log = logging.getLogger(__name__)
 
 _HANDLER_GRACE = 1.0  # seconds handlers get to finish when the phone closes
+MOVE_WINDOW = 30.0  # seconds a phone whose server drained tries its fallback URLs
 
 MessageObserver = Callable[[Mapping[str, Any]], object]
 """Sees one raw server message (see :meth:`PhoneSession.on_message`)."""
@@ -51,14 +67,15 @@ class PhoneState(StrEnum):
 
     IDLE ──login()──▶ CONNECTING ──session.ready──▶ READY ──logout()──▶ CLOSING ──▶ CLOSED
       ▲                   │ error / refused              │  ▲  │ close() / expired ───▶ CLOSED
-      └───────────────────┘                 socket lost  ▼  │ session.resumed
-                                                   RECONNECTING ──gave up──────────▶ CLOSED
+      └───────────────────┘     socket lost, or the      ▼  │ session.resumed, or logged in
+                                server drained   RECONNECTING  at a fallback URL
+                                                         └──gave up──────────────────▶ CLOSED
     """
 
     IDLE = "idle"  # not connected; login() connects
     CONNECTING = "connecting"  # socket open, session.login sent
     READY = "ready"  # logged in: calls can be made and received
-    RECONNECTING = "reconnecting"  # socket lost; resuming the session, calls kept
+    RECONNECTING = "reconnecting"  # socket lost: resuming; or server drained: moving
     CLOSING = "closing"  # session.logout sent, waiting for the server to finish
     CLOSED = "closed"  # over for good; make a new Phone to log in again
 
@@ -73,6 +90,17 @@ class SessionInfo:
     e911_id: str | None = None
     expires_at: str | None = None  # ISO 8601: when the token, and so the session, expires
     resume_grace: float = 0.0  # seconds the server keeps the session after the socket drops
+
+
+@dataclass(frozen=True, slots=True)
+class DrainNotice:
+    """What ``session.draining`` said: the server ``url`` drains; the calls still up there in
+    ``deadline_ms`` milliseconds (counted from when it was sent) will be ended (``hangup``); it
+    takes no new call for ``retry_after`` seconds."""
+
+    url: str
+    deadline_ms: int
+    retry_after: int
 
 
 class _SessionRequester:
@@ -117,6 +145,7 @@ class PhoneSession(StateMachine[PhoneState]):
         user_id: str | None,
         e911_id: str | None,
         reconnect: bool,
+        fallback_urls: Sequence[str] = (),
     ) -> None:
         self._transport = Transport(
             url,
@@ -129,6 +158,8 @@ class PhoneSession(StateMachine[PhoneState]):
         self.user_id = user_id
         self.e911_id = e911_id
         self.reconnect = reconnect
+        self.fallback_urls = list(fallback_urls)
+        self.draining: DrainNotice | None = None  # the server's session.draining, if any
         self.session: SessionInfo | None = None
         self.disconnect_reason: str | None = None
         self.state = PhoneState.IDLE
@@ -236,9 +267,13 @@ class PhoneSession(StateMachine[PhoneState]):
     @overload
     def on(
         self,
-        name: Literal["address-updated", "warning", "notification", "dialing"],
+        name: Literal["address-updated", "warning", "notification", "dialing", "server-changed"],
         handler: Callable[[str], object],
     ) -> Callable[[str], object]: ...
+    @overload
+    def on(
+        self, name: Literal["session-draining"], handler: Callable[[DrainNotice], object]
+    ) -> Callable[[DrainNotice], object]: ...
     def on(
         self, name: PhoneEventName | ConferenceEventName, handler: Callable[..., object]
     ) -> Callable[..., object]:
@@ -301,6 +336,13 @@ class PhoneSession(StateMachine[PhoneState]):
         kind = msg.get("type")
         if kind == "session.disconnected":
             self.disconnect_reason = str(msg.get("reason", "")) or None
+            if self.disconnect_reason == "draining":  # the drain is over: the session too
+                self._server_drained()
+        elif kind == "session.draining":
+            self.draining = DrainNotice(
+                self.url, _whole(msg.get("deadline_ms")), _whole(msg.get("retry_after"))
+            )
+            self._announce("session-draining", msg, self.draining)
         elif kind == "session.expired":
             self._expired = True
             self.disconnect_reason = "expired"
@@ -324,26 +366,23 @@ class PhoneSession(StateMachine[PhoneState]):
         self.transition(PhoneState.CONNECTING)
         try:
             await self._transport.open()
-            login: dict[str, Any] = {"type": "session.login", "token": self.token}
-            if self.user_id is not None:
-                login["user_id"] = self.user_id
-            if self.e911_id is not None:
-                login["e911_id"] = self.e911_id
-            reply = await self.request(login)
+            reply = await self.request(self._login_message())
         except BaseException:
             await self._transport.close()
             if self.state is PhoneState.CONNECTING:
                 self.transition(PhoneState.IDLE, cause="login failed")
             raise
-        self.session = SessionInfo(
-            str(reply.get("session_id", "")),
-            dict(reply.get("user", {})),
-            reply.get("e911_id"),
-            reply.get("expires_at"),
-            float(reply.get("resume_grace") or 0.0),
-        )
+        self.session = _session_info(reply)
         self.transition(PhoneState.READY)
         return self.session
+
+    def _login_message(self) -> dict[str, Any]:
+        login: dict[str, Any] = {"type": "session.login", "token": self.token}
+        if self.user_id is not None:
+            login["user_id"] = self.user_id
+        if self.e911_id is not None:
+            login["e911_id"] = self.e911_id
+        return login
 
     async def associate_e911_id(self, e911_id: str) -> None:
         """Set this session's E911 address id (seed 002 ``associateE911Id``); the phone then
@@ -413,6 +452,9 @@ class PhoneSession(StateMachine[PhoneState]):
 
     def _connection_lost(self) -> None:
         """The socket dropped by itself (the transport's reader ends)."""
+        if self.draining is not None and self.state is PhoneState.READY:
+            self._server_drained()  # closed by a draining server: no network failure
+            return
         lost = self.state is PhoneState.READY and not self._expired
         if lost and self.reconnect and self._finisher is None and self.session is not None:
             # Only the signalling channel is gone: calls and their media go on while we
@@ -447,3 +489,58 @@ class PhoneSession(StateMachine[PhoneState]):
             return
         self._announce("gateway-unreachable", {})
         await self._finish("disconnected", "disconnected")
+
+    # ------------------------------------------------------------------------------------------
+    # a draining server
+
+    def _server_drained(self) -> None:
+        """The draining server ended our session or closed our socket: move to a fallback
+        URL, or close with ``disconnected("draining")``."""
+        if self.state is not PhoneState.READY or self._finisher is not None:
+            return
+        self.disconnect_reason = "draining"
+        self.transition(PhoneState.RECONNECTING, cause="server drained")
+        # The phone owns the task (as a reconnection): close() and logout() cancel it.
+        self._reconnector = asyncio.get_running_loop().create_task(
+            self._move(), name=f"phone {self.url} moving"
+        )
+
+    async def _move(self) -> None:
+        drained = self.url
+        urls = [u for u in self.fallback_urls if u != drained]
+        if drained in self.fallback_urls:  # listed: a load balancer, or it may restart
+            urls.append(drained)
+        await self._transport.close()
+        # The server ended our calls before the session; any call still here died with it.
+        self._session_over("disconnected")
+        reply = None
+        if urls:
+            try:
+                reply = await self._transport.open_any(urls, self._login_message(), MOVE_WINDOW)
+            except RemoteError as exc:
+                log.warning("phone: no other server takes this phone: %s", exc)
+        if reply is None:
+            log.info("phone %s: the server drained; no other server to move to", drained)
+            await self._finish("draining", "disconnected")
+            return
+        self.session = _session_info(reply)
+        self.draining = None
+        self.disconnect_reason = None
+        self.transition(PhoneState.READY, cause=f"moved from {drained}")
+        self._announce("server-changed", {"url": self.url, "previous": drained}, self.url)
+
+
+def _session_info(reply: Mapping[str, Any]) -> SessionInfo:
+    """The :class:`SessionInfo` of a ``session.ready``."""
+    return SessionInfo(
+        str(reply.get("session_id", "")),
+        dict(reply.get("user", {})),
+        reply.get("e911_id"),
+        reply.get("expires_at"),
+        float(reply.get("resume_grace") or 0.0),
+    )
+
+
+def _whole(value: object) -> int:
+    """A whole number from the wire (0 if it is none)."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0

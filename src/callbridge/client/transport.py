@@ -7,7 +7,9 @@ callback *before* it completes the request it answers, so the owner has seen a r
 ``call.trying`` that creates a call) by the time :meth:`Transport.request` returns it.
 
 When the socket drops on its own, ``on_lost`` is called; the owner may then
-:meth:`Transport.resume` the session on a new socket (docs/protocol.md, "Session").
+:meth:`Transport.resume` the session on a new socket (docs/protocol.md, "Session"). When the
+server drains (docs/protocol.md, "Graceful drain"), the owner logs in elsewhere with
+:meth:`Transport.open_any`.
 
 The layers above see the transport through :class:`Requester`: send a message, get the reply.
 """
@@ -19,7 +21,7 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
@@ -27,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from callbridge.client.errors import NotConnectedError, remote_error
-from callbridge.errors import RemoteError
+from callbridge.errors import ErrorCode, RemoteError
 from callbridge.statemachine import StateMachine
 
 __all__ = ["Requester", "Transport", "TransportState"]
@@ -61,6 +63,7 @@ class TransportState(StrEnum):
     """The socket of a :class:`Transport`::
 
     DISCONNECTED ──open()──▶ CONNECTING ──socket up──▶ OPEN ──socket lost / close()──┐
+                 ──open_any()──▶ (server after server) ──logged in──▶ OPEN           │
          ▲  ▲                    │ failed                                            │
          │  └────────────────────┘                                                   │
          ├───────────────────────────────────────────────────────────────────────────┘
@@ -70,7 +73,7 @@ class TransportState(StrEnum):
     """
 
     DISCONNECTED = "disconnected"  # no socket: not opened yet, closed, or lost
-    CONNECTING = "connecting"  # open(): the socket is being opened
+    CONNECTING = "connecting"  # open() / open_any(): a socket is being opened (logged in)
     OPEN = "open"  # the socket is up; requests go out
     RESUMING = "resuming"  # resume(): reconnecting; only the resume request goes out
 
@@ -194,6 +197,60 @@ class Transport(StateMachine[TransportState]):
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_MAX)
+
+    async def open_any(
+        self, urls: Sequence[str], message: Mapping[str, Any], window: float
+    ) -> dict[str, Any] | None:
+        """Open a socket to each of ``urls`` in turn and send ``message`` (``session.login``)
+        until a server accepts it: its reply, the transport OPEN at that URL (:attr:`url`).
+
+        A server that cannot be reached, or answers ``draining``, is passed over; the rounds
+        repeat, backing off from 0.2 s to 2 s, until ``window`` seconds have passed: ``None``
+        then (DISCONNECTED).
+
+        :raises RemoteError: a server refused ``message`` for another reason (say
+            ``invalid_token``): another server of the same service would too.
+        """
+        self.transition(TransportState.CONNECTING, cause="logging in elsewhere")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        delay = _RECONNECT_FIRST
+        try:
+            while True:
+                for url in urls:
+                    self.url = url
+                    reply = await self._try_login(message)
+                    if reply is not None:
+                        self.transition(TransportState.OPEN, cause=f"logged in at {url}")
+                        return reply
+                if loop.time() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+        except BaseException:
+            await self.close()
+            raise
+        await self.close()
+        return None
+
+    async def _try_login(self, message: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One attempt of :meth:`open_any` at :attr:`url`: the reply, or ``None`` to go on."""
+        try:
+            await self._connect()
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            log.debug("phone %s: cannot connect: %s", self.url, exc)
+            return None
+        try:
+            return await self._send(message)
+        except RemoteError as exc:
+            await self._drop()
+            if exc.code != ErrorCode.DRAINING:
+                raise
+            log.info("phone %s: draining too: %s", self.url, exc.message)
+        except (NotConnectedError, TimeoutError) as exc:
+            await self._drop()
+            log.debug("phone %s: no answer to the login: %s", self.url, exc)
+        return None
 
     async def close(self) -> None:
         """Close the socket, stop the reader, fail the requests still waiting. Idempotent."""
