@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from callbridge.api import applications, call_media, calls, conferences, media, queues
+from callbridge.api import accounts, applications, call_media, calls, conferences, media, queues
 from callbridge.api.context import ApiContext, require_api_key
 from callbridge.api.errors import install_error_handlers
 from callbridge.webhooks.telnyx import WebhookEvents
@@ -43,7 +43,7 @@ API_PREFIX = "/v2"
 def install_api(app: FastAPI) -> None:
     """Mount ``/v2`` on ``app`` (its lifespan must set ``app.state.api`` to an ApiContext)."""
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
-    for module in (applications, calls, call_media, conferences, queues, media):
+    for module in (applications, calls, call_media, conferences, queues, media, accounts):
         router.include_router(module.router)
     app.include_router(router)
     install_error_handlers(app)

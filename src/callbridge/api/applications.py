@@ -6,6 +6,9 @@ validated here with the store's own rules so that a 422 can point at the field. 
 that mean nothing on callbridge (anchorsite, DTMF type, tags, inbound/outbound settings) are
 accepted and ignored. ``signing_secret`` (a Standard Webhooks ``whsec_…`` secret; callbridge's
 addition) adds a ``v1`` HMAC to every delivery's ``webhook-signature``; it is write-only.
+
+Applications and routes belong to the API key's account: another account's are not found (404,
+as a missing one), and a route may only send calls to an application of the same account.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from callbridge.api.context import Ctx
+from callbridge.api.context import Ctx, Principal
 from callbridge.api.errors import invalid, not_found
 from callbridge.api.pagination import PageQuery, meta
 from callbridge.api.schemas import Data, ListOf, Params, iso
@@ -119,12 +122,14 @@ def _changes(params: ApplicationParams) -> ApplicationChanges:
     summary="Create a call control application",
     response_model=Data[ApplicationOut],
 )
-async def create_application(params: ApplicationParams, ctx: Ctx) -> Data[ApplicationOut]:
+async def create_application(
+    params: ApplicationParams, ctx: Ctx, principal: Principal
+) -> Data[ApplicationOut]:
     for name in ("application_name", "webhook_event_url"):
         if getattr(params, name) is None:
             raise invalid(f"{name} is required", pointer=f"/{name}")
     changes = _changes(params)
-    app = await ctx.store.create_application(**changes)
+    app = await ctx.store.create_application(**changes, account_id=principal.account_id)
     return Data[ApplicationOut](data=application_out(app))
 
 
@@ -135,6 +140,7 @@ async def create_application(params: ApplicationParams, ctx: Ctx) -> Data[Applic
 )
 async def list_applications(
     ctx: Ctx,
+    principal: Principal,
     page: PageQuery,
     name_contains: Annotated[
         str | None,
@@ -166,12 +172,13 @@ async def list_applications(
         page.size,
         name_contains=name_contains,
         sort=("-" if descending else "") + field,
+        account_id=principal.account_id,
     )
     return ListOf[ApplicationOut](data=[application_out(a) for a in apps], meta=meta(page, total))
 
 
-async def _application(ctx: Ctx, application_id: str) -> Application:
-    app = await ctx.store.get_application(application_id)
+async def _application(ctx: Ctx, principal: Principal, application_id: str) -> Application:
+    app = await ctx.store.get_application(application_id, principal.account_id)
     if app is None:
         raise not_found(f"no call control application with id {application_id!r}", "id")
     return app
@@ -182,8 +189,8 @@ async def _application(ctx: Ctx, application_id: str) -> Application:
     summary="Retrieve a call control application",
     response_model=Data[ApplicationOut],
 )
-async def retrieve_application(id: str, ctx: Ctx) -> Data[ApplicationOut]:
-    return Data[ApplicationOut](data=application_out(await _application(ctx, id)))
+async def retrieve_application(id: str, ctx: Ctx, principal: Principal) -> Data[ApplicationOut]:
+    return Data[ApplicationOut](data=application_out(await _application(ctx, principal, id)))
 
 
 @router.patch(
@@ -191,9 +198,13 @@ async def retrieve_application(id: str, ctx: Ctx) -> Data[ApplicationOut]:
     summary="Update a call control application",
     response_model=Data[ApplicationOut],
 )
-async def update_application(id: str, params: ApplicationParams, ctx: Ctx) -> Data[ApplicationOut]:
-    await _application(ctx, id)
-    app = await ctx.store.update_application(id, **_changes(params))
+async def update_application(
+    id: str, params: ApplicationParams, ctx: Ctx, principal: Principal
+) -> Data[ApplicationOut]:
+    await _application(ctx, principal, id)
+    app = await ctx.store.update_application(
+        id, account_id=principal.account_id, **_changes(params)
+    )
     return Data[ApplicationOut](data=application_out(app))
 
 
@@ -202,9 +213,9 @@ async def update_application(id: str, params: ApplicationParams, ctx: Ctx) -> Da
     summary="Delete a call control application (and its routes)",
     response_model=Data[ApplicationOut],
 )
-async def delete_application(id: str, ctx: Ctx) -> Data[ApplicationOut]:
-    await _application(ctx, id)
-    app = await ctx.store.delete_application(id)
+async def delete_application(id: str, ctx: Ctx, principal: Principal) -> Data[ApplicationOut]:
+    await _application(ctx, principal, id)
+    app = await ctx.store.delete_application(id, principal.account_id)
     return Data[ApplicationOut](data=application_out(app))
 
 
@@ -235,14 +246,20 @@ class RouteParams(Params):
     summary="Send calls to a destination to an application (replaces an existing route)",
     response_model=Data[RouteOut],
 )
-async def set_route(params: RouteParams, ctx: Ctx) -> Data[RouteOut]:
+async def set_route(params: RouteParams, ctx: Ctx, principal: Principal) -> Data[RouteOut]:
     destination = _checked("destination", params.destination, validate_destination)
-    if await ctx.store.get_application(params.application_id) is None:
+    if await ctx.store.get_application(params.application_id, principal.account_id) is None:
         raise invalid(
             f"no call control application with id {params.application_id!r}",
             pointer="/application_id",
         )
-    route = await ctx.store.set_route(destination, params.application_id)
+    try:
+        route = await ctx.store.set_route(destination, params.application_id, principal.account_id)
+    except LookupError:  # deleted meanwhile
+        raise invalid(
+            f"no call control application with id {params.application_id!r}",
+            pointer="/application_id",
+        ) from None
     return Data[RouteOut](data=_route_out(route))
 
 
@@ -254,10 +271,11 @@ async def set_route(params: RouteParams, ctx: Ctx) -> Data[RouteOut]:
 )
 async def list_routes(
     ctx: Ctx,
+    principal: Principal,
     page: PageQuery,
     application_id: Annotated[str | None, Query(alias="filter[application_id]")] = None,
 ) -> ListOf[RouteOut]:
-    routes = await ctx.store.list_routes(application_id)
+    routes = await ctx.store.list_routes(application_id, principal.account_id)
     start = (page.number - 1) * page.size
     return ListOf[RouteOut](
         data=[_route_out(r) for r in routes[start : start + page.size]],
@@ -271,9 +289,9 @@ async def list_routes(
     summary="Remove the route of a destination",
     response_model=Data[RouteOut],
 )
-async def delete_route(destination: str, ctx: Ctx) -> Data[RouteOut]:
+async def delete_route(destination: str, ctx: Ctx, principal: Principal) -> Data[RouteOut]:
     try:
-        route = await ctx.store.delete_route(destination)
+        route = await ctx.store.delete_route(destination, principal.account_id)
     except LookupError:
         raise not_found(f"no route for destination {destination!r}", "destination") from None
     return Data[RouteOut](data=_route_out(route))

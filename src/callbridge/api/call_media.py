@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from callbridge.api.commands import StateParams, audio_for, command, loop_count, speech
-from callbridge.api.context import ApiContext, Ctx
+from callbridge.api.context import ApiContext, Ctx, Principal
 from callbridge.api.errors import invalid
 from callbridge.api.schemas import CommandResult, Data, refuse_unsupported
 from callbridge.core.control import DTMF_DIGITS, AppCall, TargetLegs
@@ -37,13 +37,17 @@ class SpeakParams(StateParams):
     summary="Speak text to a call (text to speech)",
     response_model=Data[CommandResult],
 )
-async def speak(call_control_id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
+async def speak(
+    call_control_id: str, params: SpeakParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     audio = speech(params.payload, params.voice, params.language, params.payload_type)
 
     async def run(call: AppCall) -> None:
         await ctx.control.play(call, audio, kind="speak", target_legs=params.target_legs)
 
-    return await command(ctx, call_control_id, params, run, pointer="/payload")
+    return await command(
+        ctx, principal.account_id, call_control_id, params, run, pointer="/payload"
+    )
 
 
 class PlaybackParams(StateParams):
@@ -60,7 +64,7 @@ class PlaybackParams(StateParams):
     response_model=Data[CommandResult],
 )
 async def playback_start(
-    call_control_id: str, params: PlaybackParams, ctx: Ctx
+    call_control_id: str, params: PlaybackParams, ctx: Ctx, principal: Principal
 ) -> Data[CommandResult]:
     refuse_unsupported(params, ("playback_content",))
     if params.overlay:
@@ -68,7 +72,11 @@ async def playback_start(
             "overlay is not supported: the audio replaces what the call hears", "/overlay"
         )
     audio = await audio_for(
-        ctx, audio_url=params.audio_url, media_name=params.media_name, loops=loop_count(params.loop)
+        ctx,
+        principal.account_id,
+        audio_url=params.audio_url,
+        media_name=params.media_name,
+        loops=loop_count(params.loop),
     )
     assert audio is not None
 
@@ -83,7 +91,7 @@ async def playback_start(
         )
 
     pointer = "/media_name" if params.media_name else "/audio_url"
-    return await command(ctx, call_control_id, params, run, pointer=pointer)
+    return await command(ctx, principal.account_id, call_control_id, params, run, pointer=pointer)
 
 
 class StopParams(StateParams):
@@ -95,8 +103,12 @@ class StopParams(StateParams):
     summary="Stop audio playing to a call",
     response_model=Data[CommandResult],
 )
-async def playback_stop(call_control_id: str, params: StopParams, ctx: Ctx) -> Data[CommandResult]:
-    return await command(ctx, call_control_id, params, ctx.control.stop_playback)
+async def playback_stop(
+    call_control_id: str, params: StopParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    return await command(
+        ctx, principal.account_id, call_control_id, params, ctx.control.stop_playback
+    )
 
 
 class DtmfParams(StateParams):
@@ -109,7 +121,9 @@ class DtmfParams(StateParams):
     summary="Send DTMF digits to a call",
     response_model=Data[CommandResult],
 )
-async def send_dtmf(call_control_id: str, params: DtmfParams, ctx: Ctx) -> Data[CommandResult]:
+async def send_dtmf(
+    call_control_id: str, params: DtmfParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     if not params.digits or set(params.digits) - DTMF_DIGITS:
         raise invalid(
             f"digits {params.digits!r}: use 0-9, A-D, * and #, w (0.5 s pause) or W (1 s)",
@@ -117,6 +131,7 @@ async def send_dtmf(call_control_id: str, params: DtmfParams, ctx: Ctx) -> Data[
         )
     return await command(
         ctx,
+        principal.account_id,
         call_control_id,
         params,
         lambda call: ctx.control.send_dtmf(call, params.digits, params.duration_millis),
@@ -139,7 +154,9 @@ class GatherParams(StateParams):
     summary="Gather DTMF digits",
     response_model=Data[CommandResult],
 )
-async def gather(call_control_id: str, params: GatherParams, ctx: Ctx) -> Data[CommandResult]:
+async def gather(
+    call_control_id: str, params: GatherParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     if params.minimum_digits > params.maximum_digits:
         raise invalid("minimum_digits is more than maximum_digits", pointer="/minimum_digits")
     if len(params.terminating_digit) > 1 or set(params.terminating_digit) - DTMF_DIGITS:
@@ -160,7 +177,7 @@ async def gather(call_control_id: str, params: GatherParams, ctx: Ctx) -> Data[C
             gather_id=params.gather_id,
         )
 
-    return await command(ctx, call_control_id, params, run)
+    return await command(ctx, principal.account_id, call_control_id, params, run)
 
 
 @router.post(
@@ -168,11 +185,13 @@ async def gather(call_control_id: str, params: GatherParams, ctx: Ctx) -> Data[C
     summary="Stop gathering digits",
     response_model=Data[CommandResult],
 )
-async def gather_stop(call_control_id: str, params: StateParams, ctx: Ctx) -> Data[CommandResult]:
+async def gather_stop(
+    call_control_id: str, params: StateParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     async def run(call: AppCall) -> None:
         ctx.control.stop_gather(call)
 
-    return await command(ctx, call_control_id, params, run)
+    return await command(ctx, principal.account_id, call_control_id, params, run)
 
 
 class RecordParams(StateParams):
@@ -189,7 +208,9 @@ class RecordParams(StateParams):
     summary="Start recording a call",
     response_model=Data[CommandResult],
 )
-async def record_start(call_control_id: str, params: RecordParams, ctx: Ctx) -> Data[CommandResult]:
+async def record_start(
+    call_control_id: str, params: RecordParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     refuse_unsupported(params, ("transcription", "trim"))
     if params.channels != "single":
         raise invalid("channels 'dual' is not supported: use 'single'", pointer="/channels")
@@ -202,7 +223,7 @@ async def record_start(call_control_id: str, params: RecordParams, ctx: Ctx) -> 
     async def run(call: AppCall) -> None:
         await ctx.control.record_start(call, params.format)
 
-    return await command(ctx, call_control_id, params, run)
+    return await command(ctx, principal.account_id, call_control_id, params, run)
 
 
 class RecordingIdParams(StateParams):
@@ -215,10 +236,11 @@ class RecordingIdParams(StateParams):
     response_model=Data[CommandResult],
 )
 async def record_stop(
-    call_control_id: str, params: RecordingIdParams, ctx: Ctx
+    call_control_id: str, params: RecordingIdParams, ctx: Ctx, principal: Principal
 ) -> Data[CommandResult]:
     return await command(
         ctx,
+        principal.account_id,
         call_control_id,
         params,
         lambda call: ctx.control.record_stop(call, params.recording_id),
@@ -226,10 +248,15 @@ async def record_stop(
 
 
 async def _pause(
-    ctx: ApiContext, call_control_id: str, params: RecordingIdParams, paused: bool
+    ctx: ApiContext,
+    principal: Principal,
+    call_control_id: str,
+    params: RecordingIdParams,
+    paused: bool,
 ) -> Data[CommandResult]:
     return await command(
         ctx,
+        principal.account_id,
         call_control_id,
         params,
         lambda call: ctx.control.record_pause(call, paused, params.recording_id),
@@ -242,9 +269,9 @@ async def _pause(
     response_model=Data[CommandResult],
 )
 async def record_pause(
-    call_control_id: str, params: RecordingIdParams, ctx: Ctx
+    call_control_id: str, params: RecordingIdParams, ctx: Ctx, principal: Principal
 ) -> Data[CommandResult]:
-    return await _pause(ctx, call_control_id, params, True)
+    return await _pause(ctx, principal, call_control_id, params, True)
 
 
 @router.post(
@@ -253,6 +280,6 @@ async def record_pause(
     response_model=Data[CommandResult],
 )
 async def record_resume(
-    call_control_id: str, params: RecordingIdParams, ctx: Ctx
+    call_control_id: str, params: RecordingIdParams, ctx: Ctx, principal: Principal
 ) -> Data[CommandResult]:
-    return await _pause(ctx, call_control_id, params, False)
+    return await _pause(ctx, principal, call_control_id, params, False)

@@ -18,9 +18,16 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from callbridge.api.commands import StateParams, command, protocol_errors, resolve_call
-from callbridge.api.context import ApiContext, Ctx
-from callbridge.api.errors import forbidden, invalid, not_found
+from callbridge.api.commands import (
+    StateParams,
+    command,
+    find_call,
+    protocol_errors,
+    resolve_call,
+    unknown_call,
+)
+from callbridge.api.context import ApiContext, Ctx, Principal
+from callbridge.api.errors import forbidden, invalid
 from callbridge.api.schemas import (
     CommandResult,
     Data,
@@ -68,8 +75,8 @@ def call_out(call: AppCall, *, is_alive: bool | None = None) -> CallOut:
     )
 
 
-async def _application(ctx: ApiContext, connection_id: str) -> Any:
-    app = await ctx.store.get_application(connection_id)
+async def _application(ctx: ApiContext, account_id: str, connection_id: str) -> Any:
+    app = await ctx.store.get_application(connection_id, account_id)
     if app is None:
         raise invalid(
             f"no call control application with id {connection_id!r} "
@@ -123,7 +130,7 @@ class DialParams(Params):
 
 
 @router.post("/calls", summary="Dial a call", response_model=Data[CallOut])
-async def dial(params: DialParams, ctx: Ctx) -> Data[CallOut]:
+async def dial(params: DialParams, ctx: Ctx, principal: Principal) -> Data[CallOut]:
     refuse_unsupported(params, _DIAL_UNSUPPORTED)
     if params.answering_machine_detection not in (None, "disabled"):
         raise invalid(
@@ -137,7 +144,7 @@ async def dial(params: DialParams, ctx: Ctx) -> Data[CallOut]:
         to = to[0]
     if not to.strip():
         raise invalid("to must name a user's extension, number or name", pointer="/to")
-    app = await _application(ctx, params.connection_id)
+    app = await _application(ctx, principal.account_id, params.connection_id)
     call = await protocol_errors(
         ctx.control.dial(
             app,
@@ -156,10 +163,10 @@ async def dial(params: DialParams, ctx: Ctx) -> Data[CallOut]:
 @router.get(
     "/calls/{call_control_id}", summary="Retrieve a call's status", response_model=Data[CallOut]
 )
-async def retrieve_call(call_control_id: str, ctx: Ctx) -> Data[CallOut]:
-    call = ctx.control.find_call(call_control_id)
+async def retrieve_call(call_control_id: str, ctx: Ctx, principal: Principal) -> Data[CallOut]:
+    call = await find_call(ctx, principal.account_id, call_control_id)
     if call is None:
-        raise not_found(f"no call with call_control_id {call_control_id!r}", "call_control_id")
+        raise unknown_call(call_control_id)
     return Data[CallOut](data=call_out(call))
 
 
@@ -182,14 +189,16 @@ _ANSWER_UNSUPPORTED = (
     summary="Answer a call parked for the application",
     response_model=Data[CommandResult],
 )
-async def answer(call_control_id: str, params: AnswerParams, ctx: Ctx) -> Data[CommandResult]:
+async def answer(
+    call_control_id: str, params: AnswerParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     refuse_unsupported(params, _ANSWER_UNSUPPORTED)
     url = _webhook_url(params.webhook_url)
 
     async def run(call: AppCall) -> None:
         await ctx.control.answer(call, webhook_url=url)
 
-    return await command(ctx, call_control_id, params, run)
+    return await command(ctx, principal.account_id, call_control_id, params, run)
 
 
 @router.post(
@@ -197,8 +206,10 @@ async def answer(call_control_id: str, params: AnswerParams, ctx: Ctx) -> Data[C
     summary="Hang up a call",
     response_model=Data[CommandResult],
 )
-async def hangup(call_control_id: str, params: StateParams, ctx: Ctx) -> Data[CommandResult]:
-    return await command(ctx, call_control_id, params, ctx.control.hangup)
+async def hangup(
+    call_control_id: str, params: StateParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    return await command(ctx, principal.account_id, call_control_id, params, ctx.control.hangup)
 
 
 class RejectParams(StateParams):
@@ -210,9 +221,17 @@ class RejectParams(StateParams):
     summary="Reject a call parked for the application",
     response_model=Data[CommandResult],
 )
-async def reject(call_control_id: str, params: RejectParams, ctx: Ctx) -> Data[CommandResult]:
+async def reject(
+    call_control_id: str, params: RejectParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     busy = params.cause == "USER_BUSY"
-    return await command(ctx, call_control_id, params, lambda call: ctx.control.reject(call, busy))
+    return await command(
+        ctx,
+        principal.account_id,
+        call_control_id,
+        params,
+        lambda call: ctx.control.reject(call, busy),
+    )
 
 
 class BridgeParams(StateParams):
@@ -233,7 +252,9 @@ _BRIDGE_UNSUPPORTED = ("record", "hold_after_unbridge", "video_room_id")
     summary="Bridge two calls (or a call with the head of a queue)",
     response_model=Data[CommandResult],
 )
-async def bridge(call_control_id: str, params: BridgeParams, ctx: Ctx) -> Data[CommandResult]:
+async def bridge(
+    call_control_id: str, params: BridgeParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     refuse_unsupported(params, _BRIDGE_UNSUPPORTED)
     if params.park_after_unbridge not in (None, "", "self"):
         raise invalid(
@@ -253,13 +274,18 @@ async def bridge(call_control_id: str, params: BridgeParams, ctx: Ctx) -> Data[C
     if queue is not None:
 
         async def run(call: AppCall) -> None:
-            await ctx.control.bridge_queue(call, queue, park_after_unbridge=park)
+            await ctx.control.bridge_queue(
+                call, queue, park_after_unbridge=park, account_id=principal.account_id
+            )
 
-        return await command(ctx, call_control_id, params, run, pointer="/queue")
+        return await command(
+            ctx, principal.account_id, call_control_id, params, run, pointer="/queue"
+        )
     assert other_id is not None
-    other = resolve_call(ctx, other_id, pointer="/call_control_id")
+    other = await resolve_call(ctx, principal.account_id, other_id, pointer="/call_control_id")
     return await command(
         ctx,
+        principal.account_id,
         call_control_id,
         params,
         lambda call: ctx.control.bridge(call, other, park_after_unbridge=park),
@@ -284,7 +310,9 @@ _TRANSFER_UNSUPPORTED = ("audio_url", "media_name", "record")
     summary="Transfer a call: dial a destination and bridge when it answers",
     response_model=Data[CommandResult],
 )
-async def transfer(call_control_id: str, params: TransferParams, ctx: Ctx) -> Data[CommandResult]:
+async def transfer(
+    call_control_id: str, params: TransferParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     refuse_unsupported(params, _TRANSFER_UNSUPPORTED)
     url = _webhook_url(params.webhook_url)
     target_state = check_client_state(params.target_leg_client_state, "/target_leg_client_state")
@@ -300,7 +328,7 @@ async def transfer(call_control_id: str, params: TransferParams, ctx: Ctx) -> Da
             target_client_state=target_state,
         )
 
-    return await command(ctx, call_control_id, params, run, pointer="/to")
+    return await command(ctx, principal.account_id, call_control_id, params, run, pointer="/to")
 
 
 class EnqueueParams(StateParams):
@@ -315,16 +343,21 @@ class EnqueueParams(StateParams):
     summary="Put a call in a queue",
     response_model=Data[CommandResult],
 )
-async def enqueue(call_control_id: str, params: EnqueueParams, ctx: Ctx) -> Data[CommandResult]:
+async def enqueue(
+    call_control_id: str, params: EnqueueParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     async def run(call: AppCall) -> None:
         await ctx.control.enqueue(
             call,
             params.queue_name,
             max_size=params.max_size,
             max_wait_time_secs=params.max_wait_time_secs,
+            account_id=principal.account_id,
         )
 
-    return await command(ctx, call_control_id, params, run, pointer="/queue_name")
+    return await command(
+        ctx, principal.account_id, call_control_id, params, run, pointer="/queue_name"
+    )
 
 
 @router.post(
@@ -332,8 +365,12 @@ async def enqueue(call_control_id: str, params: EnqueueParams, ctx: Ctx) -> Data
     summary="Take a call out of its queue",
     response_model=Data[CommandResult],
 )
-async def leave_queue(call_control_id: str, params: StateParams, ctx: Ctx) -> Data[CommandResult]:
-    return await command(ctx, call_control_id, params, ctx.control.leave_queue)
+async def leave_queue(
+    call_control_id: str, params: StateParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    return await command(
+        ctx, principal.account_id, call_control_id, params, ctx.control.leave_queue
+    )
 
 
 class ClientStateParams(Params):
@@ -346,9 +383,9 @@ class ClientStateParams(Params):
     response_model=Data[CommandResult],
 )
 async def client_state_update(
-    call_control_id: str, params: ClientStateParams, ctx: Ctx
+    call_control_id: str, params: ClientStateParams, ctx: Ctx, principal: Principal
 ) -> Data[CommandResult]:
     async def run(call: AppCall) -> None:
         return None
 
-    return await command(ctx, call_control_id, params, run)
+    return await command(ctx, principal.account_id, call_control_id, params, run)

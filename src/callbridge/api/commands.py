@@ -5,7 +5,9 @@ control plane's refusals into API errors, and the audio a request names.
 Shared rules: ``client_state`` (base64) given with a command goes with every later webhook of
 the call; a ``command_id`` already used on the call makes the command a no-op that answers ok
 (Telnyx's duplicate protection). An unknown call is 404; a call that has ended, or whose state
-does not allow the command, is 422 with the reason.
+does not allow the command, is 422 with the reason. A call of another account than the API
+key's is unknown (404, or 422 when a body field names it), whatever its state: a key learns
+nothing of another account's calls.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ __all__ = [
     "StateParams",
     "audio_for",
     "command",
+    "find_call",
     "loop_count",
     "protocol_errors",
     "resolve_call",
     "speech",
+    "unknown_call",
 ]
 
 T = TypeVar("T")
@@ -44,8 +48,28 @@ class StateParams(Params):
     client_state: str | None = None
 
 
-def resolve_call(ctx: ApiContext, call_control_id: str, pointer: str | None = None) -> AppCall:
-    """The call a path (or, with ``pointer``, a body field) names: 404 / 422 if none."""
+def unknown_call(call_control_id: str, pointer: str | None = None) -> ApiError:
+    """What a call that does not exist (or is another account's) is answered with."""
+    if pointer is not None:
+        return invalid(f"no call {call_control_id!r}", pointer=pointer)
+    return not_found(f"no call with call_control_id {call_control_id!r}", "call_control_id")
+
+
+async def find_call(ctx: ApiContext, account_id: str, call_control_id: str) -> AppCall | None:
+    """A live or recently ended call of the account, for status queries."""
+    call = ctx.control.find_call(call_control_id)
+    if call is None or await ctx.account_of(call) != account_id:
+        return None
+    return call
+
+
+async def resolve_call(
+    ctx: ApiContext, account_id: str, call_control_id: str, pointer: str | None = None
+) -> AppCall:
+    """The live call of the account a path (or, with ``pointer``, a body field) names: 404 /
+    422 if none (also when it is another account's)."""
+    if await find_call(ctx, account_id, call_control_id) is None:
+        raise unknown_call(call_control_id, pointer)
     try:
         return ctx.control.call(call_control_id)
     except CallHasEnded as exc:
@@ -53,11 +77,7 @@ def resolve_call(ctx: ApiContext, call_control_id: str, pointer: str | None = No
             raise invalid(exc.message, pointer=pointer) from None
         raise call_ended(call_control_id, exc.reason) from None
     except UnknownCall:
-        if pointer is not None:
-            raise invalid(f"no call {call_control_id!r}", pointer=pointer) from None
-        raise not_found(
-            f"no call with call_control_id {call_control_id!r}", "call_control_id"
-        ) from None
+        raise unknown_call(call_control_id, pointer) from None
 
 
 async def protocol_errors(action: Awaitable[T], pointer: str | None = None) -> T:
@@ -77,13 +97,15 @@ async def protocol_errors(action: Awaitable[T], pointer: str | None = None) -> T
 
 async def command(
     ctx: ApiContext,
+    account_id: str,
     call_control_id: str,
     params: Params,
     run: Callable[[AppCall], Awaitable[Any]],
     pointer: str | None = None,
 ) -> Data[CommandResult]:
-    """Run ``run`` on the call the path names, once per ``command_id``; ``{"result": "ok"}``."""
-    call = resolve_call(ctx, call_control_id)
+    """Run ``run`` on the account's call the path names, once per ``command_id``;
+    ``{"result": "ok"}``."""
+    call = await resolve_call(ctx, account_id, call_control_id)
     if call.seen(params.command_id):
         return ok()
     state = check_client_state(getattr(params, "client_state", None))
@@ -96,17 +118,19 @@ async def command(
 
 async def audio_for(
     ctx: ApiContext,
+    account_id: str,
     *,
     audio_url: str | None,
     media_name: str | None,
     loops: int,
     required: bool = True,
 ) -> AudioSpec | None:
-    """The sound an ``audio_url`` or a ``media_name`` (uploaded with /v2/media) names."""
+    """The sound an ``audio_url`` or a ``media_name`` (uploaded with /v2/media by the
+    account) names."""
     if audio_url and media_name:
         raise invalid("give audio_url or media_name, not both", pointer="/media_name")
     if media_name:
-        media = await ctx.store.get_media(media_name)
+        media = await ctx.store.get_media(media_name, account_id)
         if media is None:
             raise invalid(
                 f"no media named {media_name!r}: upload it with POST /v2/media first",

@@ -10,6 +10,10 @@ conferences too; the endpoints reach them through the call-control facade
 
 Conferences are listed newest first, live ones and those that ended recently (``status``
 ``completed`` with their ``end_reason``).
+
+A conference belongs to the account of the key that created it (a ``/ws`` host's to its user's
+account); another account's conference, and another account's call named as a participant,
+are unknown (404 in the path, 422 in the body), exactly as ones that do not exist.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from callbridge.api.commands import (
     resolve_call,
     speech,
 )
-from callbridge.api.context import ApiContext, Ctx
+from callbridge.api.context import ApiContext, Ctx, Principal
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page
 from callbridge.api.schemas import (
@@ -124,22 +128,22 @@ def _participant_out(p: ParticipantInfo) -> ParticipantOut:
 
 
 # lookups --------------------------------------------------------------------------------------
-def _live(ctx: ApiContext, conference_id: str) -> ConferenceRecord:
-    """The live conference the path names: 404 if there is none, 422 if it has ended (or is
-    a call group)."""
+def _live(ctx: ApiContext, principal: Principal, conference_id: str) -> ConferenceRecord:
+    """The account's live conference the path names: 404 if there is none (or it is another
+    account's), 422 if it has ended (or is a call group)."""
     try:
-        return ctx.control.conference(conference_id)
+        return ctx.control.conference(conference_id, account_id=principal.account_id)
     except UnknownConference:
         raise not_found(f"no conference with id {conference_id!r}", "id") from None
     except ProtocolError as exc:
         raise wrong_state(exc.message) from None
 
 
-def _participant(
-    ctx: ApiContext, conference_id: str, call_control_id: str, pointer: str
+async def _participant(
+    ctx: ApiContext, principal: Principal, conference_id: str, call_control_id: str, pointer: str
 ) -> AppCall:
     """The participant a body field (``pointer``) names: 422 unless it is one."""
-    call = resolve_call(ctx, call_control_id, pointer=pointer)
+    call = await resolve_call(ctx, principal.account_id, call_control_id, pointer=pointer)
     try:
         ctx.control.ensure_participant(conference_id, call)
     except NotAParticipant as exc:
@@ -147,12 +151,17 @@ def _participant(
     return call
 
 
-def _participants(
-    ctx: ApiContext, conference_id: str, ids: list[str] | None, pointer: str = "/call_control_ids"
+async def _participants(
+    ctx: ApiContext,
+    principal: Principal,
+    conference_id: str,
+    ids: list[str] | None,
+    pointer: str = "/call_control_ids",
 ) -> list[AppCall]:
     """The participants ``ids`` names (left out or empty: everyone, an empty list here)."""
     return [
-        _participant(ctx, conference_id, cid, f"{pointer}/{i}") for i, cid in enumerate(ids or ())
+        await _participant(ctx, principal, conference_id, cid, f"{pointer}/{i}")
+        for i, cid in enumerate(ids or ())
     ]
 
 
@@ -169,16 +178,21 @@ class CreateParams(Params):
 
 
 @router.post("/conferences", summary="Create a conference", response_model=Data[ConferenceOut])
-async def create_conference(params: CreateParams, ctx: Ctx) -> Data[ConferenceOut]:
+async def create_conference(
+    params: CreateParams, ctx: Ctx, principal: Principal
+) -> Data[ConferenceOut]:
     state = check_client_state(params.client_state)
     hold = await audio_for(
         ctx,
+        principal.account_id,
         audio_url=params.hold_audio_url,
         media_name=params.hold_media_name,
         loops=0,
         required=False,
     )
-    call = resolve_call(ctx, params.call_control_id, pointer="/call_control_id")
+    call = await resolve_call(
+        ctx, principal.account_id, params.call_control_id, pointer="/call_control_id"
+    )
     record = await protocol_errors(
         ctx.control.create_conference(
             call,
@@ -188,6 +202,7 @@ async def create_conference(params: CreateParams, ctx: Ctx) -> Data[ConferenceOu
             duration_minutes=params.duration_minutes,
             max_participants=params.max_participants,
             hold_audio=hold,
+            account_id=principal.account_id,
         ),
         pointer="/call_control_id",
     )
@@ -197,6 +212,7 @@ async def create_conference(params: CreateParams, ctx: Ctx) -> Data[ConferenceOu
 @router.get("/conferences", summary="List conferences", response_model=ListOf[ConferenceOut])
 async def list_conferences(
     ctx: Ctx,
+    principal: Principal,
     page: PageQuery,
     name: Annotated[str | None, Query(alias="filter[name]")] = None,
     status: Annotated[
@@ -205,7 +221,7 @@ async def list_conferences(
 ) -> ListOf[ConferenceOut]:
     records = [
         _conference_out(r)
-        for r in ctx.control.conference_records()
+        for r in ctx.control.conference_records(account_id=principal.account_id)
         if name is None or r.name == name
     ]
     if status is not None:
@@ -217,8 +233,8 @@ async def list_conferences(
 @router.get(
     "/conferences/{id}", summary="Retrieve a conference", response_model=Data[ConferenceOut]
 )
-async def retrieve_conference(id: str, ctx: Ctx) -> Data[ConferenceOut]:
-    record = ctx.control.conference_record(id)
+async def retrieve_conference(id: str, ctx: Ctx, principal: Principal) -> Data[ConferenceOut]:
+    record = ctx.control.conference_record(id, account_id=principal.account_id)
     if record is None:
         raise not_found(f"no conference with id {id!r}", "id")
     return Data[ConferenceOut](data=_conference_out(record))
@@ -232,12 +248,13 @@ async def retrieve_conference(id: str, ctx: Ctx) -> Data[ConferenceOut]:
 async def list_participants(
     conference_id: str,
     ctx: Ctx,
+    principal: Principal,
     page: PageQuery,
     muted: Annotated[bool | None, Query(alias="filter[muted]")] = None,
     on_hold: Annotated[bool | None, Query(alias="filter[on_hold]")] = None,
     whispering: Annotated[bool | None, Query(alias="filter[whispering]")] = None,
 ) -> ListOf[ParticipantOut]:
-    _live(ctx, conference_id)
+    _live(ctx, principal, conference_id)
     out = [_participant_out(p) for p in ctx.control.participants(conference_id)]
     if muted is not None:
         out = [p for p in out if p.muted == muted]
@@ -254,9 +271,11 @@ async def list_participants(
     summary="Retrieve a participant",
     response_model=Data[ParticipantOut],
 )
-async def retrieve_participant(id: str, participant_id: str, ctx: Ctx) -> Data[ParticipantOut]:
-    _live(ctx, id)
-    call = _participant(ctx, id, participant_id, "/participant_id")
+async def retrieve_participant(
+    id: str, participant_id: str, ctx: Ctx, principal: Principal
+) -> Data[ParticipantOut]:
+    _live(ctx, principal, id)
+    call = await _participant(ctx, principal, id, participant_id, "/participant_id")
     return Data[ParticipantOut](data=_participant_out(ctx.control.participant(id, call)))
 
 
@@ -277,22 +296,25 @@ class JoinParams(Params):
     summary="Join a call to a conference",
     response_model=Data[CommandResult],
 )
-async def join(id: str, params: JoinParams, ctx: Ctx) -> Data[CommandResult]:
+async def join(id: str, params: JoinParams, ctx: Ctx, principal: Principal) -> Data[CommandResult]:
     refuse_unsupported(params, ("end_conference_on_exit", "soft_end_conference_on_exit"))
-    _live(ctx, id)
-    call = resolve_call(ctx, params.call_control_id, pointer="/call_control_id")
+    _live(ctx, principal, id)
+    call = await resolve_call(
+        ctx, principal.account_id, params.call_control_id, pointer="/call_control_id"
+    )
     if call.seen(params.command_id):
         return ok()
     state = check_client_state(params.client_state)
     hold = await audio_for(
         ctx,
+        principal.account_id,
         audio_url=params.hold_audio_url,
         media_name=params.hold_media_name,
         loops=0,
         required=False,
     )
-    whisper = _participants(
-        ctx, id, params.whisper_call_control_ids, pointer="/whisper_call_control_ids"
+    whisper = await _participants(
+        ctx, principal, id, params.whisper_call_control_ids, pointer="/whisper_call_control_ids"
     )
     if params.supervisor_role == "whisper" and not whisper:
         raise invalid(
@@ -325,9 +347,11 @@ class LeaveParams(Params):
     summary="Take a call out of a conference (it stays up, parked)",
     response_model=Data[CommandResult],
 )
-async def leave(id: str, params: LeaveParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
-    call = _participant(ctx, id, params.call_control_id, "/call_control_id")
+async def leave(
+    id: str, params: LeaveParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    _live(ctx, principal, id)
+    call = await _participant(ctx, principal, id, params.call_control_id, "/call_control_id")
     await protocol_errors(ctx.control.leave(id, call))
     return ok()
 
@@ -346,11 +370,16 @@ class HoldParams(ParticipantsParams):
     summary="Hold participants: they hear hold audio and are not heard",
     response_model=Data[CommandResult],
 )
-async def hold(id: str, params: HoldParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
-    calls = _participants(ctx, id, params.call_control_ids)
+async def hold(id: str, params: HoldParams, ctx: Ctx, principal: Principal) -> Data[CommandResult]:
+    _live(ctx, principal, id)
+    calls = await _participants(ctx, principal, id, params.call_control_ids)
     audio = await audio_for(
-        ctx, audio_url=params.audio_url, media_name=params.media_name, loops=0, required=False
+        ctx,
+        principal.account_id,
+        audio_url=params.audio_url,
+        media_name=params.media_name,
+        loops=0,
+        required=False,
     )
     pointer = "/media_name" if params.media_name else "/audio_url"
     await protocol_errors(ctx.control.hold(id, calls, audio), pointer)
@@ -366,16 +395,20 @@ class UnholdParams(Params):
     summary="Take participants off hold",
     response_model=Data[CommandResult],
 )
-async def unhold(id: str, params: UnholdParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
-    calls = _participants(ctx, id, params.call_control_ids)
+async def unhold(
+    id: str, params: UnholdParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    _live(ctx, principal, id)
+    calls = await _participants(ctx, principal, id, params.call_control_ids)
     await protocol_errors(ctx.control.unhold(id, calls))
     return ok()
 
 
-async def _mute(ctx: ApiContext, id: str, ids: list[str] | None, muted: bool) -> None:
-    _live(ctx, id)
-    calls = _participants(ctx, id, ids)
+async def _mute(
+    ctx: ApiContext, principal: Principal, id: str, ids: list[str] | None, muted: bool
+) -> None:
+    _live(ctx, principal, id)
+    calls = await _participants(ctx, principal, id, ids)
     await protocol_errors(ctx.control.mute(id, calls, muted))
 
 
@@ -384,8 +417,10 @@ async def _mute(ctx: ApiContext, id: str, ids: list[str] | None, muted: bool) ->
     summary="Mute participants (everyone when call_control_ids is left out)",
     response_model=Data[CommandResult],
 )
-async def mute(id: str, params: ParticipantsParams, ctx: Ctx) -> Data[CommandResult]:
-    await _mute(ctx, id, params.call_control_ids, True)
+async def mute(
+    id: str, params: ParticipantsParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    await _mute(ctx, principal, id, params.call_control_ids, True)
     return ok()
 
 
@@ -394,15 +429,22 @@ async def mute(id: str, params: ParticipantsParams, ctx: Ctx) -> Data[CommandRes
     summary="Unmute participants (everyone when call_control_ids is left out)",
     response_model=Data[CommandResult],
 )
-async def unmute(id: str, params: ParticipantsParams, ctx: Ctx) -> Data[CommandResult]:
-    await _mute(ctx, id, params.call_control_ids, False)
+async def unmute(
+    id: str, params: ParticipantsParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    await _mute(ctx, principal, id, params.call_control_ids, False)
     return ok()
 
 
 async def _play(
-    ctx: ApiContext, id: str, audio: AudioSpec, ids: list[str] | None, pointer: str
+    ctx: ApiContext,
+    principal: Principal,
+    id: str,
+    audio: AudioSpec,
+    ids: list[str] | None,
+    pointer: str,
 ) -> None:
-    calls = _participants(ctx, id, ids)
+    calls = await _participants(ctx, principal, id, ids)
     await protocol_errors(ctx.control.play_to_conference(id, audio, calls), pointer)
 
 
@@ -417,17 +459,18 @@ class PlayParams(ParticipantsParams):
     summary="Play audio to all or some participants",
     response_model=Data[CommandResult],
 )
-async def play(id: str, params: PlayParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
+async def play(id: str, params: PlayParams, ctx: Ctx, principal: Principal) -> Data[CommandResult]:
+    _live(ctx, principal, id)
     audio = await audio_for(
         ctx,
+        principal.account_id,
         audio_url=params.audio_url,
         media_name=params.media_name,
         loops=loop_count(params.loop),
     )
     assert audio is not None
     pointer = "/media_name" if params.media_name else "/audio_url"
-    await _play(ctx, id, audio, params.call_control_ids, pointer)
+    await _play(ctx, principal, id, audio, params.call_control_ids, pointer)
     return ok()
 
 
@@ -443,10 +486,12 @@ class SpeakParams(ParticipantsParams):
     summary="Speak text to all or some participants",
     response_model=Data[CommandResult],
 )
-async def speak(id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
+async def speak(
+    id: str, params: SpeakParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    _live(ctx, principal, id)
     audio = speech(params.payload, params.voice, params.language, params.payload_type)
-    await _play(ctx, id, audio, params.call_control_ids, "/payload")
+    await _play(ctx, principal, id, audio, params.call_control_ids, "/payload")
     return ok()
 
 
@@ -455,9 +500,11 @@ async def speak(id: str, params: SpeakParams, ctx: Ctx) -> Data[CommandResult]:
     summary="Stop audio playing to all or some participants",
     response_model=Data[CommandResult],
 )
-async def stop(id: str, params: ParticipantsParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
-    calls = _participants(ctx, id, params.call_control_ids)
+async def stop(
+    id: str, params: ParticipantsParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    _live(ctx, principal, id)
+    calls = await _participants(ctx, principal, id, params.call_control_ids)
     await protocol_errors(ctx.control.stop_conference_audio(id, calls))
     return ok()
 
@@ -477,19 +524,23 @@ class RecordingParams(Params):
     summary="Start recording the conference's mix",
     response_model=Data[CommandResult],
 )
-async def record_start(id: str, params: RecordStartParams, ctx: Ctx) -> Data[CommandResult]:
+async def record_start(
+    id: str, params: RecordStartParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
     refuse_unsupported(params, ("trim",))
     if params.channels != "single":
         raise invalid("channels 'dual' is not supported: use 'single'", pointer="/channels")
     if params.play_beep:
         raise invalid("play_beep is not supported by callbridge; leave it out", "/play_beep")
-    _live(ctx, id)
+    _live(ctx, principal, id)
     await protocol_errors(ctx.control.record_conference(id, "start", params.format))
     return ok()
 
 
-async def _record(ctx: ApiContext, id: str, params: RecordingParams, action: RecordAction) -> None:
-    _live(ctx, id)
+async def _record(
+    ctx: ApiContext, principal: Principal, id: str, params: RecordingParams, action: RecordAction
+) -> None:
+    _live(ctx, principal, id)
     running = ctx.control.conference_recording_id(id)
     if params.recording_id is not None and running not in (None, params.recording_id):
         raise invalid(
@@ -504,8 +555,10 @@ async def _record(ctx: ApiContext, id: str, params: RecordingParams, action: Rec
     summary="Pause recording the conference",
     response_model=Data[CommandResult],
 )
-async def record_pause(id: str, params: RecordingParams, ctx: Ctx) -> Data[CommandResult]:
-    await _record(ctx, id, params, "pause")
+async def record_pause(
+    id: str, params: RecordingParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    await _record(ctx, principal, id, params, "pause")
     return ok()
 
 
@@ -514,8 +567,10 @@ async def record_pause(id: str, params: RecordingParams, ctx: Ctx) -> Data[Comma
     summary="Resume recording the conference",
     response_model=Data[CommandResult],
 )
-async def record_resume(id: str, params: RecordingParams, ctx: Ctx) -> Data[CommandResult]:
-    await _record(ctx, id, params, "resume")
+async def record_resume(
+    id: str, params: RecordingParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    await _record(ctx, principal, id, params, "resume")
     return ok()
 
 
@@ -524,8 +579,10 @@ async def record_resume(id: str, params: RecordingParams, ctx: Ctx) -> Data[Comm
     summary="Stop recording the conference (conference.recording.saved follows)",
     response_model=Data[CommandResult],
 )
-async def record_stop(id: str, params: RecordingParams, ctx: Ctx) -> Data[CommandResult]:
-    await _record(ctx, id, params, "stop")
+async def record_stop(
+    id: str, params: RecordingParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    await _record(ctx, principal, id, params, "stop")
     return ok()
 
 
@@ -540,13 +597,15 @@ class UpdateParams(Params):
     summary="Change a participant's supervisor role (whisper, barge, monitor, none)",
     response_model=Data[CommandResult],
 )
-async def update(id: str, params: UpdateParams, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
-    call = _participant(ctx, id, params.call_control_id, "/call_control_id")
+async def update(
+    id: str, params: UpdateParams, ctx: Ctx, principal: Principal
+) -> Data[CommandResult]:
+    _live(ctx, principal, id)
+    call = await _participant(ctx, principal, id, params.call_control_id, "/call_control_id")
     whisper = None
     if params.whisper_call_control_ids is not None:
-        whisper = _participants(
-            ctx, id, params.whisper_call_control_ids, pointer="/whisper_call_control_ids"
+        whisper = await _participants(
+            ctx, principal, id, params.whisper_call_control_ids, pointer="/whisper_call_control_ids"
         )
     if params.supervisor_role == "whisper" and not (whisper or ctx.control.whispers(id, call)):
         raise invalid(
@@ -565,7 +624,7 @@ async def update(id: str, params: UpdateParams, ctx: Ctx) -> Data[CommandResult]
     summary="End the conference: every participant's call is hung up",
     response_model=Data[CommandResult],
 )
-async def end(id: str, params: Params, ctx: Ctx) -> Data[CommandResult]:
-    _live(ctx, id)
+async def end(id: str, params: Params, ctx: Ctx, principal: Principal) -> Data[CommandResult]:
+    _live(ctx, principal, id)
     await protocol_errors(ctx.control.end_conference(id))
     return ok()

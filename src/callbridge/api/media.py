@@ -8,6 +8,10 @@ hold audio).
 
 Recordings: every finished call or conference recording is in the store; ``download_urls``
 point at ``GET /v2/recordings/{id}/download``, which needs the API key like every endpoint.
+
+Both belong to the API key's account: names of media are unique within an account (another
+account's file of the same name is another file, kept in its own directory), and another
+account's media or recording is not found (404), as one that does not exist.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from callbridge.api.context import ApiContext, Ctx
+from callbridge.api.context import ApiContext, Ctx, Principal
 from callbridge.api.errors import invalid, not_found
 from callbridge.api.pagination import PageQuery, meta
 from callbridge.api.schemas import Data, ListOf, Params, iso
 from callbridge.errors import MediaError
 from callbridge.media.interface import AudioSpec
 from callbridge.store import Media, MediaExists, MediaNotFound, Recording
+from callbridge.store.accounts import DEFAULT_ACCOUNT_ID
 from callbridge.store.records import validate_media_name
 
 __all__ = ["router"]
@@ -98,10 +103,19 @@ async def _download(url: str) -> tuple[bytes, str]:
     return data, kind
 
 
-async def _store_file(ctx: ApiContext, name: str, data: bytes) -> Path:
+def _media_dir(ctx: ApiContext, account_id: str) -> Path:
+    """Where an account's media files are: the default account's directly in the media
+    directory (as before accounts), every other account's in a directory of its own."""
+    if account_id == DEFAULT_ACCOUNT_ID:
+        return ctx.media_dir
+    return ctx.media_dir / "accounts" / account_id
+
+
+async def _store_file(ctx: ApiContext, account_id: str, name: str, data: bytes) -> Path:
     """Write the upload and check that it decodes as audio (422 if not)."""
-    ctx.media_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.media_dir / f"{name}.upload"
+    folder = _media_dir(ctx, account_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.upload"
     await asyncio.to_thread(path.write_bytes, data)
     try:
         await ctx.control.probe_audio(AudioSpec("file", str(path)))
@@ -111,7 +125,7 @@ async def _store_file(ctx: ApiContext, name: str, data: bytes) -> Path:
             "the file at media_url is not audio that can be played (WAV, MP3, Ogg, ...)",
             pointer="/media_url",
         ) from None
-    final = ctx.media_dir / name
+    final = folder / name
     path.replace(final)
     return final
 
@@ -132,19 +146,20 @@ async def _sweep(ctx: ApiContext) -> None:
 
 
 @router.post("/media", tags=["Media"], summary="Upload a media file", response_model=Data[MediaOut])
-async def upload_media(params: UploadParams, ctx: Ctx) -> Data[MediaOut]:
+async def upload_media(params: UploadParams, ctx: Ctx, principal: Principal) -> Data[MediaOut]:
+    account = principal.account_id
     name = params.media_name or _name_from(params.media_url)
     try:
         validate_media_name(name)
     except ValueError as exc:
         raise invalid(str(exc), pointer="/media_name") from None
     await _sweep(ctx)
-    if await ctx.store.get_media(name) is not None:
+    if await ctx.store.get_media(name, account) is not None:
         raise invalid(
             f"media named {name!r} exists already: delete it or update it (PUT)", "/media_name"
         )
     data, kind = await _download(params.media_url)
-    path = await _store_file(ctx, name, data)
+    path = await _store_file(ctx, account, name, data)
     ttl = params.ttl_secs or DEFAULT_TTL
     try:
         media = await ctx.store.add_media(
@@ -153,6 +168,7 @@ async def upload_media(params: UploadParams, ctx: Ctx) -> Data[MediaOut]:
             path=str(path),
             size=len(data),
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
+            account_id=account,
         )
     except MediaExists:
         raise invalid(f"media named {name!r} exists already", pointer="/media_name") from None
@@ -162,15 +178,18 @@ async def upload_media(params: UploadParams, ctx: Ctx) -> Data[MediaOut]:
 @router.get("/media", tags=["Media"], summary="List media", response_model=ListOf[MediaOut])
 async def list_media(
     ctx: Ctx,
+    principal: Principal,
     page: PageQuery,
     content_type: Annotated[str | None, Query(alias="filter[content_type][]")] = None,
 ) -> ListOf[MediaOut]:
-    items, total = await ctx.store.list_media(page.number, page.size, content_type=content_type)
+    items, total = await ctx.store.list_media(
+        page.number, page.size, content_type=content_type, account_id=principal.account_id
+    )
     return ListOf[MediaOut](data=[_media_out(m) for m in items], meta=meta(page, total))
 
 
-async def _media(ctx: ApiContext, name: str) -> Media:
-    media = await ctx.store.get_media(name)
+async def _media(ctx: ApiContext, principal: Principal, name: str) -> Media:
+    media = await ctx.store.get_media(name, principal.account_id)
     if media is None:
         raise not_found(f"no media named {name!r}", "media_name")
     return media
@@ -179,8 +198,8 @@ async def _media(ctx: ApiContext, name: str) -> Media:
 @router.get(
     "/media/{media_name}", tags=["Media"], summary="Retrieve media", response_model=Data[MediaOut]
 )
-async def retrieve_media(media_name: str, ctx: Ctx) -> Data[MediaOut]:
-    return Data[MediaOut](data=_media_out(await _media(ctx, media_name)))
+async def retrieve_media(media_name: str, ctx: Ctx, principal: Principal) -> Data[MediaOut]:
+    return Data[MediaOut](data=_media_out(await _media(ctx, principal, media_name)))
 
 
 class UpdateParams(Params):
@@ -194,22 +213,27 @@ class UpdateParams(Params):
     summary="Replace a media's file or change its lifetime",
     response_model=Data[MediaOut],
 )
-async def update_media(media_name: str, params: UpdateParams, ctx: Ctx) -> Data[MediaOut]:
-    await _media(ctx, media_name)
+async def update_media(
+    media_name: str, params: UpdateParams, ctx: Ctx, principal: Principal
+) -> Data[MediaOut]:
+    account = principal.account_id
+    await _media(ctx, principal, media_name)
     if params.media_url is not None:
         data, kind = await _download(params.media_url)
-        path = await _store_file(ctx, media_name, data)
-        await ctx.store.update_media(media_name, content_type=kind, path=str(path), size=len(data))
+        path = await _store_file(ctx, account, media_name, data)
+        await ctx.store.update_media(
+            media_name, account_id=account, content_type=kind, path=str(path), size=len(data)
+        )
     if params.ttl_secs is not None:
         expires = datetime.now(UTC) + timedelta(seconds=params.ttl_secs)
-        await ctx.store.update_media(media_name, expires_at=expires)
-    return Data[MediaOut](data=_media_out(await _media(ctx, media_name)))
+        await ctx.store.update_media(media_name, account_id=account, expires_at=expires)
+    return Data[MediaOut](data=_media_out(await _media(ctx, principal, media_name)))
 
 
 @router.delete("/media/{media_name}", tags=["Media"], summary="Delete media", status_code=204)
-async def delete_media(media_name: str, ctx: Ctx) -> Response:
+async def delete_media(media_name: str, ctx: Ctx, principal: Principal) -> Response:
     try:
-        media = await ctx.store.delete_media(media_name)
+        media = await ctx.store.delete_media(media_name, principal.account_id)
     except MediaNotFound:
         raise not_found(f"no media named {media_name!r}", "media_name") from None
     await _unlink(media.path)
@@ -222,8 +246,8 @@ async def delete_media(media_name: str, ctx: Ctx) -> Response:
     summary="Download a media file",
     response_class=FileResponse,
 )
-async def download_media(media_name: str, ctx: Ctx) -> FileResponse:
-    media = await _media(ctx, media_name)
+async def download_media(media_name: str, ctx: Ctx, principal: Principal) -> FileResponse:
+    media = await _media(ctx, principal, media_name)
     return FileResponse(media.path, media_type=media.content_type)
 
 
@@ -290,6 +314,7 @@ def _instant(value: str | None, parameter: str) -> datetime | None:
 )
 async def list_recordings(
     ctx: Ctx,
+    principal: Principal,
     page: PageQuery,
     conference_id: Annotated[str | None, Query(alias="filter[conference_id]")] = None,
     call_control_id: Annotated[str | None, Query(alias="filter[call_control_id]")] = None,
@@ -308,15 +333,16 @@ async def list_recordings(
         call_session_id=call_session_id,
         created_at_gte=_instant(created_gte, "filter[created_at][gte]"),
         created_at_lte=_instant(created_lte, "filter[created_at][lte]"),
+        account_id=principal.account_id,
     )
     return ListOf[RecordingOut](
         data=[_recording_out(ctx, r) for r in items], meta=meta(page, total)
     )
 
 
-async def _recording(ctx: ApiContext, recording_id: str) -> Recording:
+async def _recording(ctx: ApiContext, principal: Principal, recording_id: str) -> Recording:
     await ctx.control.recordings_stored()
-    rec = await ctx.store.get_recording(recording_id)
+    rec = await ctx.store.get_recording(recording_id, principal.account_id)
     if rec is None:
         raise not_found(f"no recording with id {recording_id!r}", "recording_id")
     return rec
@@ -328,8 +354,11 @@ async def _recording(ctx: ApiContext, recording_id: str) -> Recording:
     summary="Retrieve a recording",
     response_model=Data[RecordingOut],
 )
-async def retrieve_recording(recording_id: str, ctx: Ctx) -> Data[RecordingOut]:
-    return Data[RecordingOut](data=_recording_out(ctx, await _recording(ctx, recording_id)))
+async def retrieve_recording(
+    recording_id: str, ctx: Ctx, principal: Principal
+) -> Data[RecordingOut]:
+    rec = await _recording(ctx, principal, recording_id)
+    return Data[RecordingOut](data=_recording_out(ctx, rec))
 
 
 @router.delete(
@@ -338,9 +367,9 @@ async def retrieve_recording(recording_id: str, ctx: Ctx) -> Data[RecordingOut]:
     summary="Delete a recording and its file",
     response_model=Data[RecordingOut],
 )
-async def delete_recording(recording_id: str, ctx: Ctx) -> Data[RecordingOut]:
-    await _recording(ctx, recording_id)
-    rec = await ctx.store.delete_recording(recording_id)
+async def delete_recording(recording_id: str, ctx: Ctx, principal: Principal) -> Data[RecordingOut]:
+    await _recording(ctx, principal, recording_id)
+    rec = await ctx.store.delete_recording(recording_id, principal.account_id)
     await _unlink(rec.path)
     return Data[RecordingOut](data=_recording_out(ctx, rec))
 
@@ -351,8 +380,8 @@ async def delete_recording(recording_id: str, ctx: Ctx) -> Data[RecordingOut]:
     summary="Download a recording's file",
     response_class=FileResponse,
 )
-async def download_recording(recording_id: str, ctx: Ctx) -> FileResponse:
-    rec = await _recording(ctx, recording_id)
+async def download_recording(recording_id: str, ctx: Ctx, principal: Principal) -> FileResponse:
+    rec = await _recording(ctx, principal, recording_id)
     if not await asyncio.to_thread(Path(rec.path).exists):
         raise not_found(f"the file of recording {recording_id} is gone", "recording_id")
     kind = "audio/mpeg" if rec.format == "mp3" else "audio/wav"

@@ -3,8 +3,11 @@
 A queue is made by the first ``enqueue`` that names it (or by ``POST /v2/queues``); calls wait
 in it hearing hold music until ``bridge`` with ``queue`` takes the longest-waiting one, the
 call leaves (``leave_queue``, ``DELETE /v2/queues/{name}/calls/{id}``), hangs up, or waits
-longer than its ``max_wait_time_secs``. Queues live in the server's memory (the store has no
-table for them): they are gone after a restart, as the calls in them are.
+longer than its ``max_wait_time_secs``.
+
+Queues belong to an account (the API key's; a queue made by ``enqueue``, to the call's): names
+are unique within an account, and another account's queue is unknown (404), as one that does
+not exist.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from callbridge.api.commands import protocol_errors, resolve_call
-from callbridge.api.context import ApiContext, Ctx
+from callbridge.api.context import ApiContext, Ctx, Principal
 from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, slice_page
 from callbridge.api.schemas import Data, ListOf, Params, iso
@@ -85,8 +88,8 @@ def _queue_call_out(entry: QueueEntry, position: int) -> QueueCallOut:
     )
 
 
-def _queue(ctx: ApiContext, name: str) -> Queue:
-    queue = ctx.control.queue(name)
+def _queue(ctx: ApiContext, principal: Principal, name: str) -> Queue:
+    queue = ctx.control.queue(name, account_id=principal.account_id)
     if queue is None:
         raise not_found(f"no queue named {name!r}", "queue_name")
     return queue
@@ -98,23 +101,24 @@ class CreateParams(Params):
 
 
 @router.post("/queues", summary="Create a queue", response_model=Data[QueueOut])
-async def create_queue(params: CreateParams, ctx: Ctx) -> Data[QueueOut]:
-    if ctx.control.queue(params.queue_name) is not None:
+async def create_queue(params: CreateParams, ctx: Ctx, principal: Principal) -> Data[QueueOut]:
+    account = principal.account_id
+    if ctx.control.queue(params.queue_name, account_id=account) is not None:
         raise invalid(f"queue {params.queue_name!r} exists already", pointer="/queue_name")
-    queue = ctx.control.create_queue(params.queue_name, params.max_size)
+    queue = ctx.control.create_queue(params.queue_name, params.max_size, account_id=account)
     return Data[QueueOut](data=_queue_out(queue))
 
 
 @router.get("/queues", summary="List queues", response_model=ListOf[QueueOut])
-async def list_queues(ctx: Ctx, page: PageQuery) -> ListOf[QueueOut]:
-    queues = [_queue_out(q) for q in ctx.control.queues()]
+async def list_queues(ctx: Ctx, principal: Principal, page: PageQuery) -> ListOf[QueueOut]:
+    queues = [_queue_out(q) for q in ctx.control.queues(account_id=principal.account_id)]
     items, meta = slice_page(queues, page)
     return ListOf[QueueOut](data=items, meta=meta)
 
 
 @router.get("/queues/{queue_name}", summary="Retrieve a queue", response_model=Data[QueueOut])
-async def retrieve_queue(queue_name: str, ctx: Ctx) -> Data[QueueOut]:
-    return Data[QueueOut](data=_queue_out(_queue(ctx, queue_name)))
+async def retrieve_queue(queue_name: str, ctx: Ctx, principal: Principal) -> Data[QueueOut]:
+    return Data[QueueOut](data=_queue_out(_queue(ctx, principal, queue_name)))
 
 
 class UpdateParams(Params):
@@ -124,8 +128,10 @@ class UpdateParams(Params):
 @router.post(
     "/queues/{queue_name}", summary="Change a queue's max_size", response_model=Data[QueueOut]
 )
-async def update_queue(queue_name: str, params: UpdateParams, ctx: Ctx) -> Data[QueueOut]:
-    queue = _queue(ctx, queue_name)
+async def update_queue(
+    queue_name: str, params: UpdateParams, ctx: Ctx, principal: Principal
+) -> Data[QueueOut]:
+    queue = _queue(ctx, principal, queue_name)
     try:
         ctx.control.resize_queue(queue, params.max_size)
     except ProtocolError as exc:
@@ -134,10 +140,10 @@ async def update_queue(queue_name: str, params: UpdateParams, ctx: Ctx) -> Data[
 
 
 @router.delete("/queues/{queue_name}", summary="Delete an empty queue", status_code=204)
-async def delete_queue(queue_name: str, ctx: Ctx) -> Response:
-    _queue(ctx, queue_name)
+async def delete_queue(queue_name: str, ctx: Ctx, principal: Principal) -> Response:
+    _queue(ctx, principal, queue_name)
     try:
-        ctx.control.delete_queue(queue_name)
+        ctx.control.delete_queue(queue_name, account_id=principal.account_id)
     except ProtocolError as exc:
         raise wrong_state(exc.message) from None
     return Response(status_code=204)
@@ -148,15 +154,19 @@ async def delete_queue(queue_name: str, ctx: Ctx) -> Response:
     summary="List the calls waiting in a queue, longest-waiting first",
     response_model=ListOf[QueueCallOut],
 )
-async def list_queue_calls(queue_name: str, ctx: Ctx, page: PageQuery) -> ListOf[QueueCallOut]:
-    queue = _queue(ctx, queue_name)
+async def list_queue_calls(
+    queue_name: str, ctx: Ctx, principal: Principal, page: PageQuery
+) -> ListOf[QueueCallOut]:
+    queue = _queue(ctx, principal, queue_name)
     calls = [_queue_call_out(e, i) for i, e in enumerate(queue.entries, 1)]
     items, meta = slice_page(calls, page)
     return ListOf[QueueCallOut](data=items, meta=meta)
 
 
-def _entry(ctx: ApiContext, queue_name: str, call_control_id: str) -> tuple[QueueEntry, int]:
-    found = _queue(ctx, queue_name).entry(call_control_id)
+def _entry(
+    ctx: ApiContext, principal: Principal, queue_name: str, call_control_id: str
+) -> tuple[QueueEntry, int]:
+    found = _queue(ctx, principal, queue_name).entry(call_control_id)
     if found is not None:
         return found
     raise not_found(
@@ -170,9 +180,9 @@ def _entry(ctx: ApiContext, queue_name: str, call_control_id: str) -> tuple[Queu
     response_model=Data[QueueCallOut],
 )
 async def retrieve_queue_call(
-    queue_name: str, call_control_id: str, ctx: Ctx
+    queue_name: str, call_control_id: str, ctx: Ctx, principal: Principal
 ) -> Data[QueueCallOut]:
-    entry, position = _entry(ctx, queue_name, call_control_id)
+    entry, position = _entry(ctx, principal, queue_name, call_control_id)
     return Data[QueueCallOut](data=_queue_call_out(entry, position))
 
 
@@ -186,11 +196,11 @@ class QueueCallParams(Params):
     status_code=204,
 )
 async def update_queue_call(
-    queue_name: str, call_control_id: str, params: QueueCallParams, ctx: Ctx
+    queue_name: str, call_control_id: str, params: QueueCallParams, ctx: Ctx, principal: Principal
 ) -> Response:
     if params.keep_after_hangup:
         raise invalid("keep_after_hangup is not supported by callbridge", "/keep_after_hangup")
-    _entry(ctx, queue_name, call_control_id)
+    _entry(ctx, principal, queue_name, call_control_id)
     return Response(status_code=204)
 
 
@@ -199,8 +209,10 @@ async def update_queue_call(
     summary="Take a call out of a queue (it stays up, parked)",
     status_code=204,
 )
-async def remove_queue_call(queue_name: str, call_control_id: str, ctx: Ctx) -> Response:
-    entry, _ = _entry(ctx, queue_name, call_control_id)
-    call = resolve_call(ctx, entry.call.id)
+async def remove_queue_call(
+    queue_name: str, call_control_id: str, ctx: Ctx, principal: Principal
+) -> Response:
+    entry, _ = _entry(ctx, principal, queue_name, call_control_id)
+    call = await resolve_call(ctx, principal.account_id, entry.call.id)
     await protocol_errors(ctx.control.leave_queue(call))
     return Response(status_code=204)

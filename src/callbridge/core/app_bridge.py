@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from callbridge.core.app_events import AppCallBridged, CallBridged
 from callbridge.core.app_model import AppCall
 from callbridge.core.calls import Leg, LegState, all_live
+from callbridge.core.tenancy import DEFAULT_ACCOUNT_ID
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import EndReason
 
@@ -121,12 +122,18 @@ class Bridges:
         a.bridge_peer = b.bridge_peer = None
 
     async def bridge_queue(
-        self, call: AppCall, queue_name: str, *, park_after_unbridge: bool = False
+        self,
+        call: AppCall,
+        queue_name: str,
+        *,
+        park_after_unbridge: bool = False,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> AppCall:
-        """Bridge ``call`` to the longest-waiting call of a queue (which leaves the queue)."""
+        """Bridge ``call`` to the longest-waiting call of the account's queue (which leaves the
+        queue)."""
         apps = self.apps
         apps.bridgeable(call, "bridge")
-        queue, entry = apps.queues.head(queue_name)
+        queue, entry = apps.queues.head(queue_name, account_id=account_id)
         waiting = entry.call
         if waiting is call:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a call cannot be bridged to itself")

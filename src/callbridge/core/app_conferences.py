@@ -13,6 +13,10 @@ This module adds what REST needs around them:
 A play to some participants reports one event per participant
 (``conference.participant.playback.*``), a play to all one for the room: the bus event of a
 playback names the legs it targets.
+
+A conference belongs to an account (``ConferenceRecord.account_id``): one created over REST to
+the account of the key that created it, a ``/ws`` host's to its user's account. Its recordings
+are that account's.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from callbridge.core.events import (
     ParticipantJoined,
     ParticipantLeft,
 )
+from callbridge.core.tenancy import DEFAULT_ACCOUNT_ID, account_of, application_account
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.media.interface import AudioSpec, RecordingFormat
 from callbridge.vocabulary import BeepMode, SupervisorRole
@@ -113,6 +118,7 @@ class ConferenceRecord:
     hosted: bool = False  # a seed-002 conference (/ws): it ends when its host leaves
     max_participants: int | None = None
     hold_audio: AudioSpec | None = None  # what a held participant hears unless told otherwise
+    account_id: str = DEFAULT_ACCOUNT_ID  # the account it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +221,11 @@ class AppConferences:
         duration_minutes: int | None = None,
         max_participants: int | None = None,
         hold_audio: AudioSpec | None = None,
+        account_id: str | None = None,
     ) -> ConferenceRecord:
         """A conference whose first participant is the (answered) call; it belongs to the
-        call's application and ends when its last participant leaves."""
+        call's application and ends when its last participant leaves. It is ``account_id``'s
+        (by default the account of the call's application)."""
         leg = await self.apps.ready_for_conference(call)
         record = ConferenceRecord(
             id="",
@@ -229,6 +237,7 @@ class AppConferences:
             creator=call.id,
             max_participants=max_participants,
             hold_audio=hold_audio,
+            account_id=account_id or application_account(call.application),
         )
         # conference.created is published inside create_for_leg: the record is found by the
         # creator's leg until the conference's id is known.
@@ -386,7 +395,14 @@ class AppConferences:
         if record is not None:
             record.id = event.conference_id
         else:  # a /ws conference: recorded for the REST API, no application to tell
-            record = ConferenceRecord(event.conference_id, event.name, now(), hosted=event.hosted)
+            conf = self.manager.conferences.get(event.conference_id)
+            record = ConferenceRecord(
+                event.conference_id,
+                event.name,
+                now(),
+                hosted=event.hosted,
+                account_id=account_of(conf.owner) if conf is not None else DEFAULT_ACCOUNT_ID,
+            )
         self.records[event.conference_id] = record
         self._forget_old()
         self.apps.publish(
@@ -477,7 +493,11 @@ class AppConferences:
         ended = now()
         started = ended - timedelta(seconds=event.duration_secs)
         duration_millis = round(event.duration_secs * 1000)
-        await self.apps.directory.add_recording(
+        # Any: the directory protocol (core.app_model) does not name account_id yet; the
+        # store's add_recording takes it.
+        directory: Any = self.apps.directory
+        await directory.add_recording(
+            account_id=record.account_id,
             recording_id=event.recording_id,
             path=event.path,
             format=fmt,

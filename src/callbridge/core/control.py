@@ -13,6 +13,12 @@ The models it hands out are the application layer's: :class:`~callbridge.core.ap
 :class:`~callbridge.core.app_conferences.ConferenceRecord` and
 :class:`~callbridge.core.app_conferences.ParticipantInfo`. Participants are named by their
 calls.
+
+**Accounts.** Calls, conferences and queues belong to an account: a call to its application's
+(a softphone's leg: its user's, :meth:`CallControl.account_of`), a conference to the account
+that created it, a queue to its account (names are unique within one). The queries and
+commands that name a conference or a queue take the account and treat another account's as
+missing; the REST layer checks a call's account before it acts on it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from callbridge.core.appcalls import AppCalls
 from callbridge.core.conference_media import RecordAction
 from callbridge.core.gather import Gather
 from callbridge.core.queues import Queue, QueueEntry
+from callbridge.core.tenancy import DEFAULT_ACCOUNT_ID, account_of, application_account
 from callbridge.media.interface import AudioSpec, RecordingFormat
 from callbridge.vocabulary import SupervisorRole
 
@@ -70,6 +77,15 @@ class CallControl:
         self.join = apps.conferences.join  # a call joins a live conference
 
     # calls ------------------------------------------------------------------------------------
+    def account_of(self, call: AppCall) -> str:
+        """The account a call belongs to: its application's; for a softphone's leg (adopted,
+        no application), its device's user's."""
+        if call.application is not None:
+            return application_account(call.application)
+        if call.leg is not None:
+            return account_of(call.leg.device)
+        return DEFAULT_ACCOUNT_ID
+
     def call(self, call_control_id: str) -> AppCall:
         """The live call (any device leg is adopted). :class:`CallHasEnded` /
         :class:`UnknownCall` otherwise."""
@@ -98,11 +114,17 @@ class CallControl:
         await self._apps.bridges.bridge(call, other, park_after_unbridge=park_after_unbridge)
 
     async def bridge_queue(
-        self, call: AppCall, queue_name: str, *, park_after_unbridge: bool
+        self,
+        call: AppCall,
+        queue_name: str,
+        *,
+        park_after_unbridge: bool,
+        account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> AppCall:
-        """Bridge ``call`` to the longest-waiting call of the queue; returns that call."""
+        """Bridge ``call`` to the longest-waiting call of the account's queue; returns that
+        call."""
         return await self._apps.bridges.bridge_queue(
-            call, queue_name, park_after_unbridge=park_after_unbridge
+            call, queue_name, park_after_unbridge=park_after_unbridge, account_id=account_id
         )
 
     async def stop_playback(self, call: AppCall) -> None:
@@ -156,33 +178,48 @@ class CallControl:
         await self._apps.queues.leave_queue(call)
 
     # queues -----------------------------------------------------------------------------------
-    def queue(self, name: str) -> Queue | None:
-        return self._apps.queues.get(name)
+    def queue(self, name: str, *, account_id: str = DEFAULT_ACCOUNT_ID) -> Queue | None:
+        return self._apps.queues.get(name, account_id=account_id)
 
-    def queues(self) -> list[Queue]:
-        return list(self._apps.queues.queues.values())
+    def queues(self, *, account_id: str = DEFAULT_ACCOUNT_ID) -> list[Queue]:
+        return self._apps.queues.all(account_id=account_id)
 
-    def create_queue(self, name: str, max_size: int | None) -> Queue:
-        return self._apps.queues.create(name, max_size)
+    def create_queue(
+        self, name: str, max_size: int | None, *, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> Queue:
+        return self._apps.queues.create(name, max_size, account_id=account_id)
 
     def resize_queue(self, queue: Queue, max_size: int) -> None:
         self._apps.queues.resize(queue, max_size)
 
-    def delete_queue(self, name: str) -> None:
-        self._apps.queues.delete(name)
+    def delete_queue(self, name: str, *, account_id: str = DEFAULT_ACCOUNT_ID) -> None:
+        self._apps.queues.delete(name, account_id=account_id)
 
     # conferences ------------------------------------------------------------------------------
-    def conference_record(self, conference_id: str) -> ConferenceRecord | None:
-        """A live or recently ended conference's record."""
-        return self._apps.conferences.record(conference_id)
+    def conference_record(
+        self, conference_id: str, *, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> ConferenceRecord | None:
+        """A live or recently ended conference's record, if it is the account's."""
+        record = self._apps.conferences.record(conference_id)
+        return record if record is not None and record.account_id == account_id else None
 
-    def conference_records(self) -> list[ConferenceRecord]:
-        """Every conference known (live, and recently ended), newest first."""
-        return [r for r in reversed(self._apps.conferences.records.values()) if r.id]
+    def conference_records(self, *, account_id: str = DEFAULT_ACCOUNT_ID) -> list[ConferenceRecord]:
+        """Every conference of the account known (live, and recently ended), newest first."""
+        return [
+            r
+            for r in reversed(self._apps.conferences.records.values())
+            if r.id and r.account_id == account_id
+        ]
 
-    def conference(self, conference_id: str) -> ConferenceRecord:
-        """A live conference's record. :class:`UnknownConference` if there is none; a
-        ``ProtocolError`` (``invalid_state``) if it has ended or is a call group."""
+    def conference(
+        self, conference_id: str, *, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> ConferenceRecord:
+        """A live conference's record. :class:`UnknownConference` if there is none (or it is
+        another account's); a ``ProtocolError`` (``invalid_state``) if it has ended or is a
+        call group."""
+        record = self._apps.conferences.record(conference_id)
+        if record is not None and record.account_id != account_id:
+            raise UnknownConference(conference_id)
         return self._apps.conferences.live(conference_id)[1]
 
     def participants(self, conference_id: str) -> list[ParticipantInfo]:
