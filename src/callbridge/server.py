@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI, WebSocket
 
-from callbridge import __version__
+from callbridge import __version__, recovery
 from callbridge.api import ApiContext, WebhookEvents, install_api
 from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
@@ -69,6 +69,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         outbox = await WebhookOutbox.create(store)
         await outbox.start()
         events = WebhookEvents(controller.bus, outbox, public_url)
+        await recovery.start(config, store, controller, appcalls, outbox, events)  # durable
         app.state.runtime = Runtime(config, store, media, controller, sessions, appcalls, outbox)
         app.state.api = ApiContext(
             store=store,

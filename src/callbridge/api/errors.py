@@ -20,6 +20,9 @@ gets one of those):
 422    the body or query is invalid, a resource it names does not exist, or the resource is in
        a state that does not allow the action (a call that has ended, is not answered, ...)
 400    the body is not JSON at all
+503    the database refuses the write for now (locked by another process, disk full,
+       unreachable): ``Retry-After`` says when to try again; nothing was changed
+500    a bug: the error body says so (never a plain-text answer); the traceback is logged
 =====  ======================================================================================
 
     CallbridgeError
@@ -31,16 +34,19 @@ store are translated here (:func:`from_protocol_error`), once, rather than in ev
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.errors import CallbridgeError, ErrorCode, ProtocolError
 from callbridge.store import NotFound
+from callbridge.store.spool import is_refusal
 
 __all__ = [
     "ApiError",
@@ -56,6 +62,8 @@ __all__ = [
     "wrong_state",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class ApiErrorCode(StrEnum):
     """The ``code`` of an error. Telnyx's numbers where Telnyx has one for the same thing."""
@@ -69,6 +77,7 @@ class ApiErrorCode(StrEnum):
     INVALID_STATE = "90034"  # 422: the call or conference's state does not allow it
     METHOD_NOT_ALLOWED = "10006"  # 405
     INTERNAL = "10007"  # 500
+    SERVICE_UNAVAILABLE = "10011"  # 503: the database refuses writes, or the server drains
 
 
 _TITLES = {
@@ -81,7 +90,11 @@ _TITLES = {
     ApiErrorCode.INVALID_STATE: "Invalid state",
     ApiErrorCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ApiErrorCode.INTERNAL: "Internal error",
+    ApiErrorCode.SERVICE_UNAVAILABLE: "Service unavailable",
 }
+# Seconds a client is asked to wait after the database refused a write: about the time
+# SQLite's busy timeout lets a writer wait for the lock, so the next try likely gets it.
+DATABASE_RETRY_AFTER = 10
 
 
 class ApiError(CallbridgeError):
@@ -187,6 +200,21 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{field}: {error.get('msg', 'invalid value')}"
 
 
+def _internal(request: Request, exc: BaseException, *, logged: bool = False) -> JSONResponse:
+    """A bug: answered in the API's shape (not plain text), logged with its traceback unless
+    the server logs it anyway (``logged``: Starlette re-raises what reaches its last-resort
+    handler, and uvicorn logs it)."""
+    if not logged:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    err = ApiError(
+        500,
+        ApiErrorCode.INTERNAL,
+        "the server failed to handle this request (a bug, logged on the server); "
+        "retrying may not help",
+    )
+    return JSONResponse(err.body(), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every refusal (ours, FastAPI's validation, Starlette's 404/405) in one shape."""
 
@@ -203,6 +231,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def store_not_found(_: Request, exc: NotFound) -> JSONResponse:
         err = not_found(str(exc))
         return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if not is_refusal(exc):
+            return _internal(request, exc)
+        log.warning(
+            "%s %s: the database refused it (%s); answered 503",
+            request.method,
+            request.url.path,
+            str(getattr(exc, "orig", None) or exc).splitlines()[0][:200],
+        )
+        err = ApiError(
+            503,
+            ApiErrorCode.SERVICE_UNAVAILABLE,
+            "the database cannot take writes at the moment (it is locked by another process, "
+            f"or full); nothing was changed: retry in {DATABASE_RETRY_AFTER} s",
+        )
+        return JSONResponse(
+            err.body(), status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)}
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _internal(request, exc, logged=True)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,10 @@
   (``MediaServer.send_dtmf``: RFC 4733 events when the device negotiated telephone-event,
   else in-band tones) and tells the device each digit (``call.dtmf``).
 - **record**: the call's endpoint audio mixed with its bridge partner's, to WAV or MP3;
-  ``call.recording.saved`` follows the stop (or the call's end), once the store has it.
+  ``call.recording.saved`` follows the stop (or the call's end), once the store has it. A
+  recording whose file could not be written or finished (a full disk, the encoder failed) is
+  no success: :class:`AppRecordingError` (``call.recording.error``) says so instead, and the
+  file is not offered as a recording.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from callbridge.core.app_events import (
+    AppCallEvent,
     AppPlaybackEnded,
     AppPlaybackStarted,
     AppRecordingSaved,
@@ -45,11 +49,27 @@ from callbridge.statemachine import StateMachine
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls
 
-__all__ = ["AppMedia", "AppPlayback", "AppRecording", "TargetLegs"]
+__all__ = ["AppMedia", "AppPlayback", "AppRecording", "AppRecordingError", "TargetLegs"]
 
 log = logging.getLogger(__name__)
 
 TargetLegs = Literal["self", "opposite", "both"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppRecordingError(AppCallEvent):
+    """A recording of the call failed: ``detail`` says what went wrong (nothing was saved)."""
+
+    recording_id: str
+    detail: str
+
+
+def recording_failure(event: RecordingSaved) -> str | None:
+    """Why a recording failed, if it did: the media plane ends a failed one with a
+    ``RecordingSaved`` that carries ``error`` (the engine's ``RecordingFailed``; the core
+    sees only ``media.interface``)."""
+    error = getattr(event, "error", None)
+    return error if isinstance(error, str) else None
 
 
 @dataclass(eq=False)
@@ -323,10 +343,26 @@ class AppMedia:
         elif isinstance(event, RecordingSaved):
             recording = self.recordings.pop(event.recording_id, None)
             if recording is not None:
-                recording.transition(RecordingState.SAVED, cause=event.path)
+                failure = recording_failure(event)
+                recording.transition(RecordingState.SAVED, cause=failure or event.path)
                 if recording.call.recording is recording:  # saved before a stop (media ended)
                     recording.call.recording = None
                     tell_recording(recording.told, False)
+                if failure is not None:
+                    log.warning(
+                        "recording %s of call %s failed: %s",
+                        recording.id,
+                        recording.call.id,
+                        failure,
+                    )
+                    self.apps.publish(
+                        AppRecordingError(
+                            call=self.apps.facts(recording.call),
+                            recording_id=recording.id,
+                            detail=failure,
+                        )
+                    )
+                    return
                 self.apps.store_later(self._save(recording, event), f"recording {recording.id}")
 
     def call_ended(self, call: AppCall) -> None:

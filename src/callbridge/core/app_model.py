@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 DTMF_DIGITS = frozenset("0123456789ABCD*#wW")  # w: 0.5 s pause, W: 1 s (Telnyx's)
 RECENTLY_ENDED = 1000  # ended calls and conferences kept for precise errors and retrieval
 _COMMANDS_KEPT = 100  # command_ids remembered per call (duplicate protection)
+# What a call's end webhooks say about it that can change while it lives (callbridge.journal
+# keeps it in the database, so that the webhooks go out after a crash too).
+_RECORDED = frozenset({"client_state", "webhook_url", "queue_entry", "state"})
 
 Direction = Literal["incoming", "outgoing"]  # as the application sees the call
 
@@ -169,6 +173,17 @@ class AppCall(StateMachine[AppCallState]):
     park_after_unbridge: bool = False  # stay up (parked) when that bridge ends
     transfer_of: AppCall | None = None  # this call was dialled to transfer that one
     transfer_to: AppCall | None = None  # this call is being transferred to that one
+    # Told of each change of what the call's end webhooks need (AppCalls.register sets it).
+    on_change: Callable[[AppCall], None] | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # An attribute hook rather than setters: ``client_state`` and the rest are set in
+        # several modules (the REST facade, conferences), and a crash must find the newest.
+        object.__setattr__(self, name, value)
+        if name in _RECORDED:
+            hook = self.__dict__.get("on_change")
+            if hook is not None:
+                hook(self)
 
     @property
     def kind(self) -> str:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +131,9 @@ class AppCalls:
         self.gathers = Gathers(self)
         self.playing = AppMedia(self, recordings_dir)
         self.conferences = AppConferences(self)
+        # Told when a call registers and at each change of what its end webhooks need (the
+        # server's journal keeps that in the database: ``callbridge.journal``).
+        self.on_call_change: Callable[[AppCall], None] | None = None
         bus = self.bus
         bus.subscribe(LegEnded, self._leg_ended)
         bus.subscribe(LegAnswered, self._leg_answered)
@@ -221,6 +224,14 @@ class AppCalls:
         self.calls[call.id] = call
         if call.leg is not None:
             self.by_leg[call.leg.id] = call
+        if self.on_call_change is not None:
+            call.on_change = self.on_call_change
+            self.on_call_change(call)
+
+    def remember_ended(self, call: AppCall) -> None:
+        """Know of a call that ended elsewhere (one a crash cut off, closed at start-up), so
+        that status queries answer for it as for any recently ended call."""
+        self._forget_later(call)
 
     def live(self, call: AppCall) -> Leg:
         """The call's media leg, which must be up."""
@@ -294,6 +305,10 @@ class AppCalls:
         for leg in [call.leg, *ringing]:
             if leg is not None and self.by_leg.get(leg.id) is call:
                 del self.by_leg[leg.id]
+        self._forget_later(call)
+
+    def _forget_later(self, call: AppCall) -> None:
+        """Keep an ended call for errors and status queries, up to ``RECENTLY_ENDED``."""
         self._ended[call.id] = call
         if call.leg is not None and call.leg.id != call.id:
             self._ended[call.leg.id] = call

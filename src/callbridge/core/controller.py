@@ -55,10 +55,10 @@ from callbridge.core.scheduler import Scheduler
 from callbridge.core.transfer import Transfers
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import Candidate, EndpointInfo, MediaServer
-from callbridge.statemachine import StateObserver
+from callbridge.statemachine import StateChanged, StateObserver
 from callbridge.vocabulary import EndReason
 
-__all__ = ["CallController", "CallRouter", "Directory", "LegTable"]
+__all__ = ["CallController", "CallRouter", "CdrWriter", "Directory", "LegTable"]
 
 log = logging.getLogger(__name__)
 _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
@@ -71,6 +71,16 @@ class Directory(Protocol):
         """The user of the account that ``destination`` (extension, number, name) means."""
 
     async def record_cdr(self, cdr: Any) -> None: ...
+
+
+class CdrWriter(Protocol):
+    """Where CDRs go when the server keeps them durably (``callbridge.journal``): a record
+    written when a call starts and completed when it ends. Without one, the directory's
+    ``record_cdr`` gets each ended call's CDR."""
+
+    def opened(self, call: Call) -> None: ...
+
+    async def ended(self, call: Call, cdr: Any) -> None: ...
 
 
 class CallRouter(Protocol):
@@ -114,7 +124,10 @@ class CallController:
         self.ring_timeout = ring_timeout
         self._cdr_factory = cdr_factory
         self.bus = EventBus()
-        self.observer = state_publisher(self.bus)  # every machine here reports its changes
+        self._publish_state = state_publisher(self.bus)
+        self.observer: StateObserver = self._observe  # every machine here reports its changes
+        self.cdrs: CdrWriter | None = None  # set by the server: CDRs open at a call's start
+        self._opened: set[str] = set()  # calls whose start went to ``cdrs``
         self.scheduler = Scheduler("calls")
         self.devices: dict[str, dict[str, Device]] = {}  # user name -> device id -> device
         self.legs = LegTable(self.observer)
@@ -414,6 +427,23 @@ class CallController:
             await self.end_leg(call.answered_leg, far_reason)
         self.write_cdr(call, call.origin.end_reason or origin_reason)
 
+    def _observe(self, change: StateChanged[Any]) -> None:
+        """Every state change of the core: published on the bus; the first change of a call
+        (or of a leg of it) that is not its end opens its CDR. Calls start in several places
+        (routing, transfers, conferences, applications), each with a change of its call or
+        origin leg right away: this one hook sees them all."""
+        self._publish_state(change)
+        if self.cdrs is None or self._cdr_factory is None:
+            return
+        subject = change.subject
+        call = subject if isinstance(subject, Call) else getattr(subject, "call", None)
+        if not isinstance(call, Call) or call.ended or call.id in self._opened:
+            return
+        if isinstance(subject, Leg) and not subject.live:
+            return  # a leg that ends before its call started: the end writes the CDR
+        self._opened.add(call.id)
+        self.cdrs.opened(call)
+
     def write_cdr(self, call: Call, reason: EndReason) -> None:
         if self._cdr_factory is None:
             return
@@ -430,6 +460,10 @@ class CallController:
             direction="internal",
         )
         # Drained by shutdown(): a CDR is a record that must not be lost to a cancellation.
+        if self.cdrs is not None:
+            self._opened.discard(call.id)
+            self.scheduler.spawn(self.cdrs.ended(call, cdr), f"CDR of call {call.id}")
+            return
         self.scheduler.spawn(self.directory.record_cdr(cdr), f"CDR of call {call.id}")
 
     async def shutdown(self) -> None:

@@ -4,7 +4,13 @@ A queue is made by the first ``enqueue`` that names it (or explicitly). A call w
 until ``bridge`` with the queue takes the longest-waiting call, the call leaves (``leave``),
 hangs up, or waits longer than its ``max_wait_time_secs`` (``timeout``; it then hears
 silence). Each entry reports ``call.enqueued`` and, once, ``call.dequeued`` with why it left.
-Queues live in memory: they are gone after a restart, as the calls in them are.
+
+Queues belong to an account (the application's): names are unique within it, and every
+method takes ``account_id`` (the default account's unless given). The live objects (entries
+point at live calls) are here, in memory; the definitions and the waiting order are also
+written down through a :class:`QueueJournal` (the server's writes them to the database, see
+``callbridge.journal``), so that queues survive a restart: :meth:`Queues.restore` brings them
+back, empty of the calls a crash cut off.
 """
 
 from __future__ import annotations
@@ -13,18 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from callbridge.core.app_events import AppCallDequeued, AppCallEnqueued, DequeueReason
 from callbridge.core.app_model import AppCall, now
 from callbridge.core.calls import new_id
+from callbridge.core.tenancy import DEFAULT_ACCOUNT_ID, application_account
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.statemachine import StateMachine
 
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls
 
-__all__ = ["DEFAULT_MAX_SIZE", "EntryState", "Queue", "QueueEntry", "Queues"]
+__all__ = ["DEFAULT_MAX_SIZE", "EntryState", "Queue", "QueueEntry", "QueueJournal", "Queues"]
 
 DEFAULT_MAX_SIZE = 100
 
@@ -75,6 +82,7 @@ class Queue:
 
     name: str
     max_size: int = DEFAULT_MAX_SIZE
+    account_id: str = DEFAULT_ACCOUNT_ID
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=now)
     updated_at: datetime = field(default_factory=now)
@@ -104,33 +112,76 @@ class Queue:
         return None
 
 
+class QueueJournal(Protocol):
+    """Where queues are written down (the server's: the database, through its spool). Each
+    method is told a change once it is made in memory, in the order they are made."""
+
+    def queue_saved(self, queue: Queue) -> None:
+        """A queue was made, or its ``max_size`` changed."""
+
+    def queue_deleted(self, queue: Queue) -> None: ...
+
+    def entry_added(self, entry: QueueEntry) -> None:
+        """A call waits, at the end of its queue."""
+
+    def entry_removed(self, entry: QueueEntry) -> None: ...
+
+
+Key = tuple[str, str]  # (account_id, queue name)
+
+
 class Queues:
     """Every queue of the server (one per :class:`AppCalls`)."""
 
     def __init__(self, apps: AppCalls) -> None:
         self.apps = apps
-        self.queues: dict[str, Queue] = {}
+        self.queues: dict[Key, Queue] = {}
+        self.journal: QueueJournal | None = None
 
-    def get(self, name: str) -> Queue | None:
-        return self.queues.get(name)
+    def get(self, name: str, *, account_id: str = DEFAULT_ACCOUNT_ID) -> Queue | None:
+        return self.queues.get((account_id, name))
 
-    def create(self, name: str, max_size: int | None) -> Queue:
-        if name in self.queues:
+    def all(self, *, account_id: str | None = None) -> list[Queue]:
+        """The queues (of one account, if given), oldest first."""
+        return [q for q in self.queues.values() if account_id in (None, q.account_id)]
+
+    def create(
+        self, name: str, max_size: int | None, *, account_id: str = DEFAULT_ACCOUNT_ID
+    ) -> Queue:
+        if (account_id, name) in self.queues:
             raise ProtocolError(ErrorCode.INVALID_STATE, f"queue {name!r} exists already")
-        queue = Queue(name, max_size if max_size is not None else DEFAULT_MAX_SIZE)
-        self.queues[name] = queue
+        return self._add(name, max_size, account_id)
+
+    def _add(self, name: str, max_size: int | None, account_id: str) -> Queue:
+        queue = Queue(name, max_size if max_size is not None else DEFAULT_MAX_SIZE, account_id)
+        self.queues[(account_id, name)] = queue
+        if self.journal is not None:
+            self.journal.queue_saved(queue)
         return queue
 
-    def delete(self, name: str) -> None:
+    def restore(
+        self, name: str, max_size: int | None, *, account_id: str, created_at: datetime
+    ) -> Queue:
+        """Bring back a queue from the database at start-up (nobody waits in it)."""
+        queue = Queue(name, max_size if max_size is not None else DEFAULT_MAX_SIZE, account_id)
+        queue.created_at = queue.updated_at = created_at
+        self.queues[(account_id, name)] = queue
+        return queue
+
+    def delete(self, name: str, *, account_id: str = DEFAULT_ACCOUNT_ID) -> None:
         """Delete an empty queue."""
-        queue = self.queues.get(name)
-        if queue is not None and queue.entries:
+        queue = self.queues.get((account_id, name))
+        if queue is None:
+            return
+        if queue.entries:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
                 f"queue {name!r} has {len(queue.entries)} calls waiting: bridge them or "
                 "make them leave first",
             )
-        self.queues.pop(name, None)
+        del self.queues[(account_id, name)]
+        if self.journal is not None:
+            self.journal.queue_deleted(queue)
 
     def resize(self, queue: Queue, max_size: int) -> None:
         if max_size < len(queue.entries):
@@ -139,10 +190,13 @@ class Queues:
                 f"max_size {max_size} is less than the {len(queue.entries)} calls waiting",
             )
         queue.max_size = max_size
+        queue.updated_at = now()
+        if self.journal is not None:
+            self.journal.queue_saved(queue)
 
-    def head(self, name: str) -> tuple[Queue, QueueEntry]:
+    def head(self, name: str, *, account_id: str = DEFAULT_ACCOUNT_ID) -> tuple[Queue, QueueEntry]:
         """The queue and its longest-waiting entry; refused when there is none."""
-        queue = self.queues.get(name)
+        queue = self.queues.get((account_id, name))
         if queue is None or not queue.entries:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
@@ -159,10 +213,14 @@ class Queues:
         *,
         max_size: int | None = None,
         max_wait_time_secs: float | None = None,
+        account_id: str | None = None,
     ) -> Queue:
         """Park the call in a queue (created on first use) hearing hold music; the longest-
-        waiting call is the one ``bridge`` with the queue takes."""
+        waiting call is the one ``bridge`` with the queue takes. The queue is the account's
+        (by default the account of the call's application)."""
         apps = self.apps
+        if account_id is None:
+            account_id = application_account(call.application)
         leg = apps.bridgeable(call, "enqueue")
         if leg.peer is not None:
             raise ProtocolError(
@@ -174,11 +232,7 @@ class Queues:
                 ErrorCode.INVALID_STATE,
                 f"call {call.id} is in queue {call.queue_entry.queue.name!r} already",
             )
-        queue = self.queues.get(name)
-        if queue is None:
-            queue = self.queues[name] = Queue(
-                name, DEFAULT_MAX_SIZE if max_size is None else max_size
-            )
+        queue = self.queues.get((account_id, name)) or self._add(name, max_size, account_id)
         if len(queue.entries) >= queue.max_size:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
@@ -189,6 +243,8 @@ class Queues:
         queue.entries.append(entry)
         queue.updated_at = entry.enqueued_at
         call.queue_entry = entry
+        if self.journal is not None:
+            self.journal.entry_added(entry)
         await apps.playing.stop_app_audio(leg)
         if call.queue_entry is entry and leg.live:
             await apps.media.play(leg.id, "hold-music")
@@ -241,6 +297,8 @@ class Queues:
         queue.updated_at = now()
         call.queue_entry = None
         self.apps.scheduler.cancel(entry)
+        if self.journal is not None:
+            self.journal.entry_removed(entry)
         self.apps.publish(
             AppCallDequeued(
                 call=self.apps.facts(call),

@@ -7,6 +7,11 @@ target and encoded to MP3 (libmp3lame through PyAV) when it stops, in a worker t
 encoder runs on the media clock. Opening and finishing run off the event loop too.
 
 Pausing simply skips frames, so the file and ``duration_secs`` hold only the recorded audio.
+
+A recording that fails on the way (a write fails: the disk is full; finishing or encoding the
+file fails) ends with :class:`RecordingFailed` instead of a plain ``RecordingSaved``, with
+what went wrong: the control plane reports it (``call.recording.error``) rather than handing
+out a file that looks complete and is not. What was written before the failure stays on disk.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import logging
 import os
 import wave
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import av
@@ -23,11 +29,21 @@ from callbridge.errors import ErrorCode, MediaError
 from callbridge.media.interface import RecordingFormat, RecordingSaved
 from callbridge.rtp.codecs import FRAME_MS, MIX_RATE, Pcm
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "RecordingFailed"]
 
 log = logging.getLogger(__name__)
 _MP3_BITRATE = 64000
 _BUFFER = 1 << 16  # bytes of file buffer: a write syscall every ≈ 0.7 s of audio
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailed(RecordingSaved):
+    """A recording ended, but its file is incomplete or broken: ``error`` says why.
+
+    A subclass of ``RecordingSaved`` so that it travels as the media event every recording
+    ends with (``MediaEvent``); a subscriber that knows of failures checks for it first."""
+
+    error: str = "the recording failed"
 
 
 class Recorder:
@@ -46,7 +62,7 @@ class Recorder:
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(MIX_RATE)
-        self._failed = False
+        self.error: str | None = None  # why the file is incomplete, once it is
 
     @classmethod
     async def open(cls, recording_id: str, path: str, fmt: RecordingFormat) -> Recorder:
@@ -76,22 +92,24 @@ class Recorder:
         return self.frames * FRAME_MS / 1000
 
     def write(self, frame: Pcm) -> None:
-        """Append one 20 ms frame (nothing while paused)."""
+        """Append one 20 ms frame (nothing while paused, nothing more once a write failed)."""
         wav = self._wav
-        if self.paused or wav is None:
+        if self.paused or wav is None or self.error is not None:
             return
         try:
             wav.writeframesraw(frame.data)
-        except OSError:
-            if not self._failed:  # e.g. the disk is full: keep what was written
+        except OSError as exc:
+            if self.error is None:  # e.g. the disk is full: keep what was written
                 log.exception("recording %s: writing %s failed", self.id, self._wav_path)
-                self._failed = True
+                self.error = f"could not write the recording: {exc.strerror or exc}"
             return
         self.frames += 1
 
     async def finish(self) -> RecordingSaved:
         """Close the file (and make the MP3), off the event loop; the saved-event to emit."""
         await asyncio.to_thread(self._finish)
+        if self.error is not None:
+            return RecordingFailed(self.id, self.path, self.duration_secs, self.error)
         return RecordingSaved(self.id, self.path, self.duration_secs)
 
     def _finish(self) -> None:
@@ -104,8 +122,11 @@ class Recorder:
             if self.fmt == "mp3":
                 _wav_to_mp3(self._wav_path, self.path)
                 os.unlink(self._wav_path)
-        except (OSError, av.error.FFmpegError):
+        except (OSError, av.error.FFmpegError) as exc:
             log.exception("recording %s: finishing %s failed", self.id, self.path)
+            if self.error is None:
+                what = getattr(exc, "strerror", None) or exc
+                self.error = f"could not finish the recording file: {what}"
 
 
 def _wav_to_mp3(src: str, dst: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -49,13 +50,25 @@ from callbridge.core.app_events import (
     AppRecordingSaved,
     ParticipantFacts,
 )
+from callbridge.core.app_media import AppRecordingError
 from callbridge.core.events import EventBus
+from callbridge.store.spool import is_refusal
 from callbridge.vocabulary import EndReason
 from callbridge.webhooks.outbox import WebhookOutbox
 
-__all__ = ["HANGUP_CAUSES", "Payload", "Webhook", "WebhookEvents", "telnyx_webhooks"]
+__all__ = [
+    "HANGUP_CAUSES",
+    "Payload",
+    "Webhook",
+    "WebhookEvents",
+    "enqueue_event",
+    "telnyx_webhooks",
+]
 
 log = logging.getLogger(__name__)
+
+_FIRST_DELAY = 0.1  # seconds before retrying an outbox write the database refused
+_MAX_DELAY = 5.0
 
 Payload = dict[str, Any]
 Webhook = tuple[str, Payload]  # (event_type, payload)
@@ -233,6 +246,15 @@ def _call_recording(e: AppRecordingSaved, public_url: str) -> list[Webhook]:
     return [("call.recording.saved", payload)]
 
 
+@_shape(AppRecordingError)
+def _recording_error(e: AppRecordingError, _: str) -> list[Webhook]:
+    # Telnyx's reason is an enum of which only "Internal server error" fits a file that
+    # could not be written; callbridge's own words go in "detail" next to it.
+    payload = _call(e, reason="Internal server error", detail=e.detail)
+    payload["recording_id"] = e.recording_id
+    return [("call.recording.error", payload)]
+
+
 @_shape(AppCallEnqueued)
 def _enqueued(e: AppCallEnqueued, _: str) -> list[Webhook]:
     payload = _call(
@@ -339,50 +361,120 @@ def _conference_recording(e: AppConferenceRecordingSaved, public_url: str) -> li
 
 
 # delivery -------------------------------------------------------------------------------------
-class WebhookEvents:
-    """Subscribes to application events and feeds the outbox; ``close()`` flushes it."""
+async def enqueue_event(outbox: WebhookOutbox, event: AppEvent, public_url: str) -> int:
+    """Write ``event``'s webhooks to the outbox; how many (0: it goes nowhere)."""
+    app: Any = event.application
+    url = event.webhook_url or (app.webhook_event_url if app is not None else None)
+    if url is None:
+        return 0
+    webhooks = telnyx_webhooks(event, public_url)
+    for event_type, payload in webhooks:
+        await outbox.enqueue(
+            event_type,
+            payload,
+            url=url,
+            failover_url=None if event.webhook_url else app.webhook_event_failover_url,
+            ordering_key=event.ordering_key,
+            application_id=app.id if app is not None else None,
+            occurred_at=event.at,
+        )
+    return len(webhooks)
 
-    def __init__(self, bus: EventBus, outbox: WebhookOutbox, public_url: str) -> None:
+
+class WebhookEvents:
+    """Subscribes to application events and feeds the outbox; ``close()`` flushes it.
+
+    The queue of events not yet in the outbox is also its spool: when the database refuses
+    the outbox's write (locked, full: :func:`~callbridge.store.spool.is_refusal`), the event
+    stays at the head and is tried again with a backoff (0.1 s doubling to 5 s), the events
+    behind it waiting in order; nothing is dropped. Past ``spool_limit`` waiting events an
+    ERROR says so (once per episode), and :attr:`full` tells the server to refuse new calls.
+    """
+
+    def __init__(
+        self, bus: EventBus, outbox: WebhookOutbox, public_url: str, *, spool_limit: int = 10_000
+    ) -> None:
         self.outbox = outbox
         self.public_url = public_url.rstrip("/")
+        self.spool_limit = spool_limit
         self._queue: asyncio.Queue[AppEvent | None] = asyncio.Queue()
         self._progress = asyncio.Condition()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-events")
         self.published = 0  # events received for an application
         self.done = 0  # events handled (enqueued, or given up with a logged error)
+        self._refused_since: float | None = None
+        self._told_full = False
         self._unsubscribe = bus.subscribe(AppEvent, self._publish)
+
+    @property
+    def waiting(self) -> int:
+        """Events not in the outbox yet."""
+        return self.published - self.done
+
+    @property
+    def full(self) -> bool:
+        return self.waiting >= self.spool_limit
 
     def _publish(self, event: AppEvent) -> None:
         if event.application is None and event.webhook_url is None:
             return  # a call or conference no application owns: nowhere to send it
         self.published += 1
         self._queue.put_nowait(event)
+        if self.full and not self._told_full:
+            self._told_full = True
+            log.error(
+                "webhooks: the spool is full: %d events wait for the database (limit %d); new "
+                "calls are refused until it takes writes again. Nothing is dropped.",
+                self.waiting,
+                self.spool_limit,
+            )
 
     async def _run(self) -> None:
         while (event := await self._queue.get()) is not None:
-            try:
-                await self._enqueue(event)
-            except Exception:
-                log.exception("could not enqueue the webhooks of %s", type(event).__name__)
+            await self._enqueue_until_taken(event)
             async with self._progress:
                 self.done += 1
                 self._progress.notify_all()
+            if self.waiting == 0:
+                self._told_full = False
 
-    async def _enqueue(self, event: AppEvent) -> None:
-        app: Any = event.application
-        url = event.webhook_url or (app.webhook_event_url if app is not None else None)
-        if url is None:
+    async def _enqueue_until_taken(self, event: AppEvent) -> None:
+        delay = _FIRST_DELAY
+        while True:
+            try:
+                await enqueue_event(self.outbox, event, self.public_url)
+            except Exception as exc:
+                if not is_refusal(exc):
+                    # A bug or a payload the outbox refuses: retrying cannot help.
+                    log.exception("could not enqueue the webhooks of %s", type(event).__name__)
+                    return
+                self._refused(event, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY)
+                continue
+            if self._refused_since is not None:
+                log.warning(
+                    "webhooks: the database takes writes again after %.1f s; %d spooled "
+                    "events left to enqueue",
+                    time.monotonic() - self._refused_since,
+                    self.waiting - 1,
+                )
+                self._refused_since = None
             return
-        for event_type, payload in telnyx_webhooks(event, self.public_url):
-            await self.outbox.enqueue(
-                event_type,
-                payload,
-                url=url,
-                failover_url=None if event.webhook_url else app.webhook_event_failover_url,
-                ordering_key=event.ordering_key,
-                application_id=app.id if app is not None else None,
-                occurred_at=event.at,
-            )
+
+    def _refused(self, event: AppEvent, exc: BaseException, delay: float) -> None:
+        if self._refused_since is not None:
+            log.debug("webhooks: the database still refuses writes (%s)", exc)
+            return
+        self._refused_since = time.monotonic()
+        log.warning(
+            "webhooks: the database refuses writes (%s); spooling in memory: %d events wait, "
+            "retrying %s in %.1f s",
+            str(getattr(exc, "orig", None) or exc).splitlines()[0][:200],
+            self.waiting,
+            type(event).__name__,
+            delay,
+        )
 
     async def flush(self) -> None:
         """Wait until every event published so far is in the outbox."""
