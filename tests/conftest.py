@@ -2,6 +2,11 @@
 
 Everything talks over 127.0.0.1 only: the server is started with `--host 127.0.0.1` (so its
 ICE gathers only 127.0.0.1) and this process restricts its own ICE the same way.
+
+Media and webhook targets in the tests are HTTP servers on loopback, which the outbound policy
+refuses by default: the testing kit's servers allow loopback (``callbridge.testing.server``),
+and so does this process for the media engines and outboxes tests run in it
+(``TEST_OUTBOUND``). tests/test_outbound.py checks the strict default.
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from aiortc import RTCPeerConnection
 from websockets.asyncio.client import ClientConnection
 
 from callbridge.client import Phone
+from callbridge.config import ServerConfig
+from callbridge.media.fetch import configure_outbound
 from callbridge.rtp.webrtc import restrict_ice_addresses
 from callbridge.store import Store
-from callbridge.testing.server import Server, create_user, running
+from callbridge.testing.server import LOOPBACK_TARGETS, Server, create_user, running
 from parties import Party, PartyUser
 
 restrict_ice_addresses(["127.0.0.1"])
+
+# In-process media engines and webhook outboxes may reach the tests' loopback HTTP servers.
+TEST_OUTBOUND = ServerConfig(
+    allow_fetch_from=list(LOOPBACK_TARGETS), allow_webhooks_to=list(LOOPBACK_TARGETS)
+)
+configure_outbound(TEST_OUTBOUND)
 
 RING_TIMEOUT = 3.0
 SESSION_GRACE = 8.0  # > the 5 s outage of the reconnect test

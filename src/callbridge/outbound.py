@@ -54,8 +54,11 @@ __all__ = [
     "GuardedTransport",
     "OutboundPolicy",
     "OutboundRefused",
+    "configure",
     "get_following_redirects",
     "guarded_client",
+    "media_policy",
+    "webhook_policy",
     "why_internal",
 ]
 
@@ -363,3 +366,29 @@ async def get_following_redirects(
         target = policy.check_url(joined, redirect=True)
         log.debug("following a redirect to %s", target)
     raise OutboundRefused(f"{policy.what} refused: more than {MAX_REDIRECTS} redirects")
+
+
+# ------------------------------------------------------------------ the process's policies
+_media = OutboundPolicy.for_media()
+_webhooks = OutboundPolicy.for_webhooks()
+
+
+def configure(allow_fetch_from: Iterable[str] = (), allow_webhooks_to: Iterable[str] = ()) -> None:
+    """Set the process's policies from the operator's allow-lists (``ServerConfig``'s
+    ``allow_fetch_from`` and ``allow_webhooks_to``); the defaults allow no internal address.
+
+    :raises ValueError: an entry that is neither a host name, an IP address nor a network.
+    """
+    global _media, _webhooks
+    _media = OutboundPolicy.for_media(allow_fetch_from)
+    _webhooks = OutboundPolicy.for_webhooks(allow_webhooks_to)
+
+
+def media_policy() -> OutboundPolicy:
+    """The policy of media fetches (``--allow-fetch-from``)."""
+    return _media
+
+
+def webhook_policy() -> OutboundPolicy:
+    """The policy of webhook deliveries (``--allow-webhooks-to``)."""
+    return _webhooks

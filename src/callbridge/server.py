@@ -23,6 +23,7 @@ from callbridge.core.control import CallControl
 from callbridge.core.controller import CallController
 from callbridge.drain import Drain, DrainMiddleware
 from callbridge.media.engine import InProcessMediaServer
+from callbridge.media.fetch import configure_outbound
 from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
@@ -51,6 +52,7 @@ class Runtime:
 def create_app(config: ServerConfig) -> FastAPI:
     """The ASGI app. The store and media plane start in its lifespan."""
     drain = Drain(config.drain_timeout)  # started by serve()'s signal handler
+    configure_outbound(config)  # outbound: allow-lists, media fetch pool, playback limits
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

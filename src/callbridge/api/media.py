@@ -1,7 +1,8 @@
 """``/v2/media`` (uploaded audio, played by ``media_name``) and ``/v2/recordings``.
 
 Media: ``POST /v2/media`` with a ``media_url`` (as the telnyx SDK's ``media.upload`` sends it):
-the server fetches the file (http/https, at most 20 MB), checks that it decodes as audio, keeps
+the server fetches the file (http/https, within the outbound policy and the fetch limits, at
+most ``max_upload_bytes``: docs/security.md), checks that it decodes as audio, keeps
 it under ``<data-dir>/media/`` and records it in the store, for ``ttl_secs`` (default 48 hours).
 ``media_name`` then works wherever an ``audio_url`` does (call playback, conference play and
 hold audio).
@@ -19,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import re
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -31,10 +30,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from callbridge.api.context import ApiContext, Ctx, Principal
-from callbridge.api.errors import invalid, not_found
+from callbridge.api.errors import invalid, not_found, wrong_state
 from callbridge.api.pagination import PageQuery, meta
 from callbridge.api.schemas import Data, ListOf, Params, iso
 from callbridge.errors import MediaError
+from callbridge.media.fetch import BUSY, fetcher
 from callbridge.media.interface import AudioSpec
 from callbridge.store import Media, MediaExists, MediaNotFound, Recording
 from callbridge.store.accounts import DEFAULT_ACCOUNT_ID
@@ -43,9 +43,7 @@ from callbridge.store.records import validate_media_name
 __all__ = ["router"]
 
 router = APIRouter()
-MAX_MEDIA_BYTES = 20 * 1024 * 1024
 DEFAULT_TTL = 48 * 3600
-_FETCH_TIMEOUT = 15.0
 
 
 class MediaOut(BaseModel):
@@ -75,29 +73,20 @@ class UploadParams(Params):
     ttl_secs: int | None = Field(None, ge=1, le=630720000)
 
 
-def _fetch(url: str) -> tuple[bytes, str | None]:
-    """GET ``url`` (no proxy from the environment): its bytes and content type (blocking)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=_FETCH_TIMEOUT) as answer:
-        data = answer.read(MAX_MEDIA_BYTES + 1)
-        kind = answer.headers.get_content_type()
-    return data, kind
-
-
-async def _download(url: str) -> tuple[bytes, str]:
+async def _download(url: str, owner: str | None = None) -> tuple[bytes, str]:
+    """Fetch ``url`` through the server's media fetcher (outbound policy, one deadline, the
+    upload size cap, ``max_fetches``/``max_fetches_per_user``; ``owner`` names whom the fetch
+    counts for): its bytes and content type. A 422 on ``/media_url`` says why not."""
     if not url.lower().startswith(("http://", "https://")):
         raise invalid("media_url must be an http:// or https:// URL", pointer="/media_url")
     try:
-        data, kind = await asyncio.to_thread(_fetch, url)
-    except urllib.error.HTTPError as exc:
-        raise invalid(f"fetching media_url failed: HTTP {exc.code}", "/media_url") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise invalid(f"fetching media_url failed: {reason}", pointer="/media_url") from None
-    if len(data) > MAX_MEDIA_BYTES:
-        raise invalid("the file at media_url is larger than 20 MB", pointer="/media_url")
-    if not data:
-        raise invalid("the file at media_url is empty", pointer="/media_url")
+        async with fetcher().fetched(url, owner) as got:
+            data = await asyncio.to_thread(got.path.read_bytes)
+            kind = got.content_type
+    except MediaError as exc:
+        if exc.code is BUSY:
+            raise wrong_state(exc.message, pointer="/media_url") from None
+        raise invalid(exc.message, pointer="/media_url") from None
     if kind is None or not kind.startswith("audio/"):
         kind = mimetypes.guess_type(urlsplit(url).path)[0] or "audio/mpeg"
     return data, kind

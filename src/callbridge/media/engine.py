@@ -44,7 +44,7 @@ from callbridge.media.interface import (
     SupervisorRole,
 )
 from callbridge.media.mixer import Mixer
-from callbridge.media.playback import Playback, load_audio, probe_audio
+from callbridge.media.playback import Playback, Sound, open_audio, probe_audio
 from callbridge.media.recordings import Recordings
 from callbridge.rtp.codecs import Pcm
 from callbridge.rtp.webrtc import register_codecs, restrict_ice_addresses
@@ -386,9 +386,9 @@ class InProcessMediaServer:
         finally:
             self._loading.discard(ident)
 
-    async def _load(self, playback_id: str, audio: AudioSpec) -> Pcm:
+    async def _load(self, playback_id: str, audio: AudioSpec) -> Sound:
         with self.reserving("playback", playback_id, self._playbacks):
-            return await load_audio(audio)
+            return await open_audio(audio)
 
     def _start(self, pb: Playback, owner: _PlaybackOwner) -> None:
         self._playbacks[pb.id] = (pb, owner)

@@ -1,36 +1,46 @@
 """Playbacks: files, URLs, text to speech and tones, as 48 kHz PCM ready to mix.
 
-A sound is decoded (or synthesised) completely, to 20 ms frames of 48 kHz mono int16 (the
-mixing format, :data:`~callbridge.rtp.codecs.MIX_RATE`), before it starts. That keeps the
-per-tick path to a slice of an array (no decoder, no I/O, nothing that can fail mid-way), lets
-a bad file or URL be refused by the request that asked for it rather than by an event later,
-and makes looping free. The cost is memory: 48 kHz mono is 5.6 MiB a minute, so sounds are
-limited to :data:`MAX_SECONDS`. :func:`probe_audio` (is this usable audio, how long is it?)
-decodes the same way and keeps nothing but the count of samples.
+A :class:`Playback` hands out one 20 ms frame of 48 kHz mono int16 (the mixing format,
+:data:`~callbridge.rtp.codecs.MIX_RATE`) per tick. Its sound is either
 
-Loading never blocks the event loop: FFmpeg (through PyAV) decodes in a worker thread
-(:func:`asyncio.to_thread`), reading files with its ``file`` protocol only and URLs with its
-``http``/``https`` protocols only (an FFmpeg "URL" such as ``concat:`` or ``subfile,`` cannot
-sneak through either kind); text to speech runs ``espeak-ng --stdout`` as a subprocess
-(:func:`asyncio.create_subprocess_exec`, text on stdin, never on the command line).
+- an array in memory: conference tones and DTMF, short sounds made here; or
+- a :class:`~callbridge.media.stream.PcmStream`: files, URLs and text to speech, decoded from
+  disk a second ahead of the player on worker threads. Memory per playback stays about
+  100 KiB whatever the sound's length (the whole 30-minute file decoded took 165 MiB).
+
+:func:`open_audio` makes either; the request that starts a playback waits until the sound is
+open and its first second decoded, so a bad file, URL or voice is refused by that request
+rather than by an event later. A URL is first fetched to disk through the process's
+:class:`~callbridge.media.fetch.MediaFetcher` (the outbound policy, one deadline, a size cap
+and limits per user; FFmpeg never opens a URL itself) and the file deleted once open; text to
+speech is written by ``espeak-ng -w`` to a file that goes the same way. Every stream holds a
+slot of :func:`~callbridge.media.fetch.playback_limit` (``max_playbacks`` in all,
+``max_playbacks_per_user`` per owner) until it ends.
+
+Nothing here blocks the event loop: FFmpeg (through PyAV) runs on the decode threads
+(:func:`~callbridge.media.stream.decode_pool`), fetches are async I/O, and espeak-ng is a
+subprocess (:func:`asyncio.create_subprocess_exec`, text on stdin, never on the command line).
+:func:`load_audio` and :func:`probe_audio` decode a sound whole (up to
+:data:`~callbridge.media.stream.MAX_SECONDS`), for checks and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import os
 import shutil
-import time
+import tempfile
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
-import av
 import numpy as np
 
 from callbridge.errors import ErrorCode, MediaError
 from callbridge.media.checks import check_audio
+from callbridge.media.fetch import fetcher, playback_limit, remove
 from callbridge.media.interface import AudioSpec, PlaybackStatus
 from callbridge.media.players import tone_pcm
+from callbridge.media.stream import MAX_SECONDS, PcmStream, decode_pool, decode_whole
 from callbridge.rtp.codecs import MIX_FRAME, MIX_RATE, Pcm
 
 __all__ = [
@@ -38,38 +48,40 @@ __all__ = [
     "MAX_SECONDS",
     "TTS_VOICES",
     "Playback",
+    "Sound",
     "load_audio",
+    "open_audio",
     "probe_audio",
 ]
 
-MAX_SECONDS = 30 * 60  # longest sound accepted: 30 minutes is ≈ 165 MiB of 48 kHz PCM
 TTS_VOICES = {"female": "+f3", "male": "+m3"}  # espeak-ng voice variants
 _MAX_TTS_CHARS = 10_000
-_URL_TIMEOUT = (10.0, 10.0)  # seconds: (open, each read)
-_LOAD_DEADLINE = 30.0  # seconds a URL may take to load in all (a live stream never ends)
-_FILE_PROTOCOLS = "file"
-_URL_PROTOCOLS = "http,https,tcp,tls"
 BAD_AUDIO = ErrorCode.INVALID_AUDIO  # a file, URL, voice or language that cannot be used
 
+Sound = Pcm | PcmStream  # what a playback plays: an array in memory, or a stream from disk
 EndCallback = Callable[["Playback", PlaybackStatus, str], None]
 
 
 class Playback:
     """One playing sound: a cursor over its PCM that hands out one 20 ms frame per tick.
 
-    ``targets`` are the endpoint ids it is mixed for (empty: every member of its mixer).
-    :meth:`end` reports the end once (the server turns it into a ``PlaybackStateChanged``).
+    ``sound`` is an array (played ``loops`` times, 0 for until stopped) or a stream (which
+    was opened with its loops: ``loops`` is not used again). ``targets`` are the endpoint ids
+    it is mixed for (empty: every member of its mixer). :meth:`end` reports the end once (the
+    server turns it into a ``PlaybackStateChanged``) and closes a stream.
     """
 
     def __init__(
         self,
         playback_id: str,
-        pcm: Pcm,
+        sound: Sound,
         loops: int = 1,
         targets: frozenset[str] = frozenset(),
         on_end: EndCallback | None = None,
     ) -> None:
-        if pcm.size == 0:
+        self.stream = sound if isinstance(sound, PcmStream) else None
+        pcm = np.zeros(0, dtype=np.int16) if isinstance(sound, PcmStream) else sound
+        if self.stream is None and pcm.size == 0:
             raise ValueError("a playback needs some audio")
         self.id = playback_id
         self.pcm = pcm
@@ -90,6 +102,8 @@ class Playback:
         """
         if self.done:
             return None
+        if self.stream is not None:
+            return self._next_streamed(self.stream)
         pcm, pos = self.pcm, self._position
         self.frames += 1
         if pos + MIX_FRAME < pcm.size:  # the common case: a slice, no copy
@@ -112,23 +126,62 @@ class Playback:
         self._position = pos
         return buf
 
+    def _next_streamed(self, stream: PcmStream) -> Pcm | None:
+        buf = self._buffer
+        filled = stream.take(buf)
+        if filled < MIX_FRAME:
+            buf[filled:] = 0  # the end, or the decoder is late: silence
+            if stream.finished:
+                if stream.error:
+                    self.end("failed", stream.error)
+                    return None
+                self.done = True
+                if filled == 0:
+                    return None
+        self.frames += 1
+        return buf
+
     def end(self, status: PlaybackStatus, detail: str = "") -> None:
         """Report the end (``completed``, ``stopped`` or ``failed``); later calls do nothing."""
         if self.ended:
             return
         self.ended = self.done = True
+        if self.stream is not None:
+            self.stream.close()
         if self._on_end is not None:
             self._on_end(self, status, detail)
 
 
 # ------------------------------------------------------------------------------------ loading
-async def load_audio(audio: AudioSpec) -> Pcm:
-    """Decode or synthesise ``audio`` to 48 kHz mono int16 (off the event loop).
+async def open_audio(audio: AudioSpec) -> Sound:
+    """``audio`` ready to play: a tone as an array, anything else as an open stream holding a
+    slot of the playback limit (close it, or end its :class:`Playback`, to free it).
 
     :raises MediaError: (:data:`BAD_AUDIO`) for a file that does not exist or is not audio, a
-        URL that cannot be fetched, an unknown voice or language, an unknown tone, bad loops.
+        URL that is refused or cannot be fetched, an unknown voice or language, an unknown
+        tone, bad loops; (``invalid_state``) too many playbacks or fetches in progress.
     """
-    pcm = await _load(audio, keep=True)
+    check_audio(audio)
+    if audio.kind == "tone":
+        return tone_pcm(audio.location)
+    claim = playback_limit().claim()
+    try:
+        if audio.kind == "file":
+            return await PcmStream.open(Path(audio.location), audio.location, audio.loops, claim)
+        async with _local_copy(audio) as (path, name):
+            return await PcmStream.open(path, name, audio.loops, claim)
+    except BaseException:
+        claim.release()
+        raise
+
+
+async def load_audio(audio: AudioSpec) -> Pcm:
+    """Decode or synthesise ``audio`` whole to 48 kHz mono int16 (off the event loop).
+
+    :raises MediaError: as :func:`open_audio`, and for a sound longer than
+        :data:`MAX_SECONDS`.
+    """
+    pcm = await _whole(audio, keep=True)
     assert isinstance(pcm, np.ndarray)
     return pcm
 
@@ -140,91 +193,43 @@ async def probe_audio(audio: AudioSpec) -> float:
 
     :raises MediaError: as :func:`load_audio`.
     """
-    found = await _load(audio, keep=False)
+    found = await _whole(audio, keep=False)
     samples = found.size if isinstance(found, np.ndarray) else found
     return samples / MIX_RATE
 
 
-async def _load(audio: AudioSpec, keep: bool) -> Pcm | int:
+async def _whole(audio: AudioSpec, keep: bool) -> Pcm | int:
     """The PCM of ``audio`` when ``keep``, else how many samples it has."""
     check_audio(audio)
     if audio.kind == "tone":
         return tone_pcm(audio.location)
+    loop = asyncio.get_running_loop()
     if audio.kind == "file":
-        path = audio.location
-        return await asyncio.to_thread(
-            _decode, f"file:{path}", path, {"protocol_whitelist": _FILE_PROTOCOLS}, keep
-        )
-    if audio.kind == "url":
-        url = audio.location
-        options = {"protocol_whitelist": _URL_PROTOCOLS}
-        return await asyncio.to_thread(_decode, url, url, options, keep, _LOAD_DEADLINE)
-    wav = await _speak(audio.location, audio.voice, audio.language)  # tts
-    return await asyncio.to_thread(_decode, io.BytesIO(wav), "the synthesised speech", {}, keep)
+        path = Path(audio.location)
+        return await loop.run_in_executor(decode_pool(), decode_whole, path, audio.location, keep)
+    async with _local_copy(audio) as (path, name):
+        return await loop.run_in_executor(decode_pool(), decode_whole, path, name, keep)
 
 
-def _decode(
-    source: Any, name: str, options: dict[str, str], keep: bool, deadline: float | None = None
-) -> Pcm | int:
-    """Decode the first audio stream of ``source`` to 48 kHz mono int16 (blocking), within
-    ``deadline`` seconds: the PCM when ``keep``, else only its number of samples."""
-    give_up = time.monotonic() + deadline if deadline is not None else None
-    try:
-        with av.open(source, options=options, timeout=_URL_TIMEOUT) as container:
-            if not container.streams.audio:
-                raise MediaError(BAD_AUDIO, f"{name} has no audio in it")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=MIX_RATE)
-            chunks: list[Pcm] = []
-            total = 0
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunk = _samples(out)
-                    total += chunk.size
-                    if keep:
-                        chunks.append(chunk)
-                if total > MAX_SECONDS * MIX_RATE:
-                    raise MediaError(
-                        BAD_AUDIO, f"{name} is longer than {MAX_SECONDS // 60} minutes"
-                    )
-                if give_up is not None and time.monotonic() > give_up:
-                    raise MediaError(
-                        BAD_AUDIO,
-                        f"{name} did not load within {deadline:.0f} s (a slow server or a "
-                        "live stream): give a file that can be fetched whole",
-                    )
-            for out in resampler.resample(None):
-                chunk = _samples(out)
-                total += chunk.size
-                if keep:
-                    chunks.append(chunk)
-    except MediaError:
-        raise
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise MediaError(
-            BAD_AUDIO, f"audio file not found: {name} (give a path on the media server)"
-        ) from exc
-    except av.error.HTTPError as exc:
-        raise MediaError(BAD_AUDIO, f"fetching {name} failed: {_reason(exc)}") from exc
-    except (av.error.InvalidDataError, av.error.DecoderNotFoundError) as exc:
-        raise MediaError(
-            BAD_AUDIO, f"{name} is not audio that can be decoded (WAV, MP3, Ogg, …)"
-        ) from exc
-    except (av.error.FFmpegError, OSError) as exc:  # connection refused, timeout, permissions
-        raise MediaError(BAD_AUDIO, f"{name} could not be read: {_reason(exc)}") from exc
-    if total == 0:
-        raise MediaError(BAD_AUDIO, f"{name} contains no audio samples")
-    if not keep:
-        return total
-    return np.concatenate(chunks).astype(np.int16, copy=False)
+class _local_copy:
+    """``async with _local_copy(audio) as (path, name):`` a URL fetched, or text spoken, to a
+    file that is deleted on the way out (a stream opened inside keeps reading it)."""
 
+    def __init__(self, audio: AudioSpec) -> None:
+        self.audio = audio
+        self.path: Path | None = None
 
-def _samples(frame: Any) -> Pcm:
-    return np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1)
+    async def __aenter__(self) -> tuple[Path, str]:
+        audio = self.audio
+        if audio.kind == "url":
+            self.path = (await fetcher().fetch(audio.location)).path
+            return self.path, audio.location
+        self.path = await _speak(audio.location, audio.voice, audio.language)
+        return self.path, "the synthesised speech"
 
-
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "strerror", None) or exc)
+    async def __aexit__(self, *_: object) -> None:
+        if self.path is not None:
+            remove(self.path)
 
 
 # ----------------------------------------------------------------------------- text to speech
@@ -232,6 +237,7 @@ _espeak_languages: frozenset[str] | None = None
 
 
 async def _run_espeak(*args: str, text: str | None = None) -> bytes:
+    """Run espeak-ng; its standard output (``-w FILE``: nothing, the file has the speech)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise MediaError(
@@ -246,7 +252,7 @@ async def _run_espeak(*args: str, text: str | None = None) -> bytes:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate(text.encode() if text is not None else b"")
-    if proc.returncode != 0 or not out:
+    if proc.returncode != 0:
         message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise MediaError(BAD_AUDIO, f"espeak-ng could not speak the text: {message}")
     return out
@@ -269,8 +275,9 @@ async def _espeak_language(language: str) -> str:
     )
 
 
-async def _speak(text: str, voice: str, language: str) -> bytes:
-    """``text`` spoken by espeak-ng as WAV bytes (22.05 kHz mono)."""
+async def _speak(text: str, voice: str, language: str) -> Path:
+    """``text`` spoken by espeak-ng into a new WAV file (22.05 kHz mono; the caller deletes
+    it): a long text never sits in memory whole."""
     variant = TTS_VOICES.get(voice)
     if variant is None:
         raise MediaError(BAD_AUDIO, f"unknown voice {voice!r}: use one of {', '.join(TTS_VOICES)}")
@@ -281,4 +288,12 @@ async def _speak(text: str, voice: str, language: str) -> bytes:
             BAD_AUDIO, f"the text is longer than {_MAX_TTS_CHARS} characters: split it"
         )
     lang = await _espeak_language(language)
-    return await _run_espeak("-b", "1", "-v", lang + variant, "--stdout", "--stdin", text=text)
+    fd, name = tempfile.mkstemp(prefix="speech-", suffix=".wav", dir=fetcher().spool())
+    os.close(fd)
+    path = Path(name)
+    try:
+        await _run_espeak("-b", "1", "-v", lang + variant, "-w", name, "--stdin", text=text)
+    except BaseException:
+        remove(path)
+        raise
+    return path

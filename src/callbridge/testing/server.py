@@ -42,6 +42,13 @@ Without an event loop (a benchmark, a session-scoped fixture)::
 The server is a separate process, as in production: nothing it does shares this process's
 event loop, and a test sees only what a real client would (plus the log). It listens, and
 gathers ICE candidates, on 127.0.0.1 only.
+
+*Outbound requests.* A production server refuses to fetch media from, or send webhooks to,
+loopback and private addresses unless the operator lists them (``--allow-fetch-from``,
+``--allow-webhooks-to``; docs/security.md). Tests serve their media files and receive their
+webhooks on 127.0.0.1, so these servers allow loopback by default
+(``allow_fetch_from=LOOPBACK_TARGETS``, ``allow_webhooks_to=LOOPBACK_TARGETS``); pass ``()`` to
+test the strict production default, or other entries to test an allow-list.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from callbridge.errors import CallbridgeError
 from callbridge.store import Store
 
 __all__ = [
+    "LOOPBACK_TARGETS",
     "Health",
     "Server",
     "ServerError",
@@ -77,6 +85,7 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK_TARGETS = ("127.0.0.1", "::1")  # what test servers may fetch from and post to
 CLI_SESSION_GRACE = 60.0  # `callbridge serve --session-grace` default, seconds
 TOKEN_TTL = timedelta(hours=24)  # as `callbridge token`
 FIRST_EXTENSION = 1001  # users=[...] get 1001, 1002, ... in order
@@ -117,6 +126,8 @@ class ServerOptions(TypedDict):
     port: NotRequired[int]  # --port (default: a free one)
     log_level: NotRequired[str]  # --log-level ("info")
     log_path: NotRequired[Path]  # where stdout and stderr go (data_dir / "server.log")
+    allow_fetch_from: NotRequired[Sequence[str]]  # --allow-fetch-from (LOOPBACK_TARGETS)
+    allow_webhooks_to: NotRequired[Sequence[str]]  # --allow-webhooks-to (LOOPBACK_TARGETS)
     args: NotRequired[Sequence[str]]  # any further `callbridge serve` options
 
 
@@ -167,6 +178,10 @@ class Server:
         ]  # fmt: skip
         if "ring_timeout" in options:
             cmd += ["--ring-timeout", str(options["ring_timeout"])]
+        for entry in options.get("allow_fetch_from", LOOPBACK_TARGETS):
+            cmd += ["--allow-fetch-from", entry]
+        for entry in options.get("allow_webhooks_to", LOOPBACK_TARGETS):
+            cmd += ["--allow-webhooks-to", entry]
         cmd += options.get("args", ())
         self.log_path.write_bytes(b"")  # a fresh log, then appended to: lines a test adds stay
         with self.log_path.open("ab") as log:

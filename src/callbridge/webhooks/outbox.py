@@ -57,6 +57,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from callbridge import __version__
+from callbridge.outbound import guarded_client, webhook_policy
 from callbridge.store import Application, OutboxMessage, Store
 from callbridge.store.records import validate_webhook_url
 from callbridge.store.repository import now
@@ -218,12 +219,11 @@ class WebhookOutbox:
         """Start the worker; it picks up every message already pending."""
         if self._worker is not None:
             raise RuntimeError("the webhook outbox is already running")
-        self._client = self._given_client or httpx.AsyncClient(
-            # Never a proxy from the environment, never a redirect: the URL the app set is
-            # the one that gets the event.
-            trust_env=False,
-            follow_redirects=False,
-            headers={"user-agent": f"callbridge-webhooks/{__version__}"},
+        # Never a proxy from the environment, never a redirect (the URL the app set is the
+        # one that gets the event), never an internal address the operator did not allow
+        # (--allow-webhooks-to): a refused URL fails the attempt with the reason.
+        self._client = self._given_client or guarded_client(
+            webhook_policy(), headers={"user-agent": f"callbridge-webhooks/{__version__}"}
         )
         self._wake.set()
         self._worker = asyncio.create_task(self._run(), name="webhook-outbox")
