@@ -137,7 +137,7 @@ def _ice_url(*schemes: str) -> Callable[[str], str]:
 # parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the command modules import this module's helpers and types.
-    from callbridge import cli_drain, cli_serve
+    from callbridge import cli_accounts, cli_drain, cli_serve
 
     database = argparse.ArgumentParser(add_help=False)
     group = database.add_argument_group("database")
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each command module adds its subcommand (one line each).
     cli_serve.add_serve_command(commands, database)
     cli_drain.add_drain_command(commands, database)
+    cli_accounts.add_account_commands(commands, database)
 
     users = commands.add_parser("users", help="add and list users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION"
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--extension", required=True, help="2-8 digits, dialled to reach the user")
     add.add_argument("--number", help="E.164 number, e.g. +14155550100")
     add.add_argument("--display-name", help='name shown to callees, e.g. "Alice Smith"')
+    cli_accounts.add_account_option(add, "the user")
     add.set_defaults(run=_users_add)
     listing = users.add_parser(
         "list", parents=[database], help="list users", description="List users."
@@ -204,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a REST API key and print it on the last line.",
     )
     create.add_argument("--name", help="a label for the key, e.g. the app using it")
+    cli_accounts.add_account_option(create, "the key")
+    create.add_argument("--read-only", action="store_true", help="the key may only read (GET)")
+    create.add_argument("--admin", action="store_true", help="the key also manages accounts")
     create.set_defaults(run=_apikey_create)
 
     routes = commands.add_parser(
@@ -278,7 +283,11 @@ def _users_add(args: argparse.Namespace) -> int:
     user = _with_store(
         args,
         lambda store: store.add_user(
-            args.name, args.extension, number=args.number, display_name=args.display_name
+            args.name,
+            args.extension,
+            number=args.number,
+            display_name=args.display_name,
+            account_id=args.account,
         ),
     )
     print(f"added user {_describe(user)}")
@@ -316,9 +325,18 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _apikey_create(args: argparse.Namespace) -> int:
-    key = _with_store(args, lambda store: store.create_api_key(args.name))
+    key = _with_store(
+        args,
+        lambda store: store.create_api_key(
+            args.name,
+            account_id=args.account,
+            scope="read" if args.read_only else "write",
+            admin=args.admin,
+        ),
+    )
     label = f" {args.name!r}" if args.name else ""
-    print(f"API key{label} created. It is shown only this once; keep it secret:")
+    kind = ("read-only " if args.read_only else "") + ("admin " if args.admin else "")
+    print(f"{kind}API key{label} created. It is shown only this once; keep it secret:")
     print(key)
     return EXIT_OK
 
