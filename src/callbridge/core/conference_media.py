@@ -39,6 +39,7 @@ from callbridge.core.events import (
     ConferenceRecordingSaved,
 )
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.media.fetch import acting_for
 from callbridge.media.interface import (
     AudioSpec,
     FloorChanged,
@@ -46,6 +47,7 @@ from callbridge.media.interface import (
     PlaybackStateChanged,
     RecordingSaved,
 )
+from callbridge.store.accounts import DEFAULT_ACCOUNT_ID
 from callbridge.vocabulary import SupervisorRole
 
 if TYPE_CHECKING:
@@ -112,7 +114,8 @@ class ConferenceMedia:
                 member.hold_playback = None
             if held and hold_audio is not None:
                 member.hold_playback = new_id()
-                await self.media.play_to(member.leg.id, member.hold_playback, hold_audio)
+                with acting_for(_owner(device, conf)):
+                    await self.media.play_to(member.leg.id, member.hold_playback, hold_audio)
         await self.manager.apply(member)
         if device is not None:
             self.manager.tell_owner(
@@ -143,7 +146,8 @@ class ConferenceMedia:
         playback.state_observer = self.manager.calls.observer
         self._playbacks[playback.id] = playback
         try:
-            await self.media.mixer_play(conf.id, playback.id, audio, legs)
+            with acting_for(_owner(device, conf)):  # the limits per user count it for them
+                await self.media.mixer_play(conf.id, playback.id, audio, legs)
         except BaseException:
             self._playbacks.pop(playback.id, None)
             playback.transition(PlaybackState.ENDED, cause="it could not start")
@@ -337,6 +341,14 @@ class ConferenceMedia:
                 duration_secs=event.duration_secs,
             )
         )
+
+
+def _owner(device: Device | None, conf: Conference) -> str:
+    """Whom a playback counts for in the limits per user (``max_playbacks_per_user``,
+    ``max_fetches_per_user``): the ``/ws`` user asking, else the conference's account."""
+    if device is not None:
+        return f"user:{device.user_name}"
+    return f"account:{getattr(conf, 'account_id', DEFAULT_ACCOUNT_ID)}"
 
 
 def _running(conf: Conference) -> Recording:
