@@ -236,9 +236,11 @@ class _Parts:
     store: Store
 
     def live_calls(self) -> int:
-        """Live legs, plus application calls that ring with no leg yet."""
+        """Calls with a live leg (a leg rung for no call counts as one), plus application
+        calls that ring with no leg yet."""
+        calls = {leg.call.id if leg.call else leg.id for leg in self.controller.legs.values()}
         ringing = sum(1 for call in self.appcalls.calls.values() if call.leg is None)
-        return len(self.controller.legs) + ringing
+        return len(calls) + ringing
 
     async def end_calls(self) -> None:
         """End every call still up with ``hangup``, in the order of the controller's
