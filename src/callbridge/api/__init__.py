@@ -12,6 +12,8 @@ Layout (one module per resource family, all on FastAPI + pydantic, so ``/openapi
 - ``errors``: ``{"errors": [{code, title, detail, source}]}`` for every refusal, with 401,
   403, 404 and 422 (never a status the SDK retries for something a retry cannot fix).
 - ``pagination``: ``page[number]`` / ``page[size]`` and ``meta``.
+- ``openapi``: the error responses (401, 404, 422, ...) of every operation in
+  ``/openapi.json``, with the error body's schema.
 - ``applications``: ``/call_control_applications`` CRUD; callbridge's ``/routes`` (which
   destinations ring an application) and ``/public_key`` (the webhook signature key).
 - ``commands``: what every call command shares (finding the call, ``command_id``,
@@ -33,6 +35,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from callbridge.api import accounts, applications, call_media, calls, conferences, media, queues
 from callbridge.api.context import ApiContext, require_api_key
 from callbridge.api.errors import install_error_handlers
+from callbridge.api.openapi import install_openapi
 from callbridge.webhooks.telnyx import WebhookEvents
 
 __all__ = ["API_PREFIX", "ApiContext", "WebhookEvents", "install_api"]
@@ -47,3 +50,4 @@ def install_api(app: FastAPI) -> None:
         router.include_router(module.router)
     app.include_router(router)
     install_error_handlers(app)
+    install_openapi(app, API_PREFIX)  # every operation lists its error responses

@@ -22,6 +22,9 @@ from callbridge.api.pagination import PageMeta
 __all__ = [
     "CommandResult",
     "Data",
+    "ErrorItem",
+    "ErrorSource",
+    "Errors",
     "ListOf",
     "Params",
     "check_client_state",
@@ -44,6 +47,28 @@ class ListOf(BaseModel, Generic[T]):
 
     data: list[T]
     meta: PageMeta
+
+
+class ErrorSource(BaseModel):
+    """Where the problem is: a JSON pointer into the body, or a query or path parameter."""
+
+    pointer: str | None = Field(None, description='e.g. "/to": the body field at fault')
+    parameter: str | None = Field(None, description='e.g. "page[size]": the parameter at fault')
+
+
+class ErrorItem(BaseModel):
+    """One problem of a refused request (Telnyx's error object)."""
+
+    code: str = Field(description='Telnyx\'s error code where it has one, e.g. "10015"')
+    title: str = Field(description='The kind of problem, e.g. "Invalid value"')
+    detail: str = Field(description="What exactly was wrong, and how to fix it")
+    source: ErrorSource | None = None
+
+
+class Errors(BaseModel):
+    """``{"errors": [...]}``: the body of every refused request (see ``api.errors``)."""
+
+    errors: list[ErrorItem] = Field(min_length=1)
 
 
 class CommandResult(BaseModel):
