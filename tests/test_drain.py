@@ -50,20 +50,28 @@ class Device:
         await call.answer(source=ToneSource(700))
         return call
 
+    def on_draining(self, notice: DrainNotice) -> None:
+        self.seen.append("session-draining")
+        self.notices.append(notice)
+        self.draining.set()
+
+    def on_disconnected(self, reason: str) -> None:
+        self.seen.append("disconnected")
+        if not self.disconnected.done():
+            self.disconnected.set_result(reason)
+
 
 async def device(stack: AsyncExitStack, url: str, user: ServerUser, **options: object) -> Device:
     phone = Phone(url, user.token, **options)  # type: ignore[arg-type]
     d = Device(phone, user)
     phone.on("incoming", d.incoming.put_nowait)
-    phone.on("session-draining", lambda notice: (d.notices.append(notice), d.draining.set()))
-
-    def disconnected(reason: str) -> None:
-        if not d.disconnected.done():
-            d.disconnected.set_result(reason)
-
-    phone.on("disconnected", disconnected)
-    for name in (*NETWORK_FAILURE_EVENTS, "session-draining", "server-changed", "disconnected"):
-        phone.on(name, lambda *_, name=name: d.seen.append(name))  # type: ignore[misc]
+    phone.on("session-draining", d.on_draining)
+    phone.on("disconnected", d.on_disconnected)
+    phone.on("server-changed", lambda _: d.seen.append("server-changed"))
+    # What a lost network looks like: none of these may come from a drain.
+    phone.on("connectivity-off", lambda: d.seen.append("connectivity-off"))
+    phone.on("connectivity-on", lambda: d.seen.append("connectivity-on"))
+    phone.on("gateway-unreachable", lambda: d.seen.append("gateway-unreachable"))
     await phone.login()
     stack.push_async_callback(phone.close)
     return d
