@@ -74,13 +74,14 @@ class Dial:
     video_sink: VideoSink | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Creating:
     """A call.create waiting for its call.trying."""
 
     media: CallMedia
     destination: str
     from_: str
+    call: Call | None = None  # made at its call.trying (it may end before dial() resumes)
 
 
 class CallList:
@@ -288,6 +289,7 @@ class CallList:
                 to=pending.destination,
                 media=pending.media,
             )
+            pending.call = call
             self.adopt(call)
 
     def incoming(self, msg: dict[str, Any]) -> Call:
@@ -344,7 +346,8 @@ class CallList:
         if dial.media_type == "video":
             media.enable_video(dial.video_source, dial.video_sink)
         req_id = self._requester.new_req_id()
-        self._creating[req_id] = _Creating(media, destination, caller_id or self._own_number())
+        creating = _Creating(media, destination, caller_id or self._own_number())
+        self._creating[req_id] = creating
         message: dict[str, Any] = {
             "type": "call.create",
             "req_id": req_id,
@@ -356,7 +359,9 @@ class CallList:
             message["caller_id"] = caller_id
         try:
             reply = await self._requester.request(message)
-            call = self._calls.get(str(reply.get("call_id")))
+            # Not looked up in self._calls: the call's error and call.ended may have been
+            # handled before this resumes, and an ended call is no longer listed there.
+            call = creating.call
             if reply.get("type") != "call.trying" or call is None:
                 raise RemoteError(
                     str(reply.get("reason") or "failed"),

@@ -37,7 +37,7 @@ import unicodedata
 from typing import Any, Protocol, runtime_checkable
 
 from callbridge.core.devices import Device
-from callbridge.core.tenancy import account_of, application_account
+from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, ProtocolError
 
 __all__ = [
@@ -166,14 +166,14 @@ class CallerIds:
             f"or leave caller_id out to present {device.caller_id}",
         )
 
-    async def for_application(self, application: Any, requested: str) -> str:
-        """The caller ID an application's call presents (REST ``from``), when allowed.
+    async def for_application(self, account: str, requested: str) -> str:
+        """The caller ID a call of an application of ``account`` presents (REST ``from``),
+        when allowed.
 
         :raises CallerIdNotAllowed: otherwise.
         """
         if self._claims is None:
             return requested
-        account = application_account(application)
         text = requested.strip()
         if _EXTENSION.fullmatch(text):
             user = await self._directory.find_user(text, account)
