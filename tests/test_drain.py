@@ -262,3 +262,28 @@ async def test_callbridge_drain_moves_a_phone_to_its_fallback_server(tmp_path: P
     _, err = await asyncio.wait_for(cli.communicate(), 20)
     assert cli.returncode == 2
     assert "no callbridge server is running with data directory" in err.decode()
+
+
+async def test_ctrl_c_ends_the_calls_at_once_telling_everyone_and_exits_130(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C (SIGINT) is a drain that does not wait: the call ends with hangup at once, both
+    phones get call.ended and disconnected("draining"), and the process exits as Ctrl-C does
+    (130)."""
+    async with (
+        serve(tmp_path / "data", users=["alice", "bob"], check=False) as server,
+        AsyncExitStack() as stack,
+    ):
+        alice, bob = [await device(stack, server.ws_url, server.users[n]) for n in ("alice", "bob")]
+        call, far = await connect(alice, bob)
+        server.proc.send_signal(signal.SIGINT)
+        for c in (call, far):
+            ended = await c.wait_for("ended", timeout=3)
+            assert ended.data["reason"] == "hangup"
+        for d in (alice, bob):
+            assert await asyncio.wait_for(d.disconnected, 5) == "draining"
+            assert d.seen == ["session-draining", "disconnected"], d.seen
+            assert d.notices[0].deadline_ms == 0
+        assert await exit_code(server, 15) == 130
+        log = server.log()
+        assert "Traceback" not in log, log[log.find("Traceback") - 200 :][:3000]

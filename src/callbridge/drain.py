@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from callbridge.api.errors import ApiError, ApiErrorCode
 from callbridge.core.events import Event
 from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import EndReason
@@ -284,11 +285,9 @@ class DrainMiddleware:
             "this server is draining (shutting down) and starts no new calls; send the "
             f"request to another server, or retry here in {seconds} s"
         )
-        # The envelope of api/errors.py (Telnyx's); 503 is one the SDKs retry, after
-        # Retry-After, which is what a client should do.
-        body = json.dumps(
-            {"errors": [{"code": "10011", "title": "Service unavailable", "detail": detail}]}
-        ).encode()
+        # 503 is a status the SDKs retry, after Retry-After: what a client should do.
+        error = ApiError(503, ApiErrorCode.SERVICE_UNAVAILABLE, detail)
+        body = json.dumps(error.body()).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

@@ -34,6 +34,7 @@ from callbridge.webhooks import WebhookOutbox
 __all__ = ["Runtime", "create_app", "serve"]
 
 log = logging.getLogger(__name__)
+SHUTDOWN_GRACE = 5  # seconds requests still running get when the server stops
 
 
 @dataclass
@@ -169,6 +170,9 @@ async def serve(config: ServerConfig) -> None:
             ws_ping_interval=20,
             ws_ping_timeout=20,
             lifespan="on",
+            # Once drained, requests still running (a slow upload) get this long before the
+            # lifespan's teardown; without a bound one stuck request kept the process alive.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
         ),
     )
     drain.on_done = server.drained
