@@ -3,8 +3,8 @@
 The core keeps calls, queues and application calls in memory and says what happens; this
 adapter writes down, through one ordered :class:`~callbridge.store.spool.WriteSpool`:
 
-* **CDRs**: each call's record when it starts (``open``, with this node's id) and its end
-  (the controller's :class:`~callbridge.core.controller.CdrWriter`);
+* **CDRs**: each call's record when it starts (``open``, with this node's id), again when it
+  is answered, and its end (the controller's :class:`~callbridge.core.controller.CdrWriter`);
 * **live calls**: for every call an application owns, what its end webhooks need
   (``live_calls.data_json``, below), rewritten when that changes and deleted when the call
   ends;
@@ -37,11 +37,12 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from callbridge.core.app_events import AppParticipantJoined, AppParticipantLeft
+from callbridge.core.app_events import AppCallAnswered, AppParticipantJoined, AppParticipantLeft
 from callbridge.core.app_model import AppCall
 from callbridge.core.appcalls import AppCalls
 from callbridge.core.calls import Call
 from callbridge.core.controller import CallController
+from callbridge.core.events import LegAnswered
 from callbridge.core.queues import Queue, QueueEntry
 from callbridge.core.tenancy import account_of, application_account
 from callbridge.store import Store
@@ -75,10 +76,15 @@ class Journal:
         self._dirty: dict[str, AppCall] = {}
         self._saved: set[str] = set()  # calls with a live_calls row (written or on its way)
         self._conference: dict[str, dict[str, Any]] = {}  # call id -> its conference's facts
+        self.controller = controller
+        self._open: set[str] = set()  # calls whose CDR is open
+        self._cdr_dirty: dict[str, Call] = {}  # calls whose open CDR needs writing
         self._flush_soon: asyncio.Handle | None = None
         self._unsubscribe = [
             controller.bus.subscribe(AppParticipantJoined, self._joined),
             controller.bus.subscribe(AppParticipantLeft, self._left),
+            controller.bus.subscribe(LegAnswered, self._leg_answered),
+            controller.bus.subscribe(AppCallAnswered, self._app_answered),
         ]
         controller.cdrs = self
         apps.on_call_change = self._changed
@@ -90,6 +96,27 @@ class Journal:
 
     # CDRs (CdrWriter) -------------------------------------------------------------------------
     def opened(self, call: Call) -> None:
+        self._cdr_changed(call)
+
+    def _leg_answered(self, event: LegAnswered) -> None:
+        leg = self.controller.legs.get(event.leg.call_control_id)
+        if leg is not None and leg.call is not None and leg.call.id in self._open:
+            self._cdr_changed(leg.call)
+
+    def _app_answered(self, event: AppCallAnswered) -> None:
+        call = self.apps.calls.get(event.call.call_control_id)
+        leg = call.leg if call is not None else None
+        if leg is not None and leg.call is not None and leg.call.id in self._open:
+            self._cdr_changed(leg.call)
+
+    def _cdr_changed(self, call: Call) -> None:
+        """Write the call's open record once this turn of the loop is over (its answer's
+        facts, ``answered_at`` and who answered, are set by then)."""
+        self._open.add(call.id)
+        self._cdr_dirty[call.id] = call
+        self._soon()
+
+    def _open_cdr(self, call: Call) -> None:
         far = call.answered_leg
         write = partial(
             self.store.open_cdr,
@@ -106,6 +133,8 @@ class Journal:
         self.spool.submit(write, f"the open CDR of call {call.id}")
 
     async def ended(self, call: Call, cdr: Any) -> None:
+        self._open.discard(call.id)
+        self._cdr_dirty.pop(call.id, None)  # the end says it all
         if isinstance(cdr, Cdr):
             cdr = replace(cdr, account_id=account_of(call.origin.device))
         write = partial(self.store.record_cdr, cdr, node_id=self.node_id)
@@ -116,6 +145,9 @@ class Journal:
         if call.application is None and call.webhook_url is None and call.id not in self._saved:
             return  # nobody to send its webhooks to: nothing to recover
         self._dirty[call.id] = call
+        self._soon()
+
+    def _soon(self) -> None:
         if self._flush_soon is None:
             self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -147,6 +179,10 @@ class Journal:
 
     def _flush(self) -> None:
         self._flush_soon = None
+        cdrs, self._cdr_dirty = self._cdr_dirty, {}
+        for cdr_call in cdrs.values():
+            if not cdr_call.ended:  # else its end is written (or about to be)
+                self._open_cdr(cdr_call)
         dirty, self._dirty = self._dirty, {}
         for call in dirty.values():
             if call.ended:

@@ -5,7 +5,9 @@ database, the traces its :class:`~callbridge.journal.Journal` wrote for calls in
 When it starts again (same ``node_id``: ``--node-id``, else the host name), before it serves
 anyone, :func:`start`:
 
-1. closes its CDRs still ``open``: ended now, reason ``failed`` (cause: the server restarted);
+1. takes back the webhooks its dead instance was sending (their leases would hold back every
+   later webhook of the same call for a minute); closes its CDRs still ``open``: ended now,
+   reason ``failed`` (cause: the server restarted);
 2. for each of its ``live_calls``: sends the webhooks the application would have had if the
    call had ended then (through the outbox, so with the usual signing and retries):
    ``call.dequeued`` (reason ``hangup``) if it waited in a queue,
@@ -89,6 +91,9 @@ async def start(
     docstring); call it once, after the outbox exists and before serving."""
     node = node_id_of(config)
     events.spool_limit = config.spool_limit
+    released = await outbox.release_stale_leases()
+    if released:
+        log.warning("recovery: %d webhooks the crashed instance was sending go again", released)
     await recover(store, outbox, apps, node, events.public_url)
     return Journal(
         store, WriteSpool(config.spool_limit, name="call records"), node, controller, apps

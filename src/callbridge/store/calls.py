@@ -74,35 +74,37 @@ class CallRepository(Repository):
         node_id: str | None = None,
         account_id: str = DEFAULT_ACCOUNT_ID,
     ) -> None:
-        """Write the record of a call that has just started (state ``open``).
+        """Write the record of a call in progress (state ``open``), or bring its open record
+        up to date (who answered, when).
 
-        A second open of the same call changes nothing (a retried write); an ended record
-        of it raises ``CdrExists``.
+        ``CdrExists`` if the call's record is ended already.
         """
         check_aware("CDR started_at", started_at)
         check_aware("CDR answered_at", answered_at)
         _check_lengths(call_id=call_id, direction=direction)
-        row = CdrRow(
-            account_id=account_id,
-            call_id=call_id,
-            caller=caller,
-            callee=callee,
-            destination=destination,
-            direction=direction,
-            started_at=started_at,
-            answered_at=answered_at,
-            state="open",
-            node_id=node_id,
-        )
-        try:
-            async with self._write.begin() as session:
-                session.add(row)
-        except IntegrityError as exc:
-            state = await self._cdr_state(call_id)
-            if state is None:
-                raise
-            if state != "open":
-                raise CdrExists(call_id) from exc
+        async with self._write.begin() as session:
+            row = await session.scalar(select(CdrRow).where(CdrRow.call_id == call_id))
+            if row is None:
+                session.add(
+                    CdrRow(
+                        account_id=account_id,
+                        call_id=call_id,
+                        caller=caller,
+                        callee=callee,
+                        destination=destination,
+                        direction=direction,
+                        started_at=started_at,
+                        answered_at=answered_at,
+                        state="open",
+                        node_id=node_id,
+                    )
+                )
+                return
+            if row.state != "open":
+                raise CdrExists(call_id)
+            row.callee = callee
+            row.answered_at = answered_at
+            row.node_id = node_id
 
     async def record_cdr(self, cdr: Cdr, *, node_id: str | None = None) -> None:
         """Keep a finished call's record: its open row is completed, or an ended row written.

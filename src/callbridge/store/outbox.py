@@ -177,6 +177,22 @@ class OutboxRepository(Repository):
             )
         return int(getattr(result, "rowcount", 0))
 
+    async def release_webhooks_of(self, prefix: str, *, but: str) -> int:
+        """End every lease whose owner starts with ``prefix``, except ``but``'s (a restarted
+        node takes back what its crashed instance held); how many there were."""
+        async with self._write.begin() as session:
+            result = await session.execute(
+                update(_Row)
+                .where(
+                    _Row.lease_owner.startswith(prefix, autoescape=True),
+                    _Row.lease_owner != but,
+                    _Row.status == "pending",
+                )
+                .values(lease_owner=None, lease_expires_at=None),
+                execution_options={"synchronize_session": False},
+            )
+        return int(getattr(result, "rowcount", 0))
+
     async def delete_finished_webhooks(self, before: datetime) -> int:
         """Delete delivered and failed messages enqueued before ``before``; how many."""
         check_aware("before", before)

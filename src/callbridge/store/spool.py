@@ -186,8 +186,7 @@ class WriteSpool:
         if self._refused_since is None:
             return
         log.warning(
-            "%s: the database takes writes again after %.1f s; %d spooled records left to "
-            "write",
+            "%s: the database takes writes again after %.1f s; %d spooled records left to write",
             self.name,
             time.monotonic() - self._refused_since,
             len(self._records),
