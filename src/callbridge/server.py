@@ -17,6 +17,7 @@ from fastapi import FastAPI, WebSocket
 
 from callbridge import __version__, recovery
 from callbridge.api import ApiContext, WebhookEvents, install_api
+from callbridge.api.limits import install_limits
 from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
 from callbridge.core.control import CallControl
@@ -27,7 +28,7 @@ from callbridge.media.fetch import configure_outbound
 from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
-from callbridge.signalling.ws import Connection, ConnectionLimits
+from callbridge.signalling.ws import Connection
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
 
@@ -108,11 +109,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     install_api(app)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
-    limits = ConnectionLimits(
-        max_send_queue=config.max_send_queue,
-        max_send_queue_bytes=config.max_send_queue_bytes,
-        login_timeout=config.login_timeout,
-    )
+    limits = install_limits(app, config)  # REST bounds; /ws bounds (docs/security.md)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
