@@ -279,6 +279,10 @@ async def test_an_application_dials_only_its_accounts_users_from_an_allowed_numb
         assert inc.from_name == "Evil Corp"
         await inc.answer(source=SilenceSource(), sink=bob.sink)
         await sink.wait("call.answered")
+        # The application records the call: its /ws party is told (the account's default).
+        heard = notices(inc)
+        await record(server, a, response.json()["data"]["call_control_id"], "record_start")
+        await until(lambda: heard == [True])
         await inc.hangup()
         await sink.wait("call.hangup")
     finally:
