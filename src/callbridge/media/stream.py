@@ -214,6 +214,7 @@ class PcmStream:
         self._closed = False
         self._job: asyncio.Future[tuple[list[Pcm], bool]] | None = None
         self._loop = loop
+        self._claim = claim
         self._finalizer = weakref.finalize(self, _dispose, decoder, claim)
         self._finalizer.atexit = False
 
@@ -266,6 +267,13 @@ class PcmStream:
         self._refill()
         return filled
 
+    async def decoded(self) -> None:
+        """Wait until the decoding asked for so far is done (for tests and tools: the player
+        itself never waits)."""
+        job = self._job
+        if job is not None:
+            await asyncio.wait({job})
+
     def _refill(self) -> None:
         if self._closed or self._eof or self._job is not None:
             return
@@ -302,7 +310,9 @@ class PcmStream:
         self._closed = True
         self._chunks.clear()
         self._buffered = 0
-        if self._job is None:  # else _refilled closes it once the decoder is free
+        if self._claim is not None:
+            self._claim.release()  # at once: the playback is over, whatever the decoder does
+        if self._job is None:  # else _refilled closes the file once the decoder is free
             self._finalizer()
 
 
