@@ -1,0 +1,131 @@
+"""A database that refuses writes loses nothing (issue 10, defect 6).
+
+Before: during a 12 s SQLite write lock, CDRs and the ``call.initiated`` webhook were dropped
+("could not enqueue") and REST writes answered a plain-text 500. Now what calls write waits in
+memory, in order, and is written once the lock lifts; REST answers 503 with ``Retry-After``
+and the API's JSON error body.
+
+The lock is real: another connection to the server's SQLite file holds ``BEGIN IMMEDIATE``
+(as a backup tool or a stuck CLI command would), longer than the server's busy timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api_helpers import WebhookSink
+from callbridge.client import Phone
+from callbridge.store.engine import SQLITE_BUSY_TIMEOUT_MS
+from callbridge.testing.server import Server, serve
+from parties import ALICE, BOB, CAROL, HEARD, Party, level, until_async
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@contextmanager
+def write_lock(data_dir: Path) -> Iterator[sqlite3.Connection]:
+    """Hold the database's write lock from another connection until the block ends."""
+    db = sqlite3.connect(data_dir / "callbridge.db", isolation_level=None, timeout=5)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
+async def party(server: Server, name: str, tone: float) -> Party:
+    phone = Phone(server.ws_url, server.users[name].token)
+    await phone.login()
+    return Party(phone, tone, server.users[name])  # type: ignore[arg-type]
+
+
+async def test_a_write_lock_during_calls_loses_no_cdr_and_no_webhook_once_it_lifts(
+    tmp_path: Path,
+) -> None:
+    sink = WebhookSink()
+    url = await sink.start()
+    async with serve(
+        tmp_path, users=["alice", "bob", "carol"], ring_timeout=20, session_grace=1
+    ) as server:
+        key = await server.api_key("lock")
+        rest = httpx.AsyncClient(
+            base_url=f"{server.url}/v2", headers={"authorization": f"Bearer {key}"}, timeout=30
+        )
+        made = await rest.post(
+            "/call_control_applications",
+            json={"application_name": "lock test", "webhook_event_url": url},
+        )
+        app_id = made.json()["data"]["id"]
+        await rest.post("/routes", json={"destination": "7001", "application_id": app_id})
+        a, b, c = (
+            await party(server, "alice", ALICE),
+            await party(server, "bob", BOB),
+            await party(server, "carol", CAROL),
+        )
+        try:
+            with write_lock(tmp_path):
+                # A REST write waits for the lock as long as the busy timeout, then gets 503.
+                refused = asyncio.create_task(
+                    rest.post(
+                        "/call_control_applications",
+                        json={"application_name": "during the lock", "webhook_event_url": url},
+                    )
+                )
+                # Calls go on: a 1:1 call, and a caller of the application who hangs up.
+                out = await a.call(server.users["bob"].extension)
+                await b.answer()
+                await out.wait_for("answered", timeout=5)
+                assert await level(b.sink, ALICE) > HEARD
+                await out.hangup()
+                to_app = await c.call("7001")
+                await to_app.wait_for("ringing", timeout=5)
+                await to_app.hangup()
+
+                answer = await asyncio.wait_for(refused, SQLITE_BUSY_TIMEOUT_MS / 1000 + 10)
+                assert answer.status_code == 503
+                assert answer.headers["content-type"] == "application/json"
+                assert int(answer.headers["retry-after"]) > 0
+                (error,) = answer.json()["errors"]
+                assert error["code"] == "10011" and "database" in error["detail"]
+                assert sink.deliveries == []  # nothing could be written, so nothing went out
+                # The records wait in memory (the spools say so) while the lock is held.
+                await until_async(lambda: _logged(server, "call records: the database refuses"), 15)
+                await until_async(lambda: _logged(server, "webhooks: the database refuses"), 15)
+
+            # The lock is gone: what waited is written, in order, and delivered.
+            initiated = await sink.wait("call.initiated", within=20, call_control_id=to_app.id)
+            hangup = await sink.wait("call.hangup", within=10, call_control_id=to_app.id)
+            assert sink.deliveries.index(initiated) < sink.deliveries.index(hangup)
+            async with server.store() as store:
+                cdrs = await until_async(lambda: _both(store, out.id, to_app.id), within=10)
+                assert await store.open_cdr_ids() == []
+            assert cdrs[out.id].end_reason == "hangup" and cdrs[out.id].answered_at is not None
+            assert cdrs[to_app.id].caller == "carol"
+            again = await rest.post(
+                "/call_control_applications",
+                json={"application_name": "after the lock", "webhook_event_url": url},
+            )
+            assert again.status_code == 200
+            assert "takes writes again" in server.log()
+        finally:
+            for p in (a, b, c):
+                await p.phone.close()
+            await rest.aclose()
+            await sink.close()
+
+
+async def _logged(server: Server, text: str) -> bool | None:
+    return text in server.log() or None
+
+
+async def _both(store: object, *call_ids: str) -> dict[str, object] | None:
+    cdrs = {cdr.call_id: cdr for cdr in await store.list_cdrs()}  # type: ignore[attr-defined]
+    return cdrs if all(i in cdrs for i in call_ids) else None
