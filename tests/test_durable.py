@@ -129,3 +129,56 @@ async def _logged(server: Server, text: str) -> bool | None:
 async def _both(store: object, *call_ids: str) -> dict[str, object] | None:
     cdrs = {cdr.call_id: cdr for cdr in await store.list_cdrs()}  # type: ignore[attr-defined]
     return cdrs if all(i in cdrs for i in call_ids) else None
+
+
+async def test_a_recording_whose_file_cannot_be_finished_is_reported_as_an_error(
+    tmp_path: Path,
+) -> None:
+    """Before, a recording that failed looked like success (``call.recording.saved``)."""
+    sink = WebhookSink()
+    url = await sink.start()
+    async with serve(tmp_path, users=["bob"], session_grace=1) as server:
+        key = await server.api_key("recording")
+        rest = httpx.AsyncClient(
+            base_url=f"{server.url}/v2", headers={"authorization": f"Bearer {key}"}, timeout=10
+        )
+        bob = await party(server, "bob", BOB)
+        try:
+            made = await rest.post(
+                "/call_control_applications",
+                json={"application_name": "recorder", "webhook_event_url": url},
+            )
+            dialled = await rest.post(
+                "/calls",
+                json={
+                    "connection_id": made.json()["data"]["id"],
+                    "to": server.users["bob"].extension,
+                    "from": "+15550001111",
+                },
+            )
+            ccid = dialled.json()["data"]["call_control_id"]
+            await bob.answer()
+            await sink.wait("call.answered", call_control_id=ccid)
+            started = await rest.post(
+                f"/calls/{ccid}/actions/record_start", json={"format": "mp3", "channels": "single"}
+            )
+            assert started.status_code == 200, started.text
+            # The recordings directory goes away under the recording (as a disk that fails
+            # or a volume unmounted would): the MP3 cannot be made from what was written.
+            (tmp_path / "recordings").rename(tmp_path / "recordings.gone")
+            stopped = await rest.post(f"/calls/{ccid}/actions/record_stop", json={})
+            assert stopped.status_code == 200, stopped.text
+
+            error = await sink.wait("call.recording.error", call_control_id=ccid)
+            assert error.payload["reason"] == "Internal server error"
+            assert "could not finish the recording" in error.payload["detail"]
+            assert error.payload["connection_id"] == made.json()["data"]["id"]
+            assert "call.recording.saved" not in sink.types(ccid)
+            listed = await rest.get("/recordings")
+            assert listed.json()["data"] == []
+            await rest.post(f"/calls/{ccid}/actions/hangup", json={})
+            await sink.wait("call.hangup", call_control_id=ccid)
+        finally:
+            await bob.phone.close()
+            await rest.aclose()
+            await sink.close()

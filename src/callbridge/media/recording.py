@@ -100,7 +100,8 @@ class Recorder:
             wav.writeframesraw(frame.data)
         except OSError as exc:
             if self.error is None:  # e.g. the disk is full: keep what was written
-                log.exception("recording %s: writing %s failed", self.id, self._wav_path)
+                # The environment's fault, not a bug: a warning, no traceback.
+                log.warning("recording %s: writing %s failed: %s", self.id, self._wav_path, exc)
                 self.error = f"could not write the recording: {exc.strerror or exc}"
             return
         self.frames += 1
@@ -123,7 +124,7 @@ class Recorder:
                 _wav_to_mp3(self._wav_path, self.path)
                 os.unlink(self._wav_path)
         except (OSError, av.error.FFmpegError) as exc:
-            log.exception("recording %s: finishing %s failed", self.id, self.path)
+            log.warning("recording %s: finishing %s failed: %s", self.id, self.path, exc)
             if self.error is None:
                 what = getattr(exc, "strerror", None) or exc
                 self.error = f"could not finish the recording file: {what}"
