@@ -21,6 +21,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.uri import parse_uri
 
+from callbridge.api.context import ADMIN_TAG
 from callbridge.api.pagination import MAX_PAGE_NUMBER
 from callbridge.client import Call, Phone
 from callbridge.signalling.protocol import MAX_JSON_DEPTH
@@ -217,6 +218,7 @@ async def test_a_page_number_past_the_bound_is_a_422_on_every_paged_endpoint(
             path
             for path, ops in spec["paths"].items()
             if any(p["name"] == "page[number]" for p in ops.get("get", {}).get("parameters", []))
+            and ADMIN_TAG not in ops["get"].get("tags", ())  # this key is no admin: a 404
         ]
         assert {"/v2/media", "/v2/recordings", "/v2/call_control_applications"} <= set(paged)
         for path in paged:

@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     NOT_CONFERENCE_HOST = "not_conference_host"
     INVALID_AUDIO = "invalid_audio"
     DRAINING = "draining"
+    RATE_LIMITED = "rate_limited"
     INTERNAL = "internal_error"
 
 
@@ -164,6 +165,10 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
         "calls already up go on until the drain deadline.",
         "Connect to another server of the service now, or retry here after `retry_after` "
         "seconds.",
+    ),
+    ErrorCode.RATE_LIMITED: ErrorInfo(
+        "Too many failed logins came from this address in the last minute.",
+        "Wait the seconds the message names, then log in with a valid token.",
     ),
     ErrorCode.INTERNAL: ErrorInfo(
         "The server failed unexpectedly; the failure is logged.",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Awaitable, Callable, Container, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -128,11 +128,20 @@ class InProcessMediaServer:
 
     async def answer(self, endpoint_id: str, offer_sdp: str, video: bool = True) -> str:
         ep = self._new(endpoint_id)
+        return await self._first_negotiation(ep, negotiation.answer(ep, offer_sdp, video))
+
+    async def _first_negotiation(self, ep: Endpoint, negotiate: Awaitable[str]) -> str:
+        """The first offer/answer of a new endpoint; on any failure the endpoint is closed and
+        forgotten (a bad offer once left its endpoint behind for good, issue 10 defect 5)."""
         try:
-            return await negotiation.answer(ep, offer_sdp, video)
+            return await negotiate
         except BaseException:
-            self._endpoints.pop(ep.id, None)
-            await ep.close()
+            if self._endpoints.get(ep.id) is ep:
+                del self._endpoints[ep.id]
+            try:
+                await ep.close()
+            except Exception:  # a peer connection left half set up; the caller's error wins
+                log.warning("media endpoint %s: close after a failed negotiation failed", ep.id)
             raise
 
     def current(self, endpoint_id: str) -> Endpoint | None:
@@ -178,7 +187,8 @@ class InProcessMediaServer:
     async def offer(
         self, endpoint_id: str, prefer_codec: str | None = None, video: bool = False
     ) -> str:
-        return await negotiation.offer(self._new(endpoint_id), prefer_codec, video)
+        ep = self._new(endpoint_id)
+        return await self._first_negotiation(ep, negotiation.offer(ep, prefer_codec, video))
 
     async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
         await negotiation.accept_answer(self.endpoint(endpoint_id), answer_sdp)

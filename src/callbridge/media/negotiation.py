@@ -12,6 +12,9 @@ m-lines are answered ``inactive``.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
@@ -30,6 +33,7 @@ __all__ = [
     "accept_answer",
     "add_candidate",
     "answer",
+    "check_mids",
     "local_candidates",
     "offer",
     "renegotiate",
@@ -37,6 +41,9 @@ __all__ = [
     "video_changed",
     "video_state",
 ]
+
+# RFC 8866 section 5.13 attribute lines; RFC 5888 section 4 (mid).
+_MID = re.compile(r"^a=mid:(\S*)", re.MULTILINE)
 
 _DIRECTIONS = {
     (True, True): "sendrecv",
@@ -52,6 +59,7 @@ async def answer(ep: Endpoint, offer_sdp: str, video: bool) -> str:
     :raises MediaError: ``invalid_sdp`` or ``unsupported_codec``; the endpoint is then unusable
         and must be closed.
     """
+    check_mids(offer_sdp, "offer")
     try:
         await ep.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     except Exception as exc:  # aiortc raises ValueError, OperationError, … for bad SDP
@@ -74,9 +82,32 @@ async def answer(ep: Endpoint, offer_sdp: str, video: bool) -> str:
             "the offer has no audio codec callbridge carries (opus, PCMU, PCMA)",
         )
     ep.attach(audio[0])
-    await ep.pc.setLocalDescription(await ep.pc.createAnswer())
+    await _answer_remote(ep, "offer")
     ep.prepare_clock()
     return str(ep.pc.localDescription.sdp)
+
+
+def check_mids(sdp: str, what: str) -> None:
+    """Refuse an SDP whose media sections share an ``a=mid`` (RFC 5888 section 4: a mid is
+    unique in the session). aiortc takes it and fails later, inside createAnswer."""
+    repeated = [mid for mid, n in Counter(_MID.findall(sdp)).items() if n > 1]
+    if repeated:
+        raise MediaError(
+            ErrorCode.INVALID_SDP,
+            f"duplicate a=mid:{repeated[0]} in the {what}: each m= section needs its own mid "
+            "(RFC 5888 section 4); send the SDP as RTCPeerConnection produced it",
+        )
+
+
+async def _answer_remote(ep: Endpoint, what: str) -> None:
+    """Answer the remote offer just applied. aiortc fails here on some offers it took (its
+    errors are AttributeError, KeyError, …): the offer is what cannot be used."""
+    try:
+        await ep.pc.setLocalDescription(await ep.pc.createAnswer())
+    except Exception as exc:
+        raise MediaError(
+            ErrorCode.INVALID_SDP, f"the {what} could not be answered: {type(exc).__name__}"
+        ) from exc
 
 
 async def offer(ep: Endpoint, prefer_codec: str | None, video: bool) -> str:
@@ -99,6 +130,7 @@ def _add_video(ep: Endpoint, direction: str) -> None:
 
 async def accept_answer(ep: Endpoint, answer_sdp: str) -> None:
     """Complete the endpoint's pending offer with the device's answer."""
+    check_mids(answer_sdp, "answer")
     try:
         await ep.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
     except Exception as exc:
@@ -109,6 +141,7 @@ async def accept_answer(ep: Endpoint, answer_sdp: str) -> None:
 async def renegotiate(ep: Endpoint, offer_sdp: str, send_video: bool) -> str:
     """Apply a device's new offer on a live endpoint; return the server's answer."""
     pc = ep.pc
+    check_mids(offer_sdp, "offer")
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     except Exception as exc:
@@ -124,7 +157,7 @@ async def renegotiate(ep: Endpoint, offer_sdp: str, send_video: bool) -> str:
             t.direction = "inactive"
         else:
             t.direction = "sendrecv" if send_video else "recvonly"
-    await pc.setLocalDescription(await pc.createAnswer())
+    await _answer_remote(ep, "offer")
     await video_changed(ep)
     return str(pc.localDescription.sdp)
 

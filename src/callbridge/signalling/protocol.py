@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import BeepMode, MediaType, SupervisorRole
 
-__all__ = ["MAX_JSON_DEPTH", "MAX_MESSAGE_BYTES", "ClientMessage", "parse_message"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "ClientMessage",
+    "check_sdp",
+    "json_depth_over",
+    "parse_message",
+]
 
 MAX_MESSAGE_BYTES = 64 * 1024
 # No message of the protocol nests more than a few levels. Deeper JSON is refused before
@@ -328,6 +335,26 @@ def json_depth_over(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
         return False
     brackets = _BRACKET.findall(_JSON_STRING.sub("", text))
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def check_sdp(sdp: str, max_bytes: int, max_media: int) -> None:
+    """Refuse an SDP over ``max_bytes`` or with more than ``max_media`` m-lines (RFC 8866
+    section 5.14), before anything parses it: a 58 KB offer with 500 m-lines cost 0.75 s of
+    the event loop in aiortc's parser."""
+    size = len(sdp.encode())
+    if size > max_bytes:
+        raise ProtocolError(
+            ErrorCode.INVALID_SDP,
+            f"the SDP is {size} bytes; the server takes at most {max_bytes} "
+            "(--max-sdp-bytes): offer fewer media sections or codecs",
+        )
+    media = sdp.count("\nm=") + sdp.startswith("m=")
+    if media > max_media:
+        raise ProtocolError(
+            ErrorCode.INVALID_SDP,
+            f"the SDP has {media} m= lines (media sections); the server takes at most "
+            f"{max_media} (--max-sdp-media): offer one audio and at most one video section",
+        )
 
 
 def decode_frame(text: str | bytes | None) -> dict[str, Any]:

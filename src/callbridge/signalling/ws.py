@@ -1,9 +1,11 @@
 """One ``/ws`` connection: login or resume of a session, message dispatch, ordered delivery.
 
-Messages of one connection are handled one at a time, in order (an ICE candidate never
-overtakes the offer it belongs to). Outgoing messages go through a queue drained by a writer
-task, so the control plane never blocks on a slow socket. Any error in handling one message
-becomes an ``error`` message; the connection keeps serving.
+Messages about one call or conference are handled in order, those about different ones
+concurrently (:mod:`callbridge.signalling.lanes`): an ICE candidate never overtakes the offer
+it belongs to, and a slow ``conference.play`` does not hold up a hold on another call.
+Outgoing messages go through a queue drained by a writer task, so the control plane never
+blocks on a slow socket. Any error in handling one message becomes an ``error`` message; the
+connection keeps serving.
 
 Bounds (:class:`ConnectionLimits`, docs/security.md):
 
@@ -12,7 +14,14 @@ Bounds (:class:`ConnectionLimits`, docs/security.md):
   full: the client is not reading") and its session detached as for any dropped socket, so
   one stalled reader never grows the server (it grew by ~80 MB/s without this bound);
 - a socket must log in (``session.login`` or ``session.resume``) within ``login_timeout``
-  seconds of its opening, or it is closed with 1008.
+  seconds of its opening, or it is closed with 1008;
+- at most ``max_connections_per_source`` sockets are open from one address: the next is
+  closed with 1008 (:class:`~callbridge.abuse.SourceGuard`, shared with the REST API);
+- a source with ``login_failures_per_minute`` failed logins in the last minute gets
+  ``rate_limited`` for its next login and its socket is closed with 1008;
+- an SDP over ``max_sdp_bytes`` or with more than ``max_sdp_media`` m-lines is refused with
+  ``invalid_sdp`` before anything parses it; past ``max_candidates_per_leg`` trickled
+  candidates of one call, more get ``invalid_candidate`` and the call goes on with those it has.
 """
 
 from __future__ import annotations
@@ -26,9 +35,12 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from callbridge.abuse import LogThrottle, SourceGuard, source_of
+from callbridge.config import ServerConfig
 from callbridge.core.controller import CallController
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.signalling import protocol as p
+from callbridge.signalling.lanes import BARRIER, INLINE, Lanes, Route
 from callbridge.signalling.sessions import Session, SessionManager
 from callbridge.signalling.ws_conferences import dispatch_conference
 from callbridge.store import TokenExpired, TokenInvalid
@@ -37,6 +49,8 @@ from callbridge.vocabulary import EndReason
 __all__ = ["SEND_QUEUE_FULL", "Authenticator", "Connection", "ConnectionLimits"]
 
 log = logging.getLogger(__name__)
+# A bug hit by every message of a flood logs its traceback a few times a minute, not per message.
+_failures = LogThrottle(log)
 
 POLICY_VIOLATION = 1008  # RFC 6455 section 7.4.1: a message that violates the server's policy
 SEND_QUEUE_FULL = "send queue full: the client is not reading"
@@ -53,6 +67,25 @@ class ConnectionLimits:
     max_send_queue: int = 4096  # messages queued for the socket
     max_send_queue_bytes: int = 8 * 1024 * 1024  # their JSON text, bytes
     login_timeout: float = 10.0  # seconds from the socket's opening to a session
+    max_sdp_bytes: int = 32 * 1024  # one SDP offer or answer
+    max_sdp_media: int = 8  # its m-lines
+    max_candidates_per_leg: int = 32  # trickled ICE candidates of one call
+    max_pending: int = 32  # messages queued or running in lanes (fixed)
+    # Connections and failed logins per source, shared by every connection of the server
+    # (and the REST API); None: not counted (a Connection made outside a server).
+    guard: SourceGuard | None = None
+
+    @classmethod
+    def from_config(cls, config: ServerConfig, guard: SourceGuard | None) -> ConnectionLimits:
+        return cls(
+            max_send_queue=config.max_send_queue,
+            max_send_queue_bytes=config.max_send_queue_bytes,
+            login_timeout=config.login_timeout,
+            max_sdp_bytes=config.max_sdp_bytes,
+            max_sdp_media=config.max_sdp_media,
+            max_candidates_per_leg=config.max_candidates_per_leg,
+            guard=guard,
+        )
 
 
 # What the writer task takes from the queue: a message's JSON text, a close (code, reason)
@@ -90,6 +123,11 @@ class Connection:
         self._stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False  # logged out or expired: close the socket after the last message
+        self.source = source_of(ws.scope)
+        self._lanes: Lanes[tuple[p.ClientMessage, dict[str, Any]]] = Lanes(
+            self._handle_message, self.limits.max_pending
+        )
+        self._candidates: dict[str, int] = {}  # call id -> trickled candidates accepted
 
     def send(self, message: dict[str, Any]) -> None:
         if self._overflowed:
@@ -165,6 +203,30 @@ class Connection:
         return dict(receive.result())
 
     async def run(self) -> None:
+        guard = self.limits.guard
+        if guard is not None and not guard.connect(self.source):
+            await self._refuse_connection(guard)
+            return
+        try:
+            await self._run()
+        finally:
+            if guard is not None:
+                guard.disconnect(self.source)
+
+    async def _refuse_connection(self, guard: SourceGuard) -> None:
+        """Over the per-source limit: accepted only to be closed with a reason (1008)."""
+        reason = (
+            f"too many connections from {self.source}: at most {guard.max_connections} "
+            "(--max-connections-per-source)"
+        )
+        guard.refused(self.source, "ws", reason)
+        try:
+            await self.ws.accept()
+            await self.ws.close(POLICY_VIOLATION, reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # gone already
+
+    async def _run(self) -> None:
         await self.ws.accept()
         self._writer_task = writer = asyncio.create_task(self._writer())
         login_deadline = asyncio.get_running_loop().time() + self.limits.login_timeout
@@ -181,6 +243,9 @@ class Connection:
         except (WebSocketDisconnect, RuntimeError):  # RuntimeError: closed by the writer
             pass
         finally:
+            if self._stop.done():
+                self._lanes.drop_queued()  # nobody reads the answers
+            await self._lanes.join()  # what the client sent before it left is done
             if self.session is not None and not self.session.ended:
                 self.sessions.detached(self.session)  # kept for the grace period
             self._out.put_nowait(None)
@@ -195,22 +260,77 @@ class Connection:
         self._out.put_nowait((POLICY_VIOLATION, reason))
 
     async def _handle_frame(self, text: str | None, data: bytes | None) -> None:
+        """Parse and check a frame (here, so its errors come at once), then run it in its
+        lane."""
         raw: dict[str, Any] | None = None
         try:
             raw = p.decode_frame(text if text is not None else data)
             msg = p.parse_message(raw)
+            self._check_bounds(msg)
+        except ProtocolError as exc:
+            self._error(exc, raw)
+            return
+        await self._lanes.submit(_lane(msg), (msg, raw))
+
+    def _check_bounds(self, msg: p.ClientMessage) -> None:
+        sdp = getattr(msg, "sdp", None)
+        if isinstance(sdp, str):
+            p.check_sdp(sdp, self.limits.max_sdp_bytes, self.limits.max_sdp_media)
+            if isinstance(msg, p.CallRestartMedia | p.CallModify | p.CallModifyAccept):
+                self._candidates.pop(msg.call_id, None)  # a new ICE session counts afresh
+        if isinstance(msg, p.IceCandidate):
+            accepted = self._candidates.get(msg.call_id, 0)
+            if accepted >= self.limits.max_candidates_per_leg:
+                raise ProtocolError(
+                    ErrorCode.INVALID_CANDIDATE,
+                    f"call {msg.call_id} has {accepted} ICE candidates, the most one call "
+                    "may trickle (--max-candidates-per-leg); this one is ignored and the call "
+                    "goes on with those it has",
+                )
+
+    async def _handle_message(self, job: tuple[p.ClientMessage, dict[str, Any]]) -> None:
+        msg, raw = job
+        try:
             await self._dispatch(msg)
         except ProtocolError as exc:
             self._error(exc, raw)
-        except TokenExpired as exc:
-            self._error(ProtocolError(ErrorCode.TOKEN_EXPIRED, str(exc)), raw)
-        except TokenInvalid as exc:
-            self._error(ProtocolError(ErrorCode.INVALID_TOKEN, str(exc)), raw)
+        except (TokenExpired, TokenInvalid) as exc:
+            self._login_failed(msg, exc, raw)
         except Exception:
-            log.exception("failed to handle a message")
+            _failures.log(
+                logging.ERROR,
+                ("internal", msg.type),
+                f"failed to handle {msg.type}",
+                "failed to handle a message (%s)",
+                msg.type,
+                exc_info=True,
+            )
             self._error(
                 ProtocolError(ErrorCode.INTERNAL, "the server failed to handle this message"), raw
             )
+
+    def _login_failed(
+        self, msg: p.ClientMessage, exc: TokenExpired | TokenInvalid, raw: dict[str, Any]
+    ) -> None:
+        code = ErrorCode.TOKEN_EXPIRED if isinstance(exc, TokenExpired) else ErrorCode.INVALID_TOKEN
+        if self.limits.guard is not None:
+            self.limits.guard.login_failed(self.source, "ws", f"{msg.type}: {code.value}")
+        self._error(ProtocolError(code, str(exc)), raw)
+
+    def _check_login_rate(self) -> None:
+        """Refuse a login from a source with too many failed ones (and close the socket)."""
+        guard = self.limits.guard
+        wait = guard.retry_after(self.source) if guard is not None else 0.0
+        if guard is None or wait <= 0:
+            return
+        seconds = max(int(wait + 0.999), 1)
+        reason = f"too many failed logins from {self.source}: try again in {seconds} s"
+        guard.refused(self.source, "ws", reason)
+        self._out.put_nowait((POLICY_VIOLATION, reason))  # after the error below
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"{reason} (at most {guard.max_failures} a minute, --login-failures-per-minute)",
+        )
 
     def _error(self, exc: ProtocolError, raw: dict[str, Any] | None) -> None:
         call_id = raw.get("call_id") if raw else None
@@ -230,6 +350,7 @@ class Connection:
         if isinstance(msg, p.SessionLogin | p.SessionResume):
             if self.session is not None and not self.session.ended:
                 raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection has a session")
+            self._check_login_rate()
             await (self._login(msg) if isinstance(msg, p.SessionLogin) else self._resume(msg))
             return
         session = self.session
@@ -304,6 +425,7 @@ class Connection:
                 await c.leg_media.add_candidate(
                     session, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
                 )
+                self._count_candidate(msg.call_id)
             case p.IceDone():
                 await c.leg_media.add_candidate(session, msg.call_id, None, None, None)
             case _:
@@ -368,3 +490,28 @@ class Connection:
         )
         for message in kept:
             self.send(message)
+
+    def _count_candidate(self, call_id: str) -> None:
+        if len(self._candidates) >= _MAX_COUNTED_CALLS and call_id not in self._candidates:
+            legs = self.controller.legs
+            self._candidates = {k: v for k, v in self._candidates.items() if k in legs}
+        self._candidates[call_id] = self._candidates.get(call_id, 0) + 1
+
+
+# Calls whose candidates one connection counts before it forgets those that ended.
+_MAX_COUNTED_CALLS = 256
+# Messages about several calls or the session wait for every lane (lanes.py).
+_BARRIERS = (p.ConferenceMerge, p.ConferenceSplit, p.CallCompleteTransfer)
+
+
+def _lane(msg: p.ClientMessage) -> str | Route:
+    """The lane of a message (docs/protocol.md, "Order"; lanes.py)."""
+    if isinstance(msg, _BARRIERS) or msg.type.startswith("session."):
+        return BARRIER
+    conference_id = getattr(msg, "conference_id", None)
+    if isinstance(conference_id, str):
+        return f"conference:{conference_id}"
+    call_id = getattr(msg, "call_id", None)
+    if isinstance(call_id, str):
+        return f"call:{call_id}"
+    return INLINE  # call.create, conference.start: about nothing that exists yet
