@@ -287,3 +287,34 @@ async def test_ctrl_c_ends_the_calls_at_once_telling_everyone_and_exits_130(
         assert await exit_code(server, 15) == 130
         log = server.log()
         assert "Traceback" not in log, log[log.find("Traceback") - 200 :][:3000]
+
+
+async def test_a_server_killed_while_draining_is_resumed_until_its_deadline_then_left(
+    tmp_path: Path,
+) -> None:
+    """The draining server dies before its deadline (SIGKILL: a service manager's stop
+    timeout ran out): its socket drops with no session.disconnected. The phone tries to resume
+    only until the drain's deadline, then logs in at its fallback server."""
+    args = ["--drain-timeout", str(DRAIN_TIMEOUT)]
+    async with (
+        serve(tmp_path / "a", users=["alice", "bob"], check=False, args=args) as a,
+        serve(tmp_path / "b", args=["--database-url", a.database_url]) as b,
+        AsyncExitStack() as stack,
+    ):
+        alice = await device(stack, a.ws_url, a.users["alice"], fallback_urls=[b.ws_url])
+        bob = await device(stack, a.ws_url, a.users["bob"])
+        call, _ = await connect(alice, bob)
+        moved: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        alice.phone.on("server-changed", moved.set_result)
+
+        a.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(alice.draining.wait(), 5)
+        a.proc.kill()
+        killed = time.monotonic()
+        assert await asyncio.wait_for(moved, DRAIN_TIMEOUT + 10) == b.ws_url
+        assert time.monotonic() - killed <= DRAIN_TIMEOUT + 1  # not the 60 s session grace
+        assert alice.seen == ["session-draining", "connectivity-off", "server-changed"]
+        await call.wait_for("ended", timeout=1)
+        assert call.end_reason == "disconnected"  # ended here: the server died with it
+        assert alice.phone.state is PhoneState.READY
+        await alice.phone.logout()

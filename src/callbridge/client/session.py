@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -101,6 +102,11 @@ class DrainNotice:
     url: str
     deadline_ms: int
     retry_after: int
+    received_at: float = 0.0  # time.monotonic() when it arrived
+
+    def seconds_left(self) -> float:
+        """Seconds until the server ends the calls still up (0 once that time has passed)."""
+        return max(0.0, self.received_at + self.deadline_ms / 1000 - time.monotonic())
 
 
 class _SessionRequester:
@@ -340,7 +346,10 @@ class PhoneSession(StateMachine[PhoneState]):
                 self._server_drained()
         elif kind == "session.draining":
             self.draining = DrainNotice(
-                self.url, _whole(msg.get("deadline_ms")), _whole(msg.get("retry_after"))
+                self.url,
+                _whole(msg.get("deadline_ms")),
+                _whole(msg.get("retry_after")),
+                time.monotonic(),
             )
             self._announce("session-draining", msg, self.draining)
         elif kind == "session.expired":
@@ -452,9 +461,15 @@ class PhoneSession(StateMachine[PhoneState]):
 
     def _connection_lost(self) -> None:
         """The socket dropped by itself (the transport's reader ends)."""
-        if self.draining is not None and self.state is PhoneState.READY:
-            self._server_drained()  # closed by a draining server: no network failure
+        if (
+            self.draining is not None
+            and self.state is PhoneState.READY
+            and (self.draining.seconds_left() == 0 or not self.reconnect)
+        ):
+            self._server_drained()  # its calls are over: nothing to resume there
             return
+        # Before the drain's deadline the calls there may still go on: resume (below), for
+        # at most the time left, then move.
         lost = self.state is PhoneState.READY and not self._expired
         if lost and self.reconnect and self._finisher is None and self.session is not None:
             # Only the signalling channel is gone: calls and their media go on while we
@@ -483,9 +498,16 @@ class PhoneSession(StateMachine[PhoneState]):
             "session_id": self.session.session_id,
             "token": self.token,
         }
-        if await self._transport.resume(resume, max(self.session.resume_grace, 1.0)):
+        grace = max(self.session.resume_grace, 1.0)
+        if self.draining is not None:  # no point past the drain's deadline
+            grace = min(grace, max(self.draining.seconds_left(), 1.0))
+        if await self._transport.resume(resume, grace):
             self.transition(PhoneState.READY, cause="resumed")
             self._announce("connectivity-on", {})
+            return
+        if self.draining is not None:  # that server is gone for good: go elsewhere
+            self.disconnect_reason = "draining"
+            await self._move()
             return
         self._announce("gateway-unreachable", {})
         await self._finish("disconnected", "disconnected")
