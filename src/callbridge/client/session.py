@@ -18,7 +18,9 @@ server ends them at its deadline). Once the server ends the session (or its sock
 the phone logs in to the next of its ``fallback_urls`` (``server-changed(url)``: a new
 session, no calls carried over), passing over servers that drain too, for up to
 ``MOVE_WINDOW`` seconds; without one that takes it, or without ``fallback_urls``, it closes
-with ``disconnected("draining")``. It never resumes against the draining server.
+with ``disconnected("draining")``. A socket that drops during the drain without the server
+ending the session (a network loss, or the server died) is resumed as after any loss, but
+only until the drain's deadline; then the phone moves.
 
 For debugging and tests, :meth:`PhoneSession.on_message` shows every raw server message, and
 :meth:`PhoneSession.close` drops the connection the way a lost network does (no logout, no
