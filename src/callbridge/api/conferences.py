@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from callbridge.api.commands import (
     audio_for,
@@ -29,6 +29,13 @@ from callbridge.api.commands import (
     protocol_errors,
     resolve_call,
     speech,
+)
+from callbridge.api.conference_models import (
+    ConferenceOut,
+    ParticipantOut,
+    Role,
+    conference_out,
+    participant_out,
 )
 from callbridge.api.context import ApiContext, Ctx, Principal
 from callbridge.api.errors import invalid, not_found, wrong_state
@@ -39,7 +46,6 @@ from callbridge.api.schemas import (
     ListOf,
     Params,
     check_client_state,
-    iso,
     ok,
     refuse_unsupported,
 )
@@ -47,7 +53,6 @@ from callbridge.core.control import (
     AppCall,
     ConferenceRecord,
     NotAParticipant,
-    ParticipantInfo,
     RecordAction,
     UnknownConference,
 )
@@ -58,73 +63,6 @@ from callbridge.vocabulary import BeepMode
 __all__ = ["router"]
 
 router = APIRouter(tags=["Conferences"])
-
-Role = Literal["barge", "monitor", "none", "whisper"]
-
-
-class ConferenceOut(BaseModel):
-    record_type: Literal["conference"] = "conference"
-    id: str
-    name: str
-    created_at: str
-    updated_at: str
-    expires_at: str
-    status: Literal["init", "in_progress", "completed"]
-    connection_id: str | None = None
-    end_reason: Literal["all_left", "ended_via_api", "host_left", "time_exceeded"] | None = None
-
-
-def _conference_out(record: ConferenceRecord) -> ConferenceOut:
-    expires = record.expires_at or record.created_at
-    reason = record.end_reason
-    return ConferenceOut(
-        id=record.id,
-        name=record.name,
-        created_at=iso(record.created_at) or "",
-        updated_at=iso(record.ended_at or record.created_at) or "",
-        expires_at=iso(expires) or "",
-        status="completed" if record.ended_at is not None else "in_progress",
-        connection_id=record.application.id if record.application is not None else None,
-        end_reason=reason,
-    )
-
-
-class ConferenceRef(BaseModel):
-    id: str
-    name: str
-
-
-class ParticipantOut(BaseModel):
-    record_type: Literal["participant"] = "participant"
-    id: str
-    call_control_id: str
-    call_leg_id: str
-    conference: ConferenceRef
-    created_at: str
-    updated_at: str
-    status: Literal["joining", "joined", "left"] = "joined"
-    muted: bool
-    on_hold: bool
-    end_conference_on_exit: bool = False
-    soft_end_conference_on_exit: bool = False
-    whisper_call_control_ids: list[str]
-    supervisor_role: Role = Field(description="callbridge: the participant's supervisor role")
-
-
-def _participant_out(p: ParticipantInfo) -> ParticipantOut:
-    joined = iso(p.joined_at) or ""
-    return ParticipantOut(
-        id=p.call_control_id,
-        call_control_id=p.call_control_id,
-        call_leg_id=p.call_control_id,
-        conference=ConferenceRef(id=p.conference_id, name=p.conference_name),
-        created_at=joined,
-        updated_at=joined,
-        muted=p.muted,
-        on_hold=p.on_hold,
-        whisper_call_control_ids=list(p.whisper_call_control_ids),
-        supervisor_role=p.supervisor_role,
-    )
 
 
 # lookups --------------------------------------------------------------------------------------
@@ -206,7 +144,7 @@ async def create_conference(
         ),
         pointer="/call_control_id",
     )
-    return Data[ConferenceOut](data=_conference_out(record))
+    return Data[ConferenceOut](data=conference_out(record))
 
 
 @router.get("/conferences", summary="List conferences", response_model=ListOf[ConferenceOut])
@@ -220,7 +158,7 @@ async def list_conferences(
     ] = None,
 ) -> ListOf[ConferenceOut]:
     records = [
-        _conference_out(r)
+        conference_out(r)
         for r in ctx.control.conference_records(account_id=principal.account_id)
         if name is None or r.name == name
     ]
@@ -237,7 +175,7 @@ async def retrieve_conference(id: str, ctx: Ctx, principal: Principal) -> Data[C
     record = ctx.control.conference_record(id, account_id=principal.account_id)
     if record is None:
         raise not_found(f"no conference with id {id!r}", "id")
-    return Data[ConferenceOut](data=_conference_out(record))
+    return Data[ConferenceOut](data=conference_out(record))
 
 
 @router.get(
@@ -255,7 +193,7 @@ async def list_participants(
     whispering: Annotated[bool | None, Query(alias="filter[whispering]")] = None,
 ) -> ListOf[ParticipantOut]:
     _live(ctx, principal, conference_id)
-    out = [_participant_out(p) for p in ctx.control.participants(conference_id)]
+    out = [participant_out(p) for p in ctx.control.participants(conference_id)]
     if muted is not None:
         out = [p for p in out if p.muted == muted]
     if on_hold is not None:
@@ -276,7 +214,7 @@ async def retrieve_participant(
 ) -> Data[ParticipantOut]:
     _live(ctx, principal, id)
     call = await _participant(ctx, principal, id, participant_id, "/participant_id")
-    return Data[ParticipantOut](data=_participant_out(ctx.control.participant(id, call)))
+    return Data[ParticipantOut](data=participant_out(ctx.control.participant(id, call)))
 
 
 # actions --------------------------------------------------------------------------------------
