@@ -149,6 +149,28 @@ async def test_a_user_cannot_reach_another_accounts_users_by_extension_name_or_n
     assert bob.incoming.empty()
 
 
+async def test_transfers_and_invitations_do_not_reach_across_accounts(
+    tenant: MakeTenant, member: MakeMember
+) -> None:
+    a, b = await tenant(), await tenant()
+    alice, bob = await member(a, "1001"), await member(a, "1002", BOB)
+    carol = await member(b, "1003", CAROL)
+    out, inc = await answered(alice, bob, "1002")
+    for destination in (carol.user.extension, carol.user.name, carol.user.number):
+        with pytest.raises(RemoteError) as info:
+            await out.transfer(destination)
+        assert info.value.code == "destination_not_found"
+    conference = await alice.phone.start_conference(source=SilenceSource(), sink=alice.sink)
+    with pytest.raises(RemoteError) as info:
+        await conference.add_participant(carol.user.name)
+    assert info.value.code == "destination_not_found"
+    assert info.value.message == NOT_FOUND.format(carol.user.name)
+    await conference.end()
+    await out.hangup()
+    await inc.wait_for("ended", timeout=5)
+    assert carol.incoming.empty()
+
+
 async def test_a_route_of_the_callers_account_sends_an_extension_to_its_application(
     server: Server, store: Store, tenant: MakeTenant, member: MakeMember
 ) -> None:
