@@ -31,6 +31,7 @@ from callbridge.errors import MediaError, RemoteError
 from callbridge.media.fetch import MediaFetcher, acting_for, configure_outbound
 from callbridge.media.interface import AudioSpec
 from callbridge.media.playback import open_audio
+from callbridge.media.stream import PcmStream
 from callbridge.outbound import OutboundPolicy, OutboundRefused, why_internal
 from callbridge.store import Store
 from callbridge.testing.server import free_port, serve
@@ -356,6 +357,7 @@ async def test_a_dripping_server_fails_at_the_total_deadline_and_delays_no_one_e
     with acting_for("user:bob"):
         speech = await open_audio(AudioSpec("tts", "Your call is important to us."))
     spoke_after = time.monotonic() - started
+    assert isinstance(speech, PcmStream)
     speech.close()
     assert not drip.done() and spoke_after < 1.5
     message = await asyncio.wait_for(drip, 5)
