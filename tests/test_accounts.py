@@ -26,14 +26,22 @@ import pytest
 import telnyx
 from telnyx import AsyncTelnyx
 
+import pg
 from api_helpers import (  # noqa: F401  (the fixtures)
     Api,
     WebhookSink,
     api_fixture,
     audio_site_fixture,
 )
-from callbridge.store import Store
-from callbridge.store.accounts import DEFAULT_ACCOUNT_ID, Account
+from callbridge.store import ApplicationNotFound, MediaNotFound, RecordingNotFound, Store
+from callbridge.store.accounts import (
+    DEFAULT_ACCOUNT_ID,
+    Account,
+    AccountExists,
+    AccountNotFound,
+    NumberNotFound,
+    NumberTaken,
+)
 from callbridge.testing.server import Server
 from conftest import MakeParty
 from parties import ALICE
@@ -41,6 +49,8 @@ from parties import ALICE
 pytestmark = pytest.mark.timeout(90)
 
 MISSING = "9999999999999999999"  # an id nobody has
+
+database = pg.database  # the store-level scenario runs on SQLite and on PostgreSQL
 
 
 @dataclass
@@ -108,6 +118,83 @@ def _wav(path: Path) -> Path:
         w.setframerate(8000)
         w.writeframes(b"\0\0" * 800)
     return path
+
+
+# the store ------------------------------------------------------------------------------------
+async def test_the_store_keeps_each_accounts_rows_to_itself(database: pg.Database) -> None:
+    async with await Store.open(database.url) as db:
+        acme = await db.create_account("Acme")
+        with pytest.raises(AccountExists):
+            await db.create_account(" Acme ")
+        assert [a.id for a in await db.list_accounts()] == [DEFAULT_ACCOUNT_ID, acme.id]
+        # Extensions are per account; names and numbers are global.
+        bob = await db.add_user("bob", "1001", number="+14155550101", account_id=acme.id)
+        await db.add_user("carol", "1001")
+        with pytest.raises(AccountNotFound):
+            await db.add_user("dan", "1002", account_id="nope")
+        assert [u.name for u in await db.list_users(acme.id)] == [
+            "bob"
+        ] and bob.account_id == acme.id
+        # Keys say who they are.
+        key = await db.create_api_key("k", account_id=acme.id, scope="read", admin=True)
+        who = await db.check_api_key(key)
+        assert who is not None and (who.account_id, who.read_only, who.admin) == (
+            acme.id,
+            True,
+            True,
+        )
+        with pytest.raises(ValueError, match="'write' or 'read'"):
+            await db.create_api_key(scope="admin")  # type: ignore[arg-type]
+        # Numbers: owned by one account at most.
+        owned = await db.add_number("+1 (415) 555-0199", acme.id)
+        assert owned.number == "+14155550199" and await db.number_owner("14155550199") == acme.id
+        with pytest.raises(NumberTaken):
+            await db.add_number("+14155550199")
+        with pytest.raises(NumberNotFound):
+            await db.remove_number("+14155550199", DEFAULT_ACCOUNT_ID)
+        # Applications, routes, media, recordings: another account's is not found.
+        app = await db.create_application(
+            application_name="a", webhook_event_url="http://h.test/x", account_id=acme.id
+        )
+        assert await db.get_application(app.id, DEFAULT_ACCOUNT_ID) is None
+        assert await db.get_application(app.id, acme.id) == app
+        assert await db.application_account(app.id) == acme.id
+        assert (await db.list_applications(account_id=DEFAULT_ACCOUNT_ID))[1] == 0
+        with pytest.raises(ApplicationNotFound):
+            await db.update_application(app.id, account_id=DEFAULT_ACCOUNT_ID, active=False)
+        with pytest.raises(ApplicationNotFound):
+            await db.set_route("5000", app.id, DEFAULT_ACCOUNT_ID)
+        await db.set_route("5000", app.id)  # the application's account
+        assert await db.find_route("5000", acme.id) == app.id
+        assert await db.find_route("5000") is None
+        assert await db.list_routes(account_id=DEFAULT_ACCOUNT_ID) == []
+        for account, size in ((acme.id, 1), (DEFAULT_ACCOUNT_ID, 2)):
+            await db.add_media("hi.wav", content_type="audio/wav", path=f"/x/{account}",
+                               size=size, account_id=account)  # fmt: skip
+        assert (await db.get_media("hi.wav", acme.id) or pytest.fail()).size == 1
+        assert (await db.get_media("hi.wav") or pytest.fail()).size == 2
+        await db.delete_media("hi.wav")
+        with pytest.raises(MediaNotFound):
+            await db.delete_media("hi.wav")
+        now = datetime.now(UTC)
+        rec = await db.add_recording(
+            path="/x/r.wav", format="wav", channels="single", duration_millis=1,
+            recording_started_at=now, recording_ended_at=now, account_id=acme.id,
+        )  # fmt: skip
+        assert await db.get_recording(rec.id, DEFAULT_ACCOUNT_ID) is None
+        assert (await db.list_recordings(account_id=DEFAULT_ACCOUNT_ID))[1] == 0
+        with pytest.raises(RecordingNotFound):
+            await db.delete_recording(rec.id, DEFAULT_ACCOUNT_ID)
+        # Deleting the account takes what it owns, and hands back its files.
+        notice = await db.set_recording_notice(acme.id, False)
+        assert notice.recording_notice is False
+        deleted = await db.delete_account(acme.id)
+        assert sorted(deleted.files) == [f"/x/{acme.id}", "/x/r.wav"]
+        assert await db.check_api_key(key) is None and await db.get_user("bob") is None
+        assert await db.number_owner("+14155550199") is None
+        assert [u.name for u in await db.list_users()] == ["carol"]
+        with pytest.raises(ValueError, match="cannot be deleted"):
+            await db.delete_account(DEFAULT_ACCOUNT_ID)
 
 
 # stored resources ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.store.errors import NotFound, StoreError
-from callbridge.store.records import validate_number
+from callbridge.store.records import normalize_number, validate_number
 from callbridge.store.repository import Repository, new_id, now
 from callbridge.store.schema import (
     DEFAULT_ACCOUNT_ID,
@@ -238,9 +238,8 @@ class AccountRepository(Repository):
 
     async def number_owner(self, number: str) -> str | None:
         """The id of the account that owns ``number`` (any spelling of it), if one does."""
-        try:
-            e164 = validate_number(number)
-        except ValueError:
+        e164 = normalize_number(number)
+        if e164 is None:
             return None
         async with self._read() as session:
             row = await session.get(NumberRow, e164)
