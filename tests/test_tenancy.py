@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import pg
 from api_helpers import WebhookSink
 from callbridge.client import Call, Phone, SilenceSource
 from callbridge.core.callerid import clean_display_name
@@ -117,6 +118,69 @@ async def answered(caller: Party, callee: Party, destination: str) -> tuple[Call
 
 def test_the_core_and_the_store_name_the_same_default_account() -> None:
     assert DEFAULT_ACCOUNT_ID == STORE_DEFAULT_ACCOUNT_ID
+
+
+# the store's answers (SQLite and PostgreSQL) ---------------------------------------------------
+database = pg.database  # the fixture: each store test runs on SQLite and on PostgreSQL
+
+
+@pytest.fixture
+async def db(database: pg.Database) -> AsyncIterator[Store]:
+    store = await Store.open(database.url)
+    yield store
+    await store.close()
+
+
+async def test_find_user_looks_only_in_the_account(db: Store) -> None:
+    a, b = await db.create_account("a"), await db.create_account("b")
+    await db.add_user("ann", "1001", number="+14155550101", account_id=a.id)
+    await db.add_user("ben", "1001", number="+14155550102", account_id=b.id)
+    for dialled in ("1001", "ann", "+1 415 555 0101"):
+        found = await db.find_user(dialled, a.id)
+        assert found is not None and found.name == "ann"
+    for dialled in ("ann", "+14155550101"):
+        assert await db.find_user(dialled, b.id) is None
+    found = await db.find_user("1001", b.id)
+    assert found is not None and found.name == "ben"
+    assert await db.find_user("1001") is None  # the default account has no 1001
+
+
+async def test_who_claims_a_number_and_what_an_account_owns(db: Store) -> None:
+    a, b = await db.create_account("a"), await db.create_account("b")
+    await db.add_user("ann", "1001", number="+14155550101", account_id=a.id)
+    await db.add_number("+14155550199", b.id)
+    app = await db.create_application(
+        application_name="line", webhook_event_url="http://127.0.0.1:9/h", account_id=a.id
+    )
+    await db.set_route("+14155550177", app.id)
+    claims = await db.number_claims(a.id, "+1 (415) 555-0101")
+    assert claims is not None
+    assert (claims.number, claims.owner_account, claims.user_account) == (
+        "+14155550101",
+        None,
+        a.id,
+    )
+    assert not claims.routed and not claims.account_owns_numbers
+    claims = await db.number_claims(a.id, "+14155550199")
+    assert claims is not None and claims.owner_account == b.id and claims.user_account is None
+    claims = await db.number_claims(a.id, "+14155550177")
+    assert claims is not None and claims.routed
+    claims = await db.number_claims(b.id, "+14155550177")
+    assert claims is not None and not claims.routed and claims.account_owns_numbers
+    assert await db.number_claims(a.id, "911") is None
+    assert await db.owned_numbers(a.id) == ([], 0)
+    for n in range(7):
+        await db.add_number(f"+1650555010{n}", a.id)
+    assert await db.owned_numbers(a.id, 2) == (["+16505550100", "+16505550101"], 7)
+
+
+async def test_the_recording_notice_is_on_unless_the_account_turned_it_off(db: Store) -> None:
+    quiet = await db.create_account("quiet", recording_notice=False)
+    assert await db.recording_notice(STORE_DEFAULT_ACCOUNT_ID)
+    assert not await db.recording_notice(quiet.id)
+    await db.set_recording_notice(quiet.id, True)
+    assert await db.recording_notice(quiet.id)
+    assert await db.recording_notice("no-such-account")
 
 
 # reach ----------------------------------------------------------------------------------------
