@@ -22,6 +22,7 @@ import pytest
 
 from api_helpers import WebhookSink
 from callbridge.client import Phone
+from callbridge.store import Cdr, Store
 from callbridge.store.engine import SQLITE_BUSY_TIMEOUT_MS
 from callbridge.testing.server import Server, serve
 from parties import ALICE, BOB, CAROL, HEARD, Party, level, until_async
@@ -126,8 +127,8 @@ async def _logged(server: Server, text: str) -> bool | None:
     return text in server.log() or None
 
 
-async def _both(store: object, *call_ids: str) -> dict[str, object] | None:
-    cdrs = {cdr.call_id: cdr for cdr in await store.list_cdrs()}  # type: ignore[attr-defined]
+async def _both(store: Store, *call_ids: str) -> dict[str, Cdr] | None:
+    cdrs = {cdr.call_id: cdr for cdr in await store.list_cdrs()}
     return cdrs if all(i in cdrs for i in call_ids) else None
 
 
