@@ -222,6 +222,12 @@ async def test_callbridge_drain_moves_a_phone_to_its_fallback_server(tmp_path: P
             stderr=asyncio.subprocess.PIPE,
         )
         await asyncio.wait_for(alice.draining.wait(), 5)
+        # A phone logging in meanwhile, with a fallback, is sent on at once.
+        late = Phone(a.ws_url, a.users["carol"].token, fallback_urls=[a.ws_url, b.ws_url])
+        await late.login()
+        stack.push_async_callback(late.close)
+        assert late.url == b.ws_url and late.state is PhoneState.READY
+        await late.logout()
         for c in (call, far):
             ended = await c.wait_for("ended", timeout=DRAIN_TIMEOUT + 3)
             assert ended.data["reason"] == "hangup"

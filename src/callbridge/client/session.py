@@ -44,7 +44,7 @@ from callbridge.client.errors import ClientError, NotConnectedError
 from callbridge.client.eventnames import ConferenceEventName, PhoneEventName
 from callbridge.client.stream import EventHub, EventStream
 from callbridge.client.transport import Transport
-from callbridge.errors import RemoteError
+from callbridge.errors import ErrorCode, RemoteError
 from callbridge.statemachine import StateMachine
 
 __all__ = [
@@ -370,14 +370,18 @@ class PhoneSession(StateMachine[PhoneState]):
     async def login(self) -> SessionInfo:
         """Connect and log in (``session.login``); returns the session.
 
-        :raises RemoteError: ``invalid_token``, ``token_expired``, … (the phone can try again).
+        A server that answers ``draining`` is left for the first of ``fallback_urls`` that takes
+        the phone (as after a drain, for up to ``MOVE_WINDOW`` seconds); :attr:`url` is then
+        that server's.
+
+        :raises RemoteError: ``invalid_token``, ``token_expired``, ``draining`` (and no fallback
+            URL took the phone), … (the phone can try again).
         :raises OSError: the server cannot be reached.
         """
         self._require(PhoneState.IDLE, "login()")
         self.transition(PhoneState.CONNECTING)
         try:
-            await self._transport.open()
-            reply = await self.request(self._login_message())
+            reply = await self._open_and_login()
         except BaseException:
             await self._transport.close()
             if self.state is PhoneState.CONNECTING:
@@ -386,6 +390,22 @@ class PhoneSession(StateMachine[PhoneState]):
         self.session = _session_info(reply)
         self.transition(PhoneState.READY)
         return self.session
+
+    async def _open_and_login(self) -> dict[str, Any]:
+        await self._transport.open()
+        try:
+            return await self.request(self._login_message())
+        except RemoteError as exc:
+            first = self.url
+            urls = [u for u in self.fallback_urls if u != first]
+            if exc.code != ErrorCode.DRAINING or not urls:
+                raise
+            await self._transport.close()
+            reply = await self._transport.open_any(urls, self._login_message(), MOVE_WINDOW)
+            if reply is None:
+                self.url = first
+                raise
+            return reply
 
     def _login_message(self) -> dict[str, Any]:
         login: dict[str, Any] = {"type": "session.login", "token": self.token}
