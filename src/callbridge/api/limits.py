@@ -245,8 +245,9 @@ async def _send_error(send: Send, refusal: _Refused) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        # The body was not read: the connection cannot carry another request.
-        (b"connection", b"close"),
+        # No "Connection: close": uvicorn discards the rest of an unread body (bounded memory)
+        # and the client reads this answer; closing at once would reset the connection under
+        # a client still sending, and it would see a network error instead of the 413.
         *((k.encode(), v.encode()) for k, v in refusal.headers.items()),
     ]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})

@@ -294,6 +294,8 @@ class Connection:
             await self._dispatch(msg)
         except ProtocolError as exc:
             self._error(exc, raw)
+            if isinstance(exc, _ClosingError):  # after the error, so the client reads why
+                self._out.put_nowait((POLICY_VIOLATION, exc.close_reason))
         except (TokenExpired, TokenInvalid) as exc:
             self._login_failed(msg, exc, raw)
         except Exception:
@@ -326,10 +328,10 @@ class Connection:
         seconds = max(int(wait + 0.999), 1)
         reason = f"too many failed logins from {self.source}: try again in {seconds} s"
         guard.refused(self.source, "ws", reason)
-        self._out.put_nowait((POLICY_VIOLATION, reason))  # after the error below
-        raise ProtocolError(
+        raise _ClosingError(
             ErrorCode.RATE_LIMITED,
             f"{reason} (at most {guard.max_failures} a minute, --login-failures-per-minute)",
+            reason,
         )
 
     def _error(self, exc: ProtocolError, raw: dict[str, Any] | None) -> None:
@@ -496,6 +498,14 @@ class Connection:
             legs = self.controller.legs
             self._candidates = {k: v for k, v in self._candidates.items() if k in legs}
         self._candidates[call_id] = self._candidates.get(call_id, 0) + 1
+
+
+class _ClosingError(ProtocolError):
+    """An error after which the server closes the socket (1008, ``close_reason``)."""
+
+    def __init__(self, code: ErrorCode, message: str, close_reason: str) -> None:
+        super().__init__(code, message)
+        self.close_reason = close_reason
 
 
 # Calls whose candidates one connection counts before it forgets those that ended.

@@ -13,6 +13,11 @@ SQLite is shared by the server and the CLI commands, each its own process. So:
 PostgreSQL needs none of this; concurrent start-ups serialise their migrations on an
 advisory lock instead.
 
+The SQLite file holds the webhook signing key and login token digests, so it is created 0600
+(its WAL and shared-memory files take its mode) and its data directory 0700. An existing
+database (and the ``callbridge.db`` data directory around it) that others could read is
+tightened on open, with a warning: it may come from a release before this one.
+
 Within one process, migrations also run one at a time (:func:`migrate`): Alembic keeps the
 running migration's context in module-level proxies (``alembic.context``, ``alembic.op``), and
 async SQLAlchemy runs each migration in a greenlet on the event loop's thread, so two stores
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import weakref
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,11 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE = "callbridge_write"  # execution option: this transaction will write
 # pg_advisory_xact_lock key for migrations: any constant unique to this application.
 _PG_MIGRATION_LOCK = 0x63616C6C  # "call"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+# The database of a data directory (config.database_url_for): only its directory is made
+# private; a database named otherwise may live in a directory shared with other things.
+DATA_DIR_DATABASE = "callbridge.db"
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -57,7 +69,7 @@ def create_engine(database_url: str) -> AsyncEngine:
     if url.get_backend_name() != "sqlite":
         # pre_ping: a pooled connection may have died with a database restart.
         return _create(url, pool_pre_ping=True)
-    _make_parent_dir(url)
+    _make_private(url)
     engine = _create(url)
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
@@ -83,11 +95,39 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{_WRITE: True})
 
 
-def _make_parent_dir(url: URL) -> None:
+def _make_private(url: URL) -> None:
+    """Create the SQLite file's directory (0700) and the file (0600), or tighten them."""
     database = url.database or ""
     if database in ("", ":memory:") or url.query.get("uri") or database.startswith("file:"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(database).expanduser()
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    elif path.name == DATA_DIR_DATABASE:
+        _tighten(directory, PRIVATE_DIR)
+    try:  # an empty file is an empty SQLite database; SQLite would create it with the umask
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE))
+    except FileExistsError:
+        pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            _tighten(file, PRIVATE_FILE)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Take group and world access away from ``path`` if this user owns it (never from a
+    sticky directory such as /tmp)."""
+    st = path.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX or not st.st_mode & 0o077:
+        return
+    log.warning(
+        "%s could be read by other users (mode %o): changed to %o",
+        path,
+        stat.S_IMODE(st.st_mode),
+        mode,
+    )
+    path.chmod(mode)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
