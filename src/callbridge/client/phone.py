@@ -89,7 +89,8 @@ class Phone(PeerSettingsMethods, PhoneSession):
         calls there, then logs in to the first of these that takes it (``server-changed``).
         The draining server's own URL is tried last, and only if listed (behind a load
         balancer, list the balancer's URL). Without any, a drained phone closes with
-        ``disconnected("draining")`` (docs/protocol.md, "Graceful drain").
+        ``disconnected("draining")`` (docs/protocol.md, "Graceful drain"). :meth:`login` at a
+        server that is draining goes on to these too.
 
     :attr:`state` is a :class:`PhoneState`. Events (``phone.on(name, handler)``):
     ``incoming(call)``, ``error(RemoteError)``, ``disconnected(reason)``,
