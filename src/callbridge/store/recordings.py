@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from callbridge.store.errors import RecordingExists, RecordingNotFound
@@ -25,7 +25,7 @@ from callbridge.store.records import (
     RecordingFormat,
 )
 from callbridge.store.repository import Repository, check_aware, now, page
-from callbridge.store.schema import DEFAULT_ACCOUNT_ID, LiveCallRow, RecordingRow
+from callbridge.store.schema import DEFAULT_ACCOUNT_ID, ApplicationRow, LiveCallRow, RecordingRow
 
 __all__ = ["RecordingRepository"]
 
@@ -52,7 +52,9 @@ class RecordingRepository(Repository):
         """Record a finished recording; its id is a new UUID unless ``recording_id`` is given.
 
         ``account_id`` is the account it belongs to; when left out, the account of the live
-        call ``call_control_id`` names (``live_calls``), else the default account.
+        call ``call_control_id`` names (``live_calls``: its application's), else the default
+        account. Callers that know the account should say it: a call may be gone from
+        ``live_calls`` by the time its recording is saved.
 
         ``RecordingExists`` if that id is taken; ``ValueError`` for a malformed field.
         """
@@ -97,10 +99,13 @@ class RecordingRepository(Repository):
         try:
             async with self._write.begin() as session:
                 if account_id is None and call_control_id is not None:
+                    # The live call's application's account (the row's own account_id is
+                    # what its writer knew, which may be less), else the live call's.
                     account_id = await session.scalar(
-                        select(LiveCallRow.account_id).where(
-                            LiveCallRow.call_control_id == call_control_id
-                        )
+                        select(func.coalesce(ApplicationRow.account_id, LiveCallRow.account_id))
+                        .select_from(LiveCallRow)
+                        .outerjoin(ApplicationRow, ApplicationRow.id == LiveCallRow.application_id)
+                        .where(LiveCallRow.call_control_id == call_control_id)
                     )
                 row.account_id = account_id or DEFAULT_ACCOUNT_ID
                 session.add(row)
