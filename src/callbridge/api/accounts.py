@@ -39,7 +39,6 @@ from callbridge.store.accounts import (
     OwnedNumber,
     validate_account_name,
 )
-from callbridge.store.records import validate_number
 
 __all__ = ["router"]
 
@@ -174,7 +173,7 @@ class NumberParams(Params):
 async def add_number(id: str, params: NumberParams, ctx: Ctx) -> Data[NumberOut]:
     await _account(ctx, id)
     try:
-        number = await ctx.store.add_number(validate_number(params.number), id)
+        number = await ctx.store.add_number(params.number, id)
     except ValueError as exc:
         raise invalid(str(exc), pointer="/number") from None
     except NumberTaken as exc:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.store.errors import NotFound, StoreError
-from callbridge.store.records import normalize_number, validate_number
+from callbridge.store.records import normalize_number
 from callbridge.store.repository import Repository, new_id, now
 from callbridge.store.schema import (
     DEFAULT_ACCOUNT_ID,
@@ -220,9 +220,9 @@ class AccountRepository(Repository):
 
     # numbers --------------------------------------------------------------------------------
     async def add_number(self, number: str, account_id: str = DEFAULT_ACCOUNT_ID) -> OwnedNumber:
-        """The account owns ``number`` (E.164; separators are dropped). ``NumberTaken`` if an
-        account owns it already."""
-        e164 = validate_number(number)
+        """The account owns ``number`` (E.164, with or without its '+'; separators are
+        dropped). ``NumberTaken`` if an account owns it already."""
+        e164 = _e164(number)
         row = NumberRow(number=e164, account_id=account_id, created_at=now())
         try:
             async with self._write.begin() as session:
@@ -256,16 +256,24 @@ class AccountRepository(Repository):
     async def remove_number(self, number: str, account_id: str | None = None) -> OwnedNumber:
         """The account (any, when None) no longer owns ``number``; ``NumberNotFound`` if it
         did not."""
-        try:
-            e164 = validate_number(number)
-        except ValueError:
-            raise NumberNotFound(number) from None
+        e164 = normalize_number(number)
+        if e164 is None:
+            raise NumberNotFound(number)
         async with self._write.begin() as session:
             row = await session.get(NumberRow, e164)
             if row is None or (account_id is not None and row.account_id != account_id):
                 raise NumberNotFound(number)
             await session.delete(row)
         return _number(row)
+
+
+def _e164(number: str) -> str:
+    e164 = normalize_number(number) if isinstance(number, str) else None
+    if e164 is None:
+        raise ValueError(
+            f"invalid number {number!r}: use E.164, '+' and 8 to 15 digits, e.g. +14155550100"
+        )
+    return e164
 
 
 def _account(row: AccountRow) -> Account:
