@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -70,7 +71,8 @@ MARKER_TIMEOUT = 15.0  # seconds for the server to answer a marker after a batch
 WITNESS_MEDIAN = 0.100
 WITNESS_MAX = 1.0
 WITNESS_INTERVAL = 0.05  # seconds between two witness requests
-ERROR_LINE = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ", re.MULTILINE)
+# callbridge's lines ("2026-01-01 10:00:00,000 ERROR   name: ...") and uvicorn's ("ERROR:  ...")
+ERROR_LINE = re.compile(r"^(?:\S+ \S+ )?(?:ERROR|CRITICAL):? ", re.MULTILINE)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
 
@@ -224,7 +226,8 @@ class Peer:
         self.url, self.token, self.known, self.findings, self.who = url, token, known, findings, who
         self.ws: ClientConnection | None = None
         self.reader: asyncio.Task[None] | None = None
-        self.replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.replies: dict[str, asyncio.Future[dict[str, Any]]] = {}  # awaited by request()
+        self.req_ids = itertools.count()
         self.recent: list[Frame] = []  # what this peer sent since the last marker
         self.logged_in = False
         self.seen: Counter[str] = Counter()  # message types (and error codes) received
@@ -238,11 +241,14 @@ class Peer:
             assert ready["type"] == "session.ready", ready
 
     async def request(self, msg: dict[str, Any], within: float = MARKER_TIMEOUT) -> dict[str, Any]:
-        req_id = f"{self.who}-{len(self.replies)}"
+        req_id = f"{self.who}-{next(self.req_ids)}"
         reply = self.replies[req_id] = asyncio.get_running_loop().create_future()
-        assert self.ws is not None
-        await self.ws.send(json.dumps({**msg, "req_id": req_id}))
-        return await asyncio.wait_for(reply, within)
+        try:
+            assert self.ws is not None
+            await self.ws.send(json.dumps({**msg, "req_id": req_id}))
+            return await asyncio.wait_for(reply, within)
+        finally:
+            del self.replies[req_id]
 
     async def _read(self, ws: ClientConnection) -> None:
         try:
@@ -282,6 +288,8 @@ class Peer:
         if self.open and logout:
             with contextlib.suppress(TimeoutError, websockets.ConnectionClosed, SocketClosed):
                 await self.request({"type": "session.logout"}, within=5)
+                assert self.reader is not None
+                await asyncio.wait_for(asyncio.shield(self.reader), 5)  # the server closes it
         if self.ws is not None:
             await self.ws.close()
         if self.reader is not None:
@@ -390,7 +398,9 @@ async def fuzz(fuzzer: Fuzzer, peer: Peer, frames: int) -> int:
                 continue
             except TimeoutError:
                 sent_text = "\n  ".join(f.describe() for f in batch)
-                peer.findings.stalls.append(f"no answer in {MARKER_TIMEOUT} s after:\n  {sent_text}")
+                peer.findings.stalls.append(
+                    f"no answer in {MARKER_TIMEOUT} s after:\n  {sent_text}"
+                )
                 return reconnects
             except (websockets.ConnectionClosed, SocketClosed):
                 pass
@@ -402,7 +412,9 @@ async def fuzz(fuzzer: Fuzzer, peer: Peer, frames: int) -> int:
 
 def log_problems(server: Server) -> list[str]:
     text = server.log()
-    problems = [m.group(0) + text[m.end() : text.find("\n", m.end())] for m in ERROR_LINE.finditer(text)]
+    problems = [
+        m.group(0) + text[m.end() : text.find("\n", m.end())] for m in ERROR_LINE.finditer(text)
+    ]
     at = text.find("Traceback (most recent call last)")
     if at >= 0:
         problems.append(text[max(0, at - 300) : at + 3000])
@@ -455,3 +467,76 @@ async def test_a_hostile_client_gets_only_specific_errors_and_others_are_served_
     assert len(rtts) >= 20, summary
     assert statistics.median(rtts) < WITNESS_MEDIAN, summary
     assert max(rtts) < WITNESS_MAX, summary
+
+
+# -- what the fuzzer found ----------------------------------------------------------------------
+# Each a minimal reproduction. Marked xfail(strict) while the defect is open in a file another
+# helper owns: once fixed, the test passes, strict xfail fails, and the mark must go.
+
+
+async def _conference(ws: ClientConnection, sdp: str) -> tuple[str, str]:
+    await ws.send(json.dumps({"type": "conference.start", "req_id": "start", "sdp": sdp}))
+    while (msg := json.loads(await ws.recv()))["type"] != "conference.started":
+        pass
+    return msg["conference_id"], msg["call_id"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="media/engine.py InProcessMediaServer.reconnect puts its new endpoint in place even "
+    "when the leg's endpoint was closed while the new one was negotiated (open defect)",
+)
+async def test_a_media_restart_racing_the_end_of_its_conference_leaves_no_endpoint(
+    tmp_path: Path,
+) -> None:
+    # call.restart_media runs in the leg's lane (call:<id>), conference.end in the
+    # conference's: they run concurrently on the same leg. Each round leaked one endpoint.
+    async with serve(tmp_path / "server", users=["host"], session_grace=1) as server:
+        sdp = (await real_offers())[0]
+        async with websockets.connect(server.ws_url) as ws:
+            await ws.send(
+                json.dumps({"type": "session.login", "token": server.users["host"].token})
+            )
+            await ws.recv()
+            for _ in range(3):
+                conference_id, call_id = await _conference(ws, sdp)
+                restart = {
+                    "type": "call.restart_media",
+                    "req_id": "r",
+                    "call_id": call_id,
+                    "sdp": sdp,
+                }
+                await ws.send(json.dumps(restart))
+                await ws.send(
+                    json.dumps({"type": "conference.end", "conference_id": conference_id})
+                )
+                while json.loads(await ws.recv()).get("req_id") != "r":
+                    pass
+            await ws.send(json.dumps({"type": "session.logout"}))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+        # serve() checks on the way out: no media endpoint may be left
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="signalling/ws.py Connection._run closes the socket (1000) after session.logout "
+    "outside its try: a client that closed first gives 'Exception in ASGI application' and a "
+    "traceback (WebSocketDisconnected: Cannot call send once a close message has been sent)",
+)
+async def test_a_client_that_hangs_up_right_after_logout_leaves_no_traceback(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path / "server", users=["quick"], session_grace=1) as server:
+        for _ in range(5):
+            async with websockets.connect(server.ws_url) as ws:
+                await ws.send(
+                    json.dumps({"type": "session.login", "token": server.users["quick"].token})
+                )
+                await ws.recv()
+                await ws.send(json.dumps({"type": "session.logout"}))
+            # the client closes at once, without waiting for session.disconnected
+        # serve() checks on the way out: the log may hold no traceback

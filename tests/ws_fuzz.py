@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -168,8 +168,10 @@ def _field_value(rng: random.Random, name: str, annotation: Any, known: Known) -
         "e911_id": lambda: f"e911-{rng.randrange(100)}",
         "session_id": lambda: known.session_id or "s-unknown",
         "destination": lambda: rng.choice(
-            [target["extension"], target["extension"], target["name"], target["number"]]
-            + [user["extension"], "999", "+15550000000"]
+            [
+                *[target["extension"], target["extension"], target["name"], target["number"]],
+                *[user["extension"], "999", "+15550000000"],
+            ]
         ),
         "to": lambda: rng.choice([target["extension"], target["name"], user["extension"], "999"]),
         "sdp": lambda: rng.choice(known.offers),
@@ -260,6 +262,7 @@ def mutate_sdp(rng: random.Random, sdp: str) -> str:
     lines = _sdp_lines(sdp)
     media = [i for i, line in enumerate(lines) if line.startswith("m=")]
     for _ in range(rng.randint(1, 3)):
+        lines = lines or ["v=0"]
         i = rng.randrange(len(lines))
         kind = rng.randrange(14)
         if kind == 0:
@@ -326,7 +329,10 @@ def mutate_sdp(rng: random.Random, sdp: str) -> str:
         elif kind == 10:
             lines = lines[: rng.randrange(1, len(lines) + 1)]
         elif kind == 11:
-            lines = [line.replace("sendrecv", rng.choice(["inactive", "recvonly", "x"])) for line in lines]
+            lines = [
+                line.replace("sendrecv", rng.choice(["inactive", "recvonly", "x"]))
+                for line in lines
+            ]
         elif kind == 12:
             lines = [line.replace("opus", "OPUS").replace("PCMU", "pcmu") for line in lines]
         else:
@@ -400,7 +406,7 @@ class Fuzzer:
     # How often each message type is drawn, relative to the others (1): session.logout ends the
     # fuzzer's session and socket (it reconnects), so it is rare; what makes calls and
     # conferences is frequent, so that the in-call requests meet live calls.
-    WEIGHTS = {
+    WEIGHTS: ClassVar[dict[str, float]] = {
         "session.logout": 0.05,
         "session.login": 0.3,
         "session.resume": 0.3,
@@ -490,7 +496,9 @@ class Fuzzer:
                 msg["req_id"] = rng.choice(["r" * 129, 5, None, ["r"], "\ud800", ""])
                 done.append("a bad req_id")
             elif kind == 8 and name == "sdp":
-                msg[name] = rng.choice(self.known.offers + [answer_for(rng.choice(self.known.offers))])
+                msg[name] = rng.choice(
+                    [*self.known.offers, answer_for(rng.choice(self.known.offers))]
+                )
                 done.append("another sdp (an answer as offer, or video)")
             else:  # a valid field of another message where this one expects something else
                 other = valid_message(rng, self._type(), self.known)
@@ -545,7 +553,9 @@ class Fuzzer:
         if kind == 1:
             return Frame(text.encode(), "binary frame of valid JSON")
         if kind == 2:
-            return Frame(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))), "binary junk")
+            return Frame(
+                bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))), "binary junk"
+            )
         if kind == 3:
             depth = rng.choice([MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 200, 2000, 20_000])
             return Frame("[" * depth + "]" * depth, f"array nested {depth} deep")
@@ -562,13 +572,19 @@ class Fuzzer:
         if kind == 6:
             return Frame(text + rng.choice(["}", "]", ",", " x", "\u0000", "{}"]), "trailing junk")
         if kind == 7:
-            size = rng.choice([MAX_MESSAGE_BYTES - 50, MAX_MESSAGE_BYTES + 1, 2 * MAX_MESSAGE_BYTES])
+            size = rng.choice(
+                [MAX_MESSAGE_BYTES - 50, MAX_MESSAGE_BYTES + 1, 2 * MAX_MESSAGE_BYTES]
+            )
             return Frame(json.dumps({**msg, "pad": "p" * size}), f"{size}-byte padding")
         if kind == 8:
-            return Frame('{"type": "call.hangup", "call_id": ' + "9" * 5000 + "}", "a 5000-digit number")
+            return Frame(
+                '{"type": "call.hangup", "call_id": ' + "9" * 5000 + "}", "a 5000-digit number"
+            )
         if kind == 9:
             return Frame(text.replace('"', "'"), "single quotes")
         if kind == 10:
             i = rng.randrange(len(text))
-            return Frame(text[:i] + chr(rng.randrange(0, 0x2FFF)) + text[i:], "a character inserted")
+            return Frame(
+                text[:i] + chr(rng.randrange(0, 0x2FFF)) + text[i:], "a character inserted"
+            )
         return Frame("[" + text + "]", "message in an array")
