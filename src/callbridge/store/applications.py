@@ -46,11 +46,6 @@ __all__ = ["APPLICATION_SORTS", "ApplicationChanges", "ApplicationRepository"]
 APPLICATION_SORTS = ("created_at", "application_name", "active")
 
 
-# Whether ``Application`` records carry their account yet (``records`` is another module's:
-# until it has the field, the account is found with ``application_account``).
-_RECORDS_HAVE_ACCOUNT = "account_id" in Application.__dataclass_fields__
-
-
 class ApplicationChanges(TypedDict, total=False):
     """The fields ``update_application`` may change (the ones given are changed)."""
 
@@ -334,7 +329,6 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _application(row: ApplicationRow) -> Application:
-    owner: dict[str, Any] = {"account_id": row.account_id} if _RECORDS_HAVE_ACCOUNT else {}
     return Application(
         id=row.id,
         application_name=row.application_name,
@@ -346,7 +340,7 @@ def _application(row: ApplicationRow) -> Application:
         signing_secret=row.signing_secret,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        **owner,
+        account_id=row.account_id,
     )
 
 

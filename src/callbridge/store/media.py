@@ -169,4 +169,5 @@ def _media(row: MediaRow) -> Media:
         created_at=row.created_at,
         updated_at=row.updated_at,
         expires_at=row.expires_at,
+        account_id=row.account_id,
     )

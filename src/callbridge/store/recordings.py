@@ -191,4 +191,5 @@ def _recording(row: RecordingRow) -> Recording:
         recording_started_at=row.recording_started_at,
         recording_ended_at=row.recording_ended_at,
         created_at=row.created_at,
+        account_id=row.account_id,
     )

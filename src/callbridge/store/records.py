@@ -128,6 +128,7 @@ class Application:
     signing_secret: str | None = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    account_id: str = "default"  # the tenant that owns it (store.schema.DEFAULT_ACCOUNT_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class Media:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    account_id: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class Recording:
     recording_started_at: datetime
     recording_ended_at: datetime
     created_at: datetime
+    account_id: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
