@@ -11,7 +11,8 @@ Clients generated from the document, and schemathesis's status and schema checks
 401    every operation: no API key, or an unknown or revoked one
 403    operations that write (not GET): a read-only key, an inactive application
 404    operations with a path parameter: the resource it names does not exist (or belongs to
-       another account)
+       another account); and the admin-only operations (tag ``ADMIN_TAG``), which answer a
+       key that is not an admin key as for a path that does not exist
 413    operations with a request body: the body is over the size limit (``--max-body-bytes``,
        ``--max-upload-bytes`` for media uploads), refused before it is read
 422    every operation: a field or parameter is missing or wrong, or the state forbids it
@@ -30,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from callbridge.api.context import ADMIN_TAG
 from callbridge.api.schemas import Errors
 
 __all__ = ["ERROR_SCHEMA", "error_responses", "install_openapi"]
@@ -51,7 +53,8 @@ _DESCRIPTIONS = {
     401: "No `Authorization: Bearer KEY` header, or the key is unknown or revoked.",
     403: "The key may not do this (a read-only key), or the resource may not be used (an "
     "inactive application).",
-    404: "The resource named in the path does not exist (or belongs to another account).",
+    404: "The resource named in the path does not exist (or belongs to another account); an "
+    "admin-only endpoint answers so to a key that is not an admin key.",
     413: "The request body is over the size limit; it was refused before it was read.",
     422: "A field or parameter is missing or wrong, a resource the body names does not exist, "
     "or the state of the resource does not allow the action.",
@@ -66,7 +69,9 @@ def error_responses(method: str, operation: dict[str, Any]) -> dict[str, dict[st
     statuses = [401, 422, 429, 503]
     if method in _WRITES:
         statuses.append(403)
-    if any(p.get("in") == "path" for p in operation.get("parameters", ())):
+    if ADMIN_TAG in operation.get("tags", ()) or any(
+        p.get("in") == "path" for p in operation.get("parameters", ())
+    ):
         statuses.append(404)
     if "requestBody" in operation:
         statuses += [400, 413]
