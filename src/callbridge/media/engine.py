@@ -160,6 +160,14 @@ class InProcessMediaServer:
         temp = f"{endpoint_id}#{self._reconnects}"
         answer = await self.answer(temp, offer_sdp, video=old.video is not None)
         new = self._endpoints.pop(temp)
+        if self._endpoints.get(endpoint_id) is not old:
+            # The leg's endpoint was closed while the new offer was negotiated (its call or
+            # conference ended meanwhile): the new one has nothing to replace.
+            await new.close()
+            raise MediaError(
+                ErrorCode.CALL_NOT_FOUND,
+                f"media endpoint {endpoint_id} closed while its new offer was negotiated",
+            )
         new.id = endpoint_id
         self._endpoints[endpoint_id] = new
         new.muted = old.muted

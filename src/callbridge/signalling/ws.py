@@ -251,7 +251,10 @@ class Connection:
             self._out.put_nowait(None)
             await writer
         if self._closing:
-            await self.ws.close(1000)
+            try:
+                await self.ws.close(1000)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass  # the client closed first, right after its logout
 
     def _close_for_login_timeout(self) -> None:
         seconds = self.limits.login_timeout
