@@ -29,6 +29,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     not_a_server_error,
@@ -71,6 +72,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """A real server (its log at WARNING: access lines would quote generated paths), an API key,
     and an application, a route and a queue for path parameters to name."""
     data_dir = tmp_path_factory.mktemp("schemathesis")
+    # hypothesis keeps caches (unicode data, schema constants) in ./.hypothesis otherwise
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
     with running(data_dir, log_level="warning", ring_timeout=2, session_grace=1) as server:
         key, read_only = asyncio.run(keys(server))
         headers = {"Authorization": f"Bearer {key}"}
