@@ -470,8 +470,8 @@ async def test_a_hostile_client_gets_only_specific_errors_and_others_are_served_
 
 
 # -- what the fuzzer found ----------------------------------------------------------------------
-# Each a minimal reproduction. Marked xfail(strict) while the defect is open in a file another
-# helper owns: once fixed, the test passes, strict xfail fails, and the mark must go.
+# Each a minimal reproduction of a defect the fuzzer found (both fixed in media/engine.py and
+# signalling/ws.py).
 
 
 async def _conference(ws: ClientConnection, sdp: str) -> tuple[str, str]:
@@ -481,17 +481,12 @@ async def _conference(ws: ClientConnection, sdp: str) -> tuple[str, str]:
     return msg["conference_id"], msg["call_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="media/engine.py InProcessMediaServer.reconnect puts its new endpoint in place even "
-    "when the leg's endpoint was closed while the new one was negotiated (open defect)",
-)
 async def test_a_media_restart_racing_the_end_of_its_conference_leaves_no_endpoint(
     tmp_path: Path,
 ) -> None:
     # call.restart_media runs in the leg's lane (call:<id>), conference.end in the
-    # conference's: they run concurrently on the same leg. Each round leaked one endpoint.
+    # conference's: they run concurrently on the same leg. Each round leaked one endpoint: the
+    # reconnect put its new endpoint in place of one closed meanwhile.
     async with serve(tmp_path / "server", users=["host"], session_grace=1) as server:
         sdp = (await real_offers())[0]
         async with websockets.connect(server.ws_url) as ws:
@@ -520,13 +515,6 @@ async def test_a_media_restart_racing_the_end_of_its_conference_leaves_no_endpoi
         # serve() checks on the way out: no media endpoint may be left
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="signalling/ws.py Connection._run closes the socket (1000) after session.logout "
-    "outside its try: a client that closed first gives 'Exception in ASGI application' and a "
-    "traceback (WebSocketDisconnected: Cannot call send once a close message has been sent)",
-)
 async def test_a_client_that_hangs_up_right_after_logout_leaves_no_traceback(
     tmp_path: Path,
 ) -> None:
@@ -538,5 +526,7 @@ async def test_a_client_that_hangs_up_right_after_logout_leaves_no_traceback(
                 )
                 await ws.recv()
                 await ws.send(json.dumps({"type": "session.logout"}))
-            # the client closes at once, without waiting for session.disconnected
+            # The client closes at once, without waiting for session.disconnected. The server's
+            # 1000 close after the logout then met a closed socket: "Exception in ASGI
+            # application" and a traceback (WebSocketDisconnected), nearly every time.
         # serve() checks on the way out: the log may hold no traceback
