@@ -341,6 +341,12 @@ async def test_oversized_and_many_section_offers_are_refused_before_parsing(
         many = await client.expect("error", req_id="many")
         assert many["code"] == "invalid_sdp"
         assert many["message"].startswith("the SDP has 4 m= lines (media sections)")
+    # As in the report: 500 m-lines (its 58 KB offer cost 0.75 s of the event loop to parse).
+    section = "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:{n}\r\n"
+    huge = sdp.split("m=audio")[0] + "".join(section.format(n=n) for n in range(500))
+    await client.send({"type": "call.create", "req_id": "huge", "sdp": huge,
+                       "destination": bob.extension})  # fmt: skip
+    assert (await client.expect("error", req_id="huge"))["code"] == "invalid_sdp"
     await client.send({"type": "session.logout", "req_id": "out"})
     await client.expect("session.disconnected")
     await client.close()
