@@ -60,8 +60,9 @@ pytestmark = pytest.mark.timeout(240)
 
 # To explore: CALLBRIDGE_FUZZ_SEED=7 CALLBRIDGE_FUZZ_FRAMES=20000 pytest tests/test_ws_fuzz.py
 SEED = int(os.environ.get("CALLBRIDGE_FUZZ_SEED", "20100"))
-FRAMES = int(os.environ.get("CALLBRIDGE_FUZZ_FRAMES", "2000"))
+FRAMES = int(os.environ.get("CALLBRIDGE_FUZZ_FRAMES", "4000"))
 BATCH = (1, 8)  # frames sent back to back between two markers
+DROP = 0.01  # the chance, after a batch, that the fuzzer drops its socket and resumes
 MARKER_TIMEOUT = 15.0  # seconds for the server to answer a marker after a batch
 # The witness's round trip (send a request, get its answer) on a 2-core machine shared with
 # other test runs: the median must stay under 100 ms (the issue's bound). Single round trips
@@ -255,7 +256,8 @@ class Peer:
             async for data in ws:
                 msg = json.loads(data)
                 self.seen[str(msg.get("code") or msg.get("type"))] += 1
-                self.known.learn(msg)  # the target's ids too: aimed at, they are not_your_call
+                # the other peers' ids too: aimed at, they are not_your_call
+                self.known.learn(msg, own=self.who == "fuzzer")
                 if msg.get("type") in ("session.ready", "session.resumed"):
                     self.logged_in = True
                 elif msg.get("type") == "session.disconnected":
@@ -395,6 +397,9 @@ async def fuzz(fuzzer: Fuzzer, peer: Peer, frames: int) -> int:
         if peer.open:
             try:
                 await peer.request({"type": "session.associate_e911", "e911_id": "marker"})
+                if peer.logged_in and rng.random() < DROP:
+                    await drop_and_resume(peer)
+                    reconnects += 1
                 continue
             except TimeoutError:
                 sent_text = "\n  ".join(f.describe() for f in batch)
@@ -408,6 +413,22 @@ async def fuzz(fuzzer: Fuzzer, peer: Peer, frames: int) -> int:
         reconnects += 1
         await peer.connect(login=False)
     return reconnects
+
+
+async def drop_and_resume(peer: Peer) -> None:
+    """Drop the socket without a logout (the session is kept for the grace period) and resume
+    the session on a new one, as a client whose network changed does."""
+    session_id = peer.known.session_id
+    await peer.close(logout=False)
+    await peer.connect(login=False)
+    resume = {"type": "session.resume", "session_id": session_id, "token": peer.token}
+    for _ in range(50):
+        reply = await peer.request(resume)
+        # invalid_state: the server has not yet seen the old socket go (no event to wait on)
+        if reply.get("code") != "invalid_state":
+            break
+        await asyncio.sleep(0.02)
+    assert reply["type"] == "session.resumed", reply
 
 
 def log_problems(server: Server) -> list[str]:
@@ -443,6 +464,9 @@ async def test_a_hostile_client_gets_only_specific_errors_and_others_are_served_
             )  # fmt: skip
             target = Target(server.ws_url, other.token, known, findings, "target", seed=SEED)
             await target.connect()
+            # the fuzzer's own second device: calls to its extension and call.move ring it
+            twin = Target(server.ws_url, me.token, known, findings, "twin", seed=SEED + 1)
+            await twin.connect()
             peer = Peer(server.ws_url, me.token, known, findings, "fuzzer")
             started = time.monotonic()
             async with witnessing(server.ws_url, watcher.token) as witness:
@@ -450,6 +474,7 @@ async def test_a_hostile_client_gets_only_specific_errors_and_others_are_served_
             took = time.monotonic() - started
             await peer.close()
             await target.close()
+            await twin.close()
         problems = log_problems(server)
 
     rtts = sorted(witness.rtts)
@@ -458,7 +483,9 @@ async def test_a_hostile_client_gets_only_specific_errors_and_others_are_served_
         f"{len(rtts)} round trips, median {statistics.median(rtts or [0]) * 1000:.1f} ms, "
         f"max {max(rtts or [0]) * 1000:.1f} ms"
     )
-    print(summary, "\nfuzzer got:", peer.seen, "\ntarget got:", target.seen)
+    print(
+        summary, "\nfuzzer got:", peer.seen, "\ntarget got:", target.seen, "\ntwin got:", twin.seen
+    )
     assert not findings.internal_errors, "\n".join(findings.internal_errors[:5])
     assert not findings.closes, "\n".join(findings.closes[:5])
     assert not findings.stalls, "\n".join(findings.stalls)

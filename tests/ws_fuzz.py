@@ -128,8 +128,9 @@ class Known:
     conference_ids: list[str] = field(default_factory=list)
     participants: list[str] = field(default_factory=list)
 
-    def learn(self, msg: dict[str, Any]) -> None:
-        """Take the ids out of a server message (kept to the most recent few of each kind)."""
+    def learn(self, msg: dict[str, Any], own: bool = True) -> None:
+        """Take the ids out of a server message (kept to the most recent few of each kind);
+        the session id only from the fuzzer's ``own`` messages."""
         for key, pool in (
             ("call_id", self.call_ids),
             ("target_call_id", self.call_ids),
@@ -146,7 +147,7 @@ class Known:
                     if pid not in self.participants:
                         self.participants.append(pid)
                         del self.participants[:-12]
-        if msg.get("type") in ("session.ready", "session.resumed"):
+        if own and msg.get("type") in ("session.ready", "session.resumed"):
             self.session_id = msg.get("session_id")
 
 
