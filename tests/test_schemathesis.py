@@ -233,11 +233,6 @@ def test_generated_requests_get_no_5xx_and_answers_match_the_document(
 # of its own (its log will hold the defect's traceback, which the shared one must not).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/applications.py passes webhook_api_version=null on to "
-    "store/applications.py _api_version, whose ValueError is a 500 (open defect)",
-)
 def test_a_null_webhook_api_version_is_refused_with_a_422_not_a_500(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

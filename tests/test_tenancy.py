@@ -376,11 +376,6 @@ async def test_an_application_dials_only_its_accounts_users_from_an_allowed_numb
     assert carol.incoming.empty()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the REST layer points every dial refusal at /to: api/commands.py protocol_errors "
-    "should use CallerIdNotAllowed.field (asked of the 'accounts' helper)",
-)
 async def test_a_refused_from_is_pointed_at_in_the_rest_error(
     server: Server, store: Store, tenant: MakeTenant
 ) -> None:

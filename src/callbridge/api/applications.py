@@ -110,7 +110,12 @@ def _changes(params: ApplicationParams) -> ApplicationChanges:
     changes: dict[str, Any] = {}
     for name in params.model_fields_set & set(ApplicationChanges.__annotations__):
         value = getattr(params, name)
-        if value is None and name in ("application_name", "webhook_event_url", "active"):
+        if value is None and name in (
+            "application_name",
+            "webhook_event_url",
+            "webhook_api_version",
+            "active",
+        ):
             raise invalid(f"{name} cannot be null", pointer=f"/{name}")
         check = _CHECKS.get(name)
         changes[name] = _checked(name, value, check) if check and value is not None else value

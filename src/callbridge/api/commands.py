@@ -25,6 +25,7 @@ from callbridge.api.errors import (
     wrong_state,
 )
 from callbridge.api.schemas import CommandResult, Data, Params, check_client_state, ok
+from callbridge.core.callerid import CallerIdNotAllowed
 from callbridge.core.control import AppCall, CallHasEnded, ConferenceFull, UnknownCall
 from callbridge.errors import ProtocolError
 from callbridge.media.interface import AudioSpec
@@ -91,6 +92,8 @@ async def protocol_errors(action: Awaitable[T], pointer: str | None = None) -> T
         raise wrong_state(exc.message) from None
     except ApiError:
         raise
+    except CallerIdNotAllowed as exc:  # about the request's caller ID, whatever the action
+        raise from_protocol_error(exc, f"/{exc.field}") from None
     except ProtocolError as exc:
         raise from_protocol_error(exc, pointer) from None
 

@@ -49,6 +49,10 @@ loopback and private addresses unless the operator lists them (``--allow-fetch-f
 webhooks on 127.0.0.1, so these servers allow loopback by default
 (``allow_fetch_from=LOOPBACK_TARGETS``, ``allow_webhooks_to=LOOPBACK_TARGETS``); pass ``()`` to
 test the strict production default, or other entries to test an allow-list.
+
+*Per-source limits.* Every test client connects from 127.0.0.1, so these servers lift the
+per-source abuse limits (``--max-connections-per-source``, ``--login-failures-per-minute``);
+pass them in ``args`` to test them.
 """
 
 from __future__ import annotations
@@ -182,6 +186,9 @@ class Server:
             cmd += ["--allow-fetch-from", entry]
         for entry in options.get("allow_webhooks_to", LOOPBACK_TARGETS):
             cmd += ["--allow-webhooks-to", entry]
+        # Every test client comes from 127.0.0.1: per-source abuse limits would count the
+        # whole test run as one attacker. `args` may set them (the last option wins).
+        cmd += ["--max-connections-per-source", "100000", "--login-failures-per-minute", "100000"]
         cmd += options.get("args", ())
         self.log_path.write_bytes(b"")  # a fresh log, then appended to: lines a test adds stay
         with self.log_path.open("ab") as log:
@@ -271,7 +278,9 @@ class Server:
         live = self.wait_idle(within)
         self.stop()
         text = self.log()
-        assert "Traceback" not in text, text[max(0, text.find("Traceback") - 200) :][:4000]
+        # The whole header: an access-log line may quote a request that says "Traceback".
+        header = "Traceback (most recent call last)"
+        assert header not in text, text[max(0, text.find(header) - 200) :][:4000]
         assert live["legs"] == 0 and live["media_endpoints"] == 0, f"leaked: {live}"
         assert live["sessions"] == 0, f"leaked sessions: {live}"
 
