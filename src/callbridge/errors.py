@@ -163,8 +163,7 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.DRAINING: ErrorInfo(
         "The server is shutting down gracefully (a drain): it takes no new sessions or calls; "
         "calls already up go on until the drain deadline.",
-        "Connect to another server of the service now, or retry here after `retry_after` "
-        "seconds.",
+        "Connect to another server of the service now, or retry here after `retry_after` seconds.",
     ),
     ErrorCode.RATE_LIMITED: ErrorInfo(
         "Too many failed logins came from this address in the last minute.",
