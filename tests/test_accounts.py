@@ -292,9 +292,9 @@ _CALL_COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("record_stop", {}),
     ("record_pause", {}),
     ("record_resume", {}),
-    ("bridge", {"queue": "support"}),
+    ("bridge", {"queue": "accounts-support"}),
     ("transfer", {"to": "1000"}),
-    ("enqueue", {"queue_name": "support"}),
+    ("enqueue", {"queue_name": "accounts-support"}),
     ("leave_queue", {}),
     ("client_state_update", {"client_state": "eA=="}),
 ]
@@ -325,19 +325,27 @@ async def test_another_accounts_call_its_commands_conference_and_queue_are_not_f
     await call.wait_for("answered", timeout=5)
 
     # A queue of A's: B does not see it, and may have its own of the same name.
-    await api.client.calls.actions.enqueue(ccid, queue_name="support")
+    await api.client.calls.actions.enqueue(ccid, queue_name="accounts-support")
     await api.sink.wait("call.enqueued", call_control_id=ccid)
-    for path in ("/queues/support", "/queues/support/calls", f"/queues/support/calls/{ccid}"):
-        await assert_hidden(http, "GET", path, "support")
-    await assert_hidden(http, "DELETE", f"/queues/support/calls/{ccid}", "support")
-    await assert_hidden(http, "POST", "/queues/support", "support", {"max_size": 5})
-    assert "support" not in [q["name"] for q in (await http.get("/queues")).json()["data"]]
-    own = await http.post("/queues", json={"queue_name": "support"})
+    for path in (
+        "/queues/accounts-support",
+        "/queues/accounts-support/calls",
+        f"/queues/accounts-support/calls/{ccid}",
+    ):
+        await assert_hidden(http, "GET", path, "accounts-support")
+    await assert_hidden(
+        http, "DELETE", f"/queues/accounts-support/calls/{ccid}", "accounts-support"
+    )
+    await assert_hidden(
+        http, "POST", "/queues/accounts-support", "accounts-support", {"max_size": 5}
+    )
+    assert "accounts-support" not in [q["name"] for q in (await http.get("/queues")).json()["data"]]
+    own = await http.post("/queues", json={"queue_name": "accounts-support"})
     assert own.status_code == 200, own.text
-    assert (await http.get("/queues/support")).json()["data"]["current_size"] == 0
-    assert (await http.get("/queues/support/calls")).json()["data"] == []
-    assert (await http.delete("/queues/support")).status_code == 204
-    a_queue = await api.client.queues.retrieve("support")
+    assert (await http.get("/queues/accounts-support")).json()["data"]["current_size"] == 0
+    assert (await http.get("/queues/accounts-support/calls")).json()["data"] == []
+    assert (await http.delete("/queues/accounts-support")).status_code == 204
+    a_queue = await api.client.queues.retrieve("accounts-support")
     assert a_queue.data is not None and a_queue.data.current_size == 1
     await api.client.calls.actions.leave_queue(ccid)
 

@@ -54,10 +54,12 @@ class Runtime:
 def create_app(config: ServerConfig) -> FastAPI:
     """The ASGI app. The store and media plane start in its lifespan."""
     drain = Drain(config.drain_timeout)  # started by serve()'s signal handler
-    configure_outbound(config)  # outbound: allow-lists, media fetch pool, playback limits
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # At start-up, not in create_app: an app made only for its OpenAPI document must not
+        # change the process's outbound policy.
+        configure_outbound(config)  # outbound: allow-lists, media fetch pool, playback limits
         store = await Store.open(config.effective_database_url)
         media = InProcessMediaServer(config.effective_media_addresses, config.ice_servers)
         controller = CallController(
