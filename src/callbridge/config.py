@@ -51,6 +51,13 @@ class ServerConfig:
     drain_timeout: float = 60.0  # seconds calls may go on after SIGTERM / `callbridge drain`
     node_id: str | None = None  # this server among several sharing one database (hostname)
     spool_limit: int = 10_000  # records kept in memory while the database refuses writes
+    # TLS for HTTPS/WSS (and SIP over TLS): PEM files; both or neither (issue 13, issue 11).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # SIP (issue 11): UDP+TCP on `host`; 0 turns SIP off. TLS needs tls_cert/tls_key.
+    sip_port: int = 5060
+    sip_tls_port: int | None = None
+    sip_domain: str | None = None  # the SIP domain and digest realm (default: host)
 
     @property
     def effective_database_url(self) -> str:
