@@ -119,3 +119,18 @@ setup_espeak() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
 }
+
+# tests/test_sip_peers.py and the SIP tests drive real SIP peers that no one here wrote: SIPp
+# (Debian `sip-tester`) and baresip (Debian `baresip-core`). Installed when missing (as root, as
+# in CI); otherwise only a warning, and those tests skip saying what to install.
+setup_sip() {
+  command -v sipp >/dev/null && command -v baresip >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "warning: SIPp/baresip are missing (SIP tests skip); as root:" \
+      "apt-get install -y sip-tester baresip-core" >&2
+    return 0
+  fi
+  echo "installing Debian sip-tester and baresip-core (for the SIP tests) ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester baresip-core >/dev/null
+}
