@@ -137,7 +137,7 @@ def _ice_url(*schemes: str) -> Callable[[str], str]:
 # parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the command modules import this module's helpers and types.
-    from callbridge import cli_accounts, cli_drain, cli_serve
+    from callbridge import cli_accounts, cli_devcert, cli_drain, cli_serve
 
     database = argparse.ArgumentParser(add_help=False)
     group = database.add_argument_group("database")
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serve.add_serve_command(commands, database)
     cli_drain.add_drain_command(commands, database)
     cli_accounts.add_account_commands(commands, database)
+    cli_devcert.add_dev_cert_command(commands, database)
 
     users = commands.add_parser("users", help="add and list users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION"

@@ -145,7 +145,8 @@ def _public_url(config: ServerConfig) -> str:
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.port}"
+    scheme = "https" if config.tls_cert else "http"
+    return f"{scheme}://{host}:{config.port}"
 
 
 async def serve(config: ServerConfig) -> None:
@@ -172,10 +173,17 @@ async def serve(config: ServerConfig) -> None:
             # Once drained, requests still running (a slow upload) get this long before the
             # lifespan's teardown; without a bound one stuck request kept the process alive.
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
+            # HTTPS and WSS on the same port (issue 13): browsers give the microphone only
+            # to secure pages (or localhost). PEM files; `callbridge dev-cert` makes them.
+            ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+            ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         ),
     )
     drain.on_done = server.drained
-    log.info("callbridge %s listening on ws://%s:%d/ws", __version__, config.host, config.port)
+    ws_scheme = "wss" if config.tls_cert else "ws"
+    log.info(
+        "callbridge %s listening on %s://%s:%d/ws", __version__, ws_scheme, config.host, config.port
+    )
     pid_file = PidFile(config.data_dir, _public_url(config))
     pid_file.acquire()
     try:
