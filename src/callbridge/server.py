@@ -31,6 +31,7 @@ from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
+from callbridge.webphone import install_phone
 
 __all__ = ["Runtime", "create_app", "serve"]
 
@@ -109,6 +110,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         "(docs/protocol.md).",
     )
     install_api(app)
+    install_phone(app)  # the softphone page at /phone (web/phone/)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     limits = install_limits(app, config)  # REST bounds; /ws bounds (docs/security.md)
