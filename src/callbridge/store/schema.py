@@ -52,6 +52,9 @@ __all__ = [
     "RecordingRow",
     "RouteRow",
     "SigningKeyRow",
+    "SipBindingRow",
+    "SipCredentialRow",
+    "SipSecretRow",
     "TokenRow",
     "UTCDateTime",
     "UserRow",
@@ -343,4 +346,61 @@ class SigningKeyRow(Base):
     purpose: Mapped[str] = mapped_column(String(32), unique=True)  # "webhooks"
     private_key: Mapped[str] = mapped_column(String(64))  # base64 of the raw 32 bytes
     public_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# SIP (issue 11) ---------------------------------------------------------------------------
+class SipCredentialRow(Base):
+    """A user's SIP digest credentials: HA1 = H(name:realm:password) for MD5 and SHA-256
+    (RFC 7616 §3.4.2), never the password. An HA1 only works in its ``realm`` (the SIP
+    domain): changing the domain needs the passwords set again."""
+
+    __tablename__ = "sip_credentials"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    realm: Mapped[str] = mapped_column(String(255))
+    ha1_md5: Mapped[str] = mapped_column(String(32))  # hex
+    ha1_sha256: Mapped[str] = mapped_column(String(64))  # hex
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SipBindingRow(Base):
+    """A registered contact of a user (RFC 3261 §10.3), with where it came from: the source
+    address and transport, and the connection (stream transports, WebSocket) it may only be
+    reached through. ``binding_key`` identifies the binding among the user's: the SHA-256 of
+    the contact URI's normal form, or of the instance id and reg-id (RFC 5626) when given."""
+
+    __tablename__ = "sip_bindings"
+    __table_args__ = (UniqueConstraint("user_id", "binding_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    binding_key: Mapped[str] = mapped_column(String(64))
+    contact: Mapped[str] = mapped_column(String(2048))  # the Contact's URI as sent
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    call_id: Mapped[str] = mapped_column(String(255))
+    cseq: Mapped[int] = mapped_column(BigInteger)
+    q: Mapped[float | None] = mapped_column(Float)
+    source_host: Mapped[str] = mapped_column(String(64))
+    source_port: Mapped[int] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(8))  # udp | tcp | tls | ws | wss
+    connection_id: Mapped[str | None] = mapped_column(String(128))
+    instance_id: Mapped[str | None] = mapped_column(String(255))  # +sip.instance
+    reg_id: Mapped[int | None] = mapped_column(Integer)
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    node_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SipSecretRow(Base):
+    """Server secrets of the SIP side (``purpose`` "nonce": the HMAC key of digest nonces,
+    shared by every node of a database so that any node accepts another's nonce)."""
+
+    __tablename__ = "sip_secrets"
+
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))  # hex
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -58,6 +58,7 @@ from callbridge.store.schema import (
     TokenRow,
     UserRow,
 )
+from callbridge.store.sip import SipRepository
 from callbridge.store.tenancy import TenancyRepository
 
 __all__ = ["API_KEY_PREFIX", "Store"]
@@ -76,6 +77,7 @@ class Store(
     CallRepository,
     QueueRepository,
     TenancyRepository,
+    SipRepository,
 ):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
