@@ -3,6 +3,7 @@
     callbridge serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] ...  (cli_serve.py)
     callbridge users add NAME --extension EXT [--number E164] [--display-name TEXT]
     callbridge users list
+    callbridge users sip-password NAME | registrations   (cli_sip.py)
     callbridge token NAME [--ttl 24h]
     callbridge apikey create [--name NAME]
     callbridge routes add DESTINATION APPLICATION_ID | routes list | routes remove DESTINATION
@@ -137,7 +138,7 @@ def _ice_url(*schemes: str) -> Callable[[str], str]:
 # parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the command modules import this module's helpers and types.
-    from callbridge import cli_accounts, cli_devcert, cli_drain, cli_serve
+    from callbridge import cli_accounts, cli_devcert, cli_drain, cli_serve, cli_sip
 
     database = argparse.ArgumentParser(add_help=False)
     group = database.add_argument_group("database")
@@ -176,11 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--number", help="E.164 number, e.g. +14155550100")
     add.add_argument("--display-name", help='name shown to callees, e.g. "Alice Smith"')
     cli_accounts.add_account_option(add, "the user")
+    cli_sip.add_sip_password_option(add)
     add.set_defaults(run=_users_add)
     listing = users.add_parser(
         "list", parents=[database], help="list users", description="List users."
     )
     listing.set_defaults(run=_users_list)
+    cli_sip.add_sip_commands(commands, users, database)
 
     token = commands.add_parser(
         "token",
@@ -281,16 +284,20 @@ def _with_store(args: argparse.Namespace, body: Callable[[Store], Awaitable[T]])
 
 
 def _users_add(args: argparse.Namespace) -> int:
-    user = _with_store(
-        args,
-        lambda store: store.add_user(
+    from callbridge import cli_sip
+
+    async def add(store: Store) -> User:
+        user = await store.add_user(
             args.name,
             args.extension,
             number=args.number,
             display_name=args.display_name,
             account_id=args.account,
-        ),
-    )
+        )
+        await cli_sip.set_password(store, user, args)  # --sip-password, if given
+        return user
+
+    user = _with_store(args, add)
     print(f"added user {_describe(user)}")
     return EXIT_OK
 
