@@ -32,6 +32,7 @@ from callbridge.signalling.ws import Connection
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
 from callbridge.webphone import install_phone
+from callbridge.websdk import install_sdk
 
 __all__ = ["Runtime", "create_app", "serve"]
 
@@ -111,6 +112,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     install_api(app)
     install_phone(app)  # the softphone page at /phone (web/phone/)
+    install_sdk(app)  # the browser SDK at /sdk/callbridge.js (web/sdk/)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     limits = install_limits(app, config)  # REST bounds; /ws bounds (docs/security.md)

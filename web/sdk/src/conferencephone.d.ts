@@ -1,0 +1,3 @@
+export class ConferencePhone extends CallPhone {
+}
+import { CallPhone } from "./callphone.js";

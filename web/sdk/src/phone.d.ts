@@ -1,0 +1,146 @@
+/** @typedef {import("./call.js").Call} Call */
+/**
+ * @typedef {object} Seed002DialOptions
+ * @property {string} destination
+ * @property {"audio"|"video"} [mediaType] default "audio" (docs/protocol.md, "Audio and video")
+ * @property {HTMLMediaElement} [localMedia] shows our own stream
+ * @property {HTMLMediaElement} [remoteMedia] plays the far party's stream
+ * @property {string} [callerId]
+ * @property {MediaStream} [localStream]
+ */
+export class Phone extends ConferencePhone {
+    /**
+     * Seed 002 `ATT.rtc.Phone.getPhone()`: one phone per page, made on first use.
+     * @param {import("./session.js").PhoneOptions} [options]
+     * @returns {Phone}
+     */
+    static getPhone(options?: import("./session.js").PhoneOptions): Phone;
+    static getVersion(): string;
+    /** Seed 002 `getVersion()`. */
+    getVersion(): string;
+    /** @param {string} n */
+    cleanPhoneNumber(n: string): string | false;
+    /** @param {string} n */
+    formatNumber(n: string): string;
+    /** @param {string} uri */
+    getCallerInfo(uri: string): import("./numbers.js").CallerInfo;
+    getIceServers(): RTCIceServer[];
+    /** @param {RTCIceServer[]} servers */
+    setIceServers(servers: RTCIceServer[]): void;
+    resetIceServers(): void;
+    getIceTransport(): RTCIceTransportPolicy;
+    /** @param {RTCIceTransportPolicy} policy "all" or "relay" */
+    setIceTransport(policy: RTCIceTransportPolicy): void;
+    resetIceTransport(): void;
+    /** Whether IPv6 candidates are used: browsers decide; kept for the seed's API. */
+    getIpv6(): boolean;
+    /** @param {boolean} on */
+    setIpv6(on: boolean): void;
+    _ipv6: boolean;
+    /**
+     * Run a seed 002 method: errors go to the `error` event (with JSObject/JSMethod set), and
+     * reject only when nobody listens to `error`.
+     * @template T
+     * @param {string} method
+     * @param {() => Promise<T>} fn
+     * @returns {Promise<T|undefined>}
+     */
+    _seed<T>(method: string, fn: () => Promise<T>): Promise<T | undefined>;
+    /** @param {string} what @returns {Call} */
+    _current(what: string): Call;
+    /** @param {string} what @returns {Call} */
+    _ringing(what: string): Call;
+    /**
+     * @param {Call} call
+     * @param {HTMLMediaElement|undefined} localMedia
+     * @param {HTMLMediaElement|undefined} remoteMedia
+     */
+    _attach(call: Call, localMedia: HTMLMediaElement | undefined, remoteMedia: HTMLMediaElement | undefined): void;
+    /**
+     * Seed 002 `dial(options)`, or seed 000 `dial(number)`.
+     * @param {Seed002DialOptions|string} options
+     * @returns {Promise<Call|undefined>}
+     */
+    dial(options: Seed002DialOptions | string): Promise<Call | undefined>;
+    /**
+     * Seed 002 `answer({action, mediaType, localMedia, remoteMedia})`: the ringing call.
+     * @param {{action?: "hold"|"end", mediaType?: "audio"|"video", localMedia?: HTMLMediaElement,
+     *   remoteMedia?: HTMLMediaElement, localStream?: MediaStream}} [options]
+     */
+    answer(options?: {
+        action?: "hold" | "end";
+        mediaType?: "audio" | "video";
+        localMedia?: HTMLMediaElement;
+        remoteMedia?: HTMLMediaElement;
+        localStream?: MediaStream;
+    }): Promise<import("./call.js").Call>;
+    /**
+     * Seed 002 `addCall(options)`: hold the current call, dial a second one; back to the first
+     * when the second fails or ends (unless the first was held explicitly).
+     * @param {Seed002DialOptions|string} options
+     */
+    addCall(options: Seed002DialOptions | string): Promise<import("./call.js").Call>;
+    /** @param {string} what @returns {[Call, Call]} */
+    _twoCalls(what: string): [Call, Call];
+    /** Seed 002 `switchCall()`: hold the foreground call, bring the background one forward. */
+    switchCall(): Promise<void>;
+    /** Seed 002 `transfer()`: connect the two calls' far parties (the background one held). */
+    transfer(): Promise<void>;
+    /** Seed 002 `cancel()`: the outgoing call that has not been answered. */
+    cancel(): Promise<void>;
+    /** Seed 002 `reject()`: decline the ringing call. @param {"busy"} [reason] */
+    reject(reason?: "busy"): Promise<void>;
+    /** Seed 002 `hangup()`: the current call. */
+    hangup(): Promise<void>;
+    hold(): Promise<void>;
+    resume(): Promise<void>;
+    mute(): Promise<void>;
+    unmute(): Promise<void>;
+    move(): Promise<void>;
+    upgrade(): Promise<void>;
+    downgrade(): Promise<void>;
+    acceptModification(): Promise<void>;
+    rejectModification(): Promise<void>;
+    /** @param {string} what */
+    _modified(what: string): import("./call.js").Call;
+    /**
+     * Seed 002 `sendDTMFTone({input, gap})` on the current call.
+     * @param {{input: string, gap?: number, duration?: number}|string} options
+     */
+    sendDTMFTone(options: {
+        input: string;
+        gap?: number;
+        duration?: number;
+    } | string): Promise<void>;
+    /** Seed 002 `getCalls()`: [{index, breed, type, state, peer}], oldest first. */
+    getCalls(): {
+        index: number;
+        breed: string;
+        type: string;
+        state: string;
+        peer: string;
+        id: string;
+    }[];
+    /** Seed 002 `getMediaType()`: the current call's, null without one. */
+    getMediaType(): import("./call.js").MediaType;
+    isCallInProgress(): boolean;
+}
+export type Call = import("./call.js").Call;
+export type Seed002DialOptions = {
+    destination: string;
+    /**
+     * default "audio" (docs/protocol.md, "Audio and video")
+     */
+    mediaType?: "audio" | "video";
+    /**
+     * shows our own stream
+     */
+    localMedia?: HTMLMediaElement;
+    /**
+     * plays the far party's stream
+     */
+    remoteMedia?: HTMLMediaElement;
+    callerId?: string;
+    localStream?: MediaStream;
+};
+import { ConferencePhone } from "./conferencephone.js";
