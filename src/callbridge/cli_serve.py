@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from callbridge.cli import (
@@ -120,6 +121,7 @@ def add_serve_command(
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     _add_media_options(serve)
+    _add_sip_options(serve)
     _add_ws_bounds(serve, defaults)
     _add_request_bounds(serve, defaults)
     _add_media_bounds(serve, defaults)
@@ -171,6 +173,80 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--turn-username", metavar="NAME")
     group.add_argument("--turn-password", metavar="PASSWORD")
+
+
+def _sip_port(text: str) -> int:
+    """A SIP port: 1-65535, or 0 for no SIP."""
+    return 0 if text.strip() == "0" else _port(text)
+
+
+def _sip_domain(text: str) -> str:
+    try:  # an address is a valid SIP domain too (sip:alice@192.0.2.10)
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        pass
+    name = text.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if name and len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return name
+    raise argparse.ArgumentTypeError(
+        f"invalid SIP domain {text!r}: use a host name (sip.example.org) or an IP address"
+    )
+
+
+def _add_sip_options(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group(
+        "SIP and TLS", "SIP phones and trunks (docs/sip.md); TLS for HTTPS/WSS and SIP over TLS."
+    )
+    group.add_argument(
+        "--sip-port",
+        type=_sip_port,
+        default=ServerConfig.sip_port,
+        metavar="PORT",
+        help="SIP over UDP and TCP on --host (%(default)s; 0 turns SIP off). SIP over "
+        "WebSocket is at /sip on --port whenever SIP is on",
+    )
+    group.add_argument(
+        "--sip-tls-port",
+        type=_port,
+        metavar="PORT",
+        help="SIP over TLS on --host, e.g. 5061 (needs --tls-cert and --tls-key; default: off)",
+    )
+    group.add_argument(
+        "--sip-domain",
+        type=_sip_domain,
+        metavar="DOMAIN",
+        help="the SIP domain users register in, and the digest realm (default: --host)",
+    )
+    group.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="certificate chain (PEM) for HTTPS/WSS on --port and for --sip-tls-port "
+        "(needs --tls-key)",
+    )
+    group.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="private key (PEM) of --tls-cert"
+    )
+
+
+def _check_tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together: give both or neither")
+    if args.sip_tls_port is not None and args.tls_cert is None:
+        parser.error("--sip-tls-port needs --tls-cert and --tls-key")
+    if args.sip_tls_port is not None and args.sip_tls_port == args.sip_port:
+        parser.error(f"--sip-tls-port and --sip-port are both {args.sip_port}: use two ports")
+    if args.tls_cert is None:
+        return
+    import ssl  # only when TLS is asked for
+
+    try:  # a bad file is a usage error now, not a traceback once the server listens
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            args.tls_cert, args.tls_key
+        )
+    except (OSError, ssl.SSLError) as exc:
+        parser.error(f"--tls-cert/--tls-key: cannot load {args.tls_cert}, {args.tls_key}: {exc}")
 
 
 def _add_ws_bounds(serve: argparse.ArgumentParser, defaults: ServerConfig) -> None:
@@ -344,6 +420,7 @@ def _add_durability_options(serve: argparse.ArgumentParser, defaults: ServerConf
 
 def _check_serve_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Checks across options, after parsing (argparse has no way to say them)."""
+    _check_tls_options(parser, args)
     if args.turn and (args.turn_username is None or args.turn_password is None):
         parser.error("--turn needs --turn-username and --turn-password")
     if (args.turn_username is not None or args.turn_password is not None) and not args.turn:
@@ -392,6 +469,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         drain_timeout=args.drain_timeout,
         node_id=args.node_id,
         spool_limit=args.spool_limit,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        sip_port=args.sip_port,
+        sip_tls_port=args.sip_tls_port,
+        sip_domain=args.sip_domain,
     )
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "ServerUser",
     "create_user",
     "free_port",
+    "free_sip_port",
     "running",
     "serve",
 ]
@@ -105,6 +106,21 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_sip_port(host: str = LOOPBACK) -> int:
+    """A port free for both UDP and TCP at this moment (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise ServerError("no port free for both UDP and TCP")
 
 
 class ServerError(CallbridgeError):
@@ -132,6 +148,9 @@ class ServerOptions(TypedDict):
     log_path: NotRequired[Path]  # where stdout and stderr go (data_dir / "server.log")
     allow_fetch_from: NotRequired[Sequence[str]]  # --allow-fetch-from (LOOPBACK_TARGETS)
     allow_webhooks_to: NotRequired[Sequence[str]]  # --allow-webhooks-to (LOOPBACK_TARGETS)
+    # --sip-port: SIP is off in test servers (0, the default) so none takes 5060; True picks
+    # a port free for both UDP and TCP (``Server.sip_port``), an int is used as is.
+    sip_port: NotRequired[int | bool]
     args: NotRequired[Sequence[str]]  # any further `callbridge serve` options
 
 
@@ -172,6 +191,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = options.get("port") or free_port()
         self.session_grace = options.get("session_grace", CLI_SESSION_GRACE)
+        sip = options.get("sip_port", 0)
+        self.sip_port = free_sip_port() if sip is True else int(sip)  # 0: SIP off
         self.log_path = options.get("log_path", self.data_dir / "server.log")
         self.users: dict[str, ServerUser] = {}  # those made by serve(users=...) and add_user
         cmd = [
@@ -189,6 +210,7 @@ class Server:
         # Every test client comes from 127.0.0.1: per-source abuse limits would count the
         # whole test run as one attacker. `args` may set them (the last option wins).
         cmd += ["--max-connections-per-source", "100000", "--login-failures-per-minute", "100000"]
+        cmd += ["--sip-port", str(self.sip_port)]
         cmd += options.get("args", ())
         self.log_path.write_bytes(b"")  # a fresh log, then appended to: lines a test adds stay
         with self.log_path.open("ab") as log:

@@ -1,0 +1,370 @@
+"""SIP transports (RFC 3261 §18): UDP, TCP and TLS sockets, as *flows* the stack sends over.
+
+A :class:`Flow` is one path to one peer: a TCP/TLS connection, a WebSocket (``wsgate.py``),
+or, for UDP, the listening socket plus the peer's address. Every message the transports
+receive reaches the stack's receiver as ``(bytes of one message, the flow it came on)``; the
+stack parses it, and answers a request over that same flow (§18.2.2: a response goes back
+over the connection the request came in on; for UDP to the source address and port when the
+request's Via has ``rport``, RFC 3581 §4).
+
+Connections are kept in one table keyed by ``(transport, peer address)`` (:class:`Transports`),
+so a request to a peer reuses the connection that peer opened (a phone behind NAT can only
+be reached that way) and a connection the server opened is reused by later requests.
+
+Stream transports frame messages by ``Content-Length`` (§18.3); between messages, a
+``CRLFCRLF`` "ping" is answered with ``CRLF`` (RFC 5626 §3.5.1) and a lone ``CRLF`` is
+ignored. A stream that breaks framing (a header block or body over the size limit, a bad
+``Content-Length``) cannot be resynchronised: the stack answers it (400 when it was a
+request) and the connection is closed. One bad peer never affects another: every error is
+confined to its flow.
+
+Over UDP, a datagram is one message; an empty or whitespace-only datagram (a keep-alive) is
+dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, cast
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "UDP_MTU_LIMIT",
+    "Address",
+    "Flow",
+    "FramingError",
+    "Receiver",
+    "StreamFlow",
+    "Transports",
+    "UdpFlow",
+]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+MAX_MESSAGE_BYTES = 64 * 1024  # one SIP message on any transport (docs/security.md)
+UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests to a UDP destination go over TCP
+CONNECT_TIMEOUT = 5.0  # seconds to open a TCP/TLS connection to a peer
+PING = b"\r\n\r\n"  # RFC 5626 §3.5.1 keep-alive "ping" on a stream...
+PONG = b"\r\n"  # ...and its "pong"
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.I | re.M)
+
+
+class FramingError(ValueError):
+    """A stream's bytes cannot be split into messages; ``head`` is what was read of the bad
+    message (so the stack can answer it with 400 when it is a request)."""
+
+    def __init__(self, reason: str, head: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.head = head
+
+
+Receiver = Callable[[bytes, "Flow"], None]
+
+
+class Flow(ABC):
+    """One path to one peer. ``transport`` is the Via transport name (UDP, TCP, TLS, WS,
+    WSS); ``reliable`` says whether retransmission timers apply (§17: only over UDP)."""
+
+    transport: str
+    remote: Address
+    local: Address
+    reliable: ClassVar[bool] = True
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` (one whole message); a closed flow drops it (the transaction's
+        timers or the TU's timeout find out)."""
+
+    def close(self) -> None:  # noqa: B027 (a no-op for UDP, overridden by connections)
+        """Close the connection (a no-op for UDP)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.transport} {self.remote[0]}:{self.remote[1]}>"
+
+
+class UdpFlow(Flow):
+    """A peer reached over a listening UDP socket."""
+
+    reliable: ClassVar[bool] = False
+
+    def __init__(self, endpoint: asyncio.DatagramTransport, remote: Address) -> None:
+        self.transport = "UDP"
+        self._endpoint = endpoint
+        self.remote = remote
+        sock = endpoint.get_extra_info("sockname")
+        self.local = (sock[0], sock[1])
+
+    @property
+    def closed(self) -> bool:
+        return self._endpoint.is_closing()
+
+    def send(self, data: bytes) -> None:
+        if not self._endpoint.is_closing():
+            self._endpoint.sendto(data, self.remote)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, layer: Transports) -> None:
+        self.layer = layer
+        self.endpoint: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        self.endpoint = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if not data.strip() or self.endpoint is None:
+            return  # a keep-alive (CRLF) or nothing at all
+        remote = (str(addr[0]), int(addr[1]))
+        self.layer.deliver(data[: MAX_MESSAGE_BYTES + 1], UdpFlow(self.endpoint, remote))
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for an earlier datagram (a phone that went away): the transaction's
+        # timers handle the silence; the socket keeps serving everyone else.
+        log.debug("SIP UDP: %s", exc)
+
+
+def split_message(buffer: bytearray, limit: int = MAX_MESSAGE_BYTES) -> bytes | None:
+    """Take one whole message off the front of ``buffer`` (§18.3: the body is
+    ``Content-Length`` bytes; over a stream the header is mandatory). ``None`` until a whole
+    message is there. :class:`FramingError` when the stream cannot be framed."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > limit:
+            raise FramingError("Message Too Large", bytes(buffer[:2048]))
+        return None
+    head = bytes(buffer[: end + 2])
+    lengths = _CONTENT_LENGTH.findall(head.replace(b"\r\n", b"\n"))
+    if not lengths:
+        raise FramingError("Missing Content-Length", head)
+    if len(set(lengths)) > 1:
+        raise FramingError("Conflicting Content-Length", head)
+    total = end + 4 + int(lengths[0])
+    if total > limit:
+        raise FramingError("Message Too Large", head)
+    if len(buffer) < total:
+        return None
+    message = bytes(buffer[:total])
+    del buffer[:total]
+    return message
+
+
+class StreamFlow(Flow, asyncio.Protocol):
+    """A TCP or TLS connection, accepted or opened by the server."""
+
+    def __init__(self, layer: Transports, transport: str, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.transport = transport
+        self.layer = layer
+        self.limit = limit
+        self.remote = ("", 0)
+        self.local = ("", 0)
+        self._stream: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._stream = transport
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.remote = (str(peer[0]), int(peer[1]))
+        self.local = (str(sock[0]), int(sock[1]))
+        self.layer.add_flow(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.layer.remove_flow(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while self._buffer and not self._closed:
+            # Keep-alives between messages (RFC 5626 §3.5.1).
+            if self._buffer.startswith(PING):
+                del self._buffer[:4]
+                self.send(PONG)
+                continue
+            if self._buffer.startswith(b"\r\n"):
+                if len(self._buffer) < 4 and PING.startswith(bytes(self._buffer)):
+                    return  # maybe the first half of a ping
+                del self._buffer[:2]
+                continue
+            try:
+                message = split_message(self._buffer, self.limit)
+            except FramingError as exc:
+                self.layer.framing_failed(exc, self)
+                self.close()
+                return
+            if message is None:
+                return
+            self.layer.deliver(message, self)
+
+    def send(self, data: bytes) -> None:
+        if self._stream is not None and not self._closed:
+            self._stream.write(data)
+
+    def close(self) -> None:
+        if self._stream is not None and not self._closed:
+            self._closed = True
+            self._stream.close()
+            self.layer.remove_flow(self)
+
+
+class Transports:
+    """The listening sockets and the table of live connections of one SIP endpoint.
+
+    ``receiver`` gets every message; ``on_framing_error`` gets a stream's unframeable bytes
+    (the stack answers 400 if they start a request) before the connection closes.
+    """
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        on_framing_error: Callable[[FramingError, Flow], None] | None = None,
+        *,
+        limit: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.receiver = receiver
+        self.on_framing_error = on_framing_error
+        self.limit = limit
+        self.flows: dict[tuple[str, Address], Flow] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._servers: dict[str, asyncio.Server] = {}
+        self._client_tls: ssl.SSLContext | None = None
+
+    # -- listening -----------------------------------------------------------------------------
+
+    async def listen_udp(self, host: str, port: int) -> Address:
+        loop = asyncio.get_running_loop()
+        endpoint, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(host, port)
+        )
+        self._udp = endpoint
+        sock = endpoint.get_extra_info("sockname")
+        return (str(sock[0]), int(sock[1]))
+
+    async def listen_stream(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> Address:
+        """Listen for TCP (``tls`` None) or TLS connections."""
+        loop = asyncio.get_running_loop()
+        name = "TLS" if tls is not None else "TCP"
+        server = await loop.create_server(
+            lambda: StreamFlow(self, name, self.limit), host, port, ssl=tls
+        )
+        self._servers[name] = server
+        sock = server.sockets[0].getsockname()
+        return (str(sock[0]), int(sock[1]))
+
+    def local_address(self, transport: str) -> Address | None:
+        """Where this endpoint listens for ``transport`` (for Via and Contact)."""
+        if transport == "UDP" and self._udp is not None:
+            sock = self._udp.get_extra_info("sockname")
+            return (str(sock[0]), int(sock[1]))
+        server = self._servers.get(transport)
+        if server is not None:
+            sock = server.sockets[0].getsockname()
+            return (str(sock[0]), int(sock[1]))
+        return None
+
+    @property
+    def transports(self) -> list[str]:
+        names = ["UDP"] if self._udp is not None else []
+        return names + list(self._servers)
+
+    # -- the connection table ------------------------------------------------------------------
+
+    def add_flow(self, flow: Flow) -> None:
+        self.flows[(flow.transport, flow.remote)] = flow
+
+    def remove_flow(self, flow: Flow) -> None:
+        key = (flow.transport, flow.remote)
+        if self.flows.get(key) is flow:
+            del self.flows[key]
+
+    def deliver(self, data: bytes, flow: Flow) -> None:
+        try:
+            self.receiver(data, flow)
+        except Exception:  # a bug in the stack must not end the socket for everyone
+            log.exception("SIP: handling a message from %s failed", flow)
+
+    def framing_failed(self, exc: FramingError, flow: Flow) -> None:
+        log.info("SIP %s from %s:%d: %s; closing", flow.transport, *flow.remote, exc.reason)
+        if self.on_framing_error is not None:
+            try:
+                self.on_framing_error(exc, flow)
+            except Exception:
+                log.exception("SIP: answering a framing error failed")
+
+    async def flow_to(self, transport: str, remote: Address) -> Flow:
+        """A flow to ``remote``: the live connection if there is one (whoever opened it),
+        else a new one (§18.1.1). :class:`OSError` if it cannot be opened."""
+        transport = transport.upper()
+        existing = self.flows.get((transport, remote))
+        if existing is not None and not existing.closed:
+            return existing
+        if transport == "UDP":
+            if self._udp is None:
+                raise OSError("SIP over UDP is not listening")
+            return UdpFlow(self._udp, remote)
+        if transport not in ("TCP", "TLS"):
+            # WebSocket peers are reached only over the connection they opened (RFC 7118 §5).
+            raise OSError(f"no {transport} connection to {remote[0]}:{remote[1]}")
+        loop = asyncio.get_running_loop()
+        tls = self._client_context() if transport == "TLS" else None
+        _, flow = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: StreamFlow(self, transport, self.limit), remote[0], remote[1], ssl=tls
+            ),
+            CONNECT_TIMEOUT,
+        )
+        return flow
+
+    def udp_flow(self, remote: Address) -> Flow | None:
+        """A UDP flow to ``remote`` from the listening socket (None if UDP is off)."""
+        return UdpFlow(self._udp, remote) if self._udp is not None else None
+
+    def _client_context(self) -> ssl.SSLContext:
+        if self._client_tls is None:
+            self._client_tls = ssl.create_default_context()
+        return self._client_tls
+
+    def set_client_tls(self, context: ssl.SSLContext) -> None:
+        """The TLS context for connections the server opens (tests trust their own CA)."""
+        self._client_tls = context
+
+    async def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        for flow in list(self.flows.values()):
+            flow.close()
+        for server in self._servers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        self._servers.clear()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The TLS context of a SIP over TLS listener (RFC 3261 §26.2.1: TLS 1.2 or later)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
