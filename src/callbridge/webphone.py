@@ -19,11 +19,12 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from callbridge.websdk import web_dir
+
 __all__ = ["PHONE_DIR", "install_phone"]
 
-# src/callbridge/webphone.py -> the repository's web/phone (a source checkout or an editable
-# install; the wheel has to carry web/ for this to work elsewhere).
-PHONE_DIR = Path(__file__).resolve().parents[2] / "web" / "phone"
+# The repository's web/phone, or where an installed wheel put it (websdk.web_dir).
+PHONE_DIR = web_dir("phone")
 
 # The page only needs its own origin: its scripts, /sdk, /ws, and the microphone/camera.
 # (No inline script or style; media elements play MediaStreams, which CSP does not restrict.)
@@ -46,10 +47,10 @@ class _PhoneFiles(StaticFiles):
         return response
 
 
-def install_phone(app: FastAPI, directory: Path = PHONE_DIR) -> None:
+def install_phone(app: FastAPI, directory: Path | None = PHONE_DIR) -> None:
     """Serve ``directory`` (default ``web/phone``) at ``/phone``. Missing files: no route."""
-    index = directory / "index.html"
-    if not index.is_file():
+    index = directory / "index.html" if directory else None
+    if directory is None or index is None or not index.is_file():
         return  # a build without the page: /phone is a plain 404
 
     @app.get("/phone", include_in_schema=False)

@@ -1,0 +1,138 @@
+"""The softphone page (``/phone``, web/phone/) in real Chromium, as a newcomer would use it.
+
+``tests/browser/phone_scenario.py`` does the clicking, in a loopback-only network namespace
+with its own PID namespace (see tests/test_browser.py for why both); this file runs it and
+asserts on what it saw: the pages' text at each step, RTP between the two pages, and what the
+Python far party heard (analysed). The call test writes the screenshots of docs/softphone.md
+into docs/img/.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_browser import _preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "tests" / "browser" / "phone_scenario.py"
+SHOTS = ROOT / "docs" / "img"
+HEARD = -35.0  # dBFS: the tone is clearly there
+SILENT = -60.0  # dBFS: nothing of it
+
+
+def run(mode: str, inner: float) -> dict[str, Any]:
+    """Run phone_scenario.py MODE in a loopback-only namespace; its ``RESULT``, parsed."""
+    _preflight()
+    command = [sys.executable, str(SCENARIO), mode, "--timeout", str(inner)]
+    if mode == "call":
+        command += ["--shots", str(SHOTS)]
+    inner_cmd = "ip link set lo up && exec " + shlex.join(command)
+    cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--", "sh", "-c", inner_cmd]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=inner + 15, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        pytest.fail(f"phone_scenario {mode} was killed after {inner + 15} s\n{err}", pytrace=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        pytest.fail(
+            f"phone_scenario {mode} printed no RESULT (exit {proc.returncode})\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}",
+            pytrace=False,
+        )
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    result["_stderr"] = proc.stderr[-3000:]
+    return result
+
+
+def show(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=1, default=str)[-12000:]
+
+
+def calls(page: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["state"], c["shown"]) for c in page["calls"]]
+
+
+@pytest.mark.timeout(95)
+def test_two_pages_dial_answer_hold_resume_transfer_hang_up() -> None:
+    r = run("call", 75)
+    assert r["error"] is None, f"the scenario failed:\n{r['error']}\n{show(r)}"
+    assert r["interfaces"] == ["lo"], "not in a loopback-only namespace"
+    s = r["steps"]
+
+    signed = s["signed_in"]
+    assert signed["alice"]["status"] == "Online as Alice Smith", signed
+    assert signed["bob"]["status"] == "Online as Bob Jones", signed
+    assert signed["alice"]["wsUrl"].startswith("ws://127.0.0.1:"), signed
+
+    # The dial pad typed the extension; the number utilities call it an extension.
+    assert s["typed"] == "102" and s["formatted"] == "extension 102", s
+    ringing = s["ringing"]
+    assert calls(ringing["alice"]) in ([("ringing", "Ringing…")], [("trying", "Calling…")]), ringing
+    assert len(ringing["bob"]["incoming"]) == 1, ringing
+    banner = ringing["bob"]["incoming"][0]
+    assert "Alice Smith" in banner and "1 (415) 555-0101" in banner and "Answer" in banner, banner
+
+    talking = s["talking"]
+    assert calls(talking["alice"]) == [("active", "Connected")], talking
+    assert calls(talking["bob"]) == [("active", "Connected")], talking
+    assert talking["bob"]["calls"][0]["peer"] == "Alice Smith (1 (415) 555-0101)", talking
+    for side in ("alice_hears", "bob_hears"):  # audio both ways between the two pages
+        assert talking[side]["packets"] > 30 and talking[side]["energy"] > 0.001, talking
+
+    assert calls(s["held"]["alice"]) == [("held", "On hold")], s["held"]
+    assert calls(s["held"]["bob"]) == [("held", "Held by the other side")], s["held"]
+    assert calls(s["resumed"]["alice"]) == [("active", "Connected")], s["resumed"]
+    assert calls(s["resumed"]["bob"]) == [("active", "Connected")], s["resumed"]
+
+    # Blind transfer: bob's page has no call left and logs it; alice talks to carol.
+    moved = s["transferred"]
+    assert moved["bob"]["calls"] == [], moved
+    assert "transferred" in moved["bob"]["history"][0], moved["bob"]["history"]
+    assert calls(moved["alice"]) == [("active", "Connected")], moved
+    assert moved["carol_from"] == "+14155550101", moved
+    assert moved["carol_hears_alice"] > HEARD, f"carol does not hear alice's 440 Hz: {moved}"
+    assert moved["carol_hears_bob"] < SILENT, f"carol hears bob's 660 Hz: {moved}"
+    assert moved["alice_hears"]["packets"] > 40 and moved["alice_hears"]["energy"] > 0.001, moved
+
+    # Alt+H hung up; the session's log on alice's page has the call.
+    done = s["hung_up"]
+    assert done["carol_reason"] == "hangup", done
+    assert done["alice"]["calls"] == [], done
+    assert done["alice"]["history"][0].startswith("↗"), done["alice"]["history"]
+    assert "hangup" in done["alice"]["history"][0], done["alice"]["history"]
+
+    for name in ("alice", "bob"):
+        assert done[name]["alerts"] == [], f"{name}'s page showed errors: {done[name]['alerts']}"
+        errors = [line for line in r["console"][name] if line.startswith(("error", "pageerror"))]
+        assert errors == [], f"{name}'s console: {errors}"
+    assert r["server_traceback"] is False, r["server_log_tail"]
+    for name in ("phone-idle.png", "phone-in-call.png", "phone-narrow.png"):
+        assert (SHOTS / name).stat().st_size > 10_000, name
+
+
+@pytest.mark.timeout(65)
+def test_page_over_https_and_wss_with_a_dev_cert() -> None:
+    r = run("tls", 45)
+    assert r["error"] is None, f"the scenario failed:\n{r['error']}\n{show(r)}"
+    assert r["dev_cert"]["returncode"] == 0, r["dev_cert"]
+    assert "--tls-cert" in r["dev_cert"]["stdout"], r["dev_cert"]
+    assert r["health"]["status"] == "ok", r["health"]
+    page = r["steps"]["signed_in"]["alice"]
+    assert page["protocol"] == "https:" and page["secure"] is True, page
+    assert page["wsUrl"].startswith("wss://127.0.0.1:"), page
+    assert page["status"] == "Online as Alice Smith", page
+    talking = r["steps"]["talking"]
+    assert calls(talking["alice"]) == [("active", "Connected")], talking
+    assert talking["bob_hears"]["packets"] > 30, talking
+    assert r["steps"]["ended"]["bob"]["calls"] == [], r["steps"]["ended"]
+    assert r["server_traceback"] is False, r["server_log_tail"]
