@@ -18,6 +18,10 @@ players and ``play_to`` playbacks of endpoints outside mixers, RFC 4733 DTMF sen
 mixer (which sends to its members, including their own playbacks), and 1:1 recordings.
 Playbacks are loaded completely before they start (:mod:`callbridge.media.playback`), so a tick
 never waits on I/O.
+
+Plain RTP endpoints (SIP phones, :mod:`~callbridge.media.rtp_plain`) are endpoints of the same
+kind with their own sockets; their offer/answer is :mod:`~callbridge.media.plain`. They listen
+on the first media address (``127.0.0.1`` when none is configured).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media import negotiation
+from callbridge.media import negotiation, plain
 from callbridge.media.checks import NOT_FOUND, check_role, not_in_mixer
 from callbridge.media.dtmf import DtmfSending, ToneEnd
 from callbridge.media.endpoint import Endpoint
 from callbridge.media.interface import (
     AudioSpec,
     EndpointInfo,
+    MediaDirection,
     MediaEvent,
     PlaybackStateChanged,
     PlaybackStatus,
@@ -46,6 +51,7 @@ from callbridge.media.interface import (
 from callbridge.media.mixer import Mixer
 from callbridge.media.playback import Playback, Sound, open_audio, probe_audio
 from callbridge.media.recordings import Recordings
+from callbridge.media.rtp_plain import PlainEndpoint
 from callbridge.rtp.codecs import Pcm
 from callbridge.rtp.webrtc import register_codecs, restrict_ice_addresses
 
@@ -66,10 +72,15 @@ class InProcessMediaServer:
         self,
         media_addresses: list[str] | None,
         ice_servers: list[dict[str, Any]] | None = None,
+        rtp_timeout: float = 60.0,
     ) -> None:
+        """``rtp_timeout``: default seconds of silence from a plain RTP device before
+        :class:`~callbridge.media.interface.RtpTimeout` (0: never)."""
         register_codecs()
         restrict_ice_addresses(media_addresses)
         self.ice_servers = list(ice_servers or [])
+        self.rtp_address = media_addresses[0] if media_addresses else "127.0.0.1"
+        self.rtp_timeout = rtp_timeout
         self._endpoints: dict[str, Endpoint] = {}
         self._handlers: list[Callable[[MediaEvent], None]] = []
         self.players: set[Endpoint] = set()  # endpoints that play something of their own
@@ -119,10 +130,14 @@ class InProcessMediaServer:
             raise MediaError(ErrorCode.CALL_NOT_FOUND, f"no media endpoint {endpoint_id}")
         return ep
 
-    def _new(self, endpoint_id: str) -> Endpoint:
+    def _new(self, endpoint_id: str, timeout: float | None = None) -> Endpoint:
+        """A new endpoint: WebRTC, or plain RTP when ``timeout`` is given."""
         if endpoint_id in self._endpoints:
             raise MediaError(ErrorCode.INVALID_STATE, f"media endpoint {endpoint_id} exists")
-        ep = Endpoint(self, endpoint_id)
+        if timeout is None:
+            ep = Endpoint(self, endpoint_id)
+        else:
+            ep = PlainEndpoint(self, endpoint_id, timeout)
         self._endpoints[endpoint_id] = ep
         return ep
 
@@ -156,6 +171,11 @@ class InProcessMediaServer:
         party notices nothing but a short gap.
         """
         old = self.endpoint(endpoint_id)
+        if isinstance(old, PlainEndpoint):
+            raise MediaError(
+                ErrorCode.INVALID_STATE,
+                f"endpoint {endpoint_id} is plain RTP: a new offer is renegotiate_rtp",
+            )
         self._reconnects += 1
         temp = f"{endpoint_id}#{self._reconnects}"
         answer = await self.answer(temp, offer_sdp, video=old.video is not None)
@@ -199,21 +219,88 @@ class InProcessMediaServer:
         return await self._first_negotiation(ep, negotiation.offer(ep, prefer_codec, video))
 
     async def accept_answer(self, endpoint_id: str, answer_sdp: str) -> None:
-        await negotiation.accept_answer(self.endpoint(endpoint_id), answer_sdp)
+        ep = self.endpoint(endpoint_id)
+        if isinstance(ep, PlainEndpoint):
+            await plain.accept_answer(ep, answer_sdp)
+            return
+        await negotiation.accept_answer(ep, answer_sdp)
 
     async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
-        return await negotiation.renegotiate(self.endpoint(endpoint_id), offer_sdp, send_video)
+        ep = self.endpoint(endpoint_id)
+        if isinstance(ep, PlainEndpoint):  # no video on plain legs
+            return await plain.renegotiate(ep, offer_sdp)
+        return await negotiation.renegotiate(ep, offer_sdp, send_video)
 
     async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
-        return await negotiation.reoffer(self.endpoint(endpoint_id), send_video, recv_video)
+        ep = self.endpoint(endpoint_id)
+        if isinstance(ep, PlainEndpoint):  # no video on plain legs: the audio as it is
+            return await plain.reoffer(ep, cast(MediaDirection, ep.local_direction))
+        return await negotiation.reoffer(ep, send_video, recv_video)
 
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None
     ) -> None:
-        await negotiation.add_candidate(self.endpoint(endpoint_id), candidate, sdp_mid, mline)
+        ep = self.endpoint(endpoint_id)
+        if isinstance(ep, PlainEndpoint):
+            raise MediaError(
+                ErrorCode.INVALID_STATE, f"endpoint {endpoint_id} is plain RTP: it has no ICE"
+            )
+        await negotiation.add_candidate(ep, candidate, sdp_mid, mline)
+
+    # plain RTP endpoints (SIP phones; media/plain.py) ---------------------------------------
+    def _plain(self, endpoint_id: str) -> PlainEndpoint:
+        ep = self.endpoint(endpoint_id)
+        if not isinstance(ep, PlainEndpoint):
+            raise MediaError(
+                ErrorCode.INVALID_STATE, f"endpoint {endpoint_id} is WebRTC, not plain RTP"
+            )
+        return ep
+
+    async def answer_rtp(
+        self,
+        endpoint_id: str,
+        offer_sdp: str,
+        prefer_codec: str | None = None,
+        rtp_timeout: float | None = None,
+    ) -> str:
+        ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)
+        assert isinstance(ep, PlainEndpoint)
+        return await self._first_negotiation(
+            ep, plain.answer(ep, offer_sdp, prefer_codec, self.rtp_address)
+        )
+
+    async def offer_rtp(
+        self,
+        endpoint_id: str,
+        prefer_codec: str | None = None,
+        srtp: bool = False,
+        rtp_timeout: float | None = None,
+    ) -> str:
+        ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)
+        assert isinstance(ep, PlainEndpoint)
+        return await self._first_negotiation(
+            ep, plain.offer(ep, prefer_codec, srtp, self.rtp_address)
+        )
+
+    async def renegotiate_rtp(self, endpoint_id: str, offer_sdp: str) -> str:
+        return await plain.renegotiate(self._plain(endpoint_id), offer_sdp)
+
+    async def reoffer_rtp(self, endpoint_id: str, direction: MediaDirection = "sendrecv") -> str:
+        return await plain.reoffer(self._plain(endpoint_id), direction)
 
     async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
         ep = self.endpoint(endpoint_id)
+        if isinstance(ep, PlainEndpoint):
+            spec = ep.spec
+            return EndpointInfo(
+                spec.name if spec else None,
+                False,
+                False,
+                (),
+                "srtp" if ep.srtp else "rtp",
+                cast(MediaDirection, ep.remote_direction),
+                ep.remote_hold,
+            )
         sends, receives = negotiation.video_state(ep)
         spec = ep.spec
         return EndpointInfo(

@@ -37,6 +37,14 @@ negotiated telephone-event, else in-band tones. *Recordings* write a mixer's mix
 directions of a bridged 1:1 leg, to a WAV or MP3 file. Events report the floor (the active
 talker), the life of each playback, and each saved recording.
 
+*Plain RTP endpoints* are the media of SIP phones: RTP/AVP, or SRTP keyed by SDES (RTP/SAVP,
+RFC 4568), negotiated by RFC 3264 offer/answer with no ICE (:meth:`MediaServer.answer_rtp`,
+:meth:`MediaServer.offer_rtp`, :meth:`MediaServer.renegotiate_rtp`,
+:meth:`MediaServer.reoffer_rtp`). Once negotiated they are endpoints like any other: bridged
+(relayed when both legs speak one codec, else transcoded), mixed, played to, recorded, sent
+DTMF. A device's hold (``sendonly``, ``inactive``, ``c=0.0.0.0``) is reported as
+:class:`MediaDirectionChanged`, a dead leg as :class:`RtpTimeout`.
+
 Identifiers (endpoint, mixer, playback and recording ids) are chosen by the control plane;
 errors are :class:`callbridge.errors.MediaError` with a message that says what was wrong.
 
@@ -63,6 +71,8 @@ __all__ = [
     "EndpointState",
     "EndpointStateChanged",
     "FloorChanged",
+    "MediaDirection",
+    "MediaDirectionChanged",
     "MediaEvent",
     "MediaServer",
     "PlaybackState",
@@ -71,6 +81,7 @@ __all__ = [
     "PlayerName",
     "RecordingFormat",
     "RecordingSaved",
+    "RtpTimeout",
     "SupervisorRole",
 ]
 
@@ -80,6 +91,7 @@ AudioKind = Literal["file", "url", "tts", "tone"]
 PlaybackState = Literal["started", "ended"]
 PlaybackStatus = Literal["playing", "completed", "stopped", "failed"]
 RecordingFormat = Literal["wav", "mp3"]
+MediaDirection = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,9 @@ class EndpointInfo:
     device_sends_video: bool  # as last negotiated
     device_receives_video: bool
     candidates: tuple[Candidate, ...]  # the server's ICE candidates
+    transport: Literal["webrtc", "rtp", "srtp"] = "webrtc"  # plain RTP legs: rtp or srtp
+    remote_direction: MediaDirection = "sendrecv"  # as the device's last SDP said (plain RTP)
+    remote_hold: bool = False  # the device does not want our media (plain RTP: its hold)
 
     @property
     def video(self) -> bool:
@@ -165,8 +180,35 @@ class RecordingSaved:
     duration_secs: float
 
 
+@dataclass(frozen=True, slots=True)
+class MediaDirectionChanged:
+    """A plain RTP device's offer or answer changed its direction. ``held``: it wants none of
+    our media (``sendonly``, ``inactive``, or ``c=0.0.0.0``, RFC 3264 section 8.4), which the
+    control plane treats as hold by that device; ``held`` false again is its resume."""
+
+    endpoint_id: str
+    direction: MediaDirection  # the device's own, as its SDP says
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RtpTimeout:
+    """A plain RTP device that should be sending (not on hold, not ``inactive``) sent neither
+    RTP nor RTCP for ``seconds``: the leg is dead and its call ends ``failed``. The endpoint's
+    state turns ``failed`` right after."""
+
+    endpoint_id: str
+    seconds: float
+
+
 MediaEvent = (
-    DtmfReceived | EndpointStateChanged | FloorChanged | PlaybackStateChanged | RecordingSaved
+    DtmfReceived
+    | EndpointStateChanged
+    | FloorChanged
+    | MediaDirectionChanged
+    | PlaybackStateChanged
+    | RecordingSaved
+    | RtpTimeout
 )
 
 
@@ -206,6 +248,45 @@ class MediaServer(Protocol):
         """A new offer of the server to a live endpoint's device, with the video direction
         set from the server's side (a video m-line is added if needed); complete it with
         :meth:`accept_answer`."""
+
+    # plain RTP (SIP phones) -------------------------------------------------------------------
+    async def answer_rtp(
+        self,
+        endpoint_id: str,
+        offer_sdp: str,
+        prefer_codec: str | None = None,
+        rtp_timeout: float | None = None,
+    ) -> str:
+        """Create a plain RTP endpoint from a device's RTP/AVP or RTP/SAVP offer (SDES keys);
+        return the server's answer (one codec: ``prefer_codec`` when offered, e.g. the bridged
+        leg's to relay without transcoding, else the device's first of PCMU, PCMA, G722,
+        opus; telephone-event when offered at its clock rate). ``rtp_timeout``: seconds of
+        silence from a device that should be sending before :class:`RtpTimeout` (``None``: the
+        server's default; 0: never).
+
+        :raises MediaError: ``invalid_sdp`` (not SDP, no usable audio m-line, RTP/SAVP
+            without a usable ``a=crypto``) or ``unsupported_codec``.
+        """
+
+    async def offer_rtp(
+        self,
+        endpoint_id: str,
+        prefer_codec: str | None = None,
+        srtp: bool = False,
+        rtp_timeout: float | None = None,
+    ) -> str:
+        """Create a plain RTP endpoint and return the server's offer (RTP/SAVP with two
+        ``a=crypto`` lines when ``srtp``); complete it with :meth:`accept_answer`."""
+
+    async def renegotiate_rtp(self, endpoint_id: str, offer_sdp: str) -> str:
+        """Apply a plain RTP device's new offer (a re-INVITE: hold, resume, a new address or
+        key) and return the server's answer; the codec stays when it is still offered, and
+        payload-type numbers never change."""
+
+    async def reoffer_rtp(self, endpoint_id: str, direction: MediaDirection = "sendrecv") -> str:
+        """A new offer of the server to a plain RTP device (``sendonly`` to hold it, ...),
+        with the same codecs, payload types and keys; complete it with :meth:`accept_answer`.
+        """
 
     async def add_candidate(
         self, endpoint_id: str, candidate: str | None, sdp_mid: str | None, mline: int | None

@@ -25,6 +25,7 @@ from callbridge.rtp.opus import OpusEncoder
 __all__ = [
     "CODECS",
     "FRAME_MS",
+    "G722",
     "MIX_FRAME",
     "MIX_RATE",
     "AudioDecoder",
@@ -68,6 +69,12 @@ CODECS: dict[str, CodecSpec] = {
     "pcmu": CodecSpec("PCMU", 8000, 8000, "pcm_mulaw", "pcm_mulaw"),
     "pcma": CodecSpec("PCMA", 8000, 8000, "pcm_alaw", "pcm_alaw"),
 }
+
+
+G722 = CodecSpec("G722", 8000, 16000, "g722", "g722")
+"""G.722 for plain RTP legs (SIP phones; WebRTC does not use it, so it is not in
+:data:`CODECS`). Sampled at 16 kHz but signalled and clocked at 8000 (RFC 3551 section 4.5.2):
+a 20 ms frame is 320 samples and 160 timestamp units."""
 
 
 def codec_for_mime(mime_type: str) -> CodecSpec | None:
@@ -174,16 +181,16 @@ class FrameDecoder:
 
 
 class _Decimator:
-    """48 kHz -> 8 kHz, one 20 ms frame at a time: a windowed-sinc low-pass (3.6 kHz) and
-    every 6th sample. Its only state is the filter's input history, which can be copied (see
+    """48 kHz -> 8 kHz (or 16 kHz for G.722), one 20 ms frame at a time: a windowed-sinc
+    low-pass (0.45 of the output rate: 3.6 kHz, 7.2 kHz) and every 6th (3rd) sample. Its only state is the filter's input history, which can be copied (see
     :meth:`FrameEncoder.copy_state_from`); output is aligned with input (no frame of delay)."""
 
-    _FACTOR = 6
     _TAPS = 97
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int = 8000) -> None:
+        self._factor = MIX_RATE // rate
         n = np.arange(self._TAPS) - (self._TAPS - 1) / 2
-        cutoff = 3600 / MIX_RATE
+        cutoff = 0.45 * rate / MIX_RATE
         h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.blackman(self._TAPS)
         self._h = (h / h.sum()).astype(np.float32)
         self._buf = np.zeros(self._TAPS - 1 + MIX_FRAME, dtype=np.float32)
@@ -192,7 +199,7 @@ class _Decimator:
         buf = self._buf
         buf[: self._TAPS - 1] = buf[MIX_FRAME:]  # history: the previous frame's tail
         buf[self._TAPS - 1 :] = frame
-        out = np.convolve(buf, self._h, "valid")[:: self._FACTOR]
+        out = np.convolve(buf, self._h, "valid")[:: self._factor]
         return np.clip(np.round(out), -32768, 32767).astype(np.int16)
 
     def copy_state_from(self, other: _Decimator) -> None:
@@ -212,8 +219,8 @@ class FrameEncoder:
         self.spec = spec
         self._opus = OpusEncoder() if spec.name == "opus" else None
         self._g711 = AudioEncoder(spec) if self._opus is None else None
-        self._decimator = _Decimator() if self._opus is None else None
-        if self._opus is None and spec.sample_rate * 6 != MIX_RATE:
+        self._decimator = _Decimator(spec.sample_rate) if self._opus is None else None
+        if self._opus is None and spec.sample_rate not in (8000, 16000):
             raise ValueError(f"no 48 kHz frame encoder for {spec.name}")
 
     def encode(self, frame: Pcm) -> bytes | None:

@@ -1,0 +1,355 @@
+"""The socket side of a plain RTP leg (a SIP phone): UDP, SRTP (SDES), symmetric RTP, timeout.
+
+A WebRTC endpoint's RTP goes through aiortc (ICE, DTLS-SRTP); a SIP phone sends plain RTP/AVP,
+or SRTP keyed in its SDP (RFC 4568), to an address the server wrote in its SDP.
+:class:`PlainRtpPort` is that address: one UDP socket for RTP on an even port and one for RTCP
+on the next (RFC 3550 section 11), or RTP and RTCP on one when the offer says ``a=rtcp-mux``
+(RFC 5761). It has the interface of :class:`~callbridge.rtp.webrtc.RtpPort`, so
+:class:`PlainEndpoint` is an :class:`~callbridge.media.endpoint.Endpoint` like any other:
+bridges (relay or transcode), players, playbacks, mixers, recordings and DTMF use it unchanged.
+
+- **Symmetric RTP** (RFC 4961 style, to get through NAT): packets go to the address in the
+  device's SDP until the first valid packet arrives; from then on to the source of the
+  device's packets (*latching*). A later change of source (a NAT rebinding, a phone that
+  moved) is followed once a few packets of one stream in sequence came from the new source
+  (one packet, when it authenticated under SRTP). Packets from other sources are dropped.
+- **SRTP** through pylibsrtp: our key protects what we send, the device's key what we receive.
+- **Inactivity**: an endpoint whose device should send (not on hold, not ``inactive``) but has
+  sent neither RTP nor RTCP for the endpoint's timeout reports :class:`RtpTimeout` once, and
+  then its state ``failed``, so the control plane ends the call with ``failed``.
+
+Offer/answer for these endpoints is :mod:`callbridge.media.plain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pylibsrtp
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from callbridge.media.endpoint import Endpoint, EndpointHost
+from callbridge.media.interface import EndpointStateChanged, RtpTimeout
+from callbridge.media.sdp_plain import Crypto, PtTable
+from callbridge.rtp.webrtc import RtpPort
+
+__all__ = ["RELATCH_PACKETS", "PlainEndpoint", "PlainRtpPort", "bind_pair"]
+
+log = logging.getLogger(__name__)
+RELATCH_PACKETS = 3  # in-sequence packets from a new source before plain RTP follows it
+_PORTS = (20000, 59998)  # even RTP ports are picked at random in this range
+_BIND_TRIES = 64
+_PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+}
+Address = tuple[str, int]
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+        self.on_datagram = on_datagram
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.on_datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable: the device is not listening yet (or any more)
+
+
+async def bind_pair(
+    host: str, on_rtp: Callable[[bytes, Address], None], on_rtcp: Callable[[bytes, Address], None]
+) -> tuple[_Socket, _Socket, int]:
+    """Two UDP sockets on ``host``: RTP on an even port, RTCP on the next (RFC 3550 11)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(_BIND_TRIES):
+        port = random.randrange(_PORTS[0], _PORTS[1], 2)
+        try:
+            _, rtp = await loop.create_datagram_endpoint(
+                lambda: _Socket(on_rtp), local_addr=(host, port), family=family
+            )
+        except OSError:
+            continue
+        try:
+            _, rtcp = await loop.create_datagram_endpoint(
+                lambda: _Socket(on_rtcp), local_addr=(host, port + 1), family=family
+            )
+        except OSError:
+            if rtp.transport is not None:
+                rtp.transport.close()
+            continue
+        return rtp, rtcp, port
+    raise OSError(f"no free pair of UDP ports on {host} for RTP")
+
+
+def _srtp(crypto: Crypto, direction: int) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(
+        key=crypto.key, ssrc_type=direction, srtp_profile=_PROFILES[crypto.suite]
+    )
+    return pylibsrtp.Session(policy)
+
+
+def _is_rtcp(data: bytes) -> bool:
+    """RFC 5761 section 4: RTCP packet types 192-223 fall where RTP's marker + payload types
+    64-95 would, which no RTP session here uses."""
+    return len(data) >= 8 and 192 <= data[1] <= 223
+
+
+class PlainRtpPort(RtpPort):
+    """A plain RTP leg's RTP path, with :class:`RtpPort`'s interface (``audio``, ``ready``,
+    ``ssrc``, :meth:`send`) over UDP sockets of its own.
+
+    RtpPort's constructor hooks an aiortc transceiver, which a plain leg has none of, so it is
+    not called; the methods an endpoint uses are all overridden here.
+    """
+
+    def __init__(self, on_rtp: Callable[[RtpPacket], Awaitable[None]]) -> None:
+        self._on_rtp_cb = on_rtp
+        self._ext_map = HeaderExtensionsMap()
+        self._seq = random.randint(0, 32767)
+        self._ssrc = random.getrandbits(32)
+        self.audio = None
+        self.ready = asyncio.Event()
+        self.packets_sent = 0
+        self.packets_received = 0
+        self.address = ""  # where we listen
+        self.port = 0
+        self._rtp: _Socket | None = None
+        self._rtcp: _Socket | None = None
+        self.remote: Address | None = None  # from the device's SDP (None: do not send)
+        self.remote_rtcp: Address | None = None
+        self.rtcp_mux = False
+        self.latched: Address | None = None  # the source of the device's packets
+        self._candidate: tuple[Address, int, int, int] | None = None  # addr, ssrc, seq, count
+        self.send_ok = False  # the device receives (as negotiated)
+        self.recv_ok = False
+        self._srtp_out: pylibsrtp.Session | None = None
+        self._srtp_in: pylibsrtp.Session | None = None
+        self._in_key: Crypto | None = None
+        self._out_key: Crypto | None = None
+        self.last_activity = time.monotonic()
+        self._inbox: deque[RtpPacket] = deque(maxlen=64)
+        self._wake = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def ssrc(self) -> int:
+        return self._ssrc
+
+    async def open(self, host: str) -> None:
+        """Bind the sockets (once) and start delivering packets."""
+        if self._rtp is not None:
+            return
+        self._rtp, self._rtcp, self.port = await bind_pair(host, self._datagram, self._rtcp_in)
+        self.address = host
+        self._reader = asyncio.get_running_loop().create_task(self._deliver())
+
+    def set_remote(
+        self, remote: Address | None, remote_rtcp: Address | None, rtcp_mux: bool
+    ) -> None:
+        """Where the device's SDP says to send; a new address forgets the latched source."""
+        if remote != self.remote:
+            self.latched, self._candidate = None, None
+        self.remote, self.remote_rtcp, self.rtcp_mux = remote, remote_rtcp, rtcp_mux
+
+    def set_keys(self, ours: Crypto | None, theirs: Crypto | None) -> None:
+        """SRTP keys as negotiated (``None``, ``None``: plain RTP). A key that did not change
+        keeps its session (and its rollover counter)."""
+        if ours != self._out_key:
+            self._out_key = ours
+            self._srtp_out = _srtp(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND) if ours else None
+        if theirs != self._in_key:
+            self._in_key = theirs
+            self._srtp_in = _srtp(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND) if theirs else None
+
+    def destination(self) -> Address | None:
+        return self.latched or self.remote
+
+    async def send(self, payload: bytes, payload_type: int, timestamp: int, marker: int) -> None:
+        """Send one RTP packet in this port's SSRC and sequence space (if the device wants
+        our media)."""
+        dest = self.destination()
+        sock = self._rtp
+        if not self.send_ok or dest is None or sock is None or sock.transport is None:
+            return
+        packet = RtpPacket(
+            payload_type=payload_type,
+            marker=marker,
+            sequence_number=self._seq,
+            timestamp=timestamp & 0xFFFFFFFF,
+            ssrc=self._ssrc,
+            payload=payload,
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        data = packet.serialize(self._ext_map)
+        if self._srtp_out is not None:
+            data = self._srtp_out.protect(data)
+        self.packets_sent += 1
+        sock.transport.sendto(data, dest)
+
+    # inbound -----------------------------------------------------------------------------------
+    def _datagram(self, data: bytes, addr: Address) -> None:
+        if _is_rtcp(data):
+            self._rtcp_in(data, addr)
+            return
+        audio = self.audio
+        if audio is None or not self.recv_ok:
+            return
+        if self._srtp_in is not None:
+            try:
+                data = self._srtp_in.unprotect(data)
+            except pylibsrtp.Error:
+                return  # not authentic, or a replay (RFC 3711 section 3.3)
+        try:
+            packet = RtpPacket.parse(data, self._ext_map)
+        except ValueError:
+            return
+        if packet.payload_type not in audio.recv or not self._from_device(addr, packet):
+            return
+        self.last_activity = time.monotonic()
+        self.packets_received += 1
+        self._inbox.append(packet)
+        self._wake.set()
+
+    def _from_device(self, addr: Address, packet: RtpPacket) -> bool:
+        """Symmetric RTP: is ``addr`` the device's source (latching onto it if it now is)?"""
+        if addr == self.latched:
+            return True
+        if self.latched is None or self._srtp_in is not None:
+            self.latched, self._candidate = addr, None  # authenticated, or the first packet
+            return True
+        candidate = self._candidate
+        seq = packet.sequence_number
+        if (
+            candidate is not None
+            and candidate[0] == addr
+            and candidate[1] == packet.ssrc
+            and (candidate[2] + 1) & 0xFFFF == seq
+        ):
+            count = candidate[3] + 1
+        else:
+            count = 1
+        if count >= RELATCH_PACKETS:
+            log.info("plain RTP: the device's source moved from %s to %s", self.latched, addr)
+            self.latched, self._candidate = addr, None
+            return True
+        self._candidate = (addr, packet.ssrc, seq, count)
+        return False
+
+    def _rtcp_in(self, data: bytes, addr: Address) -> None:
+        if len(data) < 8 or data[0] >> 6 != 2:
+            return
+        if self._srtp_in is not None:
+            try:
+                self._srtp_in.unprotect_rtcp(data)
+            except pylibsrtp.Error:
+                return
+        if self.latched is not None and addr[0] != self.latched[0]:
+            return  # RTCP from elsewhere than the device
+        self.last_activity = time.monotonic()
+
+    async def _deliver(self) -> None:
+        """Hand packets to the endpoint in arrival order, one at a time (its handling may
+        await a send)."""
+        inbox, wake = self._inbox, self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            while inbox:
+                packet = inbox.popleft()
+                try:
+                    await self._on_rtp_cb(packet)
+                except Exception:  # one bad packet must not stop the leg's audio
+                    log.exception("plain RTP: handling a packet failed")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        for sock in (self._rtp, self._rtcp):
+            if sock is not None and sock.transport is not None:
+                sock.transport.close()
+        self._rtp = self._rtcp = None
+
+
+class PlainEndpoint(Endpoint):
+    """An endpoint whose device speaks plain RTP or SDES-SRTP (a SIP phone).
+
+    The base class builds an aiortc peer connection that a plain leg never negotiates; it
+    holds no socket until then and is closed with the endpoint.
+    """
+
+    def __init__(self, server: EndpointHost, endpoint_id: str, timeout: float) -> None:
+        super().__init__(server, endpoint_id)
+        self.rtp = PlainRtpPort(self.on_rtp)
+        self.port = self.rtp
+        self.pts = PtTable()
+        self.session_id = random.getrandbits(31)
+        self.sdp_version = 0
+        self.local_direction = "sendrecv"  # what the server wants (reoffer_rtp)
+        self.remote_direction = "sendrecv"  # what the device said last
+        self.remote_hold = False
+        self.srtp = False
+        self.keys: dict[int, Crypto] = {}  # our a=crypto lines by tag
+        self.pending: Any = None  # our offer, until its answer (media/plain.py's Pending)
+        self.timeout = timeout
+        self.negotiated = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def next_version(self) -> int:
+        """The o= line's version: one more for each SDP we write (RFC 3264 section 8)."""
+        self.sdp_version += 1
+        return self.sdp_version
+
+    @property
+    def watching(self) -> bool:
+        """The device should be sending to us now (so its silence means a dead call)."""
+        return self.negotiated and self.rtp.recv_ok and not self.remote_hold
+
+    def negotiation_done(self) -> None:
+        """An offer/answer completed: media may flow, the inactivity clock starts afresh."""
+        self.rtp.last_activity = time.monotonic()
+        if not self.negotiated:
+            self.negotiated = True
+            self.state = "connected"
+            self.server.emit(EndpointStateChanged(self.id, "connected"))
+            if self.timeout > 0:
+                loop = asyncio.get_running_loop()
+                self._watchdog = loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        period = min(1.0, self.timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            if not self.watching:
+                self.rtp.last_activity = time.monotonic()  # on hold: the clock waits
+                continue
+            idle = time.monotonic() - self.rtp.last_activity
+            if idle >= self.timeout:
+                log.warning("plain RTP endpoint %s: no RTP for %.1f s", self.id, idle)
+                self.state = "failed"
+                self.server.emit(RtpTimeout(self.id, round(idle, 1)))
+                self.server.emit(EndpointStateChanged(self.id, "failed"))
+                return
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        await self.rtp.close()
+        await super().close()
