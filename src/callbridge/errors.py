@@ -8,7 +8,9 @@ docs/protocol.md), a ``message`` saying what was wrong, a ``cause`` and a ``reso
     │   ├── (server side: sent back as an `error` message, the connection stays open)
     │   └── ServerDraining          `draining`: the server takes no new sessions or calls
     ├── MediaError                  the media plane could not do what was asked (bad SDP, …)
-    └── RemoteError                 SDK side: the server answered a request with `error`
+    ├── RemoteError                 SDK side: the server answered a request with `error`
+    └── SipError                    a SIP peer sent something wrong; carries status and reason
+        └── SipParseError           (callbridge.sip.syntax) bytes that are no SIP message we take
 
 Warnings (``WarningCode``) are not errors: a request that changed nothing (muting a muted
 call) is answered with a ``warning`` message instead of the usual event.
@@ -29,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "ServerDraining",
+    "SipError",
     "WarningCode",
     "warning",
 ]
@@ -227,6 +230,16 @@ class ServerDraining(ProtocolError):
 
 class MediaError(ProtocolError):
     """The media plane refused a request (bad SDP, no common codec, …)."""
+
+
+class SipError(CallbridgeError):
+    """A SIP peer sent something wrong. ``status`` and ``reason`` are the SIP response it
+    earns (RFC 3261 §21): a 4xx/5xx code and a reason phrase naming the problem."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
 
 
 class RemoteError(CallbridgeError):
