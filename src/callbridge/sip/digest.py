@@ -6,8 +6,8 @@ What a registrar (or any SIP server part that challenges) needs, and nothing abo
   is stored (one for MD5, one for SHA-256). An HA1 is password-equivalent *for its realm*, so it
   is a secret too, but it is useless in another realm and does not reveal the password.
 - :func:`parse_credentials` — the ``Authorization`` / ``Proxy-Authorization`` header value
-  (RFC 7616 §3.4) as :class:`Credentials`; a malformed one raises :class:`DigestError` with a
-  reason phrase that names the problem.
+  (RFC 7616 §3.4, read by :class:`callbridge.sip.headers.Auth`) as :class:`Credentials`; a
+  malformed one raises :class:`DigestError` with a reason phrase that names the problem.
 - :class:`NonceMint` — stateless nonces: ``time ‖ salt ‖ HMAC-SHA-256(secret, realm ‖ time ‖
   salt)``. Any node that shares the secret (it is kept in the store) can check a nonce; an
   expired one gets ``stale=true`` (RFC 7616 §3.3) so the UA retries with the same password
@@ -37,6 +37,8 @@ from enum import StrEnum
 from typing import Literal
 
 from callbridge.errors import CallbridgeError
+from callbridge.sip.headers import Auth
+from callbridge.sip.syntax import SipParseError
 
 __all__ = [
     "ALGORITHMS",
@@ -68,12 +70,6 @@ _MAC_BYTES = 16  # HMAC-SHA-256 truncated to 128 bits: forging one is 2^128 work
 _MAX_HEADER = 4096  # an Authorization value longer than this is refused unread
 _MAX_PARAM = 1024  # any single parameter value
 _NC = re.compile(r"[0-9a-fA-F]{8}")
-# auth-param = token BWS "=" BWS ( token / quoted-string )  (RFC 7235 §2.1)
-_PARAM = re.compile(
-    r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*
-        (?:"((?:[^"\\]|\\.)*)"|([!#$%&'*+.^_`|~0-9A-Za-z/:@?=\[\]-]+))\s*(,|$)""",
-    re.VERBOSE | re.DOTALL,
-)
 
 
 class DigestError(CallbridgeError):
@@ -128,34 +124,21 @@ class Credentials:
     opaque: str | None = None
 
 
-def _params(text: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    pos = 0
-    while pos < len(text):
-        match = _PARAM.match(text, pos)
-        if match is None:
-            raise DigestError(f"Malformed Authorization near {text[pos : pos + 20]!r}")
-        name = match[1].lower()
-        value = re.sub(r"\\(.)", r"\1", match[2]) if match[2] is not None else match[3]
-        if name in found:
-            raise DigestError(f"Authorization has {name} twice")
-        if len(value) > _MAX_PARAM:
-            raise DigestError(f"Authorization {name} is too long")
-        found[name] = value
-        pos = match.end()
-        if not text[pos:].strip():
-            break
-    return found
-
-
 def parse_credentials(value: str) -> Credentials:
     """Parse a ``Digest`` credentials header value; :class:`DigestError` says what is wrong."""
     if len(value) > _MAX_HEADER:
         raise DigestError("Authorization header too long")
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
+    scheme = value.strip().split(None, 1)[0] if value.strip() else ""
+    if scheme.lower() != "digest":  # another scheme's credentials need not parse as params
         raise DigestError(f"Authorization scheme {scheme[:20]!r} is not Digest")
-    params = _params(rest.strip())
+    try:
+        auth = Auth.parse(value)
+    except SipParseError as exc:
+        raise DigestError(exc.reason) from None
+    params = auth.params
+    too_long = next((name for name, v in params.items() if len(v) > _MAX_PARAM), None)
+    if too_long is not None:
+        raise DigestError(f"Authorization {too_long} is too long")
     missing = [p for p in ("username", "realm", "nonce", "uri", "response") if p not in params]
     if missing:
         raise DigestError(f"Authorization lacks {', '.join(missing)}")
