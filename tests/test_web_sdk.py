@@ -1,0 +1,118 @@
+"""callbridge-web, the browser SDK (``web/sdk/``), in real Chromium against a real server.
+
+Each group of flows runs in one browser launch (``tests/browser/sdk_scenario.py``) inside the
+loopback-only network and PID namespace of ``tests/test_browser.py``; the pages import the SDK
+from the server's ``/sdk/callbridge.js``. Audio is checked by analysis: a WebAudio
+AnalyserNode in the page (the dominant frequency and per-tone levels of the far party's
+stream) and the Python parties' sinks (``callbridge.testing.tone_level_db``). Each user's
+microphone is a sine of its own frequency (``tests/browser/sdk_harness.py`` ``USERS``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_browser import _preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "tests" / "browser" / "sdk_scenario.py"
+HEARD = -35.0  # dBFS (Python sink) / dB (page analyser): the tone is clearly there
+SILENT = -60.0  # nothing of that tone arrived
+GROUP_LIMIT = {"calls": 120.0, "more": 240.0}
+
+
+def run_group(group: str) -> dict[str, Any]:
+    """Run a group of flows in a loopback-only namespace; its ``RESULT``, parsed."""
+    _preflight()
+    limit = GROUP_LIMIT[group]
+    python, scenario = shlex.quote(sys.executable), shlex.quote(str(SCENARIO))
+    inner = f"ip link set lo up && exec {python} {scenario} --group {group} --timeout {limit}"
+    cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--", "sh", "-c", inner]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit + 15, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {group} flows did not finish within {limit + 15} s", pytrace=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        pytest.fail(
+            f"sdk_scenario.py printed no RESULT (exit {proc.returncode})\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}",
+            pytrace=False,
+        )
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["error"] is None, result["error"]
+    return result
+
+
+def flow(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """A flow's data, failing with everything it saw when it did not run to the end."""
+    out = result["flows"][name]
+    assert out["ok"], f"{name} failed:\n{out['error']}\n{json.dumps(out['pages'])[-6000:]}"
+    for page, seen in out["pages"].items():
+        assert not seen["errors"], f"{name}: page {page} had errors: {seen['errors']}"
+    data: dict[str, Any] = out["data"]
+    return data
+
+
+@pytest.fixture(scope="module")
+def calls() -> dict[str, Any]:
+    return run_group("calls")
+
+
+def hears(analysis: dict[str, Any], hz: int) -> bool:
+    """The page's analysis: ``hz`` is the loudest frequency and clearly there."""
+    return bool(abs(analysis["peakHz"] - hz) < 15 and analysis["db"][str(hz)] > HEARD)
+
+
+@pytest.mark.timeout(GROUP_LIMIT["calls"] + 30)
+def test_seed_001_browser_calls_python(calls: dict[str, Any]) -> None:
+    r = flow(calls, "browser_calls_python")
+    placed = r["placed"]
+    assert placed["state"] == "answered" and placed["same"] is True, placed
+    assert [c["id"] for c in placed["active"]] == [placed["id"]], placed
+    assert placed["active"][0]["state"] == "active", placed
+    assert r["bob_call"] == {"from": "+14155550201", "to": "202"}, r
+    # Audio both ways: alice's 440 Hz at bob, bob's 1000 Hz in the page.
+    assert hears(r["browser_hears"], 1000), r["browser_hears"]
+    assert r["bob_hears"]["alice"] > HEARD and r["bob_hears"]["bob"] < SILENT, r["bob_hears"]
+    # DTMF exactly as seed 001 writes it, arriving as exactly those digits.
+    assert r["dtmf"] == {"tones": ["1", "2", "3", "4", "#", ""], "canInsert": True}, r["dtmf"]
+    assert r["bob_dtmf"] == ["1", "2", "3", "4", "#"], r["bob_dtmf"]
+    # Hold / resume: held(local) here, held(remote) at the far party.
+    assert r["hold"] == {"heldBy": "local", "state": "active"}, r["hold"]
+    assert r["bob_held"] == ["remote"], r
+    # Server-authoritative mute: the page's track stays enabled, yet bob hears nothing.
+    assert r["mute"] == {"isMuted": True, "trackEnabled": True}, r["mute"]
+    assert r["bob_hears_muted"]["alice"] < SILENT, r["bob_hears_muted"]
+    assert r["unmute"] is False and r["bob_hears_unmuted"]["alice"] > HEARD, r
+    assert r["hangup"] == {"state": "ended", "reason": "hangup", "pc": "closed", "active": 0}
+    assert r["bob_ended"] == "hangup", r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["calls"] + 30)
+def test_seed_001_incoming_reject_busy_reject_and_answer(calls: dict[str, Any]) -> None:
+    r = flow(calls, "python_calls_browser")
+    first = r["calls"][0]["info"]
+    assert first["from"] == "+14155550202" and first["fromName"] == "Bob", first
+    assert first["to"] == "+14155550201" and first["direction"] == "incoming", first
+    assert first["state"] == "ringing" and first["id"], first
+    assert [c["caller_end"] for c in r["calls"]] == ["busy", "rejected", "hangup"], r
+    assert r["answered_state"] == "active" and r["browser_end"] == "hangup", r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["calls"] + 30)
+def test_browser_calls_browser_with_audio_and_hold(calls: dict[str, Any]) -> None:
+    r = flow(calls, "browser_calls_browser")
+    assert hears(r["alice_hears"], 660), r["alice_hears"]  # carol's tone
+    assert hears(r["carol_hears"], 440), r["carol_hears"]  # alice's tone
+    assert r["carol_held"] == "remote" and r["carol_resumed"] is True, r
+    assert r["alice_end"] == "hangup", r
