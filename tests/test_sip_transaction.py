@@ -62,9 +62,9 @@ class RawPeer:
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
 
-    async def recv(self, timeout: float = 2.0) -> tuple[bytes, float]:
+    async def recv(self, within: float = 2.0) -> tuple[bytes, float]:
         loop = asyncio.get_running_loop()
-        data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), timeout)
+        data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), within)
         return data, time.monotonic()
 
     def send(self, data: bytes, to: Target) -> None:

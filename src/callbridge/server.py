@@ -29,6 +29,7 @@ from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
+from callbridge.sip.stack import start_sip
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
 from callbridge.webphone import install_phone
@@ -90,9 +91,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         drain.attach(
             sessions=sessions, controller=controller, appcalls=appcalls, events=events, store=store
         )
+        app.state.sip = await start_sip(config, drain)  # None when --sip-port 0 (docs/sip.md)
         try:
             yield
         finally:
+            if app.state.sip is not None:
+                await app.state.sip.stop()
             await drain.cancel()  # stopped during a drain (a second Ctrl-C): end what is left
             await sessions.shutdown()
             await appcalls.shutdown()

@@ -32,6 +32,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from callbridge.sip import wire
 from callbridge.sip.dialog import DialogLayer
@@ -52,7 +53,11 @@ from callbridge.sip.transport import (
 )
 from callbridge.sip.wire import Request, Response
 
-__all__ = ["ALLOWED_METHODS", "Incoming", "SipStack", "Target"]
+if TYPE_CHECKING:
+    from callbridge.config import ServerConfig
+    from callbridge.drain import Drain
+
+__all__ = ["ALLOWED_METHODS", "Incoming", "SipStack", "Target", "start_sip"]
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +151,15 @@ class SipStack:
     ) -> None:
         """Listen on UDP and TCP ``host:port`` (and TLS on ``tls_port``)."""
         self.host = host
-        await self.transports.listen_udp(host, port)
-        await self.transports.listen_stream(host, port)
+        for attempt in range(20):  # port 0 (tests): one port for both, as 5060 would be
+            udp_port = (await self.transports.listen_udp(host, port))[1]
+            try:
+                await self.transports.listen_stream(host, udp_port)
+                break
+            except OSError:
+                await self.transports.close()
+                if port or attempt == 19:
+                    raise
         if tls_port is not None and tls_cert and tls_key:
             await self.transports.listen_stream(
                 host, tls_port, server_tls_context(tls_cert, tls_key)
@@ -437,3 +449,22 @@ class SipStack:
 
     def flow_for(self, transport: str, remote: Address) -> Flow | None:
         return self.transports.flows.get((transport, remote))
+
+
+async def start_sip(config: ServerConfig, drain: Drain) -> SipStack | None:
+    """The server's SIP endpoint, listening as ``config`` says (``None`` when
+    ``sip_port`` is 0). New INVITEs are refused with 503 while ``drain`` runs."""
+    if not config.sip_port:
+        return None
+    stack = SipStack(
+        config.sip_domain or config.host,
+        draining=lambda: drain.retry_after() if drain.draining else None,
+    )
+    await stack.start(
+        config.host,
+        config.sip_port,
+        tls_port=config.sip_tls_port,
+        tls_cert=str(config.tls_cert) if config.tls_cert else None,
+        tls_key=str(config.tls_key) if config.tls_key else None,
+    )
+    return stack
