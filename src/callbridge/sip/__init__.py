@@ -24,6 +24,7 @@ from callbridge.sip.message import (
     Request,
     Response,
     StreamFramer,
+    application_check,
     error_response,
     parse,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "StreamFramer",
     "Uri",
     "Via",
+    "application_check",
     "error_response",
     "parse",
     "parse_uri",

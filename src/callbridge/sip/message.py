@@ -60,6 +60,7 @@ __all__ = [
     "Response",
     "SipParseError",
     "StreamFramer",
+    "application_check",
     "error_response",
     "parse",
 ]
@@ -371,6 +372,39 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def application_check(
+    request: Request,
+    *,
+    supported: frozenset[str] = frozenset(),
+    content_types: frozenset[str] = frozenset({"application/sdp"}),
+) -> tuple[int, str] | None:
+    """The checks a UAS makes after parsing and before acting on a request (RFC 3261
+    §8.2.1-§8.2.3), as ``(status, reason)`` to answer with, or None to go on.
+
+    Well-formed requests that a UA must still refuse (RFC 4475 §3.3): a Request-URI of
+    another scheme than sip/sips/tel (416, unkscm/novelsc), a Require option tag not in
+    ``supported`` (420 with ``Unsupported``, bext01; Proxy-Require is for proxies), a body of a
+    type not in ``content_types`` (415 with ``Accept``, invut), an INVITE whose Accept does not
+    take ``application/sdp`` (406, sdp01). The caller adds the ``Unsupported``/``Accept``
+    header to the response.
+    """
+    if request.uri.scheme not in ("sip", "sips", "tel"):
+        return 416, f"URI scheme {request.uri.scheme}: is not supported"
+    unknown = [t for t in request.headers.values("Require") if t.lower() not in supported]
+    if unknown and request.method not in ("ACK", "CANCEL"):
+        return 420, f"unsupported extension {', '.join(unknown)}"
+    if request.body and request.content_type not in content_types:
+        disposition = (request.headers.get("Content-Disposition") or "").lower()
+        if "handling=optional" not in disposition.replace(" ", ""):
+            return 415, f"body type {request.content_type} is not supported"
+    accept = request.headers.values("Accept")
+    if request.method == "INVITE" and accept:
+        types = {a.split(";")[0].strip(WS).lower() for a in accept}
+        if not types & {"application/sdp", "application/*", "*/*"}:
+            return 406, "Accept does not include application/sdp"
+    return None
 
 
 # The parser lives in its own module (size); it is re-exported here, where readers look.

@@ -80,17 +80,14 @@ def _parse_host(text: str, what: str) -> str:
     if text.startswith("["):
         if not text.endswith("]"):
             raise SipParseError(f"{what}: IPv6 reference without its closing ']'")
-        addr = text[1:-1]
+        # RFC 5118 §4.10: RFC 3261's ABNF let "2001:db8:::192.0.2.1" through; being robust,
+        # read the extra colon as "::" and write the correct form back.
+        addr = text[1:-1].lower().replace(":::", "::")
         try:
-            return f"[{ipaddress.IPv6Address(addr).compressed}]"
+            ipaddress.IPv6Address(addr)
         except ValueError:
-            # RFC 5118 §4.10: RFC 3261's ABNF let "2001:db8:::192.0.2.1" through; being
-            # robust, read the extra colon as "::" and write the correct form back.
-            fixed = addr.replace(":::", "::")
-            try:
-                return f"[{ipaddress.IPv6Address(fixed).compressed}]"
-            except ValueError:
-                raise SipParseError(f"{what}: {text!r} is not an IPv6 reference") from None
+            raise SipParseError(f"{what}: {text!r} is not an IPv6 reference") from None
+        return f"[{addr}]"
     if not text:
         raise SipParseError(f"{what}: no host")
     if ":" in text:
@@ -212,7 +209,7 @@ class Uri:
             return (self.scheme, self.opaque)
         if self.scheme == "tel":
             return (self.scheme, _tel_digits(self.user or ""))
-        return (self.scheme, self.user, self.password, self.host.lower(), self.port)
+        return (self.scheme, self.user, self.password, _host_key(self.host), self.port)
 
     def __eq__(self, other: object) -> bool:
         """URI equality of RFC 3261 §19.1.4 (tel: RFC 3966 §4)."""
@@ -238,6 +235,16 @@ class Uri:
 
     def __hash__(self) -> int:
         return hash(self._key())
+
+
+def _host_key(host: str) -> str:
+    # IPv6 references compare as addresses ([::ffff:192.0.2.1] is [::ffff:c000:201]).
+    if host.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            pass
+    return host.lower()
 
 
 def _tel_digits(number: str) -> str:
