@@ -167,7 +167,7 @@ class PhoneScenario:
         if self.shots is None:
             return
         self.shots.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(self.shots / name), full_page=False)
+        await page.screenshot(path=str(self.shots / name), animations="disabled")
         self.result.setdefault("screenshots", []).append(name)
 
     async def read(self, page: Any) -> dict[str, Any]:
@@ -273,6 +273,15 @@ class PhoneScenario:
         )
         steps["signed_in"] = {"alice": await self.read(alice), "bob": await self.read(bob)}
         self.mark("signed_in")
+        # The Devices panel: the microphone's level meter moves with alice's 440 Hz tone.
+        await alice.click("#settings-toggle")
+        await alice.wait_for_function(
+            "() => Number(document.getElementById('meter').getAttribute('aria-valuenow')) > 20"
+        )
+        steps["devices"] = {
+            "meter": int(await alice.get_attribute("#meter", "aria-valuenow") or 0),
+            "mics": await alice.eval_on_selector_all("#mic option", "os => os.map(o => o.text)"),
+        }
         await self.shot(alice, "phone-idle.png")
 
         # Alice dials 102 on the dial pad.

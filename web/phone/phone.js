@@ -132,15 +132,26 @@ async function signIn(token) {
   const user = phone.user ?? {};
   const name = user.display_name || user.name || "you";
   setStatus("online", `Online as ${name}`);
-  const reach = [user.extension && `extension ${user.extension}`, user.number && formatNumber(user.number)]
-    .filter(Boolean).join(" · ");
-  $("me").textContent = reach ? `${name}: ${reach}` : "";
+  const me = $("me");
+  me.replaceChildren();
+  const strong = document.createElement("strong");
+  strong.textContent = name;
+  me.append(strong);
+  const reach = [user.extension && `extension ${user.extension}`, user.number && formatNumber(user.number)];
+  for (const [i, part] of reach.filter(Boolean).entries()) {
+    if (i) me.append(" · ");
+    const span = document.createElement("span");
+    span.className = "nowrap";
+    span.textContent = part;
+    me.append(span);
+  }
   $("signin").hidden = true;
   $("phone").hidden = false;
   $("signout").hidden = false;
   $("settings-toggle").hidden = false;
   drawHistory();
   drawCalls();
+  drawConference();
   $("number").focus();
   refreshDevices();
 }
@@ -285,7 +296,8 @@ const STATE_TEXT = /** @type {Record<string, string>} */ ({
 function peerOf(call) {
   const raw = call.direction === "incoming" ? call.from : (call.peer || call.to);
   const name = call.direction === "incoming" ? call.fromName : "";
-  const shown = typeof raw === "string" && raw.startsWith("+") ? formatNumber(raw) : raw;
+  const shown = typeof raw !== "string" ? raw
+    : raw.startsWith("+") ? formatNumber(raw) : /^\d{2,8}$/.test(raw) ? `Extension ${raw}` : raw;
   return name ? `${name} (${shown})` : shown || "unknown";
 }
 
@@ -470,14 +482,16 @@ function onIncoming(call) {
   const banner = document.createElement("div");
   banner.className = "incoming";
   banner.setAttribute("role", "group");
+  const number = typeof call.from === "string" && call.from.startsWith("+") ? formatNumber(call.from) : call.from;
   const who = document.createElement("strong");
   who.className = "who";
-  who.textContent = peerOf(call);
+  who.textContent = call.fromName || number || "Unknown caller";
   const sub = document.createElement("span");
   sub.className = "sub";
   const kind = call.mediaType === "video" ? "Incoming video call" : "Incoming call";
-  sub.textContent = call.movedFrom ? "Your call, moved from another device" : waiting ? `${kind} — call waiting` : kind;
-  banner.setAttribute("aria-label", `${sub.textContent} from ${who.textContent}`);
+  const what = call.movedFrom ? "Your call, moved from another device" : waiting ? `${kind} — call waiting` : kind;
+  sub.textContent = call.fromName && number ? `${what} · ${number}` : what;
+  banner.setAttribute("aria-label", `${what} from ${who.textContent}${call.fromName && number ? ` (${number})` : ""}`);
   const row = document.createElement("div");
   row.className = "row";
   const answer = button("Answer", "call", () => answerCall(call, "audio", answer));
@@ -592,18 +606,90 @@ function drawHistory() {
 
 // -- conference -----------------------------------------------------------------------------
 
+// The card shows only when the SDK has seed 002's conferences (phone.startConference): the
+// page uses nothing but the SDK, and this SDK version may not have them yet.
 function drawConference() {
+  const card = /** @type {HTMLElement} */ (document.querySelector(".conference"));
+  card.hidden = !phone || typeof phone.startConference !== "function";
   $("conf-idle").hidden = Boolean(conference);
   $("conf-live").hidden = !conference;
 }
 
 // -- devices and level meter -----------------------------------------------------------------
 
+// The phone's `audioInput` / `audioOutput` (SDK options) choose the devices of the next
+// call. The meter listens to the chosen microphone while the Devices panel is open.
+
+/** @type {{stream: MediaStream, context: AudioContext, frame: number}|null} */
+let meter = null;
+
 async function refreshDevices() {
-  // Filled in from the SDK's device API.
+  await fillDevices();
+  if (!$("settings").hidden) await startMeter();
 }
 
-function stopMeter() {}
+/** The device lists (names appear once the page may use the microphone). */
+async function fillDevices() {
+  if (!phone || !navigator.mediaDevices?.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  /** @param {string} id @param {MediaDeviceKind} kind @param {string|null} chosen @param {string} fallback */
+  const fill = (id, kind, chosen, fallback) => {
+    const select = /** @type {HTMLSelectElement} */ ($(id));
+    const options = [["", `Default ${fallback}`]];
+    let n = 0;
+    for (const d of devices) {
+      if (d.kind === kind && d.deviceId && d.deviceId !== "default") options.push([d.deviceId, d.label || `${fallback} ${++n}`]);
+    }
+    select.replaceChildren(...options.map(([value, label]) => new Option(label, value, false, value === (chosen ?? ""))));
+  };
+  fill("mic", "audioinput", phone.audioInput, "microphone");
+  fill("speaker", "audiooutput", phone.audioOutput, "speaker");
+  const canPickSpeaker = "setSinkId" in HTMLMediaElement.prototype;
+  /** @type {HTMLSelectElement} */ ($("speaker")).disabled = !canPickSpeaker;
+  $("devices-hint").textContent = (canPickSpeaker ? "" : "This browser plays calls on its default speaker. ") +
+    "A new choice applies to the next call.";
+}
+
+async function startMeter() {
+  stopMeter();
+  const id = phone?.audioInput;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: id ? { deviceId: { exact: id } } : true });
+  } catch (e) {
+    showError("Opening the microphone", e);
+    return;
+  }
+  if ($("settings").hidden) { for (const t of stream.getTracks()) t.stop(); return; }
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  context.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const bar = $("meter-bar");
+  const draw = () => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const v of samples) sum += v * v;
+    const db = 10 * Math.log10(sum / samples.length + 1e-12);  // dBFS of the last ~20 ms
+    const percent = Math.max(0, Math.min(100, Math.round((db + 60) * (100 / 60))));
+    bar.style.width = `${percent}%`;
+    $("meter").setAttribute("aria-valuenow", String(percent));
+    if (meter) meter.frame = requestAnimationFrame(draw);
+  };
+  meter = { stream, context, frame: requestAnimationFrame(draw) };
+  await fillDevices();  // with the microphone open, the lists have the devices' names
+}
+
+function stopMeter() {
+  if (!meter) return;
+  cancelAnimationFrame(meter.frame);
+  for (const t of meter.stream.getTracks()) t.stop();
+  meter.context.close();
+  meter = null;
+  $("meter-bar").style.width = "0";
+  $("meter").setAttribute("aria-valuenow", "0");
+}
 
 // -- keyboard -------------------------------------------------------------------------------
 
@@ -665,8 +751,17 @@ function start() {
   $("signout").addEventListener("click", (e) => act("Signing out", signOut, /** @type {HTMLButtonElement} */ (e.currentTarget)));
   $("settings-toggle").addEventListener("click", () => {
     toggle($("settings"), /** @type {HTMLButtonElement} */ ($("settings-toggle")));
-    if (!$("settings").hidden) refreshDevices();
+    if ($("settings").hidden) stopMeter();
+    else act("Listing devices", refreshDevices);
   });
+  $("mic").addEventListener("change", () => {
+    phone.audioInput = /** @type {HTMLSelectElement} */ ($("mic")).value || null;
+    act("Opening the microphone", startMeter);
+  });
+  $("speaker").addEventListener("change", () => {
+    phone.audioOutput = /** @type {HTMLSelectElement} */ ($("speaker")).value || null;
+  });
+  navigator.mediaDevices?.addEventListener?.("devicechange", () => { if (phone) refreshDevices(); });
   drawHistory();
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) act("Signing in", () => signIn(saved));
