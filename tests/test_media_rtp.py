@@ -478,3 +478,30 @@ def test_g722_is_clocked_at_8000_for_16_khz_audio() -> None:
     from callbridge.rtp.codecs import G722
 
     assert (G722.clock_rate, G722.sample_rate, G722.timestamp_step) == (8000, 16000, 160)
+
+
+async def test_the_fake_media_server_negotiates_plain_rtp_as_the_engine_does() -> None:
+    from callbridge.testing.fake_media import FakeMediaServer
+
+    fake = FakeMediaServer()
+    events: list[MediaEvent] = []
+    fake.subscribe(events.append)
+    phone = RtpPhone("G722")
+    offer = phone.offer(port=4000)
+    answer = await fake.answer_rtp("f", offer, prefer_codec="opus")  # not offered: G722
+    assert "a=rtpmap:9 G722/8000" in answer and fake.state("f") == "connected"
+    await fake.renegotiate_rtp("f", phone.offer("sendonly", port=4000))
+    info = await fake.endpoint_info("f")
+    assert (info.codec, info.transport, info.remote_hold) == ("G722", "rtp", True)
+    assert [e for e in events if isinstance(e, MediaDirectionChanged)] == [
+        MediaDirectionChanged("f", "sendonly", True)
+    ]
+    server_offer = await fake.offer_rtp("g", srtp=True)
+    assert "RTP/SAVP" in server_offer
+    with pytest.raises(MediaError):
+        await fake.answer_rtp("h", "v=0\r\n")
+    fake.rtp_timeout("f", 1.0)
+    assert events[-2:] == [RtpTimeout("f", 1.0), *events[-1:]] and fake.state("f") == "failed"
+    await fake.close("f")
+    await fake.close("g")
+    assert fake.open_endpoints() == ()
