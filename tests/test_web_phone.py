@@ -142,3 +142,28 @@ def test_page_over_https_and_wss_with_a_dev_cert() -> None:
     assert talking["bob_hears"]["packets"] > 30, talking
     assert r["steps"]["ended"]["bob"]["calls"] == [], r["steps"]["ended"]
     assert r["server_traceback"] is False, r["server_log_tail"]
+
+
+def test_dev_cert_certifies_exactly_the_names_given(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from callbridge.cli import main
+
+    out = tmp_path / "tls"
+    assert main(["dev-cert", "192.168.1.20", "mybox.local", "--out-dir", str(out)]) == 0
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in names] == [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "192.168.1.20",
+        "mybox.local",
+    ]
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert (out / "key.pem").stat().st_mode & 0o777 == 0o600
+    # Existing files stay unless --force; a name that is not a host name is refused.
+    assert main(["dev-cert", "--out-dir", str(out)]) == 2
+    assert main(["dev-cert", "--out-dir", str(out), "--force"]) == 0
+    assert main(["dev-cert", "bad_name!", "--out-dir", str(tmp_path / "other")]) == 2
+    assert not (tmp_path / "other").exists()

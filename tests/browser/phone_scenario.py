@@ -46,9 +46,9 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scenario import CHROMIUM, CHROMIUM_ARGS, loopback_only
-
+# tests/ on the path, as mypy sees it (mypy_path): scenario.py's Chromium flags and checks.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from browser.scenario import CHROMIUM, CHROMIUM_ARGS, loopback_only
 from callbridge.client import SAMPLE_RATE, BufferSink, Call, Phone, ToneSource
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user
@@ -233,7 +233,7 @@ class PhoneScenario:
                         executable_path=CHROMIUM, headless=True, args=args, timeout=20_000
                     )
 
-                browsers = await asyncio.gather(launch("alice"), launch("bob"))
+                browsers = list(await asyncio.gather(launch("alice"), launch("bob")))
                 try:
                     r["browser_version"] = browsers[0].version
                     await self.call_flow(browsers, users, carol, sink, answered)
