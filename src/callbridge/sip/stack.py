@@ -207,7 +207,12 @@ class SipStack:
         try:
             message = wire.parse(data)
         except wire.ParseError as exc:
-            self._bad_message(data, flow, exc.reason)
+            if isinstance(exc.answer, Response):  # 400/413/505/513 addressed by the parser
+                log.info("SIP %s from %s:%d: %s", flow.transport, *flow.remote, exc.reason)
+                self._apply_rport(exc.answer, flow)
+                self.send_response(exc.answer, flow)
+            elif exc.answer is None and not data.startswith(b"SIP/"):
+                self._bad_message(data, flow, exc.reason)
             return
         if isinstance(message, Response):
             self._receive_response(message, flow)

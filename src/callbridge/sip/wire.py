@@ -56,6 +56,8 @@ class ParseError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.status = 400
+        self.answer: Request | Response | None = None  # the full parser's error response
 
 
 def canonical(name: str) -> str:
@@ -217,8 +219,35 @@ class Response(Message):
         return f"<Response {self.status} {self.reason} ({self.cseq_method})>"
 
 
-def parse(data: bytes) -> Request | Response:
-    """One message (a datagram, or one framed off a stream)."""
+def parse(data: bytes, *, stream: bool = False) -> Request | Response:
+    """One message (a datagram, or one framed off a stream), checked by the full parser
+    (``parser.py``: RFC 4475 refusals, limits); its error's reason is the 400's phrase."""
+    from callbridge.sip import message, parser
+    from callbridge.sip.headers import LIST_HEADERS
+    from callbridge.sip.syntax import SipParseError, split_commas
+
+    try:
+        full = parser.parse(data, stream=stream)
+    except SipParseError as exc:
+        error = ParseError(exc.reason)
+        error.status = exc.status
+        answer = parser.error_response(exc)
+        if answer is not None:  # its fields as they came (the bad one echoed, §8.2.6.2)
+            error.answer = Response(answer.status, answer.reason, list(answer.headers))
+        raise error from None
+    headers: list[tuple[str, str]] = []
+    for name, value in full.headers:
+        if name.lower() in LIST_HEADERS:
+            headers += [(name, v) for v in split_commas(value, name)]
+        else:
+            headers.append((name, value))
+    if isinstance(full, message.Response):
+        return Response(full.status, full.reason, headers, full.body)
+    return Request(full.method, str(full.uri), headers, full.body)
+
+
+def _parse_lenient(data: bytes) -> Request | Response:
+    """The stop-gap reader (kept for answers built from a refused message)."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = data.partition(b"\n\n")
