@@ -116,3 +116,70 @@ def test_browser_calls_browser_with_audio_and_hold(calls: dict[str, Any]) -> Non
     assert hears(r["carol_hears"], 440), r["carol_hears"]  # alice's tone
     assert r["carol_held"] == "remote" and r["carol_resumed"] is True, r
     assert r["alice_end"] == "hangup", r
+
+
+@pytest.fixture(scope="module")
+def more() -> dict[str, Any]:
+    return run_group("more")
+
+
+@pytest.mark.timeout(GROUP_LIMIT["more"] + 30)
+def test_seed_001_blind_transfer(more: dict[str, Any]) -> None:
+    r = flow(more, "blind_transfer")
+    assert r["alice_end"] == "transferred", r
+    assert r["bob_hears"]["carol"] > HEARD and r["bob_hears"]["alice"] < SILENT, r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["more"] + 30)
+def test_seed_001_attended_transfer(more: dict[str, Any]) -> None:
+    r = flow(more, "attended_transfer")
+    assert r["consult"] == {"held": "held", "ends": ["transferred", "transferred"]}, r
+    assert r["bob_held"] == ["remote"], r
+    assert r["bob_hears"]["carol"] > HEARD and r["bob_hears"]["alice"] < SILENT, r
+    assert r["carol_hears"]["bob"] > HEARD and r["carol_hears"]["alice"] < SILENT, r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["more"] + 30)
+def test_seed_001_call_waiting_and_swap(more: dict[str, Any]) -> None:
+    r = flow(more, "waiting_and_swap")
+    waiting = r["swap1"]["waiting"]
+    assert [w["active"] for w in waiting] == [1, 2], waiting  # the second is call waiting
+    assert r["swap1"]["states"] == ["held", "active"] and r["swap2"] == ["active", "held"], r
+    # On hold a party hears hold music, never alice (440 Hz is not in the arpeggio).
+    assert r["carol_hears_1"]["alice"] > HEARD and r["bob_hears_1"]["alice"] < SILENT, r
+    assert r["bob_hears_2"]["alice"] > HEARD and r["carol_hears_2"]["alice"] < SILENT, r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["more"] + 30)
+def test_reconnect_after_the_socket_drops(more: dict[str, Any]) -> None:
+    r = flow(more, "reconnect")
+    assert r["drop"] == {"state": "ready", "call": "active"}, r
+    assert r["held_after_resume"] == "remote", r  # the resumed session gets new messages
+    assert r["restart"] == "connected", r
+    assert r["bob_hears"]["alice"] > HEARD, r
+    assert hears(r["alice_hears"], 1000), r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["more"] + 30)
+def test_seed_002_conference_with_invitation(more: dict[str, Any]) -> None:
+    r = flow(more, "conference")
+    assert r["start"] == {"name": "standup", "state": "connected", "participants": ["203"]}, r
+    assert r["invite"]["from"] == "+14155550201" and r["invite"]["name"] == "standup", r
+    assert hears(r["alice_hears"], 660) and hears(r["carol_hears"], 440), r
+    assert r["remove"] == [] and r["carol_end"] == "removed" and r["end"] == "ended", r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["more"] + 30)
+def test_seed_000_conference_group_example(more: dict[str, Any]) -> None:
+    r = flow(more, "call_group")
+    call1, call2, call3 = r["ids"]
+    assert r["step1"] == {"conference": [call1, call2], "tel": [], "state": "connected"}, r
+    assert r["step2"] == {"conference": [call1, call2], "tel": [call3]}, r
+    assert r["step3"] == {"conference": [call1, call2, call3], "tel": []}, r
+    assert r["heldState"] == "held" and r["resumedState"] == "connected", r
+    assert r["step4"] == {"conference": [call1, call3], "tel": [call2]}, r
+    assert r["step5"] == {"conference": [], "tel": [call2], "state": ""}, r
+    assert r["seen"][:3] == ["callschanged", "statechange:connected", "connected"], r
+    for event in ("holding", "held", "resuming"):
+        assert event in r["seen"], r
+    assert r["ends"] == {"bob": ["hangup"], "dave": ["hangup"], "erin": ["hangup"]}, r
