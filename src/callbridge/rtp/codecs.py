@@ -182,8 +182,11 @@ class FrameDecoder:
 
 class _Decimator:
     """48 kHz -> 8 kHz (or 16 kHz for G.722), one 20 ms frame at a time: a windowed-sinc
-    low-pass (0.45 of the output rate: 3.6 kHz, 7.2 kHz) and every 6th (3rd) sample. Its only state is the filter's input history, which can be copied (see
-    :meth:`FrameEncoder.copy_state_from`); output is aligned with input (no frame of delay)."""
+    low-pass (0.45 of the output rate: 3.6 kHz, 7.2 kHz) and every 6th (3rd) sample. Its only
+    state is the filter's input history, which can be copied (see
+    :meth:`FrameEncoder.copy_state_from`); output is aligned with input (no frame of delay).
+    (G.722's ADPCM encoder has state that is not copied: a member of a mixer that starts
+    talking may hear a short glitch.)"""
 
     _TAPS = 97
 
