@@ -19,3 +19,5 @@ export { CallbridgeError, ClientCode } from "./src/errors.js";
 export { Emitter } from "./src/emitter.js";
 export { cleanPhoneNumber, formatNumber, getCallerInfo, toE164 } from "./src/numbers.js";
 export { VERSION } from "./src/version.js";
+export { CallGroup, Conference } from "./src/conference.js";
+export { LevelMeter, listDevices, preCallTest } from "./src/devices.js";

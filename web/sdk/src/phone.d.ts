@@ -124,6 +124,27 @@ export class Phone extends ConferencePhone {
     /** Seed 002 `getMediaType()`: the current call's, null without one. */
     getMediaType(): import("./call.js").MediaType;
     isCallInProgress(): boolean;
+    /** Microphones, speakers and cameras (labels need a granted getUserMedia first). */
+    listDevices(): Promise<{
+        microphones: MediaDeviceInfo[];
+        speakers: MediaDeviceInfo[];
+        cameras: MediaDeviceInfo[];
+    }>;
+    /**
+     * Use this microphone for new calls, and switch the live calls to it.
+     * @param {string|MediaStream} device a deviceId, or a stream to send instead
+     */
+    setMicrophone(device: string | MediaStream): Promise<void>;
+    /** Play calls on this speaker (setSinkId), live calls included. @param {string} deviceId */
+    setSpeaker(deviceId: string): Promise<void>;
+    /**
+     * Check the microphone and the media path to the server (see devices.js).
+     * @param {{durationMs?: number, localStream?: MediaStream}} [options]
+     */
+    preCallTest(options?: {
+        durationMs?: number;
+        localStream?: MediaStream;
+    }): Promise<import("./devices.js").PreCallResult>;
 }
 export type Call = import("./call.js").Call;
 export type Seed002DialOptions = {

@@ -15,6 +15,7 @@ import { CallbridgeError, ClientCode } from "./errors.js";
 import { ConferencePhone } from "./conferencephone.js";
 import { cleanPhoneNumber, formatNumber, getCallerInfo } from "./numbers.js";
 import { VERSION } from "./version.js";
+import { listDevices, preCallTest } from "./devices.js";
 
 /** @typedef {import("./call.js").Call} Call */
 
@@ -299,4 +300,42 @@ export class Phone extends ConferencePhone {
   }
 
   isCallInProgress() { return this.activeCalls.length > 0; }
+
+  // -- devices --------------------------------------------------------------------------------
+
+  /** Microphones, speakers and cameras (labels need a granted getUserMedia first). */
+  listDevices() { return listDevices(); }
+
+  /**
+   * Use this microphone for new calls, and switch the live calls to it.
+   * @param {string|MediaStream} device a deviceId, or a stream to send instead
+   */
+  async setMicrophone(device) {
+    if (typeof device === "string") {
+      this.audioInput = device;
+      this._inputStream = null;
+    } else this._inputStream = device;
+    for (const call of this.activeCalls) {
+      if (!call.media) continue;
+      const stream = typeof device === "string"
+        ? await navigator.mediaDevices.getUserMedia({ audio: { deviceId: { exact: device } } })
+        : device.clone();
+      /** @type {any} */ (stream)._callbridgeOwned = true;
+      await call.media.replaceAudio(stream);
+    }
+  }
+
+  /** Play calls on this speaker (setSinkId), live calls included. @param {string} deviceId */
+  async setSpeaker(deviceId) {
+    this.audioOutput = deviceId;
+    for (const call of this.activeCalls) await call.media?.setSpeaker(deviceId);
+  }
+
+  /**
+   * Check the microphone and the media path to the server (see devices.js).
+   * @param {{durationMs?: number, localStream?: MediaStream}} [options]
+   */
+  preCallTest(options = {}) {
+    return preCallTest(this, { localStream: this._inputStream ?? undefined, ...options });
+  }
 }
