@@ -50,6 +50,7 @@ __all__ = [
     "NonceState",
     "ReplayGuard",
     "Verdict",
+    "algorithm_order",
     "challenges",
     "ha1",
     "parse_credentials",
@@ -258,13 +259,30 @@ class ReplayGuard:
         return True
 
 
-def challenges(realm: str, nonce: str, *, stale: bool = False) -> list[str]:
-    """``WWW-Authenticate`` values, one per algorithm, SHA-256 first (RFC 8760 §2.4)."""
+def challenges(
+    realm: str, nonce: str, *, stale: bool = False, order: tuple[Algorithm, ...] = ALGORITHMS
+) -> list[str]:
+    """``WWW-Authenticate`` values, one per algorithm, SHA-256 first (RFC 8760 §2.4) unless
+    ``order`` says otherwise (see :func:`algorithm_order`)."""
     tail = ", stale=true" if stale else ""
     return [
         f'Digest realm="{_quote(realm)}", nonce="{nonce}", algorithm={algorithm}, qop="auth"{tail}'
-        for algorithm in ALGORITHMS
+        for algorithm in order
     ]
+
+
+# User agents that read only the first challenge and give up when its algorithm is not MD5,
+# instead of taking the topmost one they support (RFC 8760 §2.4). Measured: baresip 1.0
+# (libre) answers a SHA-256-first challenge with "Register: Function not implemented".
+_FIRST_CHALLENGE_ONLY = ("baresip v0.", "baresip v1.")
+
+
+def algorithm_order(user_agent: str | None) -> tuple[Algorithm, ...]:
+    """The order to offer algorithms in to ``user_agent``: SHA-256 first, except to the
+    known agents that stop at a first challenge they cannot answer (they get MD5 first)."""
+    if user_agent is not None and user_agent.startswith(_FIRST_CHALLENGE_ONLY):
+        return ("MD5", "SHA-256")
+    return ALGORITHMS
 
 
 def _quote(text: str) -> str:

@@ -44,6 +44,7 @@ from callbridge.sip.digest import (
     NonceMint,
     ReplayGuard,
     Verdict,
+    algorithm_order,
     challenges,
     parse_credentials,
     verify,
@@ -247,7 +248,9 @@ class Registrar:
     def _challenge(self, request: wire.Request, proxy: bool, *, stale: bool) -> wire.Response:
         status, header = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
         response = _reply(request, status, "Proxy Authentication Required" if proxy else None)
-        for value in challenges(self.domain, self.mint.make(self.domain), stale=stale):
+        order = algorithm_order(request.get("User-Agent"))
+        nonce = self.mint.make(self.domain)
+        for value in challenges(self.domain, nonce, stale=stale, order=order):
             response.add(header, value)
         return response
 
