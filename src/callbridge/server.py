@@ -29,6 +29,7 @@ from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
+from callbridge.sip.calls import attach_sip
 from callbridge.sip.stack import start_sip
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
@@ -92,9 +93,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             sessions=sessions, controller=controller, appcalls=appcalls, events=events, store=store
         )
         app.state.sip = await start_sip(config, drain)  # None when --sip-port 0 (docs/sip.md)
+        registrar = await attach_sip(app.state.sip, store, controller, app.state.abuse_guard)
         try:
             yield
         finally:
+            if registrar is not None:
+                await registrar.stop()
             if app.state.sip is not None:
                 await app.state.sip.stop()
             await drain.cancel()  # stopped during a drain (a second Ctrl-C): end what is left

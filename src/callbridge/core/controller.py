@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,10 +58,14 @@ from callbridge.media.interface import Candidate, EndpointInfo, MediaServer
 from callbridge.statemachine import StateChanged, StateObserver
 from callbridge.vocabulary import EndReason
 
-__all__ = ["CallController", "CallRouter", "CdrWriter", "Directory", "LegTable"]
+__all__ = ["CallController", "CallRouter", "CdrWriter", "DeviceFinder", "Directory", "LegTable"]
 
 log = logging.getLogger(__name__)
 _RECENTLY_ENDED = 1000  # ended call ids remembered for precise errors
+
+
+DeviceFinder = Callable[[str], Awaitable[list[Device]]]
+"""``finder(user_name)``: more devices of the user to ring (e.g. its SIP contacts)."""
 
 
 class Directory(Protocol):
@@ -142,6 +146,9 @@ class CallController:
         # Application calls (core.appcalls) hook in here: a router for destinations that an
         # application owns.
         self.router: CallRouter | None = None
+        # Devices kept outside this registry (SIP bindings live in the store): each finder
+        # returns the user's devices to ring on a call (``ringable_devices``).
+        self.device_finders: list[DeviceFinder] = []
         media.subscribe(self.leg_media.on_media_event)
 
     # devices --------------------------------------------------------------------------------
@@ -168,6 +175,17 @@ class CallController:
     def reachable_devices(self, user_name: str, but: Device | None = None) -> list[Device]:
         """The user's devices that can ring now (``but`` left out)."""
         return [d for d in self.devices.get(user_name, {}).values() if d is not but and d.reachable]
+
+    async def ringable_devices(self, user_name: str, but: Device | None = None) -> list[Device]:
+        """What a call to the user rings: its reachable devices here (``/ws`` sessions) and
+        those the finders know (SIP contacts of the user's registrations)."""
+        devices = self.reachable_devices(user_name, but)
+        for finder in self.device_finders:
+            try:
+                devices += [d for d in await finder(user_name) if d is not but and d.reachable]
+            except Exception:  # a finder's store away: ring what can be rung
+                log.exception("finding the devices of %s failed", user_name)
+        return devices
 
     # lookups --------------------------------------------------------------------------------
     def leg_of(self, device: Device, call_id: str) -> Leg:
@@ -319,7 +337,10 @@ class CallController:
         candidates. None when the media plane failed or the group closed meanwhile."""
         leg = Leg(device=device, direction="incoming", call=call)
         try:
-            offer = await self.media.offer(leg.id, prefer, video=alert.video)
+            if getattr(device, "plain_rtp", False):  # a SIP phone: RTP/AVP, no ICE
+                offer = await self.media.offer_rtp(leg.id, prefer)
+            else:
+                offer = await self.media.offer(leg.id, prefer, video=alert.video)
             info = await self.media.endpoint_info(leg.id)
         except MediaError:
             log.exception("could not create media for %s", device.id)

@@ -16,9 +16,11 @@ from callbridge.media.interface import (
     DtmfReceived,
     EndpointStateChanged,
     FloorChanged,
+    MediaDirectionChanged,
     MediaEvent,
     PlaybackStateChanged,
     RecordingSaved,
+    RtpTimeout,
 )
 from callbridge.vocabulary import EndReason
 
@@ -49,6 +51,15 @@ class LegMedia:
             c.bus.publish(LegDtmf(leg=leg.facts(), digit=event.digit))
             if leg.peer is not None:
                 leg.peer.device.deliver(CallDtmf(call_id=leg.peer.id, digit=event.digit))
+        elif isinstance(event, RtpTimeout):  # a dead plain RTP leg (a SIP phone gone silent)
+            call = leg.call
+            if call is not None and not call.ended:
+                log.warning("no RTP from %s for %.0f s; ending its call", leg.id, event.seconds)
+                c.scheduler.spawn(
+                    c.end_call(call, EndReason.FAILED, EndReason.FAILED), f"RTP timeout {leg.id}"
+                )
+        elif isinstance(event, MediaDirectionChanged):  # a SIP phone's hold / resume
+            c.scheduler.spawn(self._device_hold(leg, event.held), f"hold of {leg.id}")
         elif isinstance(event, EndpointStateChanged) and event.state == "failed":
             # The device may restart its media (call.restart_media) in the meantime.
             generation = leg.media_generation
@@ -58,6 +69,20 @@ class LegMedia:
                 lambda: self._media_failed(leg, generation),
                 f"media failure of {leg.id}",
             )
+
+    async def _device_hold(self, leg: Leg, held: bool) -> None:
+        """A plain RTP device put its call on hold by its SDP (RFC 3264 §8.4), or resumed:
+        the core's hold by that leg (its far party hears hold music, ``call.held {by:
+        remote}``). Nothing when the call's hold state already says so."""
+        call = leg.call
+        if not leg.answered or leg.peer is None or call is None:
+            return
+        if held == (call.held_by is leg):
+            return
+        try:
+            await self.calls.incall._hold(leg.device, leg.id, held, None)
+        except Exception as exc:  # held by the far party, ended meanwhile: nothing to do
+            log.info("hold %s of %s by SDP not applied: %s", held, leg.id, exc)
 
     async def _media_failed(self, leg: Leg, generation: int) -> None:
         call = leg.call

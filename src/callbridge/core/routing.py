@@ -69,7 +69,10 @@ class Routing:
         presented = await self.caller_ids.for_device(device, caller_id)  # refused: no call
         leg = Leg(device=device, direction="outgoing")
         # MediaError -> `error`, no call exists
-        answer = await c.media.answer(leg.id, sdp, video=media_type != "audio")
+        if getattr(device, "plain_rtp", False):  # a SIP phone's RTP/AVP offer (no ICE)
+            answer = await c.media.answer_rtp(leg.id, sdp)
+        else:
+            answer = await c.media.answer(leg.id, sdp, video=media_type != "audio")
         try:
             info = await c.media.endpoint_info(leg.id)
             if media_type == "video" and not info.video:
@@ -113,7 +116,7 @@ class Routing:
             await self._fail(call, f"no user has the extension, number or name {destination!r}")
             return
         call.callee_name = target.name
-        devices = c.reachable_devices(target.name, but=origin.device)
+        devices = await c.ringable_devices(target.name, but=origin.device)
         if not devices:
             await self._fail(call, f"{destination!r} ({target.name}) has no device logged in")
             return

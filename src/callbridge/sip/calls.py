@@ -1,0 +1,446 @@
+"""Calls with SIP phones: the B2BUA adapter between SIP dialogs and the core's legs.
+
+callbridge is a back-to-back user agent (never a proxy): each SIP phone's call is one core leg
+on a plain RTP endpoint, bridged to whatever the core connects it to (a ``/ws`` softphone,
+another SIP phone, a conference). This module maps both ways:
+
+A phone calls (UAS side, an INVITE the stack routes here)::
+
+    INVITE ─► 407 challenge unless digest credentials of a user are good (registrar,
+              RFC 3261 §22.3; no unauthenticated INVITE is ever routed)
+           ─► core ``create_call`` as that user (its account), media ``answer_rtp``
+    core CallRinging  ─► 183 Session Progress + the answer SDP: the server's ringback is
+                         early media (RFC 3960 gateway model)
+    core CallAnswered ─► 200 OK + SDP, sent until ACK (dialog layer, §13.3.1.4)
+    core CallEnded    ─► before the answer: 486 busy / 603 rejected / 480 no-answer /
+                         404 (no such user) / 500; after it: BYE
+    CANCEL (stack: 487) ─► core hangup: the rung devices end ``canceled``
+    BYE from the phone  ─► core hangup
+
+A user is called (UAC side): each live registration of the user is a :class:`SipDevice`
+rung with the user's ``/ws`` sessions in one ring group (``CallController.device_finders``)::
+
+    core CallIncoming ─► INVITE + ``offer_rtp`` SDP to the binding's connection or source
+                         address (RFC 5626 / RFC 3581: the way its REGISTER came)
+    2xx               ─► core ``answer`` (first answer wins; a late 2xx is ACKed and BYEd)
+    486/600 ─► busy, 603 ─► rejected, 480/408 ─► no-answer, others ─► rejected
+    core CallEnded while ringing ─► CANCEL (after a provisional, §9.1) with
+        ``Reason: SIP;cause=200;text="Call completed elsewhere"`` for the losers (RFC 3326);
+        the ring timeout is the ring group's, so Timer B never ends a ringing call
+    core CallEnded after the answer ─► BYE
+
+In a dialog: a re-INVITE is applied with ``renegotiate_rtp`` (its hold — ``sendonly``,
+``inactive``, ``c=0.0.0.0`` — reaches the core as MediaDirectionChanged: the far party hears
+hold music and gets ``call.held {by: "remote"}``); INFO with ``application/dtmf-relay`` or
+``application/dtmf`` is a DTMF digit for the far party; DTMF from the far party reaches the
+phone as RFC 4733 events (or in-band tones) through ``send_dtmf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from callbridge.core.devices import Device
+from callbridge.core.events import (
+    CallAnswered,
+    CallDtmf,
+    CallEnded,
+    CallIncoming,
+    CallRinging,
+    CommandFailed,
+    DeviceEvent,
+    SdpAnswer,
+)
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.media.interface import DtmfReceived
+from callbridge.sip.device import SipDevice
+from callbridge.sip.headers import NameAddr
+from callbridge.sip.message import Headers, Request, Response
+from callbridge.sip.registrar import Registrar, Source
+from callbridge.sip.syntax import SipParseError
+from callbridge.sip.uri import parse_uri
+from callbridge.store.sip import Binding, SipCredentials
+from callbridge.vocabulary import EndReason
+
+if TYPE_CHECKING:
+    from callbridge.abuse import SourceGuard
+    from callbridge.core.controller import CallController
+    from callbridge.sip.dialog import Dialog
+    from callbridge.sip.stack import Incoming, SipStack, Target
+    from callbridge.sip.transport import Flow
+    from callbridge.store import Store
+
+__all__ = ["COMPLETED_ELSEWHERE", "SipCalls", "attach_sip", "final_status", "reason_of_status"]
+
+log = logging.getLogger(__name__)
+
+COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'  # RFC 3326 §2
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+
+# What a phone that called hears when its call ends before an answer (the seed's reasons).
+_FINAL: dict[EndReason, tuple[int, str]] = {
+    EndReason.BUSY: (486, "Busy Here"),
+    EndReason.REJECTED: (603, "Decline"),
+    EndReason.NO_ANSWER: (480, "Temporarily Unavailable (no answer)"),
+    EndReason.CANCELED: (487, "Request Terminated"),
+}
+
+
+def final_status(reason: EndReason) -> tuple[int, str]:
+    """The final response for a caller's call that ended unanswered with ``reason``."""
+    return _FINAL.get(reason, (500, f"Server Internal Error (call {reason})"))
+
+
+def reason_of_status(status: int) -> EndReason:
+    """What a rung phone's final non-2xx response means for its leg."""
+    if status in (486, 600):
+        return EndReason.BUSY
+    if status in (408, 480):
+        return EndReason.NO_ANSWER
+    return EndReason.REJECTED  # 603 and anything else a phone refuses with
+
+
+@dataclass(eq=False)
+class SipLeg:
+    """The SIP side of one core leg (``call_id``)."""
+
+    device: SipDevice
+    call_id: str
+    incoming: Incoming | None = None  # UAS: the INVITE we answer
+    invite: Request | None = None  # UAC: our INVITE
+    flow: Flow | None = None
+    dialog: Dialog | None = None
+    answer_sdp: str = ""
+    failure: tuple[int, str] | None = None  # a CommandFailed's final response (UAS)
+    provisional: asyncio.Event = field(default_factory=asyncio.Event)  # UAC: a 1xx came
+    cancel_reason: str | None = None  # UAC: CANCEL wanted (sent after the first 1xx)
+    ended: bool = False
+    early_sent: bool = False
+
+
+class SipCalls:
+    """The call adapter of one SIP stack (attach with :meth:`attach`)."""
+
+    def __init__(self, stack: SipStack, registrar: Registrar, controller: CallController) -> None:
+        self.stack = stack
+        self.registrar = registrar
+        self.controller = controller
+        self.legs: dict[str, SipLeg] = {}  # core leg id -> its SIP side
+        self._callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
+
+    def attach(self) -> None:
+        """Take INVITEs from the stack and ring users' SIP contacts on their calls."""
+        self.stack.on("INVITE", self._on_invite)
+        self.controller.device_finders.append(self.devices_of)
+
+    async def devices_of(self, user_name: str) -> list[Device]:
+        """A device for each live registration of the user (what a call to it rings)."""
+        bindings = await self.registrar.contacts_of(user_name)
+        return [SipDevice(self, binding=b) for b in bindings]
+
+    # a phone calls ---------------------------------------------------------------------------
+    async def _on_invite(self, incoming: Incoming) -> None:
+        request = incoming.request
+        flow = incoming.flow
+        source = Source(flow.transport.upper(), flow.remote[0], flow.remote[1])
+        verdict = await self.registrar.authenticate(request, source, proxy=True)
+        if not isinstance(verdict, SipCredentials):
+            incoming.respond(verdict)
+            return
+        if "sdp" not in (request.content_type or "") or not request.body.strip():
+            incoming.respond(488, "Not Acceptable Here (an INVITE needs an SDP offer)")
+            return
+        destination = request.uri.user or ""
+        if not destination:
+            incoming.respond(404, "Not Found (the Request-URI names no user)")
+            return
+        device = SipDevice(self, user=verdict.user)
+        self._callers[id(device)] = incoming
+        try:
+            await self.controller.routing.create_call(
+                device, destination, request.body.decode(errors="replace"), None, None, "audio"
+            )
+        except (ProtocolError, MediaError) as exc:
+            if not incoming.tx.answered:
+                incoming.respond(*_refusal(exc))
+            return
+        finally:
+            self._callers.pop(id(device), None)
+        leg = next((x for x in self.legs.values() if x.device is device), None)
+        if leg is not None and not leg.ended:
+            self.stack.spawn(self._watch_cancel(leg, incoming), "CANCEL watch")
+
+    async def _watch_cancel(self, leg: SipLeg, incoming: Incoming) -> None:
+        """CANCEL of the phone's INVITE (the stack answered 487): the caller hung up."""
+        cancelled = asyncio.ensure_future(incoming.cancelled.wait())
+        try:
+            while not leg.ended and not incoming.tx.answered and not cancelled.done():
+                await asyncio.wait({cancelled}, timeout=0.5)
+        finally:
+            cancelled.cancel()
+        if incoming.cancelled.is_set() and not leg.ended and leg.dialog is None:
+            await self._hangup(leg)
+
+    async def _hangup(self, leg: SipLeg) -> None:
+        with contextlib.suppress(ProtocolError):
+            await self.controller.hangup(leg.device, leg.call_id, None)
+
+    # the core's events -----------------------------------------------------------------------
+    def deliver(self, device: SipDevice, event: DeviceEvent) -> None:
+        """One fact for one SIP device; never blocks (work goes to the stack's tasks)."""
+        call_id = getattr(event, "call_id", None)
+        if not isinstance(call_id, str):
+            return
+        leg = self.legs.get(call_id)
+        if leg is None:
+            if isinstance(event, CallIncoming):
+                leg = self.legs[call_id] = SipLeg(device, call_id)
+                self.stack.spawn(self._ring(leg, event), f"INVITE to {device.id}")
+                return
+            incoming = self._callers.get(id(device))
+            if incoming is None:
+                return
+            leg = self.legs[call_id] = SipLeg(device, call_id, incoming=incoming)
+        if isinstance(event, SdpAnswer):
+            leg.answer_sdp = event.sdp
+        elif isinstance(event, CallRinging):
+            self._early(leg)
+        elif isinstance(event, CallAnswered):
+            self._answered(leg)
+        elif isinstance(event, CommandFailed):
+            leg.failure = _refusal(event.error)
+        elif isinstance(event, CallEnded):
+            self._ended(leg, event.reason)
+        elif isinstance(event, CallDtmf):
+            self.stack.spawn(self._send_dtmf(leg, event.digit), "DTMF to a phone")
+
+    def _early(self, leg: SipLeg) -> None:
+        """Ringback as early media: 183 with the answer SDP (the caller hears it at once)."""
+        incoming = leg.incoming
+        if incoming is None or incoming.tx.answered or leg.early_sent:
+            return
+        leg.early_sent = True
+        response = incoming.response(183, "Session Progress")
+        _sdp_body(response, leg.answer_sdp)
+        self.stack.dialogs.early(incoming, response)
+
+    def _answered(self, leg: SipLeg) -> None:
+        incoming = leg.incoming
+        if incoming is None or incoming.tx.answered:
+            return  # UAC legs: the 2xx was ACKed when it came
+        response = incoming.response(200, "OK")
+        _sdp_body(response, leg.answer_sdp)
+        response.headers.set("Allow", ALLOW)
+        leg.dialog = self.stack.dialogs.accept(incoming, response)
+        self._serve_dialog(leg, leg.dialog)
+
+    def _ended(self, leg: SipLeg, reason: EndReason) -> None:
+        if leg.ended:
+            return
+        leg.ended = True
+        self.legs.pop(leg.call_id, None)
+        incoming = leg.incoming
+        if leg.dialog is not None:
+            dialog = leg.dialog
+            if dialog.state.value != "terminated":
+                self.stack.spawn(_quiet(dialog.bye()), "BYE")
+        elif incoming is not None:
+            if not incoming.tx.answered:
+                status, phrase = leg.failure or final_status(reason)
+                incoming.respond(status, phrase)
+        elif leg.invite is not None:
+            text = COMPLETED_ELSEWHERE if reason is EndReason.ANSWERED_ELSEWHERE else None
+            leg.cancel_reason = text or f'SIP;cause=487;text="{reason}"'
+            if leg.provisional.is_set():
+                self._cancel(leg)
+
+    def _cancel(self, leg: SipLeg) -> None:
+        if leg.invite is not None and leg.flow is not None and leg.cancel_reason is not None:
+            self.stack.cancel(leg.invite, leg.flow, leg.cancel_reason)
+            leg.cancel_reason = None
+
+    # ringing a contact -----------------------------------------------------------------------
+    async def _ring(self, leg: SipLeg, alert: CallIncoming) -> None:
+        binding = leg.device.binding
+        assert binding is not None
+        domain = self.stack.domain
+        target = self._target(binding)
+        flow = await self.stack.resolve(target)
+        name = alert.from_name.replace('"', "")
+        headers = Headers(
+            [
+                ("From", f'"{name}" <sip:{alert.from_}@{domain}>;tag={secrets.token_hex(6)}'),
+                ("To", f"<sip:{binding.user_name}@{domain}>"),
+                ("Call-ID", f"{secrets.token_hex(12)}@{domain}"),
+                ("CSeq", "1 INVITE"),
+                ("Contact", self.stack.contact(flow.transport)),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ]
+        )
+        invite = Request("INVITE", _contact_uri(binding.contact), headers, alert.sdp.encode())
+        leg.invite, leg.flow = invite, flow
+
+        def provisional(response: Response) -> None:
+            if response.status > 100 and not leg.provisional.is_set():
+                leg.provisional.set()
+                if leg.cancel_reason is not None:
+                    self._cancel(leg)  # ended before the phone said anything (§9.1)
+
+        try:
+            final, dialog = await self.stack.dialogs.invite(
+                invite, flow, on_provisional=provisional
+            )
+        except OSError as exc:
+            log.info("SIP: could not reach %s: %s", binding.contact, exc)
+            final, dialog = None, None
+        if final is not None and 200 <= final.status < 300 and dialog is not None:
+            if leg.ended:  # canceled or answered elsewhere meanwhile: §15, end it
+                await _quiet(dialog.bye([("Reason", COMPLETED_ELSEWHERE)]))
+                return
+            leg.dialog = dialog
+            self._serve_dialog(leg, dialog)
+            try:
+                await self.controller.answer(
+                    leg.device, leg.call_id, final.body.decode(errors="replace"), None
+                )
+            except ProtocolError as exc:  # the race was lost (answered elsewhere, ended)
+                log.info("SIP: late answer of %s: %s", leg.call_id, exc.message)
+                if not leg.ended:
+                    leg.ended = True
+                    self.legs.pop(leg.call_id, None)
+                    await _quiet(dialog.bye())
+            return
+        if leg.ended:
+            return
+        status = final.status if final is not None else 503
+        core_leg = self.controller.legs.get(leg.call_id)
+        if core_leg is not None and core_leg.ring_owner is not None:
+            await core_leg.ring_owner.decline(core_leg, reason_of_status(status), None)
+
+    def _target(self, binding: Binding) -> Flow | Target:
+        """The way to the contact: its registration's open connection, else (UDP) the source
+        address the REGISTER came from (the NAT's mapping), else the contact URI."""
+        from callbridge.sip.stack import Target
+
+        if binding.connection_id:
+            transport, _, address = binding.connection_id.partition(" ")
+            host, _, port = address.rpartition(":")
+            flow = self.stack.flow_for(transport, (host.strip("[]"), int(port)))
+            if flow is not None and not flow.closed:
+                return flow
+        if binding.transport.upper() == "UDP":
+            return Target("UDP", binding.source_host, binding.source_port)
+        return self.stack.dialogs.target_of(str(_contact_uri(binding.contact)), "UDP")
+
+    # in a dialog -----------------------------------------------------------------------------
+    def _serve_dialog(self, leg: SipLeg, dialog: Dialog) -> None:
+        async def on_request(incoming: Incoming) -> None:
+            await self._in_dialog(leg, dialog, incoming)
+
+        def on_terminated(why: str) -> None:
+            if not leg.ended and why == "BYE received":
+                leg.ended = True
+                self.legs.pop(leg.call_id, None)
+                self.stack.spawn(self._hangup(leg), "BYE from a phone")
+
+        dialog.on_request = on_request
+        dialog.on_terminated = on_terminated
+
+    async def _in_dialog(self, leg: SipLeg, dialog: Dialog, incoming: Incoming) -> None:
+        request = incoming.request
+        if request.method == "INVITE":
+            try:
+                sdp = await self.controller.media.renegotiate_rtp(
+                    leg.call_id, request.body.decode(errors="replace")
+                )
+            except MediaError as exc:
+                incoming.respond(488, f"Not Acceptable Here ({exc})"[:120])
+                return
+            response = incoming.response(200, "OK")
+            _sdp_body(response, sdp)
+            response.headers.set("Contact", self.stack.contact(incoming.flow.transport))
+            dialog.send_2xx(incoming, response)
+        elif request.method == "INFO":
+            digit = dtmf_of_info(request.content_type or "", request.body.decode(errors="replace"))
+            if digit is None:
+                incoming.respond(415, "Unsupported Media Type (INFO: dtmf-relay or dtmf only)")
+                return
+            incoming.respond(200, "OK")
+            self.controller.leg_media.on_media_event(DtmfReceived(leg.call_id, digit))
+        else:
+            incoming.respond(501, f"Not Implemented ({request.method} in a call)")
+
+    async def _send_dtmf(self, leg: SipLeg, digit: str) -> None:
+        """The far party's digit: RFC 4733 events when the phone's leg negotiated
+        telephone-event, else in-band tones (the media plane chooses)."""
+        with contextlib.suppress(MediaError):
+            await self.controller.media.send_dtmf(leg.call_id, digit)
+
+
+_DTMF = re.compile(r"^\s*Signal\s*=\s*([0-9A-D*#])\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def dtmf_of_info(content_type: str, body: str) -> str | None:
+    """The digit of an INFO: ``application/dtmf-relay`` (``Signal=5``) or ``application/dtmf``
+    (the bare digit)."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/dtmf-relay":
+        match = _DTMF.search(body)
+        return match.group(1).upper() if match else None
+    if kind == "application/dtmf":
+        text = body.strip().upper()
+        return text if len(text) == 1 and text in "0123456789ABCD*#" else None
+    return None
+
+
+def _sdp_body(response: Response, sdp: str) -> None:
+    response.body = sdp.encode()
+    response.headers.set("Content-Type", "application/sdp")
+
+
+def _contact_uri(contact: str) -> str:
+    text = contact.strip()
+    if "<" in text:
+        with contextlib.suppress(SipParseError):
+            return str(NameAddr.parse(text, "Contact").uri)
+        text = text[text.index("<") + 1 : text.rindex(">")] if ">" in text else text
+    return str(parse_uri(text, "Contact"))
+
+
+def _refusal(exc: ProtocolError | MediaError) -> tuple[int, str]:
+    code = getattr(exc, "code", None)
+    detail = str(getattr(exc, "message", exc))[:100].replace("\r", " ").replace("\n", " ")
+    if code in (ErrorCode.INVALID_SDP, ErrorCode.UNSUPPORTED_CODEC):
+        return 488, f"Not Acceptable Here ({detail})"
+    if code is ErrorCode.DESTINATION_NOT_FOUND:
+        return 404, f"Not Found ({detail})"
+    if code is ErrorCode.CALLER_ID_NOT_ALLOWED:
+        return 403, f"Forbidden ({detail})"
+    return 500, f"Server Internal Error ({detail})"
+
+
+async def _quiet(work: object) -> None:
+    """Await a BYE whose answer changes nothing (the call is over for us either way)."""
+    with contextlib.suppress(Exception):
+        await work  # type: ignore[misc]
+
+
+async def attach_sip(
+    stack: SipStack | None, store: Store, controller: CallController, guard: SourceGuard | None
+) -> Registrar | None:
+    """The server's SIP services on its stack: the registrar (REGISTER, digest) and the call
+    adapter (INVITE; users' contacts rung on their calls). None when SIP is off."""
+    if stack is None:
+        return None
+    registrar = await Registrar.open(store, stack.domain, guard=guard)
+    registrar.attach(stack)
+    registrar.start()
+    SipCalls(stack, registrar, controller).attach()
+    return registrar
