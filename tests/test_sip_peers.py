@@ -41,7 +41,7 @@ async def test_scenario_pair_completes(tmp_path: Path, uas: str, uac: str) -> No
 
 async def test_cancel_reuses_the_invite_branch(tmp_path: Path) -> None:
     """RFC 3261 §9.1: the CANCEL's Via branch is the INVITE's (a server matches it so)."""
-    callee, caller = await run_pair(tmp_path, "uas_ring.xml", "uac_cancel.xml", deadline=15)
+    _, caller = await run_pair(tmp_path, "uas_ring.xml", "uac_cancel.xml", deadline=15)
     assert caller.ok, caller.explain()
     sent = caller.messages
     invite = re.search(r"^INVITE .*?branch=([^;\s]+)", sent, re.M | re.S)
@@ -103,5 +103,5 @@ async def test_sipp_calls_baresip_which_answers_and_hears_the_pcap(tmp_path: Pat
         await phone.wait_event("CALL_CLOSED", limit=5)
     assert result.ok and result.successful == 1, result.explain()
     assert dtmf.get("param") == "1", dtmf
-    heard, rate = read_wav(phone.recordings()[-1].dec)
+    heard, _ = read_wav(phone.recordings()[-1].dec)
     assert rms_dbfs(heard) > -45, "baresip heard nothing of g711a.pcap"
