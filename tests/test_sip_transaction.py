@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callbridge.sip import wire
+from callbridge.sip import Headers, Request, Response, parse, wire
 from callbridge.sip.dialog import Dialog
 from callbridge.sip.stack import Incoming, SipStack, Target
 from callbridge.sip.transaction import Timers
-from callbridge.sip.wire import Request, Response
 
 T1 = 0.02
 TIMERS = Timers(t1=T1, t2=0.16, t4=0.2)
@@ -43,13 +42,15 @@ def new_request(method: str, to: Target, call_id: str | None = None) -> Request:
     return Request(
         method,
         uri,
-        [
-            ("From", f"<sip:alice@a.test>;tag={wire.new_tag()}"),
-            ("To", f"<{uri}>"),
-            ("Call-ID", call_id or wire.new_tag()),
-            ("CSeq", f"1 {method}"),
-            ("Contact", "<sip:alice@127.0.0.1>"),
-        ],
+        Headers(
+            [
+                ("From", f"<sip:alice@a.test>;tag={wire.new_tag()}"),
+                ("To", f"<{uri}>"),
+                ("Call-ID", call_id or wire.new_tag()),
+                ("CSeq", f"1 {method}"),
+                ("Contact", "<sip:alice@127.0.0.1>"),
+            ]
+        ),
     )
 
 
@@ -164,19 +165,21 @@ async def test_a_client_that_never_acks_gets_the_2xx_resent_then_a_bye(
     peer = RawPeer()
     try:
         invite = new_request("INVITE", udp_target(b))
-        invite.add("Via", f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch={wire.new_branch()};rport")
-        invite.set("Contact", f"<sip:alice@127.0.0.1:{peer.port}>")
+        invite.headers.add(
+            "Via", f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch={wire.new_branch()};rport"
+        )
+        invite.headers.set("Contact", f"<sip:alice@127.0.0.1:{peer.port}>")
         peer.send(invite.to_bytes(), udp_target(b))
         oks = 0
         started = time.monotonic()
         while True:
             data, at = await peer.recv(3)
-            message = wire.parse(data)
+            message = parse(data)
             if isinstance(message, Response) and message.status == 200:
                 oks += 1
             elif isinstance(message, Request) and message.method == "BYE":
                 byes.append(at - started)
-                reply = wire.response_to(message, 200)
+                reply = message.response(200)
                 peer.send(reply.to_bytes(), udp_target(b))
                 break
         assert oks >= 5  # T1, 2T1, 4T1, T2, T2, ... until 64*T1 (§13.3.1.4)
@@ -201,17 +204,17 @@ async def test_a_retransmitted_invite_is_absorbed(stacks: tuple[SipStack, SipSta
     peer = RawPeer()
     try:
         invite = new_request("INVITE", udp_target(b))
-        invite.add("Via", f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch={wire.new_branch()}")
+        invite.headers.add("Via", f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch={wire.new_branch()}")
         for _ in range(3):
             peer.send(invite.to_bytes(), udp_target(b))
-        statuses = [wire.parse((await peer.recv())[0]) for _ in range(3)]
+        statuses = [parse((await peer.recv())[0]) for _ in range(3)]
         assert [s.status for s in statuses if isinstance(s, Response)] == [100, 100, 100]
         release.set()
-        final = wire.parse((await peer.recv())[0])
+        final = parse((await peer.recv())[0])
         assert isinstance(final, Response) and final.status == 486
         assert len(seen) == 1
         # Timer G resends the 486 until the ACK (§17.2.1)
-        again = wire.parse((await peer.recv())[0])
+        again = parse((await peer.recv())[0])
         assert isinstance(again, Response) and again.status == 486
         peer.send(wire.ack_for_failure(invite, final).to_bytes(), udp_target(b))
     finally:
@@ -255,7 +258,10 @@ async def test_options_gets_200_with_allow_and_unknown_methods_501(
     a, b = stacks
     reply = await a.request(new_request("OPTIONS", udp_target(b)), udp_target(b))
     assert reply.status == 200
-    assert "INVITE" in (reply.get("Allow") or "") and reply.get("Accept") == "application/sdp"
+    assert (
+        "INVITE" in (reply.headers.get("Allow") or "")
+        and reply.headers.get("Accept") == "application/sdp"
+    )
     reply = await a.request(new_request("FROB", udp_target(b)), udp_target(b))
     assert reply.status == 501
     reply = await a.request(new_request("MESSAGE", udp_target(b)), udp_target(b))
@@ -268,4 +274,4 @@ async def test_a_draining_stack_refuses_new_invites_with_503_retry_after(
     a, b = stacks
     b.draining = lambda: 42
     final, _ = await a.dialogs.invite(new_request("INVITE", udp_target(b)), udp_target(b))
-    assert final.status == 503 and final.get("Retry-After") == "42"
+    assert final.status == 503 and final.headers.get("Retry-After") == "42"

@@ -18,10 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from callbridge.sip import wire
+from callbridge.sip import Headers, Request, Response, parse, wire
 from callbridge.sip.stack import SipStack, Target
 from callbridge.sip.transaction import Timers
-from callbridge.sip.wire import Request, Response
 from callbridge.testing.server import serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,9 +45,9 @@ def options(port: int, via: str, extra: str = "") -> bytes:
 
 async def read_response(reader: asyncio.StreamReader) -> Response:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
-    message = wire.parse(head)
+    message = parse(head)
     assert isinstance(message, Response)
-    length = int(message.get("Content-Length") or 0)
+    length = int(message.headers.get("Content-Length") or 0)
     if length:
         await reader.readexactly(length)
     return message
@@ -97,10 +96,10 @@ async def test_udp_answer_goes_to_the_source_port_with_rport_and_received(
         # The Via claims another host and port (a phone behind NAT).
         sock.sendto(options(port, "SIP/2.0/UDP 192.0.2.7:5099;branch=z9hG4bKnat;rport"),
                     ("127.0.0.1", port))  # fmt: skip
-        message = wire.parse(await asyncio.wait_for(loop.sock_recv(sock, 65536), 3))
+        message = parse(await asyncio.wait_for(loop.sock_recv(sock, 65536), 3))
         assert isinstance(message, Response) and message.status == 200
-        assert wire.param(message.top_via_text, "received") == "127.0.0.1"
-        assert wire.param(message.top_via_text, "rport") == str(sock.getsockname()[1])
+        assert message.top_via.received == "127.0.0.1"
+        assert message.top_via.rport == sock.getsockname()[1]
     finally:
         sock.close()
 
@@ -122,7 +121,7 @@ async def test_malformed_requests_get_400_naming_the_problem(stack: SipStack) ->
         sock.sendto(
             options(port, "SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKok;rport"), ("127.0.0.1", port)
         )
-        message = wire.parse(await asyncio.wait_for(loop.sock_recv(sock, 65536), 3))
+        message = parse(await asyncio.wait_for(loop.sock_recv(sock, 65536), 3))
         assert isinstance(message, Response) and message.status == 200
     finally:
         sock.close()
@@ -139,12 +138,12 @@ async def test_a_request_over_1300_bytes_to_a_udp_destination_goes_over_tcp(
         request = Request(
             "OPTIONS",
             f"sip:b.test:{port}",
-            [("From", "<sip:a@a.test>;tag=x"), ("To", "<sip:b.test>"),
-             ("Call-ID", wire.new_tag()), ("CSeq", "1 OPTIONS"), ("Subject", "x" * 1400)],
+            Headers([("From", "<sip:a@a.test>;tag=x"), ("To", "<sip:b.test>"),
+             ("Call-ID", wire.new_tag()), ("CSeq", "1 OPTIONS"), ("Subject", "x" * 1400)]),
         )  # fmt: skip
         reply = await client.request(request, target)
         assert reply.status == 200
-        assert request.via_transport == "TCP"
+        assert request.top_via.transport == "TCP"
         assert any(t == "TCP" for t, _ in stack.transports.flows)
     finally:
         await client.stop()
@@ -192,11 +191,11 @@ async def test_sip_over_tls_with_a_self_signed_certificate(tmp_path: Path) -> No
         request = Request(
             "OPTIONS",
             f"sips:b.test:{port}",
-            [("From", "<sips:a@a.test>;tag=x"), ("To", "<sips:b.test>"),
-             ("Call-ID", wire.new_tag()), ("CSeq", "1 OPTIONS")],
+            Headers([("From", "<sips:a@a.test>;tag=x"), ("To", "<sips:b.test>"),
+             ("Call-ID", wire.new_tag()), ("CSeq", "1 OPTIONS")]),
         )  # fmt: skip
         reply = await client.request(request, Target("TLS", "127.0.0.1", port))
-        assert reply.status == 200 and request.via_transport == "TLS"
+        assert reply.status == 200 and request.top_via.transport == "TLS"
     finally:
         await client.stop()
         await server.stop()
@@ -212,9 +211,9 @@ async def test_a_server_with_sip_on_answers_options_and_one_without_does_not_lis
         try:
             via = f"SIP/2.0/UDP 127.0.0.1:{sock.getsockname()[1]};branch=z9hG4bKsrv;rport"
             sock.sendto(options(server.sip_port, via), ("127.0.0.1", server.sip_port))
-            message = wire.parse(sock.recv(65536))
+            message = parse(sock.recv(65536))
             assert isinstance(message, Response) and message.status == 200
-            assert "REGISTER" in message.get_all("Allow")
+            assert "REGISTER" in message.headers.values("Allow")
         finally:
             sock.close()
     assert server.sip_port and "SIP listening" in server.log()

@@ -28,9 +28,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar
 
-from callbridge.sip import wire
+from callbridge.sip.headers import NameAddr
+from callbridge.sip.message import Headers, Message, Request, Response
+from callbridge.sip.syntax import SipParseError
 from callbridge.sip.transport import Flow
-from callbridge.sip.wire import Request, Response
+from callbridge.sip.uri import parse_uri
 from callbridge.statemachine import StateMachine
 
 if TYPE_CHECKING:
@@ -128,16 +130,17 @@ class Dialog(StateMachine[DialogState]):
             cseq = self.local_seq
         routes = list(self.route_set)
         uri = self.remote_target
-        if routes and ";lr" not in wire.uri_of(routes[0]):
+        if routes and "lr" not in (first := NameAddr.parse(routes[0], "Route")).uri.params:
             # A strict router (RFC 2543): it takes the Request-URI; the target goes last.
-            uri = wire.uri_of(routes.pop(0))
+            routes.pop(0)
+            uri = str(first.uri)
             routes.append(f"<{self.remote_target}>")
         base = [("From", self.local_uri), ("To", self.remote_uri), ("Call-ID", self.call_id),
                 ("CSeq", f"{cseq} {method}")]  # fmt: skip
         base += [("Route", r) for r in routes]
         if method in ("INVITE", "REFER", "SUBSCRIBE", "NOTIFY", "UPDATE"):
             base.append(("Contact", self.stack.contact(self.flow.transport)))
-        return Request(method, uri, [*base, *headers], body)
+        return Request(method, uri, Headers([*base, *headers]), body)
 
     def target(self) -> Flow | Target:
         """The dialog's flow while it is open (a phone behind NAT, a WebSocket client);
@@ -220,7 +223,7 @@ class Dialog(StateMachine[DialogState]):
                 return
             if self._server_invite is not None and not self._server_invite.tx.answered:
                 resp = incoming.response(500, "Server Internal Error (INVITE pending)")
-                resp.set("Retry-After", str(random.randint(0, 10)))
+                resp.headers.set("Retry-After", str(random.randint(0, 10)))
                 incoming.respond(resp)
                 return
             self._server_invite = incoming
@@ -295,9 +298,13 @@ class Dialog(StateMachine[DialogState]):
 _CREDENTIALS = ("Authorization", "Proxy-Authorization")
 
 
-def request_contact(message: wire.Message) -> str | None:
-    contact = message.get("Contact")
-    return wire.uri_of(contact) if contact else None
+def request_contact(message: Message) -> str | None:
+    """The URI of the first Contact (the remote target, §12.1), None when absent or bad."""
+    try:
+        contacts = message.contacts
+    except SipParseError:
+        return None
+    return str(contacts[0].uri) if contacts else None
 
 
 class DialogLayer:
@@ -328,14 +335,10 @@ class DialogLayer:
     def target_of(self, uri: str, transport: str) -> Target:
         from callbridge.sip.stack import Target
 
-        hostport = uri.split("@", 1)[-1].split(";", 1)[0].split("?", 1)[0]
-        if hostport.startswith("sip:") or hostport.startswith("sips:"):
-            hostport = hostport.split(":", 1)[1]
-        host, _, port = hostport.rpartition(":")
-        if not host or hostport.endswith("]"):
-            host, port = hostport, ""
-        param = wire.param("x" + uri[uri.find(";") :] if ";" in uri else None, "transport")
-        return Target((param or transport).upper(), host.strip("[]"), int(port or 5060))
+        parsed = parse_uri(uri, "remote target")
+        param = parsed.params.get("transport")
+        default = 5061 if parsed.scheme == "sips" else 5060
+        return Target((param or transport).upper(), parsed.host.strip("[]"), parsed.port or default)
 
     # -- UAS -----------------------------------------------------------------------------------
 
@@ -351,10 +354,10 @@ class DialogLayer:
             call_id=request.call_id,
             local_tag=key[1],
             remote_tag=key[2],
-            local_uri=response.get("To") or "",
-            remote_uri=request.get("From") or "",
-            remote_target=request_contact(request) or wire.uri_of(request.get("From") or ""),
-            route_set=request.get_all("Record-Route"),
+            local_uri=response.headers.get("To") or "",
+            remote_uri=request.headers.get("From") or "",
+            remote_target=request_contact(request) or str(request.from_.uri),
+            route_set=request.headers.values("Record-Route"),
             local_seq=random.randint(1, 2**31 - 1) // 2,
             remote_seq=request.cseq_number,
             flow=incoming.flow,
@@ -366,15 +369,15 @@ class DialogLayer:
 
     def early(self, incoming: Incoming, response: Response) -> Dialog:
         """Send a 1xx with our tag and Contact (an early dialog, §12.1.1)."""
-        response.set("Contact", self.stack.contact(incoming.flow.transport))
+        response.headers.set("Contact", self.stack.contact(incoming.flow.transport))
         dialog = self._uas(incoming, response, DialogState.EARLY)
         incoming.respond(response)
         return dialog
 
     def accept(self, incoming: Incoming, response: Response) -> Dialog:
         """Answer an INVITE with ``response`` (a 2xx): the dialog, its 2xx sent until ACK."""
-        if response.get("Contact") is None:
-            response.set("Contact", self.stack.contact(incoming.flow.transport))
+        if "Contact" not in response.headers:
+            response.headers.set("Contact", self.stack.contact(incoming.flow.transport))
         dialog = self._uas(incoming, response, DialogState.CONFIRMED)
         dialog.send_2xx(incoming, response)
         return dialog
@@ -427,7 +430,7 @@ class DialogLayer:
                 request, response, flow_box[0], DialogState.CONFIRMED
             )
             dialog.remote_target = request_contact(response) or dialog.remote_target
-            dialog.route_set = list(reversed(response.get_all("Record-Route")))
+            dialog.route_set = list(reversed(response.headers.values("Record-Route")))
             dialog.transition(DialogState.CONFIRMED)
             first = not confirmed
             confirmed[tag] = dialog
@@ -463,10 +466,10 @@ class DialogLayer:
             call_id=invite.call_id,
             local_tag=key[1],
             remote_tag=key[2],
-            local_uri=invite.get("From") or "",
-            remote_uri=response.get("To") or "",
-            remote_target=request_contact(response) or invite.uri_text,
-            route_set=list(reversed(response.get_all("Record-Route"))),
+            local_uri=invite.headers.get("From") or "",
+            remote_uri=response.headers.get("To") or "",
+            remote_target=request_contact(response) or str(invite.uri),
+            route_set=list(reversed(response.headers.values("Record-Route"))),
             local_seq=invite.cseq_number,
             remote_seq=None,
             flow=flow,

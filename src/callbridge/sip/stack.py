@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 import secrets
 import socket
 import ssl
@@ -36,6 +35,16 @@ from typing import TYPE_CHECKING
 
 from callbridge.sip import wire
 from callbridge.sip.dialog import DialogLayer
+from callbridge.sip.message import (
+    REASON_PHRASES,
+    STREAM_LIMITS,
+    Message,
+    Request,
+    Response,
+    error_response,
+    parse,
+)
+from callbridge.sip.syntax import SipParseError
 from callbridge.sip.transaction import (
     ServerInvite,
     ServerTransaction,
@@ -47,11 +56,9 @@ from callbridge.sip.transport import (
     UDP_MTU_LIMIT,
     Address,
     Flow,
-    FramingError,
     Transports,
     server_tls_context,
 )
-from callbridge.sip.wire import Request, Response
 
 if TYPE_CHECKING:
     from callbridge.config import ServerConfig
@@ -68,7 +75,6 @@ ACCEPT = "application/sdp"
 SUPPORTED = "replaces, outbound, path"
 USER_AGENT = "callbridge"
 DRAIN_RETRY_AFTER = 30  # seconds, when no drain tells how long it will last
-_FIELD = re.compile(rb"^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*(.*?)\r?$", re.I | re.M)
 
 Handler = Callable[["Incoming"], Awaitable[None]]
 
@@ -87,7 +93,7 @@ class Incoming:
     """A request that started a server transaction, with the means to answer it."""
 
     stack: SipStack
-    request: Request
+    request: wire.Request  # a callbridge.sip.Request (the subclass with the old accessors)
     flow: Flow
     tx: ServerTransaction
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)  # CANCEL arrived (§9.2)
@@ -95,16 +101,14 @@ class Incoming:
 
     def response(self, status: int, reason: str | None = None, *, tag: bool = True) -> Response:
         """A response to the request (§8.2.6) with our To tag (when the request had none)."""
-        resp = wire.response_to(self.request, status, reason)
-        if tag and status > 100 and self.request.to_tag is None:
-            resp.set("To", f"{self.request.get('To')};tag={self.dialog_tag}")
-        return resp
+        to_tag = self.dialog_tag if tag else None
+        return wire.adopt(self.request.response(status, reason, to_tag=to_tag))
 
     def respond(self, response: Response | int, reason: str | None = None) -> Response:
         """Send ``response`` (or a plain one with this status) through the transaction."""
         if isinstance(response, int):
             response = self.response(response, reason)
-        response.set("Server", USER_AGENT)
+        response.headers.set("Server", USER_AGENT)
         self.tx.respond(response)
         return response
 
@@ -204,66 +208,53 @@ class SipStack:
     # -- receiving -----------------------------------------------------------------------------
 
     def receive(self, data: bytes, flow: Flow) -> None:
+        """One message off ``flow``: a datagram, a message the stream framer cut (TCP/TLS), or
+        a WebSocket message (RFC 7118 §5.1: parsed as a datagram, with the stream limits)."""
+        framed = flow.transport in ("TCP", "TLS")
+        limits = STREAM_LIMITS if flow.reliable else None
         try:
-            message = wire.parse(data)
-        except wire.ParseError as exc:
-            if isinstance(exc.answer, Response):  # 400/413/505/513 addressed by the parser
-                log.info("SIP %s from %s:%d: %s", flow.transport, *flow.remote, exc.reason)
-                self._apply_rport(exc.answer, flow)
-                self.send_response(exc.answer, flow)
-            elif exc.answer is None and not data.startswith(b"SIP/"):
-                self._bad_message(data, flow, exc.reason)
+            # The compatibility class: handlers still reading the old accessors keep working.
+            message = wire.adopt(parse(data, stream=framed, limits=limits))
+        except SipParseError as exc:
+            self._refuse(exc, flow)
             return
         if isinstance(message, Response):
             self._receive_response(message, flow)
         else:
             self._receive_request(message, flow)
 
-    def _framing_error(self, exc: FramingError, flow: Flow) -> None:
-        self._bad_message(exc.head, flow, exc.reason)
+    def _framing_error(self, exc: SipParseError, flow: Flow) -> None:
+        self._refuse(exc, flow)
 
-    def _bad_message(self, data: bytes, flow: Flow, reason: str) -> None:
-        """A 400 naming the problem, when the message was a request and can be answered."""
-        log.info("SIP %s from %s:%d: %s", flow.transport, *flow.remote, reason)
-        if data.startswith(b"SIP/") or not data.strip():
-            return  # a response: dropped (§16.7 would forward it; a UA has no one to tell)
-        fields: dict[str, list[str]] = {}
-        for name, value in _FIELD.findall(data[:8192]):
-            key = wire.canonical(name.decode("latin-1"))
-            fields.setdefault(key, []).append(value.decode("utf-8", "replace"))
-        if any(k not in fields for k in ("Via", "From", "To", "Call-ID", "CSeq")):
-            return  # nothing to address an answer with
-        headers = [(k, v) for k in ("Via", "From", "To", "Call-ID", "CSeq") for v in fields[k]]
-        response = Response(400, reason, headers)
-        self._apply_rport(response, flow)
-        self.send_response(response, flow)
+    def _refuse(self, exc: SipParseError, flow: Flow) -> None:
+        """A malformed message: a request gets the 4xx/5xx naming the problem when the parser
+        read enough of it to address an answer (§8.2.6, §21.4.1); a response is dropped."""
+        log.info("SIP %s from %s:%d: %s", flow.transport, *flow.remote, exc.reason)
+        answer = error_response(exc)
+        if answer is None:
+            return
+        try:
+            self._apply_rport(answer, flow)
+        except SipParseError:
+            pass  # a Via we cannot read is echoed as it came; the answer goes to the source
+        self.send_response(answer, flow)
 
-    def _apply_rport(self, message: wire.Message, flow: Flow) -> None:
+    def _apply_rport(self, message: Message, flow: Flow) -> None:
         """§18.2.1 and RFC 3581 §4: record where the request really came from in its top
         Via (``received``, and ``rport`` when the client asked for it)."""
-        via = message.top_via_text
-        if not via:
-            return
-        host = message.via_sent_by.rsplit(":", 1)[0].strip("[]") if message.via_sent_by else ""
+        via = message.top_via
         source, port = flow.remote
-        params = via.split(";")
-        new = [params[0]]
-        has_received = False
-        for item in params[1:]:
-            key = item.split("=", 1)[0].strip().lower()
-            if key == "rport":
-                item = f"rport={port}"
-            elif key == "received":
-                has_received = True
-                item = f"received={source}"
-            new.append(item)
-        if (host != source or "rport=" in ";".join(new)) and not has_received:
-            new.append(f"received={source}")
-        if new != params:
-            index = next(i for i, (n, _) in enumerate(message.headers) if n == "Via")
-            message.headers[index] = ("Via", ";".join(new))
+        changed = False
+        if via.rport_requested:
+            via.params.set("rport", str(port))
+            changed = True
+        if via.host.strip("[]") != source or changed:
+            via.params.set("received", source)
+            changed = True
+        if changed:
+            wire.set_top_via(message, via)
 
-    def _receive_request(self, request: Request, flow: Flow) -> None:
+    def _receive_request(self, request: wire.Request, flow: Flow) -> None:
         self._apply_rport(request, flow)
         tx = self.transactions.match_request(request)
         if tx is not None:
@@ -302,7 +293,7 @@ class SipStack:
             retry = self.draining() if self.draining is not None else None
             if retry is not None:  # §21.5.4: the drain starts no new calls
                 resp = incoming.response(503, "Service Unavailable (server draining)")
-                resp.set("Retry-After", str(retry or DRAIN_RETRY_AFTER))
+                resp.headers.set("Retry-After", str(retry or DRAIN_RETRY_AFTER))
                 incoming.respond(resp)
                 return
         handler = self.handlers.get(method)
@@ -327,9 +318,9 @@ class SipStack:
 
     def capabilities(self, response: Response) -> Response:
         """Allow, Accept and Supported (§11.2: what an OPTIONS answer tells)."""
-        response.set("Allow", ", ".join(ALLOWED_METHODS))
-        response.set("Accept", ACCEPT)
-        response.set("Supported", SUPPORTED)
+        response.headers.set("Allow", ", ".join(ALLOWED_METHODS))
+        response.headers.set("Accept", ACCEPT)
+        response.headers.set("Supported", SUPPORTED)
         return response
 
     def _receive_response(self, response: Response, flow: Flow) -> None:
@@ -347,18 +338,16 @@ class SipStack:
         """§18.2.2: over the request's connection; over UDP to ``received`` and the ``rport``
         (else the sent-by port)."""
         if flow.transport == "UDP":
-            via = response.top_via_text
-            rport = wire.param(via, "rport")
-            host = wire.param(via, "received") or flow.remote[0]
-            if rport and rport.isdigit():
-                port = int(rport)
-            else:
-                sent_by = response.via_sent_by
-                tail = sent_by.rsplit(":", 1)[-1] if not sent_by.endswith("]") else ""
-                port = int(tail) if tail.isdigit() else 5060
-            if (host, port) != flow.remote:
-                flow = self.transports.udp_flow((host, port)) or flow
-        flow.send(response.to_bytes())
+            try:
+                via = response.top_via
+            except SipParseError:
+                via = None  # echoed as it came (a refused request): answer the source
+            if via is not None:
+                host = via.received or flow.remote[0]
+                port = via.rport or via.port or 5060
+                if (host, port) != flow.remote:
+                    flow = self.transports.udp_flow((host, port)) or flow
+        flow.send(response.serialize())
 
     def via(self, transport: str, branch: str) -> str:
         """Our Via for a request over ``transport`` (with ``rport``, RFC 3581 §3)."""
@@ -397,17 +386,17 @@ class SipStack:
         destination goes over TCP (§18.1.1), falling back to UDP if TCP is refused."""
         flow = await self.resolve(target)
         branch = wire.new_branch()
-        request.add("Via", self.via(flow.transport, branch), first=True)
-        request.set("Max-Forwards", request.get("Max-Forwards") or "70")
-        request.set("User-Agent", USER_AGENT)
-        if flow.transport == "UDP" and len(request.to_bytes()) > UDP_MTU_LIMIT:
+        request.headers.add("Via", self.via(flow.transport, branch), first=True)
+        request.headers.set("Max-Forwards", request.headers.get("Max-Forwards") or "70")
+        request.headers.set("User-Agent", USER_AGENT)
+        if flow.transport == "UDP" and len(request.serialize()) > UDP_MTU_LIMIT:
             try:
                 tcp = await self.transports.flow_to("TCP", flow.remote)
             except OSError:
                 log.info("SIP: TCP to %s:%d refused; large request over UDP", *flow.remote)
             else:
                 flow = tcp
-                request.headers[0] = ("Via", self.via("TCP", branch))
+                wire.set_top_via(request, self.via("TCP", branch))
         return flow
 
     async def request(
@@ -438,8 +427,8 @@ class SipStack:
 
         def failed(status: int, why: str) -> None:
             if not final.done():
-                synthetic = wire.response_to(request, status, f"{wire.REASONS[status]} ({why})")
-                final.set_result(synthetic)
+                reason = f"{REASON_PHRASES[status]} ({why})"
+                final.set_result(wire.adopt(request.response(status, reason)))
 
         self.transactions.client(request, flow, responded, failed)
         return await final

@@ -39,8 +39,8 @@ from enum import Enum
 from typing import ClassVar
 
 from callbridge.sip import wire
+from callbridge.sip.message import Request, Response
 from callbridge.sip.transport import Flow
-from callbridge.sip.wire import Request, Response
 from callbridge.statemachine import StateMachine
 
 __all__ = [
@@ -447,13 +447,16 @@ def server_key(request: Request, method: str | None = None) -> Key:
     2543 fallback when the branch lacks the magic cookie. ``method`` overrides (CANCEL
     looks up its INVITE, §9.2)."""
     method = method or ("INVITE" if request.method == "ACK" else request.method)
-    branch = request.branch
-    if branch and branch.startswith(MAGIC_COOKIE):
-        return ("s", branch, request.via_sent_by.lower(), method)
+    via = request.top_via
+    if via.rfc3261_branch:
+        return ("s", via.branch or "", via.sent_by.lower(), method)
     # RFC 2543: Request-URI, From tag, Call-ID, CSeq number, top Via (To tag aside: an ACK
-    # carries the tag of our response, the INVITE none).
-    return ("s2543", request.uri_text, request.from_tag or "", request.call_id,
-            str(request.cseq_number), request.top_via_text, method)  # fmt: skip
+    # carries the tag of our response, the INVITE none). The Via without the parameters
+    # our own processing adds (received, rport), so a retransmission matches.
+    via.params.remove("received")
+    via.params.remove("rport")
+    return ("s2543", str(request.uri), request.from_tag or "", request.call_id,
+            str(request.cseq_number), str(via).lower(), method)  # fmt: skip
 
 
 class TransactionLayer:

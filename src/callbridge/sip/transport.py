@@ -11,12 +11,13 @@ Connections are kept in one table keyed by ``(transport, peer address)`` (:class
 so a request to a peer reuses the connection that peer opened (a phone behind NAT can only
 be reached that way) and a connection the server opened is reused by later requests.
 
-Stream transports frame messages by ``Content-Length`` (§18.3); between messages, a
-``CRLFCRLF`` "ping" is answered with ``CRLF`` (RFC 5626 §3.5.1) and a lone ``CRLF`` is
+Stream transports frame messages with the message layer's
+:class:`~callbridge.sip.message.StreamFramer` (``Content-Length``, §18.3); between messages,
+a ``CRLFCRLF`` "ping" is answered with ``CRLF`` (RFC 5626 §3.5.1) and a lone ``CRLF`` is
 ignored. A stream that breaks framing (a header block or body over the size limit, a bad
-``Content-Length``) cannot be resynchronised: the stack answers it (400 when it was a
-request) and the connection is closed. One bad peer never affects another: every error is
-confined to its flow.
+``Content-Length``) cannot be resynchronised: the stack answers it (the 4xx/513 naming the
+problem when it was a request) and the connection is closed. One bad peer never affects
+another: every error is confined to its flow.
 
 Over UDP, a datagram is one message; an empty or whitespace-only datagram (a keep-alive) is
 dropped.
@@ -26,19 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import re
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, cast
+
+from callbridge.sip.message import PING, STREAM_LIMITS, SipParseError, StreamFramer
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "UDP_MTU_LIMIT",
     "Address",
     "Flow",
-    "FramingError",
+    "FramingHandler",
     "Receiver",
     "StreamFlow",
     "Transports",
@@ -51,22 +54,10 @@ Address = tuple[str, int]
 MAX_MESSAGE_BYTES = 64 * 1024  # one SIP message on any transport (docs/security.md)
 UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests to a UDP destination go over TCP
 CONNECT_TIMEOUT = 5.0  # seconds to open a TCP/TLS connection to a peer
-PING = b"\r\n\r\n"  # RFC 5626 §3.5.1 keep-alive "ping" on a stream...
-PONG = b"\r\n"  # ...and its "pong"
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.I | re.M)
-
-
-class FramingError(ValueError):
-    """A stream's bytes cannot be split into messages; ``head`` is what was read of the bad
-    message (so the stack can answer it with 400 when it is a request)."""
-
-    def __init__(self, reason: str, head: bytes) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.head = head
-
+PONG = b"\r\n"  # the answer to a keep-alive PING (RFC 5626 §3.5.1)
 
 Receiver = Callable[[bytes, "Flow"], None]
+FramingHandler = Callable[[SipParseError, "Flow"], None]
 
 
 class Flow(ABC):
@@ -136,31 +127,6 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("SIP UDP: %s", exc)
 
 
-def split_message(buffer: bytearray, limit: int = MAX_MESSAGE_BYTES) -> bytes | None:
-    """Take one whole message off the front of ``buffer`` (§18.3: the body is
-    ``Content-Length`` bytes; over a stream the header is mandatory). ``None`` until a whole
-    message is there. :class:`FramingError` when the stream cannot be framed."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buffer) > limit:
-            raise FramingError("Message Too Large", bytes(buffer[:2048]))
-        return None
-    head = bytes(buffer[: end + 2])
-    lengths = _CONTENT_LENGTH.findall(head.replace(b"\r\n", b"\n"))
-    if not lengths:
-        raise FramingError("Missing Content-Length", head)
-    if len(set(lengths)) > 1:
-        raise FramingError("Conflicting Content-Length", head)
-    total = end + 4 + int(lengths[0])
-    if total > limit:
-        raise FramingError("Message Too Large", head)
-    if len(buffer) < total:
-        return None
-    message = bytes(buffer[:total])
-    del buffer[:total]
-    return message
-
-
 class StreamFlow(Flow, asyncio.Protocol):
     """A TCP or TLS connection, accepted or opened by the server."""
 
@@ -171,7 +137,7 @@ class StreamFlow(Flow, asyncio.Protocol):
         self.remote = ("", 0)
         self.local = ("", 0)
         self._stream: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._framer = StreamFramer(dataclasses.replace(STREAM_LIMITS, max_message_bytes=limit))
         self._closed = False
 
     @property
@@ -192,27 +158,17 @@ class StreamFlow(Flow, asyncio.Protocol):
         self.layer.remove_flow(self)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while self._buffer and not self._closed:
-            # Keep-alives between messages (RFC 5626 §3.5.1).
-            if self._buffer.startswith(PING):
-                del self._buffer[:4]
-                self.send(PONG)
-                continue
-            if self._buffer.startswith(b"\r\n"):
-                if len(self._buffer) < 4 and PING.startswith(bytes(self._buffer)):
-                    return  # maybe the first half of a ping
-                del self._buffer[:2]
-                continue
-            try:
-                message = split_message(self._buffer, self.limit)
-            except FramingError as exc:
-                self.layer.framing_failed(exc, self)
+        for item in self._framer.feed(data):
+            if self._closed:
+                return
+            if isinstance(item, SipParseError):  # the stream cannot be framed any further
+                self.layer.framing_failed(item, self)
                 self.close()
                 return
-            if message is None:
-                return
-            self.layer.deliver(message, self)
+            if item == PING:
+                self.send(PONG)  # RFC 5626 §3.5.1
+            else:
+                self.layer.deliver(item, self)
 
     def send(self, data: bytes) -> None:
         if self._stream is not None and not self._closed:
@@ -235,7 +191,7 @@ class Transports:
     def __init__(
         self,
         receiver: Receiver,
-        on_framing_error: Callable[[FramingError, Flow], None] | None = None,
+        on_framing_error: FramingHandler | None = None,
         *,
         limit: int = MAX_MESSAGE_BYTES,
     ) -> None:
@@ -303,7 +259,7 @@ class Transports:
         except Exception:  # a bug in the stack must not end the socket for everyone
             log.exception("SIP: handling a message from %s failed", flow)
 
-    def framing_failed(self, exc: FramingError, flow: Flow) -> None:
+    def framing_failed(self, exc: SipParseError, flow: Flow) -> None:
         log.info("SIP %s from %s:%d: %s; closing", flow.transport, *flow.remote, exc.reason)
         if self.on_framing_error is not None:
             try:
