@@ -271,17 +271,18 @@ def challenges(
     ]
 
 
-# User agents that read only the first challenge and give up when its algorithm is not MD5,
-# instead of taking the topmost one they support (RFC 8760 §2.4). Measured: baresip 1.0
-# (libre) answers a SHA-256-first challenge with "Register: Function not implemented".
-_FIRST_CHALLENGE_ONLY = ("baresip v0.", "baresip v1.")
+# User agents that fail on any challenge whose algorithm is not MD5 instead of taking the
+# topmost one they support (RFC 8760 §2.4). Measured: baresip 1.0 (libre) reads every
+# WWW-Authenticate and answers "Register: Function not implemented" if one is SHA-256,
+# whatever the order.
+_MD5_ONLY_AGENTS = ("baresip v0.", "baresip v1.")
 
 
 def algorithm_order(user_agent: str | None) -> tuple[Algorithm, ...]:
-    """The order to offer algorithms in to ``user_agent``: SHA-256 first, except to the
-    known agents that stop at a first challenge they cannot answer (they get MD5 first)."""
-    if user_agent is not None and user_agent.startswith(_FIRST_CHALLENGE_ONLY):
-        return ("MD5", "SHA-256")
+    """The algorithms to offer ``user_agent``, most preferred first: SHA-256 then MD5, or
+    MD5 alone to the known agents that cannot skip a challenge they do not understand."""
+    if user_agent is not None and user_agent.startswith(_MD5_ONLY_AGENTS):
+        return ("MD5",)
     return ALGORITHMS
 
 
