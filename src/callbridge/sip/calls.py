@@ -174,7 +174,9 @@ class SipCalls:
             self._callers.pop(id(device), None)
         leg = next((x for x in self.legs.values() if x.device is device), None)
         if leg is not None and not leg.ended:
-            self.stack.spawn(self._watch_cancel(leg, incoming), "CANCEL watch")
+            # The handler lasts until the INVITE's final response (the stack answers 500 for
+            # a handler that returns first): the answer, a refusal, or a CANCEL.
+            await self._watch_cancel(leg, incoming)
 
     async def _watch_cancel(self, leg: SipLeg, incoming: Incoming) -> None:
         """CANCEL of the phone's INVITE (the stack answered 487): the caller hung up."""

@@ -1,0 +1,218 @@
+"""Calls between SIP phones and /ws softphones (callbridge.sip.calls), with real peers.
+
+SIPp (tests/sip/*.xml) plays the SIP phones; the /ws parties are the aiortc Python SDK. The
+server is a real ``callbridge serve`` with SIP on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from callbridge.client import BufferSink, Phone, ToneSource
+from callbridge.sip.calls import dtmf_of_info, final_status, reason_of_status
+from callbridge.store.sip import BindingUpdate, Origin
+from callbridge.testing import tone_level_db
+from callbridge.testing.server import Server, create_user, running
+from callbridge.vocabulary import EndReason
+from sip_peers import LOOPBACK, Sipp, free_udp_port, missing_tools
+
+pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
+
+PASSWORD = "secret123"
+TONE = 1000.0  # the /ws user's
+BARESIP_TONE = 440.0
+
+
+@pytest.fixture(scope="module")
+def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running(tmp_path_factory.mktemp("sipserver"), sip_port=True, ring_timeout=4.0) as srv:
+        yield srv
+
+
+_n = iter(range(100))
+
+
+async def _user(server: Server, sip: bool = False) -> tuple[str, str, str]:
+    """A fresh user: (name, extension, token); with a SIP password when ``sip``."""
+    n = next(_n)
+    async with server.store() as store:
+        user = await create_user(store, f"sc{n}", str(3000 + n), ttl=timedelta(hours=1))
+        if sip:
+            await store.set_sip_password(user.name, PASSWORD, LOOPBACK)
+    return user.name, user.extension, user.token
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    made: list[Phone] = []
+    yield made
+    for phone in made:
+        await phone.logout()
+
+
+def _rms_db(pcm: np.ndarray) -> float:
+    x = pcm.astype(np.float64) / 32768.0
+    return float(20 * np.log10(np.sqrt(np.mean(x * x)) + 1e-9))
+
+
+def test_end_reasons_map_to_sip_statuses() -> None:
+    assert final_status(EndReason.BUSY)[0] == 486
+    assert final_status(EndReason.REJECTED)[0] == 603
+    assert final_status(EndReason.NO_ANSWER)[0] == 480
+    assert final_status(EndReason.CANCELED)[0] == 487
+    assert reason_of_status(486) is EndReason.BUSY
+    assert reason_of_status(603) is EndReason.REJECTED
+    assert reason_of_status(480) is EndReason.NO_ANSWER
+    assert reason_of_status(408) is EndReason.NO_ANSWER
+    assert dtmf_of_info("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n") == "5"
+    assert dtmf_of_info("application/dtmf", "#") == "#"
+    assert dtmf_of_info("text/plain", "5") is None
+
+
+def _tone_wav(path: Path, freq: float, seconds: float) -> None:
+    t = np.arange(int(8000 * seconds)) / 8000
+    pcm = (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(pcm.tobytes())
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
+
+
+async def test_a_baresip_phone_calls_a_ws_user_tones_both_ways(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """baresip dials the /ws user's extension: its INVITE is challenged (407) and sent again
+    with digest credentials, rings the /ws user (183 ringback), is answered (200, ACK); the
+    /ws user hears baresip's 440 Hz and baresip hears the /ws user's 1000 Hz; baresip's
+    hangup reaches baresip as BYE."""
+    caller, _, _ = await _user(sip_server, sip=True)
+    _, callee_ext, token = await _user(sip_server)
+    phone = Phone(sip_server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    incoming: asyncio.Queue[Any] = asyncio.Queue()
+    phone.on("incoming", incoming.put_nowait)
+    folder = tmp_path / "baresip"
+    folder.mkdir()
+    _tone_wav(folder / "tone.wav", BARESIP_TONE, 6.0)
+    (folder / "rec").mkdir()
+    (folder / "config").write_text(
+        "module_path /usr/lib/baresip/modules\n"
+        f"sip_listen {LOOPBACK}:{free_udp_port()}\n"
+        f"rtp_ports {(rtp := free_udp_port(span=4))}-{rtp + 3}\n"
+        f"audio_source aufile,{folder / 'tone.wav'}\naudio_player aubridge,nil\n"
+        f"snd_path {folder / 'rec'}\n"
+        "module stdio.so\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n"
+        "module sndfile.so\nmodule_tmp uuid.so\nmodule_tmp account.so\nmodule_app menu.so\n"
+    )
+    port = sip_server.sip_port
+    (folder / "accounts").write_text(
+        f"<sip:{caller}@{LOOPBACK}:{port}>;auth_pass={PASSWORD};regint=0;audio_codecs=PCMU\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "baresip", "-4", "-n", LOOPBACK, "-f", str(folder), "-t", "25",
+        "-e", f"/dial sip:{callee_ext}@{LOOPBACK}:{port}",
+        stdin=asyncio.subprocess.DEVNULL, stdout=(folder / "out.log").open("wb"),
+        stderr=asyncio.subprocess.STDOUT, cwd=folder,
+    )  # fmt: skip
+    sink = BufferSink()
+    try:
+        call = await asyncio.wait_for(incoming.get(), 15)
+        await call.answer(source=ToneSource(TONE), sink=sink)
+        await asyncio.sleep(2.0)  # the measurement: 2 s of baresip's tone
+        heard = sink.samples(1.5)
+        await call.hangup()  # a BYE to baresip
+        await asyncio.sleep(0.5)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+    assert len(heard) > 48000 * 0.5, "the /ws user received almost no audio"
+    assert tone_level_db(heard, 48000, BARESIP_TONE) > -35.0, "the /ws user hears no 440 Hz"
+    decoded = sorted((folder / "rec").glob("*-dec.wav"))
+    assert decoded, "baresip recorded nothing it heard"
+    pcm, rate = _read_wav(decoded[-1])
+    tail = pcm[-int(rate * 2.5) : -int(rate * 0.5)]  # answered by then (not the ringback)
+    assert tone_level_db(tail, rate, TONE) > -35.0, "baresip does not hear the /ws user"
+
+
+async def test_an_unauthenticated_invite_is_never_routed(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """SIPp's INVITE gets 407 and nothing else (no good credentials); no /ws phone rings."""
+    caller, _, _ = await _user(sip_server, sip=True)
+    _, callee_ext, token = await _user(sip_server)
+    phone = Phone(sip_server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    rang: list[object] = []
+    phone.on("incoming", rang.append)
+    uac = Sipp(
+        tmp_path / "uac",
+        "uac_auth_pcap.xml",
+        remote=f"{LOOPBACK}:{sip_server.sip_port}",
+        service=callee_ext,
+        user=caller,
+        password="wrong-password",
+        deadline=10,
+    )
+    async with uac:
+        result = await uac.wait(15)
+    assert not result.ok
+    messages = (tmp_path / "uac" / "messages.log").read_text(errors="replace")
+    assert "SIP/2.0 407" in messages and "SIP/2.0 200" not in messages
+    assert not rang
+
+
+async def _register(server: Server, name: str, port: int) -> None:
+    """A binding of ``name`` to a SIPp callee at ``port`` (as its REGISTER would leave it)."""
+    async with server.store() as store:
+        creds = await store.sip_credentials(name)
+        assert creds is not None
+        await store.register_bindings(
+            creds.user.id,
+            call_id=f"reg-{name}-{port}",
+            cseq=1,
+            origin=Origin(LOOPBACK, port, "UDP"),
+            updates=[BindingUpdate(f"b{port}", f"<sip:{name}@{LOOPBACK}:{port}>", 300)],
+        )
+
+
+async def test_a_ws_user_calls_a_sip_user_and_hears_the_sip_leg_echo(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """The /ws caller rings the SIP user's registered contact (SIPp uas_echo.xml echoing RTP):
+    INVITE with the server's plain RTP offer, 180, 200, ACK; the caller's tone goes to the
+    phone and comes back through the SIP leg; the caller's hangup is a BYE."""
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    uas = Sipp(tmp_path / "uas", "uas_echo.xml", service=callee, rtp_echo=True, deadline=30)
+    await _register(sip_server, callee, uas.port)
+    phone = Phone(sip_server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    sink = BufferSink()
+    async with uas:
+        call = await phone.call(callee_ext, source=ToneSource(TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await asyncio.sleep(2.0)  # the measurement: the echo of 2 s of tone
+        heard = sink.samples(1.5)
+        await call.hangup()
+        result = await uas.wait(15)
+    assert result.ok, result.explain()
+    assert len(heard) > 48000 * 0.5
+    assert tone_level_db(heard, 48000, TONE) > -35.0, "the tone did not come back over SIP"
