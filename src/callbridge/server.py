@@ -31,6 +31,7 @@ from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
 from callbridge.sip.calls import attach_sip
 from callbridge.sip.stack import start_sip
+from callbridge.sip.wsgate import install_sip_ws
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
 from callbridge.webphone import install_phone
@@ -121,6 +122,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     install_api(app)
     install_phone(app)  # the softphone page at /phone (web/phone/)
     install_sdk(app)  # the browser SDK at /sdk/callbridge.js (web/sdk/)
+    install_sip_ws(app)  # SIP over WebSocket at /sip (RFC 7118; docs/sip.md)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     limits = install_limits(app, config)  # REST bounds; /ws bounds (docs/security.md)
