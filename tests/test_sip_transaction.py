@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -275,3 +276,54 @@ async def test_a_draining_stack_refuses_new_invites_with_503_retry_after(
     b.draining = lambda: 42
     final, _ = await a.dialogs.invite(new_request("INVITE", udp_target(b)), udp_target(b))
     assert final.status == 503 and final.headers.get("Retry-After") == "42"
+
+
+# Real peers nobody here wrote: SIPp (sip-tester) and sipsak. -----------------------------------
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) is not installed")
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+async def test_sipp_uac_calls_are_answered_acked_and_hung_up(transport: str) -> None:
+    """SIPp's built-in ``uac`` scenario: INVITE, 100/180 optional, 200, ACK, BYE, 200 —
+    three calls, over UDP and over TCP; SIPp exits 0 only when every call succeeded."""
+    stack = SipStack("b.test")  # RFC 3261 timers: SIPp runs in real time
+    await stack.start("127.0.0.1", 0)
+    invites: list[str] = []
+
+    async def answer(incoming: Incoming) -> None:
+        invites.append(incoming.request.call_id)
+        stack.dialogs.accept(incoming, incoming.response(200))
+
+    stack.on("INVITE", answer)
+    _, port = stack.transports.local_address("UDP") or ("", 0)
+    try:
+        sipp = await asyncio.create_subprocess_exec(
+            "sipp", "-sn", "uac", f"127.0.0.1:{port}", "-s", "bob", "-t", transport,
+            "-m", "3", "-r", "10", "-d", "100", "-i", "127.0.0.1", "-p", "0",
+            "-timeout", "20s", "-timeout_error",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(sipp.communicate(), 30)
+        assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
+        assert len(set(invites)) == 3
+        assert len(stack.dialogs) == 0  # every BYE ended its dialog
+    finally:
+        await stack.stop()
+
+
+@pytest.mark.skipif(shutil.which("sipsak") is None, reason="sipsak is not installed")
+async def test_sipsak_options_gets_200() -> None:
+    stack = SipStack("b.test")
+    await stack.start("127.0.0.1", 0)
+    _, port = stack.transports.local_address("UDP") or ("", 0)
+    try:
+        sipsak = await asyncio.create_subprocess_exec(
+            "sipsak", "-s", f"sip:bob@127.0.0.1:{port}", "-H", "127.0.0.1", "-vv",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(sipsak.communicate(), 20)
+        text = out.decode(errors="replace")
+        assert sipsak.returncode == 0, text  # sipsak: 0 = a 2xx came
+        assert "SIP/2.0 200 OK" in text and "Allow: INVITE" in text
+    finally:
+        await stack.stop()
