@@ -327,3 +327,37 @@ async def test_sipsak_options_gets_200() -> None:
         assert "SIP/2.0 200 OK" in text and "Allow: INVITE" in text
     finally:
         await stack.stop()
+
+
+async def test_a_forked_second_2xx_is_acked_then_ended_with_bye(
+    stacks: tuple[SipStack, SipStack],
+) -> None:
+    """§13.2.2.4: two 2xx with different To tags (a fork): each is ACKed; the first is the
+    call, the extra one gets BYE."""
+    a, _ = stacks
+    peer = RawPeer()
+    a_target = udp_target(a)
+    try:
+        to = Target("UDP", "127.0.0.1", peer.port)
+        call = asyncio.ensure_future(a.dialogs.invite(new_request("INVITE", to), to))
+        invite = parse((await peer.recv())[0])
+        assert isinstance(invite, Request) and invite.method == "INVITE"
+        for tag in ("first", "second"):
+            ok = invite.response(200, to_tag=tag)
+            ok.headers.set("Contact", f"<sip:{tag}@127.0.0.1:{peer.port}>")
+            peer.send(ok.serialize(), a_target)
+        final, dialog = await asyncio.wait_for(call, 3)
+        assert final.status == 200 and dialog is not None and dialog.remote_tag == "first"
+        got: list[tuple[str, str]] = []
+        while not any(m == "BYE" for m, _ in got):
+            message = parse((await peer.recv())[0])
+            assert isinstance(message, Request)
+            got.append((message.method, message.to_tag or ""))
+            if message.method == "BYE":
+                peer.send(message.response(200).serialize(), a_target)
+        assert ("ACK", "first") in got and ("ACK", "second") in got
+        assert [t for m, t in got if m == "BYE"] == ["second"]
+        assert got.index(("ACK", "second")) < got.index(("BYE", "second"))
+        assert dialog.state.value == "confirmed"
+    finally:
+        peer.close()
