@@ -6,18 +6,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from callbridge.abuse import SourceGuard
 from callbridge.sip import wire
 from callbridge.sip.digest import (
+    ALGORITHMS,
+    Algorithm,
     Credentials,
     DigestError,
     NonceMint,
     NonceState,
     ReplayGuard,
     Verdict,
+    algorithm_order,
     challenges,
     ha1,
     parse_credentials,
@@ -141,23 +145,23 @@ def _signed(
     mint: NonceMint,
     password: str = "secret123",
     *,
-    algorithm: str = "SHA-256",
+    algorithm: Algorithm = "SHA-256",
     nc: str = "00000001",
     realm: str = "example.org",
     nonce: str | None = None,
 ) -> Credentials:
     nonce = nonce or mint.make("example.org")
-    key = ha1("alice", realm, password, algorithm)  # type: ignore[arg-type]
+    key = ha1("alice", realm, password, algorithm)
     digest = response(
         key, algorithm, "REGISTER", "sip:example.org", nonce, qop="auth", nc=nc, cnonce="xyz"
-    )  # type: ignore[arg-type]
+    )
     return Credentials(
         "alice", realm, nonce, "sip:example.org", digest, algorithm, "auth", nc, "xyz"
-    )  # type: ignore[arg-type]
+    )
 
 
 def _check(creds: Credentials, mint: NonceMint, replays: ReplayGuard) -> Verdict:
-    stored = {a: ha1("alice", "example.org", "secret123", a) for a in ("MD5", "SHA-256")}  # type: ignore[arg-type]
+    stored = {a: ha1("alice", "example.org", "secret123", a) for a in ALGORITHMS}
     return verify(
         creds,
         method="REGISTER",
@@ -170,7 +174,7 @@ def _check(creds: Credentials, mint: NonceMint, replays: ReplayGuard) -> Verdict
 
 
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
-def test_a_right_response_passes_and_its_replay_is_stale(algorithm: str) -> None:
+def test_a_right_response_passes_and_its_replay_is_stale(algorithm: Algorithm) -> None:
     clock = Clock()
     mint, replays = NonceMint(SECRET, clock=clock), ReplayGuard()
     first = _signed(mint, algorithm=algorithm)
@@ -230,12 +234,12 @@ def _register(authorization: str | None = None, cseq: int = 1) -> wire.Request:
 
 def _answer(challenge: str, password: str, nc: str = "00000001") -> str:
     auth = Auth.parse(challenge, "WWW-Authenticate")
-    algorithm = auth.get("algorithm") or "MD5"
+    algorithm = cast(Algorithm, auth.get("algorithm") or "MD5")
     nonce = auth.get("nonce") or ""
-    key = ha1("alice", "127.0.0.1", password, algorithm)  # type: ignore[arg-type]
+    key = ha1("alice", "127.0.0.1", password, algorithm)
     digest = response(
         key, algorithm, "REGISTER", "sip:127.0.0.1", nonce, qop="auth", nc=nc, cnonce="c0ffee"
-    )  # type: ignore[arg-type]
+    )
     return (
         f'Digest username="alice", realm="127.0.0.1", nonce="{nonce}", uri="sip:127.0.0.1", '
         f'response="{digest}", algorithm={algorithm}, qop=auth, nc={nc}, cnonce="c0ffee"'
@@ -288,3 +292,50 @@ async def test_an_unknown_user_looks_like_a_wrong_password(
     # The peer's text is quoted and cut short: one bounded line whatever it sent.
     assert line == f"login failed from 192.0.2.9: sip: REGISTER '{'m' * 64}': wrong password"
     assert _safe("a\nb") == "'a\\nb'"
+
+
+def _check_for(creds: Credentials, request_uri: str) -> Verdict:
+    mint = NonceMint(SECRET, clock=Clock())
+    stored = {a: ha1("alice", "example.org", "secret123", a) for a in ALGORITHMS}
+    return verify(
+        creds,
+        method="INVITE",
+        request_uri=request_uri,
+        realm="example.org",
+        mint=mint,
+        replays=ReplayGuard(),
+        stored_ha1=lambda a: stored[a],
+    )
+
+
+@pytest.mark.parametrize(
+    ("digest_uri", "request_uri", "verdict"),
+    [
+        # SIPp 3.6 signs its INVITEs with the server's address, not the Request-URI.
+        ("sip:example.org:5060", "sip:1001@example.org:5060", Verdict.OK),
+        ("sip:1001@example.org:5060", "sip:1001@example.org:5060", Verdict.OK),
+        # Another server, port, scheme or user: a response made for another target.
+        ("sip:other.org:5060", "sip:1001@example.org:5060", Verdict.URI_MISMATCH),
+        ("sip:example.org:5070", "sip:1001@example.org:5060", Verdict.URI_MISMATCH),
+        ("sips:example.org:5060", "sip:1001@example.org:5060", Verdict.URI_MISMATCH),
+        ("sip:1002@example.org:5060", "sip:1001@example.org:5060", Verdict.URI_MISMATCH),
+        ("not a uri", "sip:1001@example.org:5060", Verdict.URI_MISMATCH),
+    ],
+)
+def test_the_digest_uri_may_name_the_server_but_no_other_target(
+    digest_uri: str, request_uri: str, verdict: Verdict
+) -> None:
+    mint = NonceMint(SECRET, clock=Clock())
+    nonce = mint.make("example.org")
+    key = ha1("alice", "example.org", "secret123", "MD5")
+    digest = response(
+        key, "MD5", "INVITE", digest_uri, nonce, qop="auth", nc="00000001", cnonce="c"
+    )
+    creds = Credentials(
+        "alice", "example.org", nonce, digest_uri, digest, "MD5", "auth", "00000001", "c"
+    )
+    assert _check_for(creds, request_uri) is verdict
+
+
+def test_sipp_is_offered_md5_only() -> None:
+    assert algorithm_order("SIPp register.xml") == ("MD5",)

@@ -39,6 +39,7 @@ from typing import Literal
 from callbridge.errors import CallbridgeError
 from callbridge.sip.headers import Auth
 from callbridge.sip.syntax import SipParseError
+from callbridge.sip.uri import parse_uri
 
 __all__ = [
     "ALGORITHMS",
@@ -274,8 +275,9 @@ def challenges(
 # User agents that fail on any challenge whose algorithm is not MD5 instead of taking the
 # topmost one they support (RFC 8760 §2.4). Measured: baresip 1.0 (libre) reads every
 # WWW-Authenticate and answers "Register: Function not implemented" if one is SHA-256,
-# whatever the order.
-_MD5_ONLY_AGENTS = ("baresip v0.", "baresip v1.")
+# whatever the order. SIPp 3.6 stops its scenario with "createAuthHeader: authentication must
+# use MD5" when the first challenge is SHA-256 (its scenarios send "User-Agent: SIPp ...").
+_MD5_ONLY_AGENTS = ("baresip v0.", "baresip v1.", "SIPp")
 
 
 def algorithm_order(user_agent: str | None) -> tuple[Algorithm, ...]:
@@ -284,6 +286,25 @@ def algorithm_order(user_agent: str | None) -> tuple[Algorithm, ...]:
     if user_agent is not None and user_agent.startswith(_MD5_ONLY_AGENTS):
         return ("MD5",)
     return ALGORITHMS
+
+
+def _same_target(digest_uri: str, request_uri: str) -> bool:
+    """Whether a digest-uri names the request's target (RFC 7616 §3.4.6). Exactly the
+    Request-URI, or (as Asterisk and Kamailio accept) a URI without a user part naming the same
+    host and port: SIPp 3.6 always sends ``uri="sip:HOST:PORT"`` of the server it talks to. A
+    response made for another server never passes."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        digest, target = parse_uri(digest_uri), parse_uri(request_uri)
+    except SipParseError:
+        return False
+    return (
+        digest.user is None
+        and digest.scheme == target.scheme
+        and digest.host.lower() == target.host.lower()
+        and digest.port == target.port
+    )
 
 
 def _quote(text: str) -> str:
@@ -325,7 +346,7 @@ def verify(
     if state is NonceState.FORGED:
         return Verdict.FORGED_NONCE
     # RFC 7616 §3.4.6: the digest-uri must name the request's target.
-    if credentials.uri != request_uri:
+    if not _same_target(credentials.uri, request_uri):
         return Verdict.URI_MISMATCH
     secret = stored_ha1(credentials.algorithm)
     if secret is None:
