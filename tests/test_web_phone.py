@@ -117,12 +117,40 @@ def test_two_pages_dial_answer_hold_resume_transfer_hang_up() -> None:
     assert done["alice"]["history"][0].startswith("↗"), done["alice"]["history"]
     assert "hangup" in done["alice"]["history"][0], done["alice"]["history"]
 
+    # A conference: alice starts "standup" and invites bob (102), who joins from the banner.
+    invited = s["conf_invited"]
+    ringing = ["Bob Jones (Extension 102): ringing… | Cancel"]
+    assert invited["alice"]["conference"]["participants"] == ringing, invited
+    invitation = invited["bob"]["incoming"][0]
+    assert invitation.startswith("Alice Smith") and "1 (415) 555-0101" in invitation, invited
+    assert "conference “standup”" in invitation and "Join" in invitation, invited
+    joined = s["conf_joined"]
+    host, guest = joined["alice"]["conference"], joined["bob"]["conference"]
+    assert host["name"] == guest["name"] == "standup", joined
+    assert host["role"] == "You host it · 1 participant", host
+    assert host["participants"] == ["Bob Jones (Extension 102): in the call | Remove"], host
+    assert guest["role"].startswith("Hosted by Alice Smith"), guest
+    assert guest["participants"][0].startswith("Alice Smith ("), guest
+    assert guest["participants"][0].endswith(": host"), guest
+    assert "Bob Jones (Extension 102): you · in the call" in guest["participants"], guest
+    for side in ("alice_hears", "bob_hears"):  # the mix carries each to the other
+        assert joined[side]["packets"] > 30 and joined[side]["energy"] > AUDIBLE, joined
+    # Alice removes bob: his card is back to "start", and he is told why.
+    removed = s["conf_removed"]
+    assert removed["bob"]["conference"]["state"] == "idle", removed
+    assert any("removed you" in i for i in removed["bob"]["infos"]), removed["bob"]
+    assert removed["alice"]["conference"]["state"] == "connected", removed
+    assert s["conf_ended"]["alice"]["conference"]["state"] == "idle", s["conf_ended"]
+
     for name in ("alice", "bob"):
         assert done[name]["alerts"] == [], f"{name}'s page showed errors: {done[name]['alerts']}"
+        last = s["conf_ended"][name]["alerts"]
+        assert last == [], f"{name}'s page showed errors: {last}"
         errors = [line for line in r["console"][name] if line.startswith(("error", "pageerror"))]
         assert errors == [], f"{name}'s console: {errors}"
     assert r["server_traceback"] is False, r["server_log_tail"]
-    for name in ("phone-idle.png", "phone-in-call.png", "phone-narrow.png"):
+    shots = ("phone-idle.png", "phone-in-call.png", "phone-narrow.png", "phone-conference.png")
+    for name in (*shots, "phone-conference-invite.png"):
         assert (SHOTS / name).stat().st_size > 10_000, name
 
 

@@ -92,16 +92,28 @@ READ_PAGE = """() => {
       shown: text(li.querySelector(".state")),
     })),
     history: [...document.querySelectorAll("#history li")].map(text),
+    conference: {
+      state: document.querySelector(".conference").dataset.state,
+      name: text(document.getElementById("conf-name")),
+      role: text(document.getElementById("conf-role")),
+      participants: [...document.querySelectorAll("#participants li")].map((li) => [
+        li.getAttribute("aria-label") || text(li),
+        ...[...li.querySelectorAll("button")].map(text),
+      ].join(" | ")),
+    },
     alerts: [...document.querySelectorAll("#alerts .alert:not(.info) p")].map(text),
+    infos: [...document.querySelectorAll("#alerts .alert.info p")].map(text),
     secure: window.isSecureContext,
     protocol: location.protocol,
     wsUrl: window.phoneApp && window.phoneApp.phone ? window.phoneApp.phone.url : null,
   };
 }"""
 
-# RTP received on the page's first call: packets and the energy of the audio (getStats).
-READ_AUDIO = """async () => {
-  const call = window.phoneApp.calls[0];
+# RTP received on the page's first call (or its conference leg): packets and the energy of
+# the audio (getStats).
+READ_AUDIO = """async (conference) => {
+  const phone = window.phoneApp.phone;
+  const call = conference ? phone.conference && phone.conference.call : window.phoneApp.calls[0];
   if (!call || !call.peerConnection) return null;
   const stats = await call.peerConnection.getStats();
   for (const s of stats.values()) {
@@ -184,11 +196,13 @@ class PhoneScenario:
             arg=[state, shown],
         )
 
-    async def audio_delta(self, page: Any, seconds: float = 1.0) -> dict[str, Any]:
-        """RTP and audio energy the page received over ``seconds``."""
-        before = await page.evaluate(READ_AUDIO)
+    async def audio_delta(
+        self, page: Any, seconds: float = 1.0, conference: bool = False
+    ) -> dict[str, Any]:
+        """RTP and audio energy the page received over ``seconds`` (call or conference leg)."""
+        before = await page.evaluate(READ_AUDIO, conference)
         await asyncio.sleep(seconds)
-        after = await page.evaluate(READ_AUDIO)
+        after = await page.evaluate(READ_AUDIO, conference)
         if not before or not after:
             return {"before": before, "after": after}
         return {
@@ -357,7 +371,48 @@ class PhoneScenario:
         }
         self.mark("hung_up")
         await self.shot(alice, "phone-history.png")
+        await self.conference_flow(alice, bob, users)
         r["done"] = True
+
+    async def conference_flow(self, alice: Any, bob: Any, users: dict[str, dict[str, str]]) -> None:
+        """Alice starts a conference and invites bob by extension; bob joins from the banner;
+        both pages list bob; alice removes bob, then ends the conference."""
+        steps = self.result["steps"]
+        card = "s => document.querySelector('.conference').dataset.state === s"
+        await alice.fill("#conf-title-input", "standup")
+        await alice.click("#conf-start")
+        await alice.wait_for_function(card, arg="connected")
+        await alice.fill("#conf-invitee", users["bob"]["extension"])
+        await alice.press("#conf-invitee", "Enter")
+        await bob.wait_for_selector("#incoming .conf-invite")
+        steps["conf_invited"] = {"alice": await self.read(alice), "bob": await self.read(bob)}
+        await self.shot(bob, "phone-conference-invite.png")
+        await bob.click("#incoming .conf-invite button.call")
+        await bob.wait_for_function(card, arg="connected")
+        # Alice's roster comes with the acceptance; bob's page asks the server for its own.
+        listed = """() => [...document.querySelectorAll('#participants li')].some(li =>
+            li.textContent.includes('Bob Jones') && li.textContent.includes('in the call'))"""
+        await asyncio.gather(alice.wait_for_function(listed), bob.wait_for_function(listed))
+        self.mark("conf_joined")
+        await asyncio.sleep(0.8)  # the first packets and the decoders: not measured
+        steps["conf_joined"] = {
+            "alice": await self.read(alice),
+            "bob": await self.read(bob),
+            "alice_hears": await self.audio_delta(alice, conference=True),
+            "bob_hears": await self.audio_delta(bob, conference=True),
+        }
+        await self.shot(alice, "phone-conference.png")
+        bob_row = f'#participants li[data-participant="{users["bob"]["extension"]}"]'
+        await alice.click(f"{bob_row} button")
+        await asyncio.gather(
+            bob.wait_for_function(card, arg="idle"),
+            alice.wait_for_function("() => document.querySelector('#participants li.empty')"),
+        )
+        steps["conf_removed"] = {"alice": await self.read(alice), "bob": await self.read(bob)}
+        await alice.click("#conf-end")
+        await alice.wait_for_function(card, arg="idle")
+        steps["conf_ended"] = {"alice": await self.read(alice), "bob": await self.read(bob)}
+        self.mark("conf_ended")
 
     # -- HTTPS / WSS ---------------------------------------------------------------------------
 

@@ -11,11 +11,12 @@
 
 import { Phone } from "/sdk/callbridge.js";
 import * as sdk from "/sdk/callbridge.js";
+import { setupConference } from "/phone/conference.js";
+import { refreshDevices, startMeter, stopMeter } from "/phone/devices.js";
+import { $, act, button, showError, showInfo, toggle } from "/phone/ui.js";
 
 /** @typedef {any} Call  the SDK's Call */
-/** @typedef {any} Conference  the SDK's Conference */
 
-const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const WS_URL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const TOKEN_KEY = "callbridge.phone.token";
 const HISTORY_LIMIT = 50;
@@ -33,80 +34,10 @@ const history = [];
 /** @type {Call|null} the consultation call of an attended transfer, and the call it is for */
 let consultation = null;
 let consultationFor = /** @type {Call|null} */ (null);
-/** @type {Conference|null} the conference this page hosts */
-let conference = null;
+const conferenceCard = setupConference({ getPhone: () => phone, showName });
 
 // For the browser console (and the page's own test): the phone of this page.
 /** @type {any} */ (window).phoneApp = { get phone() { return phone; }, get calls() { return [...callItems.keys()]; } };
-
-// -- alerts -----------------------------------------------------------------------------------
-
-/**
- * Show an error in words: what failed, the server's message, its cause and what to do.
- * @param {string} what  e.g. "Calling 1002"
- * @param {any} error  a CallbridgeError, or anything thrown
- */
-function showError(what, error) {
-  const box = document.createElement("div");
-  box.className = "alert";
-  const text = document.createElement("p");
-  const head = document.createElement("span");
-  head.className = "what";
-  head.textContent = `${what} failed: `;
-  text.append(head, document.createTextNode(describe(error)));
-  const close = document.createElement("button");
-  close.type = "button";
-  close.textContent = "Dismiss";
-  close.setAttribute("aria-label", "Dismiss this message");
-  close.addEventListener("click", () => box.remove());
-  box.append(text, close);
-  $("alerts").append(box);
-  while ($("alerts").children.length > 3) $("alerts").firstElementChild?.remove();
-}
-
-/** @param {string} message */
-function showInfo(message) {
-  const box = document.createElement("div");
-  box.className = "alert info";
-  const text = document.createElement("p");
-  text.textContent = message;
-  box.append(text);
-  $("alerts").append(box);
-  setTimeout(() => box.remove(), 6000);
-}
-
-/** @param {any} error */
-function describe(error) {
-  if (!error) return "unknown error";
-  if (error.name === "NotAllowedError") {
-    return "the browser refused the microphone. Allow it for this site (the icon in the address bar) and try again.";
-  }
-  if (error.name === "NotFoundError") return "no microphone was found. Plug one in, or pick another under Devices.";
-  const detail = error.detail ?? error.message ?? String(error);
-  const parts = [detail];
-  if (error.reason && error.reason !== detail) parts.push(error.reason);
-  if (error.resolution) parts.push(error.resolution);
-  return parts.map((p) => String(p).replace(/\.?$/, ".")).join(" ");
-}
-
-/**
- * Run a user action; a failure becomes an alert. The button that started it is disabled
- * meanwhile (no double submits).
- * @param {string} what
- * @param {() => Promise<any>} fn
- * @param {HTMLButtonElement|null} [button]
- */
-async function act(what, fn, button = null) {
-  if (button) button.disabled = true;
-  try {
-    return await fn();
-  } catch (e) {
-    showError(what, e);
-    return undefined;
-  } finally {
-    if (button) button.disabled = false;
-  }
-}
 
 // -- sign in / out ------------------------------------------------------------------------------
 
@@ -151,9 +82,9 @@ async function signIn(token) {
   $("settings-toggle").hidden = false;
   drawHistory();
   drawCalls();
-  drawConference();
+  conferenceCard.draw();
   $("number").focus();
-  refreshDevices();
+  refreshDevices(phone);
 }
 
 async function signOut() {
@@ -165,8 +96,7 @@ async function signOut() {
   for (const el of [...callItems.values(), ...banners.values()]) el.remove();
   callItems.clear();
   banners.clear();
-  conference = null;
-  drawConference();
+  conferenceCard.reset();
   $("phone").hidden = true;
   $("signout").hidden = true;
   $("settings-toggle").hidden = true;
@@ -180,6 +110,7 @@ async function signOut() {
 /** The phone's own events: incoming calls, connectivity, invitations, errors. @param {any} p */
 function wirePhone(p) {
   p.on("incoming", (/** @type {Call} */ call) => onIncoming(call));
+  conferenceCard.wire(p);
   p.on("connectivity-off", () => setStatus("connecting", "Reconnecting…"));
   p.on("connectivity-on", () => setStatus("online", `Online as ${p.user?.display_name || p.user?.name || "you"}`));
   p.on("disconnected", (/** @type {any} */ reason) => {
@@ -295,9 +226,17 @@ const STATE_TEXT = /** @type {Record<string, string>} */ ({
 /** @param {Call} call */
 function peerOf(call) {
   const raw = call.direction === "incoming" ? call.from : (call.peer || call.to);
-  const name = call.direction === "incoming" ? call.fromName : "";
+  return showName(raw, call.direction === "incoming" ? call.fromName : "");
+}
+
+/**
+ * A party as the page shows it: "Name (number)", a formatted number, or "Extension 102".
+ * @param {any} raw  a number, extension or user name @param {string} [name]
+ */
+function showName(raw, name = "") {
   const shown = typeof raw !== "string" ? raw
     : raw.startsWith("+") ? formatNumber(raw) : /^\d{2,8}$/.test(raw) ? `Extension ${raw}` : raw;
+  if (name && (!shown || name === shown)) return name;
   return name ? `${name} (${shown})` : shown || "unknown";
 }
 
@@ -394,12 +333,6 @@ function wireCallItem(call, item) {
       trackCall(consult, "outgoing", dest);
       transfer.hidden = true;
     }, /** @type {HTMLButtonElement} */ (e.currentTarget)));
-}
-
-/** @param {HTMLElement} panel @param {HTMLButtonElement} button */
-function toggle(panel, button) {
-  panel.hidden = !panel.hidden;
-  button.setAttribute("aria-expanded", String(!panel.hidden));
 }
 
 /** Redraw a call's row from its state. @param {Call} call */
@@ -515,16 +448,6 @@ function onIncoming(call) {
   answer.focus();
 }
 
-/** @param {string} label @param {string} cls @param {() => void} onClick */
-function button(label, cls, onClick) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = cls;
-  b.textContent = label;
-  b.addEventListener("click", onClick);
-  return b;
-}
-
 /** @param {Call} call */
 function dropBanner(call) {
   banners.get(call)?.remove();
@@ -604,93 +527,6 @@ function drawHistory() {
   }
 }
 
-// -- conference -----------------------------------------------------------------------------
-
-// The card shows only when the SDK has seed 002's conferences (phone.startConference): the
-// page uses nothing but the SDK, and this SDK version may not have them yet.
-function drawConference() {
-  const card = /** @type {HTMLElement} */ (document.querySelector(".conference"));
-  card.hidden = !phone || typeof phone.startConference !== "function";
-  $("conf-idle").hidden = Boolean(conference);
-  $("conf-live").hidden = !conference;
-}
-
-// -- devices and level meter -----------------------------------------------------------------
-
-// The phone's `audioInput` / `audioOutput` (SDK options) choose the devices of the next
-// call. The meter listens to the chosen microphone while the Devices panel is open.
-
-/** @type {{stream: MediaStream, context: AudioContext, frame: number}|null} */
-let meter = null;
-
-async function refreshDevices() {
-  await fillDevices();
-  if (!$("settings").hidden) await startMeter();
-}
-
-/** The device lists (names appear once the page may use the microphone). */
-async function fillDevices() {
-  if (!phone || !navigator.mediaDevices?.enumerateDevices) return;
-  const devices = await navigator.mediaDevices.enumerateDevices();
-  /** @param {string} id @param {MediaDeviceKind} kind @param {string|null} chosen @param {string} fallback */
-  const fill = (id, kind, chosen, fallback) => {
-    const select = /** @type {HTMLSelectElement} */ ($(id));
-    const options = [["", `Default ${fallback}`]];
-    let n = 0;
-    for (const d of devices) {
-      if (d.kind === kind && d.deviceId && d.deviceId !== "default") options.push([d.deviceId, d.label || `${fallback} ${++n}`]);
-    }
-    select.replaceChildren(...options.map(([value, label]) => new Option(label, value, false, value === (chosen ?? ""))));
-  };
-  fill("mic", "audioinput", phone.audioInput, "microphone");
-  fill("speaker", "audiooutput", phone.audioOutput, "speaker");
-  const canPickSpeaker = "setSinkId" in HTMLMediaElement.prototype;
-  /** @type {HTMLSelectElement} */ ($("speaker")).disabled = !canPickSpeaker;
-  $("devices-hint").textContent = (canPickSpeaker ? "" : "This browser plays calls on its default speaker. ") +
-    "A new choice applies to the next call.";
-}
-
-async function startMeter() {
-  stopMeter();
-  const id = phone?.audioInput;
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: id ? { deviceId: { exact: id } } : true });
-  } catch (e) {
-    showError("Opening the microphone", e);
-    return;
-  }
-  if ($("settings").hidden) { for (const t of stream.getTracks()) t.stop(); return; }
-  const context = new AudioContext();
-  const analyser = context.createAnalyser();
-  analyser.fftSize = 1024;
-  context.createMediaStreamSource(stream).connect(analyser);
-  const samples = new Float32Array(analyser.fftSize);
-  const bar = $("meter-bar");
-  const draw = () => {
-    analyser.getFloatTimeDomainData(samples);
-    let sum = 0;
-    for (const v of samples) sum += v * v;
-    const db = 10 * Math.log10(sum / samples.length + 1e-12);  // dBFS of the last ~20 ms
-    const percent = Math.max(0, Math.min(100, Math.round((db + 60) * (100 / 60))));
-    bar.style.width = `${percent}%`;
-    $("meter").setAttribute("aria-valuenow", String(percent));
-    if (meter) meter.frame = requestAnimationFrame(draw);
-  };
-  meter = { stream, context, frame: requestAnimationFrame(draw) };
-  await fillDevices();  // with the microphone open, the lists have the devices' names
-}
-
-function stopMeter() {
-  if (!meter) return;
-  cancelAnimationFrame(meter.frame);
-  for (const t of meter.stream.getTracks()) t.stop();
-  meter.context.close();
-  meter = null;
-  $("meter-bar").style.width = "0";
-  $("meter").setAttribute("aria-valuenow", "0");
-}
-
 // -- keyboard -------------------------------------------------------------------------------
 
 document.addEventListener("keydown", (e) => {
@@ -752,16 +588,16 @@ function start() {
   $("settings-toggle").addEventListener("click", () => {
     toggle($("settings"), /** @type {HTMLButtonElement} */ ($("settings-toggle")));
     if ($("settings").hidden) stopMeter();
-    else act("Listing devices", refreshDevices);
+    else act("Listing devices", () => refreshDevices(phone));
   });
   $("mic").addEventListener("change", () => {
     phone.audioInput = /** @type {HTMLSelectElement} */ ($("mic")).value || null;
-    act("Opening the microphone", startMeter);
+    act("Opening the microphone", () => startMeter(phone));
   });
   $("speaker").addEventListener("change", () => {
     phone.audioOutput = /** @type {HTMLSelectElement} */ ($("speaker")).value || null;
   });
-  navigator.mediaDevices?.addEventListener?.("devicechange", () => { if (phone) refreshDevices(); });
+  navigator.mediaDevices?.addEventListener?.("devicechange", () => { if (phone) refreshDevices(phone); });
   drawHistory();
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) act("Signing in", () => signIn(saved));

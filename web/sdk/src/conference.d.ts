@@ -31,6 +31,8 @@ export class Conference {
     /** @type {Record<string, any>} participant id -> {id, invitation_id, name, status} */
     invitations: Record<string, any>;
     /** @type {string|null} */ endReason: string | null;
+    /** @type {string} the host's caller id (known after `phone.refreshConference()`) */
+    host: string;
     /** @param {Record<string, any>} msg */
     _follow(msg: Record<string, any>): void;
     toJSON(): {

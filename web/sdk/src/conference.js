@@ -34,6 +34,8 @@ export class Conference {
     /** @type {Record<string, any>} participant id -> {id, invitation_id, name, status} */
     this.invitations = {};
     /** @type {string|null} */ this.endReason = null;
+    /** @type {string} the host's caller id (known after `phone.refreshConference()`) */
+    this.host = "";
   }
 
   /** @param {Record<string, any>} msg */

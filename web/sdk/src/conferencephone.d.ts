@@ -48,6 +48,13 @@ export class ConferencePhone extends CallPhone {
     getParticipants(): {
         [x: string]: any;
     };
+    /**
+     * Ask the server who is in the current conference (`conference.get`): the host learns it
+     * from events too, a participant only this way. Updates `conference.participants`,
+     * `invitations` and `host` (the host's caller id), and emits `conference:updated`.
+     * @returns {Promise<Conference>}
+     */
+    refreshConference(): Promise<Conference>;
     /** Seed 002 `endConference()`: the host ends it for everyone; a participant leaves. */
     endConference(): Promise<void>;
     /** Hold / resume our own membership of the current conference. */

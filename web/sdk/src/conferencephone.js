@@ -150,6 +150,21 @@ export class ConferencePhone extends CallPhone {
     return { ...this._currentConference("getParticipants", "host").participants };
   }
 
+  /**
+   * Ask the server who is in the current conference (`conference.get`): the host learns it
+   * from events too, a participant only this way. Updates `conference.participants`,
+   * `invitations` and `host` (the host's caller id), and emits `conference:updated`.
+   * @returns {Promise<Conference>}
+   */
+  async refreshConference() {
+    const conf = this._currentConference("refreshConference");
+    const reply = await this.request({ type: "conference.get", conference_id: conf.id });
+    conf._follow(reply);
+    if (typeof reply.host === "string") conf.host = reply.host;
+    this._confEvent("conference:updated", conf);
+    return conf;
+  }
+
   /** Seed 002 `endConference()`: the host ends it for everyone; a participant leaves. */
   async endConference() {
     const conf = this._currentConference("endConference");
