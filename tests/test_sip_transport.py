@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from callbridge.abuse import SourceGuard
 from callbridge.sip import Headers, Request, Response, parse, wire
 from callbridge.sip.stack import SipStack, Target
 from callbridge.sip.transaction import Timers
@@ -217,3 +218,28 @@ async def test_a_server_with_sip_on_answers_options_and_one_without_does_not_lis
         finally:
             sock.close()
     assert server.sip_port and "SIP listening" in server.log()
+
+
+async def test_tcp_connections_per_source_are_capped() -> None:
+    stack = SipStack("b.test", timers=TIMERS, guard=SourceGuard(2, 10))
+    await stack.start("127.0.0.1", 0)
+    _, port = stack.transports.local_address("TCP") or ("", 0)
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        third_reader = conns[2][0]
+        assert await asyncio.wait_for(third_reader.read(), 3) == b""  # closed at once
+        reader, writer = conns[0]
+        writer.write(options(port, "SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKcap"))
+        assert (await read_response(reader)).status == 200  # the first two still serve
+        assert stack.transports.guard is not None
+        assert stack.transports.guard.connections("127.0.0.1") == 2
+        writer.close()
+        for _ in range(100):  # a closed connection frees its place
+            if stack.transports.guard.connections("127.0.0.1") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert stack.transports.guard.connections("127.0.0.1") == 1
+    finally:
+        for _, w in conns:
+            w.close()
+        await stack.stop()

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from callbridge.abuse import SourceGuard
 from callbridge.sip import wire
 from callbridge.sip.dialog import DialogLayer
 from callbridge.sip.message import (
@@ -119,6 +120,7 @@ class SipStack:
     :param domain: the SIP domain (registrar and digest realm; ``--sip-domain``).
     :param timers: T1/T2/T4 (RFC 3261 defaults; tests pass small ones).
     :param draining: asked for each new INVITE; true refuses it with 503 (§21.5.4).
+    :param guard: caps the TCP/TLS connections one source address may hold open.
     """
 
     def __init__(
@@ -128,10 +130,11 @@ class SipStack:
         timers: Timers | None = None,
         draining: Callable[[], int | None] | None = None,
         limit: int = MAX_MESSAGE_BYTES,
+        guard: SourceGuard | None = None,
     ) -> None:
         self.domain = domain
         self.transactions = TransactionLayer(timers)
-        self.transports = Transports(self.receive, self._framing_error, limit=limit)
+        self.transports = Transports(self.receive, self._framing_error, limit=limit, guard=guard)
         self.dialogs = DialogLayer(self)
         self.handlers: dict[str, Handler] = {}
         self.draining = draining  # returns Retry-After seconds while draining, else None
@@ -453,6 +456,7 @@ async def start_sip(config: ServerConfig, drain: Drain) -> SipStack | None:
     stack = SipStack(
         config.sip_domain or config.host,
         draining=lambda: drain.retry_after() if drain.draining else None,
+        guard=SourceGuard(config.max_connections_per_source, config.login_failures_per_minute),
     )
     await stack.start(
         config.host,

@@ -34,6 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, cast
 
+from callbridge.abuse import SourceGuard
 from callbridge.sip.message import PING, STREAM_LIMITS, SipParseError, StreamFramer
 
 __all__ = [
@@ -130,9 +131,18 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class StreamFlow(Flow, asyncio.Protocol):
     """A TCP or TLS connection, accepted or opened by the server."""
 
-    def __init__(self, layer: Transports, transport: str, limit: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        layer: Transports,
+        transport: str,
+        limit: int = MAX_MESSAGE_BYTES,
+        *,
+        accepted: bool = False,
+    ) -> None:
         self.transport = transport
         self.layer = layer
+        self.accepted = accepted  # a peer connected to us (counted by the layer's guard)
+        self._counted = False
         self.limit = limit
         self.remote = ("", 0)
         self.local = ("", 0)
@@ -151,11 +161,24 @@ class StreamFlow(Flow, asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.remote = (str(peer[0]), int(peer[1]))
         self.local = (str(sock[0]), int(sock[1]))
+        guard = self.layer.guard
+        if self.accepted and guard is not None:
+            # docs/security.md: connections per source, as on /ws (one peer cannot take
+            # every descriptor of the process).
+            if not guard.connect(self.remote[0]):
+                guard.refused(self.remote[0], "sip", f"{self.transport}: too many connections")
+                self._closed = True
+                transport.close()
+                return
+            self._counted = True
         self.layer.add_flow(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.layer.remove_flow(self)
+        if self._counted and self.layer.guard is not None:
+            self._counted = False
+            self.layer.guard.disconnect(self.remote[0])
 
     def data_received(self, data: bytes) -> None:
         for item in self._framer.feed(data):
@@ -194,8 +217,10 @@ class Transports:
         on_framing_error: FramingHandler | None = None,
         *,
         limit: int = MAX_MESSAGE_BYTES,
+        guard: SourceGuard | None = None,
     ) -> None:
         self.receiver = receiver
+        self.guard = guard  # caps accepted TCP/TLS connections per source address
         self.on_framing_error = on_framing_error
         self.limit = limit
         self.flows: dict[tuple[str, Address], Flow] = {}
@@ -221,7 +246,7 @@ class Transports:
         loop = asyncio.get_running_loop()
         name = "TLS" if tls is not None else "TCP"
         server = await loop.create_server(
-            lambda: StreamFlow(self, name, self.limit), host, port, ssl=tls
+            lambda: StreamFlow(self, name, self.limit, accepted=True), host, port, ssl=tls
         )
         self._servers[name] = server
         sock = server.sockets[0].getsockname()
