@@ -22,7 +22,7 @@ from callbridge.store.sip import BindingUpdate, Origin
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user, running
 from callbridge.vocabulary import EndReason
-from sip_peers import LOOPBACK, Sipp, free_udp_port, missing_tools
+from sip_peers import LOOPBACK, Baresip, Sipp, free_udp_port, missing_tools
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
@@ -216,3 +216,90 @@ async def test_a_ws_user_calls_a_sip_user_and_hears_the_sip_leg_echo(
     assert result.ok, result.explain()
     assert len(heard) > 48000 * 0.5
     assert tone_level_db(heard, 48000, TONE) > -35.0, "the tone did not come back over SIP"
+
+
+@pytest.fixture
+def sip_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """baresip started with ``-s`` (its SIP trace into its log), so a test can read the
+    headers it received (the harness has no option for it)."""
+    real = asyncio.create_subprocess_exec
+
+    async def exec_(program: str, *args: Any, **kw: Any) -> asyncio.subprocess.Process:
+        if program == "baresip":
+            args = ("-s", *args)
+        return await real(program, *args, **kw)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_)
+
+
+async def _registered(server: Server, folder: Path, user: str, **options: Any) -> Baresip:
+    """A baresip of ``user`` registered by a real REGISTER (401, then 200) to the server
+    (waited for in the store: its REGISTER_OK may come before the control link is up)."""
+    phone = Baresip(
+        folder,
+        user=user,
+        domain=f"{LOOPBACK}:{server.sip_port}",
+        password=PASSWORD,
+        regint=120,
+        **options,
+    )
+    await phone.start()
+    try:
+        async with asyncio.timeout(10):
+            while not await _bound_at(server, user, phone.port):  # noqa: ASYNC110 (another process's store)
+                await asyncio.sleep(0.05)
+    except BaseException:
+        await phone.stop()
+        raise
+    return phone
+
+
+async def _bound_at(server: Server, user: str, port: int) -> bool:
+    async with server.store() as store:
+        bindings = await store.bindings(user)
+    return any(f":{port}" in b.contact for b in bindings)
+
+
+async def test_ring_all_two_registered_baresips_and_a_ws_session_one_wins(
+    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+) -> None:
+    """A /ws caller calls a user with two registered baresips and a /ws session: all three
+    ring; the second baresip answers and talks to the caller (tones checked); the other
+    baresip gets CANCEL with ``Reason: SIP;cause=200;text="Call completed elsewhere"`` (RFC
+    3326) and the /ws session ``call.ended`` (answered elsewhere)."""
+    callee, callee_ext, callee_token = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    desk = await _registered(sip_server, tmp_path / "desk", callee, answer="manual")
+    soft = await _registered(sip_server, tmp_path / "soft", callee, answer="manual")
+    try:
+        ws_callee = Phone(sip_server.ws_url, callee_token)
+        await ws_callee.login()
+        phones.append(ws_callee)
+        rung: asyncio.Queue[Any] = asyncio.Queue()
+        ws_callee.on("incoming", rung.put_nowait)
+        caller = Phone(sip_server.ws_url, token)
+        await caller.login()
+        phones.append(caller)
+        sink = BufferSink()
+        call = await caller.call(callee_ext, source=ToneSource(TONE), sink=sink)
+        ws_rung = await asyncio.wait_for(rung.get(), 10)
+        await desk.wait_event("CALL_INCOMING", limit=10)
+        await soft.wait_event("CALL_INCOMING", limit=10)
+        await soft.command("accept")
+        await soft.wait_event("CALL_ESTABLISHED", limit=10)
+        await call.wait_for("answered", timeout=10)
+        await desk.wait_event("CALL_CLOSED", limit=10)
+        await ws_rung.wait_for("ended", timeout=10)
+        await asyncio.sleep(2.0)  # the measurement: 2 s of the winner's tone
+        heard = sink.samples(1.5)
+        await call.hangup()
+        await soft.wait_event("CALL_CLOSED", limit=10)
+    finally:
+        await desk.stop()
+        await soft.stop()
+    assert ws_rung.end_reason == "answered-elsewhere", ws_rung.end_reason
+    assert tone_level_db(heard, 48000, BARESIP_TONE) > -35.0, "the caller hears no 440 Hz"
+    trace = desk.log()
+    cancel = trace[trace.index("CANCEL sip:") :]
+    assert 'Reason: SIP;cause=200;text="Call completed elsewhere"' in cancel[:1500], cancel[:1500]
+    assert "CANCEL sip:" not in soft.log()
