@@ -195,3 +195,26 @@ def test_dev_cert_certifies_exactly_the_names_given(tmp_path: Path) -> None:
     assert main(["dev-cert", "--out-dir", str(out), "--force"]) == 0
     assert main(["dev-cert", "bad_name!", "--out-dir", str(tmp_path / "other")]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_an_installed_server_carries_the_page_and_the_sdk() -> None:
+    """pyproject's data-files put every file the page and the SDK serve under
+    share/callbridge/web/, where websdk.web_dir looks when there is no source tree."""
+    import tomllib
+
+    from callbridge.websdk import web_dir
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    installed: dict[str, str] = {}
+    for target, patterns in data["data-files"].items():
+        for pattern in patterns:
+            for path in ROOT.glob(pattern):
+                installed[path.relative_to(ROOT).as_posix()] = target
+    for name in ("phone", "sdk"):
+        kinds = {".html", ".js", ".css", ".ts"}
+        served = [p for p in (ROOT / "web" / name).rglob("*") if p.suffix in kinds]
+        assert served, name
+        for path in served:
+            rel = path.relative_to(ROOT).as_posix()
+            assert installed.get(rel) == f"share/callbridge/{path.parent.relative_to(ROOT)}", rel
+    assert web_dir("phone") == ROOT / "web" / "phone"
