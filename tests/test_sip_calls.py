@@ -303,3 +303,33 @@ async def test_ring_all_two_registered_baresips_and_a_ws_session_one_wins(
     cancel = trace[trace.index("CANCEL sip:") :]
     assert 'Reason: SIP;cause=200;text="Call completed elsewhere"' in cancel[:1500], cancel[:1500]
     assert "CANCEL sip:" not in soft.log()
+
+
+async def test_ring_timeout_cancels_a_sip_contact_that_does_not_answer(
+    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+) -> None:
+    """A registered baresip rings and never answers: at the ring timeout (4 s here, well
+    before Timer B's 32 s) the server CANCELs its INVITE (§9.1), baresip answers 487, the
+    server ACKs it, and the /ws caller's call ends ``no-answer``."""
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    desk = await _registered(sip_server, tmp_path / "desk", callee, answer="manual")
+    try:
+        caller = Phone(sip_server.ws_url, token)
+        await caller.login()
+        phones.append(caller)
+        call = await caller.call(callee_ext, source=ToneSource(TONE), sink=BufferSink())
+        await desk.wait_event("CALL_INCOMING", limit=10)
+        rang = asyncio.get_running_loop().time()
+        await call.wait_for("ended", timeout=12)
+        await desk.wait_event("CALL_CLOSED", limit=5)
+        took = asyncio.get_running_loop().time() - rang
+    finally:
+        await desk.stop()
+    assert call.end_reason == "no-answer", call.end_reason
+    assert 3.0 < took < 8.0, took
+    trace = desk.log()
+    assert "CANCEL sip:" in trace, "no CANCEL reached the phone"
+    after = trace[trace.index("CANCEL sip:") :]
+    assert "SIP/2.0 487" in after and "ACK sip:" in after, after[:3000]
+    assert "SIP/2.0 408" not in trace
