@@ -333,3 +333,69 @@ async def test_ring_timeout_cancels_a_sip_contact_that_does_not_answer(
     after = trace[trace.index("CANCEL sip:") :]
     assert "SIP/2.0 487" in after and "ACK sip:" in after, after[:3000]
     assert "SIP/2.0 408" not in trace
+
+
+async def _in_log(phone: Baresip, text: str, after: int, limit: float = 5.0) -> int:
+    """Where ``text`` appears in the phone's SIP trace after offset ``after`` (the trace is a
+    file another process writes: read again until it shows up, bounded)."""
+    async with asyncio.timeout(limit):
+        while (at := phone.log().find(text, after)) < 0:  # noqa: ASYNC110 (a file of baresip's)
+            await asyncio.sleep(0.05)
+    return at
+
+
+def _sdp_direction_of_invite(trace: str, at: int) -> str:
+    """The ``a=`` direction of the INVITE whose request line starts at ``at``."""
+    message = trace[at : trace.find("\n#", at) if trace.find("\n#", at) > 0 else None]
+    for direction in ("sendonly", "recvonly", "inactive", "sendrecv"):
+        if f"a={direction}" in message:
+            return direction
+    return "sendrecv"  # RFC 3264 §5.1: no attribute means sendrecv
+
+
+async def test_hold_both_ways_between_a_ws_user_and_a_baresip(
+    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+) -> None:
+    """A /ws caller talks to a registered baresip. The caller holds: the phone gets a
+    re-INVITE offering ``a=sendonly`` (RFC 3264 §8.4), and ``sendrecv`` on resume. Then
+    baresip holds (its re-INVITE): the caller gets ``call.held {by: "remote"}`` and hears hold
+    music instead of baresip's 440 Hz; baresip resumes: ``resumed`` and the 440 Hz again."""
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    desk = await _registered(sip_server, tmp_path / "desk", callee, answer="auto")
+    try:
+        caller = Phone(sip_server.ws_url, token)
+        await caller.login()
+        phones.append(caller)
+        sink = BufferSink()
+        call = await caller.call(callee_ext, source=ToneSource(TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await desk.wait_event("CALL_ESTABLISHED", limit=5)
+        mark = len(desk.log())
+        await call.hold()
+        held_at = await _in_log(desk, "INVITE sip:", mark)
+        await _in_log(desk, "SIP/2.0 200", held_at)
+        await call.resume()
+        resumed_at = await _in_log(desk, "INVITE sip:", held_at + 10)
+        await _in_log(desk, "SIP/2.0 200", resumed_at)
+        trace = desk.log()
+        await asyncio.sleep(1.0)  # baresip's tone again, before its own hold
+        await desk.command("hold")
+        held = await call.wait_for("held", timeout=5)
+        await asyncio.sleep(1.5)  # the measurement: what the held caller hears
+        on_hold = sink.samples(1.0)
+        await desk.command("resume")
+        await call.wait_for("resumed", timeout=5)
+        await asyncio.sleep(1.5)
+        after = sink.samples(1.0)
+        await call.hangup()
+        await desk.wait_event("CALL_CLOSED", limit=5)
+    finally:
+        await desk.stop()
+    assert _sdp_direction_of_invite(trace, held_at) == "sendonly", trace[held_at:][:1500]
+    assert _sdp_direction_of_invite(trace, resumed_at) == "sendrecv", trace[resumed_at:][:1500]
+    assert held.data.get("by") == "remote", held.data
+    music = max(tone_level_db(on_hold, 48000, f) for f in (523.25, 659.25, 783.99))
+    assert music > -40.0, "the held caller hears no hold music"
+    assert tone_level_db(on_hold, 48000, BARESIP_TONE) < -45.0, "the phone is heard on hold"
+    assert tone_level_db(after, 48000, BARESIP_TONE) > -35.0, "no 440 Hz after the resume"

@@ -51,7 +51,9 @@ from callbridge.core.events import (
     CallAnswered,
     CallDtmf,
     CallEnded,
+    CallHeld,
     CallIncoming,
+    CallResumed,
     CallRinging,
     CommandFailed,
     DeviceEvent,
@@ -122,6 +124,7 @@ class SipLeg:
     cancel_reason: str | None = None  # UAC: CANCEL wanted (sent after the first 1xx)
     ended: bool = False
     early_sent: bool = False
+    reinvite_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # ours, one at a time
 
 
 class SipCalls:
@@ -221,6 +224,9 @@ class SipCalls:
             self._ended(leg, event.reason)
         elif isinstance(event, CallDtmf):
             self.stack.spawn(self._send_dtmf(leg, event.digit), "DTMF to a phone")
+        elif isinstance(event, CallHeld | CallResumed) and event.by == "remote":
+            held = isinstance(event, CallHeld)
+            self.stack.spawn(self._reoffer(leg, held), "re-INVITE hold" if held else "resume")
 
     def _early(self, leg: SipLeg) -> None:
         """Ringback as early media: 183 with the answer SDP (the caller hears it at once)."""
@@ -378,6 +384,28 @@ class SipCalls:
             self.controller.leg_media.on_media_event(DtmfReceived(leg.call_id, digit))
         else:
             incoming.respond(501, f"Not Implemented ({request.method} in a call)")
+
+    async def _reoffer(self, leg: SipLeg, held: bool) -> None:
+        """The far party held (or resumed) the call: tell the phone by a re-INVITE whose offer
+        is ``a=sendonly`` (``sendrecv`` to resume), RFC 3264 §8.4, with the same codecs and
+        payload types (``reoffer_rtp``). One re-INVITE at a time per leg (§14.1); the dialog
+        layer sends it again after a 491."""
+        async with leg.reinvite_lock:
+            dialog = leg.dialog
+            if dialog is None or leg.ended or dialog.state.value == "terminated":
+                return
+            media = self.controller.media
+            try:
+                offer = await media.reoffer_rtp(leg.call_id, "sendonly" if held else "sendrecv")
+                response = await dialog.request(
+                    "INVITE", [("Content-Type", "application/sdp")], offer.encode()
+                )
+                if 200 <= response.status < 300:
+                    await media.accept_answer(leg.call_id, response.body.decode(errors="replace"))
+                else:
+                    log.info("SIP: %s refused the hold re-INVITE: %s", leg.call_id, response.status)
+            except (MediaError, OSError, TimeoutError) as exc:
+                log.info("SIP: hold re-INVITE of %s failed: %s", leg.call_id, exc)
 
     async def _send_dtmf(self, leg: SipLeg, digit: str) -> None:
         """The far party's digit: RFC 4733 events when the phone's leg negotiated
