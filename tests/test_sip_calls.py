@@ -399,3 +399,40 @@ async def test_hold_both_ways_between_a_ws_user_and_a_baresip(
     assert music > -40.0, "the held caller hears no hold music"
     assert tone_level_db(on_hold, 48000, BARESIP_TONE) < -45.0, "the phone is heard on hold"
     assert tone_level_db(after, 48000, BARESIP_TONE) > -35.0, "no 440 Hz after the resume"
+
+
+async def test_dtmf_both_ways_between_a_ws_user_and_a_baresip(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """baresip's keys (RFC 4733 telephone-events) reach the /ws caller as ``call.dtmf``
+    digits; the caller's digits (RFC 4733 on its WebRTC leg) reach baresip as RFC 4733 events
+    (its CALL_DTMF_START)."""
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    desk = await _registered(sip_server, tmp_path / "desk", callee, answer="auto")
+    digits: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        caller = Phone(sip_server.ws_url, token)
+        await caller.login()
+        phones.append(caller)
+        call = await caller.call(callee_ext, source=ToneSource(TONE), sink=BufferSink())
+        call.on("dtmf", digits.put_nowait)
+        await call.wait_for("answered", timeout=10)
+        await desk.wait_event("CALL_ESTABLISHED", limit=5)
+        await desk.wait_event("CALL_RTPESTAB", limit=5)
+        got = []
+        for key in "5#":
+            await desk.send_dtmf(key)
+            got.append(await asyncio.wait_for(digits.get(), 5))
+        mark = len(desk.events)
+        await call.send_dtmf("7")
+        first = await desk.wait_event("CALL_DTMF_START", limit=5, after=mark)
+        mark = desk.events.index(first) + 1
+        await call.send_dtmf("*")
+        second = await desk.wait_event("CALL_DTMF_START", limit=5, after=mark)
+        await call.hangup()
+        await desk.wait_event("CALL_CLOSED", limit=5)
+    finally:
+        await desk.stop()
+    assert got == ["5", "#"], got
+    assert (first.get("param"), second.get("param")) == ("7", "*"), (first, second)
