@@ -207,17 +207,10 @@ export class Call extends Emitter {
      * change; done by the SDK itself when the connection fails or the session resumes.
      */
     restartMedia(): Promise<void>;
-    /** @param {string} what */
-    _modifiable(what: string): import("./media.js").CallMedia;
     /** Ask to make this audio call a video call (seed 002 `upgrade`). */
     upgrade(): Promise<void>;
     /** Make this video call an audio call (seed 002 `downgrade`). */
     downgrade(): Promise<void>;
-    /** @param {string} what */
-    _takeModification(what: string): {
-        media: import("./media.js").CallMedia;
-        pending: Record<string, any>;
-    };
     /** Accept the far party's upgrade or downgrade (seed 002 `acceptModification`). */
     acceptModification(): Promise<void>;
     /** Reject it (seed 002 `rejectModification`): an upgrade then brings the far party's

@@ -14,6 +14,7 @@
  */
 
 import { Emitter } from "./emitter.js";
+import * as video from "./callvideo.js";
 import { CallbridgeError, ClientCode, remoteError } from "./errors.js";
 
 /** @typedef {"trying"|"ringing"|"active"|"held"|"ended"} CallState */
@@ -568,67 +569,20 @@ export class Call extends Emitter {
     if (answer.type === "sdp.answer") await this._op(() => media.acceptAnswer(String(answer.sdp ?? "")));
   }
 
-  // -- seed 002 audio <-> video ---------------------------------------------------------------
-
-  /** @param {string} what */
-  _modifiable(what) {
-    if (this.state !== "active" || !this.media) {
-      throw new CallbridgeError(ClientCode.INVALID_STATE, `call ${this.id} is ${this.state}: ${what} needs an active call`,
-        { object: "call", method: what, callId: this.id });
-    }
-    if (this.pendingModification) {
-      throw new CallbridgeError(ClientCode.INVALID_STATE, `call ${this.id}: answer the far party's media modification first`,
-        { object: "call", method: what, callId: this.id });
-    }
-    return this.media;
-  }
+  // -- seed 002 audio <-> video (callvideo.js) -------------------------------------------------
 
   /** Ask to make this audio call a video call (seed 002 `upgrade`). */
-  async upgrade() {
-    const media = this._modifiable("upgrade");
-    if (this.mediaType === "video") {
-      throw new CallbridgeError(ClientCode.INVALID_STATE, `call ${this.id} is a video call already`);
-    }
-    const sdp = await media.reoffer(true);
-    await this._request("call.modify", { media_type: "video", sdp });
-  }
+  async upgrade() { await video.upgrade(this); }
 
   /** Make this video call an audio call (seed 002 `downgrade`). */
-  async downgrade() {
-    const media = this._modifiable("downgrade");
-    if (this.mediaType !== "video") {
-      throw new CallbridgeError(ClientCode.INVALID_STATE, `call ${this.id} is an audio call already`);
-    }
-    const sdp = await media.reoffer(false);
-    await this._request("call.modify", { media_type: "audio", sdp });
-  }
-
-  /** @param {string} what */
-  _takeModification(what) {
-    const pending = this.pendingModification;
-    if (!pending || !this.media) {
-      throw new CallbridgeError(ClientCode.INVALID_STATE, `call ${this.id}: no media modification to ${what}`);
-    }
-    this.pendingModification = null;
-    return { media: this.media, pending };
-  }
+  async downgrade() { await video.downgrade(this); }
 
   /** Accept the far party's upgrade or downgrade (seed 002 `acceptModification`). */
-  async acceptModification() {
-    const { media, pending } = this._takeModification("accept");
-    const video = pending.new_media_type === "video";
-    const sdp = await media.answerReoffer(String(pending.sdp ?? ""), video, video);
-    await this._request("call.modify.accept", { sdp });
-  }
+  async acceptModification() { await video.acceptModification(this); }
 
   /** Reject it (seed 002 `rejectModification`): an upgrade then brings the far party's
    * video to us, but we send none; a downgrade ends video anyway. */
-  async rejectModification() {
-    const { media, pending } = this._takeModification("reject");
-    const upgrade = pending.new_media_type === "video";
-    const sdp = await media.answerReoffer(String(pending.sdp ?? ""), false, upgrade);
-    await this._request("call.modify.reject", { sdp });
-  }
+  async rejectModification() { await video.rejectModification(this); }
 
   /**
    * Wait for an event (resolves with its first argument).
