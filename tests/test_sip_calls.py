@@ -22,7 +22,7 @@ from callbridge.store.sip import BindingUpdate, Origin
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user, running
 from callbridge.vocabulary import EndReason
-from sip_peers import LOOPBACK, Baresip, Sipp, free_udp_port, missing_tools
+from sip_peers import LOOPBACK, Baresip, Sipp, free_udp_port, missing_tools, read_wav
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
@@ -436,3 +436,43 @@ async def test_dtmf_both_ways_between_a_ws_user_and_a_baresip(
         await desk.stop()
     assert got == ["5", "#"], got
     assert (first.get("param"), second.get("param")) == ("7", "*"), (first, second)
+
+
+async def test_a_ws_user_blind_transfers_its_caller_to_a_sip_user(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """A /ws caller talks to a /ws callee, who transfers it (``call.transfer``) to a SIP user:
+    the registered baresip rings and answers; the caller hears its 440 Hz and baresip hears
+    the caller's 1000 Hz (both analysed)."""
+    target, target_ext, _ = await _user(sip_server, sip=True)
+    _, callee_ext, callee_token = await _user(sip_server)
+    _, _, token = await _user(sip_server)
+    desk = await _registered(sip_server, tmp_path / "desk", target, answer="auto")
+    try:
+        callee = Phone(sip_server.ws_url, callee_token)
+        await callee.login()
+        phones.append(callee)
+        rung: asyncio.Queue[Any] = asyncio.Queue()
+        callee.on("incoming", rung.put_nowait)
+        caller = Phone(sip_server.ws_url, token)
+        await caller.login()
+        phones.append(caller)
+        sink = BufferSink()
+        call = await caller.call(callee_ext, source=ToneSource(TONE), sink=sink)
+        incoming = await asyncio.wait_for(rung.get(), 10)
+        await incoming.answer(source=ToneSource(600.0), sink=BufferSink())
+        await call.wait_for("answered", timeout=10)
+        await incoming.transfer(target_ext)
+        await incoming.wait_for("ended", timeout=5)
+        await desk.wait_event("CALL_ESTABLISHED", limit=10)
+        await asyncio.sleep(2.0)  # the measurement: 2 s of baresip's tone at the caller
+        heard = sink.samples(1.5)
+        await call.hangup()
+        await desk.wait_event("CALL_CLOSED", limit=5)
+    finally:
+        await desk.stop()
+    assert incoming.end_reason == "transferred", incoming.end_reason
+    assert tone_level_db(heard, 48000, BARESIP_TONE) > -35.0, "the caller does not hear baresip"
+    pcm, rate = read_wav(desk.recordings()[-1].dec)
+    tail = pcm[-int(rate * 1.5) :]
+    assert tone_level_db(tail, rate, TONE) > -35.0, "baresip does not hear the caller"
