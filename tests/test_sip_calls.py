@@ -476,3 +476,48 @@ async def test_a_ws_user_blind_transfers_its_caller_to_a_sip_user(
     pcm, rate = read_wav(desk.recordings()[-1].dec)
     tail = pcm[-int(rate * 1.5) :]
     assert tone_level_db(tail, rate, TONE) > -35.0, "baresip does not hear the caller"
+
+
+async def test_baresip_blind_transfers_its_caller_by_refer(
+    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+) -> None:
+    """A /ws caller talks to a registered baresip, which transfers it (REFER, RFC 3515) to a
+    /ws user: 202 Accepted, NOTIFYs with ``message/sipfrag`` progress (100 Trying, then
+    200 OK with the subscription terminated), then the server's BYE; the target rings,
+    answers, and the caller hears the target's tone."""
+    desk_user, desk_ext, _ = await _user(sip_server, sip=True)
+    _, target_ext, target_token = await _user(sip_server)
+    _, _, token = await _user(sip_server)
+    desk = await _registered(sip_server, tmp_path / "desk", desk_user, answer="auto")
+    try:
+        target = Phone(sip_server.ws_url, target_token)
+        await target.login()
+        phones.append(target)
+        rung: asyncio.Queue[Any] = asyncio.Queue()
+        target.on("incoming", rung.put_nowait)
+        caller = Phone(sip_server.ws_url, token)
+        await caller.login()
+        phones.append(caller)
+        sink = BufferSink()
+        call = await caller.call(desk_ext, source=ToneSource(TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await desk.wait_event("CALL_ESTABLISHED", limit=5)
+        await desk.command("transfer", f"sip:{target_ext}@{LOOPBACK}:{sip_server.sip_port}")
+        incoming = await asyncio.wait_for(rung.get(), 10)
+        await incoming.answer(source=ToneSource(600.0), sink=BufferSink())
+        await desk.wait_event("CALL_CLOSED", limit=10)
+        await asyncio.sleep(2.0)  # the measurement: the target's 600 Hz at the caller
+        heard = sink.samples(1.5)
+        await call.hangup()
+        await incoming.wait_for("ended", timeout=5)
+    finally:
+        await desk.stop()
+    trace = desk.log()
+    refer = trace.index("REFER sip:")
+    after = trace[refer:]
+    assert "SIP/2.0 202 Accepted" in after, after[:2000]
+    assert "SIP/2.0 100 Trying" in after and "Subscription-State: terminated" in after
+    final = after.index("Subscription-State: terminated")
+    assert "SIP/2.0 200 OK" in after[final : final + 600], after[final:][:800]
+    assert "BYE sip:" in after[final:], "no BYE after the final NOTIFY"
+    assert tone_level_db(heard, 48000, 600.0) > -35.0, "the caller does not hear the target"

@@ -83,7 +83,7 @@ __all__ = ["COMPLETED_ELSEWHERE", "SipCalls", "attach_sip", "final_status", "rea
 log = logging.getLogger(__name__)
 
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'  # RFC 3326 §2
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
 
 # What a phone that called hears when its call ends before an answer (the seed's reasons).
 _FINAL: dict[EndReason, tuple[int, str]] = {
@@ -125,6 +125,7 @@ class SipLeg:
     ended: bool = False
     early_sent: bool = False
     reinvite_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # ours, one at a time
+    referring: asyncio.Event | None = None  # a REFER's NOTIFYs are due before our BYE
 
 
 class SipCalls:
@@ -257,7 +258,7 @@ class SipCalls:
         if leg.dialog is not None:
             dialog = leg.dialog
             if dialog.state.value != "terminated":
-                self.stack.spawn(_quiet(dialog.bye()), "BYE")
+                self.stack.spawn(_quiet(self._bye_after_refer(leg, dialog)), "BYE")
         elif incoming is not None:
             if not incoming.tx.answered:
                 status, phrase = leg.failure or final_status(reason)
@@ -382,8 +383,69 @@ class SipCalls:
                 return
             incoming.respond(200, "OK")
             self.controller.leg_media.on_media_event(DtmfReceived(leg.call_id, digit))
+        elif request.method == "REFER":
+            await self._refer(leg, dialog, incoming)
         else:
             incoming.respond(501, f"Not Implemented ({request.method} in a call)")
+
+    async def _refer(self, leg: SipLeg, dialog: Dialog, incoming: Incoming) -> None:
+        """Blind transfer by the phone (RFC 3515): 202, then NOTIFYs of ``message/sipfrag``
+        progress (§2.4.4, §2.4.5): ``100 Trying``, then ``200 OK`` once the core took the
+        transfer (its far party now rings the target; this leg ends ``transferred`` and the
+        BYE follows the final NOTIFY), or the refusal (``404``, ``503``; the call stays).
+        Attended transfer (``Replaces`` in the Refer-To, RFC 3891) is refused with 501."""
+        try:
+            refer_to = incoming.request.refer_to
+        except SipParseError as exc:
+            incoming.respond(400, f"Bad Request (Refer-To: {exc})"[:120])
+            return
+        if refer_to is None:
+            incoming.respond(400, "Bad Request (a REFER needs a Refer-To, RFC 3515 §2.4.1)")
+            return
+        uri = refer_to.uri
+        if uri.header("Replaces") is not None:
+            incoming.respond(501, "Not Implemented (attended transfer: Refer-To with Replaces)")
+            return
+        destination = uri.user or ""
+        if not destination:
+            incoming.respond(404, "Not Found (the Refer-To URI names no user)")
+            return
+        leg.referring = asyncio.Event()
+        incoming.respond(202, "Accepted")
+        try:
+            await self._notify(dialog, "100 Trying", "active;expires=60")
+            try:
+                await self.controller.transfers.blind(leg.device, leg.call_id, destination, None)
+                outcome = "200 OK"
+            except ProtocolError as exc:
+                code = getattr(exc, "code", None)
+                outcome = (
+                    "404 Not Found"
+                    if code is ErrorCode.DESTINATION_NOT_FOUND
+                    else ("503 Service Unavailable")
+                )
+            await self._notify(dialog, outcome, "terminated;reason=noresource")
+        finally:
+            leg.referring.set()
+
+    async def _notify(self, dialog: Dialog, status: str, state: str) -> None:
+        """One NOTIFY of the implicit ``refer`` subscription (RFC 3515 §2.4.4)."""
+        headers = [
+            ("Event", "refer"),
+            ("Subscription-State", state),
+            ("Content-Type", "message/sipfrag;version=2.0"),
+        ]
+        with contextlib.suppress(OSError, TimeoutError):
+            await dialog.request("NOTIFY", headers, f"SIP/2.0 {status}\r\n".encode())
+
+    async def _bye_after_refer(self, leg: SipLeg, dialog: Dialog) -> Response | None:
+        """BYE, after the final NOTIFY of a REFER in progress (the dialog carries it)."""
+        if leg.referring is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leg.referring.wait(), 40)
+        if dialog.state.value == "terminated":
+            return None
+        return await dialog.bye()
 
     async def _reoffer(self, leg: SipLeg, held: bool) -> None:
         """The far party held (or resumed) the call: tell the phone by a re-INVITE whose offer
