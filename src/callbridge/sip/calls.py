@@ -33,7 +33,9 @@ In a dialog: a re-INVITE is applied with ``renegotiate_rtp`` (its hold — ``sen
 ``inactive``, ``c=0.0.0.0`` — reaches the core as MediaDirectionChanged: the far party hears
 hold music and gets ``call.held {by: "remote"}``); INFO with ``application/dtmf-relay`` or
 ``application/dtmf`` is a DTMF digit for the far party; DTMF from the far party reaches the
-phone as RFC 4733 events (or in-band tones) through ``send_dtmf``.
+phone as RFC 4733 events (or in-band tones) through ``send_dtmf``. The far party's hold
+reaches the phone as our re-INVITE (``reoffer_rtp``: ``sendonly``, ``sendrecv`` on resume).
+REFER (RFC 3515) is a blind transfer: 202, NOTIFYs of sipfrag progress, then our BYE.
 """
 
 from __future__ import annotations
