@@ -183,3 +183,53 @@ def test_seed_000_conference_group_example(more: dict[str, Any]) -> None:
     for event in ("holding", "held", "resuming"):
         assert event in r["seen"], r
     assert r["ends"] == {"bob": ["hangup"], "dave": ["hangup"], "erin": ["hangup"]}, r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["calls"] + 30)
+def test_seed_002_upgrade_downgrade_accept_and_reject(calls: dict[str, Any]) -> None:
+    r = flow(calls, "video_upgrade_downgrade")
+    # alice upgrades, carol accepts: video decoded on both pages (Chromium's fake camera).
+    assert r["accept"] == {"asked": "video", "event": "video"}, r
+    for side in ("alice_video", "carol_video"):
+        assert r[side]["mediaType"] == "video" and r[side]["frames"] > 10, r
+    # alice downgrades; carol's rejectModification cannot keep video: none flows either way.
+    assert r["downgrade"] == {"asked": "audio", "event": "audio"}, r
+    for side in ("alice_audio", "carol_audio"):
+        assert r[side]["mediaType"] == "audio" and r[side]["frames"] == 0, r
+    # alice upgrades again, carol rejects: alice's video reaches carol, nothing comes back.
+    assert r["reject"] == {"asked": "video", "event": "video"}, r
+    assert r["carol_rejected"]["frames"] > 10, r
+    assert r["alice_rejected"]["frames"] == 0, r
+    for step in ("video", "audio", "rejected"):  # the audio goes on through every change
+        assert hears(r[f"alice_hears_{step}"], 660), (step, r)
+        assert hears(r[f"carol_hears_{step}"], 440), (step, r)
+
+
+@pytest.mark.timeout(GROUP_LIMIT["calls"] + 30)
+def test_seed_002_move_to_another_device_of_the_user(calls: dict[str, Any]) -> None:
+    r = flow(calls, "move_to_other_device")
+    assert r["before"]["alice"] > HEARD, r  # bob hears the first device's 440 Hz
+    move = r["move"]
+    assert move["movedFrom"] == move["firstId"] == r["first"], move  # the second device was told
+    assert move["reason"] == "moved" and move["toSession"] is True, move
+    assert move["secondState"] == "active" and move["secondFrom"] == "+14155550202", move
+    assert r["bob_live"] is True, r  # bob's call never ended
+    assert r["after"]["dave"] > HEARD and r["after"]["alice"] < SILENT, r  # now the 1500 Hz
+    assert hears(r["second_hears"], 1000), r  # and the second device hears bob
+    assert r["bob_ended"] == ["hangup"], r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["calls"] + 30)
+def test_pre_call_test_and_level_meter(calls: dict[str, Any]) -> None:
+    r = flow(calls, "pre_call_test_and_meter")
+    live = r["live"]
+    assert live["problems"] == [] and live["microphone"] and live["mediaConnected"], live
+    assert live["inputLevelDb"] > -20, live  # the 440 Hz sine at half scale: about -9 dBFS
+    assert live["packetsSent"] > 30 and live["packetsReceived"] > 30, live
+    assert live["roundTripMs"] is not None, live
+    quiet = r["quiet"]  # a microphone that hears nothing is named as the problem
+    assert quiet["mediaConnected"], quiet
+    assert "microphone: no sound (is it muted?)" in quiet["problems"], quiet
+    assert r["meterTone"]["updates"] >= 8 and r["meterTone"]["maxDb"] > -20, r
+    assert r["meterSilent"]["maxDb"] < -70, r
+    assert r["conferencesLeft"] == 0 and r["calls"] == 0, r  # the test cleaned up
