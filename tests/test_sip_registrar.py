@@ -14,7 +14,7 @@ import pytest
 
 from callbridge import cli
 from callbridge.abuse import SourceGuard
-from callbridge.sip import wire
+from callbridge.sip import Headers, Request, Response, parse_uri
 from callbridge.sip.digest import ha1, response
 from callbridge.sip.headers import Auth, NameAddr
 from callbridge.sip.registrar import Registrar, Source
@@ -53,7 +53,7 @@ class Phone:
         self.call_id = f"reg-{user}-{id(self)}"
         self.cseq = 0
 
-    def request(self, contacts: list[str], extra: list[tuple[str, str]]) -> wire.Request:
+    def request(self, contacts: list[str], extra: list[tuple[str, str]]) -> Request:
         self.cseq += 1
         headers = [
             ("Via", f"SIP/2.0/{self.source.transport} {self.source.host}:{self.source.port}"),
@@ -64,17 +64,17 @@ class Phone:
             *[("Contact", c) for c in contacts],
             *extra,
         ]
-        return wire.Request("REGISTER", f"sip:{DOMAIN}", headers)
+        return Request("REGISTER", parse_uri(f"sip:{DOMAIN}"), Headers(headers))
 
     async def register(
         self, *contacts: str, extra: list[tuple[str, str]] | None = None
-    ) -> wire.Response:
+    ) -> Response:
         first = await self.registrar.register(
             self.request(list(contacts), extra or []), self.source
         )
         if first.status != 401:
             return first
-        challenge = Auth.parse(first.get_all("WWW-Authenticate")[0], "WWW-Authenticate")
+        challenge = Auth.parse(first.headers.get_all("WWW-Authenticate")[0], "WWW-Authenticate")
         nonce = challenge.get("nonce") or ""
         key = ha1(self.user, DOMAIN, "secret123", "SHA-256")
         digest = response(
@@ -90,9 +90,9 @@ class Phone:
         return await self.registrar.register(request, self.source)
 
 
-def _contacts(resp: wire.Response) -> dict[str, int]:
+def _contacts(resp: Response) -> dict[str, int]:
     """The 200's Contacts: URI -> expires."""
-    parsed = [NameAddr.parse(v, "Contact") for v in resp.get_all("Contact")]
+    parsed = [NameAddr.parse(v, "Contact") for v in resp.headers.values("Contact")]
     return {str(c.uri): c.expires or 0 for c in parsed}
 
 
@@ -115,7 +115,7 @@ async def test_alice_registers_two_phones_each_with_its_own_expiry(registrar: Re
 
 async def test_too_brief_an_expiry_gets_423_with_min_expires(registrar: Registrar) -> None:
     answer = await Phone(registrar).register("<sip:alice@192.0.2.10>;expires=30")
-    assert (answer.status, answer.get("Min-Expires")) == (423, "60")
+    assert (answer.status, answer.headers.get("Min-Expires")) == (423, "60")
     assert await registrar.contacts_of("alice") == []
     # Longer than the maximum is shortened, not refused (§10.3 step 7).
     long = await Phone(registrar).register("<sip:alice@192.0.2.10>;expires=99999")
@@ -131,7 +131,7 @@ async def test_contact_star_with_expires_0_removes_every_binding(registrar: Regi
     assert refused.status == 400
     assert len(await registrar.contacts_of("alice")) == 2
     cleared = await phone.register("*", extra=[("Expires", "0")])
-    assert cleared.status == 200 and cleared.get_all("Contact") == []
+    assert cleared.status == 200 and cleared.headers.values("Contact") == []
     assert await registrar.contacts_of("alice") == []
 
 
@@ -163,9 +163,9 @@ async def test_to_must_be_the_authenticated_users_own_address(registrar: Registr
 
 
 def _spoof_to(make, user: str):  # type: ignore[no-untyped-def]
-    def request(contacts: list[str], extra: list[tuple[str, str]]) -> wire.Request:
-        req: wire.Request = make(contacts, extra)
-        req.set("To", f"<sip:{user}@{DOMAIN}>")
+    def request(contacts: list[str], extra: list[tuple[str, str]]) -> Request:
+        req: Request = make(contacts, extra)
+        req.headers.set("To", f"<sip:{user}@{DOMAIN}>")
         return req
 
     return request
@@ -174,12 +174,12 @@ def _spoof_to(make, user: str):  # type: ignore[no-untyped-def]
 async def test_another_domain_or_a_required_extension_is_refused(registrar: Registrar) -> None:
     phone = Phone(registrar)
     req = phone.request(["<sip:alice@192.0.2.10>"], [])
-    req.uri_text = "sip:example.com"
+    req.uri = parse_uri("sip:example.com")
     answer = await registrar.register(req, UDP)
     assert answer.status == 404 and "example.com" in answer.reason
     req = phone.request(["<sip:alice@192.0.2.10>"], [("Require", "gruu")])
     answer = await registrar.register(req, UDP)
-    assert (answer.status, answer.get("Unsupported")) == (420, "gruu")
+    assert (answer.status, answer.headers.get("Unsupported")) == (420, "gruu")
 
 
 async def test_each_binding_keeps_its_source_connection_and_instance(registrar: Registrar) -> None:
@@ -201,7 +201,7 @@ async def test_each_binding_keeps_its_source_connection_and_instance(registrar: 
     assert binding.connection_id == "WSS 192.0.2.20:50123"
     assert binding.instance_id == "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>"
     assert (binding.reg_id, binding.user_agent) == (1, "JsSIP 3.13")
-    assert '+sip.instance="<urn:uuid:' in first.get_all("Contact")[0]
+    assert '+sip.instance="<urn:uuid:' in first.headers.values("Contact")[0]
     # The same instance and reg-id from a new contact replace the binding (RFC 5626 §6).
     again = await ws.register(f"<sip:k9@p0q1.invalid;transport=ws>;{instance}")
     assert list(_contacts(again)) == ["sip:k9@p0q1.invalid;transport=ws"]
@@ -245,7 +245,7 @@ async def test_a_nonce_from_another_node_sharing_the_database_is_accepted(
         phone = Phone(one)
         first = await one.register(phone.request(["<sip:alice@192.0.2.10>"], []), UDP)
         phone.registrar = two  # the answer to one's challenge goes to two
-        challenge = first.get_all("WWW-Authenticate")[0]
+        challenge = first.headers.get_all("WWW-Authenticate")[0]
         nonce = Auth.parse(challenge, "WWW-Authenticate").get("nonce") or ""
         key = ha1("alice", DOMAIN, "secret123", "SHA-256")
         digest = response(
@@ -305,9 +305,14 @@ async def test_baresip_registers_with_digest_and_is_listed_and_kept_over_a_resta
     handle = stack.handlers["REGISTER"]
 
     async def observed(incoming: Incoming) -> None:
-        sent: list[wire.Response] = []
+        sent: list[Response] = []
         respond = incoming.respond
-        incoming.respond = lambda r, reason=None: sent.append(respond(r, reason)) or sent[-1]  # type: ignore[method-assign]
+
+        def recorded(response: Response | int, reason: str | None = None) -> Response:
+            sent.append(respond(response, reason))
+            return sent[-1]
+
+        incoming.respond = recorded  # type: ignore[method-assign]
         await handle(incoming)
         answered.put_nowait(sent[-1].status)
 
@@ -324,7 +329,7 @@ async def test_baresip_registers_with_digest_and_is_listed_and_kept_over_a_resta
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        statuses = []
+        statuses: list[int] = []
         while not statuses or statuses[-1] != 200:  # 401 challenge, then 200
             status = await asyncio.wait_for(answered.get(), 20)
             statuses.append(status)

@@ -94,7 +94,7 @@ class Incoming:
     """A request that started a server transaction, with the means to answer it."""
 
     stack: SipStack
-    request: wire.Request  # a callbridge.sip.Request (the subclass with the old accessors)
+    request: Request
     flow: Flow
     tx: ServerTransaction
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)  # CANCEL arrived (§9.2)
@@ -103,7 +103,7 @@ class Incoming:
     def response(self, status: int, reason: str | None = None, *, tag: bool = True) -> Response:
         """A response to the request (§8.2.6) with our To tag (when the request had none)."""
         to_tag = self.dialog_tag if tag else None
-        return wire.adopt(self.request.response(status, reason, to_tag=to_tag))
+        return self.request.response(status, reason, to_tag=to_tag)
 
     def respond(self, response: Response | int, reason: str | None = None) -> Response:
         """Send ``response`` (or a plain one with this status) through the transaction."""
@@ -216,8 +216,7 @@ class SipStack:
         framed = flow.transport in ("TCP", "TLS")
         limits = STREAM_LIMITS if flow.reliable else None
         try:
-            # The compatibility class: handlers still reading the old accessors keep working.
-            message = wire.adopt(parse(data, stream=framed, limits=limits))
+            message = parse(data, stream=framed, limits=limits)
         except SipParseError as exc:
             self._refuse(exc, flow)
             return
@@ -257,7 +256,7 @@ class SipStack:
         if changed:
             wire.set_top_via(message, via)
 
-    def _receive_request(self, request: wire.Request, flow: Flow) -> None:
+    def _receive_request(self, request: Request, flow: Flow) -> None:
         self._apply_rport(request, flow)
         tx = self.transactions.match_request(request)
         if tx is not None:
@@ -431,7 +430,7 @@ class SipStack:
         def failed(status: int, why: str) -> None:
             if not final.done():
                 reason = f"{REASON_PHRASES[status]} ({why})"
-                final.set_result(wire.adopt(request.response(status, reason)))
+                final.set_result(request.response(status, reason))
 
         self.transactions.client(request, flow, responded, failed)
         return await final

@@ -9,17 +9,17 @@ Messages are :class:`callbridge.sip.Request` / :class:`callbridge.sip.Response`
 * :func:`set_top_via` — rewrite the topmost Via value in place (received/rport, §18.2.1);
 * :func:`new_branch`, :func:`new_tag`.
 
-Compatibility (to be removed once ``registrar.py`` reads the real API): :class:`Request` and
-:class:`Response` here are the real classes plus the old accessors (``get``, ``get_all``,
-``set``, ``add``, ``uri_text``), built from a list of ``(name, value)`` pairs. The stack hands
-handlers requests of this class (:func:`adopt`), so a handler may use either API.
+Compatibility (to be removed): :class:`Request` and :class:`Response` here are the real
+classes plus the old accessors (``get``, ``get_all``, ``set``, ``add``, ``uri_text``), built
+from a list of ``(name, value)`` pairs. The stack and the registrar read only the real API;
+what still needs the old one is ``tests/test_sip_digest.py``, which builds its REGISTERs with
+:class:`Request` and reads the registrar's responses (:func:`response_to`) with ``get_all``.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from typing import overload
 
 from callbridge.sip import message
 from callbridge.sip.headers import Via
@@ -32,7 +32,6 @@ __all__ = [
     "Request",
     "Response",
     "ack_for_failure",
-    "adopt",
     "cancel_for",
     "new_branch",
     "new_tag",
@@ -102,24 +101,6 @@ class Response(_Compat, message.Response):
         body: bytes = b"",
     ) -> None:
         super().__init__(status, reason, _headers(headers), body)
-
-
-@overload
-def adopt(msg: message.Request) -> Request: ...
-@overload
-def adopt(msg: message.Response) -> Response: ...
-@overload
-def adopt(msg: message.Request | message.Response) -> Request | Response: ...
-def adopt(msg: message.Request | message.Response) -> Request | Response:
-    """The same message (sharing its headers) as the compatibility class."""
-    if isinstance(msg, Request | Response):
-        return msg
-    if isinstance(msg, message.Response):
-        out: Request | Response = Response(msg.status, msg.reason, msg.headers, msg.body)
-    else:
-        out = Request(msg.method, msg.uri, msg.headers, msg.body)
-    out.version = msg.version
-    return out
 
 
 def new_branch() -> str:
