@@ -29,13 +29,13 @@ rung with the user's ``/ws`` sessions in one ring group (``CallController.device
         the ring timeout is the ring group's, so Timer B never ends a ringing call
     core CallEnded after the answer ─► BYE
 
-In a dialog: a re-INVITE is applied with ``renegotiate_rtp`` (its hold — ``sendonly``,
-``inactive``, ``c=0.0.0.0`` — reaches the core as MediaDirectionChanged: the far party hears
-hold music and gets ``call.held {by: "remote"}``); INFO with ``application/dtmf-relay`` or
-``application/dtmf`` is a DTMF digit for the far party; DTMF from the far party reaches the
-phone as RFC 4733 events (or in-band tones) through ``send_dtmf``. The far party's hold
-reaches the phone as our re-INVITE (``reoffer_rtp``: ``sendonly``, ``sendrecv`` on resume).
-REFER (RFC 3515) is a blind transfer: 202, NOTIFYs of sipfrag progress, then our BYE.
+In a dialog (:mod:`callbridge.sip.call_dialog`): a re-INVITE is applied with
+``renegotiate_rtp`` (its hold reaches the core: the far party hears hold music and gets
+``call.held {by: "remote"}``); INFO with ``application/dtmf-relay`` or ``application/dtmf`` is
+a DTMF digit for the far party; DTMF from the far party reaches the phone as RFC 4733 events
+(or in-band tones). The far party's hold reaches the phone as our re-INVITE (``sendonly``,
+``sendrecv`` on resume). REFER (RFC 3515) is a blind transfer: 202, NOTIFYs of sipfrag
+progress, then our BYE.
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from callbridge.core.devices import Device
@@ -62,7 +60,7 @@ from callbridge.core.events import (
     SdpAnswer,
 )
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
-from callbridge.media.interface import DtmfReceived
+from callbridge.sip.call_dialog import CallDialogs, SipLeg, dtmf_of_info, quiet, sdp_body
 from callbridge.sip.device import SipDevice
 from callbridge.sip.headers import NameAddr
 from callbridge.sip.message import Headers, Request, Response
@@ -75,12 +73,19 @@ from callbridge.vocabulary import EndReason
 if TYPE_CHECKING:
     from callbridge.abuse import SourceGuard
     from callbridge.core.controller import CallController
-    from callbridge.sip.dialog import Dialog
     from callbridge.sip.stack import Incoming, SipStack, Target
     from callbridge.sip.transport import Flow
     from callbridge.store import Store
 
-__all__ = ["COMPLETED_ELSEWHERE", "SipCalls", "attach_sip", "final_status", "reason_of_status"]
+__all__ = [
+    "COMPLETED_ELSEWHERE",
+    "SipCalls",
+    "SipLeg",
+    "attach_sip",
+    "dtmf_of_info",
+    "final_status",
+    "reason_of_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,26 +115,6 @@ def reason_of_status(status: int) -> EndReason:
     return EndReason.REJECTED  # 603 and anything else a phone refuses with
 
 
-@dataclass(eq=False)
-class SipLeg:
-    """The SIP side of one core leg (``call_id``)."""
-
-    device: SipDevice
-    call_id: str
-    incoming: Incoming | None = None  # UAS: the INVITE we answer
-    invite: Request | None = None  # UAC: our INVITE
-    flow: Flow | None = None
-    dialog: Dialog | None = None
-    answer_sdp: str = ""
-    failure: tuple[int, str] | None = None  # a CommandFailed's final response (UAS)
-    provisional: asyncio.Event = field(default_factory=asyncio.Event)  # UAC: a 1xx came
-    cancel_reason: str | None = None  # UAC: CANCEL wanted (sent after the first 1xx)
-    ended: bool = False
-    early_sent: bool = False
-    reinvite_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # ours, one at a time
-    referring: asyncio.Event | None = None  # a REFER's NOTIFYs are due before our BYE
-
-
 class SipCalls:
     """The call adapter of one SIP stack (attach with :meth:`attach`)."""
 
@@ -139,6 +124,7 @@ class SipCalls:
         self.controller = controller
         self.legs: dict[str, SipLeg] = {}  # core leg id -> its SIP side
         self._callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
+        self.in_dialog = CallDialogs(stack, controller, self._bye_received)
 
     def attach(self) -> None:
         """Take INVITEs from the stack and ring users' SIP contacts on their calls."""
@@ -199,6 +185,12 @@ class SipCalls:
         with contextlib.suppress(ProtocolError):
             await self.controller.hangup(leg.device, leg.call_id, None)
 
+    def _bye_received(self, leg: SipLeg) -> None:
+        """The phone hung up in the dialog (the dialog layer answered its BYE)."""
+        leg.ended = True
+        self.legs.pop(leg.call_id, None)
+        self.stack.spawn(self._hangup(leg), "BYE from a phone")
+
     # the core's events -----------------------------------------------------------------------
     def deliver(self, device: SipDevice, event: DeviceEvent) -> None:
         """One fact for one SIP device; never blocks (work goes to the stack's tasks)."""
@@ -226,10 +218,11 @@ class SipCalls:
         elif isinstance(event, CallEnded):
             self._ended(leg, event.reason)
         elif isinstance(event, CallDtmf):
-            self.stack.spawn(self._send_dtmf(leg, event.digit), "DTMF to a phone")
+            self.stack.spawn(self.in_dialog.send_dtmf(leg, event.digit), "DTMF to a phone")
         elif isinstance(event, CallHeld | CallResumed) and event.by == "remote":
             held = isinstance(event, CallHeld)
-            self.stack.spawn(self._reoffer(leg, held), "re-INVITE hold" if held else "resume")
+            reoffer = self.in_dialog.reoffer(leg, held)
+            self.stack.spawn(reoffer, "re-INVITE hold" if held else "resume")
 
     def _early(self, leg: SipLeg) -> None:
         """Ringback as early media: 183 with the answer SDP (the caller hears it at once)."""
@@ -238,7 +231,7 @@ class SipCalls:
             return
         leg.early_sent = True
         response = incoming.response(183, "Session Progress")
-        _sdp_body(response, leg.answer_sdp)
+        sdp_body(response, leg.answer_sdp)
         self.stack.dialogs.early(incoming, response)
 
     def _answered(self, leg: SipLeg) -> None:
@@ -246,10 +239,10 @@ class SipCalls:
         if incoming is None or incoming.tx.answered:
             return  # UAC legs: the 2xx was ACKed when it came
         response = incoming.response(200, "OK")
-        _sdp_body(response, leg.answer_sdp)
+        sdp_body(response, leg.answer_sdp)
         response.headers.set("Allow", ALLOW)
         leg.dialog = self.stack.dialogs.accept(incoming, response)
-        self._serve_dialog(leg, leg.dialog)
+        self.in_dialog.serve(leg, leg.dialog)
 
     def _ended(self, leg: SipLeg, reason: EndReason) -> None:
         if leg.ended:
@@ -260,7 +253,7 @@ class SipCalls:
         if leg.dialog is not None:
             dialog = leg.dialog
             if dialog.state.value != "terminated":
-                self.stack.spawn(_quiet(self._bye_after_refer(leg, dialog)), "BYE")
+                self.stack.spawn(quiet(self.in_dialog.bye_after_refer(leg, dialog)), "BYE")
         elif incoming is not None:
             if not incoming.tx.answered:
                 status, phrase = leg.failure or final_status(reason)
@@ -313,10 +306,10 @@ class SipCalls:
             final, dialog = None, None
         if final is not None and 200 <= final.status < 300 and dialog is not None:
             if leg.ended:  # canceled or answered elsewhere meanwhile: §15, end it
-                await _quiet(dialog.bye([("Reason", COMPLETED_ELSEWHERE)]))
+                await quiet(dialog.bye([("Reason", COMPLETED_ELSEWHERE)]))
                 return
             leg.dialog = dialog
-            self._serve_dialog(leg, dialog)
+            self.in_dialog.serve(leg, dialog)
             try:
                 await self.controller.answer(
                     leg.device, leg.call_id, final.body.decode(errors="replace"), None
@@ -326,7 +319,7 @@ class SipCalls:
                 if not leg.ended:
                     leg.ended = True
                     self.legs.pop(leg.call_id, None)
-                    await _quiet(dialog.bye())
+                    await quiet(dialog.bye())
             return
         if leg.ended:
             return
@@ -350,154 +343,6 @@ class SipCalls:
             return Target("UDP", binding.source_host, binding.source_port)
         return self.stack.dialogs.target_of(str(_contact_uri(binding.contact)), "UDP")
 
-    # in a dialog -----------------------------------------------------------------------------
-    def _serve_dialog(self, leg: SipLeg, dialog: Dialog) -> None:
-        async def on_request(incoming: Incoming) -> None:
-            await self._in_dialog(leg, dialog, incoming)
-
-        def on_terminated(why: str) -> None:
-            if not leg.ended and why == "BYE received":
-                leg.ended = True
-                self.legs.pop(leg.call_id, None)
-                self.stack.spawn(self._hangup(leg), "BYE from a phone")
-
-        dialog.on_request = on_request
-        dialog.on_terminated = on_terminated
-
-    async def _in_dialog(self, leg: SipLeg, dialog: Dialog, incoming: Incoming) -> None:
-        request = incoming.request
-        if request.method == "INVITE":
-            try:
-                sdp = await self.controller.media.renegotiate_rtp(
-                    leg.call_id, request.body.decode(errors="replace")
-                )
-            except MediaError as exc:
-                incoming.respond(488, f"Not Acceptable Here ({exc})"[:120])
-                return
-            response = incoming.response(200, "OK")
-            _sdp_body(response, sdp)
-            response.headers.set("Contact", self.stack.contact(incoming.flow.transport))
-            dialog.send_2xx(incoming, response)
-        elif request.method == "INFO":
-            digit = dtmf_of_info(request.content_type or "", request.body.decode(errors="replace"))
-            if digit is None:
-                incoming.respond(415, "Unsupported Media Type (INFO: dtmf-relay or dtmf only)")
-                return
-            incoming.respond(200, "OK")
-            self.controller.leg_media.on_media_event(DtmfReceived(leg.call_id, digit))
-        elif request.method == "REFER":
-            await self._refer(leg, dialog, incoming)
-        else:
-            incoming.respond(501, f"Not Implemented ({request.method} in a call)")
-
-    async def _refer(self, leg: SipLeg, dialog: Dialog, incoming: Incoming) -> None:
-        """Blind transfer by the phone (RFC 3515): 202, then NOTIFYs of ``message/sipfrag``
-        progress (§2.4.4, §2.4.5): ``100 Trying``, then ``200 OK`` once the core took the
-        transfer (its far party now rings the target; this leg ends ``transferred`` and the
-        BYE follows the final NOTIFY), or the refusal (``404``, ``503``; the call stays).
-        Attended transfer (``Replaces`` in the Refer-To, RFC 3891) is refused with 501."""
-        try:
-            refer_to = incoming.request.refer_to
-        except SipParseError as exc:
-            incoming.respond(400, f"Bad Request (Refer-To: {exc})"[:120])
-            return
-        if refer_to is None:
-            incoming.respond(400, "Bad Request (a REFER needs a Refer-To, RFC 3515 §2.4.1)")
-            return
-        uri = refer_to.uri
-        if uri.header("Replaces") is not None:
-            incoming.respond(501, "Not Implemented (attended transfer: Refer-To with Replaces)")
-            return
-        destination = uri.user or ""
-        if not destination:
-            incoming.respond(404, "Not Found (the Refer-To URI names no user)")
-            return
-        leg.referring = asyncio.Event()
-        incoming.respond(202, "Accepted")
-        try:
-            await self._notify(dialog, "100 Trying", "active;expires=60")
-            try:
-                await self.controller.transfers.blind(leg.device, leg.call_id, destination, None)
-                outcome = "200 OK"
-            except ProtocolError as exc:
-                code = getattr(exc, "code", None)
-                outcome = (
-                    "404 Not Found"
-                    if code is ErrorCode.DESTINATION_NOT_FOUND
-                    else ("503 Service Unavailable")
-                )
-            await self._notify(dialog, outcome, "terminated;reason=noresource")
-        finally:
-            leg.referring.set()
-
-    async def _notify(self, dialog: Dialog, status: str, state: str) -> None:
-        """One NOTIFY of the implicit ``refer`` subscription (RFC 3515 §2.4.4)."""
-        headers = [
-            ("Event", "refer"),
-            ("Subscription-State", state),
-            ("Content-Type", "message/sipfrag;version=2.0"),
-        ]
-        with contextlib.suppress(OSError, TimeoutError):
-            await dialog.request("NOTIFY", headers, f"SIP/2.0 {status}\r\n".encode())
-
-    async def _bye_after_refer(self, leg: SipLeg, dialog: Dialog) -> Response | None:
-        """BYE, after the final NOTIFY of a REFER in progress (the dialog carries it)."""
-        if leg.referring is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leg.referring.wait(), 40)
-        if dialog.state.value == "terminated":
-            return None
-        return await dialog.bye()
-
-    async def _reoffer(self, leg: SipLeg, held: bool) -> None:
-        """The far party held (or resumed) the call: tell the phone by a re-INVITE whose offer
-        is ``a=sendonly`` (``sendrecv`` to resume), RFC 3264 §8.4, with the same codecs and
-        payload types (``reoffer_rtp``). One re-INVITE at a time per leg (§14.1); the dialog
-        layer sends it again after a 491."""
-        async with leg.reinvite_lock:
-            dialog = leg.dialog
-            if dialog is None or leg.ended or dialog.state.value == "terminated":
-                return
-            media = self.controller.media
-            try:
-                offer = await media.reoffer_rtp(leg.call_id, "sendonly" if held else "sendrecv")
-                response = await dialog.request(
-                    "INVITE", [("Content-Type", "application/sdp")], offer.encode()
-                )
-                if 200 <= response.status < 300:
-                    await media.accept_answer(leg.call_id, response.body.decode(errors="replace"))
-                else:
-                    log.info("SIP: %s refused the hold re-INVITE: %s", leg.call_id, response.status)
-            except (MediaError, OSError, TimeoutError) as exc:
-                log.info("SIP: hold re-INVITE of %s failed: %s", leg.call_id, exc)
-
-    async def _send_dtmf(self, leg: SipLeg, digit: str) -> None:
-        """The far party's digit: RFC 4733 events when the phone's leg negotiated
-        telephone-event, else in-band tones (the media plane chooses)."""
-        with contextlib.suppress(MediaError):
-            await self.controller.media.send_dtmf(leg.call_id, digit)
-
-
-_DTMF = re.compile(r"^\s*Signal\s*=\s*([0-9A-D*#])\s*$", re.IGNORECASE | re.MULTILINE)
-
-
-def dtmf_of_info(content_type: str, body: str) -> str | None:
-    """The digit of an INFO: ``application/dtmf-relay`` (``Signal=5``) or ``application/dtmf``
-    (the bare digit)."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == "application/dtmf-relay":
-        match = _DTMF.search(body)
-        return match.group(1).upper() if match else None
-    if kind == "application/dtmf":
-        text = body.strip().upper()
-        return text if len(text) == 1 and text in "0123456789ABCD*#" else None
-    return None
-
-
-def _sdp_body(response: Response, sdp: str) -> None:
-    response.body = sdp.encode()
-    response.headers.set("Content-Type", "application/sdp")
-
 
 def _contact_uri(contact: str) -> str:
     text = contact.strip()
@@ -518,12 +363,6 @@ def _refusal(exc: ProtocolError | MediaError) -> tuple[int, str]:
     if code is ErrorCode.CALLER_ID_NOT_ALLOWED:
         return 403, f"Forbidden ({detail})"
     return 500, f"Server Internal Error ({detail})"
-
-
-async def _quiet(work: object) -> None:
-    """Await a BYE whose answer changes nothing (the call is over for us either way)."""
-    with contextlib.suppress(Exception):
-        await work  # type: ignore[misc]
 
 
 async def attach_sip(
