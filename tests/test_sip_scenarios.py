@@ -271,6 +271,11 @@ async def test_cancel_while_ringing_gets_487_and_ends_the_ws_ringing(
     assert health["legs"] == 0, health
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: after 64*T1 without ACK the SIP dialog sends BYE but the call and its "
+    "/ws leg stay up (no call.ended, no CDR) until the /ws party hangs up",
+)
 async def test_a_caller_that_never_acks_gets_retransmitted_200s_then_bye(
     sip_server: Server, tmp_path: Path, phones: list[Phone]
 ) -> None:
@@ -293,8 +298,13 @@ async def test_a_caller_that_never_acks_gets_retransmitted_200s_then_bye(
     assert result.ok and result.successful == 1, result.explain()
     oks = result.messages.count("SIP/2.0 200 OK")
     assert oks >= 5, f"only {oks} 200s received: no retransmission"
+    # The server's BYE must end the whole call: the /ws party is told, a CDR is written.
+    try:
+        await asyncio.wait_for(ended.wait(), 5)
+    except TimeoutError:
+        health = await asyncio.to_thread(sip_server.health)
+        pytest.fail(f"the /ws party's call outlived the server's BYE (health {health})")
     cdr = await _cdr_between(sip_server, caller, callee)
     assert cdr.end_reason in {"failed", "hangup"}, cdr
-    await asyncio.wait_for(ended.wait(), 5)
     health = await _idle(sip_server)
     assert health["legs"] == 0, health
