@@ -308,3 +308,40 @@ async def test_a_caller_that_never_acks_gets_retransmitted_200s_then_bye(
     assert cdr.end_reason in {"failed", "hangup"}, cdr
     health = await _idle(sip_server)
     assert health["legs"] == 0, health
+
+
+SOAK_CALLS = 100
+
+
+async def test_soak_concurrent_sipp_calls_with_rtp_none_lost(
+    sip_server: Server, tmp_path: Path
+) -> None:
+    """The soak: SOAK_CALLS calls of uac_auth_pcap.xml (digest, PCMA speech from the pcap,
+    RFC 4733, BYE) at 25 calls/s, all up at once (-l = -m), through the server to a SIPp
+    uas_echo.xml registered as one user and echoing the RTP. None lost: both SIPp ends count
+    every call successful, and ``/healthz`` is back to no leg and no media endpoint."""
+    caller, _, _ = await _user(sip_server, sip=True)
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    n = SOAK_CALLS
+    uas = Sipp(
+        tmp_path / "uas", "uas_echo.xml", service=callee, rtp_echo=True, calls=n, deadline=55
+    )
+    await _register(sip_server, callee, uas.port)
+    uac = _caller(
+        tmp_path,
+        sip_server,
+        "uac_auth_pcap.xml",
+        caller,
+        callee_ext,
+        calls=n,
+        limit=n,
+        rate=25,
+        deadline=55,
+    )
+    async with uas, uac:
+        result = await uac.wait(58)
+        callee_result = await uas.wait(10)
+    assert result.ok and result.successful == n, result.explain()
+    assert callee_result.successful == n, callee_result.explain()
+    health = await _idle(sip_server, 20)
+    assert health["legs"] == 0 and health["media_endpoints"] == 0, health
