@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 
 from callbridge.abuse import SourceGuard
-from callbridge.sip import wire
+from callbridge.sip import Headers, Request, parse_uri
 from callbridge.sip.digest import (
     ALGORITHMS,
     Algorithm,
@@ -218,7 +218,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
 
 
-def _register(authorization: str | None = None, cseq: int = 1) -> wire.Request:
+def _register(authorization: str | None = None, cseq: int = 1) -> Request:
     headers = [
         ("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport"),
         ("From", "<sip:alice@127.0.0.1>;tag=a1"),
@@ -229,7 +229,7 @@ def _register(authorization: str | None = None, cseq: int = 1) -> wire.Request:
     ]
     if authorization:
         headers.append(("Authorization", authorization))
-    return wire.Request("REGISTER", "sip:127.0.0.1", headers)
+    return Request("REGISTER", parse_uri("sip:127.0.0.1"), Headers(headers))
 
 
 def _answer(challenge: str, password: str, nc: str = "00000001") -> str:
@@ -257,7 +257,7 @@ async def test_repeated_wrong_passwords_from_one_source_get_403_and_a_fail2ban_l
     for cseq in range(1, 4):
         challenge = await registrar.register(_register(cseq=2 * cseq), source)
         assert challenge.status == 401
-        value = challenge.get_all("WWW-Authenticate")[0]
+        value = challenge.headers.get_all("WWW-Authenticate")[0]
         answer = await registrar.register(
             _register(_answer(value, "not-it-123"), 2 * cseq + 1), source
         )
@@ -273,7 +273,7 @@ async def test_repeated_wrong_passwords_from_one_source_get_403_and_a_fail2ban_l
     # ... while another source is served.
     other = Source("UDP", "192.0.2.8", 5070)
     challenge = await registrar.register(_register(cseq=10), other)
-    value = challenge.get_all("WWW-Authenticate")[1]  # MD5 this time
+    value = challenge.headers.get_all("WWW-Authenticate")[1]  # MD5 this time
     ok = await registrar.register(_register(_answer(value, "secret123"), 11), other)
     assert ok.status == 200
 
@@ -284,10 +284,10 @@ async def test_an_unknown_user_looks_like_a_wrong_password(
     registrar = await Registrar.open(store, "127.0.0.1", guard=SourceGuard(32, 10))
     caplog.set_level(logging.WARNING, logger="callbridge.abuse")
     challenge = await registrar.register(_register(), Source("TCP", "192.0.2.9", 4000))
-    value = challenge.get_all("WWW-Authenticate")[0]
+    value = challenge.headers.get_all("WWW-Authenticate")[0]
     forged = _answer(value, "whatever1").replace('username="alice"', 'username="' + "m" * 99 + '"')
     answer = await registrar.register(_register(forged, 2), Source("TCP", "192.0.2.9", 4000))
-    assert answer.status == 401 and answer.get_all("WWW-Authenticate")
+    assert answer.status == 401 and answer.headers.get_all("WWW-Authenticate")
     line = caplog.records[-1].getMessage()
     # The peer's text is quoted and cut short: one bounded line whatever it sent.
     assert line == f"login failed from 192.0.2.9: sip: REGISTER '{'m' * 64}': wrong password"

@@ -50,7 +50,7 @@ from callbridge.sip.digest import (
     verify,
 )
 from callbridge.sip.headers import Auth, NameAddr, parse_uint
-from callbridge.sip.message import Request
+from callbridge.sip.message import Request, Response
 from callbridge.sip.syntax import SipParseError
 from callbridge.sip.uri import parse_uri
 from callbridge.store import Store
@@ -182,7 +182,7 @@ class Registrar:
     # authentication -------------------------------------------------------------------------
     async def authenticate(
         self, request: Request, source: Source, *, proxy: bool = False
-    ) -> SipCredentials | wire.Response:
+    ) -> SipCredentials | Response:
         """The user a request's digest credentials prove, or the response to send instead
         (401/407 challenge, 403 when the source is blocked, 400 for malformed credentials).
 
@@ -191,8 +191,10 @@ class Registrar:
         what = f"{request.method} "
         if self.guard is not None and (wait := self.guard.retry_after(source.host)) > 0:
             self.guard.refused(source.host, "sip", f"{request.method}: blocked")
-            return _reply(
-                request, 403, f"Forbidden (too many failed logins; retry in {wait:.0f} s)"
+            return request.response(
+                403,
+                f"Forbidden (too many failed logins; retry in {wait:.0f} s)",
+                to_tag=wire.new_tag(),
             )
         header = "Proxy-Authorization" if proxy else "Authorization"
         mine: Auth | None = None
@@ -246,9 +248,11 @@ class Registrar:
         reason = "wrong password" if verdict is Verdict.NO_CREDENTIALS else verdict.value
         return self._failed(request, source, what + user, reason, proxy)
 
-    def _challenge(self, request: Request, proxy: bool, *, stale: bool) -> wire.Response:
+    def _challenge(self, request: Request, proxy: bool, *, stale: bool) -> Response:
         status, header = (407, "Proxy-Authenticate") if proxy else (401, "WWW-Authenticate")
-        response = _reply(request, status, "Proxy Authentication Required" if proxy else None)
+        response = request.response(
+            status, "Proxy Authentication Required" if proxy else None, to_tag=wire.new_tag()
+        )
         order = algorithm_order(request.headers.get("User-Agent"))
         nonce = self.mint.make(self.domain)
         for value in challenges(self.domain, nonce, stale=stale, order=order):
@@ -264,46 +268,56 @@ class Registrar:
         proxy: bool,
         *,
         status: int = 401,
-    ) -> wire.Response:
+    ) -> Response:
         if self.guard is not None:
             self.guard.login_failed(source.host, "sip", f"{who}: {reason}")
             if self.guard.retry_after(source.host) > 0:
-                return _reply(request, 403, "Forbidden (too many failed logins)")
+                return request.response(
+                    403, "Forbidden (too many failed logins)", to_tag=wire.new_tag()
+                )
         if status == 400:
-            return _reply(request, 400, f"Bad Request ({reason})")
+            return request.response(400, f"Bad Request ({reason})", to_tag=wire.new_tag())
         return self._challenge(request, proxy, stale=False)
 
     # REGISTER -------------------------------------------------------------------------------
-    async def register(self, request: Request, source: Source) -> wire.Response:
+    async def register(self, request: Request, source: Source) -> Response:
         """Handle one REGISTER (RFC 3261 §10.3) and return the response to send."""
         try:
             target = parse_uri(str(request.uri), "Request-URI")
         except SipParseError as exc:
-            return _reply(request, 400, f"Bad Request ({exc.reason})")
+            return request.response(400, f"Bad Request ({exc.reason})", to_tag=wire.new_tag())
         if target.host.strip("[]").lower() != self.domain.strip("[]"):
-            return _reply(request, 404, f"Not Found (domain {target.host[:64]} is not served here)")
+            return request.response(
+                404,
+                f"Not Found (domain {target.host[:64]} is not served here)",
+                to_tag=wire.new_tag(),
+            )
         required = [r.strip() for v in request.headers.values("Require") for r in v.split(",")]
         if any(required):
-            response = _reply(request, 420, "Bad Extension")
+            response = request.response(420, "Bad Extension", to_tag=wire.new_tag())
             response.headers.set("Unsupported", ", ".join(r for r in required if r))
             return response
         authenticated = await self.authenticate(request, source)
-        if isinstance(authenticated, wire.Response):
+        if isinstance(authenticated, Response):
             return authenticated
         user = authenticated.user
         try:
             to = NameAddr.parse(request.headers.get("To") or "", "To")
         except SipParseError as exc:
-            return _reply(request, 400, f"Bad Request ({exc.reason})")
+            return request.response(400, f"Bad Request ({exc.reason})", to_tag=wire.new_tag())
         if to.uri.user != user.name or to.uri.host.strip("[]") != self.domain.strip("[]"):
-            return _reply(request, 403, f"Forbidden (To is not {user.name}'s address)")
+            return request.response(
+                403, f"Forbidden (To is not {user.name}'s address)", to_tag=wire.new_tag()
+            )
         try:
             updates, remove_all = self._contacts(request)
         except _Refusal as refusal:
             return refusal.response
         call_id = request.call_id
         if not call_id or len(call_id) > _MAX_CALL_ID:
-            return _reply(request, 400, "Bad Request (Call-ID missing or too long)")
+            return request.response(
+                400, "Bad Request (Call-ID missing or too long)", to_tag=wire.new_tag()
+            )
         agent = request.headers.get("User-Agent")
         origin = Origin(
             source_host=source.host,
@@ -327,10 +341,10 @@ class Registrar:
             else:  # a query (§10.2.3): no Contact
                 bindings = await self.store.bindings(user.name)
         except RegistrationOutOfOrder as exc:
-            return _reply(request, 400, f"Bad Request ({exc})")
+            return request.response(400, f"Bad Request ({exc})", to_tag=wire.new_tag())
         except TooManyBindings as exc:
-            return _reply(request, 403, f"Forbidden ({exc})")
-        response = _reply(request, 200, "OK")
+            return request.response(403, f"Forbidden ({exc})", to_tag=wire.new_tag())
+        response = request.response(200, "OK", to_tag=wire.new_tag())
         for binding in bindings:
             response.headers.add("Contact", _contact_value(binding))
         response.headers.set("Date", formatdate(usegmt=True))
@@ -347,12 +361,18 @@ class Registrar:
                 else self.default_expires
             )
         except SipParseError as exc:
-            raise _Refusal(_reply(request, 400, f"Bad Request ({exc.reason})")) from None
+            raise _Refusal(
+                request.response(400, f"Bad Request ({exc.reason})", to_tag=wire.new_tag())
+            ) from None
         if any(v.strip() == "*" for v in values):
             # §10.2.2 / §10.3 step 6: '*' only alone, and only with Expires: 0.
             if len(values) != 1 or expires_header is None or default != 0:
                 raise _Refusal(
-                    _reply(request, 400, "Bad Request (Contact * needs Expires: 0, alone)")
+                    request.response(
+                        400,
+                        "Bad Request (Contact * needs Expires: 0, alone)",
+                        to_tag=wire.new_tag(),
+                    )
                 )
             return [], True
         updates: list[BindingUpdate] = []
@@ -362,15 +382,21 @@ class Registrar:
                 expires = contact.expires
                 q = contact.q
             except SipParseError as exc:
-                raise _Refusal(_reply(request, 400, f"Bad Request ({exc.reason})")) from None
+                raise _Refusal(
+                    request.response(400, f"Bad Request ({exc.reason})", to_tag=wire.new_tag())
+                ) from None
             expires = default if expires is None else expires
             if 0 < expires < self.min_expires:
-                response = _reply(request, 423, "Interval Too Brief")
+                response = request.response(423, "Interval Too Brief", to_tag=wire.new_tag())
                 response.headers.set("Min-Expires", str(self.min_expires))
                 raise _Refusal(response)
             uri = str(contact.uri)
             if len(uri) > _MAX_CONTACT:
-                raise _Refusal(_reply(request, 400, "Bad Request (Contact URI too long)"))
+                raise _Refusal(
+                    request.response(
+                        400, "Bad Request (Contact URI too long)", to_tag=wire.new_tag()
+                    )
+                )
             instance = contact.params.get("+sip.instance")
             reg_id_text = contact.params.get("reg-id")
             reg_id = int(reg_id_text) if reg_id_text and reg_id_text.isdigit() else None
@@ -394,21 +420,9 @@ class Registrar:
 class _Refusal(Exception):
     """Carries the response that ends a REGISTER early."""
 
-    def __init__(self, response: wire.Response) -> None:
+    def __init__(self, response: Response) -> None:
         super().__init__(response.status)
         self.response = response
-
-
-def _reply(request: Request, status: int, reason: str | None = None) -> wire.Response:
-    """A response with a To tag (§8.2.6.2: a UAS adds one when the request had none).
-
-    Still the compatibility :class:`wire.Response` (tests/test_sip_digest.py reads it with
-    ``get_all``); ``request.response(status, reason, to_tag=wire.new_tag())`` once it doesn't.
-    """
-    response = wire.response_to(request, status, reason)
-    if request.to_tag is None:
-        response.headers.set("To", f"{request.headers.get('To')};tag={wire.new_tag()}")
-    return response
 
 
 def _contact_value(binding: Binding) -> str:
