@@ -40,10 +40,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from sip_peers import LOOPBACK, Sipp, free_udp_port  # noqa: E402
-
-from callbridge.store.sip import BindingUpdate, Origin  # noqa: E402
-from callbridge.testing.server import Server, create_user, running  # noqa: E402
+from callbridge.store.sip import BindingUpdate, Origin
+from callbridge.testing.server import Server, create_user, running
+from sip_peers import LOOPBACK, Sipp, free_udp_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PASSWORD = "bench-secret"

@@ -103,7 +103,9 @@ def _rms_db(pcm: np.ndarray[Any, Any]) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(x * x)) + 1e-9))
 
 
-def _caller(tmp_path: Path, server: Server, scenario: str, user: str, service: str, **kw: Any) -> Sipp:
+def _caller(
+    tmp_path: Path, server: Server, scenario: str, user: str, service: str, **kw: Any
+) -> Sipp:
     return Sipp(
         tmp_path / "uac",
         scenario,
