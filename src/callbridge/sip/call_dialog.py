@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.interface import DtmfReceived
 from callbridge.sip.device import SipDevice
+from callbridge.sip.dialog import NO_ACK
 from callbridge.sip.message import Request, Response
 from callbridge.sip.syntax import SipParseError
 
@@ -86,7 +87,8 @@ class CallDialogs:
             await self._in_dialog(leg, dialog, incoming)
 
         def on_terminated(why: str) -> None:
-            if not leg.ended and why == "BYE received":
+            # The phone hung up, or never ACKed our 2xx (the dialog sent BYE): the call ends.
+            if not leg.ended and why in ("BYE received", NO_ACK):
                 self.on_bye(leg)
 
         dialog.on_request = on_request

@@ -259,6 +259,9 @@ class Dialog(StateMachine[DialogState]):
                 return
             if loop.time() >= deadline:
                 log.info("SIP dialog %s: no ACK for the 2xx in 64*T1; BYE (§13.3.1.4)", self.id)
+                # Ended here, with its own cause, so that the TU ends the call too; bye()
+                # then only sends the BYE.
+                self._end(NO_ACK)
                 self.stack.spawn(self._bye_quietly(), "BYE after a missing ACK")
                 return
             self.stack.send_response(response, incoming.flow)
@@ -296,6 +299,7 @@ class Dialog(StateMachine[DialogState]):
 
 
 _CREDENTIALS = ("Authorization", "Proxy-Authorization")
+NO_ACK = "no ACK"  # on_terminated's cause when the 2xx was never ACKed (§13.3.1.4)
 
 
 def request_contact(message: Message) -> str | None:
