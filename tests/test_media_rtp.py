@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -472,6 +474,72 @@ async def test_offers_that_cannot_be_used_are_refused(media: Any) -> None:
     )
     assert "m=video 0 RTP/AVP 96" in answer and answer.index("m=audio") < answer.index("m=video")
     phone.close()
+
+
+class _TimedPhone(RtpPhone):
+    """An :class:`RtpPhone` that also notes when each RTP packet arrived (monotonic s)."""
+
+    def __init__(self, codec: str) -> None:
+        super().__init__(codec, tone=None)
+        self.arrivals: list[float] = []
+
+    def received(self, data: bytes, index: int) -> None:
+        before = len(self.packets)
+        super().received(data, index)
+        if len(self.packets) > before:
+            self.arrivals.append(time.monotonic())
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "ptime"), [("PCMA", "PCMU", 30), ("PCMA", "PCMU", 20), ("PCMU", "PCMA", 10)]
+)
+async def test_a_transcoded_stream_is_stamped_in_20_ms_steps_and_paced_by_them(
+    media: Any, src: str, dst: str, ptime: int
+) -> None:
+    """The regression of bench/sip.py's 96 % "late": SIPp's PCMA pcap is 30 ms a packet, and
+    each one came out as one PCMU packet of 30 ms stamped 20 ms later than the one before,
+    so the far end's timestamps fell behind real time by 10 ms a packet."""
+    server, _ = media
+    a, b = RtpPhone(src, tone=None), _TimedPhone(dst)
+    await a.open()
+    await b.open()
+    a.use_answer(await server.answer_rtp("a", a.offer()))
+    b.use_answer(await server.answer_rtp("b", b.offer()))
+    await server.bridge("a", "b")
+    encoder = AudioEncoder(a.spec)
+    n = 8 * ptime  # samples (= RTP units at 8 kHz) in one packet
+    sent = 1500 // ptime  # 1.5 s of audio
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        for k in range(sent):
+            t = (np.arange(n) + k * n) / 8000
+            pcm = (0.3 * 32767 * np.sin(2 * np.pi * PHONE_TONE * t)).astype(np.int16)
+            a.send_packet(encoder.encode(pcm), a.pt, ts=k * n)
+            await asyncio.sleep(max(0.0, start + (k + 1) * ptime / 1000 - loop.time()))
+        expected = sent * ptime // 20
+        await _until(lambda: len(b.packets) >= expected - 1, within=5.0)
+    finally:
+        a.close()
+        b.close()
+    got = [
+        (p, at) for (p, _), at in zip(b.packets, b.arrivals, strict=True) if p.payload_type == b.pt
+    ]
+    assert len(got) >= expected - 1
+    assert {len(p.payload) for p, _ in got} == {160}  # 20 ms of G.711 each
+    pairs = list(itertools.pairwise(p for p, _ in got))
+    assert {(q.sequence_number - p.sequence_number) & 0xFFFF for p, q in pairs} == {1}
+    assert {(q.timestamp - p.timestamp) & 0xFFFFFFFF for p, q in pairs} == {160}
+    # Arrival tracks the timestamps: the far end's measure of lateness (arrival against
+    # first arrival + timestamp delta) stays within a jitter buffer's reach, with no drift.
+    p0, t0 = got[0]
+    media_s = np.array([((p.timestamp - p0.timestamp) & 0xFFFFFFFF) / 8000 for p, _ in got])
+    arrival_s = np.array([at - t0 for _, at in got])
+    slope = float(np.polyfit(media_s, arrival_s, 1)[0])
+    assert 0.85 < slope < 1.15, f"arrival runs at {slope:.2f}x the timestamps' time"
+    offset = arrival_s - media_s
+    off_beat = np.abs(offset - np.median(offset)) > 0.05
+    assert off_beat.mean() < 0.1, f"{off_beat.sum()} of {len(got)} packets >50 ms off their time"
 
 
 def test_g722_is_clocked_at_8000_for_16_khz_audio() -> None:

@@ -129,19 +129,33 @@ class AudioDecoder:
 
 
 class Resampler:
-    """Streams mono int16 PCM from one rate to another in exact 20 ms frames."""
+    """Streams mono int16 PCM from one rate to another in exact 20 ms frames.
+
+    Also when the rates are equal: a caller stamps each frame with one 20 ms timestamp step, so
+    a packet of another duration (SIPp's PCMA pcap is 30 ms a packet) must still come out as
+    whole 20 ms frames, the rest kept for the next call.
+    """
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
         self.src_rate = src_rate
         self.dst_rate = dst_rate
+        self._frame = dst_rate * FRAME_MS // 1000
+        self._rest: Pcm | None = None  # equal rates: samples short of a whole frame
         self._resampler = av.AudioResampler(
-            format="s16", layout="mono", rate=dst_rate, frame_size=dst_rate * FRAME_MS // 1000
+            format="s16", layout="mono", rate=dst_rate, frame_size=self._frame
         )
 
     def process(self, pcm: Pcm) -> list[Pcm]:
         """Feed PCM at ``src_rate``; returns the whole 20 ms frames ready at ``dst_rate``."""
         if self.src_rate == self.dst_rate:
-            return [pcm]
+            n = self._frame
+            if pcm.size == n and self._rest is None:
+                return [pcm]  # the usual 20 ms packet: no copy
+            if self._rest is not None:
+                pcm = np.concatenate((self._rest, pcm))
+            whole = pcm.size // n * n
+            self._rest = pcm[whole:].copy() if whole < pcm.size else None
+            return [pcm[i : i + n] for i in range(0, whole, n)]
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.src_rate
         return [
