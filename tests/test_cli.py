@@ -301,6 +301,25 @@ def test_serve_options_fill_every_issue_10_setting() -> None:
     assert (config.drain_timeout, config.node_id, config.spool_limit) == (0.0, "node-1", 500)
 
 
+@pytest.mark.parametrize("value", ["0.04", "5.5", "0", "-1", "fast", "nan"])
+def test_serve_refuses_a_sip_t1_outside_50ms_to_5s(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--sip-t1", value]) == 2
+    assert f"invalid SIP T1 {value!r}: use seconds, 0.05 to 5" in capsys.readouterr().err
+
+
+def test_serve_sip_t1_sets_the_config_and_says_what_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = build_parser()
+    assert server_config(parser.parse_args(["serve", "--sip-t1", "0.05"])).sip_t1 == 0.05
+    assert server_config(parser.parse_args(["serve", "--sip-t1", "5"])).sip_t1 == 5.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--help"])
+    assert "RFC 3261's T1" in " ".join(capsys.readouterr().out.split())
+
+
 def test_serve_defaults_are_the_server_config_defaults() -> None:
     assert server_config(build_parser().parse_args(["serve"])) == ServerConfig()
 

@@ -180,6 +180,18 @@ def _sip_port(text: str) -> int:
     return 0 if text.strip() == "0" else _port(text)
 
 
+def _sip_t1(text: str) -> float:
+    """RFC 3261's T1 (§17.1.1.1): 0.05-5 s; below that retransmissions flood, above it every
+    transaction timeout (64*T1) runs for minutes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 5.0:
+        raise argparse.ArgumentTypeError(f"invalid SIP T1 {text!r}: use seconds, 0.05 to 5")
+    return value
+
+
 def _sip_domain(text: str) -> str:
     try:  # an address is a valid SIP domain too (sip:alice@192.0.2.10)
         return str(ipaddress.ip_address(text.strip()))
@@ -217,6 +229,15 @@ def _add_sip_options(serve: argparse.ArgumentParser) -> None:
         type=_sip_domain,
         metavar="DOMAIN",
         help="the SIP domain users register in, and the digest realm (default: --host)",
+    )
+    group.add_argument(
+        "--sip-t1",
+        type=_sip_t1,
+        default=ServerConfig.sip_t1,
+        metavar="SECONDS",
+        help="RFC 3261's T1, the round-trip estimate all SIP retransmissions and timeouts "
+        "scale with (%(default)s; T2 = 8*T1, T4 = 10*T1, timeouts 64*T1). Only tests and "
+        "unusual networks change it",
     )
     group.add_argument(
         "--tls-cert",
@@ -474,6 +495,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         sip_port=args.sip_port,
         sip_tls_port=args.sip_tls_port,
         sip_domain=args.sip_domain,
+        sip_t1=args.sip_t1,
     )
 
 

@@ -58,6 +58,7 @@ class ServerConfig:
     sip_port: int = 5060
     sip_tls_port: int | None = None
     sip_domain: str | None = None  # the SIP domain and digest realm (default: host)
+    sip_t1: float = 0.5  # RFC 3261 T1 in seconds; T2 = 8*T1, T4 = 10*T1 (tests shorten it)
 
     @property
     def effective_database_url(self) -> str:

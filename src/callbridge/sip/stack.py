@@ -454,6 +454,8 @@ async def start_sip(config: ServerConfig, drain: Drain) -> SipStack | None:
         return None
     stack = SipStack(
         config.sip_domain or config.host,
+        # T2 and T4 keep RFC 3261's ratios to T1 (4 s and 5 s at the default 0.5 s, §17.1.1.1).
+        timers=Timers(t1=config.sip_t1, t2=8 * config.sip_t1, t4=10 * config.sip_t1),
         draining=lambda: drain.retry_after() if drain.draining else None,
         guard=SourceGuard(config.max_connections_per_source, config.login_failures_per_minute),
     )
