@@ -124,13 +124,14 @@ setup_espeak() {
 # (Debian `sip-tester`) and baresip (Debian `baresip-core`). Installed when missing (as root, as
 # in CI); otherwise only a warning, and those tests skip saying what to install.
 setup_sip() {
-  command -v sipp >/dev/null && command -v baresip >/dev/null && return 0
+  command -v sipp >/dev/null && command -v baresip >/dev/null && command -v sipsak >/dev/null \
+    && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    echo "warning: SIPp/baresip are missing (SIP tests skip); as root:" \
-      "apt-get install -y sip-tester baresip-core" >&2
+    echo "warning: SIPp/baresip/sipsak are missing (SIP tests skip); as root:" \
+      "apt-get install -y sip-tester baresip-core sipsak" >&2
     return 0
   fi
-  echo "installing Debian sip-tester and baresip-core (for the SIP tests) ..." >&2
+  echo "installing Debian sip-tester, baresip-core and sipsak (for the SIP tests) ..." >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester baresip-core >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester baresip-core sipsak >/dev/null
 }

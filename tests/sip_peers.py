@@ -393,9 +393,11 @@ class Baresip:
         codecs: str = "PCMU",
         tone_hz: float = 440.0,
         seconds: float = 30.0,
+        sip_trace: bool = False,
     ) -> None:
         self.workdir = workdir
         self.user = user
+        self.sip_trace = sip_trace  # `-s`: every SIP message into baresip.log, to read headers
         self.seconds = seconds
         self.port = free_udp_port()
         self.ctrl_port = free_port()
@@ -450,6 +452,7 @@ class Baresip:
         self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
             "baresip",
+            *(["-s"] if self.sip_trace else []),
             "-4",
             "-n",
             LOOPBACK,

@@ -228,9 +228,8 @@ def test_generated_requests_get_no_5xx_and_answers_match_the_document(
 
 
 # -- what schemathesis found ---------------------------------------------------------------------
-# Minimal reproductions, marked xfail(strict) while the defect is open in a file another helper
-# owns: once fixed, the test passes, strict xfail fails, and the mark must go. Each has a server
-# of its own (its log will hold the defect's traceback, which the shared one must not).
+# Minimal reproductions of what schemathesis found, kept as regression tests. Each has a server
+# of its own (had the defect come back, its log would hold a traceback the shared one must not).
 
 
 def test_a_null_webhook_api_version_is_refused_with_a_422_not_a_500(

@@ -218,29 +218,17 @@ async def test_a_ws_user_calls_a_sip_user_and_hears_the_sip_leg_echo(
     assert tone_level_db(heard, 48000, TONE) > -35.0, "the tone did not come back over SIP"
 
 
-@pytest.fixture
-def sip_trace(monkeypatch: pytest.MonkeyPatch) -> None:
-    """baresip started with ``-s`` (its SIP trace into its log), so a test can read the
-    headers it received (the harness has no option for it)."""
-    real = asyncio.create_subprocess_exec
-
-    async def exec_(program: str, *args: Any, **kw: Any) -> asyncio.subprocess.Process:
-        if program == "baresip":
-            args = ("-s", *args)
-        return await real(program, *args, **kw)
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_)
-
-
 async def _registered(server: Server, folder: Path, user: str, **options: Any) -> Baresip:
     """A baresip of ``user`` registered by a real REGISTER (401, then 200) to the server
-    (waited for in the store: its REGISTER_OK may come before the control link is up)."""
+    (waited for in the store: its REGISTER_OK may come before the control link is up), with its
+    SIP trace in its log so that a test can read the headers it received."""
     phone = Baresip(
         folder,
         user=user,
         domain=f"{LOOPBACK}:{server.sip_port}",
         password=PASSWORD,
         regint=120,
+        sip_trace=True,
         **options,
     )
     await phone.start()
@@ -261,7 +249,7 @@ async def _bound_at(server: Server, user: str, port: int) -> bool:
 
 
 async def test_ring_all_two_registered_baresips_and_a_ws_session_one_wins(
-    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
 ) -> None:
     """A /ws caller calls a user with two registered baresips and a /ws session: all three
     ring; the second baresip answers and talks to the caller (tones checked); the other
@@ -306,7 +294,7 @@ async def test_ring_all_two_registered_baresips_and_a_ws_session_one_wins(
 
 
 async def test_ring_timeout_cancels_a_sip_contact_that_does_not_answer(
-    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
 ) -> None:
     """A registered baresip rings and never answers: at the ring timeout (4 s here, well
     before Timer B's 32 s) the server CANCELs its INVITE (§9.1), baresip answers 487, the
@@ -354,7 +342,7 @@ def _sdp_direction_of_invite(trace: str, at: int) -> str:
 
 
 async def test_hold_both_ways_between_a_ws_user_and_a_baresip(
-    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
 ) -> None:
     """A /ws caller talks to a registered baresip. The caller holds: the phone gets a
     re-INVITE offering ``a=sendonly`` (RFC 3264 §8.4), and ``sendrecv`` on resume. Then
@@ -479,7 +467,7 @@ async def test_a_ws_user_blind_transfers_its_caller_to_a_sip_user(
 
 
 async def test_baresip_blind_transfers_its_caller_by_refer(
-    sip_server: Server, tmp_path: Path, phones: list[Phone], sip_trace: None
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
 ) -> None:
     """A /ws caller talks to a registered baresip, which transfers it (REFER, RFC 3515) to a
     /ws user: 202 Accepted, NOTIFYs with ``message/sipfrag`` progress (100 Trying, then
