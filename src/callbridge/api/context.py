@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from callbridge.api.errors import forbidden, not_found, unauthorized
 from callbridge.core.control import AppCall, CallControl
 from callbridge.store import Store
-from callbridge.store.accounts import DEFAULT_ACCOUNT_ID, ApiPrincipal
+from callbridge.store.accounts import ApiPrincipal
 
 if TYPE_CHECKING:
     from callbridge.webhooks.telnyx import WebhookEvents
@@ -62,7 +62,6 @@ class ApiContext:
     events: WebhookEvents | None = None
     # key digest -> (valid until, who the key is)
     _keys: dict[str, tuple[float, ApiPrincipal]] = field(default_factory=dict)
-    _app_accounts: dict[str, str] = field(default_factory=dict)  # application id -> account
 
     async def check_api_key(self, key: str) -> ApiPrincipal | None:
         """Who ``key`` is, or ``None`` if it is unknown or revoked."""
@@ -87,17 +86,6 @@ class ApiContext:
     async def account_of(self, call: AppCall) -> str:
         """The account a live or recently ended call belongs to: its application's, else
         (a softphone's leg) its device's user's."""
-        app = call.application
-        if app is not None and not hasattr(app, "account_id"):
-            # The store's Application record does not carry its account (yet): ask the
-            # store once per application (an application never changes account).
-            account = self._app_accounts.get(app.id)
-            if account is None:
-                account = await self.store.application_account(app.id) or DEFAULT_ACCOUNT_ID
-                if len(self._app_accounts) > 10000:
-                    self._app_accounts.clear()
-                self._app_accounts[app.id] = account
-            return account
         return self.control.account_of(call)
 
 

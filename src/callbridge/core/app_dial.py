@@ -31,7 +31,7 @@ from callbridge.core.app_model import AppCall, AppCallState, CallHasEnded, now
 from callbridge.core.callerid import CallerIds, clean_display_name
 from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, new_id
 from callbridge.core.events import CallAnswered, CallRinging, LegInitiated
-from callbridge.core.tenancy import account_of, account_of_application
+from callbridge.core.tenancy import account_of, application_account
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import EndReason
 
@@ -167,7 +167,7 @@ class Dialer:
     ) -> AppCall:
         """Ring every device of the user ``to`` names; the first to answer is the call."""
         apps, controller = self.apps, self.apps.controller
-        account = await account_of_application(apps.directory, application)
+        account = application_account(application)
         from_ = await self.caller_ids.for_application(account, from_)
         from_display_name = clean_display_name(from_display_name)
         user = await apps.directory.find_user(to, account)

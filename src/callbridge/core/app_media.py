@@ -260,7 +260,7 @@ class AppMedia:
                 ErrorCode.INVALID_STATE,
                 f"call {call.id} is being recorded already (recording {call.recording.id})",
             )
-        account = await call_account(self.apps.directory, call.application, leg.device)
+        account = call_account(call.application, leg.device)
         notice = await wants_recording_notice(self.apps.directory, account)
         recording = AppRecording(new_id(), call, fmt)
         recording.state_observer = self.apps.controller.observer

@@ -25,10 +25,8 @@ from callbridge.core.devices import Device
 
 __all__ = [
     "DEFAULT_ACCOUNT_ID",
-    "ApplicationAccounts",
     "NoticeDirectory",
     "account_of",
-    "account_of_application",
     "application_account",
     "call_account",
     "tell_recording",
@@ -60,26 +58,9 @@ def account_of(device: Device) -> str:
 
 
 def application_account(application: Any) -> str:
-    """The account of a call-control application, from its record (the default account for a
-    record that does not carry one: see :func:`account_of_application`)."""
+    """The account of a call-control application, from its record (the store's records carry
+    it; the default account for an in-memory test application that does not)."""
     return _account_id(application) or DEFAULT_ACCOUNT_ID
-
-
-@runtime_checkable
-class ApplicationAccounts(Protocol):
-    """The store's answer to "which account is this application's?"."""
-
-    async def application_account(self, application_id: str) -> str | None: ...
-
-
-async def account_of_application(directory: object, application: Any) -> str:
-    """The account of a call-control application: its record's ``account_id``, else the
-    directory's answer (a store whose records do not carry the account yet), else the default
-    account."""
-    account = _account_id(application)
-    if account is None and application is not None and isinstance(directory, ApplicationAccounts):
-        account = await directory.application_account(str(application.id))
-    return account or DEFAULT_ACCOUNT_ID
 
 
 @runtime_checkable
@@ -109,9 +90,9 @@ def tell_recording(legs: Iterable[Leg | None], recording: bool) -> tuple[Leg, ..
     return tuple(told)
 
 
-async def call_account(directory: object, application: Any, device: Device) -> str:
+def call_account(application: Any, device: Device) -> str:
     """The account a call acts in: its application's when an application drives it, else its
     device's."""
     if application is None:
         return account_of(device)
-    return await account_of_application(directory, application)
+    return application_account(application)
