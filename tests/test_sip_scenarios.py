@@ -211,7 +211,7 @@ async def test_refer_blind_transfers_the_sipp_caller_to_another_ws_user(
 ) -> None:
     """uac_refer.xml: the SIPp caller, answered by the /ws user A, REFERs A to B's extension;
     202, NOTIFYs (sipfrag 100 then 200, the last terminated); B rings, answers and is then in
-    a call with A; SIPp's BYE is answered (200, or 481 if the server already ended the leg)."""
+    a call with A; the server then ends the leg with BYE, which SIPp answers."""
     caller, _, _ = await _user(sip_server, sip=True)
     _, a_ext, a_phone = await _ws_user(sip_server, phones)
     _, b_ext, b_phone = await _ws_user(sip_server, phones)
