@@ -139,6 +139,11 @@ class UserRow(Base):
     number: Mapped[str | None] = mapped_column(String(16), unique=True)
     display_name: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Migration 0005: Telnyx credential fields (a listing tag; an expiry after which the user
+    # cannot sign in, empty for never) and the last change.
+    tag: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TokenRow(Base):
@@ -150,6 +155,8 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # 0005
+    issued_by: Mapped[str | None] = mapped_column(String(64))  # 0005: "cli" | "api_key:<id>"
 
 
 class ApiKeyRow(Base):
@@ -164,6 +171,8 @@ class ApiKeyRow(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, server_default=false())
     scope: Mapped[str] = mapped_column(String(16), server_default="write")  # "write" | "read"
     admin: Mapped[bool] = mapped_column(Boolean, server_default=false())  # manages accounts
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # 0005
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # 0005
 
 
 class CdrRow(Base):
