@@ -509,3 +509,43 @@ async def test_baresip_blind_transfers_its_caller_by_refer(
     assert "SIP/2.0 200 OK" in after[final : final + 600], after[final:][:800]
     assert "BYE sip:" in after[final:], "no BYE after the final NOTIFY"
     assert tone_level_db(heard, 48000, 600.0) > -35.0, "the caller does not hear the target"
+
+
+def _info_digits(messages: str) -> list[str]:
+    """The ``Signal=`` digits of the INFO requests SIPp received, in order."""
+    digits = []
+    for block in messages.split("\nINFO sip:")[1:]:
+        request = block.split("-----")[0]  # up to the next trace entry
+        assert "Content-Type: application/dtmf-relay" in request, request
+        signal = next(x for x in request.splitlines() if x.startswith("Signal="))
+        digits.append(signal.removeprefix("Signal="))
+    return digits
+
+
+async def test_dtmf_to_a_phone_without_telephone_event_goes_as_sip_info(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """The SIP callee (SIPp uas_no_te.xml) answers PCMU without telephone-event: the /ws
+    caller's digits reach it as INFO ``application/dtmf-relay`` (``Signal=``,
+    ``Duration=160``), one INFO per digit, in order, exactly the digits sent."""
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    uas = Sipp(tmp_path / "uas", "uas_no_te.xml", service=callee, rtp_echo=True, deadline=30)
+    await _register(sip_server, callee, uas.port)
+    phone = Phone(sip_server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    log = tmp_path / "uas" / "messages.log"
+    async with uas:
+        call = await phone.call(callee_ext, source=ToneSource(TONE), sink=BufferSink())
+        await call.wait_for("answered", timeout=10)
+        for key in "5#9":
+            await call.send_dtmf(key)
+        async with asyncio.timeout(10):  # SIPp writes each message to its trace as it comes
+            while not log.exists() or len(_info_digits(log.read_text(errors="replace"))) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await call.hangup()
+        result = await uas.wait(15)
+    assert result.ok, result.explain()
+    assert _info_digits(result.messages) == ["5", "#", "9"], result.messages[-3000:]
+    assert result.messages.count("Duration=160") == 3

@@ -300,6 +300,7 @@ class InProcessMediaServer:
                 "srtp" if ep.srtp else "rtp",
                 cast(MediaDirection, ep.remote_direction),
                 ep.remote_hold,
+                ep.rtp.audio is not None and ep.rtp.audio.te_payload_type is not None,
             )
         sends, receives = negotiation.video_state(ep)
         spec = ep.spec

@@ -132,6 +132,7 @@ class EndpointInfo:
     transport: Literal["webrtc", "rtp", "srtp"] = "webrtc"  # plain RTP legs: rtp or srtp
     remote_direction: MediaDirection = "sendrecv"  # as the device's last SDP said (plain RTP)
     remote_hold: bool = False  # the device does not want our media (plain RTP: its hold)
+    telephone_event: bool = False  # RFC 4733 events were negotiated with the device
 
     @property
     def video(self) -> bool:

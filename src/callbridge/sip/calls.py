@@ -91,6 +91,7 @@ log = logging.getLogger(__name__)
 
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'  # RFC 3326 §2
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
+INFO_DTMF_MS = 160  # the Duration of a digit sent as INFO application/dtmf-relay
 
 # What a phone that called hears when its call ends before an answer (the seed's reasons).
 _FINAL: dict[EndReason, tuple[int, str]] = {
@@ -125,6 +126,7 @@ class SipCalls:
         self.legs: dict[str, SipLeg] = {}  # core leg id -> its SIP side
         self._callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
         self.in_dialog = CallDialogs(stack, controller, self._bye_received)
+        self._dtmf_locks: dict[str, asyncio.Lock] = {}  # core leg id -> its digits in order
 
     def attach(self) -> None:
         """Take INVITEs from the stack and ring users' SIP contacts on their calls."""
@@ -189,6 +191,7 @@ class SipCalls:
         """The phone hung up in the dialog (the dialog layer answered its BYE)."""
         leg.ended = True
         self.legs.pop(leg.call_id, None)
+        self._dtmf_locks.pop(leg.call_id, None)
         self.stack.spawn(self._hangup(leg), "BYE from a phone")
 
     # the core's events -----------------------------------------------------------------------
@@ -218,11 +221,39 @@ class SipCalls:
         elif isinstance(event, CallEnded):
             self._ended(leg, event.reason)
         elif isinstance(event, CallDtmf):
-            self.stack.spawn(self.in_dialog.send_dtmf(leg, event.digit), "DTMF to a phone")
+            self.stack.spawn(self._dtmf_to_phone(leg, event.digit), "DTMF to a phone")
         elif isinstance(event, CallHeld | CallResumed) and event.by == "remote":
             held = isinstance(event, CallHeld)
             reoffer = self.in_dialog.reoffer(leg, held)
             self.stack.spawn(reoffer, "re-INVITE hold" if held else "resume")
+
+    async def _dtmf_to_phone(self, leg: SipLeg, digit: str) -> None:
+        """The far party's digit, in the form the phone's leg negotiated: RFC 4733 events when
+        its SDP has telephone-event, else SIP INFO ``application/dtmf-relay`` (the de-facto
+        format phones and PBXs read: ``Signal=5``, ``Duration=`` in ms). Digits of one leg go
+        one INFO at a time, in order (the lock is FIFO and the tasks start in event order)."""
+        lock = self._dtmf_locks.setdefault(leg.call_id, asyncio.Lock())
+        async with lock:
+            try:
+                info = await self.controller.media.endpoint_info(leg.call_id)
+            except MediaError:
+                return  # the leg's media is gone: the call is ending
+            dialog = leg.dialog
+            if info.telephone_event or dialog is None:
+                await self.in_dialog.send_dtmf(leg, digit)
+                return
+            body = f"Signal={digit}\r\nDuration={INFO_DTMF_MS}\r\n".encode()
+            try:
+                response = await dialog.request(
+                    "INFO", [("Content-Type", "application/dtmf-relay")], body
+                )
+            except (OSError, TimeoutError) as exc:
+                log.info("SIP: INFO DTMF to %s failed: %s", leg.call_id, exc)
+                return
+            if response.status >= 300:
+                # The phone takes no INFO DTMF: in-band tones are all that is left.
+                log.info("SIP: %s refused INFO DTMF (%s)", leg.call_id, response.status)
+                await self.in_dialog.send_dtmf(leg, digit)
 
     def _early(self, leg: SipLeg) -> None:
         """Ringback as early media: 183 with the answer SDP (the caller hears it at once)."""
@@ -249,6 +280,7 @@ class SipCalls:
             return
         leg.ended = True
         self.legs.pop(leg.call_id, None)
+        self._dtmf_locks.pop(leg.call_id, None)
         incoming = leg.incoming
         if leg.dialog is not None:
             dialog = leg.dialog

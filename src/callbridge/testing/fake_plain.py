@@ -194,6 +194,14 @@ class FakePlainEndpoints(FakeEndpoints):
         st = self.plain.get(endpoint_id)
         if st is None:
             return info
+        te = self._ep(endpoint_id).negotiated.telephone_event
         return EndpointInfo(
-            info.codec, False, False, (), "srtp" if st.srtp else "rtp", st.remote_direction, st.held
+            info.codec,
+            False,
+            False,
+            (),
+            "srtp" if st.srtp else "rtp",
+            st.remote_direction,
+            st.held,
+            te,
         )
