@@ -32,8 +32,8 @@ rung with the user's ``/ws`` sessions in one ring group (``CallController.device
 In a dialog (:mod:`callbridge.sip.call_dialog`): a re-INVITE is applied with
 ``renegotiate_rtp`` (its hold reaches the core: the far party hears hold music and gets
 ``call.held {by: "remote"}``); INFO with ``application/dtmf-relay`` or ``application/dtmf`` is
-a DTMF digit for the far party; DTMF from the far party reaches the phone as RFC 4733 events
-(or in-band tones). The far party's hold reaches the phone as our re-INVITE (``sendonly``,
+a DTMF digit for the far party; DTMF from the far party reaches the phone as RFC 4733 events,
+or as INFO ``application/dtmf-relay`` when its leg negotiated no telephone-event. The far party's hold reaches the phone as our re-INVITE (``sendonly``,
 ``sendrecv`` on resume). REFER (RFC 3515) is a blind transfer: 202, NOTIFYs of sipfrag
 progress, then our BYE.
 """
