@@ -549,3 +549,43 @@ async def test_dtmf_to_a_phone_without_telephone_event_goes_as_sip_info(
     assert result.ok, result.explain()
     assert _info_digits(result.messages) == ["5", "#", "9"], result.messages[-3000:]
     assert result.messages.count("Duration=160") == 3
+
+
+def _tone_db(pcm: np.ndarray) -> float:
+    return tone_level_db(pcm, 48000, TONE) if len(pcm) >= 4800 else -120.0
+
+
+async def test_server_mute_of_a_ws_party_silences_the_sip_phone_and_unmute_restores_it(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """The /ws caller talks to a SIP phone (SIPp uas_echo.xml: what the phone hears comes back
+    as its RTP). ``call.mute`` is server-authoritative: the caller's SDK keeps sending its tone
+    (its local mute undone here), yet the phone hears nothing, so the echo is silent; after
+    ``call.unmute`` the tone comes back."""
+    callee, callee_ext, _ = await _user(sip_server, sip=True)
+    _, _, token = await _user(sip_server)
+    uas = Sipp(tmp_path / "uas", "uas_echo.xml", service=callee, rtp_echo=True, deadline=30)
+    await _register(sip_server, callee, uas.port)
+    phone = Phone(sip_server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    sink = BufferSink()
+    async with uas:
+        call = await phone.call(callee_ext, source=ToneSource(TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await asyncio.sleep(1.5)  # the measurement: the echo of the tone
+        before = _tone_db(sink.samples(1.0))
+        await call.mute()
+        assert call.media is not None
+        call.media.muted = False  # keep sending: only the server's mute may silence it
+        await asyncio.sleep(1.2)  # the measurement: what echoes while muted
+        muted = _tone_db(sink.samples(0.8))
+        await call.unmute()
+        await asyncio.sleep(1.5)  # the measurement: the echo after unmute
+        after = _tone_db(sink.samples(1.0))
+        await call.hangup()
+        result = await uas.wait(15)
+    assert result.ok, result.explain()
+    assert before > -35.0, f"no echo before mute ({before:.1f} dB)"
+    assert muted < -50.0, f"the phone still heard the muted party ({muted:.1f} dB)"
+    assert after > -35.0, f"no echo after unmute ({after:.1f} dB)"
