@@ -37,6 +37,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from callbridge.cdr_details import CdrDetails
 from callbridge.core.app_events import AppCallAnswered, AppParticipantJoined, AppParticipantLeft
 from callbridge.core.app_model import AppCall
 from callbridge.core.appcalls import AppCalls
@@ -87,6 +88,7 @@ class Journal:
             controller.bus.subscribe(AppCallAnswered, self._app_answered),
         ]
         controller.cdrs = self
+        self.details = CdrDetails(controller, apps)  # who answered, queue, hangup source...
         apps.on_call_change = self._changed
         apps.queues.journal = self
 
@@ -135,8 +137,9 @@ class Journal:
     async def ended(self, call: Call, cdr: Any) -> None:
         self._open.discard(call.id)
         self._cdr_dirty.pop(call.id, None)  # the end says it all
+        details = self.details.take(call)
         if isinstance(cdr, Cdr):
-            cdr = replace(cdr, account_id=account_of(call.origin.device))
+            cdr = replace(cdr, account_id=account_of(call.origin.device), **details)
         write = partial(self.store.record_cdr, cdr, node_id=self.node_id)
         await self.spool.submit(write, f"the CDR of call {call.id}")
 
@@ -272,6 +275,7 @@ class Journal:
         )
 
     def close(self) -> None:
+        self.details.close()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         if self._flush_soon is not None:

@@ -20,18 +20,20 @@ live call again or deleting one that is gone change nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from callbridge.store.errors import CdrExists
 from callbridge.store.records import Cdr
-from callbridge.store.repository import Repository, check_aware, now
+from callbridge.store.repository import Repository, check_aware, now, page
 from callbridge.store.schema import DEFAULT_ACCOUNT_ID, CdrRow, LiveCallRow
 
-__all__ = ["CallRepository", "ClosedCdr", "LiveCall"]
+__all__ = ["CDR_FILTERS", "CDR_INSTANTS", "CallRepository", "CdrQuery", "ClosedCdr", "LiveCall"]
 
 _LIMITS = (("call_id", 64), ("end_reason", 32), ("direction", 32))
 
@@ -47,6 +49,36 @@ class LiveCall:
     data_json: str  # what its end webhooks need (callbridge.recovery)
     created_at: datetime
     updated_at: datetime
+
+
+# What ``search_cdrs`` filters on: columns compared for equality, and instants (ranges, sort).
+CDR_FILTERS = frozenset(
+    {
+        "call_id",
+        "caller",
+        "callee",
+        "destination",
+        "direction",
+        "end_reason",
+        "hangup_source",
+        "answered_user",
+        "queue_name",
+        "conference_id",
+    }
+)
+CDR_INSTANTS = frozenset({"started_at", "answered_at", "ended_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class CdrQuery:
+    """Which ended CDRs ``search_cdrs`` returns: the account's (None: every account), whose
+    columns equal ``equal``, whose instants are within ``ranges`` (``[low, high)``, either end
+    open), sorted on an instant (``-`` first: newest first)."""
+
+    account_id: str | None = None
+    equal: dict[str, str] = field(default_factory=dict)
+    ranges: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+    sort: str = "-started_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +161,7 @@ class CallRepository(Repository):
             "duration_seconds": cdr.duration_seconds,
             "end_reason": cdr.end_reason,
             "state": "ended",
+            **_details(cdr),
         }
         try:
             async with self._write.begin() as session:
@@ -173,6 +206,38 @@ class CallRepository(Repository):
                 statement.order_by(CdrRow.started_at.desc(), CdrRow.id.desc()).limit(limit)
             )
             return [_cdr(row) for row in rows]
+
+    async def search_cdrs(
+        self, query: CdrQuery, page_number: int = 1, page_size: int = 20
+    ) -> tuple[list[Cdr], int]:
+        """One page of the ended CDRs that match ``query`` (``/v2/detail_records``, ``callbridge
+        cdrs``), in ``query.sort`` order, and how many match in all."""
+        statement = select(CdrRow).where(CdrRow.state == "ended")
+        if query.account_id is not None:
+            statement = statement.where(CdrRow.account_id == query.account_id)
+        for name, value in query.equal.items():
+            if name not in CDR_FILTERS:
+                raise ValueError(f"CDRs cannot be filtered on {name!r}")
+            statement = statement.where(getattr(CdrRow, name) == value)
+        for name, (low, high) in query.ranges.items():
+            if name not in CDR_INSTANTS:
+                raise ValueError(f"{name!r} is not a CDR instant")
+            column = getattr(CdrRow, name)
+            check_aware(f"CDR filter {name}", low)
+            check_aware(f"CDR filter {name}", high)
+            if low is not None:
+                statement = statement.where(column >= low)
+            if high is not None:
+                statement = statement.where(column < high)
+        name = query.sort.lstrip("-")
+        if name not in CDR_INSTANTS:
+            raise ValueError(f"CDRs cannot be sorted on {name!r}")
+        column = getattr(CdrRow, name)
+        desc = query.sort.startswith("-")
+        order = (column.desc(), CdrRow.id.desc()) if desc else (column.asc(), CdrRow.id.asc())
+        async with self._read() as session:
+            rows, total = await page(session, statement.order_by(*order), page_number, page_size)
+            return [_cdr(row) for row in rows], total
 
     async def open_cdr_ids(self, node_id: str | None = None) -> list[str]:
         """Call ids of the records still open (of one node, if given), oldest first."""
@@ -292,4 +357,31 @@ def _cdr(row: CdrRow) -> Cdr:
         end_reason=row.end_reason,
         direction=row.direction,
         account_id=row.account_id,
+        answered_device=row.answered_device,
+        answered_user=row.answered_user,
+        queue_name=row.queue_name,
+        queue_wait_secs=row.queue_wait_secs,
+        conference_id=row.conference_id,
+        transferred_to=row.transferred_to,
+        hangup_source=row.hangup_source,
+        quality=None if row.quality_json is None else json.loads(row.quality_json),
     )
+
+
+def _details(cdr: Cdr) -> dict[str, Any]:
+    """The detail columns of a record (migration 0006), cut to their column sizes: a detail
+    too long for its column must not cost the whole record."""
+    texts = {
+        "answered_device": (cdr.answered_device, 128),
+        "answered_user": (cdr.answered_user, 255),
+        "queue_name": (cdr.queue_name, 255),
+        "conference_id": (cdr.conference_id, 64),
+        "transferred_to": (cdr.transferred_to, 64),
+        "hangup_source": (cdr.hangup_source, 16),
+    }
+    values: dict[str, Any] = {
+        name: None if text is None else text[:limit] for name, (text, limit) in texts.items()
+    }
+    values["queue_wait_secs"] = cdr.queue_wait_secs
+    values["quality_json"] = None if cdr.quality is None else json.dumps(cdr.quality)
+    return values

@@ -13,7 +13,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -99,6 +99,15 @@ class Cdr:
     end_reason: str
     direction: str | None = None
     account_id: str = "default"  # the tenant (store.schema.DEFAULT_ACCOUNT_ID)
+    # Details (callbridge.cdr_details; None when unknown or not applicable).
+    answered_device: str | None = None  # the device that answered (session / SIP contact)
+    answered_user: str | None = None  # its user: the agent who got a queued call
+    queue_name: str | None = None  # the queue the call waited in before it was bridged
+    queue_wait_secs: int | None = None  # how long it waited there
+    conference_id: str | None = None  # the last conference it joined
+    transferred_to: str | None = None  # ended ``transferred``: the call id it goes on as
+    hangup_source: str | None = None  # caller | callee | application | unknown
+    quality: dict[str, Any] | None = None  # per-leg RTCP figures (callbridge.cdr_details)
 
     @property
     def duration_seconds(self) -> float:

@@ -197,6 +197,15 @@ class CdrRow(Base):
     end_reason: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), server_default="ended")  # open | ended
     node_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Details (migration 0006; callbridge.cdr_details collects them while the call lives).
+    answered_device: Mapped[str | None] = mapped_column(String(128))
+    answered_user: Mapped[str | None] = mapped_column(String(255), index=True)
+    queue_name: Mapped[str | None] = mapped_column(String(255))
+    queue_wait_secs: Mapped[int | None] = mapped_column(Integer)
+    conference_id: Mapped[str | None] = mapped_column(String(64))
+    transferred_to: Mapped[str | None] = mapped_column(String(64))
+    hangup_source: Mapped[str | None] = mapped_column(String(16))
+    quality_json: Mapped[str | None] = mapped_column(Text)  # per-leg RTCP figures
 
 
 class ApplicationRow(Base):
