@@ -41,6 +41,7 @@ from callbridge.client import numbers
 from callbridge.client.audio import AudioSink, AudioSource
 from callbridge.client.call import AnswerAction, Call, Event
 from callbridge.client.callgroup import CallGroup
+from callbridge.client.callhistory import HistoryPage, parse_history_page
 from callbridge.client.calllist import CallList, CallSummary, Dial
 from callbridge.client.conference import Conference
 from callbridge.client.conferencebook import ConferenceBook
@@ -396,6 +397,16 @@ class Phone(PeerSettingsMethods, PhoneSession):
             stacklevel=2,
         )
         return bool(self.active_calls)
+
+    async def call_history(self, limit: int = 20, before: str | None = None) -> HistoryPage:
+        """The signed-in user's ended calls from the server's records, newest first
+        (``history.list``): at most ``limit`` (1-100); ``before`` is the previous page's
+        ``next_before``. A bad ``limit`` or ``before`` raises ``RemoteError``
+        (``invalid_message``)."""
+        message: dict[str, Any] = {"type": "history.list", "limit": limit}
+        if before is not None:
+            message["before"] = before
+        return parse_history_page(await self.request(message))
 
     @staticmethod
     def get_version() -> str:

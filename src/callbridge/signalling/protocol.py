@@ -259,6 +259,14 @@ class ConferenceUpdateParticipant(_ConferenceAction):
     whisper_to: Participants = None
 
 
+class HistoryList(_Msg):
+    """The user's ended calls, newest first (signalling/ws_history.py)."""
+
+    type: Literal["history.list"]
+    limit: Annotated[int, Field(ge=1, le=100)] = 20  # store.history.MAX_HISTORY_PAGE
+    before: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
 ClientMessage = (
     SessionLogin
     | SessionResume
@@ -296,6 +304,7 @@ ClientMessage = (
     | ConferenceStop
     | ConferenceRecord
     | ConferenceUpdateParticipant
+    | HistoryList
 )
 _MODELS: dict[str, type[BaseModel]] = {
     get_args(m.model_fields["type"].annotation)[0]: m for m in get_args(ClientMessage)

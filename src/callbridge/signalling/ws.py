@@ -43,6 +43,7 @@ from callbridge.signalling import protocol as p
 from callbridge.signalling.lanes import BARRIER, INLINE, Lanes, Route
 from callbridge.signalling.sessions import Session, SessionManager
 from callbridge.signalling.ws_conferences import dispatch_conference
+from callbridge.signalling.ws_history import history_page
 from callbridge.store import TokenExpired, TokenInvalid
 from callbridge.vocabulary import EndReason
 
@@ -433,6 +434,8 @@ class Connection:
                 self._count_candidate(msg.call_id)
             case p.IceDone():
                 await c.leg_media.add_candidate(session, msg.call_id, None, None, None)
+            case p.HistoryList():
+                self.send(await history_page(self.auth, c, session, msg))
             case _:
                 await dispatch_conference(self.controller.conferences, session, msg)
 

@@ -1,0 +1,127 @@
+"""``history.list`` on ``/ws``: the signed-in user's call history from the server's CDRs
+(docs/protocol.md, "Call history").
+
+A page of the user's ended calls, newest first, each from the user's side: ``direction``
+``out`` (they placed it) or ``in`` (they were called), the other party, the times, the end
+reason and whether it was ``missed``. ``before`` is the cursor of the previous page
+(``next_before``), opaque to clients: ``<started_at in µs since the epoch>-<row id>``.
+
+A client asks for its history right after ``call.ended``; the record of that call is written
+by the server's write spool a moment later. So the answer first waits (up to
+``SETTLE_SECONDS``) for the CDRs queued before the request to be written: the call just ended
+is in the page. A database that refuses writes does not hold the answer up longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from callbridge.core.controller import CallController
+from callbridge.core.tenancy import account_of
+from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.signalling import protocol as p
+from callbridge.signalling.sessions import Session
+from callbridge.store.history import UserCall, list_user_calls
+from callbridge.store.repository import Repository
+from callbridge.store.spool import WriteSpool
+
+__all__ = ["SETTLE_SECONDS", "decode_cursor", "encode_cursor", "history_page"]
+
+SETTLE_SECONDS = 2.0  # the longest a history.list waits for CDRs still being written
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_ROW_ID = 2**63 - 1  # a BIGINT: a larger id is refused by PostgreSQL, not just unknown
+_CURSOR = re.compile(r"(\d{1,19})-(\d{1,19})")
+# Ends of an unanswered incoming call that the user chose: not "missed".
+_DECLINED = frozenset({"busy", "rejected"})
+
+
+def encode_cursor(position: tuple[datetime, int]) -> str:
+    at, row_id = position
+    return f"{(at - _EPOCH) // _MICROSECOND}-{row_id}"
+
+
+def decode_cursor(text: str) -> tuple[datetime, int]:
+    """``before`` -> (started_at, row id); :class:`ProtocolError` for anything this server
+    did not hand out as ``next_before``."""
+    match = _CURSOR.fullmatch(text)
+    at: datetime | None = None
+    if match is not None:
+        try:
+            at = _EPOCH + int(match[1]) * _MICROSECOND
+        except OverflowError:
+            at = None
+    if match is None or at is None or int(match[2]) > _MAX_ROW_ID:
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"history.list: field 'before': {text[:64]!r} is not a cursor of this server; "
+            "pass the next_before of the previous history.page, or leave it out for the "
+            "newest calls",
+        )
+    return at, int(match[2])
+
+
+async def history_page(
+    store: Any, controller: CallController, session: Session, msg: p.HistoryList
+) -> dict[str, Any]:
+    """The ``history.page`` answering ``msg`` for ``session``'s user."""
+    before = decode_cursor(msg.before) if msg.before is not None else None
+    if not isinstance(store, Repository):
+        raise ProtocolError(
+            ErrorCode.INTERNAL, "history.list: this server keeps no call records to list"
+        )
+    await _settle(controller)
+    # One more than asked: whether there is a next page, without a count query.
+    calls = await list_user_calls(
+        store, session.user_name, account_of(session), msg.limit + 1, before=before
+    )
+    more = len(calls) > msg.limit
+    calls = calls[: msg.limit]
+    return {
+        "type": "history.page",
+        "req_id": msg.req_id,
+        "calls": [_entry(call) for call in calls],
+        "next_before": encode_cursor(calls[-1].position) if more else None,
+    }
+
+
+async def _settle(controller: CallController) -> None:
+    """Wait (a bounded time) for the CDR writes queued so far (see the module docstring)."""
+    spool = getattr(controller.cdrs, "spool", None)  # callbridge.journal.Journal's
+    if isinstance(spool, WriteSpool) and spool.waiting:
+        # asyncio.wait, not wait_for: a timeout must not cancel the records' own futures.
+        await asyncio.wait({asyncio.ensure_future(spool.drain())}, timeout=SETTLE_SECONDS)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _entry(call: UserCall) -> dict[str, Any]:
+    party = call.party
+    if call.outgoing:
+        dial = call.destination  # what the user dialled, as they dialled it
+    elif party is not None:
+        dial = party.number or party.extension
+    else:
+        dial = call.other  # an application's or a SIP caller's number
+    return {
+        "call_id": call.call_id,
+        "direction": "out" if call.outgoing else "in",
+        "party": call.other or call.destination,
+        "party_name": party.display_name if party is not None else None,
+        "party_number": party.number if party is not None else None,
+        "party_extension": party.extension if party is not None else None,
+        "dial": dial,
+        "started_at": _iso(call.started_at),
+        "answered_at": _iso(call.answered_at),
+        "ended_at": _iso(call.ended_at),
+        "duration_seconds": round(call.duration_seconds, 3),
+        "end_reason": call.end_reason,
+        "missed": not call.outgoing
+        and call.answered_at is None
+        and call.end_reason not in _DECLINED,
+    }
