@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from typing import Any
 
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from callbridge.client import BufferSink, CallMedia, FrameSink, TestPatternSource, ToneSource
 from callbridge.errors import RemoteError
+from callbridge.media import negotiation
+from callbridge.media.endpoint import Endpoint
+from callbridge.rtp.offer_answer import NegotiatedAudio, register_codecs
 from conftest import Connect, MakeParty, MakeUser
 from parties import ALICE, BOB, HEARD, connect, level, until
 
@@ -242,3 +248,95 @@ async def test_the_sdk_places_a_video_call_and_both_see_each_other(party: MakePa
     assert close_to(bob_sees.dominant_color(), RED)
     assert await level(alice.sink, BOB) > HEARD
     await out.hangup()
+
+
+# A browser's offer numbers its RTP header extensions and payload types its own way (Chromium:
+# ssrc-audio-level = 1, sdes:mid = 4, Opus = 111); aiortc's own offer says sdes:mid = 1,
+# ssrc-audio-level = 2, Opus = 96. The device's numbers are made from aiortc's by these swaps.
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+_ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def _browser_numbers(sdp: str) -> str:
+    sdp = sdp.replace(f"a=extmap:1 {_MID_URI}", f"a=extmap:4 {_MID_URI}")
+    sdp = sdp.replace(f"a=extmap:2 {_LEVEL_URI}", f"a=extmap:1 {_LEVEL_URI}")
+    sdp = re.sub(r"^(m=audio \S+ \S+ )96 ", r"\g<1>111 ", sdp, flags=re.MULTILINE)
+    return re.sub(r"^a=(rtpmap|fmtp|rtcp-fb):96 ", r"a=\1:111 ", sdp, flags=re.MULTILINE)
+
+
+def _sections(sdp: str) -> dict[str, dict[str, Any]]:
+    """Per m-line kind: its mid, extension ids by URI and payload types by codec."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in sdp.split("\nm=")[1:]:
+        kind = section.split(" ", 1)[0]
+        mid = re.search(r"^a=mid:(\S+)", section, re.MULTILINE)
+        exts = re.findall(r"^a=extmap:(\d+)(?:/\w+)? (\S+)", section, re.MULTILINE)
+        pts = re.findall(r"^a=rtpmap:(\d+) ([^\r\n]+)", section, re.MULTILINE)
+        out[kind] = {
+            "mid": mid.group(1) if mid else None,
+            "ext": {uri: int(n) for n, uri in exts},
+            "pt": {codec.lower(): int(n) for n, codec in pts},
+        }
+    return out
+
+
+class _Host:
+    """The least an Endpoint needs of its media server (no engine, no ticker)."""
+
+    def __init__(self) -> None:
+        self.ice_servers: list[dict[str, Any]] = []
+        self.players: set[Endpoint] = set()
+        self.tapped: dict[str, int] = {}
+
+    def current(self, endpoint_id: str) -> Endpoint | None:
+        return None
+
+    def emit(self, event: object) -> None:
+        pass
+
+
+async def test_server_reoffers_keep_the_devices_extension_ids_and_payload_types() -> None:
+    """RFC 8285 section 6: the server's re-offers (a far party's upgrade, then downgrade)
+    keep the numbers the device's first offer chose; the video m-line added on the way uses
+    the session's id for sdes:mid and ids / payload types nothing else uses (RFC 8843 9.2)."""
+    register_codecs()
+    device = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    ep = Endpoint(_Host(), "ep-reoffer")
+    try:
+        device.addTransceiver("audio", direction="sendrecv")
+        offer = await device.createOffer()
+        assert f"a=extmap:1 {_MID_URI}" in offer.sdp and "a=rtpmap:96 opus/48000/2" in offer.sdp
+        browser_offer = _browser_numbers(offer.sdp)
+        await device.setLocalDescription(RTCSessionDescription(browser_offer, "offer"))
+        answer_sdp = await negotiation.answer(ep, browser_offer, video=False)
+        assert _sections(answer_sdp)["audio"]["ext"] == {_LEVEL_URI: 1, _MID_URI: 4}
+        await device.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+
+        async def round_trip(video: bool) -> dict[str, dict[str, Any]]:
+            reoffer = await negotiation.reoffer(ep, send_video=video, recv_video=video)
+            await device.setRemoteDescription(RTCSessionDescription(reoffer, "offer"))
+            await device.setLocalDescription(await device.createAnswer())
+            await negotiation.accept_answer(ep, device.localDescription.sdp)
+            return _sections(reoffer)
+
+        videos = []
+        for video in (True, False, True):  # upgrade, downgrade, upgrade again
+            sections = await round_trip(video)
+            audio = sections["audio"]
+            assert audio["mid"] == "0", sections
+            assert audio["ext"] == {_MID_URI: 4, _LEVEL_URI: 1}, sections
+            assert audio["pt"]["opus/48000/2"] == 111, sections
+            assert audio["pt"]["telephone-event/48000"] == 110, sections
+            video_m = sections["video"]
+            assert video_m["mid"] not in (None, "0"), sections
+            assert video_m["ext"][_MID_URI] == 4, sections  # one id per URI in the bundle
+            assert video_m["ext"][_ABS_SEND_TIME_URI] not in (1, 4), sections
+            assert video_m["pt"]["vp8/90000"] not in audio["pt"].values(), sections
+            videos.append(video_m)
+        assert videos[0] == videos[1] == videos[2], videos  # the same numbers every time
+        # The device's audio numbers are what the server sends with.
+        assert NegotiatedAudio.from_codecs(ep.transceiver._codecs).payload_type == 111
+    finally:
+        await ep.close()
+        await device.close()
