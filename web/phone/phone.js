@@ -13,6 +13,7 @@ import { Phone } from "/sdk/callbridge.js";
 import * as sdk from "/sdk/callbridge.js";
 import { setupConference } from "/phone/conference.js";
 import { refreshDevices, startMeter, stopMeter } from "/phone/devices.js";
+import { setupHistory } from "/phone/history.js";
 import { $, act, button, showError, showInfo, toggle } from "/phone/ui.js";
 
 /** @typedef {any} Call  the SDK's Call */
@@ -29,7 +30,7 @@ const callItems = new Map();
 const banners = new Map();
 /** @type {Map<Call, {direction: string, peer: string, start: number, answeredAt: number|null}>} */
 const logEntries = new Map();
-/** @type {Array<{direction: string, peer: string, start: number, seconds: number|null, reason: string}>} */
+/** @type {import("/phone/history.js").LocalEntry[]} this session's ended calls, until the server lists them */
 const history = [];
 /** @type {Call|null} the consultation call of an attended transfer, and the call it is for */
 let consultation = null;
@@ -97,6 +98,7 @@ async function signOut() {
   callItems.clear();
   banners.clear();
   conferenceCard.reset();
+  historyPanel.reset();
   $("phone").hidden = true;
   $("signout").hidden = true;
   $("settings-toggle").hidden = true;
@@ -279,7 +281,8 @@ function callEnded(call, reason) {
   if (consultation === call || consultationFor === call) consultation = consultationFor = null;
   if (entry) {
     const seconds = entry.answeredAt ? Math.round((Date.now() - entry.answeredAt) / 1000) : null;
-    history.unshift({ ...entry, seconds, reason: typeof reason === "string" ? reason : String(reason ?? call.endReason ?? "") });
+    history.unshift({ ...entry, seconds, reason: typeof reason === "string" ? reason : String(reason ?? call.endReason ?? ""),
+      callId: call.id, ended: Date.now() });
     history.length = Math.min(history.length, HISTORY_LIMIT);
     drawHistory();
   }
@@ -440,7 +443,8 @@ function onIncoming(call) {
   call.on("ended", (/** @type {any} */ reason) => {
     if (banners.has(call)) {
       dropBanner(call);
-      history.unshift({ direction: "missed", peer: peerOf(call), start: Date.now(), seconds: null, reason: String(reason) });
+      history.unshift({ direction: "missed", peer: peerOf(call), start: Date.now(), seconds: null, reason: String(reason),
+        ended: Date.now() });
       drawHistory();
     }
   });
@@ -496,35 +500,19 @@ function offerModification(call, type) {
 
 // -- history --------------------------------------------------------------------------------
 
+const historyPanel = setupHistory({ getPhone: () => phone, local: history, showName, clock, callBack });
+
+/** Draw the Recent calls panel, and ask the server for its records again (history.js). */
 function drawHistory() {
-  $("history-source").textContent =
-    "This session's calls. The server keeps call records, but does not offer them to the phone yet; this list is gone when you reload.";
-  const list = $("history");
-  list.replaceChildren();
-  if (history.length === 0) {
-    const li = document.createElement("li");
-    li.className = "empty";
-    li.textContent = "No calls yet.";
-    list.append(li);
-    return;
-  }
-  for (const h of history) {
-    const li = document.createElement("li");
-    if (h.direction === "missed") li.className = "missed";
-    const dir = document.createElement("span");
-    dir.className = "dir";
-    dir.textContent = h.direction === "outgoing" ? "↗" : h.direction === "incoming" ? "↙" : "✕";
-    dir.setAttribute("aria-label", h.direction);
-    const peer = document.createElement("span");
-    peer.className = "peer";
-    peer.textContent = h.peer;
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    const when = new Date(h.start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    meta.textContent = `${when} · ${h.seconds === null ? h.reason : `${clock(h.seconds)} · ${h.reason}`}`;
-    li.append(dir, peer, meta);
-    list.append(li);
-  }
+  historyPanel.draw();
+  if (phone) historyPanel.refresh();
+}
+
+/** "Call back" in Recent calls: the number goes in the dial field and is called. @param {string} dest */
+function callBack(dest) {
+  /** @type {HTMLInputElement} */ ($("number")).value = dest;
+  drawFormatted();
+  dial(false);
 }
 
 // -- keyboard -------------------------------------------------------------------------------

@@ -137,6 +137,36 @@ export class Phone extends ConferencePhone {
     setMicrophone(device: string | MediaStream): Promise<void>;
     /** Play calls on this speaker (setSinkId), live calls included. @param {string} deviceId */
     setSpeaker(deviceId: string): Promise<void>;
+    /** The signed-in user's ended calls from the server, newest first (`history.list`). */
+    getCallHistory({ limit, before }?: {
+        limit?: number;
+        before?: string;
+    }): Promise<{
+        calls: Array<Record<string, any>>;
+        nextBefore: string | null;
+    }>;
+    /**
+     * Use this camera for new video, and switch the live calls that send video to it
+     * (RTCRtpSender.replaceTrack: no renegotiation, the call goes on).
+     * @param {string} deviceId
+     */
+    setCamera(deviceId: string): Promise<void>;
+    /**
+     * Choose the microphone, speaker and camera at once (each optional: a key left out keeps
+     * its device). Live calls switch as with `setMicrophone`, `setSpeaker` and `setCamera`.
+     * @param {{audioInput?: string|MediaStream, audioOutput?: string, videoInput?: string}} devices
+     */
+    setDevices(devices: {
+        audioInput?: string | MediaStream;
+        audioOutput?: string;
+        videoInput?: string;
+    }): Promise<void>;
+    /** The devices in use: deviceIds, null for the browser's default. */
+    get devices(): {
+        audioInput: string;
+        audioOutput: string;
+        videoInput: string;
+    };
     /**
      * Check the microphone and the media path to the server (see devices.js).
      * @param {{durationMs?: number, localStream?: MediaStream}} [options]

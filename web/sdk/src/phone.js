@@ -332,6 +332,57 @@ export class Phone extends ConferencePhone {
   }
 
   /**
+   * The signed-in user's ended calls from the server's call records, newest first
+   * (`history.list`, docs/protocol.md "Call history"). `before` is the previous page's
+   * `nextBefore`. Each call: `{callId, direction: "in"|"out", party, partyName, partyNumber,
+   * partyExtension, dial, startedAt, answeredAt, endedAt, durationSeconds, endReason, missed}`
+   * (times are ISO 8601 strings; `dial` calls them back).
+   * @param {{limit?: number, before?: string}} [options] limit 1-100 (default 20)
+   * @returns {Promise<{calls: Array<Record<string, any>>, nextBefore: string|null}>}
+   */
+  async getCallHistory({ limit = 20, before } = {}) {
+    /** @type {Record<string, any>} */
+    const msg = { type: "history.list", limit };
+    if (before !== undefined && before !== null) msg.before = before;
+    const reply = await this.request(msg);
+    const camel = (/** @type {string} */ k) => k.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+    const calls = (reply.calls ?? []).map((/** @type {Record<string, any>} */ c) =>
+      Object.fromEntries(Object.entries(c).map(([k, v]) => [camel(k), v])));
+    return { calls, nextBefore: reply.next_before ?? null };
+  }
+
+  /**
+   * Use this camera for new video, and switch the live calls that send video to it
+   * (RTCRtpSender.replaceTrack: no renegotiation, the call goes on).
+   * @param {string} deviceId
+   */
+  async setCamera(deviceId) {
+    this.videoInput = deviceId;
+    for (const call of this.activeCalls) {
+      if (!call.media?.localVideoStream) continue;
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: deviceId } } });
+      /** @type {any} */ (stream)._callbridgeOwned = true;
+      await call.media.replaceVideo(stream);
+    }
+  }
+
+  /**
+   * Choose the microphone, speaker and camera at once (each optional: a key left out keeps
+   * its device). Live calls switch as with `setMicrophone`, `setSpeaker` and `setCamera`.
+   * @param {{audioInput?: string|MediaStream, audioOutput?: string, videoInput?: string}} devices
+   */
+  async setDevices(devices) {
+    if (devices.audioInput !== undefined) await this.setMicrophone(devices.audioInput);
+    if (devices.audioOutput !== undefined) await this.setSpeaker(devices.audioOutput);
+    if (devices.videoInput !== undefined) await this.setCamera(devices.videoInput);
+  }
+
+  /** The devices in use: deviceIds, null for the browser's default. */
+  get devices() {
+    return { audioInput: this.audioInput, audioOutput: this.audioOutput, videoInput: this.videoInput };
+  }
+
+  /**
    * Check the microphone and the media path to the server (see devices.js).
    * @param {{durationMs?: number, localStream?: MediaStream}} [options]
    */
