@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import logging
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from callbridge import logs
 from callbridge.cli import (
     EXIT_OK,
     LOG_LEVELS,
@@ -34,6 +34,7 @@ from callbridge.cli import (
     _ws_url,
 )
 from callbridge.config import ServerConfig
+from callbridge.logs import LOG_FORMATS
 
 __all__ = ["add_serve_command", "parse_bytes", "parse_network"]
 
@@ -120,6 +121,19 @@ def add_serve_command(
         "it carries (default: the host name)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=defaults.log_format,
+        help="text lines, or one JSON object per line (ts, level, logger, msg and fields such "
+        "as call_id), uvicorn's lines included (%(default)s; docs/operations.md, Logs)",
+    )
+    serve.add_argument(
+        "--debug-libraries",
+        action="store_true",
+        help="let libraries (aiosqlite, aioice, aiortc, httpx, websockets, SQLAlchemy, ...) log "
+        "below WARNING too, at --log-level",
+    )
     _add_media_options(serve)
     _add_sip_options(serve)
     _add_ws_bounds(serve, defaults)
@@ -496,16 +510,14 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         sip_tls_port=args.sip_tls_port,
         sip_domain=args.sip_domain,
         sip_t1=args.sip_t1,
+        log_format=args.log_format,
     )
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = server_config(args)
-    level = getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if level > logging.DEBUG:
-        # Alembic narrates every start-up at INFO; callbridge.store logs actual migrations.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    # One format for every line; libraries (alembic, aiosqlite, ...) at WARNING unless asked.
+    logs.configure(args.log_level, config.log_format, args.debug_libraries)
 
     # Opening the store first migrates it, and reports an unusable database as one line
     # before anything listens.

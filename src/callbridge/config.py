@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "database_url_for"]
 
@@ -59,6 +59,7 @@ class ServerConfig:
     sip_tls_port: int | None = None
     sip_domain: str | None = None  # the SIP domain and digest realm (default: host)
     sip_t1: float = 0.5  # RFC 3261 T1 in seconds; T2 = 8*T1, T4 = 10*T1 (tests shorten it)
+    log_format: Literal["text", "json"] = "text"  # every log line's format (callbridge.logs)
 
     @property
     def effective_database_url(self) -> str:

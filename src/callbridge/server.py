@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI, WebSocket
 
-from callbridge import __version__, recovery
+from callbridge import __version__, logs, recovery
 from callbridge.api import ApiContext, WebhookEvents, install_api
 from callbridge.api.limits import install_limits
 from callbridge.config import ServerConfig
@@ -25,6 +25,7 @@ from callbridge.core.controller import CallController
 from callbridge.drain import Drain, DrainMiddleware
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.fetch import configure_outbound
+from callbridge.metrics import Metrics, install_metrics
 from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
@@ -82,6 +83,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         events = WebhookEvents(controller.bus, outbox, public_url)
         await recovery.start(config, store, controller, appcalls, outbox, events)  # durable
         app.state.runtime = Runtime(config, store, media, controller, sessions, appcalls, outbox)
+        app.state.metrics = Metrics(app.state.runtime)  # GET /metrics (callbridge.metrics)
+        call_log = logs.CallLog(controller)  # one INFO line per call event (callbridge.logs)
         app.state.api = ApiContext(
             store=store,
             control=CallControl(appcalls),
@@ -109,6 +112,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             await appcalls.close()  # recordings the last calls saved are stored
             await events.close()  # every event of the calls just ended is in the outbox
             await outbox.stop()
+            call_log.close()
+            app.state.metrics.close()
             await store.close()
 
     app = FastAPI(
@@ -123,6 +128,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     install_phone(app)  # the softphone page at /phone (web/phone/)
     install_sdk(app)  # the browser SDK at /sdk/callbridge.js (web/sdk/)
     install_sip_ws(app)  # SIP over WebSocket at /sip (RFC 7118; docs/sip.md)
+    install_metrics(app)  # Prometheus at /metrics, admin API key (docs/operations.md)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     limits = install_limits(app, config)  # REST bounds; /ws bounds (docs/security.md)
@@ -178,6 +184,9 @@ async def serve(config: ServerConfig) -> None:
             host=config.host,
             port=config.port,
             log_level="info",
+            # Once callbridge.logs set up logging (the CLI), uvicorn's lines go through it: one
+            # format (text or JSON) for every line.
+            log_config=logs.uvicorn_log_config(),
             # Frames up to 1 MiB reach the protocol layer, which answers frames over
             # MAX_MESSAGE_BYTES with `message_too_large`; bigger ones close the socket (1009).
             ws_max_size=16 * MAX_MESSAGE_BYTES,

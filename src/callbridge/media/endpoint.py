@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from aiortc import RTCPeerConnection
 
+from callbridge.media.counters import ReceiveStats
 from callbridge.media.interface import (
     DtmfReceived,
     EndpointState,
@@ -109,6 +110,7 @@ class Endpoint:
         self._encoder: FrameEncoder | None = None
         self._decoder: FrameDecoder | None = None
         self.detector = DtmfDetector()
+        self.stats = ReceiveStats()  # packets in, lost, late, relayed (for /metrics)
         self.transcoders: dict[int, Transcoder] = {}
         self.dtmf_key = object()
         self.sending_event = False  # an RFC 4733 event goes to the device: its audio waits
@@ -207,6 +209,7 @@ class Endpoint:
         await port.send(payload, port.audio.payload_type, ts, marker)
 
     async def on_rtp(self, packet: RtpPacket) -> None:
+        self.stats.feed(packet.ssrc, packet.sequence_number)
         port = self.port
         assert port is not None and port.audio is not None
         recv = port.audio.recv
@@ -246,6 +249,7 @@ class Endpoint:
         port, clock = self.port, self.clock
         if port is None or port.audio is None or clock is None or self.sending_event:
             return
+        src.stats.relayed += 1
         mine = port.audio
         if spec is mine.codec:
             ts, marker = clock.map(src, packet.timestamp)

@@ -35,6 +35,7 @@ from typing import Any, cast
 from callbridge.errors import ErrorCode, MediaError
 from callbridge.media import negotiation, plain
 from callbridge.media.checks import NOT_FOUND, check_role, not_in_mixer
+from callbridge.media.counters import PacketCounts
 from callbridge.media.dtmf import DtmfSending, ToneEnd
 from callbridge.media.endpoint import Endpoint
 from callbridge.media.interface import (
@@ -95,6 +96,7 @@ class InProcessMediaServer:
         self._failed_ticks: set[str] = set()  # mixers whose tick raised (logged once each)
         self.ticks = 0  # ticks run (diagnostics)
         self.late_ticks = 0  # ticks that started more than 10 ms after their due time
+        self.closed_packets = PacketCounts()  # the packet counts of closed endpoints
 
     @property
     def endpoint_count(self) -> int:
@@ -110,6 +112,15 @@ class InProcessMediaServer:
             + len(self.recordings)
             + len(self.dtmf)
         )
+
+    def packet_counts(self) -> PacketCounts:
+        """Packets of every endpoint so far, closed or live (``/metrics``; read, never on the
+        packet path)."""
+        total = PacketCounts()
+        total.add(self.closed_packets)
+        for ep in self._endpoints.values():
+            total.add(ep.stats)
+        return total
 
     # events ---------------------------------------------------------------------------------
     def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
@@ -190,6 +201,7 @@ class InProcessMediaServer:
             )
         new.id = endpoint_id
         self._endpoints[endpoint_id] = new
+        self.closed_packets.add(old.stats)
         new.muted = old.muted
         playing = cast(PlayerName, old.player.name) if old.player else old.pending_player
         old.stop_player()
@@ -377,6 +389,7 @@ class InProcessMediaServer:
         ep = self._endpoints.pop(endpoint_id, None)
         if ep is None:
             return
+        self.closed_packets.add(ep.stats)
         self._leave_mixer(ep)
         self.dtmf.end(endpoint_id, "the endpoint closed")
         if ep.override is not None:

@@ -203,6 +203,17 @@ class OutboxRepository(Repository):
             )
         return int(getattr(result, "rowcount", 0))
 
+    async def webhook_backlog(self) -> tuple[int, datetime | None]:
+        """Pending messages (every server's): how many, and when the oldest was enqueued
+        (``/metrics``: outbox depth and lag)."""
+        oldest = type_coerce(func.min(_Row.created_at), UTCDateTime())  # aware on SQLite too
+        async with self._read() as session:
+            result = await session.execute(
+                select(func.count(), oldest).where(_Row.status == "pending")
+            )
+            count, first = result.one()
+        return int(count), first
+
     async def _finish(self, row_id: int, owner: str, **values: object) -> bool:
         async with self._write.begin() as session:
             result = await session.execute(

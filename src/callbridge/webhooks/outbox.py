@@ -64,6 +64,7 @@ from callbridge.store.records import validate_webhook_url
 from callbridge.store.repository import now
 from callbridge.webhooks.events import new_event, new_message_id, webhook_body
 from callbridge.webhooks.signing import WebhookSigner, load_signer
+from callbridge.webhooks.stats import DeliveryStats
 
 __all__ = ["RetryPolicy", "WebhookOutbox"]
 
@@ -143,6 +144,7 @@ class WebhookOutbox:
         self._worker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._next_purge = 0.0
+        self.stats = DeliveryStats()  # for /metrics (callbridge.metrics)
 
     @classmethod
     async def create(
@@ -370,11 +372,14 @@ class WebhookOutbox:
             return  # stop() hands the message back
         if error is None:
             await self._store.webhook_delivered(message.id, self._owner)
+            self.stats.delivered_after((now() - message.created_at).total_seconds())
             log.debug("webhook %s delivered to %s (attempt %d)", message.message_id, url, attempt)
             return
         age = (now() - message.created_at).total_seconds()
+        self.stats.attempts_failed += 1
         if attempt >= self.policy.max_attempts or age >= self.policy.max_age:
             await self._store.webhook_failed(message.id, self._owner, error=error)
+            self.stats.given_up += 1
             log.warning(
                 "webhook %s (%s) given up after %d attempts over %.0f s; last: %s from %s",
                 message.message_id,

@@ -1,0 +1,112 @@
+"""``GET /metrics`` after a real call: two Python SDK phones with audio on the suite's server,
+the exposition parsed with ``prometheus_client``'s own parser, the counters checked to have
+moved; who may read it; the Grafana dashboard names only metrics a scrape has."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from callbridge.store import Store
+from callbridge.testing.server import Server
+from conftest import MakeParty
+from parties import ALICE, BOB, connect, hears
+
+DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana-callbridge.json"
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(server: Server, key: str) -> tuple[set[str], Samples]:
+    """The metric families' names and every sample (name, sorted labels) -> value."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        answer = await http.get("/metrics", headers={"authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
+    names: set[str] = set()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        names.add(family.name)
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return names, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_a_call_with_audio_moves_the_counters(
+    server: Server, store: Store, party: MakeParty
+) -> None:
+    key = await store.create_api_key("metrics", admin=True, scope="read")
+    _, before = await scrape(server, key)
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    await hears(bob, ALICE)  # audio flows both ways through the server's relay
+    _, during = await scrape(server, key)
+    assert value(during, "callbridge_legs", state="active") >= 2
+    assert value(during, "callbridge_calls", state="answered") >= 1
+    assert value(during, "callbridge_sessions", state="attached") >= 2
+    await out.hangup()
+    await inc.wait_for("ended", timeout=5)
+    _, after = await scrape(server, key)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("callbridge_calls_started_total") >= 1
+    assert moved("callbridge_calls_answered_total") >= 1
+    assert moved("callbridge_calls_ended_total", reason="hangup") >= 1
+    assert moved("callbridge_legs_ended_total", reason="hangup") >= 2
+    assert moved("callbridge_call_setup_seconds_count") >= 1
+    assert moved("callbridge_call_setup_seconds_sum") > 0
+    # 1 s of listening at 50 packets/s each way, at least; every one relayed.
+    assert moved("callbridge_rtp_packets_received_total") > 50
+    assert moved("callbridge_rtp_packets_relayed_total") > 50
+    assert moved("callbridge_media_ticks_total") > 0  # the caller's ringback ran on the clock
+    assert moved("callbridge_db_statement_seconds_count", operation="insert") >= 1  # the CDR
+    assert value(after, "callbridge_rtp_packets_lost_total") >= 0
+    assert value(after, "callbridge_build_info", version=_version(after)) == 1
+
+
+def _version(samples: Samples) -> str:
+    for name, labels in samples:
+        if name == "callbridge_build_info":
+            return dict(labels)["version"]
+    raise AssertionError("no callbridge_build_info")
+
+
+async def test_metrics_need_an_admin_key(server: Server, store: Store) -> None:
+    plain = await store.create_api_key("not-admin")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        anonymous = await http.get("/metrics")
+        wrong = await http.get("/metrics", headers={"authorization": "Bearer KEYnope"})
+        account = await http.get("/metrics", headers={"authorization": f"Bearer {plain}"})
+    assert anonymous.status_code == 401
+    assert "Authorization" in anonymous.json()["errors"][0]["detail"]
+    assert wrong.status_code == 401
+    assert account.status_code == 403
+    assert "--admin" in account.json()["errors"][0]["detail"]
+
+
+async def test_the_grafana_dashboard_uses_only_metrics_a_scrape_has(
+    server: Server, store: Store
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    panels = dashboard["panels"]
+    assert all(p["type"] and p["gridPos"] and p["id"] for p in panels)
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    assert len(exprs) >= 10
+    used = {m for e in exprs for m in re.findall(r"\b((?:callbridge|process)_[a-z_]+)", e)}
+    key = await store.create_api_key("grafana", admin=True, scope="read")
+    names, samples = await scrape(server, key)
+    # A histogram's series are NAME_bucket/_sum/_count, a counter's NAME_total.
+    have = names | {name for name, _ in samples}
+    missing = sorted(used - have)
+    assert not missing, f"the dashboard names metrics that /metrics does not have: {missing}"
