@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from callbridge.core.call_events import CallTransferred
-from callbridge.core.calls import Call, CallState, LegState, all_live
+from callbridge.core.calls import Call, CallState, Leg, LegState, all_live
 from callbridge.core.devices import Device
-from callbridge.core.events import CallResumed
+from callbridge.core.events import CallAnswered, CallResumed, LegAnswered, LegInitiated, SdpAnswer
 from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.vocabulary import EndReason
@@ -87,6 +87,19 @@ class Transfers:
             )
         a = c.bridged(device, call_id, "transfer")
         b = c.bridged(device, target_call_id, "transfer")
+        await self.connect(a, b, req_id)
+
+    async def connect(self, a: Leg, b: Leg, req_id: str | None) -> None:
+        """The attended transfer of two answered, bridged legs of one user: their far parties
+        are connected to each other and both legs end ``transferred``. A ``/ws`` session holds
+        both of its calls (:meth:`complete`); a SIP phone's two calls are two dialogs, two core
+        devices of the same user (``sip.call_dialog``: REFER with Replaces, RFC 3891)."""
+        c = self.calls
+        if a is b or a.peer is b:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"calls {a.id} and {b.id} are one conversation: nothing to connect",
+            )
         pa, pb = a.peer, b.peer
         assert pa is not None and pb is not None and a.call is not None and b.call is not None
         held = [p for p, leg in ((pa, a), (pb, b)) if leg.call and leg.call.held_by is not None]
@@ -122,6 +135,52 @@ class Transfers:
                     call_id=p.id, peer=other.device.caller_id, peer_name=other.device.display_name
                 )
             )
+
+    async def replace(self, old: Leg, device: Device, sdp: str) -> Leg:
+        """A new plain-RTP device takes over ``old``'s side of its 1:1 call (RFC 3891: an
+        INVITE with Replaces naming ``old``'s SIP dialog; ``sip.replaces``).
+
+        As a move's take-over (core.moves) does: the far party's endpoint is untouched, only
+        the server's bridge moves to the new leg; ``old`` ends ``moved``. The device gets
+        ``SdpAnswer`` then ``CallAnswered`` for the new leg. MediaError (an unusable offer) and
+        ProtocolError (the call changed or ended meanwhile) leave the call as it was.
+        """
+        c = self.calls
+        far, call = old.peer, old.call
+        if not old.answered or far is None or call is None or old.conference is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE,
+                f"call {old.id} is not an answered 1:1 call: it cannot be taken over",
+            )
+        leg = Leg(device=device, direction="incoming")
+        answer = await c.media.answer_rtp(leg.id, sdp)  # MediaError: nothing changed
+        c.legs[leg.id] = leg
+        leg.transition(LegState.TRYING, cause="replaces")
+        held = call.held_by is old  # the far party hears hold music until the bridge moves
+        if held:
+            await c.on_live(c.media.stop_playing(far.id), far)
+        if not (all_live(old, far) and old.peer is far and far.peer is old) or not (
+            await c.on_live(c.media.bridge(far.id, leg.id), leg, old, far)
+        ):
+            await c.end_leg(leg, EndReason.CANCELED)
+            raise c.too_late(old)
+        leg.call, leg.media_type = call, old.media_type
+        leg.peer, far.peer = far, leg
+        if call.origin is old:
+            call.origin = leg
+        else:
+            call.answered_leg = leg
+        if held:
+            call.held_by = None  # the new phone talks at once (its offer is sendrecv)
+        leg.transition(LegState.ACTIVE, cause="replaces")
+        c.bus.publish(LegInitiated(leg=leg.facts()))
+        c.bus.publish(LegAnswered(leg=leg.facts()))
+        await c.end_leg(old, EndReason.MOVED)
+        if held:
+            far.device.deliver(CallResumed(call_id=far.id, by="remote"))
+        device.deliver(SdpAnswer(call_id=leg.id, sdp=answer))
+        device.deliver(CallAnswered(call_id=leg.id))
+        return leg
 
     def _close(self, call: Call) -> None:
         """The call is over for the CDR (``transferred``); its legs live on elsewhere."""

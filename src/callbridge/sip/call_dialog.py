@@ -8,7 +8,9 @@ Requests from the phone inside its call's dialog::
     INFO      ─► a DTMF digit for the far party (``application/dtmf-relay`` or
                  ``application/dtmf``; 415 for other bodies)
     REFER     ─► blind transfer (RFC 3515): 202, NOTIFYs of ``message/sipfrag`` progress, then
-                 our BYE (after the final NOTIFY); ``Replaces`` (attended) is answered 501
+                 our BYE (after the final NOTIFY); with ``Replaces`` in the Refer-To it is an
+                 attended transfer (RFC 5589 §7, RFC 3891): the phone's two calls are joined
+                 (their far parties talk), then both of its dialogs get BYE
     BYE       ─► (dialog layer) the core leg is hung up
     others    ─► 501
 
@@ -35,11 +37,13 @@ from callbridge.media.interface import DtmfReceived
 from callbridge.sip.device import SipDevice
 from callbridge.sip.dialog import NO_ACK
 from callbridge.sip.message import Request, Response
+from callbridge.sip.replaces import DialogIndex, Refusal, parse_replaces, same_user
 from callbridge.sip.syntax import SipParseError
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController
     from callbridge.sip.dialog import Dialog
+    from callbridge.sip.headers import Replaces
     from callbridge.sip.stack import Incoming, SipStack
     from callbridge.sip.transport import Flow
 
@@ -79,6 +83,7 @@ class CallDialogs:
         self.stack = stack
         self.controller = controller
         self.on_bye = on_bye
+        self.index = DialogIndex()  # the confirmed dialogs, for Replaces (sip.replaces)
 
     def serve(self, leg: SipLeg, dialog: Dialog) -> None:
         """Take the dialog's requests and its end for ``leg``."""
@@ -87,10 +92,13 @@ class CallDialogs:
             await self._in_dialog(leg, dialog, incoming)
 
         def on_terminated(why: str) -> None:
+            self.index.ended(key)
             # The phone hung up, or never ACKed our 2xx (the dialog sent BYE): the call ends.
             if not leg.ended and why in ("BYE received", NO_ACK):
                 self.on_bye(leg)
 
+        key = dialog.key
+        self.index.add(key, leg)
         dialog.on_request = on_request
         dialog.on_terminated = on_terminated
 
@@ -125,7 +133,7 @@ class CallDialogs:
         progress (§2.4.4, §2.4.5): ``100 Trying``, then ``200 OK`` once the core took the
         transfer (its far party now rings the target; this leg ends ``transferred`` and the
         BYE follows the final NOTIFY), or the refusal (``404``, ``503``; the call stays).
-        Attended transfer (``Replaces`` in the Refer-To, RFC 3891) is refused with 501."""
+        With ``Replaces`` in the Refer-To: :meth:`_attended`."""
         try:
             refer_to = incoming.request.refer_to
         except SipParseError as exc:
@@ -135,8 +143,9 @@ class CallDialogs:
             incoming.respond(400, "Bad Request (a REFER needs a Refer-To, RFC 3515 §2.4.1)")
             return
         uri = refer_to.uri
-        if uri.header("Replaces") is not None:
-            incoming.respond(501, "Not Implemented (attended transfer: Refer-To with Replaces)")
+        if any(name.lower() == "replaces" for name, _ in uri.headers):
+            values = [v for name, v in uri.headers if name.lower() == "replaces"]
+            await self._attended(leg, dialog, incoming, values)
             return
         destination = uri.user or ""
         if not destination:
@@ -159,6 +168,58 @@ class CallDialogs:
             await self._notify(dialog, outcome, "terminated;reason=noresource")
         finally:
             leg.referring.set()
+
+    async def _attended(
+        self, leg: SipLeg, dialog: Dialog, incoming: Incoming, values: list[str]
+    ) -> None:
+        """Attended transfer (RFC 5589 §7): the phone, in calls with X (this dialog) and Y,
+        REFERs this dialog to ``<sip:Y?Replaces=...>`` naming its dialog with Y. Callbridge is
+        that dialog's other end (a B2BUA), so it is both the REFER's recipient and the target of
+        the INVITE-with-Replaces the REFER asks for: it joins X and Y (``Transfers.connect``;
+        both of the phone's legs end ``transferred``) and reports the outcome as the INVITE's
+        would be: NOTIFY ``200 OK``, or the RFC 3891 §3 refusal (481 no such dialog, 603 ended,
+        486 early-only, 403 another user's call), then BYE on both dialogs. Only a malformed
+        Replaces is refused at once (400); a 481 to the REFER itself would end this dialog at
+        the phone (RFC 3261 §12.2.1.2)."""
+        parsed = parse_replaces(values, "the Refer-To")
+        if isinstance(parsed, Refusal):
+            incoming.respond(parsed.status, parsed.phrase)
+            return
+        if (parsed.call_id, parsed.to_tag, parsed.from_tag) == dialog.key:
+            incoming.respond(400, "Bad Request (Replaces names this REFER's own dialog)")
+            return
+        leg.referring = referring = asyncio.Event()
+        incoming.respond(202, "Accepted")
+        try:
+            await self._notify(dialog, "100 Trying", "active;expires=60")
+            outcome = await self._join(leg, parsed)
+            await self._notify(dialog, outcome, "terminated;reason=noresource")
+        finally:
+            referring.set()
+
+    async def _join(self, leg: SipLeg, replaces: Replaces) -> str:
+        """Connect the far parties of ``leg`` and the leg whose dialog ``replaces`` names; the
+        sipfrag status line of the outcome."""
+        other = self.index.match(replaces)
+        if isinstance(other, Refusal):
+            return other.sipfrag
+        if other is leg:  # the same dialog under another Call-ID spelling: nothing to join
+            return "400 Bad Request"
+        if not same_user(leg.device, other.device):
+            return "403 Forbidden"
+        calls = self.controller
+        other.referring = leg.referring  # its BYE, too, waits for the final NOTIFY
+        try:
+            a = calls.bridged(leg.device, leg.call_id, "transfer")
+            b = calls.bridged(other.device, other.call_id, "transfer")
+            await calls.transfers.connect(a, b, None)
+        except ProtocolError as exc:
+            other.referring = None
+            log.info("SIP: attended transfer of %s refused: %s", leg.call_id, exc.message)
+            if getattr(exc, "code", None) is ErrorCode.CALL_NOT_FOUND:
+                return "603 Declined"
+            return "503 Service Unavailable"
+        return "200 OK"
 
     async def _notify(self, dialog: Dialog, status: str, state: str) -> None:
         """One NOTIFY of the implicit ``refer`` subscription (RFC 3515 §2.4.4)."""
