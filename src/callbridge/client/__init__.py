@@ -20,7 +20,8 @@ call's WebRTC peer connection, with :mod:`~callbridge.client.dtmf`, the RFC 4733
 :mod:`~callbridge.client.transport` (the WebSocket, ``req_id`` matching, reconnecting);
 :mod:`~callbridge.client.call` (a call, its states and events, on
 :mod:`~callbridge.client.callbase`); :mod:`~callbridge.client.calllist` (the phone's calls,
-several at once); :mod:`~callbridge.client.callgroup` (seed 000's call group);
+several at once); :mod:`~callbridge.client.callhistory` (the user's call records from the
+server); :mod:`~callbridge.client.callgroup` (seed 000's call group);
 :mod:`~callbridge.client.conference` (seed 002's conferences);
 :mod:`~callbridge.client.session` and :mod:`~callbridge.client.phone` (the phone: its session,
 and the facade over the rest). :mod:`~callbridge.client.events` documents the event names,
@@ -40,6 +41,7 @@ from callbridge.client.audio import (
     WavSource,
 )
 from callbridge.client.call import Call, CallDirection, CallState, MediaType
+from callbridge.client.callhistory import HistoryEntry, HistoryPage
 from callbridge.client.conference import (
     BeepMode,
     CallGroup,
@@ -51,6 +53,7 @@ from callbridge.client.conference import (
 )
 from callbridge.client.errors import CallEndedError, CallStateError, ClientError, NotConnectedError
 from callbridge.client.events import (
+    Bridged,
     CallEventName,
     ConferenceEventName,
     EndReason,
@@ -84,6 +87,7 @@ __all__ = [
     "AudioSink",
     "AudioSource",
     "BeepMode",
+    "Bridged",
     "BufferSink",
     "Call",
     "CallDirection",
@@ -110,6 +114,8 @@ __all__ = [
     "GroupEventName",
     "GroupState",
     "HeldBy",
+    "HistoryEntry",
+    "HistoryPage",
     "IceTransport",
     "InvalidArgumentError",
     "MediaStats",
