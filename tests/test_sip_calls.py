@@ -589,3 +589,72 @@ async def test_server_mute_of_a_ws_party_silences_the_sip_phone_and_unmute_resto
     assert before > -35.0, f"no echo before mute ({before:.1f} dB)"
     assert muted < -50.0, f"the phone still heard the muted party ({muted:.1f} dB)"
     assert after > -35.0, f"no echo after unmute ({after:.1f} dB)"
+
+
+async def _auto_answering(server: Server, phones: list[Phone], sink: BufferSink) -> str:
+    """A /ws user that answers every call with the 1000 Hz tone; its extension."""
+    _, ext, token = await _user(server)
+    phone = Phone(server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def answer(call: Any) -> None:
+        await call.answer(source=ToneSource(TONE), sink=sink)
+
+    phone.on("incoming", lambda call: tasks.append(asyncio.create_task(answer(call))))
+    return ext
+
+
+def _delayed_caller(server: Server, folder: Path, scenario: str, user: str, ext: str) -> Sipp:
+    return Sipp(
+        folder,
+        scenario,
+        remote=f"{LOOPBACK}:{server.sip_port}",
+        service=ext,
+        user=user,
+        password=PASSWORD,
+        rtp_echo=True,
+        deadline=20,
+    )
+
+
+async def test_delayed_offer_invite_gets_the_offer_in_200_and_the_answer_in_ack(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """SIPp uac_delayed_offer.xml: INVITE without SDP (407, again with digest), the server's
+    offer in the 200 (180 before it, no SDP: no early media without a reliable 1xx), the
+    answer (PCMA) in the ACK; the /ws callee's tone goes to SIPp and comes back from its echo,
+    so media flows both ways as the ACK's answer says."""
+    caller, _, _ = await _user(sip_server, sip=True)
+    sink = BufferSink()
+    ext = await _auto_answering(sip_server, phones, sink)
+    uac = _delayed_caller(sip_server, tmp_path / "uac", "uac_delayed_offer.xml", caller, ext)
+    async with uac:
+        await asyncio.sleep(2.5)  # the measurement: the echo while the call is up
+        heard = sink.samples(1.0)
+        result = await uac.wait(15)
+    assert result.ok and result.successful == 1, result.explain()
+    ringing = result.messages.split("SIP/2.0 180 Ringing")[1].split("-----")[0]
+    assert "Content-Length: 0" in ringing, ringing  # no SDP in an unreliable 1xx
+    assert "SIP/2.0 183" not in result.messages
+    offer = result.messages.split("SIP/2.0 200 OK")[1].split("-----")[0]
+    assert "m=audio" in offer and "a=rtpmap:8 PCMA/8000" in offer, offer
+    assert len(heard) > 48000 * 0.5
+    assert tone_level_db(heard, 48000, TONE) > -35.0, "no echo: the ACK's answer was not used"
+
+
+async def test_delayed_offer_whose_ack_has_no_answer_gets_bye_with_a_reason(
+    sip_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """SIPp uac_delayed_no_answer.xml ACKs the 200 (our offer) without an answer: the call
+    cannot have media, so the server sends BYE with a Reason naming the problem, and the /ws
+    callee's call ends."""
+    caller, _, _ = await _user(sip_server, sip=True)
+    ext = await _auto_answering(sip_server, phones, BufferSink())
+    uac = _delayed_caller(sip_server, tmp_path / "uac", "uac_delayed_no_answer.xml", caller, ext)
+    async with uac:
+        result = await uac.wait(15)
+    assert result.ok and result.successful == 1, result.explain()
+    bye = result.messages.split("\nBYE sip:")[1].split("-----")[0]
+    assert "Reason: SIP;cause=488" in bye and "no SDP answer" in bye, bye

@@ -277,9 +277,11 @@ class InProcessMediaServer:
     ) -> str:
         ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)
         assert isinstance(ep, PlainEndpoint)
-        return await self._first_negotiation(
-            ep, plain.answer(ep, offer_sdp, prefer_codec, self.rtp_address)
-        )
+        if not offer_sdp.strip():  # delayed offer: ours goes first (RFC 3264 section 5)
+            negotiate = plain.offer(ep, prefer_codec, False, self.rtp_address)
+        else:
+            negotiate = plain.answer(ep, offer_sdp, prefer_codec, self.rtp_address)
+        return await self._first_negotiation(ep, negotiate)
 
     async def offer_rtp(
         self,

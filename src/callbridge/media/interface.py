@@ -265,6 +265,10 @@ class MediaServer(Protocol):
         silence from a device that should be sending before :class:`RtpTimeout` (``None``: the
         server's default; 0: never).
 
+        An empty ``offer_sdp`` is a delayed offer (an INVITE without SDP, RFC 3261 section
+        13.2.1): the server's *offer* is returned instead (every carried codec, as
+        :meth:`offer_rtp`), and the device's answer completes it with :meth:`accept_answer`.
+
         :raises MediaError: ``invalid_sdp`` (not SDP, no usable audio m-line, RTP/SAVP
             without a usable ``a=crypto``) or ``unsupported_codec``.
         """

@@ -33,9 +33,13 @@ In a dialog (:mod:`callbridge.sip.call_dialog`): a re-INVITE is applied with
 ``renegotiate_rtp`` (its hold reaches the core: the far party hears hold music and gets
 ``call.held {by: "remote"}``); INFO with ``application/dtmf-relay`` or ``application/dtmf`` is
 a DTMF digit for the far party; DTMF from the far party reaches the phone as RFC 4733 events,
-or as INFO ``application/dtmf-relay`` when its leg negotiated no telephone-event. The far party's hold reaches the phone as our re-INVITE (``sendonly``,
-``sendrecv`` on resume). REFER (RFC 3515) is a blind transfer: 202, NOTIFYs of sipfrag
-progress, then our BYE.
+or as INFO ``application/dtmf-relay`` when its leg negotiated no telephone-event. The far
+party's hold reaches the phone as our re-INVITE (``sendonly``, ``sendrecv`` on resume). REFER
+(RFC 3515) is a blind transfer: 202, NOTIFYs of sipfrag progress, then our BYE.
+
+An INVITE without SDP (delayed offer, RFC 3261 §13.2.1, RFC 3264 §5) gets our offer in the
+200 OK (180 without SDP while ringing: no early media) and the phone's answer in its ACK; an
+ACK with no usable answer ends the call with BYE and a Reason naming the problem.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from callbridge.sip.device import SipDevice
 from callbridge.sip.headers import NameAddr
 from callbridge.sip.message import Headers, Request, Response
 from callbridge.sip.registrar import Registrar, Source
+from callbridge.sip.replaces import invite_with_replaces
 from callbridge.sip.syntax import SipParseError
 from callbridge.sip.uri import parse_uri
 from callbridge.store.sip import Binding, SipCredentials
@@ -73,6 +78,7 @@ from callbridge.vocabulary import EndReason
 if TYPE_CHECKING:
     from callbridge.abuse import SourceGuard
     from callbridge.core.controller import CallController
+    from callbridge.sip.dialog import Dialog
     from callbridge.sip.stack import Incoming, SipStack, Target
     from callbridge.sip.transport import Flow
     from callbridge.store import Store
@@ -147,8 +153,16 @@ class SipCalls:
         if not isinstance(verdict, SipCredentials):
             incoming.respond(verdict)
             return
-        if "sdp" not in (request.content_type or "") or not request.body.strip():
-            incoming.respond(488, "Not Acceptable Here (an INVITE needs an SDP offer)")
+        offer = ""  # none: a delayed offer (RFC 3261 §13.2.1), ours goes in the 200 OK
+        if request.body.strip():
+            if "application/sdp" not in (request.content_type or "").lower():
+                incoming.respond(
+                    415, "Unsupported Media Type (an INVITE's body must be application/sdp)"
+                )
+                return
+            offer = request.body.decode(errors="replace")
+        if "Replaces" in request.headers:  # RFC 3891: takes over a live call (sip/replaces.py)
+            await invite_with_replaces(self, incoming, verdict.user)
             return
         destination = request.uri.user or ""
         if not destination:
@@ -158,7 +172,7 @@ class SipCalls:
         self._callers[id(device)] = incoming
         try:
             await self.controller.routing.create_call(
-                device, destination, request.body.decode(errors="replace"), None, None, "audio"
+                device, destination, offer, None, None, "audio"
             )
         except (ProtocolError, MediaError) as exc:
             if not incoming.tx.answered:
@@ -261,6 +275,10 @@ class SipCalls:
         if incoming is None or incoming.tx.answered or leg.early_sent:
             return
         leg.early_sent = True
+        if _delayed(leg):
+            # Our offer may only go in a reliable response (§13.2.1): 180, no early media.
+            self.stack.dialogs.early(incoming, incoming.response(180, "Ringing"))
+            return
         response = incoming.response(183, "Session Progress")
         sdp_body(response, leg.answer_sdp)
         self.stack.dialogs.early(incoming, response)
@@ -274,6 +292,46 @@ class SipCalls:
         response.headers.set("Allow", ALLOW)
         leg.dialog = self.stack.dialogs.accept(incoming, response)
         self.in_dialog.serve(leg, leg.dialog)
+        if _delayed(leg):
+            self._await_ack_answer(leg, leg.dialog)
+
+    def _await_ack_answer(self, leg: SipLeg, dialog: Dialog) -> None:
+        """Delayed offer (RFC 3264 §5, RFC 3261 §13.2.1): our 200 carried the offer, so the
+        phone's ACK must carry the answer. The dialog layer keeps no ACK body, so its
+        ``receive_ack`` is wrapped for this one dialog to hand the first ACK here."""
+        original = dialog.receive_ack
+        taken = False
+
+        def receive_ack(request: Request) -> None:
+            nonlocal taken
+            original(request)
+            if not taken:
+                taken = True
+                self.stack.spawn(self._ack_answer(leg, dialog, request), "ACK answer")
+
+        dialog.receive_ack = receive_ack  # type: ignore[method-assign]
+
+    async def _ack_answer(self, leg: SipLeg, dialog: Dialog, ack: Request) -> None:
+        """Apply the ACK's answer; with none or an unusable one the call cannot have media:
+        BYE with a Reason (RFC 3326) naming the problem, and the core leg ends."""
+        why = ""
+        if not ack.body.strip() or "application/sdp" not in (ack.content_type or "").lower():
+            why = "the ACK carried no SDP answer to the offer in our 200 (RFC 3264 section 5)"
+        else:
+            try:
+                await self.controller.media.accept_answer(
+                    leg.call_id, ack.body.decode(errors="replace")
+                )
+            except MediaError as exc:
+                why = f"the ACK's SDP answer is unusable: {exc.message}"
+        if not why or leg.ended:
+            return
+        log.info("SIP: %s: %s; BYE", leg.call_id, why)
+        leg.ended = True
+        self.legs.pop(leg.call_id, None)
+        text = why.replace('"', "'")[:150]
+        await quiet(dialog.bye([("Reason", f'SIP;cause=488;text="{text}"')]))
+        await self._hangup(leg)
 
     def _ended(self, leg: SipLeg, reason: EndReason) -> None:
         if leg.ended:
@@ -374,6 +432,11 @@ class SipCalls:
         if binding.transport.upper() == "UDP":
             return Target("UDP", binding.source_host, binding.source_port)
         return self.stack.dialogs.target_of(str(_contact_uri(binding.contact)), "UDP")
+
+
+def _delayed(leg: SipLeg) -> bool:
+    """The phone's INVITE had no SDP: our SDP is the offer (RFC 3261 §13.2.1)."""
+    return leg.incoming is not None and not leg.incoming.request.body.strip()
 
 
 def _contact_uri(contact: str) -> str:

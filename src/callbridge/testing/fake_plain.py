@@ -122,6 +122,10 @@ class FakePlainEndpoints(FakeEndpoints):
         prefer_codec: str | None = None,
         rtp_timeout: float | None = None,
     ) -> str:
+        if not offer_sdp.strip():  # a delayed offer: the engine offers (RFC 3264 section 5)
+            offer = FakePlainEndpoints.offer_rtp.__wrapped__  # type: ignore[attr-defined]
+            sdp: str = await offer(self, endpoint_id, prefer_codec, False, rtp_timeout)
+            return sdp
         choice = plain.choose_answer(sdp_plain.parse(offer_sdp, "offer"), prefer_codec, "sendrecv")
         self._new(endpoint_id, Negotiated(choice.spec.name))
         st = self.plain[endpoint_id] = PlainState(False, sdp_plain.PtTable(), len(self.plain) + 1)
