@@ -32,7 +32,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from callbridge.api import accounts, applications, call_media, calls, conferences, media, queues
+from callbridge.api import (
+    accounts,
+    applications,
+    call_media,
+    calls,
+    conferences,
+    detail_records,
+    live_calls,
+    media,
+    queues,
+)
 from callbridge.api.context import ApiContext, require_api_key
 from callbridge.api.errors import install_error_handlers
 from callbridge.api.openapi import install_openapi
@@ -48,6 +58,8 @@ def install_api(app: FastAPI) -> None:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     for module in (applications, calls, call_media, conferences, queues, media, accounts):
         router.include_router(module.router)
+    for cdrs in (detail_records, live_calls):  # issue 14: CDR search, live calls
+        router.include_router(cdrs.router)
     app.include_router(router)
     install_error_handlers(app)
     install_openapi(app, API_PREFIX)  # every operation lists its error responses

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, overload
 
 from callbridge.client.audio import AudioSink, AudioSource
+from callbridge.client.bridged import Bridged
 from callbridge.client.callbase import (
     ESTABLISHED,
     AnswerAction,
@@ -157,6 +158,8 @@ class Call(CallBase[Event, CallHost]):
     ``ringing``, ``answered``, ``held(by)``, ``resumed(by)``, ``muted``, ``unmuted``,
     ``dtmf(digit)``, ``recording(on)`` (the call is recorded, or no longer is; also
     :attr:`is_recorded`), ``transferred(peer)`` (an attended transfer connected us to ``peer``),
+    ``bridged(Bridged)`` (an application connected us to another call: who, from which queue,
+    after what wait; also :attr:`bridged`),
     ``moved(session_id)`` (another device took the call over; ``ended("moved")`` follows),
     ``move-failed(reason)``, ``ended(reason)``.
     """
@@ -193,6 +196,10 @@ class Call(CallBase[Event, CallHost]):
     def on(
         self, name: Literal["state-changed"], handler: Callable[[str, str], object]
     ) -> Callable[[str, str], object]: ...
+    @overload
+    def on(
+        self, name: Literal["bridged"], handler: Callable[[Bridged], object]
+    ) -> Callable[[Bridged], object]: ...
     def on(self, name: CallEventName, handler: Callable[..., object]) -> Callable[..., object]:
         """Call ``handler`` on every ``name`` event (arguments: see the class docstring).
 

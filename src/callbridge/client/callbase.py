@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from callbridge.client.audio import AudioSink, AudioSource
+from callbridge.client.bridged import Bridged
 from callbridge.client.emitter import EventEmitter, TaskOwner
 from callbridge.client.errors import CallStateError, remote_error
 from callbridge.client.eventnames import CallEventName
@@ -143,6 +144,7 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
         self._holders: list[HeldBy] = []  # who holds the call, oldest first
         self._server_muted = False
         self._recorded = False  # the server says the call is being recorded (call.recording)
+        self._bridged: Bridged | None = None  # the latest call.bridged (an application's)
         # hold() by the user, as opposed to the automatic holds of add_call(), switch_call()
         # and answer(action="hold"): only automatic holds are undone automatically.
         self._held_explicitly = False
@@ -201,6 +203,12 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
     def peer(self) -> str:
         """The far party: :attr:`to` of an outgoing call, :attr:`from_` of an incoming one."""
         return self.to if self.direction == "outgoing" else self.from_
+
+    @property
+    def bridged(self) -> Bridged | None:
+        """Who an application bridged this call to, the latest time (``call.bridged``): for
+        an agent, the caller it got, the queue and how long that caller waited."""
+        return self._bridged
 
     @property
     def is_recorded(self) -> bool:
@@ -292,6 +300,9 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
             self._event("move-failed", msg, str(msg.get("reason", "")))
         elif kind == "call.transferred":
             self._event("transferred", msg, str(msg.get("peer", "")))
+        elif kind == "call.bridged":
+            self._bridged = Bridged.from_message(msg)
+            self._event("bridged", msg, self._bridged)
         elif kind == "call.modification-in-progress":
             self._event("modification-in-progress", msg)
         elif kind == "call.media-modification":

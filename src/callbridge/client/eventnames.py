@@ -83,6 +83,7 @@ CallEventName = Literal[
     "dtmf",
     "recording",  # the call is recorded (True) or no longer is (False): call.recording
     "transferred",
+    "bridged",  # an application bridged the call to another (argument: a Bridged)
     "moved",
     "move-failed",
     "modification-in-progress",

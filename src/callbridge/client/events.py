@@ -28,6 +28,9 @@ call ``state-changed``    ``(old, new)``     ``call.state-changed``: an upgrade/
                                              is done; ``old``/``new`` are media types
                                              (``"audio"``/``"video"``); ``data`` has
                                              ``accepted``, ``video_send``, ``video_receive``
+call ``bridged``          ``(Bridged)``      ``call.bridged``: an application connected
+                                             the call to another (an agent learns who it
+                                             got, the queue, the wait; ``Call.bridged``)
 call ``ended``            ``(reason)``       ``call.ended``, or the session ended locally
 ========================  =================  ==============================================
 
@@ -53,6 +56,7 @@ handler is logged and does not stop other handlers or the connection.
 
 from __future__ import annotations
 
+from callbridge.client.bridged import Bridged
 from callbridge.client.call import Event
 from callbridge.client.emitter import EventEmitter, TaskOwner
 from callbridge.client.eventnames import (
@@ -66,6 +70,7 @@ from callbridge.client.eventnames import (
 )
 
 __all__ = [
+    "Bridged",
     "CallEventName",
     "ConferenceEventName",
     "EndReason",

@@ -17,7 +17,9 @@ __all__ = ["EventHistory"]
 E = TypeVar("E")
 
 # Events that stay true once they happened, and pairs where the later one wins.
-_ONCE = frozenset({"trying", "ringing", "answered", "transferred", "moved", "move-failed", "ended"})
+_ONCE = frozenset(
+    {"trying", "ringing", "answered", "transferred", "bridged", "moved", "move-failed", "ended"}
+)
 _OPPOSITE = {"held": "resumed", "resumed": "held", "muted": "unmuted", "unmuted": "muted"}
 # Settled while they concern the latest media modification (see settled()).
 _MODIFICATION = frozenset({"modification-in-progress", "state-changed"})

@@ -1,0 +1,225 @@
+"""CDRs out and live calls (issue 14): real calls between Python SDK phones, one of them queued
+and taken by an agent, then their CDRs through the official telnyx SDK's
+``detail_records.list`` (filters, sort, paging, accounts kept apart), ``callbridge cdrs`` as
+CSV and JSON, ``/v2/connections/{id}/active_calls`` and ``GET /v2/calls`` while a call lives
+and after, the agent's ``bridged`` event, and the bad filters refused by name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import itertools
+import json
+from typing import Any, cast
+
+import pytest
+import telnyx
+from telnyx import AsyncTelnyx
+from telnyx.types.detail_record_list_params import Filter
+
+from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
+from callbridge.cli import main as cli_main
+from callbridge.client import Bridged, Call
+from callbridge.testing import Server
+from conftest import MakeParty
+from parties import ALICE, BOB, CAROL, Party, until_async
+
+pytestmark = pytest.mark.timeout(60)
+_queues = itertools.count(1)
+CALL_CONTROL = {"record_type": "call-control"}
+
+
+def _filter(**filters: Any) -> Filter:
+    # The SDK's Filter takes extra items (PEP 728), which mypy does not know yet.
+    return cast(Filter, {**CALL_CONTROL, **filters})
+
+
+async def records(client: AsyncTelnyx, **filters: Any) -> list[dict[str, Any]]:
+    """Every detail record matching ``filters``, through the SDK's auto-pagination."""
+    found = []
+    async for record in client.detail_records.list(filter=_filter(**filters)):
+        found.append(record.to_dict())
+    return found
+
+
+async def live(api: Api, path: str) -> list[dict[str, Any]]:
+    body = await api.client.get(path, cast_to=object)
+    assert isinstance(body, dict) and "meta" in body
+    data: list[dict[str, Any]] = body["data"]
+    return data
+
+
+async def queued_call_taken_by_an_agent(api: Api, alice: Party, carol: Party) -> dict[str, Any]:
+    """Alice calls the support line and waits in a queue; Carol, the agent, calls the agents'
+    line and the application bridges her to Alice; then Alice hangs up. What the test saw."""
+    support, agents, queue = await api.line(), await api.line(), f"cdr-q{next(_queues)}"
+    actions = api.client.calls.actions
+    caller = await alice.call(support)
+    a = (await api.sink.wait("call.initiated", call_control_id=caller.id)).payload[
+        "call_control_id"
+    ]
+    await actions.answer(a)
+    await caller.wait_for("answered", timeout=5)
+    await actions.enqueue(a, queue_name=queue)
+    await api.sink.wait("call.enqueued", call_control_id=a)
+
+    # While Alice waits, her call is live on the application's connection and in /v2/calls.
+    active = await until_async(lambda: live(api, f"/connections/{api.app_id}/active_calls"))
+    assert [c["call_control_id"] for c in active] == [a]
+    assert active[0]["record_type"] == "call" and active[0]["call_duration"] >= 0
+    sdk_active = await api.client.connections.list_active_calls(api.app_id)
+    assert [c.call_control_id for c in sdk_active.data] == [a]
+    listed = [c for c in await live(api, "/calls") if c["call_control_id"] == a]
+    assert listed and listed[0]["connection_id"] == api.app_id and listed[0]["is_alive"]
+
+    agent = await carol.call(agents)
+    b = (await api.sink.wait("call.initiated", call_control_id=agent.id)).payload["call_control_id"]
+    await actions.answer(b)
+    await agent.wait_for("answered", timeout=5)
+    await actions.bridge(b, call_control_id_to_bridge_with="", queue=queue)
+    await agent.wait_for("bridged", timeout=5)
+    await caller.hangup()
+    await api.sink.wait("call.hangup", call_control_id=a)
+    await api.sink.wait("call.hangup", call_control_id=b)
+    # Both ended: the connection has no live call left.
+    assert await until_async(lambda: _empty(live(api, f"/connections/{api.app_id}/active_calls")))
+    return {"queue": queue, "agent": agent, "caller": caller}
+
+
+async def _empty(listing: Any) -> bool:
+    return not await listing
+
+
+async def test_a_queued_call_s_cdr_names_the_agent_the_queue_the_wait_and_who_hung_up(
+    api: Api, party: MakeParty, server: Server
+) -> None:
+    alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
+    seen = await queued_call_taken_by_an_agent(api, alice, carol)
+
+    # The agent's SDK learnt who she got, from which queue, after how long.
+    agent: Call = seen["agent"]
+    bridged = agent.bridged
+    assert isinstance(bridged, Bridged)
+    assert bridged.peer == alice.user.number and bridged.queue == seen["queue"]
+    assert bridged.wait_time_secs is not None and bridged.wait_time_secs >= 0
+    assert (await agent.wait_for("bridged", timeout=1)).data["type"] == "call.bridged"
+
+    # A plain call: Alice calls Bob, Bob answers and hangs up.
+    out = await alice.call(bob.user.extension)
+    inc = await bob.answer()
+    await out.wait_for("answered", timeout=5)
+    await inc.hangup()
+    await out.wait_for("ended", timeout=5)
+
+    mine = await until_async(
+        lambda: _at_least(records(api.client, cli=alice.user.name), 2), within=10
+    )
+    queued, plain = mine  # sorted newest first by default
+    queued, plain = (plain, queued) if queued["cld"] == bob.user.extension else (queued, plain)
+    assert queued["answered_user"] == carol.user.name
+    assert queued["queue_name"] == seen["queue"] and queued["queue_wait_time_secs"] >= 0
+    assert queued["hangup_source"] == "caller" and queued["end_reason"] == "hangup"
+    assert queued["hangup_cause"] == "normal_clearing" and queued["record_type"] == "call-control"
+    assert plain["answered_user"] == bob.user.name and plain["answered_device"]
+    assert plain["hangup_source"] == "callee" and plain["call_sec"] >= 0
+    assert plain["finished_at"] >= plain["started_at"]
+
+    # The agent's own CDR names the queue she took a call from.
+    carols = await records(api.client, cli=carol.user.name)
+    assert [r["queue_name"] for r in carols] == [seen["queue"]]
+
+    # Paging and sort: one record a page, oldest first, both pages through the SDK.
+    pages = api.client.detail_records.list(
+        filter=_filter(cli=alice.user.name),
+        page_size=1,
+        sort=["started_at"],
+    )
+    first = await pages
+    assert first.meta is not None and first.meta.total_pages == 2
+    ids = [r.to_dict()["id"] async for r in pages]
+    assert ids == [queued["id"], plain["id"]]
+    # Filters: an instant range and a column.
+    since = {"gte": queued["started_at"]}
+    assert [r["id"] for r in await records(api.client, cli=alice.user.name, started_at=since)]
+    assert [r["id"] for r in await records(api.client, cld=bob.user.extension)] == [plain["id"]]
+    today = await records(api.client, cli=alice.user.name, date_range="today")
+    assert len(today) == 2
+    assert await records(api.client, cli=alice.user.name, date_range="tomorrow") == []
+
+    # Another account's key sees none of them.
+    store_key = await _other_account_key(server)
+    async with AsyncTelnyx(api_key=store_key, base_url=f"{server.url}/v2", max_retries=0) as other:
+        assert await records(other, cli=alice.user.name) == []
+
+    # The CLI: JSON and CSV, parsed.
+    as_json = json.loads(await _cli(server, "--since", "1h", "--format", "json"))
+    by_id = {r["id"]: r for r in as_json}
+    assert by_id[queued["id"]]["answered_user"] == carol.user.name
+    rows = list(csv.DictReader(io.StringIO(await _cli(server, "--since", "1h"))))
+    row = next(r for r in rows if r["id"] == plain["id"])
+    assert row["hangup_source"] == "callee" and row["answered_user"] == bob.user.name
+    assert json.loads(await _cli(server, "--since", "2099-01-01", "--format", "json")) == []
+
+
+async def _at_least(found: Any, n: int) -> list[dict[str, Any]] | None:
+    got: list[dict[str, Any]] = await found
+    return got if len(got) >= n else None
+
+
+async def _other_account_key(server: Server) -> str:
+    async with server.store() as store:
+        account = await store.create_account(f"cdr-other-{next(_queues)}")
+        return await store.create_api_key("other", account_id=account.id)
+
+
+async def _cli(server: Server, *args: str) -> str:
+    out = io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out):
+            return cli_main(["cdrs", "--data-dir", str(server.data_dir), *args])
+
+    assert await asyncio.to_thread(run) == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ({}, "filter[record_type]"),
+        ({"filter[record_type]": "messaging"}, "filter[record_type]"),
+        ({**{"filter[record_type]": "call-control"}, "filter[bogus]": "x"}, "filter[bogus]"),
+        (
+            {"filter[record_type]": "call-control", "filter[started_at][gte]": "yesterday"},
+            "filter[started_at][gte]",
+        ),
+        (
+            {"filter[record_type]": "call-control", "filter[started_at][gte]": "2026-12-01T10:00"},
+            "filter[started_at][gte]",
+        ),
+        (
+            {"filter[record_type]": "call-control", "filter[date_range]": "soon"},
+            "filter[date_range]",
+        ),
+        ({"filter[record_type]": "call-control", "sort": "-caller"}, "sort"),
+        ({"filter[record_type]": "call-control", "page[size]": "0"}, "page[size]"),
+        ({"filter[record_type]": "call-control", "limit": "5"}, "limit"),
+    ],
+)
+async def test_a_bad_filter_is_refused_naming_it(
+    api: Api, query: dict[str, str], parameter: str
+) -> None:
+    with pytest.raises(telnyx.UnprocessableEntityError) as err:
+        await api.client.get("/detail_records", options={"params": query}, cast_to=object)
+    body = err.value.body
+    assert isinstance(body, dict)
+    assert body["errors"][0]["source"] == {"parameter": parameter}, body
+    assert parameter.split("[")[0] in body["errors"][0]["detail"]
+
+
+async def test_an_unknown_connection_has_no_active_calls_list(api: Api) -> None:
+    with pytest.raises(telnyx.NotFoundError) as err:
+        await api.client.connections.list_active_calls("no-such-application")
+    assert "call control application" in str(err.value.body)
