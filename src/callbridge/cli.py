@@ -2,14 +2,18 @@
 
     callbridge serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] ...  (cli_serve.py)
     callbridge users add NAME --extension EXT [--number E164] [--display-name TEXT]
-    callbridge users list
+    callbridge users list | remove NAME
     callbridge users sip-password NAME | registrations   (cli_sip.py)
     callbridge token NAME [--ttl 24h]
-    callbridge apikey create [--name NAME]
+    callbridge apikey create [--name NAME] | list | revoke ID
     callbridge routes add DESTINATION APPLICATION_ID | routes list | routes remove DESTINATION
 
-Every command takes ``--data-dir`` (default ``./callbridge-data``, holding the SQLite
-database) or ``--database-url`` (any SQLAlchemy async URL; it wins over ``--data-dir``).
+Every command takes ``--data-dir`` (else ``$CALLBRIDGE_DATA_DIR``, else ``./callbridge-data``
+in the current directory; resolved once to an absolute path, see :func:`resolve_data_dir`)
+holding the SQLite database, or ``--database-url`` (any SQLAlchemy async URL; it wins over
+``--data-dir``). Only ``serve`` and a command given ``--init`` create a new database at the
+default location: anything else refuses, naming the path it tried (a second, empty database
+made by running a command from another directory was a real trap).
 Commands that print a secret print it alone on the last line, so scripts can take it with
 ``tail -n 1``.
 
@@ -37,8 +41,11 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from callbridge import __version__
 from callbridge.config import DEFAULT_DATA_DIR, database_url_for
 from callbridge.store import SchemaError, Store, StoreError, User, UserNotFound
+from callbridge.store.identities import ApiKeyInfo
 
-__all__ = ["build_parser", "main", "parse_ttl"]
+__all__ = ["DATA_DIR_ENV", "build_parser", "main", "parse_ttl", "resolve_data_dir"]
+
+DATA_DIR_ENV = "CALLBRIDGE_DATA_DIR"
 
 PROG = "callbridge"
 EXIT_OK = 0
@@ -145,9 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
+        default=DEFAULT_DATA_DIR,  # this very object: resolve_data_dir tells it from an option
         metavar="DIR",
-        help="directory of the SQLite database (default: ./%(default)s)",
+        help=f"directory of the SQLite database (default: ${DATA_DIR_ENV}, else "
+        f"./{DEFAULT_DATA_DIR} in the current directory)",
+    )
+    group.add_argument(
+        "--init",
+        action="store_true",
+        help="create the database if there is none at the default location (serve always may)",
     )
     group.add_argument(
         "--database-url",
@@ -184,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
         "list", parents=[database], help="list users", description="List users."
     )
     listing.set_defaults(run=_users_list)
+    remove = users.add_parser(
+        "remove",
+        parents=[database],
+        help="remove a user",
+        description="Remove a user with their login tokens and SIP credentials. A running "
+        "server refuses their tokens from now on; a session they have signed in is ended by "
+        "the server at its next token check (see docs/operations.md).",
+    )
+    remove.add_argument("name", help="the user's name")
+    remove.set_defaults(run=_users_remove)
     cli_sip.add_sip_commands(commands, users, database)
 
     token = commands.add_parser(
@@ -215,6 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--read-only", action="store_true", help="the key may only read (GET)")
     create.add_argument("--admin", action="store_true", help="the key also manages accounts")
     create.set_defaults(run=_apikey_create)
+    keys = apikey.add_parser(
+        "list",
+        parents=[database],
+        help="list API keys",
+        description="List API keys (never their secret: only its first 8 characters).",
+    )
+    keys.add_argument("--account", metavar="ID", help="only this account's keys (default: all)")
+    keys.set_defaults(run=_apikey_list)
+    revoke = apikey.add_parser(
+        "revoke",
+        parents=[database],
+        help="revoke an API key",
+        description="Revoke an API key by its ID (from `apikey list`). A running server "
+        "refuses it within 10 s (it caches a key's check that long).",
+    )
+    revoke.add_argument("id", type=_positive_int, help="the key's ID, from `apikey list`")
+    revoke.set_defaults(run=_apikey_revoke)
 
     routes = commands.add_parser(
         "routes", help="send destinations to call control applications"
@@ -245,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        resolve_data_dir(args)
         check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None
         check = getattr(args, "check", None)  # checks across a command's options
         if check is not None:
@@ -270,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _with_store(args: argparse.Namespace, body: Callable[[Store], Awaitable[T]]) -> T:
     """Run ``body`` with the store open; store refusals and database failures become
     ``CommandError``s (one line, no traceback)."""
+
+    _check_database_exists(args)
+    _say_database(args)
 
     async def go() -> T:
         async with await Store.open(_database_url(args)) as store:
@@ -375,6 +419,111 @@ def _routes_remove(args: argparse.Namespace) -> int:
     route = _with_store(args, lambda store: store.delete_route(args.destination))
     print(f"removed the route of {route.destination}")
     return EXIT_OK
+
+
+def _users_remove(args: argparse.Namespace) -> int:
+    async def remove(store: Store) -> User:
+        try:
+            return await store.remove_user(args.name)
+        except UserNotFound as exc:
+            raise CommandError(f"{exc} (see: {_command(args, 'users list')})") from exc
+
+    user = _with_store(args, remove)
+    print(f"removed user {_describe(user)}; their tokens and SIP credentials are gone")
+    return EXIT_OK
+
+
+def _apikey_list(args: argparse.Namespace) -> int:
+    keys, _ = _with_store(args, lambda store: store.list_api_keys(args.account, 1, 250))
+    if not keys:
+        print(f"no API keys yet; create one with: {_command(args, 'apikey create')}")
+        return EXIT_OK
+    rows: list[tuple[str, ...]] = [
+        ("ID", "PREFIX", "ACCOUNT", "SCOPE", "CREATED", "LAST USED", "STATUS", "NAME")
+    ]
+    rows += [_key_row(k) for k in keys]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*padded, row[-1]]))
+    return EXIT_OK
+
+
+def _key_row(key: ApiKeyInfo) -> tuple[str, ...]:
+    def when(at: datetime | None) -> str:
+        return "-" if at is None else at.strftime("%Y-%m-%d %H:%M")
+
+    status = f"revoked {when(key.revoked_at)}" if key.revoked else "active"
+    scope = key.scope + ("+admin" if key.admin else "")
+    return (
+        str(key.id),
+        key.prefix,
+        key.account_id,
+        scope,
+        when(key.created_at),
+        when(key.last_used_at),
+        status,
+        key.name or "-",
+    )
+
+
+def _apikey_revoke(args: argparse.Namespace) -> int:
+    from callbridge.store.identities import ApiKeyNotFound
+
+    async def revoke(store: Store) -> ApiKeyInfo:
+        try:
+            return await store.revoke_api_key(args.id)
+        except ApiKeyNotFound as exc:
+            raise CommandError(f"{exc} (see: {_command(args, 'apikey list')})") from exc
+
+    key = _with_store(args, revoke)
+    label = f" {key.name!r}" if key.name else ""
+    print(f"revoked API key {key.id}{label} ({key.prefix}...)")
+    return EXIT_OK
+
+
+# data directory ---------------------------------------------------------------------------
+def resolve_data_dir(args: argparse.Namespace) -> None:
+    """Settle ``args.data_dir`` once, as an absolute path: ``--data-dir``, else
+    ``$CALLBRIDGE_DATA_DIR``, else ``./callbridge-data`` in the current directory.
+    ``args.data_dir_source`` says which (``option``, ``env``, ``default``)."""
+    if not hasattr(args, "data_dir"):
+        return
+    if args.data_dir is not DEFAULT_DATA_DIR:
+        source, path = "option", args.data_dir
+    elif os.environ.get(DATA_DIR_ENV):
+        source, path = "env", Path(os.environ[DATA_DIR_ENV])
+    else:
+        source, path = "default", DEFAULT_DATA_DIR
+    args.data_dir = path.expanduser().absolute()
+    args.data_dir_source = source
+
+
+def _check_database_exists(args: argparse.Namespace) -> None:
+    """Refuse to create a new database at the default location, except for ``serve`` and
+    with ``--init``: a command run from another directory would otherwise make a second,
+    empty database and its users would not exist for the server."""
+    if args.database_url or getattr(args, "data_dir_source", "option") != "default":
+        return
+    if args.command == "serve" or getattr(args, "init", False):
+        return
+    database = args.data_dir / "callbridge.db"
+    if database.exists():
+        return
+    raise CommandError(
+        f"there is no database at {database} (the default data directory, "
+        f"./{DEFAULT_DATA_DIR} in the current directory {Path.cwd()}). Run this from the "
+        f"directory you run `callbridge serve` in, or pass --data-dir DIR (or set "
+        f"{DATA_DIR_ENV}) to use the server's; add --init to create a new empty database here",
+        EXIT_DATABASE,
+    )
+
+
+def _say_database(args: argparse.Namespace) -> None:
+    """Which database a command opened: always for ``serve``, and for the other commands when
+    a person watches (stderr is a terminal), so that scripts' output stays as it was."""
+    if args.command == "serve" or sys.stderr.isatty():
+        print(f"{PROG}: database {_shown_url(args)}", file=sys.stderr)
 
 
 # helpers ----------------------------------------------------------------------------------

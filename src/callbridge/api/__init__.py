@@ -34,10 +34,12 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from callbridge.api import (
     accounts,
+    api_keys,
     applications,
     call_media,
     calls,
     conferences,
+    credentials,
     detail_records,
     live_calls,
     media,
@@ -58,6 +60,8 @@ def install_api(app: FastAPI) -> None:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     for module in (applications, calls, call_media, conferences, queues, media, accounts):
         router.include_router(module.router)
+    for identities in (credentials, api_keys):  # issue 14: users, tokens, keys over REST
+        router.include_router(identities.router)
     for cdrs in (detail_records, live_calls):  # issue 14: CDR search, live calls
         router.include_router(cdrs.router)
     app.include_router(router)

@@ -11,7 +11,9 @@
         │   ├── MediaNotFound           no (unexpired) media has this name
         │   └── RecordingNotFound       no recording has this id
         ├── TokenInvalid                a login token is unknown or was revoked
+        │   └── TokenRevoked            ... it was revoked
         ├── TokenExpired                a login token's lifetime is over
+        │   └── CredentialExpired       ... or its user's credential's
         ├── CdrExists                   a CDR with this call id was already recorded
         ├── MediaExists                 a media name is taken
         └── RecordingExists             a recording id is taken
@@ -32,6 +34,7 @@ from callbridge.errors import CallbridgeError
 __all__ = [
     "ApplicationNotFound",
     "CdrExists",
+    "CredentialExpired",
     "MediaExists",
     "MediaNotFound",
     "NotFound",
@@ -42,6 +45,7 @@ __all__ = [
     "StoreError",
     "TokenExpired",
     "TokenInvalid",
+    "TokenRevoked",
     "UserExists",
     "UserNotFound",
 ]
@@ -95,6 +99,33 @@ class TokenInvalid(StoreError):
 class TokenExpired(StoreError):
     def __init__(self, expires_at: datetime) -> None:
         super().__init__(f"the token expired at {expires_at.isoformat(timespec='seconds')}")
+        self.expires_at = expires_at
+
+
+class TokenRevoked(TokenInvalid):
+    """A login token that was revoked (issue 14): still ``invalid_token`` on the wire, with a
+    message that says so, so that a client stops retrying it."""
+
+    def __init__(self, revoked_at: datetime | None) -> None:
+        StoreError.__init__(
+            self,
+            "the token was revoked"
+            + ("" if revoked_at is None else f" at {revoked_at.isoformat(timespec='seconds')}")
+            + ": ask your backend for a new one",
+        )
+        self.revoked_at = revoked_at
+
+
+class CredentialExpired(TokenExpired):
+    """The user's credential itself has expired (``expires_at`` of the telephony credential):
+    every token of the user is refused, as ``token_expired``."""
+
+    def __init__(self, name: str, expires_at: datetime) -> None:
+        StoreError.__init__(
+            self,
+            f"user {name!r}'s credential expired at {expires_at.isoformat(timespec='seconds')}: "
+            "the backend must extend it (PATCH /v2/telephony_credentials/{id} expires_at)",
+        )
         self.expires_at = expires_at
 
 

@@ -34,11 +34,14 @@ from callbridge.store.applications import ApplicationRepository
 from callbridge.store.calls import CallRepository
 from callbridge.store.engine import create_engine, migrate, writer
 from callbridge.store.errors import (
+    CredentialExpired,
     TokenExpired,
     TokenInvalid,
+    TokenRevoked,
     UserExists,
     UserNotFound,
 )
+from callbridge.store.identities import IdentityRepository
 from callbridge.store.media import MediaRepository
 from callbridge.store.outbox import OutboxRepository
 from callbridge.store.queues import QueueRepository
@@ -78,6 +81,7 @@ class Store(
     QueueRepository,
     TenancyRepository,
     SipRepository,
+    IdentityRepository,
 ):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
@@ -244,12 +248,17 @@ class Store(
 
     # login tokens ---------------------------------------------------------------------------
     async def create_token(
-        self, user_name: str, ttl: timedelta = timedelta(hours=24)
+        self,
+        user_name: str,
+        ttl: timedelta = timedelta(hours=24),
+        *,
+        issued_by: str | None = None,
     ) -> tuple[str, datetime]:
         """A new login token for ``user_name`` and when it expires (aware UTC).
 
         Only the token's hash is kept: the token cannot be shown again. A ``ttl`` of zero or
-        less makes a token that is already expired.
+        less makes a token that is already expired. ``issued_by`` says who minted it
+        (``cli``, ``api_key:<id>``), for the audit trail.
         """
         token = secrets.token_urlsafe(32)
         now = _now()
@@ -265,6 +274,7 @@ class Store(
                     created_at=now,
                     expires_at=expires_at,
                     revoked=False,
+                    issued_by=issued_by,
                 )
             )
         return token, expires_at
@@ -284,12 +294,19 @@ class Store(
                     .where(TokenRow.token_hash == _digest(token))
                 )
             ).one_or_none()
-        if found is None or found[0].revoked:
+        if found is None:
             raise TokenInvalid()
         row, user = found
-        if row.expires_at <= _now():
+        if row.revoked:
+            raise TokenRevoked(row.revoked_at)
+        at = _now()
+        if user.expires_at is not None and user.expires_at <= at:
+            raise CredentialExpired(user.name, user.expires_at)
+        if row.expires_at <= at:
             raise TokenExpired(row.expires_at)
-        return _user(user), row.expires_at
+        # A session lasts as long as its token, and no longer than its user's credential.
+        ends = row.expires_at if user.expires_at is None else min(row.expires_at, user.expires_at)
+        return _user(user), ends
 
     # API keys -------------------------------------------------------------------------------
     async def create_api_key(
@@ -333,6 +350,7 @@ class Store(
             row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == _digest(key)))
         if row is None or row.revoked:
             return None
+        await self.key_used(row.id, row.last_used_at)
         return ApiPrincipal(row.id, row.account_id, validate_scope(row.scope), row.admin)
 
 
