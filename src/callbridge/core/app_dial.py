@@ -6,9 +6,9 @@ with ringback) and the application gets ``call.initiated``. It answers (the devi
 ``call.answered`` and hears what the application plays), rejects (``busy`` or ``rejected``),
 or lets the ring timeout pass (``no-answer``).
 
-**Outgoing.** :meth:`Dialer.dial` rings every reachable device of a user in one
-:class:`~callbridge.core.ringgroup.RingGroup` (``call.incoming`` with ``from`` as the
-application gave it). The group is each rung leg's ``ring_owner``: the first answer wins and
+**Outgoing.** :meth:`Dialer.dial` rings every device of a user (``/ws`` sessions and
+registered SIP phones) in one :class:`~callbridge.core.ringgroup.RingGroup` (``call.incoming``
+with ``from`` as the application gave it; an INVITE to a phone). The group is each rung leg's ``ring_owner``: the first answer wins and
 :meth:`Dialer._connect` makes it the call's media leg; the others end ``answered-elsewhere``.
 When nobody answers in ``timeout_secs``, every device declines (``busy`` if one said busy) or
 the application hangs up first, the call ends with that reason. A user with no reachable
@@ -202,7 +202,8 @@ class Dialer:
         call.ring = group
         caller = Caller(call.from_, call.from_display_name, call.to, "audio")
         rung = 0
-        for device in controller.reachable_devices(user.name):
+        # Every device of the user: /ws sessions and registered SIP phones (the store).
+        for device in await controller.ringable_devices(user.name):
             if not group.open:
                 break  # answered, or hung up, meanwhile
             leg = await controller.ring_device(group, device, caller, None)

@@ -1,7 +1,9 @@
 """Hosted conferences (seed 002): a host starts one with its own leg, invites users, removes
 participants and ends it; participants join by answering an invitation and leave by hanging up.
 
-An invitation rings every reachable device of the invitee at once, in one ring group
+An invitation rings every device of the invitee at once (``/ws`` sessions and registered SIP
+phones: ``ringable_devices``; a phone is alerted with an ordinary call from the host, since
+INVITE is all it knows, :func:`~callbridge.core.ringing.rings_as_call`), in one ring group
 (:mod:`callbridge.core.ringgroup`) that is each device leg's ``ring_owner``: the controller
 hands it the device's answer or refusal without knowing it rings for a conference. Every
 refusal (``call.reject``, busy or not, ``call.hangup``, a lost device) ends the leg
@@ -24,7 +26,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from callbridge.core.callerid import clean_display_name
-from callbridge.core.calls import Call, Leg, LegState
+from callbridge.core.calls import Call, Caller, Leg, LegState
 from callbridge.core.conference_events import (
     ConferenceConnected,
     ConferenceInvitation,
@@ -50,6 +52,7 @@ from callbridge.core.conference_model import (
 )
 from callbridge.core.devices import Device
 from callbridge.core.events import CallAnswered, CommandFailed, ConferenceCreated, SdpAnswer
+from callbridge.core.ringing import rings_as_call
 from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.vocabulary import BeepMode, EndReason, MediaType
@@ -179,14 +182,17 @@ class HostedConferences:
             raise ProtocolError(
                 ErrorCode.DESTINATION_NOT_FOUND, f"no user has the extension, number or name {to!r}"
             )
+        devices = await self.calls.ringable_devices(user.name, but=device)  # SIP: the store
+        if _ended(conf):  # the host ended it while the store answered
+            return
         if to in conf.invitations or any(m.key == to for m in conf.members.values()):
             raise ProtocolError(
                 ErrorCode.INVALID_STATE, f"{to!r} is already invited to or in conference {conf.id}"
             )
-        devices = self.calls.reachable_devices(user.name, but=device)
         if not devices:
             raise ProtocolError(
-                ErrorCode.DESTINATION_NOT_FOUND, f"{to!r} ({user.name}) has no device logged in"
+                ErrorCode.DESTINATION_NOT_FOUND,
+                f"{to!r} ({user.name}) has no device logged in or SIP phone registered",
             )
         invitation = Invitation(conf, to, clean_display_name(user.display_name) or user.name)
         invitation.state_observer = self.calls.observer
@@ -202,9 +208,15 @@ class HostedConferences:
         # Offer the host's codec first: the mixer then transcodes less.
         info = await self.calls.endpoint_info(host) if host is not None else None
         codec = info.codec if info is not None else None
+        # /ws devices get conference.invitation; SIP phones an ordinary call from the host.
+        phones = [d for d in devices if rings_as_call(d)]
+        others = [d for d in devices if not rings_as_call(d)]
+        owner = conf.owner
+        as_call = Caller(owner.caller_id, clean_display_name(owner.display_name), to, "audio")
         rung = await self.calls.ring_devices(
-            group, devices, _InvitationAlert(conf, invitation), codec
+            group, others, _InvitationAlert(conf, invitation), codec
         )
+        rung += await self.calls.ring_devices(group, phones, as_call, codec)
         if conf.ended or invitation.state is InvitationState.CANCELED:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,

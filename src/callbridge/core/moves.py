@@ -1,8 +1,9 @@
 """Moving a live call to another device of the same user (seed 002 ``move``; docs/protocol.md,
 ``call.move``).
 
-Every other reachable device of the user rings (one
-:class:`~callbridge.core.ringgroup.RingGroup`, ``call.incoming {moved_from}``); the first to
+Every other device of the user rings (one :class:`~callbridge.core.ringgroup.RingGroup`,
+``call.incoming {moved_from}``): its other ``/ws`` sessions and its registered SIP phones (an
+INVITE from the far party), as a PBX's "move the call to my desk phone" does; the first to
 answer takes over: the far party's endpoint is untouched, only the server's bridge moves to the
 new leg. The old leg gets ``call.moved`` and ends ``moved``. If nobody takes it, the old leg
 gets ``call.move-failed {reason}`` and the call goes on there. If the call ends while its move
@@ -37,18 +38,14 @@ class Moves:
     async def move(self, device: Device, call_id: str, req_id: str | None) -> None:
         """Ring the user's other devices; the first to answer takes over the live call."""
         c = self.calls
-        leg = c.bridged(device, call_id, "move")
-        if leg.state is not LegState.ACTIVE:
-            raise ProtocolError(
-                ErrorCode.INVALID_STATE, f"call {call_id} is on hold: resume it before moving it"
-            )
-        if leg.id in self.active:
-            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is already being moved")
-        others = c.reachable_devices(device.user_name, but=device)
+        self._movable(device, call_id)
+        others = await c.ringable_devices(device.user_name, but=device)  # SIP: the store
+        leg = self._movable(device, call_id)  # again: the call may have changed meanwhile
         if not others:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
-                f"{device.user_name} has no other device logged in to move call {call_id} to",
+                f"{device.user_name} has no other device logged in (nor a registered SIP "
+                f"phone) to move call {call_id} to",
             )
         far, call = leg.peer, leg.call
         assert far is not None and call is not None
@@ -69,6 +66,17 @@ class Moves:
             raise c.too_late(leg)  # the call ended meanwhile: leg_ended canceled the move
         device.deliver(CallMoving(req_id=req_id, call_id=leg.id))
         await group.start(c.ring_timeout)
+
+    def _movable(self, device: Device, call_id: str) -> Leg:
+        """The device's leg ``call_id`` if it may move now: bridged, active, no move under way."""
+        leg = self.calls.bridged(device, call_id, "move")
+        if leg.state is not LegState.ACTIVE:
+            raise ProtocolError(
+                ErrorCode.INVALID_STATE, f"call {call_id} is on hold: resume it before moving it"
+            )
+        if leg.id in self.active:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"call {call_id} is already being moved")
+        return leg
 
     async def leg_ended(self, leg: Leg) -> None:
         """``leg`` ended (any reason): a move of it stops, and its ringing devices get

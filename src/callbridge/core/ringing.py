@@ -12,6 +12,13 @@ What the rung device is told is an :class:`Alert`: ``call.incoming`` for a call
 (:class:`~callbridge.core.calls.Caller`), ``conference.invitation`` for an invitation. The
 controller's ``ring_device`` makes the leg, asks the media plane for an offer and alerts the
 device with it, whatever the alert is.
+
+Every kind of ringing reaches every ringable device of the user
+(``CallController.ringable_devices``: ``/ws`` sessions and registered SIP contacts). A SIP
+phone knows only INVITE, so whoever rings it with something other than a call (a conference
+invitation) alerts it with a call instead (:func:`rings_as_call`): the phone sees an ordinary
+incoming call from the host, as Asterisk's ConfBridge and FreeSWITCH's ``conference bgdial``
+dial a phone into a conference.
 """
 
 from __future__ import annotations
@@ -22,9 +29,17 @@ from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.calls import Leg
+    from callbridge.core.devices import Device
     from callbridge.core.events import DeviceEvent
 
-__all__ = ["Alert", "RingOwner"]
+__all__ = ["Alert", "RingOwner", "rings_as_call"]
+
+
+def rings_as_call(device: Device) -> bool:
+    """Whether ``device`` can only be rung with a call (``call.incoming``): a SIP phone, whose
+    INVITE carries nothing but a call (``plain_rtp``, the SIP device's mark the controller
+    also reads for its media)."""
+    return bool(getattr(device, "plain_rtp", False))
 
 
 class Alert(Protocol):
