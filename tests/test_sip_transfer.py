@@ -162,7 +162,7 @@ async def test_a_ws_user_attended_transfers_its_caller_to_a_sip_phone(
     echoing RTP) and completes the transfer. A then hears its own tone come back through Y's
     phone (A -> server -> Y -> server -> A: both directions of the new bridge), and not B; A's
     hangup reaches Y's phone as BYE."""
-    a_ext, a_phone = await _ws_user(server, phones)
+    _, a_phone = await _ws_user(server, phones)
     b_ext, b_phone = await _ws_user(server, phones)
     y_name, y_ext, _ = await _user(server, sip=True)
     uas = Sipp(tmp_path / "uas", "uas_echo.xml", service=y_name, rtp_echo=True, deadline=25)
@@ -185,5 +185,45 @@ async def test_a_ws_user_attended_transfers_its_caller_to_a_sip_phone(
         await to_b.hangup()
         callee = await uas.wait(15)
     assert callee.ok and callee.successful == 1, callee.explain()
+    health = await _idle(server, phones)
+    assert health["legs"] == 0 and health["media_endpoints"] == 0, health
+
+
+async def test_an_invite_with_replaces_takes_over_a_call_of_the_same_user(
+    server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """uac_replaces.xml: the user's phone is in a call with the /ws user X; INVITEs with
+    Replaces naming that dialog get 481 (wrong to-tag), 400 (no from-tag), 486 (early-only),
+    then one takes the call over: 200, the old dialog gets BYE, and X (who noticed nothing)
+    hears its own tone echoed by the new dialog's media (SIPp -rtp_echo). X's hangup reaches
+    the new dialog as BYE; no leg is left."""
+    phone_user, _, _ = await _user(server, sip=True)
+    x_ext, x_phone = await _ws_user(server, phones)
+    x_sink = BufferSink()
+    x_calls: list[Any] = []
+    _answering(x_phone, X_TONE, x_sink, x_calls)
+    uac = Sipp(
+        tmp_path / "uac",
+        "uac_replaces.xml",
+        remote=f"{LOOPBACK}:{server.sip_port}",
+        service=x_ext,
+        user=phone_user,
+        password=PASSWORD,
+        rtp_echo=True,
+        extra=CID,
+        deadline=30,
+    )
+    async with uac:
+        async with asyncio.timeout(15):  # until the new dialog's echo reaches X
+            while await level(x_sink, X_TONE, 0.4) < HEARD:
+                pass
+        (at_x,) = x_calls
+        await at_x.hangup()
+        result = await uac.wait(20)
+    assert result.ok and result.successful == 1, result.explain()
+    log = result.messages
+    assert "SIP/2.0 481 Call/Transaction Does Not Exist (Replaces" in log, log[-3000:]
+    assert "SIP/2.0 400 Bad Request (Replaces in the INVITE" in log
+    assert "SIP/2.0 486 Busy Here (Replaces is early-only" in log
     health = await _idle(server, phones)
     assert health["legs"] == 0 and health["media_endpoints"] == 0, health

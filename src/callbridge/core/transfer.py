@@ -175,11 +175,12 @@ class Transfers:
         leg.transition(LegState.ACTIVE, cause="replaces")
         c.bus.publish(LegInitiated(leg=leg.facts()))
         c.bus.publish(LegAnswered(leg=leg.facts()))
+        # The new dialog first, then the old one ends (its BYE): RFC 3891 §3.
+        device.deliver(SdpAnswer(call_id=leg.id, sdp=answer))
+        device.deliver(CallAnswered(call_id=leg.id))
         await c.end_leg(old, EndReason.MOVED)
         if held:
             far.device.deliver(CallResumed(call_id=far.id, by="remote"))
-        device.deliver(SdpAnswer(call_id=leg.id, sdp=answer))
-        device.deliver(CallAnswered(call_id=leg.id))
         return leg
 
     def _close(self, call: Call) -> None:

@@ -112,6 +112,9 @@ async def invite_with_replaces(calls: SipCalls, incoming: Incoming, user: User) 
     leg's side of its call, or gets the RFC's refusal. The 200 with the answer SDP is sent by
     the adapter when the core's ``CallAnswered`` reaches the new device."""
     request = incoming.request
+    if not request.body.strip():
+        incoming.respond(488, "Not Acceptable Here (an INVITE with Replaces needs an SDP offer)")
+        return
     parsed = parse_replaces(request.headers.values("Replaces"), "the INVITE")
     found = calls.in_dialog.index.match(parsed) if isinstance(parsed, Replaces) else parsed
     if isinstance(found, Refusal):
