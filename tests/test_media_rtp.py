@@ -573,3 +573,75 @@ async def test_the_fake_media_server_negotiates_plain_rtp_as_the_engine_does() -
     await fake.close("f")
     await fake.close("g")
     assert fake.open_endpoints() == ()
+
+
+class _Collector(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.got.put_nowait((data, (addr[0], addr[1])))
+
+
+async def test_rtcp_sender_reports_go_out_and_receiver_reports_are_kept(
+    media: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 3550 6.4 on a plain leg: the phone's SDP names a separate RTCP port (``a=rtcp``,
+    RFC 3605); the server, sending hold music and receiving the phone's tone, sends it an SR
+    (its packet and octet counts, a report block on the phone's stream) with an SDES CNAME;
+    the phone's RR about the server's stream (25 % lost, 12 packets, jitter 80 at 8 kHz, LSR of
+    that SR) is kept on the leg: loss, jitter and a round trip in ``endpoint_info().rtcp``."""
+    from aiortc.rtp import (
+        RtcpPacket,
+        RtcpReceiverInfo,
+        RtcpRrPacket,
+        RtcpSdesPacket,
+        RtcpSrPacket,
+    )
+
+    from callbridge.media import rtcp_plain
+
+    monkeypatch.setattr(rtcp_plain, "RTCP_INTERVAL", 0.3)
+    server, _ = media
+    loop = asyncio.get_running_loop()
+    collector = _Collector()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: collector, local_addr=("127.0.0.1", 0)
+    )
+    rtcp_port = transport.get_extra_info("sockname")[1]
+    phone = await _phone()
+    try:
+        offer = phone.offer() + f"a=rtcp:{rtcp_port}\r\n"
+        answer = await server.answer_rtp("rc", offer)
+        phone.use_answer(answer)
+        await server.play("rc", "hold-music")
+        phone.start()
+        sr: RtcpSrPacket | None = None
+        async with asyncio.timeout(5):
+            while sr is None or not sr.reports:
+                data, source = await collector.got.get()
+                packets = RtcpPacket.parse(data)
+                assert any(isinstance(p, RtcpSdesPacket) for p in packets), packets
+                sr = next((p for p in packets if isinstance(p, RtcpSrPacket)), None)
+        assert source == ("127.0.0.1", parse(answer, "answer").media[0].port + 1)
+        assert sr.sender_info.packet_count > 0 and sr.sender_info.octet_count > 0
+        assert sr.reports[0].ssrc == phone._ssrc
+        assert sr.reports[0].highest_sequence > 0
+        lsr = (sr.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+        block = RtcpReceiverInfo(
+            ssrc=sr.ssrc, fraction_lost=64, packets_lost=12, highest_sequence=1000,
+            jitter=80, lsr=lsr, dlsr=0,
+        )  # fmt: skip
+        transport.sendto(bytes(RtcpRrPacket(ssrc=phone._ssrc, reports=[block])), source)
+        async with asyncio.timeout(5):
+            while (info := await server.endpoint_info("rc")).rtcp.reports_received == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        stats = info.rtcp
+        assert stats.fraction_lost == 0.25 and stats.packets_lost == 12
+        assert stats.jitter_ms == 10.0
+        assert stats.round_trip_ms is not None and 0 <= stats.round_trip_ms < 5000
+        assert stats.reports_sent >= 1 and stats.received_packets > 0
+    finally:
+        await phone.stop()
+        phone.close()
+        transport.close()

@@ -315,6 +315,7 @@ class InProcessMediaServer:
                 cast(MediaDirection, ep.remote_direction),
                 ep.remote_hold,
                 ep.rtp.audio is not None and ep.rtp.audio.te_payload_type is not None,
+                ep.rtp.rtcp.snapshot(),
             )
         sends, receives = negotiation.video_state(ep)
         spec = ep.spec

@@ -81,6 +81,7 @@ __all__ = [
     "PlayerName",
     "RecordingFormat",
     "RecordingSaved",
+    "RtcpStats",
     "RtpTimeout",
     "SupervisorRole",
 ]
@@ -122,6 +123,24 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class RtcpStats:
+    """A plain RTP leg's RTCP figures (RFC 3550 section 6.4): the device's reports about the
+    server's stream (``fraction_lost`` in its last interval, 0-1; cumulative ``packets_lost``;
+    interarrival ``jitter_ms``; ``round_trip_ms`` from LSR/DLSR once it echoed one of our SRs),
+    and the same for the device's stream as the server received it (``received_*``)."""
+
+    reports_sent: int
+    reports_received: int
+    fraction_lost: float
+    packets_lost: int
+    jitter_ms: float
+    round_trip_ms: float | None
+    received_packets: int
+    received_lost: int
+    received_jitter_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointInfo:
     """What was negotiated for an endpoint (:meth:`MediaServer.endpoint_info`)."""
 
@@ -133,6 +152,7 @@ class EndpointInfo:
     remote_direction: MediaDirection = "sendrecv"  # as the device's last SDP said (plain RTP)
     remote_hold: bool = False  # the device does not want our media (plain RTP: its hold)
     telephone_event: bool = False  # RFC 4733 events were negotiated with the device
+    rtcp: RtcpStats | None = None  # plain RTP legs: what RTCP says (loss, jitter, round trip)
 
     @property
     def video(self) -> bool:

@@ -18,6 +18,9 @@ bridges (relay or transcode), players, playbacks, mixers, recordings and DTMF us
   sent neither RTP nor RTCP for the endpoint's timeout reports :class:`RtpTimeout` once, and
   then its state ``failed``, so the control plane ends the call with ``failed``.
 
+- **RTCP**: sender/receiver reports out and the device's reports in
+  (:mod:`callbridge.media.rtcp_plain`); its RTCP counts as activity too.
+
 Offer/answer for these endpoints is :mod:`callbridge.media.plain`.
 """
 
@@ -36,8 +39,10 @@ from typing import Any
 import pylibsrtp
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from callbridge.media import rtcp_plain
 from callbridge.media.endpoint import Endpoint, EndpointHost
 from callbridge.media.interface import EndpointStateChanged, RtpTimeout
+from callbridge.media.rtcp_plain import RtcpSession
 from callbridge.media.sdp_plain import Crypto, PtTable
 from callbridge.rtp.webrtc import RtpPort
 
@@ -144,6 +149,9 @@ class PlainRtpPort(RtpPort):
         self._inbox: deque[RtpPacket] = deque(maxlen=64)
         self._wake = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self.rtcp = RtcpSession(self._ssrc)
+        self.rtcp_source: Address | None = None  # where the device's RTCP comes from
+        self._reporter: asyncio.Task[None] | None = None
 
     @property
     def ssrc(self) -> int:
@@ -155,7 +163,9 @@ class PlainRtpPort(RtpPort):
             return
         self._rtp, self._rtcp, self.port = await bind_pair(host, self._datagram, self._rtcp_in)
         self.address = host
-        self._reader = asyncio.get_running_loop().create_task(self._deliver())
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._deliver())
+        self._reporter = loop.create_task(self._report())
 
     def set_remote(
         self, remote: Address | None, remote_rtcp: Address | None, rtcp_mux: bool
@@ -198,6 +208,8 @@ class PlainRtpPort(RtpPort):
         if self._srtp_out is not None:
             data = self._srtp_out.protect(data)
         self.packets_sent += 1
+        audio = self.audio
+        self.rtcp.sent(len(payload), packet.timestamp, audio.codec.clock_rate if audio else 8000)
         sock.transport.sendto(data, dest)
 
     # inbound -----------------------------------------------------------------------------------
@@ -221,6 +233,7 @@ class PlainRtpPort(RtpPort):
             return
         self.last_activity = time.monotonic()
         self.packets_received += 1
+        self.rtcp.received(packet, audio.codec.clock_rate)
         self._inbox.append(packet)
         self._wake.set()
 
@@ -254,12 +267,42 @@ class PlainRtpPort(RtpPort):
             return
         if self._srtp_in is not None:
             try:
-                self._srtp_in.unprotect_rtcp(data)
+                data = self._srtp_in.unprotect_rtcp(data)
             except pylibsrtp.Error:
                 return
         if self.latched is not None and addr[0] != self.latched[0]:
             return  # RTCP from elsewhere than the device
         self.last_activity = time.monotonic()
+        self.rtcp_source = addr
+        self.rtcp.receive(data)
+
+    def _rtcp_destination(self) -> tuple[_Socket | None, Address | None]:
+        """Where our RTCP goes: with rtcp-mux the RTP path (RFC 5761); else the source of the
+        device's RTCP (symmetric, as for RTP), or its RTCP address (next port, ``a=rtcp``)."""
+        if self.remote is None:
+            return None, None  # on hold by c=0.0.0.0 (or no SDP yet): nowhere
+        if self.rtcp_mux:
+            return self._rtp, self.destination()
+        return self._rtcp, self.rtcp_source or self.remote_rtcp
+
+    def _send_rtcp(self, data: bytes) -> None:
+        sock, dest = self._rtcp_destination()
+        if sock is None or sock.transport is None or dest is None:
+            return
+        if self._srtp_out is not None:
+            data = self._srtp_out.protect_rtcp(data)
+        sock.transport.sendto(data, dest)
+
+    async def _report(self) -> None:
+        """SR/RR every ~RTCP_INTERVAL (RFC 3550 6.2, randomised by 0.5-1.5 as in 6.3.1)."""
+        while True:
+            await asyncio.sleep(rtcp_plain.RTCP_INTERVAL * random.uniform(0.5, 1.5))
+            if self.audio is None:
+                continue  # not negotiated yet
+            try:
+                self._send_rtcp(self.rtcp.report())
+            except Exception:  # a report must never end the leg
+                log.exception("plain RTP: sending RTCP failed")
 
     async def _deliver(self) -> None:
         """Hand packets to the endpoint in arrival order, one at a time (its handling may
@@ -276,6 +319,12 @@ class PlainRtpPort(RtpPort):
                     log.exception("plain RTP: handling a packet failed")
 
     async def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+            self._reporter = None
+            if self.audio is not None:
+                with contextlib.suppress(Exception):
+                    self._send_rtcp(self.rtcp.bye())  # RFC 3550 6.6
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
