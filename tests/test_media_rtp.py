@@ -645,3 +645,39 @@ async def test_rtcp_sender_reports_go_out_and_receiver_reports_are_kept(
         await phone.stop()
         phone.close()
         transport.close()
+
+
+async def test_plain_endpoints_bind_in_the_rtp_port_range_and_say_when_it_is_used_up() -> None:
+    """``rtp_ports`` (``--rtp-ports``): plain RTP endpoints take an even port and the next
+    inside the range; once the range is used up a new leg gets a MediaError naming the range
+    and the option, and nothing is left behind."""
+    server = InProcessMediaServer(["127.0.0.1"], rtp_ports=(31000, 31003))
+    phone = await _phone()
+    try:
+        ports = set()
+        for name in ("p1", "p2"):
+            answer = await server.answer_rtp(name, phone.offer())
+            ports.add(parse(answer, "answer").media[0].port)
+        assert ports == {31000, 31002}
+        with pytest.raises(MediaError) as refused:
+            await server.offer_rtp("p3")
+        assert "31000-31003" in refused.value.message and "--rtp-ports" in refused.value.message
+        assert server.current("p3") is None
+    finally:
+        phone.close()
+        await server.shutdown()
+    assert server.endpoint_count == 0
+
+
+def test_the_rtp_ports_option_is_parsed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    from callbridge.cli import build_parser
+    from callbridge.cli_serve import server_config
+
+    parser = build_parser()
+    config = server_config(parser.parse_args(["serve", "--rtp-ports", "10000-20000"]))
+    assert config.rtp_ports == (10000, 20000)
+    assert server_config(parser.parse_args(["serve"])).rtp_ports == (20000, 59999)
+    for bad in ("20000", "20000-10000", "80-90", "a-b", "10001-10001", "10000-70000"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--rtp-ports", bad])
+        assert "invalid RTP port range" in capsys.readouterr().err, bad

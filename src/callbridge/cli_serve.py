@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from callbridge import logs
+from callbridge import logs, settings
 from callbridge.cli import (
     EXIT_OK,
     LOG_LEVELS,
@@ -142,6 +142,9 @@ def add_serve_command(
     _add_outbound_options(serve)
     _add_durability_options(serve, defaults)
     serve.set_defaults(run=_serve, check=_check_serve_options)
+    # --config, and every option above (and any added later) from the TOML file and the
+    # CALLBRIDGE_* environment: command line > environment > file > default (settings.py).
+    settings.install(serve)
 
 
 def _add_media_options(serve: argparse.ArgumentParser) -> None:
@@ -159,6 +162,14 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
         default=30.0,
         metavar="SECONDS",
         help="seconds before an unanswered call ends with no-answer (%(default)s)",
+    )
+    group.add_argument(
+        "--rtp-ports",
+        type=_rtp_ports,
+        default=ServerConfig.rtp_ports,
+        metavar="LOW-HIGH",
+        help="UDP ports for SIP phones' RTP and RTCP, e.g. 10000-20000 (default: 20000-59999; "
+        "each call leg takes an even port and the next; WebRTC media uses ephemeral ports)",
     )
     group.add_argument(
         "--session-grace",
@@ -187,6 +198,21 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--turn-username", metavar="NAME")
     group.add_argument("--turn-password", metavar="PASSWORD")
+
+
+def _rtp_ports(text: str) -> tuple[int, int]:
+    """``LOW-HIGH``: a UDP port range with room for at least one RTP/RTCP pair."""
+    low, sep, high = text.strip().partition("-")
+    try:
+        pair = (int(low), int(high)) if sep else (-1, -1)
+    except ValueError:
+        pair = (-1, -1)
+    if not (1024 <= pair[0] < pair[1] <= 65535) or pair[1] - pair[0] + 1 < 2 + pair[0] % 2:
+        raise argparse.ArgumentTypeError(
+            f"invalid RTP port range {text!r}: use LOW-HIGH with 1024 <= LOW < HIGH <= 65535 "
+            "and room for an even port and the next, e.g. 10000-20000"
+        )
+    return pair
 
 
 def _sip_port(text: str) -> int:
@@ -510,6 +536,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         sip_tls_port=args.sip_tls_port,
         sip_domain=args.sip_domain,
         sip_t1=args.sip_t1,
+        rtp_ports=args.rtp_ports,
         log_format=args.log_format,
     )
 

@@ -59,6 +59,7 @@ class ServerConfig:
     sip_tls_port: int | None = None
     sip_domain: str | None = None  # the SIP domain and digest realm (default: host)
     sip_t1: float = 0.5  # RFC 3261 T1 in seconds; T2 = 8*T1, T4 = 10*T1 (tests shorten it)
+    rtp_ports: tuple[int, int] = (20000, 59999)  # UDP ports of plain RTP legs (SIP), inclusive
     log_format: Literal["text", "json"] = "text"  # every log line's format (callbridge.logs)
 
     @property

@@ -67,7 +67,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         # change the process's outbound policy.
         configure_outbound(config)  # outbound: allow-lists, media fetch pool, playback limits
         store = await Store.open(config.effective_database_url)
-        media = InProcessMediaServer(config.effective_media_addresses, config.ice_servers)
+        media = InProcessMediaServer(
+            config.effective_media_addresses, config.ice_servers, rtp_ports=config.rtp_ports
+        )
         controller = CallController(
             media,
             store,

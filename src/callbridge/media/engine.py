@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media import negotiation, plain
+from callbridge.media import negotiation, plain, rtp_plain
 from callbridge.media.checks import NOT_FOUND, check_role, not_in_mixer
 from callbridge.media.counters import PacketCounts
 from callbridge.media.dtmf import DtmfSending, ToneEnd
@@ -74,14 +74,17 @@ class InProcessMediaServer:
         media_addresses: list[str] | None,
         ice_servers: list[dict[str, Any]] | None = None,
         rtp_timeout: float = 60.0,
+        rtp_ports: tuple[int, int] | None = None,
     ) -> None:
         """``rtp_timeout``: default seconds of silence from a plain RTP device before
-        :class:`~callbridge.media.interface.RtpTimeout` (0: never)."""
+        :class:`~callbridge.media.interface.RtpTimeout` (0: never). ``rtp_ports``: the UDP
+        ports plain RTP endpoints bind (inclusive; WebRTC's ICE ports are aioice's choice)."""
         register_codecs()
         restrict_ice_addresses(media_addresses)
         self.ice_servers = list(ice_servers or [])
         self.rtp_address = media_addresses[0] if media_addresses else "127.0.0.1"
         self.rtp_timeout = rtp_timeout
+        self.rtp_ports = rtp_ports or rtp_plain.PORTS
         self._endpoints: dict[str, Endpoint] = {}
         self._handlers: list[Callable[[MediaEvent], None]] = []
         self.players: set[Endpoint] = set()  # endpoints that play something of their own
@@ -149,6 +152,7 @@ class InProcessMediaServer:
             ep = Endpoint(self, endpoint_id)
         else:
             ep = PlainEndpoint(self, endpoint_id, timeout)
+            ep.rtp.port_range = self.rtp_ports
         self._endpoints[endpoint_id] = ep
         return ep
 

@@ -39,6 +39,7 @@ from typing import Any
 import pylibsrtp
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from callbridge.errors import ErrorCode, MediaError
 from callbridge.media import rtcp_plain
 from callbridge.media.endpoint import Endpoint, EndpointHost
 from callbridge.media.interface import EndpointStateChanged, RtpTimeout
@@ -50,8 +51,8 @@ __all__ = ["RELATCH_PACKETS", "PlainEndpoint", "PlainRtpPort", "bind_pair"]
 
 log = logging.getLogger(__name__)
 RELATCH_PACKETS = 3  # in-sequence packets from a new source before plain RTP follows it
-_PORTS = (20000, 59998)  # even RTP ports are picked at random in this range
-_BIND_TRIES = 64
+PORTS = (20000, 59999)  # default range: even RTP ports from the first, RTCP up to the last
+_BIND_TRIES = 64  # random picks in a wide range before walking it
 _PROFILES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
@@ -74,14 +75,30 @@ class _Socket(asyncio.DatagramProtocol):
         pass  # ICMP port unreachable: the device is not listening yet (or any more)
 
 
+def _candidates(ports: tuple[int, int]) -> list[int]:
+    """Even RTP ports whose RTCP port (+1) is in ``ports`` too: a few random picks, then the
+    whole range from a random start (a small range is walked completely, a busy one too)."""
+    first = ports[0] + (ports[0] % 2)
+    count = (ports[1] - first + 1) // 2
+    if count <= 0:
+        return []
+    start = random.randrange(count)
+    walk = [first + 2 * ((start + i) % count) for i in range(count)]
+    picks = [first + 2 * random.randrange(count) for _ in range(min(_BIND_TRIES, count))]
+    return picks + walk if count > _BIND_TRIES else walk
+
+
 async def bind_pair(
-    host: str, on_rtp: Callable[[bytes, Address], None], on_rtcp: Callable[[bytes, Address], None]
+    host: str,
+    on_rtp: Callable[[bytes, Address], None],
+    on_rtcp: Callable[[bytes, Address], None],
+    ports: tuple[int, int] = PORTS,
 ) -> tuple[_Socket, _Socket, int]:
-    """Two UDP sockets on ``host``: RTP on an even port, RTCP on the next (RFC 3550 11)."""
+    """Two UDP sockets on ``host``: RTP on an even port, RTCP on the next (RFC 3550 11), both
+    in ``ports`` (inclusive, ``--rtp-ports``)."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(_BIND_TRIES):
-        port = random.randrange(_PORTS[0], _PORTS[1], 2)
+    for port in _candidates(ports):
         try:
             _, rtp = await loop.create_datagram_endpoint(
                 lambda: _Socket(on_rtp), local_addr=(host, port), family=family
@@ -97,7 +114,11 @@ async def bind_pair(
                 rtp.transport.close()
             continue
         return rtp, rtcp, port
-    raise OSError(f"no free pair of UDP ports on {host} for RTP")
+    raise MediaError(
+        ErrorCode.INTERNAL,
+        f"no free pair of UDP ports for RTP in {ports[0]}-{ports[1]} on {host}: the range is "
+        "used up (widen --rtp-ports)",
+    )
 
 
 def _srtp(crypto: Crypto, direction: int) -> pylibsrtp.Session:
@@ -152,6 +173,7 @@ class PlainRtpPort(RtpPort):
         self.rtcp = RtcpSession(self._ssrc)
         self.rtcp_source: Address | None = None  # where the device's RTCP comes from
         self._reporter: asyncio.Task[None] | None = None
+        self.port_range = PORTS  # where open() binds (the server's --rtp-ports)
 
     @property
     def ssrc(self) -> int:
@@ -161,7 +183,9 @@ class PlainRtpPort(RtpPort):
         """Bind the sockets (once) and start delivering packets."""
         if self._rtp is not None:
             return
-        self._rtp, self._rtcp, self.port = await bind_pair(host, self._datagram, self._rtcp_in)
+        self._rtp, self._rtcp, self.port = await bind_pair(
+            host, self._datagram, self._rtcp_in, self.port_range
+        )
         self.address = host
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._deliver())
