@@ -145,7 +145,15 @@ def _ice_url(*schemes: str) -> Callable[[str], str]:
 # parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: the command modules import this module's helpers and types.
-    from callbridge import cli_accounts, cli_cdrs, cli_devcert, cli_drain, cli_serve, cli_sip
+    from callbridge import (
+        cli_accounts,
+        cli_backup,
+        cli_cdrs,
+        cli_devcert,
+        cli_drain,
+        cli_serve,
+        cli_sip,
+    )
 
     database = argparse.ArgumentParser(add_help=False)
     group = database.add_argument_group("database")
@@ -181,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_accounts.add_account_commands(commands, database)
     cli_cdrs.add_cdrs_command(commands, database)
     cli_devcert.add_dev_cert_command(commands, database)
+    cli_backup.add_backup_command(commands, database)
 
     users = commands.add_parser("users", help="add and list users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION"
