@@ -87,9 +87,14 @@ async def desk_phone(
 
 
 async def music(p: Party) -> float:
-    """The loudest of the hold music's first notes in what ``p`` hears next (as
-    test_api_queues measures it: one note or another sounds at any moment)."""
-    return max([await level(p.sink, f, 0.7) for f in HOLD_MUSIC_NOTES[:3]])
+    """The loudest of the hold music's first notes in one listen of what ``p`` hears next (a
+    melody: one note or another sounds at any moment)."""
+    p.sink.clear()
+    await asyncio.sleep(1.0)  # the measurement: let 0.8 s of audio arrive (and 0.2 s spare)
+    pcm = p.sink.samples(0.8)
+    if len(pcm) < 48000 * 0.4:
+        return -120.0  # (almost) nothing arrived: silence
+    return max(tone_level_db(pcm, 48000, f) for f in HOLD_MUSIC_NOTES[:3])
 
 
 def heard_by(phone: Baresip, freq: float, last: float = 1.5) -> float:
@@ -244,3 +249,25 @@ async def test_a_call_moves_to_the_users_sip_phone(
     finally:
         await desk.stop()
     assert heard_by(desk, ALICE, last=1.0) > HEARD, "the desk phone does not hear alice"
+
+
+async def test_a_sip_phone_declining_an_invitation_is_a_rejected_invitation(
+    server: Server, store: Store, party: MakeParty, make_user: MakeUser, tmp_path: Path
+) -> None:
+    """The invited phone rings (an INVITE from the host) and its user declines it: the phone's
+    final response ends the invitation, and the host gets ``invitation-rejected``."""
+    alice, carol = await party(ALICE), await make_user()
+    desk = await desk_phone(server, store, carol, tmp_path / "desk", answer="manual")
+    try:
+        seen = Recorder(alice)
+        conf = await host(alice)
+        await conf.add_participant(carol.extension)
+        await desk.wait_event("CALL_INCOMING", limit=5)
+        await desk.hangup()  # baresip refuses the ringing call
+        rejected = await seen.wait("conference:invitation-rejected")
+        await desk.wait_event("CALL_CLOSED", limit=5)
+        await conf.end()
+    finally:
+        await desk.stop()
+    assert rejected["invitee"] == carol.extension and rejected["reason"] == "rejected", rejected
+    assert conf.participants == {}
