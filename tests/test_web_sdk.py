@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "tests" / "browser" / "sdk_scenario.py"
 HEARD = -35.0  # dBFS (Python sink) / dB (page analyser): the tone is clearly there
 SILENT = -60.0  # nothing of that tone arrived
-GROUP_LIMIT = {"calls": 120.0, "more": 240.0}
+GROUP_LIMIT = {"calls": 120.0, "more": 240.0, "video": 120.0}
 
 
 def run_group(group: str) -> dict[str, Any]:
@@ -233,3 +233,83 @@ def test_pre_call_test_and_level_meter(calls: dict[str, Any]) -> None:
     assert r["meterTone"]["updates"] >= 8 and r["meterTone"]["maxDb"] > -20, r
     assert r["meterSilent"]["maxDb"] < -70, r
     assert r["conferencesLeft"] == 0 and r["calls"] == 0, r  # the test cleaned up
+
+
+@pytest.fixture(scope="module")
+def video() -> dict[str, Any]:
+    return run_group("video")
+
+
+def shows_video(seen: dict[str, Any]) -> bool:
+    """The page's <video> of the far party presented frames (kit.videoFrames)."""
+    return bool(seen["frames"] > 5 and seen["videoWidth"] > 0 and seen["mediaType"] == "video")
+
+
+def shows_none(seen: dict[str, Any]) -> bool:
+    return bool(seen["frames"] <= 1 and seen["mediaType"] == "audio")
+
+
+@pytest.mark.timeout(GROUP_LIMIT["video"] + 30)
+def test_seed_002_the_callee_upgrades_and_downgrades_a_browser_call(video: dict[str, Any]) -> None:
+    """The server re-offers to the page that placed the call with that page's own RTP header
+    extension ids (RFC 8285 section 6); Chromium refused renumbered ids before."""
+    r = flow(video, "callee_asks_video")
+    assert r["asked_up"] == "video" and r["asked_down"] == "audio", r
+    assert r["errors"] == [], r
+    assert shows_video(r["alice_video"]) and shows_video(r["carol_video"]), r
+    assert shows_none(r["alice_audio"]) and shows_none(r["carol_audio"]), r
+    for step in ("video", "audio"):  # the audio goes on through both changes
+        assert hears(r[f"alice_hears_{step}"], 660) and hears(r[f"carol_hears_{step}"], 440), r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["video"] + 30)
+def test_seed_002_upgrade_and_downgrade_between_browser_and_python_either_side(
+    video: dict[str, Any],
+) -> None:
+    r = flow(video, "python_asks_video")
+    assert r["errors"] == [], r
+    # bob (Python) asks, the page accepts: video both ways.
+    assert r["bob_up"] == "video" and shows_video(r["page_video"]), r
+    assert r["bob_video"] > 5 and r["bob_size"] is not None, r
+    assert hears(r["page_hears_video"], 1000) and r["bob_hears_video"]["alice"] > HEARD, r
+    # The page switches camera mid-call (replaceTrack): bob keeps getting frames.
+    camera = r["camera"]
+    assert camera["cameras"] >= 2 and camera["switched"] and camera["sending"], camera
+    assert camera["chosen"] and camera["devices"] and camera["state"] == "active", camera
+    assert r["bob_video_new_camera"] > 5, r
+    # bob downgrades: no video either way.
+    assert r["bob_down"] == "audio" and shows_none(r["page_audio"]) and r["bob_audio"] <= 1, r
+    # The page asks (upgrade, then downgrade), bob accepts.
+    assert r["page_up"] == "video" and r["page_down"] == "audio", r
+    assert shows_video(r["page_video_2"]) and r["bob_video_2"] > 5, r
+    assert hears(r["page_hears_audio"], 1000) and r["bob_hears_audio"]["alice"] > HEARD, r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["video"] + 30)
+def test_seed_002_a_video_call_answered_with_audio(video: dict[str, Any]) -> None:
+    r = flow(video, "answer_video_as_audio")
+    assert r["offered"] == "video" and r["bob_media_type"] == "audio", r
+    assert shows_none(r["page"]) and r["bob_frames"] == 0 and r["page_sends_video"] is False, r
+    assert hears(r["page_hears"], 1000) and r["bob_hears"]["alice"] > HEARD, r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["video"] + 30)
+def test_switching_the_microphone_mid_call_keeps_the_audio_going(video: dict[str, Any]) -> None:
+    r = flow(video, "switch_microphone")
+    assert r["before"]["alice"] > HEARD and r["before"]["fake"] < SILENT, r
+    for step in ("first", "second"):  # two of Chromium's fake microphones, one after the other
+        switched = r[step]
+        assert switched["mics"] >= 2 and switched["chosen"] and switched["sending"], switched
+        assert switched["live"] == "live" and switched["state"] == "active", switched
+        heard = r[f"after_{step}"]
+        assert heard["fake"] > HEARD and heard["alice"] < SILENT, (step, r)
+    assert hears(r["page_hears"], 1000), r
+
+
+@pytest.mark.timeout(GROUP_LIMIT["video"] + 30)
+def test_the_page_is_told_when_its_call_is_recorded(video: dict[str, Any]) -> None:
+    r = flow(video, "recording_notice")
+    assert r["record_start_status"] == r["record_stop_status"] == 200, r
+    assert r["record_start"]["isRecorded"] is True, r
+    assert r["record_stop"]["isRecorded"] is False, r
+    assert r["record_stop"]["events"] == [True, False], r  # the call's recording(on) events

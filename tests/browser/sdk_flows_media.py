@@ -66,8 +66,7 @@ async def video_upgrade_downgrade(kit: Kit) -> dict[str, Any]:
         kit.js(alice, HEAR), kit.js(carol, HEAR)
     )
 
-    # The caller asks every time: a page that placed the call refuses the server's re-offer
-    # (Chromium: "RTP extension ID reassignment not supported"; docs/sdk-js.md, known issues).
+    # Here the caller asks every time; the callee asking is sdk_flows_video.py's.
     await kit.js(alice, "() => kit.calls.c.downgrade()")
     out["downgrade"] = await kit.js(carol, answer, ["rejectModification", "audio"])
     await asyncio.gather(kit.js(alice, settled, "audio"), kit.js(carol, settled, "audio"))

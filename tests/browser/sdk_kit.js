@@ -120,6 +120,32 @@ kit.listen = async (stream, ms = 1200, freqs = [440, 1000]) => {
 // Audio element does; this one is a guard for pages that mute it.
 kit.remote = (label) => kit.calls[label].remoteStream;
 
+// What a page shows of call `label`'s remote video over `ms`: a <video> element (as a page
+// would have) counting the frames it presents (requestVideoFrameCallback) and its videoWidth.
+kit.videoFrames = async (label, ms = 1200) => {
+  const call = kit.calls[label];
+  const tracks = call.remoteStream.getVideoTracks().filter((t) => t.readyState === "live");
+  const out = { mediaType: call.mediaType, tracks: tracks.length, frames: 0, width: 0, videoWidth: 0 };
+  if (!tracks.length) return out;
+  const el = document.createElement("video");
+  el.muted = true;
+  el.playsInline = true;
+  document.body.append(el);
+  el.srcObject = new MediaStream(tracks);
+  const tick = (_now, meta) => {
+    out.frames += 1;
+    out.width = meta.width;
+    el.requestVideoFrameCallback(tick);
+  };
+  el.requestVideoFrameCallback(tick);
+  el.play().catch(() => {});
+  await kit.sleep(ms);
+  out.videoWidth = el.videoWidth;
+  el.srcObject = null;
+  el.remove();
+  return out;
+};
+
 window.addEventListener("error", (e) => kit.errors.push(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => kit.errors.push(`unhandled: ${e.reason}`));
 window.kit = kit;

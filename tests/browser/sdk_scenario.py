@@ -21,9 +21,12 @@ import sys
 import tempfile
 import time
 import traceback
+import wave
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: `browser.*` imports
 
@@ -32,11 +35,33 @@ from callbridge.testing.server import Server, create_user
 
 
 def groups() -> dict[str, dict[str, Flow]]:
-    from browser import sdk_flows_calls, sdk_flows_media, sdk_flows_more
+    from browser import sdk_flows_calls, sdk_flows_media, sdk_flows_more, sdk_flows_video
 
     # The media flows share the calls launch: each launch of Chromium costs seconds.
     calls = {**sdk_flows_calls.FLOWS, **sdk_flows_media.FLOWS}
-    return {"calls": calls, "more": sdk_flows_more.FLOWS}
+    return {"calls": calls, "more": sdk_flows_more.FLOWS, "video": sdk_flows_video.FLOWS}
+
+
+def group_args(group: str, tmp: Path) -> list[str]:
+    """Chromium flags of a group's launch beyond CHROMIUM_ARGS. The video group's pages
+    switch to Chromium's fake devices: three cameras (the third gives MJPEG frames; the
+    second's Y16 frames are never encoded), and microphones that play a wav file of
+    one tone (``sdk_flows_video.FAKE_MIC_HZ``), so the far party can tell them apart."""
+    if group != "video":
+        return []
+    from browser.sdk_flows_video import FAKE_MIC_HZ
+
+    wav = tmp / "fake-mic.wav"
+    rate = 48000
+    t = np.arange(rate * 2) / rate  # 2 s, a whole number of periods: it loops cleanly
+    pcm = (np.sin(2 * np.pi * FAKE_MIC_HZ * t) * 0.5 * 32767).astype("<i2")
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    fake = "--use-fake-device-for-media-stream"
+    return [f"{fake}=device-count=3", f"--use-file-for-fake-audio-capture={wav}"]
 
 
 async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -60,8 +85,14 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                         ttl=timedelta(hours=1),
                     )  # fmt: skip
             async with async_playwright() as pw:
+                extra = group_args(args.group, Path(tmp))
+                names = {a.split("=", 1)[0] for a in extra}
+                launch_args = [a for a in CHROMIUM_ARGS if a.split("=", 1)[0] not in names]
                 browser = await pw.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=20_000
+                    executable_path=CHROMIUM,
+                    headless=True,
+                    args=launch_args + extra,
+                    timeout=20_000,
                 )
                 result["browser_version"] = browser.version
                 kit = Kit(server, users, browser)

@@ -19,6 +19,7 @@ export class CallPhone extends PhoneSession {
     /** @type {MediaStream|null} */ _inputStream: MediaStream | null;
     /** @type {string|null} */ audioInput: string | null;
     /** @type {string|null} */ audioOutput: string | null;
+    /** @type {string|null} */ videoInput: string | null;
     /** @type {RTCIceServer[]} */ iceServers: RTCIceServer[];
     /** @type {RTCIceTransportPolicy} */ iceTransportPolicy: RTCIceTransportPolicy;
     /** The live calls (seed 001 `phone.activeCalls`), oldest first; each has id, from, to,

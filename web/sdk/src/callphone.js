@@ -68,6 +68,7 @@ export class CallPhone extends PhoneSession {
     /** @type {MediaStream|null} */ this._inputStream = options.localStream ?? null;
     /** @type {string|null} */ this.audioInput = options.audioInput ?? null;
     /** @type {string|null} */ this.audioOutput = options.audioOutput ?? null;
+    /** @type {string|null} */ this.videoInput = options.videoInput ?? null;
     /** @type {RTCIceServer[]} */ this.iceServers = options.iceServers ?? [];
     /** @type {RTCIceTransportPolicy} */ this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
   }
@@ -157,7 +158,9 @@ export class CallPhone extends PhoneSession {
         return stream;
       },
       getVideoStream: async () => {
-        const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+        const stream = await navigator.mediaDevices.getUserMedia({
+          video: this.videoInput ? { deviceId: { exact: this.videoInput } } : true,
+        });
         /** @type {any} */ (stream)._callbridgeOwned = true;
         return stream;
       },

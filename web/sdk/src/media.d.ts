@@ -78,6 +78,12 @@ export class CallMedia {
     setMuted(muted: boolean): void;
     /** Replace the microphone track on the live connection (another input device). */
     replaceAudio(stream: MediaStream): Promise<void>;
+    /**
+     * Replace the camera track on the live connection (another camera). Nothing is sent
+     * until the call sends video; the new stream is then the one an upgrade uses.
+     * @param {MediaStream} stream
+     */
+    replaceVideo(stream: MediaStream): Promise<boolean>;
     /** The audio RTCRtpSender (for insertDTMF). */
     get audioSender(): RTCRtpSender;
     /** Wait until the peer connection is connected. @param {number} [timeoutMs] */

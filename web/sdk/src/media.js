@@ -272,6 +272,24 @@ export class CallMedia {
     }
   }
 
+  /**
+   * Replace the camera track on the live connection (another camera). Nothing is sent
+   * until the call sends video; the new stream is then the one an upgrade uses.
+   * @param {MediaStream} stream
+   */
+  async replaceVideo(stream) {
+    const track = stream.getVideoTracks()[0];
+    if (!track) throw new CallbridgeError(ClientCode.MEDIA, "the new stream has no video track");
+    const old = this.localVideoStream;
+    const t = this._videoTransceiver();
+    const sending = Boolean(t && t.sender.track && (t.currentDirection === "sendrecv" || t.currentDirection === "sendonly"));
+    if (t && sending) await t.sender.replaceTrack(track);
+    if (sending) this.localVideoStream = stream;
+    else stream.getTracks().forEach((tr) => tr.stop());  // the next upgrade opens the chosen camera
+    if (sending && old && old !== stream) old.getTracks().forEach((tr) => tr.stop());
+    return sending;
+  }
+
   /** The audio RTCRtpSender (for insertDTMF). */
   get audioSender() {
     return this.pc.getSenders().find((s) => s.track && s.track.kind === "audio")

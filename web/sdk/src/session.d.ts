@@ -167,6 +167,10 @@ export type PhoneOptions = {
      * speaker deviceId (setSinkId)
      */
     audioOutput?: string;
+    /**
+     * camera deviceId
+     */
+    videoInput?: string;
     WebSocket?: typeof WebSocket;
 };
 import { Emitter } from "./emitter.js";

@@ -42,6 +42,7 @@ import { Transport } from "./transport.js";
  * @property {MediaStream} [localStream] send this instead of the microphone
  * @property {string} [audioInput] microphone deviceId
  * @property {string} [audioOutput] speaker deviceId (setSinkId)
+ * @property {string} [videoInput] camera deviceId
  * @property {typeof WebSocket} [WebSocket]
  */
 
