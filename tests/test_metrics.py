@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.store import Store
 from callbridge.testing.server import Server
 from conftest import MakeParty
@@ -72,6 +73,29 @@ async def test_a_call_with_audio_moves_the_counters(
     assert moved("callbridge_db_statement_seconds_count", operation="insert") >= 1  # the CDR
     assert value(after, "callbridge_rtp_packets_lost_total") >= 0
     assert value(after, "callbridge_build_info", version=_version(after)) == 1
+
+
+async def test_a_call_to_an_application_counts_its_webhooks(
+    server: Server, store: Store, api: Api, party: MakeParty
+) -> None:
+    key = await store.create_api_key("metrics-webhooks", admin=True, scope="read")
+    _, before = await scrape(server, key)
+    line = await api.line()
+    alice = await party(ALICE)
+    call = await alice.call(line)
+    await api.sink.wait("call.initiated", call_control_id=call.id)
+    _, during = await scrape(server, key)
+    assert value(during, "callbridge_app_calls", state="parked") >= 1
+    await call.hangup()
+    await api.sink.wait("call.hangup", call_control_id=call.id)
+    _, after = await scrape(server, key)
+    delivered = value(after, "callbridge_webhook_deliveries_total") - value(
+        before, "callbridge_webhook_deliveries_total"
+    )
+    assert delivered >= 2  # call.initiated, call.hangup
+    lag = "callbridge_webhook_delivery_lag_seconds_count"
+    assert value(after, lag) - value(before, lag) == delivered
+    assert value(after, "callbridge_webhook_outbox_oldest_age_seconds") >= 0
 
 
 def _version(samples: Samples) -> str:
