@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,9 @@ async def test_one_calls_json_log_lines_carry_its_call_id(tmp_path: Path) -> Non
     for line in lines:
         assert {"ts", "level", "logger", "msg"} <= line.keys(), line
     texts = [line for line in log.splitlines() if line.strip() and not line.startswith("{")]
-    assert all(t.startswith("callbridge: ") or t.startswith("  ") or "session.login" in t
-               for t in texts), texts  # fmt: skip
+    assert all(
+        t.startswith("callbridge: ") or t.startswith("  ") or "session.login" in t for t in texts
+    ), texts
     loggers = {line["logger"] for line in lines}
     assert {"uvicorn.error", "uvicorn.access", "callbridge.calls"} <= loggers
     access = next(line for line in lines if line["logger"] == "uvicorn.access")
@@ -85,9 +88,18 @@ def test_a_json_line_keeps_fields_and_the_traceback() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        import sys
-
         record.exc_info = sys.exc_info()
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "failed now" and line["call_id"] == "c1" and line["level"] == "ERROR"
     assert "ValueError: boom" in line["exc"]
+
+
+def test_an_unknown_log_format_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "callbridge", "serve", "--data-dir", str(tmp_path),
+         "--log-format", "xml"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--log-format: invalid choice: 'xml'" in done.stderr and "json" in done.stderr
+    assert not (tmp_path / "callbridge.db").exists()  # refused before anything was opened

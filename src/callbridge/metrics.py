@@ -74,7 +74,7 @@ DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5
 # Webhook lag: enqueue to the receiver's 2xx, retries included (backoff goes to minutes).
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 _SQL_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
-_STARTED = "callbridge_db_started"  # a connection's info key: statement start times
+_STARTED = "callbridge_db_started"  # a connection's info key: its statement's start
 
 
 class Metrics:
@@ -91,9 +91,11 @@ class Metrics:
             "callbridge_calls_answered", "Calls placed by devices that were answered", registry=r
         )
         self.calls_ended = Counter(
-            "callbridge_calls_ended", "Calls ended, by the caller's end reason", ["reason"],
+            "callbridge_calls_ended",
+            "Calls ended, by the caller's end reason",
+            ["reason"],
             registry=r,
-        )  # fmt: skip
+        )
         self.legs_ended = Counter(
             "callbridge_legs_ended", "Legs (calls' sides) ended, by reason", ["reason"], registry=r
         )
@@ -167,16 +169,16 @@ class Metrics:
                 self.setup.observe(max(0.0, (event.at - call.started_at).total_seconds()))
 
     # database timing --------------------------------------------------------------------------
+    # A connection runs one statement at a time; one that fails never reaches "after", and the
+    # next "before" overwrites its start.
     def _before_statement(self, conn: Any, *_: Any) -> None:
-        conn.info.setdefault(_STARTED, []).append(time.perf_counter())
+        conn.info[_STARTED] = time.perf_counter()
 
-    def _after_statement(
-        self, conn: Any, cursor: Any, statement: str, *_: Any
-    ) -> None:  # fmt: skip
-        started = conn.info.get(_STARTED)
-        if not started:
+    def _after_statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        started = conn.info.pop(_STARTED, None)
+        if started is None:
             return
-        took = time.perf_counter() - started.pop()
+        took = time.perf_counter() - started
         word = statement.lstrip()[:6].upper()
         self.db.labels(word.lower() if word in _SQL_OPERATIONS else "other").observe(took)
 
@@ -217,12 +219,14 @@ class _LiveState(Collector):
         packets = media.packet_counts()
         yield _counter("callbridge_rtp_packets_received", "RTP packets received", packets.received)
         yield _counter(
-            "callbridge_rtp_packets_relayed", "Audio packets relayed to the bridged leg",
+            "callbridge_rtp_packets_relayed",
+            "Audio packets relayed to the bridged leg",
             packets.relayed,
-        )  # fmt: skip
+        )
         yield _counter("callbridge_rtp_packets_lost", "RTP packets never received", packets.lost)
-        yield _counter("callbridge_rtp_packets_late", "RTP packets received out of order",
-                       packets.late)  # fmt: skip
+        yield _counter(
+            "callbridge_rtp_packets_late", "RTP packets received out of order", packets.late
+        )
         yield _counter("callbridge_media_ticks", "20 ms media clock ticks run", media.ticks)
         yield _counter(
             "callbridge_media_ticks_late",
@@ -232,13 +236,15 @@ class _LiveState(Collector):
         stats = rt.outbox.stats
         yield _counter("callbridge_webhook_deliveries", "Webhooks delivered", stats.delivered)
         yield _counter(
-            "callbridge_webhook_attempts_failed", "Webhook attempts that failed",
+            "callbridge_webhook_attempts_failed",
+            "Webhook attempts that failed",
             stats.attempts_failed,
-        )  # fmt: skip
+        )
         yield _counter(
-            "callbridge_webhook_failures", "Webhooks given up (attempts or age exhausted)",
+            "callbridge_webhook_failures",
+            "Webhooks given up (attempts or age exhausted)",
             stats.given_up,
-        )  # fmt: skip
+        )
         depth, oldest = self.metrics._backlog
         yield _gauge("callbridge_webhook_outbox_depth", "Webhooks pending (all servers)", depth)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
