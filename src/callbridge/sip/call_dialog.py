@@ -217,7 +217,7 @@ class CallDialogs:
             other.referring = None
             log.info("SIP: attended transfer of %s refused: %s", leg.call_id, exc.message)
             if getattr(exc, "code", None) is ErrorCode.CALL_NOT_FOUND:
-                return "603 Declined"
+                return "603 Decline"
             return "503 Service Unavailable"
         return "200 OK"
 
