@@ -238,6 +238,10 @@ def _from_file(options: dict[str, argparse.Action], path: Path, where: str) -> l
         secret_file = dest.endswith(FILE_SUFFIX) and is_secret(dest[: -len(FILE_SUFFIX)])
         if secret_file:
             dest = dest[: -len(FILE_SUFFIX)]
+        if isinstance(raw, dict):
+            raise SettingsError(
+                f"{at}: the file has no [sections]: put settings at the top (port = 8080)"
+            )
         if dest not in options:
             raise SettingsError(f"{at}: unknown setting{_suggest(key, _file_keys(options))}")
         if dest in seen:
@@ -247,12 +251,13 @@ def _from_file(options: dict[str, argparse.Action], path: Path, where: str) -> l
             if secret_file:
                 if not isinstance(raw, str):
                     raise SettingsError("takes the path of a file, as a string")
-                secret = path.parent / raw  # relative to the config file
+                secret = path.absolute().parent / raw  # relative to the config file
                 value = _convert(options[dest], _read_secret(secret), from_env=False)
             else:
                 value = _convert(options[dest], raw, from_env=False)
                 if isinstance(value, Path) and not value.is_absolute():
-                    value = path.parent / value  # relative to the file, as secrets' paths
+                    # relative to the file, as secrets' paths
+                    value = Path(os.path.normpath(path.absolute().parent / value))
         except SettingsError as exc:
             raise SettingsError(f"{at}: {exc}") from None
         has_secret |= is_secret(dest) and not secret_file
@@ -263,7 +268,8 @@ def _from_file(options: dict[str, argparse.Action], path: Path, where: str) -> l
 
 
 def _line_of(lines: list[str], key: str) -> int | str:
-    pattern = re.compile(rf"""\s*(["']?){re.escape(key)}\1\s*=""")
+    name = re.escape(key)
+    pattern = re.compile(rf"""\s*(?:(["']?){name}\1\s*=|\[\s*(["']?){name}\2\s*\])""")
     for number, line in enumerate(lines, 1):
         if pattern.match(line):
             return number
