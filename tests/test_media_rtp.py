@@ -681,3 +681,19 @@ def test_the_rtp_ports_option_is_parsed_and_checked(capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", "--rtp-ports", bad])
         assert "invalid RTP port range" in capsys.readouterr().err, bad
+
+
+async def test_a_plain_endpoint_builds_no_aiortc_peer_connection(media: Any) -> None:
+    """A SIP leg never negotiates ICE or DTLS: its endpoint has no RTCPeerConnection (which
+    costs a DTLS certificate each), while a WebRTC endpoint made next still gets a real one."""
+    from aiortc import RTCPeerConnection
+
+    server, _ = media
+    phone = await _phone()
+    try:
+        await server.answer_rtp("np", phone.offer())
+        assert not isinstance(server.endpoint("np").pc, RTCPeerConnection)
+        await server.offer("web")
+        assert isinstance(server.endpoint("web").pc, RTCPeerConnection)
+    finally:
+        phone.close()

@@ -20,7 +20,8 @@ Playbacks are loaded completely before they start (:mod:`callbridge.media.playba
 never waits on I/O.
 
 Plain RTP endpoints (SIP phones, :mod:`~callbridge.media.rtp_plain`) are endpoints of the same
-kind with their own sockets; their offer/answer is :mod:`~callbridge.media.plain`. They listen
+kind with their own sockets; their offer/answer is :mod:`~callbridge.media.plain`, the
+server's methods for them :mod:`~callbridge.media.engine_plain`. They listen
 on the first media address (``127.0.0.1`` when none is configured).
 """
 
@@ -38,6 +39,7 @@ from callbridge.media.checks import NOT_FOUND, check_role, not_in_mixer
 from callbridge.media.counters import PacketCounts
 from callbridge.media.dtmf import DtmfSending, ToneEnd
 from callbridge.media.endpoint import Endpoint
+from callbridge.media.engine_plain import PlainRtpMethods, plain_info
 from callbridge.media.interface import (
     AudioSpec,
     EndpointInfo,
@@ -66,8 +68,9 @@ _LATE_TICK = 0.010  # a tick that starts this much after its due time counts as 
 _PlaybackOwner = Mixer | str  # a mixer, or the id of the endpoint it plays to
 
 
-class InProcessMediaServer:
-    """The embedded MediaServer (see :mod:`callbridge.media.interface`)."""
+class InProcessMediaServer(PlainRtpMethods):
+    """The embedded MediaServer (see :mod:`callbridge.media.interface`); its plain RTP methods
+    are :class:`~callbridge.media.engine_plain.PlainRtpMethods`."""
 
     def __init__(
         self,
@@ -263,64 +266,10 @@ class InProcessMediaServer:
             )
         await negotiation.add_candidate(ep, candidate, sdp_mid, mline)
 
-    # plain RTP endpoints (SIP phones; media/plain.py) ---------------------------------------
-    def _plain(self, endpoint_id: str) -> PlainEndpoint:
-        ep = self.endpoint(endpoint_id)
-        if not isinstance(ep, PlainEndpoint):
-            raise MediaError(
-                ErrorCode.INVALID_STATE, f"endpoint {endpoint_id} is WebRTC, not plain RTP"
-            )
-        return ep
-
-    async def answer_rtp(
-        self,
-        endpoint_id: str,
-        offer_sdp: str,
-        prefer_codec: str | None = None,
-        rtp_timeout: float | None = None,
-    ) -> str:
-        ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)
-        assert isinstance(ep, PlainEndpoint)
-        if not offer_sdp.strip():  # delayed offer: ours goes first (RFC 3264 section 5)
-            negotiate = plain.offer(ep, prefer_codec, False, self.rtp_address)
-        else:
-            negotiate = plain.answer(ep, offer_sdp, prefer_codec, self.rtp_address)
-        return await self._first_negotiation(ep, negotiate)
-
-    async def offer_rtp(
-        self,
-        endpoint_id: str,
-        prefer_codec: str | None = None,
-        srtp: bool = False,
-        rtp_timeout: float | None = None,
-    ) -> str:
-        ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)
-        assert isinstance(ep, PlainEndpoint)
-        return await self._first_negotiation(
-            ep, plain.offer(ep, prefer_codec, srtp, self.rtp_address)
-        )
-
-    async def renegotiate_rtp(self, endpoint_id: str, offer_sdp: str) -> str:
-        return await plain.renegotiate(self._plain(endpoint_id), offer_sdp)
-
-    async def reoffer_rtp(self, endpoint_id: str, direction: MediaDirection = "sendrecv") -> str:
-        return await plain.reoffer(self._plain(endpoint_id), direction)
-
     async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
         ep = self.endpoint(endpoint_id)
         if isinstance(ep, PlainEndpoint):
-            spec = ep.spec
-            return EndpointInfo(
-                spec.name if spec else None,
-                False,
-                False,
-                (),
-                "srtp" if ep.srtp else "rtp",
-                cast(MediaDirection, ep.remote_direction),
-                ep.remote_hold,
-                ep.rtp.audio is not None and ep.rtp.audio.te_payload_type is not None,
-                ep.rtp.rtcp.snapshot(),
-            )
+            return plain_info(ep)
         sends, receives = negotiation.video_state(ep)
         spec = ep.spec
         return EndpointInfo(

@@ -40,6 +40,7 @@ import pylibsrtp
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from callbridge.errors import ErrorCode, MediaError
+from callbridge.media import endpoint as endpoint_module
 from callbridge.media import rtcp_plain
 from callbridge.media.endpoint import Endpoint, EndpointHost
 from callbridge.media.interface import EndpointStateChanged, RtpTimeout
@@ -360,15 +361,40 @@ class PlainRtpPort(RtpPort):
         self._rtp = self._rtcp = None
 
 
+class _NoPeerConnection:
+    """What a plain endpoint has where a WebRTC one has its aiortc peer connection: a plain
+    leg never negotiates ICE or DTLS, and building an RTCPeerConnection costs ~1.5 ms of CPU
+    (a DTLS certificate) per leg for nothing. Only what the base class touches is here."""
+
+    connectionState = "closed"
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def on(self, _event: str, handler: Any = None) -> Any:
+        return handler
+
+    async def close(self) -> None:
+        pass
+
+
 class PlainEndpoint(Endpoint):
     """An endpoint whose device speaks plain RTP or SDES-SRTP (a SIP phone).
 
-    The base class builds an aiortc peer connection that a plain leg never negotiates; it
-    holds no socket until then and is closed with the endpoint.
+    The base class's constructor builds an aiortc peer connection; for a plain endpoint it
+    gets :class:`_NoPeerConnection` instead (the base module's name is swapped for the
+    duration of the synchronous constructor, so nothing else can see it: a hook in
+    :class:`Endpoint` to choose the peer connection would be cleaner).
     """
 
     def __init__(self, server: EndpointHost, endpoint_id: str, timeout: float) -> None:
-        super().__init__(server, endpoint_id)
+        names = vars(endpoint_module)
+        factory = names["RTCPeerConnection"]
+        names["RTCPeerConnection"] = _NoPeerConnection
+        try:
+            super().__init__(server, endpoint_id)
+        finally:
+            names["RTCPeerConnection"] = factory
         self.rtp = PlainRtpPort(self.on_rtp)
         self.port = self.rtp
         self.pts = PtTable()
