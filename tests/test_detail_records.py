@@ -12,18 +12,27 @@ import csv
 import io
 import itertools
 import json
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pytest
 import telnyx
 from telnyx import AsyncTelnyx
+from telnyx.types.call_hangup import PayloadCallQualityStats
 from telnyx.types.detail_record_list_params import Filter
 
 from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
+from callbridge.cdr_details import CdrDetails, estimate_mos, stored_quality_stats
 from callbridge.cli import main as cli_main
 from callbridge.client import Bridged, Call
+from callbridge.core.app_model import AppCall
+from callbridge.core.controller import CallController
+from callbridge.media.interface import EndpointInfo, RtcpStats
+from callbridge.store.records import Cdr
 from callbridge.testing import Server
+from callbridge.testing.fake_media import FakeMediaServer
 from conftest import MakeParty
+from core_world import Directory, World
 from parties import ALICE, BOB, CAROL, Party, until_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -223,3 +232,85 @@ async def test_an_unknown_connection_has_no_active_calls_list(api: Api) -> None:
     with pytest.raises(telnyx.NotFoundError) as err:
         await api.client.connections.list_active_calls("no-such-application")
     assert "call control application" in str(err.value.body)
+
+
+# Media quality ---------------------------------------------------------------------------------
+class RtcpMedia(FakeMediaServer):
+    """The in-memory media plane, whose endpoints report RTCP figures as a plain RTP leg's do
+    (a WebRTC or SIP peer that reports loss on demand is what this stands in for)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rtcp: dict[str, RtcpStats] = {}
+
+    async def endpoint_info(self, endpoint_id: str) -> EndpointInfo:
+        info = await super().endpoint_info(endpoint_id)
+        return replace(info, rtcp=self.rtcp.get(endpoint_id))
+
+
+@dataclass
+class NoAppCalls:
+    calls: dict[str, AppCall] = field(default_factory=dict)
+
+    def call_of_leg(self, leg_id: str) -> AppCall | None:
+        return None
+
+
+def rtcp(received: int, lost: int, jitter_ms: float) -> RtcpStats:
+    return RtcpStats(
+        reports_sent=2,
+        reports_received=2,
+        fraction_lost=0.0,
+        packets_lost=3,
+        jitter_ms=4.0,
+        round_trip_ms=40.0,
+        received_packets=received,
+        received_lost=lost,
+        received_jitter_ms=jitter_ms,
+    )
+
+
+async def test_a_call_s_cdr_keeps_each_leg_s_last_rtcp_figures_in_telnyx_s_shape() -> None:
+    media = RtcpMedia()
+    directory = Directory()
+    controller = CallController(media, directory, ring_timeout=5.0, cdr_factory=Cdr)
+    world = World(media, controller, directory, [])
+    details = CdrDetails(controller, NoAppCalls())
+    details.interval = 0.01
+    try:
+        alice, bob = world.phone("alice"), world.phone("bob")
+        out, inc = await world.connect(alice, bob)
+        media.rtcp[out] = rtcp(500, 5, 12.0)  # 1 % lost
+        media.rtcp[inc] = rtcp(250, 0, 1.0)
+        call = controller.legs[out].call
+        assert call is not None
+        await until_async(lambda: _sampled(details, call, 2))
+        await controller.hangup(bob, inc, None)
+        kept = details.take(call)
+    finally:
+        details.close()
+        await controller.shutdown()
+    assert kept["hangup_source"] == "callee" and kept["answered_user"] == "bob"
+    stats = stored_quality_stats(kept["quality"])
+    assert stats is not None and set(stats) == {out, inc}
+    alice_leg = PayloadCallQualityStats.model_validate(stats[out])  # the SDK's own model
+    assert alice_leg.inbound is not None and alice_leg.outbound is not None
+    assert (alice_leg.inbound.packet_count, alice_leg.inbound.skip_packet_count) == ("500", "5")
+    assert alice_leg.inbound.jitter_max_variance == "12.00"
+    assert alice_leg.outbound.skip_packet_count == "3"
+    assert alice_leg.inbound.mos is not None and stats[inc]["inbound"]["mos"] is not None
+    assert 1.0 < float(alice_leg.inbound.mos) < float(stats[inc]["inbound"]["mos"]) <= 4.5
+
+
+async def _sampled(details: CdrDetails, call: Any, legs: int) -> bool:
+    return len(details._details.get(call.id, {}).get("quality", {})) >= legs
+
+
+def test_the_estimated_mos_falls_with_loss_jitter_and_delay() -> None:
+    clean = estimate_mos(0.0, 0.0, 0.0)
+    assert 4.3 < clean <= 4.5
+    assert estimate_mos(5.0, 0.0, 0.0) < clean
+    assert estimate_mos(0.0, 60.0, 0.0) < clean
+    assert estimate_mos(0.0, 0.0, 600.0) < estimate_mos(0.0, 0.0, 100.0)
+    assert estimate_mos(60.0, 100.0, 1000.0) == 1.0
+    assert stored_quality_stats({"leg": {"packets": "not ours"}}) is None  # a damaged record

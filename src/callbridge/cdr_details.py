@@ -18,23 +18,26 @@ end. Where each fact comes from:
                     it; ``callee``: a rung leg) when it ended by a person's hangup,
                     reject or busy; ``application`` when the application hung up;
                     ``unknown`` otherwise (a timeout, a failure, a shutdown)
-``quality``         :attr:`CdrDetails.leg_quality` (a hook, below), per leg
+``quality``         the legs' RTCP figures, sampled while they are answered (below)
 ==================  ===============================================================
 
-**Media quality (the hook).** ``leg_quality(leg_id)`` returns a leg's RTCP figures as
-:class:`LegQuality`, or ``None``; it is called when the leg ends, so the media plane must
-answer for a leg whose endpoint is closing (keep the last figures). Until the media plane
-provides it (``CdrDetails.leg_quality`` is ``None``), CDRs carry no quality. The stored shape
-is ``{leg_id: LegQuality as a dict}``; :func:`call_quality_stats` turns one leg's figures into
-the ``call_quality_stats`` object of Telnyx's ``call.hangup`` webhook.
+**Media quality.** While a leg is answered, its RTCP figures are sampled every
+:data:`QUALITY_INTERVAL` seconds through the media plane's ``endpoint_info`` (its ``rtcp``:
+:class:`~callbridge.media.interface.RtcpStats`); the CDR keeps the last sample of each leg
+(``{leg_id: LegQuality as a dict}``), so a leg's quality is as of at most one interval before
+its end (RTCP reports come every ~5 s anyway: RFC 3550 section 6.2). Legs whose endpoint
+reports no RTCP figures (``rtcp`` is ``None``) have none in the CDR: today the plain RTP
+(SIP) legs report them; a WebRTC endpoint that fills ``EndpointInfo.rtcp`` (from aiortc's
+``getStats``) gets into CDRs with no change here. :func:`call_quality_stats` turns one leg's
+figures into the ``call_quality_stats`` object of Telnyx's ``call.hangup`` webhook.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from callbridge.core.app_events import (
     AppCallBridged,
@@ -43,37 +46,59 @@ from callbridge.core.app_events import (
     AppCallHangup,
     AppParticipantJoined,
 )
-from callbridge.core.appcalls import AppCalls
+from callbridge.core.app_model import AppCall
 from callbridge.core.calls import Call, Leg
 from callbridge.core.controller import CallController
-from callbridge.core.events import LegEnded, ParticipantJoined
+from callbridge.core.events import LegAnswered, LegEnded, ParticipantJoined
+from callbridge.media.interface import RtcpStats
 from callbridge.vocabulary import EndReason
 
-__all__ = ["CdrDetails", "LegQuality", "call_quality_stats", "estimate_mos"]
+__all__ = [
+    "QUALITY_INTERVAL",
+    "CdrDetails",
+    "LegQuality",
+    "call_quality_stats",
+    "estimate_mos",
+    "stored_quality_stats",
+]
 
 log = logging.getLogger(__name__)
 
 # End reasons a person chose (a hangup, a reject, a busy): the leg that ended first with one
 # of them is the side that ended the call.
 _BY_A_PERSON = frozenset({EndReason.HANGUP, EndReason.REJECTED, EndReason.BUSY, EndReason.CANCELED})
+QUALITY_INTERVAL = 5.0  # seconds between two samples of a leg's RTCP figures (RFC 3550 6.2)
 _KEPT = 10_000  # calls whose details are kept at most (a call whose end never came is dropped)
 
 
 @dataclass(frozen=True, slots=True)
 class LegQuality:
-    """One leg's media figures from RTCP (RFC 3550 section 6.4): what the server received
-    from the device (``inbound``) and sent to it (``outbound``)."""
+    """One leg's media figures from RTCP (RFC 3550 section 6.4): the device's stream as the
+    server received it (``packets_received``, ``packets_lost``, ``jitter_ms``), the device's
+    reports about the server's stream (``remote_*``), and the round trip when known."""
 
     packets_received: int
-    packets_lost: int  # cumulative number of packets lost (receiver report)
+    packets_lost: int  # cumulative: expected - received (RFC 3550 appendix A.3)
     jitter_ms: float  # interarrival jitter (RFC 3550 section 6.4.1), in milliseconds
-    packets_sent: int
-    round_trip_ms: float | None = None  # from the reports' LSR/DLSR, when known
+    remote_packets_lost: int = 0  # the device's report blocks about our stream
+    remote_jitter_ms: float = 0.0
+    round_trip_ms: float | None = None  # from the reports' LSR/DLSR, once known
+
+    @classmethod
+    def from_rtcp(cls, rtcp: RtcpStats) -> LegQuality:
+        return cls(
+            packets_received=rtcp.received_packets,
+            packets_lost=rtcp.received_lost,
+            jitter_ms=rtcp.received_jitter_ms,
+            remote_packets_lost=rtcp.packets_lost,
+            remote_jitter_ms=rtcp.jitter_ms,
+            round_trip_ms=rtcp.round_trip_ms,
+        )
 
     @property
     def loss_percent(self) -> float:
         expected = self.packets_received + self.packets_lost
-        return 0.0 if expected == 0 else 100.0 * self.packets_lost / expected
+        return 0.0 if expected <= 0 else 100.0 * max(0, self.packets_lost) / expected
 
     @property
     def mos(self) -> float:
@@ -93,32 +118,57 @@ def estimate_mos(loss_percent: float, jitter_ms: float, round_trip_ms: float | N
 
 
 def call_quality_stats(quality: LegQuality) -> dict[str, dict[str, str]]:
-    """One leg's figures as the ``call_quality_stats`` of Telnyx's ``call.hangup`` (strings,
-    as Telnyx sends them: ``inbound`` {jitter_max_variance, jitter_packet_count, mos,
-    packet_count, skip_packet_count}, ``outbound`` {packet_count, skip_packet_count})."""
+    """One leg's figures as the ``call_quality_stats`` of Telnyx's ``call.hangup``: strings,
+    as Telnyx sends them, and only the figures RTCP gives (Telnyx leaves out what it lacks).
+    ``inbound`` is what the server received from the device (jitter_max_variance,
+    jitter_packet_count, mos, packet_count, skip_packet_count); ``outbound`` what the device
+    reported about the server's stream (skip_packet_count: its lost packets)."""
     return {
         "inbound": {
             "jitter_max_variance": f"{quality.jitter_ms:.2f}",
             "jitter_packet_count": str(quality.packets_received),
             "mos": f"{quality.mos:.2f}",
             "packet_count": str(quality.packets_received),
-            "skip_packet_count": str(quality.packets_lost),
+            "skip_packet_count": str(max(0, quality.packets_lost)),
         },
-        "outbound": {"packet_count": str(quality.packets_sent), "skip_packet_count": "0"},
+        "outbound": {"skip_packet_count": str(max(0, quality.remote_packets_lost))},
     }
+
+
+def stored_quality_stats(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A CDR's stored quality (``{leg_id: LegQuality as a dict}``) as ``call_quality_stats``
+    per leg; a leg whose figures do not read (a newer or damaged record) is left out."""
+    out: dict[str, Any] = {}
+    for leg_id, figures in (stored or {}).items():
+        try:
+            out[leg_id] = call_quality_stats(LegQuality(**figures))
+        except (TypeError, ValueError):
+            log.warning("CDR quality of leg %s does not read: %.200r", leg_id, figures)
+    return out or None
+
+
+class AppCallLookup(Protocol):
+    """What the details need of :class:`~callbridge.core.appcalls.AppCalls`: finding an
+    application call by its id or its leg's."""
+
+    calls: dict[str, AppCall]
+
+    def call_of_leg(self, leg_id: str) -> AppCall | None: ...
 
 
 class CdrDetails:
     """Collects the details of each live call's CDR (see the module docstring)."""
 
-    def __init__(self, controller: CallController, apps: AppCalls) -> None:
+    def __init__(self, controller: CallController, apps: AppCallLookup) -> None:
         self.controller = controller
         self.apps = apps
-        # The media plane's RTCP figures of a leg (the hook; see the module docstring).
-        self.leg_quality: Callable[[str], LegQuality | None] | None = None
+        self.interval = QUALITY_INTERVAL
         self._details: dict[str, dict[str, Any]] = {}  # call id -> details so far
+        self._answered: set[str] = set()  # legs whose RTCP figures are sampled
+        self._sampler: asyncio.Task[None] | None = None
         bus = controller.bus
         self._unsubscribe = [
+            bus.subscribe(LegAnswered, self._leg_answered),
             bus.subscribe(LegEnded, self._leg_ended),
             bus.subscribe(ParticipantJoined, self._joined),
             bus.subscribe(AppParticipantJoined, self._app_joined),
@@ -130,6 +180,8 @@ class CdrDetails:
     def close(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        if self._sampler is not None:
+            self._sampler.cancel()  # it holds no state worth finishing: the next sample
 
     def take(self, call: Call) -> dict[str, Any]:
         """The details of ``call``'s CDR (the :class:`~callbridge.store.records.Cdr` fields
@@ -155,6 +207,10 @@ class CdrDetails:
         return details
 
     def _leg_ended(self, event: LegEnded) -> None:
+        self._answered.discard(event.leg.call_control_id)
+        if not self._answered and self._sampler is not None:
+            self._sampler.cancel()  # no leg to sample: none runs between calls (or after)
+            self._sampler = None
         leg = self.controller.legs.get(event.leg.call_control_id)
         call = leg.call if leg is not None else None
         if leg is None or call is None:
@@ -165,14 +221,29 @@ class CdrDetails:
             if event.reason in _BY_A_PERSON:
                 source = "caller" if leg is call.origin else "callee"
             details["hangup_source"] = source
-        if self.leg_quality is not None:
-            try:
-                quality = self.leg_quality(leg.id)
-            except Exception:  # the CDR is written whatever the media plane says
-                log.exception("the media quality of leg %s could not be read", leg.id)
-                quality = None
-            if quality is not None:
-                details.setdefault("quality", {})[leg.id] = asdict(quality)
+
+    def _leg_answered(self, event: LegAnswered) -> None:
+        self._answered.add(event.leg.call_control_id)
+        if self._sampler is None or self._sampler.done():
+            self._sampler = asyncio.get_running_loop().create_task(
+                self._sample_quality(), name="CDR quality sampler"
+            )
+
+    async def _sample_quality(self) -> None:
+        """Every ``interval``, each answered leg's RTCP figures (while there are any legs)."""
+        while self._answered:
+            await asyncio.sleep(self.interval)
+            for leg_id in list(self._answered):
+                try:
+                    info = await self.controller.media.endpoint_info(leg_id)
+                except Exception:  # gone meanwhile, or the media plane refused: no sample
+                    log.debug("no RTCP figures for leg %s", leg_id, exc_info=True)
+                    continue
+                leg = self.controller.legs.get(leg_id)
+                if info.rtcp is None or leg is None or leg.call is None:
+                    continue
+                quality = LegQuality.from_rtcp(info.rtcp)
+                self._of(leg.call).setdefault("quality", {})[leg_id] = asdict(quality)
 
     def _joined(self, event: ParticipantJoined) -> None:
         leg = self.controller.legs.get(event.call_control_id)

@@ -44,7 +44,7 @@ from callbridge.api.context import Ctx, Principal
 from callbridge.api.errors import invalid
 from callbridge.api.pagination import MAX_PAGE_NUMBER, Page, PageMeta, meta
 from callbridge.api.schemas import iso
-from callbridge.cdr_details import LegQuality, call_quality_stats
+from callbridge.cdr_details import stored_quality_stats
 from callbridge.store import MAX_PAGE_SIZE, Cdr
 from callbridge.store.calls import CdrQuery
 from callbridge.vocabulary import EndReason
@@ -254,9 +254,6 @@ def _cause(reason: str) -> str:
 
 def detail_record(cdr: Cdr) -> dict[str, Any]:
     """A CDR as a detail record (see the module docstring for its fields)."""
-    quality = None
-    if cdr.quality:
-        quality = {leg: call_quality_stats(LegQuality(**q)) for leg, q in cdr.quality.items()}
     return {
         "record_type": RECORD_TYPE,
         "id": cdr.call_id,
@@ -279,7 +276,7 @@ def detail_record(cdr: Cdr) -> dict[str, Any]:
         "queue_wait_time_secs": cdr.queue_wait_secs,
         "conference_id": cdr.conference_id,
         "transferred_to": cdr.transferred_to,
-        "call_quality_stats": quality,
+        "call_quality_stats": stored_quality_stats(cdr.quality),
     }
 
 
