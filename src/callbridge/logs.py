@@ -31,13 +31,13 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from callbridge.core.call_events import StateChangedEvent
-from callbridge.core.events import LegAnswered, LegEnded, LegEvent, LegFacts, LegInitiated
-
 if TYPE_CHECKING:
+    from callbridge.core.call_events import StateChangedEvent
     from callbridge.core.controller import CallController
+    from callbridge.core.events import LegEvent, LegFacts
 
 __all__ = [
     "LIBRARIES",
@@ -134,13 +134,18 @@ class CallLog:
     """One INFO line per call lifecycle event (see the module docstring), from the bus."""
 
     def __init__(self, controller: CallController) -> None:
+        # Imported here: every CLI command imports this module (for --log-format), and only
+        # the server needs the core.
+        from callbridge.core.call_events import StateChangedEvent
+        from callbridge.core.events import LegAnswered, LegEnded, LegInitiated
+
         self.controller = controller
         self.log = logging.getLogger("callbridge.calls")
         bus = controller.bus
         self._unsubscribe = [
-            bus.subscribe(LegInitiated, self._leg),
-            bus.subscribe(LegAnswered, self._leg),
-            bus.subscribe(LegEnded, self._leg),
+            bus.subscribe(LegInitiated, partial(self._leg, "initiated")),
+            bus.subscribe(LegAnswered, partial(self._leg, "answered")),
+            bus.subscribe(LegEnded, partial(self._leg, "ended")),
             bus.subscribe(StateChangedEvent, self._state_changed),
         ]
 
@@ -148,12 +153,11 @@ class CallLog:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
 
-    def _leg(self, event: LegEvent) -> None:
+    def _leg(self, name: str, event: LegEvent) -> None:
         if not self.log.isEnabledFor(logging.INFO):
             return
-        name = {LegInitiated: "initiated", LegAnswered: "answered", LegEnded: "ended"}
-        reason = event.reason.value if isinstance(event, LegEnded) else None
-        self._write(name.get(type(event), type(event).__name__), event.leg, reason)
+        reason = getattr(event, "reason", None)  # LegEnded's EndReason
+        self._write(name, event.leg, reason.value if reason is not None else None)
 
     def _state_changed(self, event: StateChangedEvent) -> None:
         # A call's ringing is the one lifecycle step that no leg event tells.
