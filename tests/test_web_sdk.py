@@ -313,3 +313,10 @@ def test_the_page_is_told_when_its_call_is_recorded(video: dict[str, Any]) -> No
     assert r["record_start"]["isRecorded"] is True, r
     assert r["record_stop"]["isRecorded"] is False, r
     assert r["record_stop"]["events"] == [True, False], r  # the call's recording(on) events
+
+
+@pytest.mark.timeout(GROUP_LIMIT["video"] + 30)
+def test_the_softphone_lists_cameras_with_the_other_devices(video: dict[str, Any]) -> None:
+    r = flow(video, "softphone_devices")
+    assert r["label"] == "Camera" and r["cameras"] >= 2 and r["mics"] >= 2, r
+    assert r["alerts"] == [], r

@@ -13,7 +13,8 @@ call (blind) to carol, a Python SDK party that auto-answers with a 1000 Hz tone 
 what it hears, alice hangs up. What each page shows is read from the DOM at each step; audio
 is checked twice: RTP energy between the two pages (``getStats`` on ``call.peerConnection``),
 and carol's recording analysed for alice's 440 Hz (and not bob's 660 Hz). Screenshots go to
-``--shots`` (docs/img).
+``--shots``, or to ``$CALLBRIDGE_SCREENSHOTS`` (``docs/img`` re-takes the docs' pictures; see
+``browser/shots.py``).
 
 ``tls``: ``callbridge dev-cert`` makes a certificate, ``callbridge serve --tls-cert/--tls-key``
 serves it; Chromium trusts exactly that key (``--ignore-certificate-errors-spki-list``), loads
@@ -49,6 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 # tests/ on the path, as mypy sees it (mypy_path): scenario.py's Chromium flags and checks.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from browser.scenario import CHROMIUM, CHROMIUM_ARGS, loopback_only
+from browser.shots import screenshots_dir
 from callbridge.client import SAMPLE_RATE, BufferSink, Call, Phone, ToneSource
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user
@@ -504,11 +506,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["call", "tls"])
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds for everything")
-    parser.add_argument("--shots", type=Path, help="write screenshots here")
+    parser.add_argument(
+        "--shots", type=Path, help="write screenshots here (see browser/shots.py: not docs/)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="callbridge-phone-") as tmp:
-        scenario = PhoneScenario(Path(tmp), args.shots)
+        scenario = PhoneScenario(Path(tmp), screenshots_dir(args.shots))
+        scenario.result["shots_dir"] = str(scenario.shots) if scenario.shots else None
         run = scenario.run_call if args.mode == "call" else scenario.run_tls
         status = 0
 

@@ -259,9 +259,36 @@ async def recording_notice(kit: Kit) -> dict[str, Any]:
                     return {{isRecorded: c.isRecorded,
                             events: kit.log.filter(e => e[1] === 'recording').map(e => e[2])}}; }}""",
             )
-            await until(lambda on=on: call.is_recorded == (on == "true"), 5, "bob's notice")
+            recorded = on == "true"
+            await until(lambda: call.is_recorded == recorded, 5, "bob's notice")  # noqa: B023
     await kit.js(page, "() => kit.calls.c.hangup()")
     return out
+
+
+async def softphone_devices(kit: Kit) -> dict[str, Any]:
+    """The softphone page (/phone): its Devices panel lists the cameras next to the
+    microphones and speakers; choosing one shows no error."""
+    page = await kit.browser.new_page()
+    kit.pages["phone"] = page
+    try:
+        await page.goto(f"{kit.server.url}/phone")
+        await page.fill("#token", kit.users["alice"].token)
+        await page.click("#signin-button")
+        await page.wait_for_selector("#settings-toggle:not([hidden])")
+        await page.click("#settings-toggle")
+        await page.wait_for_function("document.querySelectorAll('#camera option').length > 1")
+        options = await page.eval_on_selector_all("#camera option", "os => os.map(o => o.value)")
+        await page.select_option("#camera", options[-1])
+        mics = await page.eval_on_selector_all("#mic option", "os => os.length")
+        label = await page.text_content("label[for=camera]")
+        await asyncio.sleep(0.3)  # an error would show by now
+        alerts = await page.eval_on_selector_all(
+            "#alerts .alert:not(.info) p", "ps => ps.map(p => p.textContent)"
+        )
+        return {"cameras": len(options) - 1, "mics": mics - 1, "label": label, "alerts": alerts}
+    finally:
+        del kit.pages["phone"]
+        await page.close()
 
 
 FLOWS: dict[str, Flow] = {
@@ -270,4 +297,5 @@ FLOWS: dict[str, Flow] = {
     "answer_video_as_audio": answer_video_as_audio,
     "switch_microphone": switch_microphone,
     "recording_notice": recording_notice,
+    "softphone_devices": softphone_devices,
 }

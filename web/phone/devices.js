@@ -1,8 +1,10 @@
 // @ts-check
 /**
- * The softphone's Devices panel: microphone and speaker lists and the input level meter.
- * The phone's `audioInput` / `audioOutput` (SDK options) choose the devices of the next call.
- * The meter listens to the chosen microphone while the Devices panel is open.
+ * The softphone's Devices panel: microphone, speaker and camera lists and the input level
+ * meter. A choice applies to the next call and to the calls in progress (the SDK's
+ * `setDevices`: the new microphone or camera replaces the old one with replaceTrack, the call
+ * goes on). The meter listens to the chosen microphone while the Devices panel is open.
+ * The camera list is made here (index.html has the microphone and speaker ones).
  * @module
  */
 
@@ -11,8 +13,46 @@ import { $, showError } from "/phone/ui.js";
 /** @type {{stream: MediaStream, context: AudioContext, frame: number}|null} */
 let meter = null;
 
+/** @type {any} the signed-in phone, for the change handlers */
+let current = null;
+
+/** The camera list, after the speaker one (once). */
+function cameraSelect() {
+  let select = /** @type {HTMLSelectElement|null} */ (document.getElementById("camera"));
+  if (select) return select;
+  const label = document.createElement("label");
+  label.htmlFor = "camera";
+  label.textContent = "Camera";
+  select = document.createElement("select");
+  select.id = "camera";
+  $("devices-hint").before(label, select);
+  return select;
+}
+
+/** Switch the calls in progress too; the phone.js handlers keep the choice for new calls. */
+function listen() {
+  if (document.getElementById("camera")) return;
+  const live = () => current && current.activeCalls.length > 0;
+  cameraSelect().addEventListener("change", (e) => {
+    const id = /** @type {HTMLSelectElement} */ (e.target).value;
+    if (!current) return;
+    if (id) current.setDevices({ videoInput: id }).catch((/** @type {any} */ err) => showError("Switching the camera", err));
+    else current.videoInput = null;
+  });
+  $("mic").addEventListener("change", (e) => {
+    const id = /** @type {HTMLSelectElement} */ (e.target).value || "default";
+    if (live()) current.setDevices({ audioInput: id }).catch((/** @type {any} */ err) => showError("Switching the microphone", err));
+  });
+  $("speaker").addEventListener("change", (e) => {
+    const id = /** @type {HTMLSelectElement} */ (e.target).value;
+    if (live() && id) current.setDevices({ audioOutput: id }).catch((/** @type {any} */ err) => showError("Switching the speaker", err));
+  });
+}
+
 /** @param {any} phone the SDK's Phone */
 export async function refreshDevices(phone) {
+  current = phone;
+  listen();
   await fillDevices(phone);
   if (!$("settings").hidden) await startMeter(phone);
 }
@@ -33,10 +73,12 @@ async function fillDevices(phone) {
   };
   fill("mic", "audioinput", phone.audioInput, "microphone");
   fill("speaker", "audiooutput", phone.audioOutput, "speaker");
+  cameraSelect();
+  fill("camera", "videoinput", phone.videoInput, "camera");
   const canPickSpeaker = "setSinkId" in HTMLMediaElement.prototype;
   /** @type {HTMLSelectElement} */ ($("speaker")).disabled = !canPickSpeaker;
   $("devices-hint").textContent = (canPickSpeaker ? "" : "This browser plays calls on its default speaker. ") +
-    "A new choice applies to the next call.";
+    "A new choice applies to the calls in progress and the next ones.";
 }
 
 /** @param {any} phone */
