@@ -8,8 +8,9 @@ or lets the ring timeout pass (``no-answer``).
 
 **Outgoing.** :meth:`Dialer.dial` rings every device of a user (``/ws`` sessions and
 registered SIP phones) in one :class:`~callbridge.core.ringgroup.RingGroup` (``call.incoming``
-with ``from`` as the application gave it; an INVITE to a phone). The group is each rung leg's ``ring_owner``: the first answer wins and
-:meth:`Dialer._connect` makes it the call's media leg; the others end ``answered-elsewhere``.
+with ``from`` as the application gave it; an INVITE to a phone). The group is each rung
+leg's ``ring_owner``: the first answer wins and :meth:`Dialer._connect` makes it the call's
+media leg; the others end ``answered-elsewhere``.
 When nobody answers in ``timeout_secs``, every device declines (``busy`` if one said busy) or
 the application hangs up first, the call ends with that reason. A user with no reachable
 device ends it at once (``failed``, offline).
