@@ -22,6 +22,7 @@ from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
 from callbridge.core.control import CallControl
 from callbridge.core.controller import CallController
+from callbridge.dashboard import install_dashboard
 from callbridge.drain import Drain, DrainMiddleware
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.fetch import configure_outbound
@@ -128,6 +129,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     install_api(app)
     install_phone(app)  # the softphone page at /phone (web/phone/)
+    install_dashboard(app)  # the operator dashboard at /dashboard (web/dashboard/)
     install_sdk(app)  # the browser SDK at /sdk/callbridge.js (web/sdk/)
     install_sip_ws(app)  # SIP over WebSocket at /sip (RFC 7118; docs/sip.md)
     install_metrics(app)  # Prometheus at /metrics, admin API key (docs/operations.md)

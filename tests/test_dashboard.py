@@ -1,0 +1,172 @@
+"""The operator dashboard (``/dashboard``, callbridge.dashboard): its JSON snapshot and live
+feed with a real call between two Python SDK phones on the suite's server, who may read it,
+and the page in real Chromium (tests/browser/dashboard_scenario.py, in a loopback-only
+namespace) showing a call that the scenario places and dropping it when the call ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from callbridge.store import Store
+from callbridge.testing.server import Server
+from conftest import MakeParty
+from parties import ALICE, BOB, connect
+from test_browser import _preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "tests" / "browser" / "dashboard_scenario.py"
+SHOTS = ROOT / "docs" / "img"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def call_of(state: dict[str, Any], call_id: str) -> dict[str, Any] | None:
+    return next((c for c in state["calls"] if c["id"] == call_id), None)
+
+
+async def snapshots(http: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
+    """The ``snapshot`` events of ``/dashboard/events`` (the client carries the cookie)."""
+    async with http.stream("GET", "/dashboard/events") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "snapshot":
+                yield json.loads(line.removeprefix("data: "))
+
+
+async def test_snapshot_and_feed_show_a_live_call_and_drop_it(
+    server: Server, store: Store, party: MakeParty
+) -> None:
+    admin = await store.create_api_key("dashboard-admin", admin=True, scope="read")
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        answer = await http.get("/dashboard/state", headers=bearer(admin))
+        assert answer.status_code == 200, answer.text
+        state = answer.json()
+        call = call_of(state, out.id)
+        assert call is not None, state["calls"]
+        assert call["state"] == "answered"
+        assert (call["from_user"], call["to_user"]) == (alice.user.name, bob.user.name)
+        assert call["to"] == bob.user.extension
+        assert {leg["user"] for leg in call["legs"]} == {alice.user.name, bob.user.name}
+        assert {leg["state"] for leg in call["legs"]} == {"active"}
+        users = {d["user"] for d in state["devices"] if d["kind"] == "ws"}
+        assert {alice.user.name, bob.user.name} <= users
+        assert state["account"] is None  # an admin key: every account
+        assert state["webhooks"]["pending"] >= 0 and "lag_secs" in state["webhooks"]
+
+        # The live feed: signed in by cookie (EventSource sends no headers), the call is in
+        # the first snapshot, and a snapshot without it follows the hangup.
+        signed = await http.post("/dashboard/session", headers=bearer(admin))
+        assert signed.status_code == 200, signed.text
+        assert "httponly" in signed.headers["set-cookie"].lower()
+        feed = snapshots(http)
+        first = await anext(feed)
+        assert call_of(first, out.id) is not None
+        await out.hangup()
+        await inc.wait_for("ended", timeout=5)
+        async with asyncio.timeout(5):
+            async for later in feed:
+                if call_of(later, out.id) is None:
+                    break
+        await feed.aclose()
+        # ... and the ended call is among the recent CDRs.
+        after = (await http.get("/dashboard/state", headers=bearer(admin))).json()
+        assert any(c["call_id"] == out.id for c in after["cdrs"]), after["cdrs"]
+
+
+async def test_who_may_read_the_dashboard(server: Server, store: Store, party: MakeParty) -> None:
+    other = await store.create_account("dashboard-other")
+    other_key = await store.create_api_key("other", account_id=other.id, scope="read")
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        anonymous = await http.get("/dashboard/state")
+        wrong = await http.get("/dashboard/state", headers=bearer("KEYnope"))
+        malformed = await http.get("/dashboard/state", headers={"authorization": "Basic x"})
+        no_cookie = await http.get("/dashboard/events")
+        http.cookies.set("callbridge_dashboard", "gone")
+        stale = await http.get("/dashboard/events")
+        http.cookies.clear()
+        sign_in = await http.post("/dashboard/session")
+        theirs = await http.get("/dashboard/state", headers=bearer(other_key))
+    assert anonymous.status_code == 401
+    assert "POST /dashboard/session" in anonymous.json()["errors"][0]["detail"]
+    assert wrong.status_code == 401
+    assert "unknown or revoked" in wrong.json()["errors"][0]["detail"]
+    assert malformed.status_code == 401
+    assert "Bearer" in malformed.json()["errors"][0]["detail"]
+    assert no_cookie.status_code == 401
+    assert stale.status_code == 401
+    assert "sign in again" in stale.json()["errors"][0]["detail"]
+    assert sign_in.status_code == 401
+    # Another account's key: its own (empty) account, none of the default account's calls,
+    # devices or CDRs, and not the shared webhook outbox.
+    assert theirs.status_code == 200, theirs.text
+    state = theirs.json()
+    assert state["account"] == other.id
+    assert state["calls"] == [] and state["devices"] == [] and state["cdrs"] == []
+    assert state["webhooks"] is None
+    await out.hangup()
+    await inc.wait_for("ended", timeout=5)
+
+
+def run_scenario(inner: float) -> dict[str, Any]:
+    """Run dashboard_scenario.py in a loopback-only namespace; its ``RESULT``, parsed."""
+    _preflight()
+    command = [sys.executable, str(SCENARIO), "--timeout", str(inner), "--shots", str(SHOTS)]
+    inner_cmd = "ip link set lo up && exec " + shlex.join(command)
+    cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--", "sh", "-c", inner_cmd]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=inner + 15, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        pytest.fail(f"dashboard_scenario was killed after {inner + 15} s\n{err}", pytrace=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        pytest.fail(
+            f"dashboard_scenario printed no RESULT (exit {proc.returncode})\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}",
+            pytrace=False,
+        )
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
+@pytest.mark.timeout(75)
+def test_the_page_shows_a_live_call_and_drops_it_when_it_ends() -> None:
+    r = run_scenario(50)
+    shown = json.dumps(r, indent=1, default=str)[-8000:]
+    assert r["error"] is None, f"the scenario failed:\n{r['error']}\n{shown}"
+    assert r["interfaces"] == ["lo"], "not in a loopback-only namespace"
+    s = r["steps"]
+    assert s["refused"]["error"] and "unknown or revoked" in s["refused"]["error"], s["refused"]
+    assert s["signed_in"]["status"].startswith("Live"), s["signed_in"]
+    live = s["call_live"]
+    assert len(live["calls"]) == 1, live
+    row = live["calls"][0]
+    assert "alice" in row[0] and "bob" in row[1] and row[2] == "answered", row
+    assert {"alice", "bob"} <= set(live["devices"]), live
+    ended = s["call_ended"]
+    assert ended["calls"] == [], ended
+    assert ended["cdrs"] and "alice" in ended["cdrs"][0][1], ended
+    assert not r["console_errors"], r["console_errors"]
+    assert r["server_traceback"] is False, r["server_log_tail"]
