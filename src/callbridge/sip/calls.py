@@ -138,6 +138,20 @@ class SipCalls:
         """Take INVITEs from the stack and ring users' SIP contacts on their calls."""
         self.stack.on("INVITE", self._on_invite)
         self.controller.device_finders.append(self.devices_of)
+        self.stack.transports.in_use = self.flow_in_use
+
+    async def flow_in_use(self, flow: Flow) -> bool:
+        """Whether a quiet TCP/TLS connection must stay open (the transports close it when
+        not): a call's INVITE or dialog is on it, or a live registration was made over it (the
+        phone is reached that way, RFC 5626 §5). Transactions need no check: none outlives
+        64*T1 of silence, far less than the idle timeout."""
+        for leg in self.legs.values():
+            flows = (leg.flow, leg.incoming.flow if leg.incoming else None)
+            if flow in flows or (leg.dialog is not None and leg.dialog.flow is flow):
+                return True
+        connection = f"{flow.transport} {flow.remote[0]}:{flow.remote[1]}"
+        bindings = await self.registrar.store.bindings()
+        return any(b.connection_id == connection for b in bindings)
 
     async def devices_of(self, user_name: str) -> list[Device]:
         """A device for each live registration of the user (what a call to it rings)."""

@@ -21,6 +21,11 @@ another: every error is confined to its flow.
 
 Over UDP, a datagram is one message; an empty or whitespace-only datagram (a keep-alive) is
 dropped.
+
+A TCP/TLS connection with no traffic either way for :data:`IDLE_TIMEOUT` seconds is closed,
+unless the layer's ``in_use`` check says something still needs it (a registration reached
+over it, a call on it): RFC 5626 §3.5.1 keep-alives (CRLFCRLF) count as traffic, so a phone
+that sends them keeps its connection.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import contextlib
 import dataclasses
 import logging
 import ssl
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import ClassVar, cast
 
 from callbridge.abuse import SourceGuard
@@ -56,9 +62,11 @@ MAX_MESSAGE_BYTES = 64 * 1024  # one SIP message on any transport (docs/security
 UDP_MTU_LIMIT = 1300  # §18.1.1: larger requests to a UDP destination go over TCP
 CONNECT_TIMEOUT = 5.0  # seconds to open a TCP/TLS connection to a peer
 PONG = b"\r\n"  # the answer to a keep-alive PING (RFC 5626 §3.5.1)
+IDLE_TIMEOUT = 300.0  # seconds without traffic before an unused TCP/TLS connection is closed
 
 Receiver = Callable[[bytes, "Flow"], None]
 FramingHandler = Callable[[SipParseError, "Flow"], None]
+InUse = Callable[["Flow"], Awaitable[bool]]
 
 
 class Flow(ABC):
@@ -149,6 +157,7 @@ class StreamFlow(Flow, asyncio.Protocol):
         self._stream: asyncio.Transport | None = None
         self._framer = StreamFramer(dataclasses.replace(STREAM_LIMITS, max_message_bytes=limit))
         self._closed = False
+        self.last_traffic = time.monotonic()  # a message or keep-alive, either way
 
     @property
     def closed(self) -> bool:
@@ -181,6 +190,7 @@ class StreamFlow(Flow, asyncio.Protocol):
             self.layer.guard.disconnect(self.remote[0])
 
     def data_received(self, data: bytes) -> None:
+        self.last_traffic = time.monotonic()
         for item in self._framer.feed(data):
             if self._closed:
                 return
@@ -195,6 +205,7 @@ class StreamFlow(Flow, asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         if self._stream is not None and not self._closed:
+            self.last_traffic = time.monotonic()
             self._stream.write(data)
 
     def close(self) -> None:
@@ -218,8 +229,12 @@ class Transports:
         *,
         limit: int = MAX_MESSAGE_BYTES,
         guard: SourceGuard | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.receiver = receiver
+        self.idle_timeout = idle_timeout  # 0: connections are never closed for idleness
+        self.in_use: InUse | None = None  # does anything still need this quiet connection?
+        self._sweeper: asyncio.Task[None] | None = None
         self.guard = guard  # caps accepted TCP/TLS connections per source address
         self.on_framing_error = on_framing_error
         self.limit = limit
@@ -272,6 +287,30 @@ class Transports:
 
     def add_flow(self, flow: Flow) -> None:
         self.flows[(flow.transport, flow.remote)] = flow
+        if isinstance(flow, StreamFlow) and self._sweeper is None and self.idle_timeout > 0:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close stream connections idle for ``idle_timeout`` that nothing uses (checked a
+        few times per timeout, so one closes between 1 and 1.25 timeouts after its traffic)."""
+        while True:
+            await asyncio.sleep(max(0.05, self.idle_timeout / 4))
+            now = time.monotonic()
+            for flow in list(self.flows.values()):
+                if not isinstance(flow, StreamFlow) or flow.closed:
+                    continue
+                if now - flow.last_traffic < self.idle_timeout:
+                    continue
+                try:
+                    needed = self.in_use is not None and await self.in_use(flow)
+                except Exception:  # an unanswerable check keeps the connection (the safe side)
+                    log.exception("SIP: checking whether %s is in use failed", flow)
+                    needed = True
+                if not needed and not flow.closed and flow.last_traffic <= now:
+                    idle = now - flow.last_traffic
+                    log.info("SIP %s %s:%d idle for %.0f s; closing", flow.transport,
+                             *flow.remote, idle)  # fmt: skip
+                    flow.close()
 
     def remove_flow(self, flow: Flow) -> None:
         key = (flow.transport, flow.remote)
@@ -330,6 +369,11 @@ class Transports:
         self._client_tls = context
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for server in self._servers.values():
             server.close()
         for flow in list(self.flows.values()):
