@@ -5,6 +5,7 @@ files, and a real server whose command line holds no secret."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import httpx
@@ -33,7 +34,7 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test run's own CALLBRIDGE_* variables must not leak into these parses."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(settings.ENV_PREFIX):
             monkeypatch.delenv(name)
 
