@@ -282,9 +282,7 @@ def _counter(name: str, documentation: str, value: float) -> Metric:
 
 
 def _engine_of(runtime: Runtime) -> AsyncEngine:
-    # The store keeps its engine private; timing statements is the one outside use.
-    engine: AsyncEngine = runtime.store._engine
-    return engine
+    return runtime.store.engine
 
 
 def install_metrics(app: FastAPI) -> None:

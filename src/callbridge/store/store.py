@@ -63,6 +63,7 @@ from callbridge.store.schema import (
 )
 from callbridge.store.sip import SipRepository
 from callbridge.store.tenancy import TenancyRepository
+from callbridge.store.trunks import TrunkRepository
 
 __all__ = ["API_KEY_PREFIX", "Store"]
 
@@ -82,6 +83,7 @@ class Store(
     TenancyRepository,
     SipRepository,
     IdentityRepository,
+    TrunkRepository,
 ):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
@@ -107,6 +109,11 @@ class Store(
             await engine.dispose()
             raise
         return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine, for instrumentation (callbridge.metrics times statements)."""
+        return self._engine
 
     async def close(self) -> None:
         await self._engine.dispose()
