@@ -248,6 +248,12 @@ class NumberRow(Base):
     number: Mapped[str] = mapped_column(String(16), primary_key=True)
     account_id: Mapped[str] = _account_id()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Where inbound calls to it go (issue 12, callbridge.trunks.NumberRoute): None, or
+    # user/application/conference/queue and its name or id; allow_outbound: such a call may
+    # be sent on through a trunk.
+    target_kind: Mapped[str | None] = mapped_column(String(16))
+    target_id: Mapped[str | None] = mapped_column(String(255))
+    allow_outbound: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class MediaRow(Base):
