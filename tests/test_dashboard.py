@@ -10,7 +10,7 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def call_of(state: dict[str, Any], call_id: str) -> dict[str, Any] | None:
     return next((c for c in state["calls"] if c["id"] == call_id), None)
 
 
-async def snapshots(http: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
+async def snapshots(http: httpx.AsyncClient) -> AsyncGenerator[dict[str, Any]]:
     """The ``snapshot`` events of ``/dashboard/events`` (the client carries the cookie)."""
     async with http.stream("GET", "/dashboard/events") as stream:
         assert stream.status_code == 200

@@ -236,7 +236,7 @@ async def _devices(rt: Runtime, now: datetime) -> list[dict[str, Any]]:
                 "account_id": binding.account_id,
             }
         )
-    return rows
+    return sorted(rows, key=lambda d: (d["user"], d["kind"], d["id"]))
 
 
 async def _cdrs(rt: Runtime, account: str | None) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ const KEY = "callbridge.dashboard.key";
 const $ = (id) => document.getElementById(id);
 let source = null;
 let retry = null;
+let last = null;  // the last snapshot, re-rendered each second (durations tick)
+let skew = 0;  // this clock minus the server's, at the last snapshot
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -24,6 +26,11 @@ function duration(secs) {
   const m = Math.floor(secs / 60), s = secs % 60;
   return m >= 60 ? `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`
     : `${m}:${String(s).padStart(2, "0")}`;
+}
+
+// Seconds since ``iso`` by the server's clock (a snapshot's figures are as old as it is).
+function since(iso) {
+  return iso ? Math.max(0, Math.floor((Date.now() - skew - Date.parse(iso)) / 1000)) : null;
 }
 
 function time(iso) {
@@ -57,7 +64,7 @@ function renderCalls(calls) {
     c.from_user ? `${c.from} (${c.from_user})` : c.from,
     c.to_user ? `${c.to} (${c.to_user})` : c.to,
     badge(c.state),
-    duration(c.duration_secs),
+    duration(since(c.answered_at)),
     c.legs.map((l) => `${l.user}: ${l.state}${l.muted ? " (muted)" : ""}`).join(", "),
     [c.application && `app ${c.application}`, c.queue && `queue ${c.queue}`,
       c.conference && `conf ${c.conference}`].filter(Boolean).join(" · ") || "–",
@@ -69,7 +76,7 @@ function renderConferences(conferences) {
     const box = el("div", null, "conf");
     box.dataset.id = conf.id;
     const title = el("h3", `${conf.name} `);
-    title.append(el("span", `${conf.kind} · ${duration(conf.age_secs)}` +
+    title.append(el("span", `${conf.kind} · ${duration(since(conf.created_at))}` +
       (conf.recording ? " · recording" : ""), "flags"));
     const list = el("ul");
     for (const m of conf.members) {
@@ -169,7 +176,9 @@ function listen(key, scope) {
   source = new EventSource("/dashboard/events");
   source.addEventListener("snapshot", (event) => {
     setStatus("live", `Live · ${scope}`);
-    render(JSON.parse(event.data));
+    last = JSON.parse(event.data);
+    skew = Date.now() - Date.parse(last.at);
+    render(last);
   });
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) {
@@ -195,6 +204,8 @@ $("signout").addEventListener("click", async () => {
   showBoard(false);
   setStatus("signed-out", "Signed out");
 });
+
+setInterval(() => { if (last && !$("board").hidden) render(last); }, 1000);
 
 const saved = sessionStorage.getItem(KEY);
 if (saved) signIn(saved);
