@@ -62,6 +62,10 @@ class ErrorCode(StrEnum):
     INVALID_AUDIO = "invalid_audio"
     DRAINING = "draining"
     RATE_LIMITED = "rate_limited"
+    TRUNK_NOT_ALLOWED = "trunk_not_allowed"
+    DESTINATION_BLOCKED = "destination_blocked"
+    TOO_MANY_CALLS = "too_many_calls"
+    CALL_RATE_EXCEEDED = "call_rate_exceeded"
     INTERNAL = "internal_error"
 
 
@@ -171,6 +175,27 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
     ErrorCode.RATE_LIMITED: ErrorInfo(
         "Too many failed logins came from this address in the last minute.",
         "Wait the seconds the message names, then log in with a valid token.",
+    ),
+    ErrorCode.TRUNK_NOT_ALLOWED: ErrorInfo(
+        "Only an authenticated user, an application of the trunk's account, or a call arriving "
+        "on a number that allows it may place a call through a SIP trunk.",
+        "Log in as a user of the trunk's account, dial from its application, or allow the "
+        "number to send calls on (callbridge numbers add … --allow-outbound).",
+    ),
+    ErrorCode.DESTINATION_BLOCKED: ErrorInfo(
+        "The account's dial policy does not let calls reach this destination through a trunk "
+        "(a denied prefix such as a premium-rate range, or one outside the allow-list).",
+        "Dial another number, or change the account's allow/deny prefixes "
+        "(callbridge routes policy).",
+    ),
+    ErrorCode.TOO_MANY_CALLS: ErrorInfo(
+        "The caller or the trunk has as many calls through trunks up as it may.",
+        "Hang up a call first, or raise the limit (the trunk's max_calls, the account's "
+        "user_max_calls).",
+    ),
+    ErrorCode.CALL_RATE_EXCEEDED: ErrorInfo(
+        "The caller or the trunk placed as many trunk calls in the last minute as it may.",
+        "Wait the seconds the message names, or raise calls_per_minute.",
     ),
     ErrorCode.INTERNAL: ErrorInfo(
         "The server failed unexpectedly; the failure is logged.",

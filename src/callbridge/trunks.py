@@ -12,8 +12,9 @@
   ``inbound_username``/``inbound_password``: digest credentials the carrier answers our
   challenge with), ``codecs`` (names in preference order, e.g. ``("PCMU", "PCMA")``),
   ``options_interval`` (seconds between OPTIONS health checks, 0: none), ``max_calls`` and
-  ``calls_per_minute`` (None: no limit of the trunk's own), ``send_pai`` and ``privacy``
-  (RFC 3325: send ``P-Asserted-Identity``; ``Privacy: id`` when ``privacy == "id"``).
+  ``calls_per_minute`` (None: no limit of the trunk's own; a new trunk gets 10 and 60),
+  ``send_pai`` and ``privacy`` (RFC 3325: send ``P-Asserted-Identity``; ``Privacy: id``
+  when ``privacy == "id"``).
   The server writes ``registration_state`` (:data:`REGISTRATION_STATES`) and ``health``
   (:data:`HEALTH_STATES`) through :meth:`TrunkDirectory.set_registration_state` and
   :meth:`TrunkDirectory.set_health`; ``callbridge trunks list`` and
@@ -58,11 +59,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CODECS",
+    "DEFAULT_TRUNK_CALLS_PER_MINUTE",
+    "DEFAULT_TRUNK_MAX_CALLS",
     "HEALTH_STATES",
     "NUMBER_TARGETS",
     "PRIVACY_VALUES",
     "REGISTRATION_STATES",
     "TRANSPORTS",
+    "DialPolicy",
     "NumberRoute",
     "OutboundRoute",
     "Trunk",
@@ -86,6 +90,9 @@ HEALTH_STATES: tuple[str, ...] = ("unknown", "up", "down")
 DEFAULT_CODECS: tuple[str, ...] = ("PCMU", "PCMA")
 KNOWN_CODECS: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus", "telephone-event")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}  # RFC 3261 §19.1.2
+# What a new trunk gets unless told otherwise (toll-fraud safety on by default; None: no limit).
+DEFAULT_TRUNK_MAX_CALLS = 10
+DEFAULT_TRUNK_CALLS_PER_MINUTE = 60
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 # A DNS name (RFC 1123 labels) or an IPv4 literal; IPv6 literals are checked by ipaddress.
@@ -154,6 +161,18 @@ class NumberRoute:
     target_id: str | None = None
     allow_outbound: bool = False  # calls arriving here may be sent on through a trunk
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialPolicy:
+    """An account's toll-fraud settings (:mod:`callbridge.core.tollfraud`); an account with
+    none stored has these defaults."""
+
+    account_id: str
+    allow_prefixes: tuple[str, ...] | None = None  # None: every destination not denied
+    deny_prefixes: tuple[str, ...] = ("+1900", "+1976")  # NANP premium-rate ranges
+    user_max_calls: int = 2  # a user's (or an inbound number's) concurrent trunk calls
+    user_calls_per_minute: int = 10
 
 
 @dataclass(frozen=True, slots=True)

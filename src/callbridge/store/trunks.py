@@ -20,7 +20,7 @@ SIP side read it; listings and REST answers never show it (``docs/security.md``)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -35,11 +35,14 @@ from callbridge.store.schema import DEFAULT_ACCOUNT_ID, Base, NumberRow, UTCDate
 from callbridge.trunks import (
     DEFAULT_CODECS,
     DEFAULT_PORTS,
+    DEFAULT_TRUNK_CALLS_PER_MINUTE,
+    DEFAULT_TRUNK_MAX_CALLS,
     HEALTH_STATES,
     NUMBER_TARGETS,
     PRIVACY_VALUES,
     REGISTRATION_STATES,
     TRANSPORTS,
+    DialPolicy,
     NumberRoute,
     OutboundRoute,
     Trunk,
@@ -51,7 +54,6 @@ from callbridge.trunks import (
 )
 
 __all__ = [
-    "DialPolicy",
     "DialPolicyRow",
     "OutboundRouteNotFound",
     "OutboundRouteRow",
@@ -143,17 +145,6 @@ class DialPolicyRow(Base):
     user_max_calls: Mapped[int] = mapped_column(Integer)
     user_calls_per_minute: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-@dataclass(frozen=True, slots=True)
-class DialPolicy:
-    """An account's toll-fraud settings (see :mod:`callbridge.core.tollfraud`)."""
-
-    account_id: str
-    allow_prefixes: tuple[str, ...] | None = None  # None: every destination not denied
-    deny_prefixes: tuple[str, ...] = ("+1900", "+1976")  # NANP premium-rate ranges
-    user_max_calls: int = 2
-    user_calls_per_minute: int = 10
 
 
 _TRUNK_FIELDS = frozenset(
@@ -343,8 +334,8 @@ class TrunkRepository(Repository):
             inbound_password=checked.get("inbound_password"),
             codecs=checked.get("codecs", ",".join(DEFAULT_CODECS)),
             options_interval=checked.get("options_interval", 30),
-            max_calls=checked.get("max_calls"),
-            calls_per_minute=checked.get("calls_per_minute"),
+            max_calls=checked.get("max_calls", DEFAULT_TRUNK_MAX_CALLS),
+            calls_per_minute=checked.get("calls_per_minute", DEFAULT_TRUNK_CALLS_PER_MINUTE),
             send_pai=checked.get("send_pai", False),
             privacy=checked.get("privacy", "none"),
             registration_state="registering" if checked.get("register") else "off",
