@@ -18,6 +18,7 @@ from fastapi import FastAPI, WebSocket
 from callbridge import __version__, logs, recovery
 from callbridge.api import ApiContext, WebhookEvents, install_api
 from callbridge.api.limits import install_limits
+from callbridge.apidocs import install_docs
 from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
 from callbridge.core.control import CallControl
@@ -126,8 +127,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="Programmable voice: the REST call-control API under /v2 (compatible "
         "with the official telnyx SDKs; see docs/api.md) and WebSocket signalling at /ws "
         "(docs/protocol.md).",
+        docs_url=None,  # /docs and /redoc come from install_docs, with local assets
+        redoc_url=None,
     )
     install_api(app)
+    install_docs(app)  # /docs (Swagger UI) and /redoc, working offline (callbridge.apidocs)
     install_phone(app)  # the softphone page at /phone (web/phone/)
     install_dashboard(app)  # the operator dashboard at /dashboard (web/dashboard/)
     install_sdk(app)  # the browser SDK at /sdk/callbridge.js (web/sdk/)
