@@ -583,14 +583,16 @@ class _Collector(asyncio.DatagramProtocol):
         self.got.put_nowait((data, (addr[0], addr[1])))
 
 
+@pytest.mark.parametrize("srtp", [False, True])
 async def test_rtcp_sender_reports_go_out_and_receiver_reports_are_kept(
-    media: Any, monkeypatch: pytest.MonkeyPatch
+    media: Any, monkeypatch: pytest.MonkeyPatch, srtp: bool
 ) -> None:
     """RFC 3550 6.4 on a plain leg: the phone's SDP names a separate RTCP port (``a=rtcp``,
     RFC 3605); the server, sending hold music and receiving the phone's tone, sends it an SR
     (its packet and octet counts, a report block on the phone's stream) with an SDES CNAME;
     the phone's RR about the server's stream (25 % lost, 12 packets, jitter 80 at 8 kHz, LSR of
-    that SR) is kept on the leg: loss, jitter and a round trip in ``endpoint_info().rtcp``."""
+    that SR) is kept on the leg: loss, jitter and a round trip in ``endpoint_info().rtcp``.
+    Under SDES-SRTP both go as SRTCP (RFC 3711 section 3.4), each side's key."""
     from aiortc.rtp import (
         RtcpPacket,
         RtcpReceiverInfo,
@@ -611,15 +613,17 @@ async def test_rtcp_sender_reports_go_out_and_receiver_reports_are_kept(
     rtcp_port = transport.get_extra_info("sockname")[1]
     phone = await _phone()
     try:
-        offer = phone.offer() + f"a=rtcp:{rtcp_port}\r\n"
+        offer = phone.offer(srtp=srtp) + f"a=rtcp:{rtcp_port}\r\n"
         answer = await server.answer_rtp("rc", offer)
-        phone.use_answer(answer)
+        phone.use_answer(answer, srtp=srtp)
         await server.play("rc", "hold-music")
         phone.start()
         sr: RtcpSrPacket | None = None
         async with asyncio.timeout(5):
             while sr is None or not sr.reports:
                 data, source = await collector.got.get()
+                if phone.srtp_in is not None:
+                    data = phone.srtp_in.unprotect_rtcp(data)
                 packets = RtcpPacket.parse(data)
                 assert any(isinstance(p, RtcpSdesPacket) for p in packets), packets
                 sr = next((p for p in packets if isinstance(p, RtcpSrPacket)), None)
@@ -632,7 +636,8 @@ async def test_rtcp_sender_reports_go_out_and_receiver_reports_are_kept(
             ssrc=sr.ssrc, fraction_lost=64, packets_lost=12, highest_sequence=1000,
             jitter=80, lsr=lsr, dlsr=0,
         )  # fmt: skip
-        transport.sendto(bytes(RtcpRrPacket(ssrc=phone._ssrc, reports=[block])), source)
+        rr = bytes(RtcpRrPacket(ssrc=phone._ssrc, reports=[block]))
+        transport.sendto(phone.srtp_out.protect_rtcp(rr) if phone.srtp_out else rr, source)
         async with asyncio.timeout(5):
             while (info := await server.endpoint_info("rc")).rtcp.reports_received == 0:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
