@@ -133,6 +133,7 @@ class SipCalls:
         self._callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
         self.in_dialog = CallDialogs(stack, controller, self._bye_received)
         self._dtmf_locks: dict[str, asyncio.Lock] = {}  # core leg id -> its digits in order
+        self._bound_connections: tuple[float, set[str]] = (-1e9, set())  # flow_in_use's cache
 
     def attach(self) -> None:
         """Take INVITEs from the stack and ring users' SIP contacts on their calls."""
@@ -150,8 +151,13 @@ class SipCalls:
             if flow in flows or (leg.dialog is not None and leg.dialog.flow is flow):
                 return True
         connection = f"{flow.transport} {flow.remote[0]}:{flow.remote[1]}"
-        bindings = await self.registrar.store.bindings()
-        return any(b.connection_id == connection for b in bindings)
+        loop = asyncio.get_running_loop()
+        taken_at, connections = self._bound_connections
+        if loop.time() - taken_at > 1.0:  # one query serves a whole sweep of idle connections
+            bindings = await self.registrar.store.bindings()
+            connections = {b.connection_id for b in bindings if b.connection_id}
+            self._bound_connections = (loop.time(), connections)
+        return connection in connections
 
     async def devices_of(self, user_name: str) -> list[Device]:
         """A device for each live registration of the user (what a call to it rings)."""
