@@ -45,6 +45,7 @@ from callbridge.api.context import ApiContext
 from callbridge.api.errors import unauthorized
 from callbridge.core.events import Event
 from callbridge.dashboard_state import snapshot
+from callbridge.drain import Drain, DrainState
 from callbridge.store.accounts import ApiPrincipal
 from callbridge.websdk import web_dir
 
@@ -63,6 +64,7 @@ TICKET_SECONDS = 8 * 3600  # a working day; the page signs in again with its key
 MAX_TICKETS = 1000  # the oldest go first beyond this (each sign-in makes one)
 MIN_INTERVAL = 0.4  # seconds between two pushes: a burst of events is one snapshot
 HEARTBEAT = 5.0  # seconds: a push even without events (durations, registrations, outbox)
+DRAIN_POLL = 0.25  # seconds between two looks at the drain while the server drains
 STREAM_SECONDS = 300.0  # a stream ends after this; EventSource reconnects with the cookie
 
 # The page needs its own origin only (EventSource and fetch to /dashboard/*).
@@ -227,6 +229,7 @@ async def _stream(
 ) -> AsyncIterator[str]:
     """Snapshots as SSE: at once, then after changes (coalesced) and on the heartbeat."""
     runtime = request.app.state.runtime
+    drain: Drain | None = getattr(request.app.state, "drain", None)
     changed = asyncio.Event()
 
     def on_event(_: Event) -> None:
@@ -244,10 +247,15 @@ async def _stream(
             body: dict[str, Any] = await snapshot(runtime, scope)
             yield f"event: snapshot\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
             pushed = loop.time()
+            # While the server drains, look often: the stream must end as soon as the drain
+            # is done, or it would hold up the server's stop (uvicorn waits for responses).
+            draining = drain is not None and drain.draining
             try:
-                await asyncio.wait_for(changed.wait(), HEARTBEAT)
+                await asyncio.wait_for(changed.wait(), DRAIN_POLL if draining else HEARTBEAT)
             except TimeoutError:
                 pass
+            if drain is not None and drain.state is DrainState.DONE:
+                return
             wait = MIN_INTERVAL - (loop.time() - pushed)
             if wait > 0:
                 await asyncio.sleep(wait)  # the rest of a burst joins this push
