@@ -86,8 +86,8 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                     )  # fmt: skip
             async with async_playwright() as pw:
                 extra = group_args(args.group, Path(tmp))
-                names = {a.split("=", 1)[0] for a in extra}
-                launch_args = [a for a in CHROMIUM_ARGS if a.split("=", 1)[0] not in names]
+                replaced = {a.split("=", 1)[0] for a in extra}
+                launch_args = [a for a in CHROMIUM_ARGS if a.split("=", 1)[0] not in replaced]
                 browser = await pw.chromium.launch(
                     executable_path=CHROMIUM,
                     headless=True,
