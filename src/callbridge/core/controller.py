@@ -146,6 +146,8 @@ class CallController:
         # Application calls (core.appcalls) hook in here: a router for destinations that an
         # application owns.
         self.router: CallRouter | None = None
+        # SIP trunks (sip/trunk_calls.py): E.164 destinations no application or user owns.
+        self.trunk_router: CallRouter | None = None
         # Devices kept outside this registry (SIP bindings live in the store): each finder
         # returns the user's devices to ring on a call (``ringable_devices``).
         self.device_finders: list[DeviceFinder] = []

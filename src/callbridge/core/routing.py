@@ -113,6 +113,10 @@ class Routing:
         if not origin.live:
             return
         if target is None:
+            # Out through a SIP trunk (issue 12: after applications and users).
+            trunks = c.trunk_router
+            if trunks is not None and await trunks.route(call, destination):
+                return
             await self._fail(call, f"no user has the extension, number or name {destination!r}")
             return
         call.callee_name = target.name
@@ -156,7 +160,9 @@ class Routing:
         origin = call.origin
         if not call.ended:
             call.transition(CallState.ANSWERED, cause=leg.id)
-            if not await c.accept_answer(leg, sdp, req_id):
+            # A trunk leg's early media (183 + SDP) already applied the answer (trunk_calls).
+            applied = getattr(leg.device, "answer_applied", False)
+            if not applied and not await c.accept_answer(leg, sdp, req_id):
                 await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
                 return
         info = await c.endpoint_info(leg)

@@ -1,0 +1,489 @@
+"""Calls through SIP trunks (issue 12): the carrier leg of an outbound call.
+
+An E.164 destination that no application or local user owns reaches :meth:`TrunkCalls.route`
+(``core/routing.py`` asks ``controller.trunk_router`` after applications and users). The
+account's outbound route with the longest matching prefix names the trunks, in failover
+order (:meth:`callbridge.trunks.TrunkDirectory.routes_for`); trunks the OPTIONS health check
+marked ``down`` are skipped. The toll-fraud policy is asked first: a refusal fails the
+caller's call with the policy's error and no INVITE leaves.
+
+The carrier leg is a core leg rung through a one-device ring group, like a registered phone's
+(:mod:`callbridge.sip.calls`), on a :class:`TrunkDevice`::
+
+    core CallIncoming ─► INVITE (plain RTP offer, restricted to the trunk's codecs) to the
+                         trunk's host or outbound proxy; Request-URI sip:+E164@host
+                         P-Asserted-Identity / Privacy: id when the trunk says (RFC 3325)
+    401/407           ─► the same INVITE with digest credentials (sip/digest_client.py)
+    183/180 + SDP     ─► early media: the answer is applied and the caller bridged to the
+                         carrier at once (RFC 3960 §3.1), the server's ringback stops
+    2xx               ─► core answer (the dialog then works as a phone's: hold, DTMF,
+                         REFER, BYE — sip/call_dialog.py)
+    503 / 408 / no answer to the INVITE (Timer B) ─► the next trunk of the route
+                         (not after early media: the caller already hears that carrier)
+    486/600 ─► busy, 480/408/timeout ─► no-answer, 603 ─► rejected, others ─► failed
+                         (seed 001's end reasons); the status is the call's SIP cause
+
+The SIP status that ended the carrier leg is kept as ``sip_causes[core call id]`` for the
+CDR and the ``call.hangup`` webhook (``sip_hangup_cause``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections import OrderedDict
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from callbridge.core.calls import Call, Caller, CallState, LegState
+from callbridge.core.events import (
+    CallDtmf,
+    CallEnded,
+    CallHeld,
+    CallIncoming,
+    CallResumed,
+    CallRinging,
+    CommandFailed,
+    DeviceEvent,
+    LegInitiated,
+)
+from callbridge.core.ringgroup import RingState
+from callbridge.core.tenancy import account_of
+from callbridge.core.tollfraud import Placer, TollFraudGuard
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
+from callbridge.sip.call_dialog import CallDialogs, SipLeg, quiet
+from callbridge.sip.device import SipDevice
+from callbridge.sip.digest_client import AUTH_STATUSES, DigestSession
+from callbridge.sip.message import Headers, Request, Response
+from callbridge.vocabulary import EndReason
+
+if TYPE_CHECKING:
+    from callbridge.core.controller import CallController
+    from callbridge.sip.stack import SipStack, Target
+    from callbridge.trunks import Trunk, TrunkDirectory
+
+__all__ = [
+    "E164",
+    "FAILOVER_STATUSES",
+    "TrunkCalls",
+    "TrunkDevice",
+    "reason_of_carrier_status",
+    "restrict_codecs",
+]
+
+log = logging.getLogger(__name__)
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+FAILOVER_STATUSES = frozenset({408, 503})  # a next trunk may succeed (issue 12); not 486/603/404
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
+_CAUSES_KEPT = 1000
+
+
+def reason_of_carrier_status(status: int) -> EndReason:
+    """Seed 001's end reason for a carrier's final failure."""
+    if status in (486, 600):
+        return EndReason.BUSY
+    if status in (408, 480):
+        return EndReason.NO_ANSWER
+    if status == 603:
+        return EndReason.REJECTED
+    return EndReason.FAILED
+
+
+def placer_of(device: Any, account_id: str) -> Placer:
+    """Who places a call from ``device``, for the toll-fraud rules: an application's device,
+    a call that came in from a trunk on a number (``inbound_number``), else a user (a
+    ``/ws`` session's token or a phone's SIP digest authenticated it)."""
+    application = getattr(device, "application", None)
+    if application is not None:
+        return Placer("application", str(application.id), account_id, source=device.id)
+    number = getattr(device, "inbound_number", None)
+    if number is not None:
+        return Placer(
+            "inbound",
+            number.e164,
+            account_id,
+            source=device.id,
+            authenticated=False,
+            allow_outbound=number.allow_outbound,
+        )
+    return Placer("user", device.user_name, account_id, source=device.id)
+
+
+def restrict_codecs(sdp: str, codecs: tuple[str, ...]) -> str:
+    """The offer with only the trunk's codecs (and telephone-event) on its audio m-line, in
+    the trunk's order; the SDP unchanged when that would leave no codec."""
+    wanted = [c.lower() for c in codecs]
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    names: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("a=rtpmap:"):
+            pt, _, rest = line[9:].partition(" ")
+            names[pt] = rest.split("/")[0].lower()
+    static = {"0": "pcmu", "8": "pcma", "9": "g722"}
+    out: list[str] = []
+    keep: set[str] = set()
+    for line in lines:
+        if line.startswith("m=audio "):
+            head = line.split(" ")
+            fmts = head[3:]
+            chosen = [f for f in fmts if names.get(f, static.get(f, "")) in wanted]
+            if not chosen:
+                return sdp
+            chosen.sort(key=lambda f: wanted.index(names.get(f, static.get(f, ""))))
+            chosen += [f for f in fmts if names.get(f) == "telephone-event"]
+            keep = set(chosen)
+            line = " ".join([*head[:3], *chosen])
+        elif line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")) and keep:
+            pt = line.split(":", 1)[1].split(" ", 1)[0]
+            if pt not in keep:
+                continue
+        out.append(line)
+    return "\r\n".join(out)
+
+
+class TrunkDevice(SipDevice):
+    """The carrier end of one outbound call (a core device that is never logged in)."""
+
+    def __init__(
+        self, sink: TrunkCalls, trunks: list[Trunk], destination: str, account_id: str
+    ) -> None:
+        self._sink = sink
+        self.user = None
+        self.binding = None
+        self.trunks = trunks
+        self.destination = destination
+        self.user_name = destination  # the CDR's callee: the number dialled
+        self.account_id = account_id
+        self.caller_id = destination
+        self.display_name = destination
+        self.id = f"trunk:{trunks[0].name}:{secrets.token_hex(4)}"
+        self.trunk: Trunk = trunks[0]  # the one being tried
+        self.answer_applied = False  # early media applied the answer (core.routing skips it)
+        self.media_lock = asyncio.Lock()  # ringback vs early media on the caller's leg
+        self.origin_id: str | None = None
+        self.placer: Placer | None = None
+        self.call_id = ""  # the core call's id (the toll-fraud guard counts it)
+
+    @property
+    def reachable(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<TrunkDevice {self.id} {self.destination}>"
+
+
+class TrunkCalls:
+    """Outbound calls through trunks, on one SIP stack (``controller.trunk_router``)."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        controller: CallController,
+        directory: TrunkDirectory,
+        guard: TollFraudGuard | None = None,
+    ) -> None:
+        self.stack = stack
+        self.controller = controller
+        self.directory = directory
+        self.guard = guard
+        self.legs: dict[str, SipLeg] = {}
+        self.in_dialog = CallDialogs(stack, controller, self._bye_received)
+        self.sessions: dict[str, DigestSession] = {}  # trunk id -> its digest state
+        self.sip_causes: OrderedDict[str, int] = OrderedDict()  # core call id -> SIP status
+
+    def attach(self) -> None:
+        self.controller.trunk_router = self
+
+    def session(self, trunk: Trunk) -> DigestSession | None:
+        """The trunk's digest client (None without credentials)."""
+        user = trunk.digest_username
+        if not user or not trunk.password:
+            return None
+        session = self.sessions.get(trunk.id)
+        if session is None or (session.username, session.password) != (user, trunk.password):
+            session = self.sessions[trunk.id] = DigestSession(user, trunk.password)
+        return session
+
+    def _cause(self, call_id: str | None, status: int) -> None:
+        if call_id is None:
+            return
+        self.sip_causes[call_id] = status
+        while len(self.sip_causes) > _CAUSES_KEPT:
+            self.sip_causes.popitem(last=False)
+
+    # routing ---------------------------------------------------------------------------------
+    async def route(self, call: Call, destination: str) -> bool:
+        """Send the call out through a trunk if a route of its account matches ``destination``
+        (E.164); False when none does (the caller then gets ``destination_not_found``)."""
+        if not E164.fullmatch(destination):
+            return False
+        c = self.controller
+        origin = call.origin
+        account = account_of(origin.device)
+        trunks = await self.directory.routes_for(destination, account)
+        if not trunks or not origin.live:
+            return bool(trunks)
+        usable = [t for t in trunks if t.health != "down"]
+        if not usable:
+            names = ", ".join(t.name for t in trunks)
+            why = f"every trunk of the route for {destination} is down ({names})"
+            await self._fail(call, ErrorCode.DESTINATION_NOT_FOUND, why)
+            return True
+        placer = placer_of(origin.device, account)
+        if self.guard is not None:
+            try:  # before anything rings; each attempt is admitted (counted) in _try
+                await self.guard.check(placer, destination, usable[0])
+            except ProtocolError as exc:
+                await self._fail(call, exc.code, exc.message)
+                return True
+        device = TrunkDevice(self, usable, destination, account)
+        device.origin_id = origin.id
+        device.placer = placer
+        device.call_id = call.id
+        call.callee_name = destination
+        group = c.ring_group(
+            "trunk", partial(c.routing._answered, call), partial(c.routing._exhausted, call)
+        )
+        call.ring = group
+        caller = Caller(call.caller_id, call.caller_name, call.destination, call.media_type)
+        leg = await c.ring_device(group, device, caller, usable[0].codecs[0], call=call)
+        if leg is not None:
+            c.bus.publish(LegInitiated(leg=leg.facts()))
+        if call.ended or not await group.start(c.ring_timeout):
+            return True
+        if group.state is not RingState.RINGING or call.state is not CallState.ROUTING:
+            return True
+        call.transition(CallState.RINGING)
+        origin.transition(LegState.RINGING)
+        async with device.media_lock:  # early media may already be bridged: no ringback then
+            if not device.answer_applied:
+                await c.on_live(c.media.play(origin.id, "ringback"), origin)
+        if group.state is RingState.RINGING and origin.live:
+            origin.device.deliver(CallRinging(call_id=origin.id))
+        return True
+
+    async def _fail(self, call: Call, code: ErrorCode, why: str) -> None:
+        error = ProtocolError(code, why)
+        call.origin.device.deliver(CommandFailed(error=error, call_id=call.origin.id))
+        await self.controller.end_call(call, EndReason.FAILED, EndReason.FAILED)
+
+    # the core's events -----------------------------------------------------------------------
+    def deliver(self, device: SipDevice, event: DeviceEvent) -> None:
+        assert isinstance(device, TrunkDevice)
+        call_id = getattr(event, "call_id", None)
+        if not isinstance(call_id, str):
+            return
+        leg = self.legs.get(call_id)
+        if leg is None:
+            if isinstance(event, CallIncoming):
+                leg = self.legs[call_id] = SipLeg(device, call_id)
+                self.stack.spawn(self._dial(leg, device, event.sdp), f"INVITE to {device.id}")
+            return
+        if isinstance(event, CallEnded):
+            self._ended(leg, event.reason)
+        elif isinstance(event, CallDtmf):
+            self.stack.spawn(self.in_dialog.send_dtmf(leg, event.digit), "DTMF to a trunk")
+        elif isinstance(event, CallHeld | CallResumed) and event.by == "remote":
+            held = isinstance(event, CallHeld)
+            self.stack.spawn(self.in_dialog.reoffer(leg, held), "re-INVITE to a trunk")
+
+    def _ended(self, leg: SipLeg, reason: EndReason) -> None:
+        self._release(leg)
+        if leg.ended:
+            return
+        leg.ended = True
+        self.legs.pop(leg.call_id, None)
+        if leg.dialog is not None:
+            if leg.dialog.state.value != "terminated":
+                self.stack.spawn(quiet(self.in_dialog.bye_after_refer(leg, leg.dialog)), "BYE")
+        elif leg.invite is not None:
+            leg.cancel_reason = f'SIP;cause=487;text="{reason}"'
+            if leg.provisional.is_set():
+                self._cancel(leg)
+
+    def _release(self, leg: SipLeg) -> None:
+        """The toll-fraud guard's count of this call ends (idempotent)."""
+        device = leg.device
+        if self.guard is not None and isinstance(device, TrunkDevice) and device.call_id:
+            self.guard.ended(device.call_id)
+
+    def _cancel(self, leg: SipLeg) -> None:
+        if leg.invite is not None and leg.flow is not None and leg.cancel_reason is not None:
+            self.stack.cancel(leg.invite, leg.flow, leg.cancel_reason)
+            leg.cancel_reason = None
+
+    def _bye_received(self, leg: SipLeg) -> None:
+        """The carrier hung up (BYE): the core leg ends like a phone's."""
+        self._release(leg)
+        leg.ended = True
+        self.legs.pop(leg.call_id, None)
+        self._cause(self._call_of(leg.call_id), 200)
+        self.stack.spawn(self._hangup(leg), "BYE from a trunk")
+
+    async def _hangup(self, leg: SipLeg) -> None:
+        with contextlib.suppress(ProtocolError):
+            await self.controller.hangup(leg.device, leg.call_id, None)
+
+    def _call_of(self, leg_id: str) -> str | None:
+        core = self.controller.legs.get(leg_id)
+        return core.call.id if core is not None and core.call is not None else None
+
+    # dialling --------------------------------------------------------------------------------
+    def _invite(self, trunk: Trunk, device: TrunkDevice, sdp: str, leg_id: str) -> Request:
+        core = self.controller.legs.get(leg_id)
+        call = core.call if core is not None else None
+        caller_id = (call.caller_id if call is not None else None) or "anonymous"
+        name = ((call.caller_name if call is not None else None) or "").replace('"', "")
+        domain = self.stack.domain
+        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+        port = "" if trunk.port == 5060 and trunk.transport == "udp" else f":{trunk.port}"
+        suffix = "" if trunk.transport == "udp" else f";transport={trunk.transport}"
+        uri = f"sip:{device.destination}@{host}{port}{suffix}"
+        from_ = f'"{name}" <sip:{caller_id}@{domain}>' if name else f"<sip:{caller_id}@{domain}>"
+        transport = trunk.transport.upper()
+        headers = Headers(
+            [
+                ("From", f"{from_};tag={secrets.token_hex(6)}"),
+                ("To", f"<sip:{device.destination}@{host}{port}>"),
+                ("Call-ID", f"{secrets.token_hex(12)}@{domain}"),
+                ("CSeq", "1 INVITE"),
+                ("Contact", self.stack.contact(transport)),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ]
+        )
+        if trunk.outbound_proxy:
+            headers.add("Route", f"<sip:{trunk.outbound_proxy};lr>", first=True)  # §8.1.2
+        if trunk.send_pai and caller_id != "anonymous":  # RFC 3325 §9.1
+            headers.add("P-Asserted-Identity", f"<sip:{caller_id}@{domain}>")
+        if trunk.privacy == "id":  # RFC 3325 §9.3
+            headers.add("Privacy", "id")
+        body = restrict_codecs(sdp, trunk.codecs).encode()
+        return Request("INVITE", uri, headers, body)
+
+    def target(self, trunk: Trunk) -> Target:
+        """Where the trunk's requests go: its outbound proxy, else its host and port."""
+        from callbridge.sip.stack import Target
+
+        if trunk.outbound_proxy:
+            host, _, port = trunk.outbound_proxy.rpartition(":")
+            if host and port.isdigit() and not host.endswith(":"):
+                return Target(trunk.transport.upper(), host.strip("[]"), int(port))
+            return Target(trunk.transport.upper(), trunk.outbound_proxy.strip("[]"), 5060)
+        return Target(trunk.transport.upper(), trunk.host, trunk.port)
+
+    async def _dial(self, leg: SipLeg, device: TrunkDevice, sdp: str) -> None:
+        """Try the route's trunks in order until one answers or fails for good."""
+        final: Response | None = None
+        for index, trunk in enumerate(device.trunks):
+            device.trunk = trunk
+            leg.provisional = asyncio.Event()
+            final = await self._try(leg, device, trunk, sdp)
+            if final is None or leg.ended:  # answered, or the call ended meanwhile
+                return
+            more = index + 1 < len(device.trunks)
+            if final.status in FAILOVER_STATUSES and more and not device.answer_applied:
+                log.info(
+                    "trunk %s answered %d %s for %s: failing over to %s",
+                    trunk.name, final.status, final.reason, device.destination,
+                    device.trunks[index + 1].name,
+                )  # fmt: skip
+                continue
+            break
+        if final is None or leg.ended:
+            return
+        status = final.status
+        self._release(leg)
+        self._cause(self._call_of(leg.call_id), status)
+        log.info("trunk call to %s failed: %d %s", device.destination, status, final.reason)
+        leg.ended = True
+        self.legs.pop(leg.call_id, None)
+        core = self.controller.legs.get(leg.call_id)
+        if core is not None and core.ring_owner is not None:
+            await core.ring_owner.decline(core, reason_of_carrier_status(status), None)
+
+    async def _try(
+        self, leg: SipLeg, device: TrunkDevice, trunk: Trunk, sdp: str
+    ) -> Response | None:
+        """One trunk: the final non-2xx response, or None when the call was answered."""
+        if self.guard is not None and device.placer is not None:
+            try:
+                await self.guard.admit(device.placer, device.destination, trunk, device.call_id)
+            except ProtocolError as exc:  # logged by the guard
+                return Request("INVITE", f"sip:{trunk.host}").response(
+                    503, f"Service Unavailable (toll-fraud policy: {exc.code})"
+                )
+        request = self._invite(trunk, device, sdp, leg.call_id)
+        session = self.session(trunk)
+
+        def provisional(response: Response) -> None:
+            if response.status > 100 and not leg.provisional.is_set():
+                leg.provisional.set()
+                if leg.cancel_reason is not None:
+                    self._cancel(leg)  # ended before the carrier said anything (§9.1)
+            if response.status > 100 and response.body.strip() and not device.answer_applied:
+                self.stack.spawn(self._early(leg, device, response), "early media")
+
+        while True:
+            leg.invite, leg.flow = request, None
+            try:
+                flow = await self.stack.resolve(self.target(trunk))
+                leg.flow = flow
+                final, dialog = await self.stack.dialogs.invite(
+                    request, flow, on_provisional=provisional
+                )
+            except OSError as exc:
+                log.info("trunk %s: cannot reach %s: %s", trunk.name, trunk.host, exc)
+                return request.response(503, f"Service Unavailable ({exc})"[:100])
+            if final.status in AUTH_STATUSES and session is not None and not leg.ended:
+                retry = session.retry(request, final)
+                if retry is not None:
+                    request = retry
+                    continue
+                log.warning("trunk %s: %s", trunk.name, session.failure)
+            if session is not None:
+                session.done(request.call_id)
+            break
+        if not 200 <= final.status < 300 or dialog is None:
+            return final
+        if leg.ended:  # the caller hung up as the carrier answered (§15): end it
+            await quiet(dialog.bye())
+            return None
+        leg.dialog = dialog
+        self.in_dialog.serve(leg, dialog)
+        try:
+            await self.controller.answer(
+                device, leg.call_id, final.body.decode(errors="replace"), None
+            )
+        except ProtocolError as exc:
+            log.info("trunk: late answer of %s: %s", leg.call_id, exc.message)
+            if not leg.ended:
+                leg.ended = True
+                self.legs.pop(leg.call_id, None)
+                await quiet(dialog.bye())
+        return None
+
+    async def _early(self, leg: SipLeg, device: TrunkDevice, response: Response) -> None:
+        """A 18x with SDP: the carrier's early media (RFC 3960 §3.1) reaches the caller now."""
+        if "application/sdp" not in (response.content_type or "").lower():
+            return
+        c = self.controller
+        async with device.media_lock:
+            if device.answer_applied or leg.ended:
+                return
+            try:
+                await c.media.accept_answer(leg.call_id, response.body.decode(errors="replace"))
+            except MediaError as exc:
+                log.info("trunk %s: unusable early SDP: %s", device.trunk.name, exc.message)
+                return
+            device.answer_applied = True
+            origin_id = device.origin_id
+            if origin_id is None or origin_id not in c.legs or leg.call_id not in c.legs:
+                return
+            with contextlib.suppress(MediaError):
+                await c.media.stop_playing(origin_id)
+                await c.media.bridge(origin_id, leg.call_id)
