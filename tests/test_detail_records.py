@@ -32,7 +32,7 @@ from callbridge.store.records import Cdr
 from callbridge.testing import Server
 from callbridge.testing.fake_media import FakeMediaServer
 from conftest import MakeParty
-from core_world import Directory, World
+from core_world import ANSWER, Directory, World
 from parties import ALICE, BOB, CAROL, Party, until_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -314,3 +314,30 @@ def test_the_estimated_mos_falls_with_loss_jitter_and_delay() -> None:
     assert estimate_mos(0.0, 0.0, 600.0) < estimate_mos(0.0, 0.0, 100.0)
     assert estimate_mos(60.0, 100.0, 1000.0) == 1.0
     assert stored_quality_stats({"leg": {"packets": "not ours"}}) is None  # a damaged record
+
+
+async def test_a_transferred_call_s_record_names_the_call_it_goes_on_as() -> None:
+    media = FakeMediaServer()
+    directory = Directory()
+    controller = CallController(media, directory, ring_timeout=5.0, cdr_factory=Cdr)
+    world = World(media, controller, directory, [])
+    details = CdrDetails(controller, NoAppCalls())
+    try:
+        alice, bob, carol = world.phone("alice"), world.phone("bob"), world.phone("carol")
+        out, inc = await world.connect(alice, bob)
+        old = controller.legs[out].call
+        assert old is not None
+        # Bob sends Alice to Carol (blind): the old call's record waits for the new call.
+        settled = asyncio.ensure_future(details.settle(old, "transferred"))
+        await controller.transfers.blind(bob, inc, "carol", None)
+        ringing = (await carol.expect("call.incoming"))["call_id"]
+        await controller.answer(carol, ringing, ANSWER, None)
+        kept = await asyncio.wait_for(settled, 5)
+        new = controller.legs[out].call
+        assert new is not None and new is not old
+        assert kept["transferred_to"] == new.id
+        await controller.hangup(alice, out, None)
+        assert details.take(new)["answered_user"] == "carol"
+    finally:
+        details.close()
+        await controller.shutdown()

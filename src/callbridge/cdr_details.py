@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ from callbridge.core.app_events import (
     AppParticipantJoined,
 )
 from callbridge.core.app_model import AppCall
+from callbridge.core.call_events import StateChangedEvent
 from callbridge.core.calls import Call, Leg
 from callbridge.core.controller import CallController
 from callbridge.core.events import LegAnswered, LegEnded, ParticipantJoined
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 # End reasons a person chose (a hangup, a reject, a busy): the leg that ended first with one
 # of them is the side that ended the call.
 _BY_A_PERSON = frozenset({EndReason.HANGUP, EndReason.REJECTED, EndReason.BUSY, EndReason.CANCELED})
+TRANSFER_WAIT = 3.0  # seconds a transferred call's record waits for the call it goes on as
 QUALITY_INTERVAL = 5.0  # seconds between two samples of a leg's RTCP figures (RFC 3550 6.2)
 _KEPT = 10_000  # calls whose details are kept at most (a call whose end never came is dropped)
 
@@ -165,10 +168,15 @@ class CdrDetails:
         self.interval = QUALITY_INTERVAL
         self._details: dict[str, dict[str, Any]] = {}  # call id -> details so far
         self._answered: set[str] = set()  # legs whose RTCP figures are sampled
+        self._leg_call: dict[str, str] = {}  # live leg id -> the id of the call it is in
+        self._moved: dict[str, str] = {}  # a transferred call's id -> its legs' new call's
+        self._waiting: dict[str, asyncio.Future[None]] = {}  # settle() waits for _moved
+        self._taken: OrderedDict[str, None] = OrderedDict()  # calls whose details went out
         self._sampler: asyncio.Task[None] | None = None
         bus = controller.bus
         self._unsubscribe = [
             bus.subscribe(LegAnswered, self._leg_answered),
+            bus.subscribe(StateChangedEvent, self._state_changed),
             bus.subscribe(LegEnded, self._leg_ended),
             bus.subscribe(ParticipantJoined, self._joined),
             bus.subscribe(AppParticipantJoined, self._app_joined),
@@ -192,13 +200,32 @@ class CdrDetails:
             details["answered_device"] = far.device.id
             details["answered_user"] = far.device.user_name
         details.setdefault("hangup_source", "unknown")
-        moved_to = _call_now(call)
-        if moved_to is not None and moved_to is not call:
-            details["transferred_to"] = moved_to.id
+        moved_to = self._moved.pop(call.id, None)
+        if moved_to is not None:
+            details["transferred_to"] = moved_to
+        self._taken[call.id] = None
+        while len(self._taken) > _KEPT:
+            self._taken.popitem(last=False)
         return details
+
+    async def settle(self, call: Call, end_reason: str) -> dict[str, Any]:
+        """:meth:`take`, once a transferred call's legs have their new call: a transfer ends
+        the old call's record before it builds the new call, so this waits (at most
+        :data:`TRANSFER_WAIT` seconds: a transfer whose far party hung up has no new call)."""
+        if end_reason == EndReason.TRANSFERRED.value and call.id not in self._moved:
+            waiter = self._waiting.setdefault(call.id, asyncio.get_running_loop().create_future())
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), TRANSFER_WAIT)
+            except TimeoutError:
+                pass
+            finally:
+                self._waiting.pop(call.id, None)
+        return self.take(call)
 
     # collecting -------------------------------------------------------------------------------
     def _of(self, call: Call) -> dict[str, Any]:
+        if call.id in self._taken:  # its record is written: a late fact has nowhere to go
+            return {}
         details = self._details.get(call.id)
         if details is None:
             if len(self._details) >= _KEPT:  # calls whose end went missing: drop the oldest
@@ -206,7 +233,27 @@ class CdrDetails:
             details = self._details[call.id] = {}
         return details
 
+    def _state_changed(self, event: StateChangedEvent) -> None:
+        if event.kind == "leg":
+            self._follow(self.controller.legs.get(event.id))
+
+    def _follow(self, leg: Leg | None) -> None:
+        """Note which call ``leg`` is in; a leg that changed calls was transferred: its old
+        call goes on as the new one (``transferred_to``)."""
+        if leg is None or leg.call is None:
+            return
+        new = leg.call.id
+        old = self._leg_call.get(leg.id)
+        self._leg_call[leg.id] = new
+        if old is not None and old != new and old not in self._moved:
+            self._moved[old] = new
+            waiter = self._waiting.get(old)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
     def _leg_ended(self, event: LegEnded) -> None:
+        self._follow(self.controller.legs.get(event.leg.call_control_id))
+        self._leg_call.pop(event.leg.call_control_id, None)
         self._answered.discard(event.leg.call_control_id)
         if not self._answered and self._sampler is not None:
             self._sampler.cancel()  # no leg to sample: none runs between calls (or after)
@@ -296,11 +343,3 @@ class CdrDetails:
 
     def _call_of_event(self, event: AppCallEvent) -> Call | None:
         return self._call_of(event.call.call_control_id)
-
-
-def _call_now(call: Call) -> Call | None:
-    """The call the legs of ``call`` belong to now (another one after a transfer)."""
-    for leg in (call.origin, call.answered_leg):
-        if leg is not None and leg.call is not None and leg.call is not call:
-            return leg.call
-    return None

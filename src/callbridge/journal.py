@@ -137,7 +137,7 @@ class Journal:
     async def ended(self, call: Call, cdr: Any) -> None:
         self._open.discard(call.id)
         self._cdr_dirty.pop(call.id, None)  # the end says it all
-        details = self.details.take(call)
+        details = await self.details.settle(call, getattr(cdr, "end_reason", ""))
         if isinstance(cdr, Cdr):
             cdr = replace(cdr, account_id=account_of(call.origin.device), **details)
         write = partial(self.store.record_cdr, cdr, node_id=self.node_id)
