@@ -135,6 +135,20 @@ async def test_a_queued_call_s_cdr_names_the_agent_the_queue_the_wait_and_who_hu
     assert plain["hangup_source"] == "callee" and plain["call_sec"] >= 0
     assert plain["finished_at"] >= plain["started_at"]
 
+    # Bob's call to the support line becomes a conference: his CDR names it.
+    conf_call = await bob.call(await api.line())
+    c = (await api.sink.wait("call.initiated", call_control_id=conf_call.id)).payload[
+        "call_control_id"
+    ]
+    await api.client.calls.actions.answer(c)
+    await conf_call.wait_for("answered", timeout=5)
+    made = await api.client.conferences.create(call_control_id=c, name="cdr-conf")
+    assert made.data is not None
+    await api.sink.wait("conference.participant.joined", call_control_id=c)
+    await conf_call.hangup()
+    bobs = await until_async(lambda: _at_least(records(api.client, cli=bob.user.name), 1))
+    assert [r["conference_id"] for r in bobs] == [made.data.id]
+
     # The agent's own CDR names the queue she took a call from.
     carols = await records(api.client, cli=carol.user.name)
     assert [r["queue_name"] for r in carols] == [seen["queue"]]
