@@ -7,6 +7,7 @@
     callbridge token NAME [--ttl 24h]
     callbridge apikey create [--name NAME] | list | revoke ID
     callbridge routes add DESTINATION APPLICATION_ID | routes list | routes remove DESTINATION
+    callbridge backup DEST   (cli_backup.py; serve's settings file and CALLBRIDGE_*: settings.py)
 
 Every command takes ``--data-dir`` (else ``$CALLBRIDGE_DATA_DIR``, else ``./callbridge-data``
 in the current directory; resolved once to an absolute path, see :func:`resolve_data_dir`)
