@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_drain,
         cli_serve,
         cli_sip,
+        cli_trunks,
     )
 
     database = argparse.ArgumentParser(add_help=False)
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serve.add_serve_command(commands, database)
     cli_drain.add_drain_command(commands, database)
     cli_accounts.add_account_commands(commands, database)
+    cli_trunks.add_trunk_commands(commands, database)
     cli_cdrs.add_cdrs_command(commands, database)
     cli_devcert.add_dev_cert_command(commands, database)
     cli_backup.add_backup_command(commands, database)

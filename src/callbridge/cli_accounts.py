@@ -81,6 +81,8 @@ def add_account_commands(commands: Any, database: argparse.ArgumentParser) -> No
     numbers = commands.add_parser(
         "numbers", help="numbers an account owns (its caller IDs)"
     ).add_subparsers(dest="numbers_command", required=True, metavar="ACTION")
+    from callbridge import cli_trunks  # here: it imports this module
+
     number_add = numbers.add_parser(
         "add",
         parents=[database],
@@ -90,6 +92,7 @@ def add_account_commands(commands: Any, database: argparse.ArgumentParser) -> No
     )
     number_add.add_argument("number", help="E.164, e.g. +14155550100")
     add_account_option(number_add, "the number")
+    cli_trunks.add_number_target_options(number_add)  # where its inbound calls go (issue 12)
     number_add.set_defaults(run=_numbers_add)
     number_list = numbers.add_parser(
         "list", parents=[database], help="list owned numbers", description="List owned numbers."
@@ -149,10 +152,9 @@ def _accounts_remove(args: argparse.Namespace) -> int:
 
 
 def _numbers_add(args: argparse.Namespace) -> int:
-    number = _with_store(
-        args, lambda store: _known(args, store.add_number(args.number, account_of_args(args)))
-    )
-    print(f"account {number.account_id} now owns {number.number}")
+    from callbridge import cli_trunks
+
+    print(_with_store(args, lambda store: _known(args, cli_trunks.add_number(store, args))))
     return EXIT_OK
 
 

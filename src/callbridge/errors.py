@@ -186,7 +186,7 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
         "The account's dial policy does not let calls reach this destination through a trunk "
         "(a denied prefix such as a premium-rate range, or one outside the allow-list).",
         "Dial another number, or change the account's allow/deny prefixes "
-        "(callbridge routes policy).",
+        "(callbridge outbound policy).",
     ),
     ErrorCode.TOO_MANY_CALLS: ErrorInfo(
         "The caller or the trunk has as many calls through trunks up as it may.",

@@ -122,7 +122,7 @@ def evaluate(policy: DialPolicy, placer: Placer, destination: str, trunk: Trunk)
         raise TollFraudRefused(
             ErrorCode.DESTINATION_BLOCKED,
             f"{destination} is blocked: the account denies calls to {denied}… (change it with "
-            "'callbridge routes policy --deny …')",
+            "'callbridge outbound policy --deny …')",
         )
     if (
         policy.allow_prefixes is not None
@@ -132,7 +132,7 @@ def evaluate(policy: DialPolicy, placer: Placer, destination: str, trunk: Trunk)
         raise TollFraudRefused(
             ErrorCode.DESTINATION_BLOCKED,
             f"{destination} is not on the account's allow-list ({allowed}): add its prefix "
-            "with 'callbridge routes policy --allow …'",
+            "with 'callbridge outbound policy --allow …'",
         )
 
 

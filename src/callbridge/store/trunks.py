@@ -20,6 +20,7 @@ SIP side read it; listings and REST answers never show it (``docs/security.md``)
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 _MAX_SECRET = 255
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _MAX_LIMIT = 100_000
 
 
@@ -578,6 +580,30 @@ class TrunkRepository(Repository):
             if allow_outbound is not None:
                 row.allow_outbound = allow_outbound
         return _number_route(row)
+
+    async def check_number_target(self, account_id: str, kind: str, target_id: str) -> str:
+        """``target_id`` checked for a number of ``account_id`` routed to ``kind``: a user of
+        the account (by name), one of its applications (by id), or a conference or queue name
+        (made when first used). ValueError saying what to give instead."""
+        if kind not in NUMBER_TARGETS:
+            raise ValueError(
+                f"invalid number target {kind!r}: use one of {', '.join(NUMBER_TARGETS)}"
+            )
+        if kind == "user":
+            user = await self.find_user(target_id, account_id)  # type: ignore[attr-defined]
+            if user is None or user.name != target_id:
+                raise ValueError(f"no user named {target_id!r} in account {account_id!r}")
+        elif kind == "application":
+            if await self.get_application(target_id, account_id) is None:  # type: ignore[attr-defined]
+                raise ValueError(
+                    f"no application {target_id!r} in account {account_id!r}: use the id "
+                    "applications list or GET /v2/call_control_applications shows"
+                )
+        elif not _TARGET_NAME.fullmatch(target_id):
+            raise ValueError(
+                f"invalid {kind} name {target_id!r}: use 1 to 64 letters, digits, '.', '_' or '-'"
+            )
+        return target_id
 
     # dial policies --------------------------------------------------------------------------
     async def dial_policy(self, account_id: str) -> DialPolicy:
