@@ -159,8 +159,14 @@ def _rewrite_paths(copy: Path, old: Path, new: Path) -> None:
             if table not in tables:
                 continue  # an older schema
             rows = db.execute(f"SELECT rowid, {column} FROM {table}").fetchall()
-            for rowid, path in rows:
-                if isinstance(path, str) and path.startswith(prefix):
+            for rowid, stored in rows:
+                if not isinstance(stored, str):
+                    continue
+                # Servers before the data directory was made absolute stored paths relative
+                # to their working directory, which held the data directory: "callbridge-
+                # data/media/x" belongs under `old` too.
+                path = stored if os.path.isabs(stored) else str(old.parent / stored)
+                if path.startswith(prefix):
                     moved = str(new / path[len(prefix) :])
                     db.execute(
                         f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
