@@ -146,6 +146,10 @@ def test_bad_environment_and_missing_files_say_which(
     assert usage_error(["--config", str(tmp_path / "none.toml")], capsys).endswith(
         f"--config {tmp_path / 'none.toml'}: no such file"
     )
+    (tmp_path / "ok.toml").write_text("port = 9000\n")
+    assert "spell --config out in full" in usage_error(
+        ["--conf", str(tmp_path / "ok.toml")], capsys
+    )
     monkeypatch.setenv("CALLBRIDGE_CONFIG", str(tmp_path / "gone.toml"))
     assert usage_error([], capsys).endswith(
         f"CALLBRIDGE_CONFIG {tmp_path / 'gone.toml'}: no such file"

@@ -121,7 +121,7 @@ def install(parser: argparse.ArgumentParser) -> None:
                 setattr(ns, setting.dest, setting.value)
         ns, rest = original(argv, ns)
         _command_line_replaces_lists(ns, settings)
-        if config is not None and getattr(ns, "config", None) != config:
+        if getattr(ns, "config", None) != config:  # --conf FILE: argparse took it, we did not
             parser.error("spell --config out in full (an abbreviation is not read early enough)")
         _warn_secrets_in_argv(parser, argv)
         _say_sources(settings)
