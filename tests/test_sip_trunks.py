@@ -1,0 +1,270 @@
+"""SIP trunks (issue 12) against the real server: SIPp plays the carrier on loopback.
+
+A module-scoped ``callbridge serve`` with SIP; each test makes its own trunk(s) and an outbound
+route with a prefix of its own (so that tests never share a route), with OPTIONS checks off
+(SIPp would abort on an OPTIONS in the middle of its scenario). The WebRTC caller is the aiortc
+SDK; what it hears is analysed (its own tone, echoed by SIPp's ``-rtp_echo``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callbridge.client import BufferSink, Phone, ToneSource
+from callbridge.sip.digest import ha1, response
+from callbridge.sip.digest_client import DigestSession, authorization, pick_challenge
+from callbridge.sip.message import Headers, Request
+from callbridge.sip.trunk_calls import reason_of_carrier_status, restrict_codecs
+from callbridge.sip.trunk_health import health_of
+from callbridge.sip.trunk_register import refresh_delay
+from callbridge.store.records import Cdr
+from callbridge.testing import tone_level_db
+from callbridge.testing.server import Server, create_user, running
+from callbridge.trunks import Trunk
+from callbridge.vocabulary import EndReason
+from sip_peers import LOOPBACK, Sipp, missing_tools
+
+TONE = 1000.0
+TRUNK_USER, TRUNK_PASSWORD = "trunkuser", "trunkpass"
+
+sipp_only = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
+
+
+# -- units: digest client, mappings --------------------------------------------------------------
+def _invite() -> Request:
+    headers = Headers(
+        [
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc"),
+            ("From", "<sip:+15550001@example.com>;tag=1"),
+            ("To", "<sip:+15550002@carrier.test>"),
+            ("Call-ID", "c1@example.com"),
+            ("CSeq", "7 INVITE"),
+        ]
+    )
+    return Request("INVITE", "sip:+15550002@carrier.test", headers, b"v=0\r\n")
+
+
+def _challenge(status: int, *values: str) -> Any:
+    resp = _invite().response(status, "Auth")
+    name = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
+    for value in values:
+        resp.headers.add(name, value)
+    return resp
+
+
+def test_digest_retry_keeps_call_id_bumps_cseq_and_computes_rfc7616_response() -> None:
+    sent = _invite()
+    challenge = _challenge(
+        407,
+        'Digest realm="c", nonce="n1", algorithm=MD5, qop="auth"',
+        'Digest realm="c", nonce="n1", algorithm=SHA-256, qop="auth"',
+    )
+    session = DigestSession("u", "p")
+    retry = session.retry(sent, challenge)
+    assert retry is not None
+    assert retry.call_id == sent.call_id and retry.cseq_number == 8
+    assert "Via" not in retry.headers  # the stack adds one with a new branch
+    value = retry.headers.get("Proxy-Authorization") or ""
+    assert "algorithm=SHA-256" in value and "qop=auth" in value and "nc=00000001" in value
+    params = dict(p.split("=", 1) for p in value[len("Digest ") :].split(", "))
+    cnonce = params["cnonce"].strip('"')
+    key = ha1("u", "c", "p", "SHA-256")
+    expected = response(
+        key, "SHA-256", "INVITE", str(sent.uri), "n1", qop="auth", nc="00000001", cnonce=cnonce
+    )
+    assert params["response"].strip('"') == expected
+    # a second challenge for the answered request: wrong credentials, one retry only
+    assert session.retry(retry, _challenge(407, 'Digest realm="c", nonce="n2"')) is None
+    assert "refused the credentials" in session.failure
+
+
+def test_digest_stale_is_answered_again_and_unusable_challenges_say_why() -> None:
+    session = DigestSession("u", "p")
+    first = session.retry(_invite(), _challenge(401, 'Digest realm="c", nonce="a"'))
+    assert first is not None and "Authorization" in first.headers
+    assert "qop" not in (first.headers.get("Authorization") or "")  # RFC 2069 form
+    stale = session.retry(first, _challenge(401, 'Digest realm="c", nonce="b", stale=true'))
+    assert stale is not None and stale.cseq_number == first.cseq_number + 1
+    assert pick_challenge(_challenge(401, 'Digest realm="c", nonce="x", qop="auth-int"'))[0] is None
+    none, why = pick_challenge(_challenge(401, 'Digest realm="c", nonce="x", algorithm=MD5-sess'))
+    assert none is None and "MD5-SESS is not supported" in why
+    assert session.retry(_invite(), _challenge(401)) is None and "no WWW-Authenticate" in (
+        session.failure
+    )
+    opaque = pick_challenge(_challenge(401, 'Digest realm="c", nonce="x", opaque="o"'))[0]
+    assert opaque is not None
+    assert 'opaque="o"' in authorization(opaque, "REGISTER", "sip:c", "u", "p")
+
+
+def test_carrier_statuses_map_to_seed_end_reasons_and_health() -> None:
+    assert reason_of_carrier_status(486) is EndReason.BUSY
+    assert reason_of_carrier_status(480) is EndReason.NO_ANSWER
+    assert reason_of_carrier_status(408) is EndReason.NO_ANSWER
+    assert reason_of_carrier_status(603) is EndReason.REJECTED
+    assert reason_of_carrier_status(404) is EndReason.FAILED
+    assert reason_of_carrier_status(503) is EndReason.FAILED
+    assert [health_of(_invite().response(s)) for s in (200, 404, 408, 503)] == [
+        "up",
+        "up",
+        "down",
+        "down",
+    ]
+    assert refresh_delay(4) == 2.0 and refresh_delay(3600) == 3570.0
+
+
+def test_restrict_codecs_keeps_the_trunks_codecs_and_telephone_event() -> None:
+    sdp = (
+        "v=0\r\nm=audio 4000 RTP/AVP 111 0 8 9 101\r\na=rtpmap:111 opus/48000/2\r\n"
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:111 minptime=10\r\n"
+    )
+    out = restrict_codecs(sdp, ("PCMA", "PCMU"))
+    assert "m=audio 4000 RTP/AVP 8 0 101" in out
+    assert "opus" not in out and "G722" not in out and "telephone-event" in out
+    assert restrict_codecs(sdp, ("G729",)) == sdp  # nothing left: unchanged
+
+
+# -- with the server and SIPp ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trunk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running(tmp_path_factory.mktemp("trunks"), sip_port=True, ring_timeout=10.0) as srv:
+        yield srv
+
+
+_n = iter(range(1000))
+
+
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    made: list[Phone] = []
+    yield made
+    for phone in made:
+        await phone.logout()
+
+
+async def _caller(server: Server, phones: list[Phone]) -> tuple[str, Phone]:
+    n = next(_n)
+    async with server.store() as store:
+        user = await create_user(store, f"tr{n}", str(5000 + n), ttl=timedelta(hours=1))
+    phone = Phone(server.ws_url, user.token)
+    await phone.login()
+    phones.append(phone)
+    return user.name, phone
+
+
+async def _trunk(server: Server, port: int, **values: Any) -> Trunk:
+    async with server.store() as store:
+        return await store.add_trunk(
+            name=f"carrier{next(_n)}",
+            host=LOOPBACK,
+            port=port,
+            username=TRUNK_USER,
+            password=TRUNK_PASSWORD,
+            options_interval=0,
+            **values,
+        )
+
+
+async def _route(server: Server, prefix: str, *trunks: Trunk) -> None:
+    async with server.store() as store:
+        await store.set_outbound_route(prefix, [t.id for t in trunks])
+
+
+async def _cdr_to(server: Server, destination: str, limit: float = 10.0) -> Cdr:
+    async with asyncio.timeout(limit):
+        while True:
+            async with server.store() as store:
+                cdrs = await store.list_cdrs(500)
+            for cdr in cdrs:
+                if cdr.destination == destination:
+                    return cdr
+            await asyncio.sleep(0.1)
+
+
+def _carrier(tmp_path: Path, scenario: str, **kw: Any) -> Sipp:
+    return Sipp(tmp_path / scenario, scenario, service="carrier", rtp_echo=True, deadline=25, **kw)
+
+
+@sipp_only
+async def test_a_ws_caller_dials_out_through_a_407_challenging_carrier_and_hears_its_echo(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """carrier_407_echo.xml: 407, our INVITE again with Proxy-Authorization (same Call-ID,
+    CSeq + 1), 200 at SIPp's echo port: the WebRTC caller's tone comes back through the
+    carrier; the caller's hangup is a BYE the carrier answers."""
+    carrier = _carrier(tmp_path, "carrier_407_echo.xml")
+    trunk = await _trunk(trunk_server, carrier.port, send_pai=True)
+    await _route(trunk_server, "+1555100", trunk)
+    _, phone = await _caller(trunk_server, phones)
+    sink = BufferSink()
+    async with carrier:
+        call = await phone.call("+15551000001", source=ToneSource(TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await asyncio.sleep(2.0)  # the measurement: the echo of 2 s of tone
+        heard = sink.samples(1.5)
+        await call.hangup()
+        result = await carrier.wait(15)
+    assert result.ok and result.successful == 1, result.explain()
+    assert "SIP/2.0 407" in result.messages
+    assert "P-Asserted-Identity" in result.messages
+    assert tone_level_db(heard, 48000, TONE) > -35.0, "the tone did not come back via the trunk"
+    cdr = await _cdr_to(trunk_server, "+15551000001")
+    assert cdr.answered_at is not None and cdr.end_reason == "hangup", cdr
+
+
+@sipp_only
+async def test_early_media_then_486_ends_the_callers_call_busy_after_hearing_it(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """carrier_183_busy.xml: 183 with SDP (the caller's tone echoed back as early media for
+    3 s), then 486: the caller heard the early audio and its call ends ``busy``."""
+    carrier = _carrier(tmp_path, "carrier_183_busy.xml")
+    trunk = await _trunk(trunk_server, carrier.port)
+    await _route(trunk_server, "+1555200", trunk)
+    _, phone = await _caller(trunk_server, phones)
+    sink = BufferSink()
+    ended: list[Any] = []
+    async with carrier:
+        call = await phone.call("+15552000001", source=ToneSource(TONE), sink=sink)
+        call.on("ended", lambda *a: ended.append(a))
+        await asyncio.sleep(2.0)  # the measurement: early media (183 then 3 s of echo)
+        heard = sink.samples(1.0)
+        await call.wait_for("ended", timeout=10)
+        result = await carrier.wait(10)
+    assert result.ok and result.successful == 1, result.explain()
+    assert tone_level_db(heard, 48000, TONE) > -35.0, "no early media reached the caller"
+    assert call.end_reason == "busy", call.end_reason
+    cdr = await _cdr_to(trunk_server, "+15552000001")
+    assert cdr.answered_at is None and cdr.end_reason == "busy", cdr
+
+
+@sipp_only
+async def test_a_trunk_answering_503_fails_over_to_the_next_trunk(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """Route +1555300 → [carrier_503.xml, carrier_echo.xml]: the first answers 503, the call
+    goes on to the second, which answers: the caller hears its echo."""
+    bad = _carrier(tmp_path, "carrier_503.xml")
+    good = _carrier(tmp_path, "carrier_echo.xml")
+    first = await _trunk(trunk_server, bad.port)
+    second = await _trunk(trunk_server, good.port)
+    await _route(trunk_server, "+1555300", first, second)
+    _, phone = await _caller(trunk_server, phones)
+    sink = BufferSink()
+    async with bad, good:
+        call = await phone.call("+15553000001", source=ToneSource(TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await asyncio.sleep(1.5)  # the measurement: the second carrier's echo
+        heard = sink.samples(1.0)
+        await call.hangup()
+        bad_result = await bad.wait(10)
+        good_result = await good.wait(10)
+    assert bad_result.ok and "SIP/2.0 503" in bad_result.messages, bad_result.explain()
+    assert good_result.ok and good_result.successful == 1, good_result.explain()
+    assert tone_level_db(heard, 48000, TONE) > -35.0, "no echo from the second trunk"
