@@ -34,6 +34,7 @@ from callbridge.signalling.sessions import SessionManager
 from callbridge.signalling.ws import Connection
 from callbridge.sip.calls import attach_sip
 from callbridge.sip.stack import start_sip
+from callbridge.sip.trunk_service import attach_trunks
 from callbridge.sip.wsgate import install_sip_ws
 from callbridge.store import Cdr, Store
 from callbridge.webhooks import WebhookOutbox
@@ -102,9 +103,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         app.state.sip = await start_sip(config, drain)  # None when --sip-port 0 (docs/sip.md)
         registrar = await attach_sip(app.state.sip, store, controller, app.state.abuse_guard)
+        trunks = await attach_trunks(app.state.sip, store, controller)  # issue 12
         try:
             yield
         finally:
+            if trunks is not None:  # un-REGISTER from carriers while SIP still runs
+                await trunks.stop()
             if registrar is not None:
                 await registrar.stop()
             if app.state.sip is not None:
