@@ -33,7 +33,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pylibsrtp
@@ -76,17 +76,20 @@ class _Socket(asyncio.DatagramProtocol):
         pass  # ICMP port unreachable: the device is not listening yet (or any more)
 
 
-def _candidates(ports: tuple[int, int]) -> list[int]:
+def _candidates(ports: tuple[int, int]) -> Iterator[int]:
     """Even RTP ports whose RTCP port (+1) is in ``ports`` too: a few random picks, then the
-    whole range from a random start (a small range is walked completely, a busy one too)."""
+    whole range from a random start (a small range is walked completely, a busy one too).
+    Lazy: the default range has 20000 pairs and the first pick nearly always binds."""
     first = ports[0] + (ports[0] % 2)
     count = (ports[1] - first + 1) // 2
     if count <= 0:
-        return []
+        return
+    if count > _BIND_TRIES:
+        for _ in range(_BIND_TRIES):
+            yield first + 2 * random.randrange(count)
     start = random.randrange(count)
-    walk = [first + 2 * ((start + i) % count) for i in range(count)]
-    picks = [first + 2 * random.randrange(count) for _ in range(min(_BIND_TRIES, count))]
-    return picks + walk if count > _BIND_TRIES else walk
+    for i in range(count):
+        yield first + 2 * ((start + i) % count)
 
 
 async def bind_pair(
