@@ -37,7 +37,7 @@ async def test_idle_connections_close_unless_kept_alive_or_in_use() -> None:
         return flow.remote in claimed
 
     layer = Transports(lambda data, flow: None, idle_timeout=TIMEOUT)
-    layer.in_use = in_use
+    layer.in_use.append(in_use)
     host, port = await layer.listen_stream("127.0.0.1", 0)
     try:
         silent_r, silent_w = await asyncio.open_connection(host, port)

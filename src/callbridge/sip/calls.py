@@ -139,7 +139,7 @@ class SipCalls:
         """Take INVITEs from the stack and ring users' SIP contacts on their calls."""
         self.stack.on("INVITE", self._on_invite)
         self.controller.device_finders.append(self.devices_of)
-        self.stack.transports.in_use = self.flow_in_use
+        self.stack.transports.in_use.append(self.flow_in_use)
 
     async def flow_in_use(self, flow: Flow) -> bool:
         """Whether a quiet TCP/TLS connection must stay open (the transports close it when

@@ -23,7 +23,7 @@ Over UDP, a datagram is one message; an empty or whitespace-only datagram (a kee
 dropped.
 
 A TCP/TLS connection with no traffic either way for :data:`IDLE_TIMEOUT` seconds is closed,
-unless the layer's ``in_use`` check says something still needs it (a registration reached
+unless one of the layer's ``in_use`` checks says something still needs it (a registration reached
 over it, a call on it): RFC 5626 §3.5.1 keep-alives (CRLFCRLF) count as traffic, so a phone
 that sends them keeps its connection.
 """
@@ -233,7 +233,9 @@ class Transports:
     ) -> None:
         self.receiver = receiver
         self.idle_timeout = idle_timeout  # 0: connections are never closed for idleness
-        self.in_use: InUse | None = None  # does anything still need this quiet connection?
+        # Does anything still need this quiet connection? Each user of flows adds its check
+        # (the call adapter: registrations and calls; trunks: theirs).
+        self.in_use: list[InUse] = []
         self._sweeper: asyncio.Task[None] | None = None
         self.guard = guard  # caps accepted TCP/TLS connections per source address
         self.on_framing_error = on_framing_error
@@ -302,7 +304,11 @@ class Transports:
                 if now - flow.last_traffic < self.idle_timeout:
                     continue
                 try:
-                    needed = self.in_use is not None and await self.in_use(flow)
+                    needed = False
+                    for check in self.in_use:
+                        if await check(flow):
+                            needed = True
+                            break
                 except Exception:  # an unanswerable check keeps the connection (the safe side)
                     log.exception("SIP: checking whether %s is in use failed", flow)
                     needed = True
