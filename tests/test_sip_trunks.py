@@ -268,3 +268,75 @@ async def test_a_trunk_answering_503_fails_over_to_the_next_trunk(
     assert bad_result.ok and "SIP/2.0 503" in bad_result.messages, bad_result.explain()
     assert good_result.ok and good_result.successful == 1, good_result.explain()
     assert tone_level_db(heard, 48000, TONE) > -35.0, "no echo from the second trunk"
+
+
+async def _did(server: Server, number: str, user: str, trunk_values: dict[str, Any]) -> Trunk:
+    """``number`` owned by the default account and routed to ``user``; a trunk whose inbound
+    side is ``trunk_values`` (its host is never dialled here)."""
+    async with server.store() as store:
+        await store.add_number(number)
+        await store.route_number(number, None, "user", user)
+        return await store.add_trunk(
+            name=f"inbound{next(_n)}", host="192.0.2.1", options_interval=0, **trunk_values
+        )
+
+
+@sipp_only
+async def test_an_inbound_call_for_a_did_rings_the_user_and_audio_flows(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """carrier_inbound.xml from 127.0.0.2 (the trunk's ACL): the DID's user's /ws device
+    rings with the carrier's caller ID, answers with a tone, and hears it back from SIPp's
+    echo; SIPp's BYE ends the call."""
+    name, phone = await _caller(trunk_server, phones)
+    await _did(trunk_server, "+15557770001", name, {"inbound_acl": ["127.0.0.2/32"]})
+    sink = BufferSink()
+    incoming: list[Any] = []
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def answer(call: Any) -> None:
+        incoming.append(call)
+        await call.answer(source=ToneSource(TONE), sink=sink)
+
+    phone.on("incoming", lambda call: tasks.append(asyncio.create_task(answer(call))))
+    carrier = Sipp(
+        tmp_path / "in",
+        "carrier_inbound.xml",
+        remote=f"{LOOPBACK}:{trunk_server.sip_port}",
+        service="+15557770001",
+        rtp_echo=True,
+        extra=["-i", "127.0.0.2"],
+        deadline=20,
+    )
+    async with carrier:
+        result = await carrier.wait(20)
+    heard = sink.samples(1.5)
+    assert result.ok and result.successful == 1, result.explain()
+    assert incoming and "+15559990001" in str(incoming[0].from_), incoming
+    assert tone_level_db(heard, 48000, TONE) > -35.0, "no audio came back from the carrier"
+
+
+@sipp_only
+async def test_an_inbound_invite_from_outside_every_acl_is_refused_403_and_never_routed(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """carrier_inbound_denied.xml from 127.0.0.1, which no trunk's ACL holds, for a DID routed
+    to a logged-in user: 403, the user's device never rings, the server logs the source."""
+    name, phone = await _caller(trunk_server, phones)
+    await _did(trunk_server, "+15557770002", name, {"inbound_acl": ["127.0.0.3/32"]})
+    rung: list[Any] = []
+    phone.on("incoming", rung.append)
+    carrier = Sipp(
+        tmp_path / "denied",
+        "carrier_inbound_denied.xml",
+        remote=f"{LOOPBACK}:{trunk_server.sip_port}",
+        service="+15557770002",
+        deadline=15,
+    )
+    async with carrier:
+        result = await carrier.wait(15)
+    assert result.ok and result.successful == 1, result.explain()
+    assert "SIP/2.0 403" in result.messages and "SIP/2.0 407" not in result.messages
+    assert not rung
+    log = (trunk_server.data_dir / "server.log").read_text()
+    assert "+15557770002 from 127.0.0.1" in log and "in no trunk's inbound ACL" in log
