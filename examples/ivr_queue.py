@@ -1,0 +1,140 @@
+# ivr_queue.py
+"""A small call centre: an IVR and a queue, driven over REST with the official telnyx SDK.
+
+Callers dial 5000: the application answers, greets them and gathers a digit; pressing 1 puts
+them in the queue "front", where they hear hold music. Agents dial 5001 and get the caller who
+waited longest; the agent's phone learns who it got (the ``bridged`` event: caller, queue,
+wait). Webhooks come to a small receiver on 127.0.0.1 and are verified with the SDK.
+
+To run it yourself, the server must be allowed to post webhooks to 127.0.0.1
+(``callbridge serve --allow-webhooks-to 127.0.0.1``). Then, with an API key
+(``callbridge apikey create``) and the login tokens of a caller and an agent
+(``callbridge token NAME``), this script plays both parts, the caller and the agent::
+
+    python ivr_queue.py API_KEY CALLER_TOKEN AGENT_TOKEN
+
+The server is http://127.0.0.1:8080 unless $CALLBRIDGE_URL says otherwise.
+"""
+
+import asyncio
+import base64
+import os
+import sys
+
+from telnyx import AsyncTelnyx
+
+from callbridge.client import Bridged, Phone, ToneSource, WavRecorder
+
+URL = os.environ.get("CALLBRIDGE_URL", "http://127.0.0.1:8080")
+CALLERS, AGENTS = "5000", "5001"  # the extensions routed to this application
+QUEUE = "front"
+
+
+def tag(text: str) -> str:
+    """A ``client_state``: base64, given with a command, returned with the call's webhooks."""
+    return base64.b64encode(text.encode()).decode()
+
+
+class FrontDesk:
+    """The application: what it does with each webhook."""
+
+    def __init__(self, client: AsyncTelnyx) -> None:
+        self.client = client
+        self.actions = client.calls.actions
+        # For the demo, which plays the caller and the agent too: what they wait for.
+        self.menu_ready = asyncio.Event()  # the caller presses 1 once the menu listens
+        self.someone_waits = asyncio.Event()  # an agent dials in once a caller is queued
+        self.hangups = asyncio.Queue()  # the call_control_id of each call that ended
+
+    async def handle(self, event) -> None:
+        kind, p = event.data.event_type, event.data.payload
+        if kind == "call.initiated" and p.direction == "incoming":
+            role = "agent" if p.to == AGENTS else "caller"
+            await self.actions.answer(p.call_control_id, client_state=tag(role))
+        elif kind == "call.answered" and p.client_state == tag("caller"):
+            await self.actions.speak(
+                p.call_control_id, voice="female", payload="Welcome. Press 1 for an agent."
+            )
+            await self.actions.gather(p.call_control_id, maximum_digits=1, timeout_millis=20000)
+            self.menu_ready.set()
+        elif kind == "call.gather.ended" and p.digits == "1":
+            await self.actions.enqueue(p.call_control_id, queue_name=QUEUE)
+        elif kind == "call.enqueued":
+            self.someone_waits.set()
+        elif kind == "call.gather.ended":
+            await self.actions.hangup(p.call_control_id)  # any other key, or none
+        elif kind == "call.answered" and p.client_state == tag("agent"):
+            # The agent gets whoever waited longest in the queue.
+            await self.actions.bridge(
+                p.call_control_id, call_control_id_to_bridge_with="", queue=QUEUE
+            )
+        elif kind == "call.hangup":
+            self.hangups.put_nowait(p.call_control_id)
+
+
+async def receive_webhooks(client: AsyncTelnyx, desk: FrontDesk, tasks: asyncio.TaskGroup):
+    """An HTTP server on 127.0.0.1 (a free port) taking the application's webhooks."""
+    public_key = (await client.get("/public_key", cast_to=object))["data"]["public_key"]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readline():  # the request line; keep-alive: one request a turn
+            headers = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", 0)))
+            # unwrap() checks the ed25519 signature (and its age) before parsing the event.
+            event = client.webhooks.unwrap(body.decode(), headers=headers, key=public_key)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            tasks.create_task(desk.handle(event))  # answered first: commands make webhooks
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/webhooks"
+
+
+async def main(api_key: str, caller_token: str, agent_token: str) -> None:
+    ws = URL.replace("http", "ws", 1) + "/ws"
+    async with AsyncTelnyx(api_key=api_key, base_url=f"{URL}/v2") as client, \
+            asyncio.TaskGroup() as tasks:
+        desk = FrontDesk(client)
+        webhooks, webhook_url = await receive_webhooks(client, desk, tasks)
+        app = await client.call_control_applications.create(
+            application_name="front desk", webhook_event_url=webhook_url
+        )
+        for line in (CALLERS, AGENTS):
+            await client.post(
+                "/routes", body={"destination": line, "application_id": app.data.id},
+                cast_to=object,
+            )
+
+        async with Phone(ws, caller_token) as caller, Phone(ws, agent_token) as agent:
+            call = await caller.call(CALLERS, source=ToneSource(440))
+            ended = asyncio.Event()
+            call.on("ended", lambda reason: (print("caller: ended,", reason), ended.set()))
+            await call.wait_for("answered")
+            await desk.menu_ready.wait()
+            await call.send_dtmf("1")  # the caller picks the agent queue
+            await desk.someone_waits.wait()
+
+            work = await agent.call(
+                AGENTS, source=ToneSource(1000), sink=WavRecorder("agent-hears.wav")
+            )
+            await work.wait_for("bridged")  # the application bridged the agent to a caller
+            got: Bridged = work.bridged
+            print(f"agent: got {got.peer} from queue {got.queue} after {got.wait_time_secs} s")
+            await asyncio.sleep(1)  # they talk
+            await work.hangup()
+            await ended.wait()  # the caller's call ends with the agent's
+            for _ in range(2):
+                await desk.hangups.get()  # both calls' last webhooks arrived
+
+        await client.call_control_applications.delete(app.data.id)
+        webhooks.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python ivr_queue.py API_KEY CALLER_TOKEN AGENT_TOKEN")
+    asyncio.run(main(*sys.argv[1:]))
