@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -21,6 +22,7 @@ from telnyx import AsyncTelnyx
 from telnyx.types.call_hangup import PayloadCallQualityStats
 from telnyx.types.detail_record_list_params import Filter
 
+import pg
 from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.cdr_details import CdrDetails, estimate_mos, stored_quality_stats
 from callbridge.cli import main as cli_main
@@ -28,6 +30,8 @@ from callbridge.client import Bridged, Call
 from callbridge.core.app_model import AppCall
 from callbridge.core.controller import CallController
 from callbridge.media.interface import EndpointInfo, RtcpStats
+from callbridge.store import Store
+from callbridge.store.calls import CdrQuery
 from callbridge.store.records import Cdr
 from callbridge.testing import Server
 from callbridge.testing.fake_media import FakeMediaServer
@@ -355,3 +359,50 @@ async def test_a_transferred_call_s_record_names_the_call_it_goes_on_as() -> Non
     finally:
         details.close()
         await controller.shutdown()
+
+
+# The store's search, on SQLite and PostgreSQL ---------------------------------------------------
+database = pg.database
+
+
+async def test_the_store_searches_cdrs_by_column_instant_account_and_page(
+    database: pg.Database,
+) -> None:
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    store = await Store.open(database.url)
+    try:
+        for n, (caller, account) in enumerate((("ann", "a"), ("ann", "a"), ("ann", "b"))):
+            await store.record_cdr(
+                Cdr(
+                    call_id=f"c{n}",
+                    caller=caller,
+                    callee="agent",
+                    destination="5000",
+                    started_at=t0 + timedelta(minutes=n),
+                    answered_at=t0 + timedelta(minutes=n, seconds=5),
+                    ended_at=t0 + timedelta(minutes=n, seconds=50),
+                    end_reason="hangup",
+                    account_id=account,
+                    answered_user="agent",
+                    queue_name="q" * 300,  # longer than its column: cut, the record kept
+                    queue_wait_secs=n,
+                    hangup_source="caller",
+                    quality={"leg": {"packets_received": 1, "packets_lost": 0, "jitter_ms": 1.0}},
+                )
+            )
+        newest, total = await store.search_cdrs(CdrQuery(account_id="a"), 1, 1)
+        assert total == 2 and [c.call_id for c in newest] == ["c1"]
+        oldest, _ = await store.search_cdrs(CdrQuery(account_id="a", sort="started_at"), 1, 5)
+        assert [c.call_id for c in oldest] == ["c0", "c1"]
+        assert oldest[0].queue_name == "q" * 255 and oldest[0].quality is not None
+        assert oldest[1].queue_wait_secs == 1 and oldest[1].answered_user == "agent"
+        later = CdrQuery(ranges={"started_at": (t0 + timedelta(seconds=30), None)})
+        assert (await store.search_cdrs(later))[1] == 2  # every account: c1 and c2
+        by_caller = CdrQuery(account_id="b", equal={"caller": "ann", "hangup_source": "caller"})
+        assert [c.call_id for c in (await store.search_cdrs(by_caller))[0]] == ["c2"]
+        with pytest.raises(ValueError, match="sorted"):
+            await store.search_cdrs(CdrQuery(sort="caller"))
+        with pytest.raises(ValueError, match="filtered"):
+            await store.search_cdrs(CdrQuery(equal={"node_id": "x"}))
+    finally:
+        await store.close()
