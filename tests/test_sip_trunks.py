@@ -340,3 +340,38 @@ async def test_an_inbound_invite_from_outside_every_acl_is_refused_403_and_never
     assert not rung
     log = (trunk_server.data_dir / "server.log").read_text()
     assert "+15557770002 from 127.0.0.1" in log and "in no trunk's inbound ACL" in log
+
+
+async def _trunk_state(server: Server, trunk_id: str) -> Trunk | None:
+    async with server.store() as store:
+        return await store.find_trunk(trunk_id)
+
+
+@sipp_only
+async def test_a_registration_is_refreshed_before_expiry_and_removed_with_the_trunk(
+    trunk_server: Server, tmp_path: Path
+) -> None:
+    """carrier_register.xml: REGISTER, 401, REGISTER with digest, 200 granting 4 s (of the 60
+    asked); the refresh comes within 3.8 s (SIPp's timeout) and is authenticated again; the
+    store says
+    ``registered`` (what ``trunks list`` shows); removing the trunk un-REGISTERs it."""
+    carrier = Sipp(tmp_path / "reg", "carrier_register.xml", service="carrier", deadline=25)
+    async with carrier:
+        trunk = await _trunk(trunk_server, carrier.port, register=True, register_expires=60)
+        stamps: list[Any] = []
+        async with asyncio.timeout(12):  # the first grant, then a refresh's new stamp
+            while len(stamps) < 2:
+                state = await _trunk_state(trunk_server, trunk.id)
+                assert state is not None
+                if (
+                    state.registration_state == "registered"
+                    and state.registration_updated_at not in stamps
+                ):
+                    stamps.append(state.registration_updated_at)
+                await asyncio.sleep(0.1)
+        assert state.registration_detail == "expires in 4 s", state
+        async with trunk_server.store() as store:
+            await store.remove_trunk(trunk.id)
+        result = await carrier.wait(20)
+    assert result.ok and result.successful == 1, result.explain()
+    assert result.messages.count("Expires: 0") >= 2  # the un-REGISTER and its retry
