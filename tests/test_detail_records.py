@@ -6,6 +6,7 @@ and after, the agent's ``bridged`` event, and the bad filters refused by name.""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import csv
@@ -14,6 +15,7 @@ import itertools
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -26,6 +28,7 @@ import pg
 from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.cdr_details import CdrDetails, estimate_mos, stored_quality_stats
 from callbridge.cli import main as cli_main
+from callbridge.cli_cdrs import parse_when
 from callbridge.client import Bridged, Call
 from callbridge.core.app_model import AppCall
 from callbridge.core.controller import CallController
@@ -406,3 +409,21 @@ async def test_the_store_searches_cdrs_by_column_instant_account_and_page(
             await store.search_cdrs(CdrQuery(equal={"node_id": "x"}))
     finally:
         await store.close()
+
+
+def test_cdrs_times_are_instants_dates_or_spans_and_a_bad_one_says_what_to_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    assert parse_when("7d", now) == now - timedelta(days=7)
+    assert parse_when("90m", now) == now - timedelta(minutes=90)
+    assert parse_when("2026-12-01") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_when("2026-12-01T10:00+01:00") == datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    for bad in ("2026-12-01T10:00", "last tuesday", "7x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ISO 8601"):
+            parse_when(bad)
+    data = ["--data-dir", str(tmp_path)]
+    assert cli_main(["cdrs", *data, "--since", "yesterday-ish"]) == 2
+    assert "is not a time" in capsys.readouterr().err
+    assert cli_main(["cdrs", *data, "--since", "2026-12-02", "--until", "2026-12-01"]) == 2
+    assert "--until" in capsys.readouterr().err
