@@ -369,7 +369,7 @@ async def test_a_registration_is_refreshed_before_expiry_and_removed_with_the_tr
                 ):
                     stamps.append(state.registration_updated_at)
                 await asyncio.sleep(0.1)
-        assert state.registration_detail == "expires in 4 s", state
+        assert state is not None and state.registration_detail == "expires in 4 s", state
         async with trunk_server.store() as store:
             await store.remove_trunk(trunk.id)
         result = await carrier.wait(20)
