@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.store import Store
 from callbridge.testing.server import Server
 from conftest import MakeParty
-from parties import ALICE, BOB, connect
+from parties import ALICE, BOB, CAROL, Party, connect, until_async
 from test_browser import _preflight
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,52 @@ async def test_who_may_read_the_dashboard(server: Server, store: Store, party: M
     assert state["webhooks"] is None
     await out.hangup()
     await inc.wait_for("ended", timeout=5)
+
+
+async def answered_by_app(api: Api, p: Party, line: str) -> str:
+    call = await p.call(line)
+    initiated = await api.sink.wait("call.initiated", call_control_id=call.id)
+    ccid: str = initiated.payload["call_control_id"]
+    await api.client.calls.actions.answer(ccid)
+    await call.wait_for("answered", timeout=5)
+    return ccid
+
+
+async def test_conferences_with_their_talker_and_queues_with_their_callers(
+    api: Api, party: MakeParty
+) -> None:
+    line = await api.line()
+    alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
+    a, b, c = [await answered_by_app(api, p, line) for p in (alice, bob, carol)]
+    made = await api.client.conferences.create(call_control_id=a, name="dash-standup")
+    assert made.data is not None
+    await api.client.conferences.actions.join(made.data.id, call_control_id=b)
+    await api.client.calls.actions.enqueue(c, queue_name="dash-support")
+    await api.sink.wait("call.enqueued", call_control_id=c)
+    key = str(api.client.api_key)  # the application's account (default), not an admin key
+    async with httpx.AsyncClient(base_url=api.http, timeout=10) as http:
+
+        async def talking() -> dict[str, Any] | None:
+            state = (await http.get("/dashboard/state", headers=bearer(key))).json()
+            conf = next(x for x in state["conferences"] if x["name"] == "dash-standup")
+            return state if any(m["talking"] for m in conf["members"]) else None
+
+        # Both send a steady tone: the mixer's floor goes to one of them within moments.
+        state = await until_async(talking, within=5)
+    assert state["account"] == "default" and state["webhooks"] is None
+    conf = next(x for x in state["conferences"] if x["name"] == "dash-standup")
+    assert {m["call_id"] for m in conf["members"]} == {a, b}
+    assert conf["talking"] in {m["key"] for m in conf["members"]}
+    assert sum(m["talking"] for m in conf["members"]) == 1
+    queue = next(q for q in state["queues"] if q["name"] == "dash-support")
+    assert [(w["call_control_id"], w["position"]) for w in queue["waiting"]] == [(c, 1)]
+    assert queue["waiting"][0]["from"] == carol.user.number
+    calls = {x["id"]: x for x in state["calls"]}
+    assert calls[c]["queue"] == "dash-support" and calls[c]["application"] == "test app"
+    assert calls[a]["conference"] == "dash-standup", calls[a]
+    for ccid in (a, b, c):
+        await api.client.calls.actions.hangup(ccid)
+    await api.sink.wait("call.hangup", call_control_id=c)
 
 
 def run_scenario(inner: float) -> dict[str, Any]:

@@ -64,7 +64,7 @@ TICKET_SECONDS = 8 * 3600  # a working day; the page signs in again with its key
 MAX_TICKETS = 1000  # the oldest go first beyond this (each sign-in makes one)
 MIN_INTERVAL = 0.4  # seconds between two pushes: a burst of events is one snapshot
 HEARTBEAT = 5.0  # seconds: a push even without events (durations, registrations, outbox)
-DRAIN_POLL = 0.25  # seconds between two looks at the drain while the server drains
+DRAIN_POLL = 0.25  # seconds between two looks at the server's drain
 STREAM_SECONDS = 300.0  # a stream ends after this; EventSource reconnects with the cookie
 
 # The page needs its own origin only (EventSource and fetch to /dashboard/*).
@@ -247,15 +247,16 @@ async def _stream(
             body: dict[str, Any] = await snapshot(runtime, scope)
             yield f"event: snapshot\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
             pushed = loop.time()
-            # While the server drains, look often: the stream must end as soon as the drain
-            # is done, or it would hold up the server's stop (uvicorn waits for responses).
-            draining = drain is not None and drain.draining
-            try:
-                await asyncio.wait_for(changed.wait(), DRAIN_POLL if draining else HEARTBEAT)
-            except TimeoutError:
-                pass
-            if drain is not None and drain.state is DrainState.DONE:
-                return
+            # Wait for a change or the heartbeat, in slices: the stream must end as soon as the
+            # server's drain is done (a SIGTERM drains first), or it would hold up the stop
+            # (uvicorn waits for open responses). The drain publishes nothing on the bus.
+            while not changed.is_set() and loop.time() < pushed + HEARTBEAT:
+                try:
+                    await asyncio.wait_for(changed.wait(), DRAIN_POLL)
+                except TimeoutError:
+                    pass
+                if drain is not None and drain.state is DrainState.DONE:
+                    return
             wait = MIN_INTERVAL - (loop.time() - pushed)
             if wait > 0:
                 await asyncio.sleep(wait)  # the rest of a burst joins this push

@@ -100,7 +100,7 @@ def _app_call(call: AppCall, now: datetime) -> dict[str, Any]:
         "started_at": _iso(call.started_at),
         "answered_at": _iso(call.answered_at),
         "duration_secs": _seconds(call.answered_at, now),
-        "application": getattr(app, "name", None) if app is not None else None,
+        "application": getattr(app, "application_name", None) if app is not None else None,
         "queue": entry.queue.name if entry is not None and entry.state.value == "waiting" else None,
         "conference": conference.name if conference is not None else None,
         "legs": [_leg(leg)] if leg is not None else [],
