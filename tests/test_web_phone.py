@@ -3,14 +3,17 @@
 ``tests/browser/phone_scenario.py`` does the clicking, in a loopback-only network namespace
 with its own PID namespace (see tests/test_browser.py for why both); this file runs it and
 asserts on what it saw: the pages' text at each step, RTP between the two pages, and what the
-Python far party heard (analysed). The call test writes the screenshots of docs/softphone.md
-into docs/img/.
+Python far party heard (analysed). The call test takes the screenshots of docs/softphone.md
+into its own temporary directory and checks them there; ``CALLBRIDGE_SCREENSHOTS=docs/img``
+makes it re-take the committed ones instead (tests/browser/shots.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +21,11 @@ from typing import Any
 
 import pytest
 
+from browser.shots import ENV
 from test_browser import _preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "tests" / "browser" / "phone_scenario.py"
-SHOTS = ROOT / "docs" / "img"
 HEARD = -35.0  # dBFS: the tone is clearly there
 SILENT = -60.0  # dBFS: nothing of it
 # getStats' totalAudioEnergy gained in a second: the mean square of audioLevel. Silence gives
@@ -30,12 +33,13 @@ SILENT = -60.0  # dBFS: nothing of it
 AUDIBLE = 1e-5  # audioLevel ~0.003, about -50 dBFS
 
 
-def run(mode: str, inner: float) -> dict[str, Any]:
-    """Run phone_scenario.py MODE in a loopback-only namespace; its ``RESULT``, parsed."""
+def run(mode: str, inner: float, shots: Path | None = None) -> dict[str, Any]:
+    """Run phone_scenario.py MODE in a loopback-only namespace; its ``RESULT``, parsed.
+    Screenshots go to ``shots`` (unless ``CALLBRIDGE_SCREENSHOTS`` says where)."""
     _preflight()
     command = [sys.executable, str(SCENARIO), mode, "--timeout", str(inner)]
-    if mode == "call":
-        command += ["--shots", str(SHOTS)]
+    if shots is not None:
+        command += ["--shots", str(shots)]
     inner_cmd = "ip link set lo up && exec " + shlex.join(command)
     cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--", "sh", "-c", inner_cmd]
     try:
@@ -65,9 +69,17 @@ def calls(page: dict[str, Any]) -> list[tuple[str, str]]:
     return [(c["state"], c["shown"]) for c in page["calls"]]
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """A PNG's width and height, from its IHDR chunk (PNG spec 11.2.2)."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", f"{path}: not a PNG"
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
 @pytest.mark.timeout(95)
-def test_two_pages_dial_answer_hold_resume_transfer_hang_up() -> None:
-    r = run("call", 75)
+def test_two_pages_dial_answer_hold_resume_transfer_hang_up(tmp_path: Path) -> None:
+    r = run("call", 75, shots=tmp_path / "shots")
     assert r["error"] is None, f"the scenario failed:\n{r['error']}\n{show(r)}"
     assert r["interfaces"] == ["lo"], "not in a loopback-only namespace"
     s = r["steps"]
@@ -95,6 +107,13 @@ def test_two_pages_dial_answer_hold_resume_transfer_hang_up() -> None:
     for side in ("alice_hears", "bob_hears"):  # audio both ways between the two pages
         assert talking[side]["packets"] > 30 and talking[side]["energy"] > AUDIBLE, talking
 
+    # An application records the call: both pages say so, and stop saying so when it stops.
+    recorded, not_recorded = s["recorded"], s["not_recorded"]
+    assert recorded["status"] == not_recorded["status"] == 200, (recorded, not_recorded)
+    for name in ("alice", "bob"):
+        assert recorded[name].endswith("Connected · recorded"), recorded
+        assert not_recorded[name].endswith(": Connected"), not_recorded
+
     assert calls(s["held"]["alice"]) == [("held", "On hold")], s["held"]
     assert calls(s["held"]["bob"]) == [("held", "Held by the other side")], s["held"]
     assert calls(s["resumed"]["alice"]) == [("active", "Connected")], s["resumed"]
@@ -116,6 +135,18 @@ def test_two_pages_dial_answer_hold_resume_transfer_hang_up() -> None:
     assert done["alice"]["calls"] == [], done
     assert done["alice"]["history"][0].startswith("↗"), done["alice"]["history"]
     assert "hangup" in done["alice"]["history"][0], done["alice"]["history"]
+    # Then Recent calls lists the server's records of that call: the transfer ended alice's
+    # call with bob and went on as her call with carol (named as users of the account).
+    history = s["history"]["alice"]
+    assert history["source"] == "Your calls, from the server's records.", history
+    rows = [
+        (h["source"], h["dir"], h["peer"], h["meta"].rsplit(" · ", 1)[-1], h["back"])
+        for h in history["rows"]
+    ]
+    assert rows == [
+        ("server", "outgoing", "Carol (1 (415) 555-0103)", "hangup", "Call back"),
+        ("server", "outgoing", "Bob Jones (1 (415) 555-0102)", "transferred", "Call back"),
+    ], history
 
     # A conference: alice starts "standup" and invites bob (102), who joins from the banner.
     invited = s["conf_invited"]
@@ -149,9 +180,23 @@ def test_two_pages_dial_answer_hold_resume_transfer_hang_up() -> None:
         errors = [line for line in r["console"][name] if line.startswith(("error", "pageerror"))]
         assert errors == [], f"{name}'s console: {errors}"
     assert r["server_traceback"] is False, r["server_log_tail"]
-    shots = ("phone-idle.png", "phone-in-call.png", "phone-narrow.png", "phone-conference.png")
-    for name in (*shots, "phone-conference-invite.png"):
-        assert (SHOTS / name).stat().st_size > 10_000, name
+    # The screenshots were taken where the test asked (or where CALLBRIDGE_SCREENSHOTS says),
+    # at the pages' sizes: alice's 1180x820 window, bob's phone (390x844 at 2x).
+    shots = Path(r["shots_dir"])
+    assert shots == tmp_path / "shots" or os.environ.get(ENV), r["shots_dir"]
+    sizes = {"alice": (1180, 820), "bob": (780, 1688)}
+    for name, page in (
+        ("phone-signin.png", "alice"),
+        ("phone-idle.png", "alice"),
+        ("phone-narrow.png", "bob"),
+        ("phone-in-call.png", "alice"),
+        ("phone-history.png", "alice"),
+        ("phone-conference-invite.png", "bob"),
+        ("phone-conference.png", "alice"),
+    ):
+        assert name in r["screenshots"], r["screenshots"]
+        assert (shots / name).stat().st_size > 10_000, name
+        assert png_size(shots / name) == sizes[page], name
 
 
 @pytest.mark.timeout(65)

@@ -8,13 +8,16 @@ Run by ``tests/test_web_phone.py`` inside a loopback-only network namespace (as
 
 ``call``: alice and bob sign in on two pages (two Chromium processes, so that each has its own
 fake microphone: a 440 Hz and a 660 Hz tone from a WAV file); alice dials bob's extension on
-the dial pad, bob answers from the incoming banner, alice holds and resumes, bob transfers the
-call (blind) to carol, a Python SDK party that auto-answers with a 1000 Hz tone and records
-what it hears, alice hangs up. What each page shows is read from the DOM at each step; audio
-is checked twice: RTP energy between the two pages (``getStats`` on ``call.peerConnection``),
-and carol's recording analysed for alice's 440 Hz (and not bob's 660 Hz). Screenshots go to
-``--shots``, or to ``$CALLBRIDGE_SCREENSHOTS`` (``docs/img`` re-takes the docs' pictures; see
-``browser/shots.py``).
+the dial pad, bob answers from the incoming banner, an application records the call for a
+moment (REST record_start / record_stop: both pages show the "Recorded" badge, then not),
+alice holds and resumes, bob transfers the call (blind) to carol, a Python SDK party that
+auto-answers with a 1000 Hz tone and records what it hears, alice hangs up and her Recent
+calls shows the server's records of the call. What each page shows is read from the DOM at
+each step; audio is checked twice: RTP energy between the two pages (``getStats`` on
+``call.peerConnection``), and carol's recording analysed for alice's 440 Hz (and not bob's
+660 Hz). Then a conference: alice starts it, invites bob, removes him, ends it. Screenshots
+go to ``--shots``, or to ``$CALLBRIDGE_SCREENSHOTS`` (``docs/img`` re-takes the docs'
+pictures; see ``browser/shots.py``).
 
 ``tls``: ``callbridge dev-cert`` makes a certificate, ``callbridge serve --tls-cert/--tls-key``
 serves it; Chromium trusts exactly that key (``--ignore-certificate-errors-spki-list``), loads
@@ -50,6 +53,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 # tests/ on the path, as mypy sees it (mypy_path): scenario.py's Chromium flags and checks.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from browser.scenario import CHROMIUM, CHROMIUM_ARGS, loopback_only
+from browser.sdk_harness import RECORD_START, RECORD_STOP, call_action
 from browser.shots import screenshots_dir
 from callbridge.client import SAMPLE_RATE, BufferSink, Call, Phone, ToneSource
 from callbridge.testing import tone_level_db
@@ -110,6 +114,23 @@ READ_PAGE = """() => {
     wsUrl: window.phoneApp && window.phoneApp.phone ? window.phoneApp.phone.url : null,
   };
 }"""
+
+# Recent calls has the server's records, the one of the call with carol among them, and no
+# entry of the page's own is left.
+HISTORY_FROM_SERVER = """() => {
+  const source = document.getElementById("history-source").textContent;
+  const rows = [...document.querySelectorAll("#history li")];
+  return source.includes("server's records") && rows.every((li) => li.dataset.source === "server")
+    && rows.some((li) => li.textContent.includes("Carol") && li.textContent.includes("hangup"));
+}"""
+READ_HISTORY = """() => ({
+  source: document.getElementById("history-source").textContent,
+  rows: [...document.querySelectorAll("#history li")].map((li) => ({
+    source: li.dataset.source, dir: li.querySelector(".dir").getAttribute("aria-label"),
+    peer: li.querySelector(".peer").textContent, meta: li.querySelector(".meta").textContent,
+    back: li.querySelector("button.back") ? li.querySelector("button.back").textContent : null,
+  })),
+})"""
 
 # RTP received on the page's first call (or its conference leg): packets and the energy of
 # the audio (getStats).
@@ -197,6 +218,23 @@ class PhoneScenario:
             }""",
             arg=[state, shown],
         )
+
+    async def recording(
+        self, alice: Any, bob: Any, call_id: str, action: tuple[str, dict[str, Any]], on: bool
+    ) -> dict[str, Any]:
+        """REST record_start / record_stop on the call; until both pages' badges follow."""
+        assert self.server is not None
+        status = await call_action(self.server, call_id, action)
+        shown = "on => !document.querySelector('#call-list .call-item .recorded').hidden === on"
+        await asyncio.gather(
+            alice.wait_for_function(shown, arg=on), bob.wait_for_function(shown, arg=on)
+        )
+        label = "el => el.getAttribute('aria-label')"
+        return {
+            "status": status,
+            "alice": await alice.eval_on_selector("#call-list .call-item", label),
+            "bob": await bob.eval_on_selector("#call-list .call-item", label),
+        }
 
     async def audio_delta(
         self, page: Any, seconds: float = 1.0, conference: bool = False
@@ -322,7 +360,11 @@ class PhoneScenario:
             "alice_hears": await self.audio_delta(alice),
             "bob_hears": await self.audio_delta(bob),
         }
+        # An application records the call (REST): both pages show the badge, until it stops.
+        call_id = await alice.evaluate("() => window.phoneApp.calls[0].id")
+        steps["recorded"] = await self.recording(alice, bob, call_id, RECORD_START, True)
         await self.shot(alice, "phone-in-call.png")
+        steps["not_recorded"] = await self.recording(alice, bob, call_id, RECORD_STOP, False)
 
         # Alice holds, then resumes.
         await alice.click('#call-list .call-item [data-act="hold"]')
@@ -372,6 +414,9 @@ class PhoneScenario:
             "carol_reason": ended.data.get("reason"),
         }
         self.mark("hung_up")
+        # Recent calls: the server's record of the call replaces the page's own entry.
+        await alice.wait_for_function(HISTORY_FROM_SERVER)
+        steps["history"] = {"alice": await alice.evaluate(READ_HISTORY)}
         await self.shot(alice, "phone-history.png")
         await self.conference_flow(alice, bob, users)
         r["done"] = True

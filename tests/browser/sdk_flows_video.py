@@ -16,9 +16,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
-
-from browser.sdk_harness import TONES, Flow, Kit, PyParty, until
+from browser.sdk_harness import (
+    RECORD_START,
+    RECORD_STOP,
+    TONES,
+    Flow,
+    Kit,
+    PyParty,
+    call_action,
+    until,
+)
 from callbridge.client import SAMPLE_RATE, Call, FrameSink, TestPatternSource, ToneSource
 from callbridge.testing import tone_level_db
 
@@ -240,27 +247,19 @@ async def recording_notice(kit: Kit) -> dict[str, Any]:
     page = await kit.page("alice")
     call_id = await kit.js(page, PLACE, kit.ext("bob"))
     call = await bob.wait_call()
-    key = await kit.server.api_key()
     out: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=f"{kit.server.url}/v2", timeout=10) as http:
-        auth = {"authorization": f"Bearer {key}"}
-        for action, body, on in (
-            ("record_start", {"format": "wav", "channels": "single"}, "true"),
-            ("record_stop", {}, "false"),
-        ):
-            response = await http.post(
-                f"/calls/{call_id}/actions/{action}", json=body, headers=auth
-            )
-            out[f"{action}_status"] = response.status_code
-            out[action] = await kit.js(
-                page,
-                f"""async () => {{ const c = kit.calls.c;
-                    await kit.until(() => c.isRecorded === {on}, 5000, 'isRecorded {on}');
-                    return {{isRecorded: c.isRecorded,
-                            events: kit.log.filter(e => e[1] === 'recording').map(e => e[2])}}; }}""",
-            )
-            recorded = on == "true"
-            await until(lambda: call.is_recorded == recorded, 5, "bob's notice")  # noqa: B023
+    for action, on in ((RECORD_START, "true"), (RECORD_STOP, "false")):
+        name = action[0]
+        out[f"{name}_status"] = await call_action(kit.server, call_id, action)
+        out[name] = await kit.js(
+            page,
+            f"""async () => {{ const c = kit.calls.c;
+                await kit.until(() => c.isRecorded === {on}, 5000, 'isRecorded {on}');
+                return {{isRecorded: c.isRecorded,
+                        events: kit.log.filter(e => e[1] === 'recording').map(e => e[2])}}; }}""",
+        )
+        recorded = on == "true"
+        await until(lambda: call.is_recorded == recorded, 5, "bob's notice")  # noqa: B023
     await kit.js(page, "() => kit.calls.c.hangup()")
     return out
 

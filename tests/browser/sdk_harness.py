@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from callbridge.client import SAMPLE_RATE, BufferSink, Call, Phone, ToneSource
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, ServerUser
@@ -60,6 +62,24 @@ async def until(predicate: Callable[[], object], within: float, what: str) -> No
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} within {within} s")
         await asyncio.sleep(0.05)
+
+
+# A call's recording, as an application asks for it (REST, docs/api.md): the body of each.
+RECORD_START: tuple[str, dict[str, Any]] = ("record_start", {"format": "wav", "channels": "single"})
+RECORD_STOP: tuple[str, dict[str, Any]] = ("record_stop", {})
+
+
+async def call_action(server: Server, call_id: str, action: tuple[str, dict[str, Any]]) -> int:
+    """POST ``/v2/calls/{call_id}/actions/{name}`` with a new API key; the HTTP status."""
+    name, body = action
+    key = await server.api_key()
+    async with httpx.AsyncClient(base_url=f"{server.url}/v2", timeout=10) as http:
+        response = await http.post(
+            f"/calls/{call_id}/actions/{name}",
+            json=body,
+            headers={"authorization": f"Bearer {key}"},
+        )
+    return response.status_code
 
 
 @dataclass

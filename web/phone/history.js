@@ -2,7 +2,7 @@
 /**
  * The softphone's "Recent calls" panel: the signed-in user's call history from the server's
  * records (`phone.getCallHistory()`, `history.list` in docs/protocol.md), refreshed after
- * each call, with a "Call back" button per row. Missed calls are marked.
+ * each call (and twice more soon after: see LATER), with a "Call back" button per row. Missed calls are marked.
  *
  * The calls of this session also appear at once, from the page's own view, until the server's
  * list has them: the server writes a call's record when the whole call ends, which for a call
@@ -13,6 +13,14 @@
 import { $ } from "/phone/ui.js";
 
 const LIMIT = 50;
+// After a call ends the page asks again at these delays (ms): the server writes a call's
+// record once it has processed the end, which can be after the page's first request (the
+// hang-up and the request are handled side by side), and the record of a call transferred
+// away waits up to 3 s for the call it goes on as (so the new call's record can come later).
+const LATER = [1500, 4000];
+// A call of this session that ended this long before a request has its record in the answer
+// if it ever will (before that, its own entry stays rather than blink out).
+const SETTLED = 3500;
 // Your part of these calls ended, the call itself went on: its record may never name you.
 const KEEP = new Set(["transferred", "moved"]);
 
@@ -50,7 +58,8 @@ export function setupHistory({ getPhone, local, showName, clock, callBack }) {
         const known = new Set(server.map((c) => c.callId));
         for (let i = local.length - 1; i >= 0; i--) {
           const e = local[i];
-          if ((e.callId && known.has(e.callId)) || (!KEEP.has(e.reason) && (e.ended ?? 0) <= asked)) local.splice(i, 1);
+          const settled = (e.ended ?? 0) <= asked - SETTLED;
+          if ((e.callId && known.has(e.callId)) || (!KEEP.has(e.reason) && settled)) local.splice(i, 1);
         }
       } catch (e) {
         failed = /** @type {any} */ (e)?.message ?? String(e);
@@ -63,7 +72,19 @@ export function setupHistory({ getPhone, local, showName, clock, callBack }) {
     return running;
   }
 
+  /** @type {ReturnType<typeof setTimeout>[]} */
+  let timers = [];
+
+  /** A call ended: ask now, and again a little later (LATER). */
+  function afterCall() {
+    refresh();
+    for (const t of timers) clearTimeout(t);
+    timers = LATER.map((ms) => setTimeout(() => { if (getPhone()) refresh(); }, ms));
+  }
+
   function reset() {
+    for (const t of timers) clearTimeout(t);
+    timers = [];
     server = [];
     loaded = false;
     failed = "";
@@ -77,13 +98,13 @@ export function setupHistory({ getPhone, local, showName, clock, callBack }) {
       : loaded ? "Your calls, from the server's records." : "";
     /** @type {Array<{start: number, li: HTMLLIElement}>} */
     const rows = [];
-    for (const h of local) rows.push({ start: h.start, li: row(h.direction, h.peer, h.start, h.seconds, h.reason, h.dial ?? "") });
+    for (const h of local) rows.push({ start: h.start, li: row(h.direction, h.peer, h.start, h.seconds, h.reason, h.dial ?? "", "session") });
     for (const c of server) {
       const direction = c.missed ? "missed" : c.direction === "out" ? "outgoing" : "incoming";
       const raw = c.direction === "in" ? c.partyNumber ?? c.partyExtension ?? c.party : c.partyNumber ?? c.party;
       const start = Date.parse(c.startedAt);
       const seconds = c.answeredAt ? Math.round(c.durationSeconds) : null;
-      rows.push({ start, li: row(direction, showName(raw, c.partyName ?? ""), start, seconds, c.endReason, c.dial) });
+      rows.push({ start, li: row(direction, showName(raw, c.partyName ?? ""), start, seconds, c.endReason, c.dial, "server") });
     }
     rows.sort((a, b) => b.start - a.start);
     const list = $("history");
@@ -99,9 +120,11 @@ export function setupHistory({ getPhone, local, showName, clock, callBack }) {
   /**
    * @param {string} direction outgoing | incoming | missed @param {string} peer
    * @param {number} start @param {number|null} seconds @param {string} reason @param {string} dial
+   * @param {"server"|"session"} source  the server's record, or this page's view until it comes
    */
-  function row(direction, peer, start, seconds, reason, dial) {
+  function row(direction, peer, start, seconds, reason, dial, source) {
     const li = document.createElement("li");
+    li.dataset.source = source;
     if (direction === "missed") li.className = "missed";
     const dir = document.createElement("span");
     dir.className = "dir";
@@ -130,5 +153,5 @@ export function setupHistory({ getPhone, local, showName, clock, callBack }) {
     return li;
   }
 
-  return { refresh, reset, draw };
+  return { refresh, afterCall, reset, draw };
 }

@@ -10,9 +10,9 @@
  */
 
 import { Phone } from "/sdk/callbridge.js";
-import * as sdk from "/sdk/callbridge.js";
 import { setupConference } from "/phone/conference.js";
 import { refreshDevices, startMeter, stopMeter } from "/phone/devices.js";
+import { buildPad, destination, drawFormatted, formatNumber, showName, typeKey } from "/phone/dialpad.js";
 import { setupHistory } from "/phone/history.js";
 import { $, act, button, showError, showInfo, toggle } from "/phone/ui.js";
 
@@ -126,81 +126,7 @@ function wirePhone(p) {
   });
 }
 
-// -- numbers --------------------------------------------------------------------------------
-
-/** @param {string} text */
-function formatNumber(text) {
-  try {
-    return sdk.formatNumber ? sdk.formatNumber(text) : text;
-  } catch {
-    return text;
-  }
-}
-
-/**
- * The field as the SDK's number utilities read it: `{dial, shown}`. Numbers (digits and
- * separators, 9 digits or more, or a leading +) are dialled in E.164 and shown formatted;
- * short digit strings are extensions; anything else (a user name) is dialled as typed —
- * cleanPhoneNumber would turn its letters into keypad digits.
- * @param {string} value
- */
-function readNumber(value) {
-  const text = value.trim();
-  if (!/^\+?[\d\s().-]+$/.test(text)) return { dial: text, shown: "" };
-  const clean = sdk.cleanPhoneNumber(text);
-  if (!clean) return { dial: text, shown: "" };
-  const digits = clean.replace(/\D/g, "");
-  if (clean.startsWith("+") || digits.length >= 9) {
-    const e164 = sdk.toE164 ? sdk.toE164(clean) : clean;
-    return { dial: e164, shown: `${formatNumber(e164)}  ·  dials ${e164}` };
-  }
-  return { dial: clean, shown: digits.length >= 2 ? `extension ${clean}` : "" };
-}
-
-function drawFormatted() {
-  $("number-formatted").textContent = readNumber(/** @type {HTMLInputElement} */ ($("number")).value).shown;
-}
-
-/** What to dial from the field. */
-function destination() {
-  return readNumber(/** @type {HTMLInputElement} */ ($("number")).value).dial;
-}
-
 // -- dialling -------------------------------------------------------------------------------
-
-const KEYS = [["1", ""], ["2", "ABC"], ["3", "DEF"], ["4", "GHI"], ["5", "JKL"], ["6", "MNO"],
-  ["7", "PQRS"], ["8", "TUV"], ["9", "WXYZ"], ["*", ""], ["0", "+"], ["#", ""]];
-
-/**
- * Fill a keypad with buttons.
- * @param {HTMLElement} pad
- * @param {(key: string) => void} press
- * @param {boolean} letters
- */
-function buildPad(pad, press, letters) {
-  for (const [key, sub] of KEYS) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset.key = key;
-    button.setAttribute("aria-label", key === "*" ? "star" : key === "#" ? "pound" : key);
-    button.append(key);
-    if (letters) {
-      const small = document.createElement("small");
-      small.textContent = sub || "\u00a0";
-      small.setAttribute("aria-hidden", "true");
-      button.append(small);
-    }
-    button.addEventListener("click", () => press(key));
-    pad.append(button);
-  }
-}
-
-/** @param {string} key */
-function typeKey(key) {
-  const input = /** @type {HTMLInputElement} */ ($("number"));
-  input.value += key;
-  drawFormatted();
-}
 
 /** @param {boolean} video */
 async function dial(video) {
@@ -228,18 +154,9 @@ const STATE_TEXT = /** @type {Record<string, string>} */ ({
 /** @param {Call} call */
 function peerOf(call) {
   const raw = call.direction === "incoming" ? call.from : (call.peer || call.to);
+  // After a transfer (or bridge) the far party is someone else: the SDK's peer and peerName.
+  if (call.peerName) return showName(call.peer || raw, call.peerName);
   return showName(raw, call.direction === "incoming" ? call.fromName : "");
-}
-
-/**
- * A party as the page shows it: "Name (number)", a formatted number, or "Extension 102".
- * @param {any} raw  a number, extension or user name @param {string} [name]
- */
-function showName(raw, name = "") {
-  const shown = typeof raw !== "string" ? raw
-    : raw.startsWith("+") ? formatNumber(raw) : /^\d{2,8}$/.test(raw) ? `Extension ${raw}` : raw;
-  if (name && (!shown || name === shown)) return name;
-  return name ? `${name} (${shown})` : shown || "unknown";
 }
 
 /**
@@ -255,7 +172,8 @@ function trackCall(call, direction, peer) {
   wireCallItem(call, item);
   $("call-list").append(item);
   for (const name of ["trying", "ringing", "answered", "held", "resumed", "muted", "unmuted",
-    "state-changed", "media-modification", "transferred", "move-failed", "moved", "media-established"]) {
+    "state-changed", "media-modification", "transferred", "move-failed", "moved", "media-established",
+    "recording", "bridged"]) {
     call.on(name, () => { drawCall(call); drawCalls(); });
   }
   call.on("answered", () => {
@@ -280,11 +198,12 @@ function callEnded(call, reason) {
   logEntries.delete(call);
   if (consultation === call || consultationFor === call) consultation = consultationFor = null;
   if (entry) {
+    entry.peer = peerOf(call);
     const seconds = entry.answeredAt ? Math.round((Date.now() - entry.answeredAt) / 1000) : null;
     history.unshift({ ...entry, seconds, reason: typeof reason === "string" ? reason : String(reason ?? call.endReason ?? ""),
       callId: call.id, ended: Date.now() });
     history.length = Math.min(history.length, HISTORY_LIMIT);
-    drawHistory();
+    drawHistory(true);
   }
   drawCalls();
 }
@@ -352,7 +271,10 @@ function drawCall(call) {
   if (call.mediaType === "video") state += " · video";
   if (consultation === call) state += " · transfer target";
   /** @type {HTMLElement} */ (item.querySelector(".state")).textContent = state;
-  item.setAttribute("aria-label", `Call with ${peer}: ${state}`);
+  // The server tells both parties when a call is recorded (`call.recording`): say so.
+  const recorded = Boolean(call.isRecorded) && call.state !== "ended";
+  /** @type {HTMLElement} */ (item.querySelector(".recorded")).hidden = !recorded;
+  item.setAttribute("aria-label", `Call with ${peer}: ${state}${recorded ? " · recorded" : ""}`);
   const q = (/** @type {string} */ act) => /** @type {HTMLButtonElement} */ (item.querySelector(`[data-act="${act}"]`));
   const established = call.state === "active" || call.state === "held";
   q("hold").textContent = call.heldLocally ? "Resume" : "Hold";
@@ -445,7 +367,7 @@ function onIncoming(call) {
       dropBanner(call);
       history.unshift({ direction: "missed", peer: peerOf(call), start: Date.now(), seconds: null, reason: String(reason),
         ended: Date.now() });
-      drawHistory();
+      drawHistory(true);
     }
   });
   drawCalls();
@@ -502,10 +424,15 @@ function offerModification(call, type) {
 
 const historyPanel = setupHistory({ getPhone: () => phone, local: history, showName, clock, callBack });
 
-/** Draw the Recent calls panel, and ask the server for its records again (history.js). */
-function drawHistory() {
+/**
+ * Draw the Recent calls panel, and ask the server for its records again (history.js); after
+ * a call, again a little later too (its record may not be written yet).
+ * @param {boolean} [callEnded]
+ */
+function drawHistory(callEnded = false) {
   historyPanel.draw();
-  if (phone) historyPanel.refresh();
+  if (phone && callEnded) historyPanel.afterCall();
+  else if (phone) historyPanel.refresh();
 }
 
 /** "Call back" in Recent calls: the number goes in the dial field and is called. @param {string} dest */
