@@ -43,7 +43,9 @@ from callbridge.api import (
     detail_records,
     live_calls,
     media,
+    numbers,
     queues,
+    trunks,
 )
 from callbridge.api.context import ApiContext, require_api_key
 from callbridge.api.errors import install_error_handlers
@@ -64,6 +66,8 @@ def install_api(app: FastAPI) -> None:
         router.include_router(identities.router)
     for cdrs in (detail_records, live_calls):  # issue 14: CDR search, live calls
         router.include_router(cdrs.router)
+    for telephony in (trunks, numbers):  # issue 12: trunks, numbers, outbound routes
+        router.include_router(telephony.router)
     app.include_router(router)
     install_error_handlers(app)
     install_openapi(app, API_PREFIX)  # every operation lists its error responses

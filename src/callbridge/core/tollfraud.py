@@ -20,6 +20,13 @@ Every refusal is logged at WARNING on ``callbridge.tollfraud`` in one line that 
 ``toll-fraud refused`` and names the code, the placer, its source, the account, the trunk and
 the destination (``grep 'toll-fraud refused'``).
 
+**Caller ID on a trunk** (:func:`trunk_caller_id`): a call that reaches a trunk presents an
+E.164 number its account owns (``numbers``) or the calling user's own number; an application
+may also present the number of one of its account's users. The lenient rule of local calls (an
+account that owns no numbers may present any unclaimed E.164 number, ``core.callerid``) does not
+apply: the carrier would pass it on to the public network. Refused ``caller_id_not_allowed``
+naming the numbers the account owns.
+
 Use: ``await guard.admit(placer, destination, trunk, call_id)`` (check and count in one step,
 nothing awaited in between) and ``guard.ended(call_id)`` when the attempt ends, whatever way
 it ends. ``check`` alone answers without counting; :func:`evaluate` is the pure rule.
@@ -28,12 +35,14 @@ it ends. ``check`` alone answers without counting; :func:`evaluate` is the pure 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from callbridge.core.callerid import CallerIdNotAllowed, ClaimsDirectory
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.trunks import DialPolicy, Trunk
 
@@ -44,6 +53,7 @@ __all__ = [
     "TollFraudRefused",
     "evaluate",
     "matches_prefix",
+    "trunk_caller_id",
 ]
 
 log = logging.getLogger("callbridge.tollfraud")
@@ -89,6 +99,54 @@ class TollFraudRefused(ProtocolError):
 
 class PolicySource(Protocol):
     async def dial_policy(self, account_id: str) -> DialPolicy: ...
+
+
+async def trunk_caller_id(
+    claims: ClaimsDirectory,
+    placer: Placer,
+    presented: str,
+    *,
+    user_number: str | None = None,
+    field: str = "caller_id",
+) -> str:
+    """The E.164 caller ID a trunk call of ``placer`` presents, when allowed (see the module
+    docstring); ``user_number``: the calling user's own number. ``field`` names the request's
+    field in the error (``caller_id`` on ``/ws``, ``from`` in REST).
+
+    :raises CallerIdNotAllowed:
+    """
+    e164 = _e164(presented)
+    if e164 is not None:
+        if user_number is not None and e164 == _e164(user_number):
+            return e164
+        found = await claims.number_claims(placer.account_id, e164)
+        if found is not None and found.owner_account == placer.account_id:
+            return e164
+        if (
+            found is not None
+            and placer.kind == "application"
+            and found.user_account == placer.account_id
+        ):
+            return e164
+    numbers, total = await claims.owned_numbers(placer.account_id, 5)
+    owned = ", ".join(numbers) + (f" and {total - len(numbers)} more" if total > 5 else "")
+    own = f" or your number {user_number}" if user_number else ""
+    hint = (
+        f"a number the account owns ({owned}){own}"
+        if numbers
+        else f"a number the account owns{own} (it owns none: add one with "
+        "'callbridge numbers add +E164')"
+    )
+    shown = presented if len(presented) <= 40 else presented[:40] + "…"
+    raise CallerIdNotAllowed(
+        field,
+        f"{field} {shown!r} may not be presented on a call through a trunk: present {hint}",
+    )
+
+
+def _e164(text: str) -> str | None:
+    compact = re.sub(r"[ \-.()]", "", text.strip())
+    return compact if re.fullmatch(r"\+[1-9][0-9]{7,14}", compact) else None
 
 
 def matches_prefix(destination: str, prefixes: tuple[str, ...]) -> str | None:
