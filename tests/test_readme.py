@@ -170,8 +170,9 @@ async def test_a_newcomer_follows_the_readme_users_first_call_conference_and_res
                 u.name: (u.extension, u.number, u.display_name) for u in await store.list_users()
             }
             assert users == {
-                "alice": ("101", "+14155550101", "Alice"),
-                "bob": ("102", None, None),
+                "alice": ("1001", "+14155550101", "Alice"),
+                "bob": ("1002", None, None),
+                "carol": ("1003", None, None),
             }
 
             # The first call: alice's call ended because she hung up; bob heard her 440 Hz tone
@@ -184,8 +185,11 @@ async def test_a_newcomer_follows_the_readme_users_first_call_conference_and_res
             assert max(tone_level_db(pcm, rate, f) for f in HOLD_MUSIC_NOTES) > -35
             assert tone_level_db(pcm, rate, 1000) < -50
 
-            # The conference: bob joined, and its end disconnected him.
-            assert session.output_of("python conference.py") == "bob: conference ended\n"
+            # The conference: bob and carol joined, and its end (once the welcome had played:
+            # tests/test_examples.py measures that) disconnected them.
+            assert session.output_of("python conference.py") == (
+                "conference ended; Bob and Carol were disconnected\n"
+            )
 
             # REST: the application the telnyx SDK created is in the server's database.
             printed = session.output_of("python rest.py")
