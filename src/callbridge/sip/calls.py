@@ -91,6 +91,7 @@ __all__ = [
     "dtmf_of_info",
     "final_status",
     "reason_of_status",
+    "refusal",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ class SipCalls:
         self.registrar = registrar
         self.controller = controller
         self.legs: dict[str, SipLeg] = {}  # core leg id -> its SIP side
-        self._callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
+        self.callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
+        self._callers = self.callers  # the name sip/replaces.py still uses
         self.in_dialog = CallDialogs(stack, controller, self._bye_received)
         self._dtmf_locks: dict[str, asyncio.Lock] = {}  # core leg id -> its digits in order
         self._bound_connections: tuple[float, set[str]] = (-1e9, set())  # flow_in_use's cache
@@ -189,24 +191,24 @@ class SipCalls:
             incoming.respond(404, "Not Found (the Request-URI names no user)")
             return
         device = SipDevice(self, user=verdict.user)
-        self._callers[id(device)] = incoming
+        self.callers[id(device)] = incoming
         try:
             await self.controller.routing.create_call(
                 device, destination, offer, None, None, "audio"
             )
         except (ProtocolError, MediaError) as exc:
             if not incoming.tx.answered:
-                incoming.respond(*_refusal(exc))
+                incoming.respond(*refusal(exc))
             return
         finally:
-            self._callers.pop(id(device), None)
+            self.callers.pop(id(device), None)
         leg = next((x for x in self.legs.values() if x.device is device), None)
         if leg is not None and not leg.ended:
             # The handler lasts until the INVITE's final response (the stack answers 500 for
             # a handler that returns first): the answer, a refusal, or a CANCEL.
-            await self._watch_cancel(leg, incoming)
+            await self.watch_cancel(leg, incoming)
 
-    async def _watch_cancel(self, leg: SipLeg, incoming: Incoming) -> None:
+    async def watch_cancel(self, leg: SipLeg, incoming: Incoming) -> None:
         """CANCEL of the phone's INVITE (the stack answered 487): the caller hung up."""
         cancelled = asyncio.ensure_future(incoming.cancelled.wait())
         try:
@@ -240,7 +242,7 @@ class SipCalls:
                 leg = self.legs[call_id] = SipLeg(device, call_id)
                 self.stack.spawn(self._ring(leg, event), f"INVITE to {device.id}")
                 return
-            incoming = self._callers.get(id(device))
+            incoming = self.callers.get(id(device))
             if incoming is None:
                 return
             leg = self.legs[call_id] = SipLeg(device, call_id, incoming=incoming)
@@ -251,7 +253,7 @@ class SipCalls:
         elif isinstance(event, CallAnswered):
             self._answered(leg)
         elif isinstance(event, CommandFailed):
-            leg.failure = _refusal(event.error)
+            leg.failure = refusal(event.error)
         elif isinstance(event, CallEnded):
             self._ended(leg, event.reason)
         elif isinstance(event, CallDtmf):
@@ -468,7 +470,8 @@ def _contact_uri(contact: str) -> str:
     return str(parse_uri(text, "Contact"))
 
 
-def _refusal(exc: ProtocolError | MediaError) -> tuple[int, str]:
+def refusal(exc: ProtocolError | MediaError) -> tuple[int, str]:
+    """The SIP status and reason phrase for a core refusal of a call (phones and trunks)."""
     code = getattr(exc, "code", None)
     detail = str(getattr(exc, "message", exc))[:100].replace("\r", " ").replace("\n", " ")
     if code in (ErrorCode.INVALID_SDP, ErrorCode.UNSUPPORTED_CODEC):

@@ -174,7 +174,7 @@ class TrunkInbound:
         incoming.respond(response)
 
     async def _trunk_call(self, incoming: Incoming, trunk: Trunk, number_text: str) -> None:
-        from callbridge.sip.calls import _refusal  # the phones' mapping of core errors
+        from callbridge.sip.calls import refusal  # the phones' mapping of core errors
 
         request = incoming.request
         number = await self.directory.number(number_text) if number_text else None
@@ -203,17 +203,17 @@ class TrunkInbound:
         log.info("SIP: trunk %s call from %s for %s -> %s %s",
                  trunk.name, caller, number.e164, number.target_kind, number.target_id)  # fmt: skip
         calls = self.calls
-        calls._callers[id(device)] = incoming
+        calls.callers[id(device)] = incoming
         try:
             await calls.controller.routing.create_call(
                 device, destination, offer, None, None, "audio"
             )
         except (ProtocolError, MediaError) as exc:
             if not incoming.tx.answered:
-                incoming.respond(*_refusal(exc))
+                incoming.respond(*refusal(exc))
             return
         finally:
-            calls._callers.pop(id(device), None)
+            calls.callers.pop(id(device), None)
         leg = next((x for x in calls.legs.values() if x.device is device), None)
         if leg is not None and not leg.ended:
-            await calls._watch_cancel(leg, incoming)
+            await calls.watch_cancel(leg, incoming)
