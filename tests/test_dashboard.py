@@ -1,7 +1,8 @@
 """The operator dashboard (``/dashboard``, callbridge.dashboard): its JSON snapshot and live
 feed with a real call between two Python SDK phones on the suite's server, who may read it,
 and the page in real Chromium (tests/browser/dashboard_scenario.py, in a loopback-only
-namespace) showing a call that the scenario places and dropping it when the call ends."""
+namespace) showing a call that the scenario places and dropping it when the call ends, and
+the server stopping promptly with the page's feed still open."""
 
 from __future__ import annotations
 
@@ -128,6 +129,21 @@ async def test_who_may_read_the_dashboard(server: Server, store: Store, party: M
     await inc.wait_for("ended", timeout=5)
 
 
+async def test_a_revoked_key_signs_the_dashboard_out(server: Server, store: Store) -> None:
+    admin = await store.create_api_key("dashboard-revoker", admin=True)
+    key = await store.create_api_key("dashboard-revoked", scope="read")
+    principal = await store.check_api_key(key)
+    assert principal is not None
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        assert (await http.post("/dashboard/session", headers=bearer(key))).status_code == 200
+        assert (await http.get("/dashboard/state")).status_code == 200  # by the cookie
+        revoked = await http.delete(f"/v2/api_keys/{principal.key_id}", headers=bearer(admin))
+        assert revoked.status_code == 200, revoked.text
+        refused = await http.get("/dashboard/state")
+    assert refused.status_code == 401
+    assert "unknown or revoked" in refused.json()["errors"][0]["detail"]
+
+
 async def answered_by_app(api: Api, p: Party, line: str) -> str:
     call = await p.call(line)
     initiated = await api.sink.wait("call.initiated", call_control_id=call.id)
@@ -215,5 +231,8 @@ def test_the_page_shows_a_live_call_and_drops_it_when_it_ends() -> None:
     ended = s["call_ended"]
     assert ended["calls"] == [], ended
     assert ended["cdrs"] and "alice" in ended["cdrs"][0][1], ended
-    assert not r["console_errors"], r["console_errors"]
+    assert not r["console_errors_while_up"], r["console_errors_while_up"]
+    # Stopped with the feed open: the drain ended the stream (uvicorn would otherwise wait 5 s
+    # for it, then cancel it with a traceback in the log).
+    assert r["stop_returncode"] == 0 and r["stop_secs"] < 4, r["stop_secs"]
     assert r["server_traceback"] is False, r["server_log_tail"]

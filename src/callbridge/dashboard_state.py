@@ -139,10 +139,9 @@ def _calls(rt: Runtime, now: datetime) -> list[dict[str, Any]]:
         if app_call.id not in calls:
             calls[app_call.id] = _app_call(app_call, now)
     for leg in list(rt.controller.legs.values()):
-        if leg.conference is not None:
-            for row in calls.values():
-                if any(m["id"] == leg.id for m in row["legs"]):
-                    row["conference"] = leg.conference.name
+        shared = leg_to_call.get(leg.id)
+        if leg.conference is not None and shared is not None:
+            shared["conference"] = leg.conference.name
     return sorted(calls.values(), key=lambda c: c["started_at"] or "")
 
 

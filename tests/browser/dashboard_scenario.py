@@ -9,8 +9,9 @@ Run by ``tests/test_dashboard.py`` inside a loopback-only network namespace (as
 An operator opens the page; a wrong key is refused with the server's message; a read-only
 admin key signs in and the feed goes live. Two Python SDK phones (alice, bob) sign in and
 alice calls bob; the page shows the call (answered) and both devices, then alice hangs up and
-the page drops the call and lists it among the recent calls. What the page shows is read from
-the DOM at each step. The screenshot ``dashboard.png`` goes to ``--shots``, or to
+the page drops the call and lists it among the recent calls. Last, the server is stopped
+with the page's live feed still open (the feed must not hold up the stop). What the page
+shows is read from the DOM at each step. The screenshot ``dashboard.png`` goes to ``--shots``, or to
 ``$CALLBRIDGE_SCREENSHOTS`` (``docs/img`` re-takes the docs' picture; see ``browser/shots.py``).
 
 Prints ``RESULT {json}``; exit 0 when the scenario ran to its end, 1 when it failed.
@@ -182,6 +183,13 @@ class DashboardScenario:
         )
         steps["call_ended"] = await self.read(page)
         self.mark("call_dropped")
+        # The server stops (SIGTERM) while the page's feed is open: the drain ends the stream,
+        # so the stop is not held up by it (uvicorn waits for open responses, then cancels).
+        # (The page's reconnects after that fail: those console errors are expected.)
+        self.result["console_errors_while_up"] = list(self.result["console_errors"])
+        started = time.monotonic()
+        self.result["stop_returncode"] = await asyncio.to_thread(self.server.stop, 10)
+        self.result["stop_secs"] = round(time.monotonic() - started, 2)
         await context.close()
 
 
