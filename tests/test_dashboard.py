@@ -20,6 +20,7 @@ import pytest
 
 from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.store import Store
+from callbridge.store.sip import BindingUpdate, Origin
 from callbridge.testing.server import Server
 from conftest import MakeParty
 from parties import ALICE, BOB, CAROL, Party, connect, until_async
@@ -56,6 +57,16 @@ async def test_snapshot_and_feed_show_a_live_call_and_drop_it(
 ) -> None:
     admin = await store.create_api_key("dashboard-admin", admin=True, scope="read")
     alice, bob = await party(ALICE), await party(BOB)
+    # alice's desk phone registered too (as a REGISTER leaves it: sip/registrar.py).
+    record = await store.get_user(alice.user.name)
+    assert record is not None
+    await store.register_bindings(
+        record.id,
+        call_id="dashboard-reg",
+        cseq=1,
+        origin=Origin("127.0.0.1", 5099, "UDP", user_agent="Desk phone"),
+        updates=[BindingUpdate("b1", f"<sip:{alice.user.name}@127.0.0.1:5099>", 300)],
+    )
     out, inc = await connect(alice, bob)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         answer = await http.get("/dashboard/state", headers=bearer(admin))
@@ -70,6 +81,11 @@ async def test_snapshot_and_feed_show_a_live_call_and_drop_it(
         assert {leg["state"] for leg in call["legs"]} == {"active"}
         users = {d["user"] for d in state["devices"] if d["kind"] == "ws"}
         assert {alice.user.name, bob.user.name} <= users
+        sip = [d for d in state["devices"] if d["kind"] == "sip" and d["user"] == alice.user.name]
+        assert [(d["detail"], d["display_name"]) for d in sip] == [
+            ("UDP 127.0.0.1:5099", "Desk phone")
+        ], sip
+        assert 0 < sip[0]["expires_in"] <= 300
         assert state["account"] is None  # an admin key: every account
         assert state["webhooks"]["pending"] >= 0 and "lag_secs" in state["webhooks"]
 
