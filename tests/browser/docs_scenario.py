@@ -19,10 +19,10 @@ from typing import Any
 
 from playwright.async_api import Request, async_playwright
 
-from callbridge.testing import serve
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: `browser.*` imports
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sdk_harness import CHROMIUM, CHROMIUM_ARGS
+from browser.sdk_harness import CHROMIUM, CHROMIUM_ARGS
+from callbridge.testing import serve
 
 RENDER_LIMIT_MS = 15_000  # the operations list appears in about a second
 
