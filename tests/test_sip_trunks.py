@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,20 @@ from callbridge.sip.message import Headers, Request
 from callbridge.sip.trunk_calls import reason_of_carrier_status, restrict_codecs
 from callbridge.sip.trunk_health import health_of
 from callbridge.sip.trunk_register import refresh_delay
-from callbridge.store.records import Cdr
 from callbridge.testing import tone_level_db
-from callbridge.testing.server import Server, create_user, running
+from callbridge.testing.server import Server, running
 from callbridge.trunks import Trunk
 from callbridge.vocabulary import EndReason
 from sip_peers import LOOPBACK, Sipp, missing_tools
-
-TONE = 1000.0
-TRUNK_USER, TRUNK_PASSWORD = "trunkuser", "trunkpass"
+from trunk_helpers import (
+    TONE,
+    add_route,
+    add_trunk,
+    caller,
+    cdr_to,
+    sipp_carrier,
+    unique,
+)
 
 sipp_only = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
@@ -137,58 +141,12 @@ def trunk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-_n = iter(range(1000))
-
-
 @pytest.fixture
 async def phones() -> AsyncIterator[list[Phone]]:
     made: list[Phone] = []
     yield made
     for phone in made:
         await phone.logout()
-
-
-async def _caller(server: Server, phones: list[Phone]) -> tuple[str, Phone]:
-    n = next(_n)
-    async with server.store() as store:
-        user = await create_user(store, f"tr{n}", str(5000 + n), ttl=timedelta(hours=1))
-    phone = Phone(server.ws_url, user.token)
-    await phone.login()
-    phones.append(phone)
-    return user.name, phone
-
-
-async def _trunk(server: Server, port: int, **values: Any) -> Trunk:
-    async with server.store() as store:
-        return await store.add_trunk(
-            name=f"carrier{next(_n)}",
-            host=LOOPBACK,
-            port=port,
-            username=TRUNK_USER,
-            password=TRUNK_PASSWORD,
-            options_interval=0,
-            **values,
-        )
-
-
-async def _route(server: Server, prefix: str, *trunks: Trunk) -> None:
-    async with server.store() as store:
-        await store.set_outbound_route(prefix, [t.id for t in trunks])
-
-
-async def _cdr_to(server: Server, destination: str, limit: float = 10.0) -> Cdr:
-    async with asyncio.timeout(limit):
-        while True:
-            async with server.store() as store:
-                cdrs = await store.list_cdrs(500)
-            for cdr in cdrs:
-                if cdr.destination == destination:
-                    return cdr
-            await asyncio.sleep(0.1)
-
-
-def _carrier(tmp_path: Path, scenario: str, **kw: Any) -> Sipp:
-    return Sipp(tmp_path / scenario, scenario, service="carrier", rtp_echo=True, deadline=25, **kw)
 
 
 @sipp_only
@@ -198,10 +156,10 @@ async def test_a_ws_caller_dials_out_through_a_407_challenging_carrier_and_hears
     """carrier_407_echo.xml: 407, our INVITE again with Proxy-Authorization (same Call-ID,
     CSeq + 1), 200 at SIPp's echo port: the WebRTC caller's tone comes back through the
     carrier; the caller's hangup is a BYE the carrier answers."""
-    carrier = _carrier(tmp_path, "carrier_407_echo.xml")
-    trunk = await _trunk(trunk_server, carrier.port, send_pai=True)
-    await _route(trunk_server, "+1555100", trunk)
-    _, phone = await _caller(trunk_server, phones)
+    carrier = sipp_carrier(tmp_path, "carrier_407_echo.xml")
+    trunk = await add_trunk(trunk_server, carrier.port, send_pai=True)
+    await add_route(trunk_server, "+1555100", trunk)
+    _, phone = await caller(trunk_server, phones)
     sink = BufferSink()
     async with carrier:
         call = await phone.call("+15551000001", source=ToneSource(TONE), sink=sink)
@@ -214,8 +172,9 @@ async def test_a_ws_caller_dials_out_through_a_407_challenging_carrier_and_hears
     assert "SIP/2.0 407" in result.messages
     assert "P-Asserted-Identity" in result.messages
     assert tone_level_db(heard, 48000, TONE) > -35.0, "the tone did not come back via the trunk"
-    cdr = await _cdr_to(trunk_server, "+15551000001")
+    cdr = await cdr_to(trunk_server, "+15551000001")
     assert cdr.answered_at is not None and cdr.end_reason == "hangup", cdr
+    assert cdr.sip_cause == 200, cdr  # answered: a normal clearing
 
 
 @sipp_only
@@ -224,10 +183,10 @@ async def test_early_media_then_486_ends_the_callers_call_busy_after_hearing_it(
 ) -> None:
     """carrier_183_busy.xml: 183 with SDP (the caller's tone echoed back as early media for
     3 s), then 486: the caller heard the early audio and its call ends ``busy``."""
-    carrier = _carrier(tmp_path, "carrier_183_busy.xml")
-    trunk = await _trunk(trunk_server, carrier.port)
-    await _route(trunk_server, "+1555200", trunk)
-    _, phone = await _caller(trunk_server, phones)
+    carrier = sipp_carrier(tmp_path, "carrier_183_busy.xml")
+    trunk = await add_trunk(trunk_server, carrier.port)
+    await add_route(trunk_server, "+1555200", trunk)
+    _, phone = await caller(trunk_server, phones)
     sink = BufferSink()
     ended: list[Any] = []
     async with carrier:
@@ -240,8 +199,9 @@ async def test_early_media_then_486_ends_the_callers_call_busy_after_hearing_it(
     assert result.ok and result.successful == 1, result.explain()
     assert tone_level_db(heard, 48000, TONE) > -35.0, "no early media reached the caller"
     assert call.end_reason == "busy", call.end_reason
-    cdr = await _cdr_to(trunk_server, "+15552000001")
+    cdr = await cdr_to(trunk_server, "+15552000001")
     assert cdr.answered_at is None and cdr.end_reason == "busy", cdr
+    assert cdr.sip_cause == 486, cdr  # the carrier's status, kept in the CDR (migration 0008)
 
 
 @sipp_only
@@ -250,12 +210,12 @@ async def test_a_trunk_answering_503_fails_over_to_the_next_trunk(
 ) -> None:
     """Route +1555300 → [carrier_503.xml, carrier_echo.xml]: the first answers 503, the call
     goes on to the second, which answers: the caller hears its echo."""
-    bad = _carrier(tmp_path, "carrier_503.xml")
-    good = _carrier(tmp_path, "carrier_echo.xml")
-    first = await _trunk(trunk_server, bad.port)
-    second = await _trunk(trunk_server, good.port)
-    await _route(trunk_server, "+1555300", first, second)
-    _, phone = await _caller(trunk_server, phones)
+    bad = sipp_carrier(tmp_path, "carrier_503.xml")
+    good = sipp_carrier(tmp_path, "carrier_echo.xml")
+    first = await add_trunk(trunk_server, bad.port)
+    second = await add_trunk(trunk_server, good.port)
+    await add_route(trunk_server, "+1555300", first, second)
+    _, phone = await caller(trunk_server, phones)
     sink = BufferSink()
     async with bad, good:
         call = await phone.call("+15553000001", source=ToneSource(TONE), sink=sink)
@@ -277,7 +237,7 @@ async def _did(server: Server, number: str, user: str, trunk_values: dict[str, A
         await store.add_number(number)
         await store.route_number(number, None, "user", user)
         return await store.add_trunk(
-            name=f"inbound{next(_n)}", host="192.0.2.1", options_interval=0, **trunk_values
+            name=f"inbound{unique()}", host="192.0.2.1", options_interval=0, **trunk_values
         )
 
 
@@ -288,7 +248,7 @@ async def test_an_inbound_call_for_a_did_rings_the_user_and_audio_flows(
     """carrier_inbound.xml from 127.0.0.2 (the trunk's ACL): the DID's user's /ws device
     rings with the carrier's caller ID, answers with a tone, and hears it back from SIPp's
     echo; SIPp's BYE ends the call."""
-    name, phone = await _caller(trunk_server, phones)
+    name, phone = await caller(trunk_server, phones)
     await _did(trunk_server, "+15557770001", name, {"inbound_acl": ["127.0.0.2/32"]})
     sink = BufferSink()
     incoming: list[Any] = []
@@ -322,7 +282,7 @@ async def test_an_inbound_invite_from_outside_every_acl_is_refused_403_and_never
 ) -> None:
     """carrier_inbound_denied.xml from 127.0.0.1, which no trunk's ACL holds, for a DID routed
     to a logged-in user: 403, the user's device never rings, the server logs the source."""
-    name, phone = await _caller(trunk_server, phones)
+    name, phone = await caller(trunk_server, phones)
     await _did(trunk_server, "+15557770002", name, {"inbound_acl": ["127.0.0.3/32"]})
     rung: list[Any] = []
     phone.on("incoming", rung.append)
@@ -357,7 +317,7 @@ async def test_a_registration_is_refreshed_before_expiry_and_removed_with_the_tr
     ``registered`` (what ``trunks list`` shows); removing the trunk un-REGISTERs it."""
     carrier = Sipp(tmp_path / "reg", "carrier_register.xml", service="carrier", deadline=25)
     async with carrier:
-        trunk = await _trunk(trunk_server, carrier.port, register=True, register_expires=60)
+        trunk = await add_trunk(trunk_server, carrier.port, register=True, register_expires=60)
         stamps: list[Any] = []
         async with asyncio.timeout(12):  # the first grant, then a refresh's new stamp
             while len(stamps) < 2:

@@ -138,6 +138,14 @@ def call_quality_stats(quality: LegQuality) -> dict[str, dict[str, str]]:
     }
 
 
+def sip_cause_of(controller: CallController, call_id: str) -> int | None:
+    """The SIP status that ended the trunk leg of call ``call_id`` (issue 12), if it had one
+    (:meth:`callbridge.sip.trunk_calls.TrunkCalls.sip_cause`; no trunks, no cause)."""
+    lookup = getattr(controller.trunk_router, "sip_cause", None)
+    cause = lookup(call_id) if lookup is not None else None
+    return cause if isinstance(cause, int) else None
+
+
 def stored_quality_stats(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     """A CDR's stored quality (``{leg_id: LegQuality as a dict}``) as ``call_quality_stats``
     per leg; a leg whose figures do not read (a newer or damaged record) is left out."""
@@ -200,6 +208,9 @@ class CdrDetails:
             details["answered_device"] = far.device.id
             details["answered_user"] = far.device.user_name
         details.setdefault("hangup_source", "unknown")
+        sip_cause = sip_cause_of(self.controller, call.id)
+        if sip_cause is not None:
+            details["sip_cause"] = sip_cause
         moved_to = self._moved.pop(call.id, None)
         if moved_to is not None:
             details["transferred_to"] = moved_to

@@ -172,7 +172,11 @@ class Dialer:
         from_ = await self.caller_ids.for_application(account, from_)
         from_display_name = clean_display_name(from_display_name)
         user = await apps.directory.find_user(to, account)
-        if user is None:
+        # Not a user: an E.164 number or sip: URI goes out through a trunk (issue 12; the
+        # toll-fraud policy is asked before anything is registered or rung).
+        plan_out = getattr(controller.trunk_router, "plan", None)
+        trunk_plan = await plan_out(to, application, account) if user is None and plan_out else None
+        if user is None and trunk_plan is None:
             if await apps.directory.find_route(to, account) is not None:
                 raise ProtocolError(
                     ErrorCode.DESTINATION_NOT_FOUND,
@@ -203,8 +207,17 @@ class Dialer:
         call.ring = group
         caller = Caller(call.from_, call.from_display_name, call.to, "audio")
         rung = 0
+        if trunk_plan is not None:  # the carrier is the one device rung
+            assert controller.trunk_router is not None
+            leg = await controller.trunk_router.ring(  # type: ignore[attr-defined]
+                group, trunk_plan, caller, call.id, account
+            )
+            if leg is not None:
+                rung += 1
+                apps.by_leg[leg.id] = call
+                controller.bus.publish(LegInitiated(leg=leg.facts()))
         # Every device of the user: /ws sessions and registered SIP phones (the store).
-        for device in await controller.ringable_devices(user.name):
+        for device in await controller.ringable_devices(user.name) if user is not None else ():
             if not group.open:
                 break  # answered, or hung up, meanwhile
             leg = await controller.ring_device(group, device, caller, None)
@@ -242,7 +255,8 @@ class Dialer:
             started_at=call.started_at,
         )
         leg.call.state_observer = controller.observer
-        if not await controller.accept_answer(leg, sdp, req_id):
+        early = getattr(leg.device, "answer_applied", False)  # a carrier's early media did it
+        if not early and not await controller.accept_answer(leg, sdp, req_id):
             apps.finish(call, EndReason.FAILED)
             return
         if not leg.live or call.ended:  # hung up meanwhile

@@ -175,11 +175,13 @@ class AppCallAnswered(AppCallEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppCallHangup(AppCallEvent):
     """The call ended with ``reason``; ``by_application``: the application ended it;
-    ``offline``: nobody could be rung (the user has no reachable device)."""
+    ``offline``: nobody could be rung (the user has no reachable device); ``sip_cause``: the
+    SIP status that ended its trunk leg (issue 12), if it went through a trunk."""
 
     reason: EndReason
     by_application: bool
     offline: bool = False
+    sip_cause: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

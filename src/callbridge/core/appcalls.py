@@ -297,7 +297,11 @@ class AppCalls:
         self.bridges.call_ended(call)
         self.publish(
             AppCallHangup(
-                call=self.facts(call), reason=reason, by_application=call.by_app, offline=offline
+                call=self.facts(call),
+                reason=reason,
+                by_application=call.by_app,
+                offline=offline,
+                sip_cause=self._sip_cause(call),
             )
         )
         self.calls.pop(call.id, None)
@@ -306,6 +310,18 @@ class AppCalls:
             if leg is not None and self.by_leg.get(leg.id) is call:
                 del self.by_leg[leg.id]
         self._forget_later(call)
+
+    def _sip_cause(self, call: AppCall) -> int | None:
+        """The SIP status that ended the call's trunk leg (issue 12: sip/trunk_calls.py)."""
+        lookup = getattr(self.controller.trunk_router, "sip_cause", None)
+        if lookup is None:
+            return None
+        leg_call = call.leg.call if call.leg is not None else None
+        for key in (leg_call.id if leg_call is not None else None, call.id):
+            cause = lookup(key) if key is not None else None
+            if isinstance(cause, int):
+                return cause
+        return None
 
     def _forget_later(self, call: AppCall) -> None:
         """Keep an ended call for errors and status queries, up to ``RECENTLY_ENDED``."""

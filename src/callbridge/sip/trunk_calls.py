@@ -35,10 +35,11 @@ import logging
 import re
 import secrets
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from callbridge.core.calls import Call, Caller, CallState, LegState
+from callbridge.core.calls import Call, Caller, CallState, Leg, LegState
 from callbridge.core.events import (
     CallDtmf,
     CallEnded,
@@ -62,6 +63,7 @@ from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController
+    from callbridge.core.ringgroup import RingGroup
     from callbridge.sip.stack import SipStack, Target
     from callbridge.trunks import Trunk, TrunkDirectory
 
@@ -70,6 +72,7 @@ __all__ = [
     "FAILOVER_STATUSES",
     "TrunkCalls",
     "TrunkDevice",
+    "TrunkPlan",
     "reason_of_carrier_status",
     "restrict_codecs",
 ]
@@ -77,6 +80,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+_SIP_USER = re.compile(r"\+?[A-Za-z0-9._*#-]{1,64}", re.ASCII)  # sent as the Request-URI user
 FAILOVER_STATUSES = frozenset({408, 503})  # a next trunk may succeed (issue 12); not 486/603/404
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
 _CAUSES_KEPT = 1000
@@ -145,6 +149,15 @@ def restrict_codecs(sdp: str, codecs: tuple[str, ...]) -> str:
     return "\r\n".join(out)
 
 
+@dataclass(frozen=True, slots=True)
+class TrunkPlan:
+    """Where an application's call goes out (:meth:`TrunkCalls.plan`)."""
+
+    trunks: list[Trunk]
+    destination: str  # the Request-URI user sent to the carrier
+    placer: Placer
+
+
 class TrunkDevice(SipDevice):
     """The carrier end of one outbound call (a core device that is never logged in)."""
 
@@ -167,6 +180,7 @@ class TrunkDevice(SipDevice):
         self.origin_id: str | None = None
         self.placer: Placer | None = None
         self.call_id = ""  # the core call's id (the toll-fraud guard counts it)
+        self.calling: tuple[str, str] = ("", "")  # the caller's number and name, as rung
 
     @property
     def reachable(self) -> bool:
@@ -208,12 +222,20 @@ class TrunkCalls:
             session = self.sessions[trunk.id] = DigestSession(user, trunk.password)
         return session
 
-    def _cause(self, call_id: str | None, status: int) -> None:
-        if call_id is None:
-            return
-        self.sip_causes[call_id] = status
+    def _cause(self, leg: SipLeg, status: int) -> None:
+        """Keep ``status`` as the SIP cause of the leg's call: under the core call's id (the
+        CDR) and the id the call was placed as (an application's call: ``call.hangup``)."""
+        placed = getattr(leg.device, "call_id", "") or None
+        for key in {self._call_of(leg.call_id), placed} - {None}:
+            assert key is not None
+            self.sip_causes[key] = status
+            self.sip_causes.move_to_end(key)
         while len(self.sip_causes) > _CAUSES_KEPT:
             self.sip_causes.popitem(last=False)
+
+    def sip_cause(self, call_id: str) -> int | None:
+        """The SIP status that ended call ``call_id``'s trunk leg (None: no trunk leg)."""
+        return self.sip_causes.get(call_id)
 
     # routing ---------------------------------------------------------------------------------
     async def route(self, call: Call, destination: str) -> bool:
@@ -266,6 +288,69 @@ class TrunkCalls:
             origin.device.deliver(CallRinging(call_id=origin.id))
         return True
 
+    # an application's call (POST /v2/calls) -------------------------------------------------
+    async def plan(self, to: str, application: Any, account: str) -> TrunkPlan | None:
+        """Where an application's call to ``to`` goes out, checked by the toll-fraud policy;
+        None when ``to`` is no trunk destination (neither E.164 nor a ``sip:`` URI).
+
+        ``+E164``: the account's outbound route with the longest matching prefix.
+        ``sip:USER@HOST``: the account's trunk whose host is ``HOST`` (USER is sent as the
+        Request-URI user), else, for an E.164 USER, its outbound route.
+
+        :raises ProtocolError: no route or trunk (``destination_not_found``), every trunk of
+            the route down, or the toll-fraud policy's refusal (its code, logged).
+        """
+        destination, host = to.strip(), None
+        if destination.lower().startswith("sip:"):
+            user, at, host = destination[4:].partition("@")
+            host = host.split(";")[0].split(">")[0].strip().lower()
+            if not at or not _SIP_USER.fullmatch(user) or not host:
+                raise ProtocolError(
+                    ErrorCode.DESTINATION_NOT_FOUND,
+                    f"{to!r} is not a SIP URI to dial through a trunk: use sip:NUMBER@TRUNK-HOST "
+                    "or an E.164 number (+ and up to 15 digits)",
+                )
+            destination = user
+        elif not E164.fullmatch(destination):
+            return None
+        trunks: list[Trunk] = []
+        if host is not None:
+            bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            trunks = [
+                t for t in await self.directory.trunks(account) if t.host.lower() in (host, bare)
+            ]
+        if not trunks and E164.fullmatch(destination):
+            trunks = await self.directory.routes_for(destination, account)
+        if not trunks:
+            raise ProtocolError(
+                ErrorCode.DESTINATION_NOT_FOUND,
+                f"no user has the number {to!r} and no outbound route or trunk of the account "
+                "reaches it: add one with 'callbridge outbound add PREFIX TRUNK'",
+            )
+        usable = [t for t in trunks if t.health != "down"]
+        if not usable:
+            names = ", ".join(t.name for t in trunks)
+            raise ProtocolError(
+                ErrorCode.DESTINATION_NOT_FOUND,
+                f"every trunk that reaches {to!r} is down ({names}): see 'callbridge trunks list'",
+            )
+        placer = Placer(
+            "application", str(application.id), account, source=f"rest {application.id}"
+        )
+        if self.guard is not None:
+            await self.guard.check(placer, destination, usable[0])
+        return TrunkPlan(usable, destination, placer)
+
+    async def ring(
+        self, group: RingGroup, plan: TrunkPlan, alert: Caller, key: str, account: str
+    ) -> Leg | None:
+        """Ring the carrier for an application's call in ``group`` (its ring timeout CANCELs
+        the carrier); ``key``: the application call's id (its ``call.hangup`` cause)."""
+        device = TrunkDevice(self, plan.trunks, plan.destination, account)
+        device.placer = plan.placer
+        device.call_id = key
+        return await self.controller.ring_device(group, device, alert, plan.trunks[0].codecs[0])
+
     async def _fail(self, call: Call, code: ErrorCode, why: str) -> None:
         error = ProtocolError(code, why)
         call.origin.device.deliver(CommandFailed(error=error, call_id=call.origin.id))
@@ -281,6 +366,7 @@ class TrunkCalls:
         if leg is None:
             if isinstance(event, CallIncoming):
                 leg = self.legs[call_id] = SipLeg(device, call_id)
+                device.calling = (event.from_, event.from_name)  # the caller ID to present
                 self.stack.spawn(self._dial(leg, device, event.sdp), f"INVITE to {device.id}")
             return
         if isinstance(event, CallEnded):
@@ -301,6 +387,7 @@ class TrunkCalls:
             if leg.dialog.state.value != "terminated":
                 self.stack.spawn(quiet(self.in_dialog.bye_after_refer(leg, leg.dialog)), "BYE")
         elif leg.invite is not None:
+            self._cause(leg, 487)  # RFC 3261 §9.1: the carrier answers the INVITE 487
             leg.cancel_reason = f'SIP;cause=487;text="{reason}"'
             if leg.provisional.is_set():
                 self._cancel(leg)
@@ -321,7 +408,7 @@ class TrunkCalls:
         self._release(leg)
         leg.ended = True
         self.legs.pop(leg.call_id, None)
-        self._cause(self._call_of(leg.call_id), 200)
+        self._cause(leg, 200)
         self.stack.spawn(self._hangup(leg), "BYE from a trunk")
 
     async def _hangup(self, leg: SipLeg) -> None:
@@ -334,10 +421,8 @@ class TrunkCalls:
 
     # dialling --------------------------------------------------------------------------------
     def _invite(self, trunk: Trunk, device: TrunkDevice, sdp: str, leg_id: str) -> Request:
-        core = self.controller.legs.get(leg_id)
-        call = core.call if core is not None else None
-        caller_id = (call.caller_id if call is not None else None) or "anonymous"
-        name = ((call.caller_name if call is not None else None) or "").replace('"', "")
+        caller_id = device.calling[0] or "anonymous"
+        name = device.calling[1].replace('"', "").replace("\\", "")
         domain = self.stack.domain
         host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
         port = "" if trunk.port == 5060 and trunk.transport == "udp" else f":{trunk.port}"
@@ -398,7 +483,7 @@ class TrunkCalls:
             return
         status = final.status
         self._release(leg)
-        self._cause(self._call_of(leg.call_id), status)
+        self._cause(leg, status)
         log.info("trunk call to %s failed: %d %s", device.destination, status, final.reason)
         leg.ended = True
         self.legs.pop(leg.call_id, None)
@@ -454,6 +539,7 @@ class TrunkCalls:
             await quiet(dialog.bye())
             return None
         leg.dialog = dialog
+        self._cause(leg, 200)  # answered: the cause of a normal clearing
         self.in_dialog.serve(leg, dialog)
         try:
             await self.controller.answer(

@@ -365,6 +365,7 @@ def _cdr(row: CdrRow) -> Cdr:
         transferred_to=row.transferred_to,
         hangup_source=row.hangup_source,
         quality=None if row.quality_json is None else json.loads(row.quality_json),
+        sip_cause=row.sip_cause,
     )
 
 
@@ -384,4 +385,5 @@ def _details(cdr: Cdr) -> dict[str, Any]:
     }
     values["queue_wait_secs"] = cdr.queue_wait_secs
     values["quality_json"] = None if cdr.quality is None else json.dumps(cdr.quality)
+    values["sip_cause"] = cdr.sip_cause
     return values

@@ -108,6 +108,7 @@ class Cdr:
     transferred_to: str | None = None  # ended ``transferred``: the call id it goes on as
     hangup_source: str | None = None  # caller | callee | application | unknown
     quality: dict[str, Any] | None = None  # per-leg RTCP figures (callbridge.cdr_details)
+    sip_cause: int | None = None  # the SIP status that ended its trunk leg (issue 12)
 
     @property
     def duration_seconds(self) -> float:

@@ -206,6 +206,7 @@ class CdrRow(Base):
     transferred_to: Mapped[str | None] = mapped_column(String(64))
     hangup_source: Mapped[str | None] = mapped_column(String(16))
     quality_json: Mapped[str | None] = mapped_column(Text)  # per-leg RTCP figures
+    sip_cause: Mapped[int | None] = mapped_column(Integer)  # 0008: a trunk leg's SIP status
 
 
 class ApplicationRow(Base):

@@ -182,6 +182,8 @@ def _hangup(e: AppCallHangup, _: str) -> list[Webhook]:
     )
     if e.offline:
         payload["sip_hangup_cause"] = "480"  # Temporarily Unavailable: nobody to ring
+    elif e.sip_cause is not None:  # the carrier's final status on a trunk leg (issue 12)
+        payload["sip_hangup_cause"] = str(e.sip_cause)
     return [("call.hangup", payload)]
 
 
