@@ -280,10 +280,37 @@ def detail_record(cdr: Cdr) -> dict[str, Any]:
     }
 
 
+def _param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+# The query string is parsed by hand (filter[...] names are open-ended); these document the
+# main ones in /openapi.json. The module docstring lists them all.
+_PARAMETERS = [
+    _param("filter[record_type]", "Required: call-control.", enum=[RECORD_TYPE]),
+    _param("filter[date_range]", "today, yesterday, this_week, last_month, last_N_days ..."),
+    _param("filter[started_at][gte]", "Started at or after this instant (ISO 8601, zoned)."),
+    _param("filter[started_at][lt]", "Started before this instant (ISO 8601, zoned)."),
+    _param("filter[cli]", "The caller (user name)."),
+    _param("filter[answered_user]", "Who answered (for a queued call: the agent)."),
+    _param("filter[queue_name]", "The queue the call waited in."),
+    _param("sort", "started_at, answered_at or finished_at; - first: newest first."),
+    _param("page[number]", "From 1.", pattern="^[0-9]+$"),
+    _param("page[size]", f"1 to {MAX_PAGE_SIZE}.", pattern="^[0-9]+$"),
+]
+
+
 @router.get(
     "/detail_records",
     summary="Search the call detail records (filter[record_type]=call-control)",
     responses={200: {"description": "`{data: [detail record], meta}`"}},
+    openapi_extra={"parameters": _PARAMETERS},
 )
 async def list_detail_records(request: Request, ctx: Ctx, who: Principal) -> dict[str, Any]:
     try:
