@@ -360,7 +360,7 @@ def test_cli_trunks_outbound_and_numbers(
     assert main(["outbound", "add", "+1", "--trunks", "telnyx,backup", *data]) == 0
     assert main(["outbound", "add", "+", "--trunks", "backup", *data]) == 0
     assert main(["outbound", "add", "+44", "--trunks", "nope", *data]) == 2
-    assert "no trunk 'nope'" in capsys.readouterr().err
+    assert "no trunk 'nope' in account default (see: callbridge" in capsys.readouterr().err
     assert main(["outbound", "list", *data]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[1].split()[:3] == ["+", "default", "backup"]
@@ -372,6 +372,11 @@ def test_cli_trunks_outbound_and_numbers(
     assert "no user named 'nobody'" in capsys.readouterr().err
     assert main(["numbers", "add", "+14155550100", "--queue", "sales", *data]) == 0  # re-route
     assert "go to queue sales" in capsys.readouterr().out
+    assert main(["numbers", "add", "+14155550102", *data]) == 0
+    assert main(["numbers", "list", *data]) == 0
+    numbers = [line.split() for line in capsys.readouterr().out.splitlines()[-2:]]
+    assert numbers[0][:4] == ["+14155550100", "default", "queue", "sales"]
+    assert "trunk)" in numbers[0] and numbers[1] == ["+14155550102", "default", "-"]
     assert main(["outbound", "policy", "--allow", "+1,+44", "--user-max-calls", "4", *data]) == 0
     out = capsys.readouterr().out
     assert "allow:                  +1, +44" in out and "user max calls:         4" in out

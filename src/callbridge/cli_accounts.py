@@ -159,13 +159,17 @@ def _numbers_add(args: argparse.Namespace) -> int:
 
 
 def _numbers_list(args: argparse.Namespace) -> int:
-    numbers = _with_store(args, lambda store: store.list_numbers(args.account))
+    numbers = _with_store(args, lambda store: store.list_number_routes(args.account))
     if not numbers:
         print("no owned numbers yet; add one with: " + _command(args, "numbers add +E164"))
         return EXIT_OK
-    width = max(len(n.number) for n in numbers)
+    width = max(len(n.e164) for n in numbers)
+    account_width = max(len(n.account_id) for n in numbers)
     for n in numbers:
-        print(f"{n.number.ljust(width)}  {n.account_id}")
+        # Where its inbound calls go (issue 12): "-" for a caller-ID-only number.
+        target = f"{n.target_kind} {n.target_id}" if n.target_kind else "-"
+        target += " (may go out through a trunk)" if n.allow_outbound else ""
+        print(f"{n.e164.ljust(width)}  {n.account_id.ljust(account_width)}  {target}")
     return EXIT_OK
 
 

@@ -30,7 +30,8 @@ from typing import Any
 from callbridge.cli import EXIT_OK, CommandError, _command, _with_store
 from callbridge.cli_accounts import account_of_args, add_account_option
 from callbridge.store import Store
-from callbridge.trunks import NUMBER_TARGETS, PRIVACY_VALUES, TRANSPORTS, Trunk
+from callbridge.store.trunks import TrunkNotFound
+from callbridge.trunks import NUMBER_TARGETS, PRIVACY_VALUES, TRANSPORTS, OutboundRoute, Trunk
 
 __all__ = [
     "add_number",
@@ -286,12 +287,16 @@ def _trunks_remove(args: argparse.Namespace) -> int:
 
 
 def _routes_add(args: argparse.Namespace) -> int:
-    route = _with_store(
-        args,
-        lambda store: store.set_outbound_route(
-            args.prefix, args.trunks, account_of_args(args), args.name
-        ),
-    )
+    async def add(store: Store) -> OutboundRoute:
+        try:
+            return await store.set_outbound_route(
+                args.prefix, args.trunks, account_of_args(args), args.name
+            )
+        except TrunkNotFound as exc:
+            hint = _command(args, "trunks list")
+            raise CommandError(f"{exc} in account {account_of_args(args)} (see: {hint})") from exc
+
+    route = _with_store(args, add)
     print(f"{route.prefix}… goes out through {', '.join(args.trunks)} (route {route.id})")
     return EXIT_OK
 
@@ -307,7 +312,8 @@ def _routes_list(args: argparse.Namespace) -> int:
     rows = _with_store(args, both)
     if not rows:
         print(
-            "no outbound routes yet; add one with: " + _command(args, "outbound add + --trunks NAME")
+            "no outbound routes yet; add one with: "
+            + _command(args, "outbound add + --trunks NAME")
         )
         return EXIT_OK
     _table([("PREFIX", "ACCOUNT", "TRUNKS (in order)", "ID"), *rows])
