@@ -152,9 +152,12 @@ async def test_a_queued_call_s_cdr_names_the_agent_the_queue_the_wait_and_who_hu
     made = await api.client.conferences.create(call_control_id=c, name="cdr-conf")
     assert made.data is not None
     await api.sink.wait("conference.participant.joined", call_control_id=c)
-    await conf_call.hangup()
+    await api.client.calls.actions.hangup(c)  # the application ends it
+    await conf_call.wait_for("ended", timeout=5)
     bobs = await until_async(lambda: _at_least(records(api.client, cli=bob.user.name), 1))
-    assert [r["conference_id"] for r in bobs] == [made.data.id]
+    assert [(r["conference_id"], r["hangup_source"]) for r in bobs] == [
+        (made.data.id, "application")
+    ]
 
     # The agent's own CDR names the queue she took a call from.
     carols = await records(api.client, cli=carol.user.name)
