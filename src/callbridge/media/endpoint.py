@@ -74,18 +74,56 @@ class EndpointHost(Protocol):
 
 
 class Transcoder:
-    """Decode one codec, resample, encode another: one direction of a mixed-codec bridge."""
+    """Decode one codec, resample, encode another: one direction of a mixed-codec bridge.
+
+    Its output timestamps follow the source's, as an RTP translator's do (RFC 3550 section
+    7.1): the source timestamp scaled by the clock-rate ratio, from a position fixed at the
+    first packet. Counting output frames alone left every gap in the input (a lost packet, a
+    stalled loop, a talk-spurt pause) as a permanent lag behind the wall clock (bench/sip.py's
+    22 % late); now a gap in the input is a gap of the same length in the output, the
+    resampler's leftover samples (from before the gap) are dropped, and the first packet after
+    it carries the marker bit (RFC 3551 section 4.1).
+    """
 
     def __init__(self, src: CodecSpec, dst: CodecSpec) -> None:
         self.decoder = AudioDecoder(src)
         self.resampler = Resampler(src.sample_rate, dst.sample_rate)
         self.encoder = AudioEncoder(dst)
-        self.timestamp = 0
+        self.src = src
+        self.dst = dst
+        self.timestamp = 0  # output timestamp of the next frame (before the stream's offset)
         self.step = dst.timestamp_step
+        self._expected: int | None = None  # source timestamp of the next contiguous packet
+        self._position = 0  # ... as an unwrapped count of source clock units since the first
+        self._marker = 0  # the next frame out is the first after a gap
 
-    def process(self, payload: bytes) -> list[bytes]:
+    def process(self, payload: bytes, source_ts: int) -> list[tuple[bytes, int, int]]:
+        """The packet at ``source_ts`` as (payload, output timestamp, marker) per 20 ms frame
+        (none while the resampler fills, nor for a late or duplicate packet)."""
+        src = self.src
+        expected = self._expected
+        if expected is not None:
+            # Signed distance, modulo 2^32 (RFC 3550 timestamps wrap).
+            ahead = ((source_ts - expected + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            if ahead != 0:
+                if ahead < 0 and -ahead <= src.clock_rate:
+                    return []  # reordered or duplicated: its time has been sent already
+                if ahead < 0:  # the source's clock jumped back: carry on one frame later
+                    ahead = src.timestamp_step
+                self._position += ahead
+                self.resampler = Resampler(src.sample_rate, self.dst.sample_rate)
+                self.timestamp = self._position * self.dst.clock_rate // src.clock_rate
+                self._marker = 1
         pcm = self.decoder.decode(payload)
-        return [self.encoder.encode(f) for f in self.resampler.process(pcm)]
+        duration = pcm.size * src.clock_rate // src.sample_rate
+        self._position += duration
+        self._expected = (source_ts + duration) & 0xFFFFFFFF
+        out = []
+        for frame in self.resampler.process(pcm):
+            out.append((self.encoder.encode(frame), self.timestamp, self._marker))
+            self._marker = 0
+            self.timestamp += self.step
+        return out
 
 
 class Endpoint:
@@ -230,8 +268,10 @@ class Endpoint:
             return
         member = self.member
         if member is not None:
-            if member.contributes:
-                member.fifo.extend(self.decode(packet.payload, spec))
+            if member.contributes:  # decoded (or not: RFC 6464 silence) by the member's input
+                member.fifo.feed(
+                    packet.payload, packet.sequence_number, spec, packet.extensions.audio_level
+                )
             return
         if self.muted:
             return
@@ -258,10 +298,9 @@ class Endpoint:
         tc = self.transcoders.get(id(src))
         if tc is None or tc.decoder.spec is not spec:
             tc = self.transcoders[id(src)] = Transcoder(spec, mine.codec)
-        for payload in tc.process(packet.payload):
-            ts, marker = clock.map(tc, tc.timestamp)
-            tc.timestamp += tc.step
-            await port.send(payload, mine.payload_type, ts, marker)
+        for payload, out_ts, gap in tc.process(packet.payload, packet.timestamp):
+            ts, marker = clock.map(tc, out_ts)
+            await port.send(payload, mine.payload_type, ts, marker | gap)
 
     async def relay_dtmf(self, src: Endpoint, packet: RtpPacket) -> None:
         """Relay an RFC 4733 event to this endpoint's device, in its clock and payload type."""
