@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import telnyx
+from telnyx import AsyncTelnyx
 
+from api_helpers import WebhookSink
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.sip.digest import ha1, response
 from callbridge.sip.digest_client import DigestSession, authorization, pick_challenge
@@ -335,3 +338,66 @@ async def test_a_registration_is_refreshed_before_expiry_and_removed_with_the_tr
         result = await carrier.wait(20)
     assert result.ok and result.successful == 1, result.explain()
     assert result.messages.count("Expires: 0") >= 2  # the un-REGISTER and its retry
+
+
+@sipp_only
+async def test_rest_dial_out_through_a_trunk_with_the_telnyx_sdk_and_its_sip_causes(
+    trunk_server: Server, tmp_path: Path
+) -> None:
+    """POST /v2/calls with the application's connection_id: to +E164 goes out by the route
+    (carrier_echo.xml answers: call.answered, then our hangup: sip_hangup_cause 200, the CDR
+    too); to sip:NUMBER@HOST:PORT goes to that trunk (carrier_503.xml: call.hangup with
+    hangup_cause unspecified and sip_hangup_cause 503); +1900… is blocked by the default
+    toll-fraud policy before anything is sent (422, "is blocked")."""
+    good = sipp_carrier(tmp_path, "carrier_echo.xml")
+    bad = sipp_carrier(tmp_path, "carrier_503.xml")
+    trunk = await add_trunk(trunk_server, good.port)
+    await add_trunk(trunk_server, bad.port)
+    await add_route(trunk_server, "+1555400", trunk)
+    await add_route(trunk_server, "+1900", trunk)
+    async with trunk_server.store() as store:
+        key = await store.create_api_key("trunk tests")
+        await store.add_number("+15554009999")
+    client = AsyncTelnyx(api_key=key, base_url=f"{trunk_server.url}/v2", max_retries=0)
+    sink = WebhookSink()
+    app = await client.call_control_applications.create(
+        application_name="trunk app", webhook_event_url=await sink.start()
+    )
+    assert app.data is not None and app.data.id is not None
+    app_id = app.data.id
+    try:
+        async with good, bad:
+            made = await client.calls.dial(
+                connection_id=app_id, to="+15554000001", from_="+15554009999"
+            )
+            assert made.data is not None and made.data.call_control_id is not None
+            ccid = made.data.call_control_id
+            await sink.wait("call.answered", within=10, call_control_id=ccid)
+            await client.calls.actions.hangup(ccid)
+            hangup = await sink.wait("call.hangup", call_control_id=ccid)
+            failed = await client.calls.dial(
+                connection_id=app_id,
+                to=f"sip:+15554010001@{LOOPBACK}:{bad.port}",
+                from_="+15554009999",
+            )
+            assert failed.data is not None and failed.data.call_control_id is not None
+            refused = await sink.wait(
+                "call.hangup", within=10, call_control_id=failed.data.call_control_id
+            )
+            with pytest.raises(telnyx.APIStatusError) as blocked:
+                await client.calls.dial(
+                    connection_id=app_id, to="+19005550100", from_="+15554009999"
+                )
+            good_result, bad_result = await good.wait(10), await bad.wait(10)
+    finally:
+        await sink.close()
+        await client.close()
+    assert good_result.ok and good_result.successful == 1, good_result.explain()
+    assert bad_result.ok and "SIP/2.0 503" in bad_result.messages, bad_result.explain()
+    assert hangup.payload["sip_hangup_cause"] == "200", hangup.payload
+    assert refused.payload["sip_hangup_cause"] == "503", refused.payload
+    assert refused.payload["hangup_cause"] == "unspecified", refused.payload
+    assert blocked.value.status_code == 422 and "is blocked" in str(blocked.value.body)
+    assert "+19005550100" not in good_result.messages  # never sent
+    cdr = await cdr_to(trunk_server, "+15554000001")
+    assert cdr.answered_at is not None and cdr.sip_cause == 200, cdr

@@ -314,10 +314,12 @@ class TrunkCalls:
         elif not E164.fullmatch(destination):
             return None
         trunks: list[Trunk] = []
-        if host is not None:
-            bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        if host is not None:  # HOST[:PORT] names the trunk (the port too, when given)
+            bare, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
             trunks = [
-                t for t in await self.directory.trunks(account) if t.host.lower() in (host, bare)
+                t
+                for t in await self.directory.trunks(account)
+                if t.host.lower() == bare.strip("[]") and (not port or str(t.port) == port)
             ]
         if not trunks and E164.fullmatch(destination):
             trunks = await self.directory.routes_for(destination, account)
