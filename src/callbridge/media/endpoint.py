@@ -132,7 +132,7 @@ class Endpoint:
     def __init__(self, server: EndpointHost, endpoint_id: str) -> None:
         self.id = endpoint_id
         self.server = server
-        self.pc = RTCPeerConnection(rtc_configuration(server.ice_servers))
+        self.pc = self._make_pc()
         self.port: RtpPort | None = None
         self.transceiver: Any = None
         self.video: VideoPort | None = None
@@ -155,6 +155,12 @@ class Endpoint:
         self.state = "connecting"
         self.ready_task: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
+
+    def _make_pc(self) -> RTCPeerConnection:
+        """The leg's aiortc peer connection (ICE, DTLS-SRTP). A plain RTP endpoint
+        (:class:`~callbridge.media.rtp_plain.PlainEndpoint`) overrides this: a SIP leg
+        negotiates neither, and each peer connection costs a DTLS certificate."""
+        return RTCPeerConnection(rtc_configuration(self.server.ice_servers))
 
     def attach(self, transceiver: Any) -> None:
         self.transceiver = transceiver

@@ -34,13 +34,13 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pylibsrtp
+from aiortc import RTCPeerConnection
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from callbridge.errors import ErrorCode, MediaError
-from callbridge.media import endpoint as endpoint_module
 from callbridge.media import rtcp_plain
 from callbridge.media.endpoint import Endpoint, EndpointHost
 from callbridge.media.interface import EndpointStateChanged, RtpTimeout
@@ -384,23 +384,12 @@ class _NoPeerConnection:
 class PlainEndpoint(Endpoint):
     """An endpoint whose device speaks plain RTP or SDES-SRTP (a SIP phone).
 
-    The base class's constructor builds an aiortc peer connection; for a plain endpoint it
-    gets :class:`_NoPeerConnection` instead (the base module's name is swapped for the
-    duration of the synchronous constructor, so nothing else can see it: a hook in
-    :class:`Endpoint` to choose the peer connection would be cleaner).
+    The base class's constructor builds an aiortc peer connection by
+    :meth:`Endpoint._make_pc`; a plain endpoint's is :class:`_NoPeerConnection` instead.
     """
 
     def __init__(self, server: EndpointHost, endpoint_id: str, timeout: float) -> None:
-        names = vars(endpoint_module)
-        factory = names.get("RTCPeerConnection")
-        if factory is None:  # the base class builds it otherwise now: let it (a test notices)
-            super().__init__(server, endpoint_id)
-        else:
-            names["RTCPeerConnection"] = _NoPeerConnection
-            try:
-                super().__init__(server, endpoint_id)
-            finally:
-                names["RTCPeerConnection"] = factory
+        super().__init__(server, endpoint_id)
         self.rtp = PlainRtpPort(self.on_rtp)
         self.port = self.rtp
         self.pts = PtTable()
@@ -415,6 +404,10 @@ class PlainEndpoint(Endpoint):
         self.timeout = timeout
         self.negotiated = False
         self._watchdog: asyncio.Task[None] | None = None
+
+    def _make_pc(self) -> RTCPeerConnection:
+        # The stand-in has only what the base class touches (connectionState, on, close).
+        return cast(RTCPeerConnection, _NoPeerConnection())
 
     def next_version(self) -> int:
         """The o= line's version: one more for each SDP we write (RFC 3264 section 8)."""
