@@ -19,7 +19,7 @@ from telnyx import AsyncTelnyx
 
 import pg
 from callbridge.cli import main
-from callbridge.core.callerid import CallerIdNotAllowed
+from callbridge.core.callerid import CallerIdNotAllowed, CallerIds
 from callbridge.core.tollfraud import (
     Placer,
     TollFraudGuard,
@@ -193,6 +193,15 @@ async def test_caller_id_on_a_trunk_is_an_owned_number_or_the_users_own(db: Stor
     with pytest.raises(CallerIdNotAllowed, match="owns none"):
         await trunk_caller_id(db, bare, "+14155550888", field="from")
 
+    # The local rule (core.callerid): an account owning no numbers may present an unclaimed
+    # E.164 number, until it has a trunk (its calls may then reach the public network).
+    local = CallerIds(db)
+    assert await local.for_application(other.id, "+14155550888") == "+14155550888"
+    await db.add_trunk(other.id, name="carrier", host="sip.example.net")
+    with pytest.raises(CallerIdNotAllowed, match="may go out through a SIP trunk"):
+        await local.for_application(other.id, "+14155550888")
+    assert await local.for_application("default", "+14155550100") == "+14155550100"
+
 
 # pure rules ---------------------------------------------------------------------------------------
 def test_acls_prefixes_and_hosts() -> None:
@@ -264,14 +273,18 @@ async def test_toll_fraud_who_may_reach_a_trunk_and_where(
     alice = Placer("user", "alice", "acme", source="ws 127.0.0.1:5000")
     await guard.check(alice, "+14155550100", trunk)
     await guard.check(Placer("application", "42", "acme"), "+442071234567", trunk)
-    await guard.check(
-        Placer("inbound", "+14155550100", "acme", allow_outbound=True), "+1212", trunk
-    )
+    # As the SIP side makes it: a carrier's call is no authenticated user; its number allows.
+    forwarded = Placer("inbound", "+14155550100", "acme", authenticated=False, allow_outbound=True)
+    await guard.check(forwarded, "+12125550100", trunk)
     caplog.set_level(logging.WARNING, "callbridge.tollfraud")
     refusals = [
         (Placer("user", "mallory", "other"), "+14155550100", ErrorCode.TRUNK_NOT_ALLOWED),
         (Placer("user", "anon", "acme", authenticated=False), "+1415", ErrorCode.TRUNK_NOT_ALLOWED),
-        (Placer("inbound", "+14155550100", "acme"), "+1415", ErrorCode.TRUNK_NOT_ALLOWED),
+        (
+            Placer("inbound", "+14155550100", "acme", authenticated=False),
+            "+1415",
+            ErrorCode.TRUNK_NOT_ALLOWED,
+        ),
         (alice, "+19005550100", ErrorCode.DESTINATION_BLOCKED),  # premium rate, denied by default
         (alice, "+33155550100", ErrorCode.DESTINATION_BLOCKED),  # not on the allow-list
     ]

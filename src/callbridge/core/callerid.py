@@ -17,7 +17,8 @@ controls). Numbers are presented in E.164 form ("+1 415 555 0100" is shown "+141
 
 *An account that owns no numbers yet*: the server cannot tell which outside numbers are its, so
 an E.164 number that nobody on the server claims (no user's, no account's) is allowed, as before
-accounts existed. Once the account owns a number, only the rules above apply.
+accounts existed. Once the account owns a number, or has a SIP trunk (issue 12: its calls may
+reach the public network, where only a number it owns may be shown), only the rules above apply.
 
 A directory that cannot say who claims a number (the in-memory one of the core's tests) has no
 caller-ID policy: what the caller asks for is presented.
@@ -119,8 +120,9 @@ def _allowed(claims: Any, account: str, *, application: bool) -> bool:
         return application and claims.user_account == account
     if application and claims.routed:
         return True
-    # Nobody claims it: allowed only while the account owns no numbers (see the docstring).
-    return not claims.account_owns_numbers
+    # Nobody claims it: allowed only while the account owns no numbers and has no trunk (see
+    # the docstring).
+    return not claims.account_owns_numbers and not getattr(claims, "account_has_trunks", False)
 
 
 class CallerIds:
@@ -198,8 +200,19 @@ class CallerIds:
         assert self._claims is not None
         numbers, total = await self._claims.owned_numbers(account, _LISTED)
         if not numbers:
+            if await _has_trunks(self._directory, account):
+                return (
+                    f"a number {whose} owns (it owns none, and its calls may go out through a "
+                    "SIP trunk: add one with 'callbridge numbers add +E164')"
+                )
             return "an E.164 number ('+' and 8 to 15 digits) that no user or account here uses"
         listed = ", ".join(numbers) + (
             f" and {total - len(numbers)} more" if total > len(numbers) else ""
         )
         return f"a number {whose} owns ({listed})"
+
+
+async def _has_trunks(directory: Any, account: str) -> bool:
+    """Whether the account has a SIP trunk (a directory without trunks has none)."""
+    list_trunks = getattr(directory, "list_trunks", None)
+    return list_trunks is not None and bool(await list_trunks(account))

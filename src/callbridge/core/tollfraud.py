@@ -68,8 +68,9 @@ class Placer:
 
     ``kind``/``id``: ``user`` and the user name; ``application`` and its id; ``inbound`` and
     the number the call arrived on. ``authenticated``: the user logged in (token, SIP digest),
-    the application's call came with its account's API key. ``allow_outbound``: for
-    ``inbound``, the number's route allows sending calls on (``NumberRoute.allow_outbound``).
+    the application's call came with its account's API key (not used for ``inbound``).
+    ``allow_outbound``: for ``inbound``, the number's route allows sending calls on
+    (``NumberRoute.allow_outbound``); nothing else lets an inbound call reach a trunk.
     ``source`` says where the request came from, for the log ("ws 127.0.0.1:50312",
     "sip udp 192.0.2.1:5060", "rest key KEY…abcd").
     """
@@ -163,7 +164,9 @@ def evaluate(policy: DialPolicy, placer: Placer, destination: str, trunk: Trunk)
             f"trunk {trunk.name!r} belongs to another account: a call of account "
             f"{placer.account_id!r} may only use that account's trunks",
         )
-    if not placer.authenticated:
+    # An inbound call's allowance is its number's route (the carrier is no user of ours:
+    # ``authenticated`` does not apply to it); anyone else must have authenticated.
+    if placer.kind != "inbound" and not placer.authenticated:
         raise TollFraudRefused(
             ErrorCode.TRUNK_NOT_ALLOWED,
             f"{placer} is not authenticated: only a logged-in user or an application's "

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from callbridge.store.records import normalize_number
 from callbridge.store.repository import Repository
 from callbridge.store.schema import AccountRow, NumberRow, RouteRow, UserRow
+from callbridge.store.trunks import TrunkRow
 
 __all__ = ["NumberClaims", "TenancyRepository"]
 
@@ -30,6 +31,7 @@ class NumberClaims:
     user_account: str | None  # the account of the user whose number it is, if any
     routed: bool  # a route of ``account_id`` sends it to one of its applications
     account_owns_numbers: bool  # ``account_id`` owns at least one number
+    account_has_trunks: bool = False  # ``account_id`` has a SIP trunk (issue 12)
 
 
 class TenancyRepository(Repository):
@@ -54,6 +56,9 @@ class TenancyRepository(Repository):
             any_owned = await session.scalar(
                 select(NumberRow.number).where(NumberRow.account_id == account_id).limit(1)
             )
+            any_trunk = await session.scalar(
+                select(TrunkRow.id).where(TrunkRow.account_id == account_id).limit(1)
+            )
         return NumberClaims(
             account_id=account_id,
             number=e164,
@@ -61,6 +66,7 @@ class TenancyRepository(Repository):
             user_account=user_account,
             routed=routed is not None,
             account_owns_numbers=any_owned is not None,
+            account_has_trunks=any_trunk is not None,
         )
 
     async def owned_numbers(self, account_id: str, limit: int = 5) -> tuple[list[str], int]:
