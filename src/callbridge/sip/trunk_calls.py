@@ -224,9 +224,10 @@ class TrunkCalls:
 
     def _cause(self, leg: SipLeg, status: int) -> None:
         """Keep ``status`` as the SIP cause of the leg's call: under the core call's id (the
-        CDR) and the id the call was placed as (an application's call: ``call.hangup``)."""
+        CDR), the id the call was placed as (an application's call: ``call.hangup``) and the
+        leg's (an application's answered call goes on as a core call of that id)."""
         placed = getattr(leg.device, "call_id", "") or None
-        for key in {self._call_of(leg.call_id), placed} - {None}:
+        for key in {self._call_of(leg.call_id), placed, leg.call_id} - {None}:
             assert key is not None
             self.sip_causes[key] = status
             self.sip_causes.move_to_end(key)
