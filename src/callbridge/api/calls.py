@@ -120,7 +120,10 @@ _DIAL_UNSUPPORTED = (
 
 class DialParams(Params):
     connection_id: str = Field(description="The call control application's id.")
-    to: str | list[str] = Field(description="A user's extension, number or name.")
+    to: str | list[str] = Field(
+        description="A user's extension, number or name; or an E.164 number (the account's "
+        "outbound route) or sip:NUMBER@TRUNK-HOST[:PORT] to dial out through a SIP trunk."
+    )
     from_: str = Field(alias="from", description="The caller id the callee's devices show.")
     from_display_name: str | None = None
     webhook_url: str | None = None
