@@ -457,8 +457,10 @@ async def test_rest_trunks_as_uac_connections(
         trunk.id, connection_name="carrier-a", outbound={"channel_limit": 2}
     )
     assert changed.data is not None and changed.data.connection_name == "carrier-a"
-    listed = await client.uac_connections.list()
+    listed = await client.uac_connections.list(filter={"connection_name": {"contains": "RIER"}})
     assert [t.id for t in listed.data] == [trunk.id]
+    none = await client.uac_connections.list(filter={"connection_name": {"contains": "zz"}})
+    assert none.data == []
     assert (await client.uac_connections.retrieve(trunk.id)).data is not None
 
     async def refused(call: object, pointer: str, words: str) -> None:
@@ -545,7 +547,7 @@ async def test_rest_numbers_and_outbound_voice_profiles(
     a = await store.add_trunk(account, name="a", host="a.example.net")
     b = await store.add_trunk(account, name="b", host="b.example.net")
 
-    listed = await client.phone_numbers.list()
+    listed = await client.phone_numbers.list(filter={"phone_number": suffix})
     assert [n.phone_number for n in listed.data] == [number]
     routed = await client.phone_numbers.update(number.lstrip("+"), connection_id=app.id)
     assert routed.data is not None and routed.data.connection_id == app.id
