@@ -240,13 +240,20 @@ def test_the_page_shows_a_live_call_and_drops_it_when_it_ends() -> None:
     assert s["refused"]["error"] and "unknown or revoked" in s["refused"]["error"], s["refused"]
     assert s["signed_in"]["status"].startswith("Live"), s["signed_in"]
     live = s["call_live"]
-    assert len(live["calls"]) == 1, live
-    row = live["calls"][0]
-    assert "alice" in row[0] and "bob" in row[1] and row[2] == "answered", row
-    assert {"alice", "bob"} <= set(live["devices"]), live
+    [row] = [r for r in live["calls"] if "alice" in r[0]]
+    assert "bob" in row[1] and row[2] == "answered", row
+    # carol's and dave's legs in the conference are calls too (each has its CDR).
+    in_room = sorted(r[0] for r in live["calls"] if r[5] == "conf Standup")
+    assert len(in_room) == 2 and "carol" in in_room[0] and "dave" in in_room[1], live
+    assert {"alice", "bob", "carol", "dave"} <= set(live["devices"]), live
+    [room] = live["conferences"]
+    assert room["title"].startswith("Standup"), room
+    assert any("Dave Brown" in m for m in room["members"]), room
+    assert len(room["talking"]) == 1, room  # the mixer's floor: one talker
     ended = s["call_ended"]
-    assert ended["calls"] == [], ended
+    assert not [r for r in ended["calls"] if "alice" in r[0]], ended
     assert ended["cdrs"] and "alice" in ended["cdrs"][0][1], ended
+    assert s["conference_ended"]["conferences"] == [], s["conference_ended"]
     assert not r["console_errors_while_up"], r["console_errors_while_up"]
     # Stopped with the feed open: the drain ended the stream (uvicorn would otherwise wait 5 s
     # for it, then cancel it with a traceback in the log).

@@ -63,14 +63,20 @@ def _device_call(call: Call, now: datetime) -> dict[str, Any]:
     elif call.ring is not None:
         legs.extend(leg for leg in call.ring.legs if leg.live)
     far = call.answered_leg
+    state = call.state.value
+    to_user = far.device.user_name if far is not None else call.callee_name or None
+    if far is None and call.answered_at is not None and call.origin.conference is not None:
+        # A leg in a hosted conference keeps a call for its CDR (core.hosted): answered by
+        # the conference, with no far leg, so its call never leaves ``routing``.
+        state, to_user = call.origin.state.value, None
     return {
         "id": call.id,
         "kind": "device",
-        "state": call.state.value,
+        "state": state,
         "from": call.caller_id,
         "from_user": call.origin.device.user_name,
         "to": call.destination,
-        "to_user": far.device.user_name if far is not None else call.callee_name or None,
+        "to_user": to_user,
         "media_type": call.media_type,
         "started_at": _iso(call.started_at),
         "answered_at": _iso(call.answered_at),

@@ -7,8 +7,9 @@ Run by ``tests/test_dashboard.py`` inside a loopback-only network namespace (as
         sh -c 'ip link set lo up && exec python tests/browser/dashboard_scenario.py --timeout 50'
 
 An operator opens the page; a wrong key is refused with the server's message; a read-only
-admin key signs in and the feed goes live. Two Python SDK phones (alice, bob) sign in and
-alice calls bob; the page shows the call (answered) and both devices, then alice hangs up and
+admin key signs in and the feed goes live. Four Python SDK phones sign in: carol hosts a
+conference that dave joins, alice calls bob; the page shows the call (answered), the devices
+and the conference with its members and its talker, then alice hangs up and
 the page drops the call and lists it among the recent calls. Last, the server is stopped
 with the page's live feed still open (the feed must not hold up the stop). What the page
 shows is read from the DOM at each step. The screenshot ``dashboard.png`` goes to ``--shots``, or to
@@ -42,6 +43,8 @@ STEP = 10_000  # ms: each UI step's wait
 USERS = (
     ("alice", "101", "+14155550101", "Alice Smith"),
     ("bob", "102", "+14155550102", "Bob Jones"),
+    ("carol", "103", "+14155550103", "Carol White"),
+    ("dave", "104", "+14155550104", "Dave Brown"),
 )
 
 # What the page shows: each table's rows as lists of cell texts, and the status line.
@@ -52,6 +55,11 @@ READ_PAGE = """() => {
     status: document.getElementById('status').textContent,
     error: document.getElementById('signin-error').textContent,
     calls: cells('calls'),
+    conferences: [...document.querySelectorAll('#conferences .conf')].map((c) => ({
+      title: c.querySelector('h3').textContent,
+      members: [...c.querySelectorAll('li')].map((li) => li.textContent),
+      talking: [...c.querySelectorAll('li.talking')].map((li) => li.textContent),
+    })),
     devices: cells('devices').map((row) => row[0]),
     cdrs: cells('cdrs'),
   };
@@ -86,6 +94,15 @@ class DashboardScenario:
 
     async def read(self, page: Any) -> dict[str, Any]:
         return dict(await page.evaluate(READ_PAGE))
+
+    async def until(self, page: Any, predicate: str, step: str) -> None:
+        """Wait for ``predicate`` on the page; on a timeout, what the page showed goes in
+        the result (``steps[step + "_timeout"]``) before the error does."""
+        try:
+            await page.wait_for_function(predicate)
+        except Exception:
+            self.result["steps"][f"{step}_timeout"] = await self.read(page)
+            raise
 
     async def run(self) -> None:
         from playwright.async_api import async_playwright
@@ -148,8 +165,17 @@ class DashboardScenario:
         steps["signed_in"] = await self.read(page)
         self.mark("signed_in")
 
-        alice, bob = phones
-        await asyncio.gather(alice.login(), bob.login())
+        alice, bob, carol, dave = phones
+        await asyncio.gather(*(phone.login() for phone in phones))
+        # carol hosts a conference and dave joins it: a room whose talker the page marks.
+        invited: asyncio.Queue[object] = asyncio.Queue()
+        dave.on("conference:invitation-received", invited.put_nowait)
+        room = await carol.start_conference(
+            source=ToneSource(660.0), sink=BufferSink(), name="Standup"
+        )
+        await room.add_participant("104")
+        await asyncio.wait_for(invited.get(), 10)
+        await dave.join_conference(source=ToneSource(880.0), sink=BufferSink())
         answered: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
 
         async def on_incoming(call: Call) -> None:
@@ -161,12 +187,17 @@ class DashboardScenario:
         out = await alice.call("102", source=ToneSource(440.0), sink=BufferSink())
         await asyncio.wait_for(answered, 10)
         await out.wait_for("answered", timeout=10)
-        await page.wait_for_function(
+        await self.until(
+            page,
             """() => {
-              const rows = document.querySelectorAll('#calls tbody tr');
-              return rows.length === 1 && rows[0].children[2].textContent === 'answered'
-                && document.querySelectorAll('#devices tbody tr').length >= 2;
-            }"""
+              const rows = [...document.querySelectorAll('#calls tbody tr')];
+              const call = rows.find((tr) => tr.children[0].textContent.includes('alice'));
+              return rows.length === 3 && call && call.children[2].textContent === 'answered'
+                && document.querySelectorAll('#devices tbody tr').length >= 4
+                && document.querySelectorAll('#conferences .conf li').length >= 2
+                && document.querySelector('#conferences li.talking');
+            }""",
+            "call_live",
         )
         steps["call_live"] = await self.read(page)
         self.mark("call_shown")
@@ -177,12 +208,22 @@ class DashboardScenario:
             self.result["screenshot"] = str(self.shots / "dashboard.png")
 
         await out.hangup()
-        await page.wait_for_function(
-            """() => document.querySelectorAll('#calls tbody tr').length === 0
-                && document.querySelectorAll('#cdrs tbody tr').length >= 1"""
+        await self.until(
+            page,
+            """() => document.querySelectorAll('#calls tbody tr').length === 2
+                && document.querySelectorAll('#cdrs tbody tr').length >= 1""",
+            "call_ended",
         )
         steps["call_ended"] = await self.read(page)
         self.mark("call_dropped")
+        await carol.end_conference()  # (a drain would wait for it)
+        await self.until(
+            page,
+            """() => document.querySelectorAll('#calls tbody tr').length === 0
+                && document.querySelectorAll('#conferences .conf').length === 0""",
+            "conference_ended",
+        )
+        steps["conference_ended"] = await self.read(page)
         # The server stops (SIGTERM) while the page's feed is open: the drain ends the stream,
         # so the stop is not held up by it (uvicorn waits for open responses, then cancels).
         # (The page's reconnects after that fail: those console errors are expected.)
