@@ -24,7 +24,9 @@ import pytest
 
 from callbridge.errors import RemoteError
 from callbridge.media.players import HOLD_MUSIC_NOTES
+from callbridge.store import Cdr, Store
 from callbridge.testing import Server, rms_dbfs, serve, tone_level_db
+from parties import until_async
 from test_readme import python_block, wav_rate, wav_samples
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -141,6 +143,14 @@ async def test_ivr_and_queue_an_agent_gets_the_caller_and_learns_who_it_is(
     rate, pcm = wav_rate(heard), wav_samples(heard)
     assert tone_level_db(pcm, rate, ALICE) > HEARD  # the caller's voice
     assert tone_level_db(pcm, rate, BOB) < SILENT
+    # The caller's CDR says who took the call, from which queue.
+    async with server.store() as store:
+        record = await until_async(lambda: caller_record(store))
+    assert (record.answered_user, record.queue_name) == ("bob", "front"), record
+
+
+async def caller_record(store: Store) -> Cdr | None:
+    return next((c for c in await store.list_cdrs() if c.destination == "5000"), None)
 
 
 @pytest.mark.parametrize(
