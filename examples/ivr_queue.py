@@ -116,7 +116,8 @@ async def main(api_key: str, caller_token: str, agent_token: str) -> None:
         )
         desk.app_id = app.data.id
         await client.post(
-            "/routes", body={"destination": LINE, "application_id": app.data.id},
+            "/routes",
+            body={"destination": LINE, "application_id": app.data.id},
             cast_to=object,
         )
 
