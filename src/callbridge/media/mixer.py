@@ -2,19 +2,24 @@
 
 How one 20 ms tick works, and why (the server's ticker calls :meth:`Mixer.tick`):
 
-1. **One format.** Each member's inbound RTP is decoded as it arrives (its codec -> 48 kHz mono,
-   :class:`~callbridge.rtp.codecs.FrameDecoder`) into a small :class:`FrameFifo`. The tick
-   takes one frame per member (silence if none came), so a member whose packets arrive early,
-   late or in bursts still contributes one frame per tick; a FIFO that grows (the device's
-   clock runs fast, a burst after a stall) drops its oldest frames, so drift cannot add
-   latency.
+1. **One format.** Each member's inbound RTP is decoded as it arrives (its codec -> 48 kHz mono)
+   into a small FIFO (:class:`~callbridge.media.mix_input.MixInput`). The tick takes one
+   frame per member, so a member whose packets arrive early, late or in bursts still
+   contributes one frame per tick; a FIFO that grows (the device's clock runs fast, a burst
+   after a stall) drops its oldest frames, so drift cannot add latency. Packets whose RFC 6464
+   audio level says silence are not decoded at all (their row stays zeros, not even copied),
+   and lost or late packets are concealed (Opus PLC/FEC, a faded repeat for G.711) instead of
+   leaving 20 ms of digital silence in the mix: see :mod:`callbridge.media.mix_input`.
 2. **One matrix.** The frames are the rows of one float32 matrix. Energies are one ``einsum``;
    the mix is one matrix-vector product with the 0/1 vector of who is heard by all. Each
    talker hears ``total - own`` (exact: the same numbers are added and taken away), whispers
    and targeted playbacks are added for their targets only. No per-sample Python.
 3. **A noise gate decides who contributes.** A member counts as talking while its frame is
    above :data:`GATE_DBFS` (plus a hangover of :data:`HANGOVER_TICKS` so word endings are not
-   cut). Members that do not talk add nothing, so they all hear exactly the same mix. That mix
+   cut). At most :data:`MAX_MIXED` talkers are mixed, the loudest (smoothed level, the ones
+   already mixed counting double), as conference bridges that mix the N loudest do: a crowd
+   of talkers is noise anyway, and every mixed talker costs an encode of its own. Members
+   that are not mixed add nothing, so they all hear exactly the same mix. That mix
    is encoded **once per codec** and the same payload goes to all of them; only talkers,
    whisper targets and members with their own playback get an encode of their own. In a room
    of 100 with three talkers that is ≈ 5 encodes per tick instead of 100. Each endpoint still
@@ -44,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from callbridge.media.interface import FloorChanged, MediaEvent, SupervisorRole
+from callbridge.media.mix_input import FIFO_MAX, FIFO_PRIME, MixInput
 from callbridge.media.playback import Playback
 from callbridge.media.players import PayloadLoop, sound_payloads
 from callbridge.media.recording import Recorder
@@ -56,6 +62,7 @@ __all__ = [
     "FLOOR_SILENCE_TICKS",
     "GATE_DBFS",
     "HANGOVER_TICKS",
+    "MAX_MIXED",
     "SPEECH_DBFS",
     "FrameFifo",
     "Leg",
@@ -68,8 +75,8 @@ SPEECH_DBFS = -45.0  # smoothed RMS level a member needs to take the floor
 HANGOVER_TICKS = 15  # a talker keeps contributing 300 ms after its last loud frame
 FLOOR_LEAD_TICKS = 15  # a new talker must lead for 300 ms to take the floor
 FLOOR_SILENCE_TICKS = 50  # 1 s of nobody talking empties the floor
-FIFO_PRIME = 2  # frames a member's FIFO collects before it plays (after it ran dry)
-FIFO_MAX = 4  # frames a member's FIFO holds at most: 80 ms; older frames are dropped
+MAX_MIXED = 5  # talkers mixed at once at most: the loudest (see Mixer._select)
+_STAY_BONUS = 2.0  # a mixed talker's level counts double (+3 dB) against newcomers
 _LEVEL_SMOOTHING = 0.3  # weight of the newest frame in the floor's level average
 
 Float32 = npt.NDArray[np.float32]
@@ -151,7 +158,7 @@ class Member:
     held: bool = False
     role: SupervisorRole = "none"
     whisper_to: frozenset[str] = frozenset()
-    fifo: FrameFifo = field(default_factory=FrameFifo)
+    fifo: MixInput = field(default_factory=MixInput)
     hold: PayloadLoop | None = None  # hold music while held
     hold_spec: CodecSpec | None = None
     shared: bool = False  # it was sent the shared mix last tick
@@ -238,6 +245,9 @@ class Mixer:
     def _alloc(self, n: int) -> None:
         self._matrix: Float32 = np.zeros((n, MIX_FRAME), dtype=np.float32)
         self._energy: Float32 = np.zeros(n, dtype=np.float32)
+        self._nonzero = np.zeros(n, dtype=bool)  # rows holding audio (the rest are zeros)
+        self._weights: Float32 = np.zeros(n, dtype=np.float32)
+        self._mixed = np.zeros(n, dtype=bool)  # talkers mixed last tick
         self._hang = np.zeros(n, dtype=np.int32)
         self._level = np.zeros(n, dtype=np.float64)
         self._total: Float32 = np.zeros(MIX_FRAME, dtype=np.float32)
@@ -252,6 +262,7 @@ class Mixer:
         if self._matrix.shape[0] != n:
             self._alloc(n)
         self._rows = list(members)
+        self._mixed[:] = False
         self._hang[:] = [m.hang for m in members]
         self._level[:] = [m.level for m in members]
         self._by_all = np.array([m.heard_by_all for m in members], dtype=bool)
@@ -273,20 +284,24 @@ class Mixer:
             self._rebuild()
         members = self._members
         matrix = self._matrix
+        nonzero = self._nonzero
         for i, m in enumerate(members):
             frame = m.fifo.take()
-            if frame is None:
-                matrix[i].fill(0.0)
-            else:
+            if isinstance(frame, np.ndarray):
                 matrix[i] = frame
+                nonzero[i] = True
+            elif nonzero[i]:  # silent, not decoded, or nothing came: a zero row (once)
+                matrix[i].fill(0.0)
+                nonzero[i] = False
         energy = np.einsum("ij,ij->i", matrix, matrix, out=self._energy)
         hang = self._hang
         np.subtract(hang, 1, out=hang)
         np.maximum(hang, 0, out=hang)
         hang[energy > _GATE] = HANGOVER_TICKS
         talking = hang > 0
-        heard = talking & self._by_all
-        total = np.matmul(heard.astype(np.float32), matrix, out=self._total)
+        heard = self._select(talking & self._by_all)
+        np.copyto(self._weights, heard)
+        total = np.matmul(self._weights, matrix, out=self._total)
         extra = self._add_playbacks(total)
         for w, targets in self._whisperers:
             if talking[w]:
@@ -298,6 +313,19 @@ class Mixer:
         for recorder in self.recorders:
             recorder.write(mix)
         await self._send(members, heard, extra, total, mix)
+
+    def _select(self, heard: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """At most :data:`MAX_MIXED` talkers are mixed: the loudest by smoothed level, those
+        mixed last tick counting double, so a talker is not swapped out by one loud frame of
+        another (as conference bridges that mix the N loudest do)."""
+        if np.count_nonzero(heard) > MAX_MIXED:
+            score = np.where(heard, self._level, -1.0)
+            score[self._mixed] *= _STAY_BONUS
+            keep = np.argpartition(score, -MAX_MIXED)[-MAX_MIXED:]
+            heard = np.zeros_like(heard)
+            heard[keep] = True
+        self._mixed = heard
+        return heard
 
     def _add_playbacks(self, total: Float32) -> dict[int, Float32] | None:
         """Mix this tick of every playback in: to all into ``total``, targeted into extras."""
