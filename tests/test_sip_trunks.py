@@ -9,6 +9,7 @@ SDK; what it hears is analysed (its own tone, echoed by SIPp's ``-rtp_echo``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from trunk_helpers import (
     add_trunk,
     caller,
     cdr_to,
+    inbound_carrier,
     sipp_carrier,
+    telnyx_app,
     unique,
 )
 
@@ -262,15 +265,7 @@ async def test_an_inbound_call_for_a_did_rings_the_user_and_audio_flows(
         await call.answer(source=ToneSource(TONE), sink=sink)
 
     phone.on("incoming", lambda call: tasks.append(asyncio.create_task(answer(call))))
-    carrier = Sipp(
-        tmp_path / "in",
-        "carrier_inbound.xml",
-        remote=f"{LOOPBACK}:{trunk_server.sip_port}",
-        service="+15557770001",
-        rtp_echo=True,
-        extra=["-i", "127.0.0.2"],
-        deadline=20,
-    )
+    carrier = inbound_carrier(tmp_path, trunk_server, "+15557770001")
     async with carrier:
         result = await carrier.wait(20)
     heard = sink.samples(1.5)
@@ -401,3 +396,71 @@ async def test_rest_dial_out_through_a_trunk_with_the_telnyx_sdk_and_its_sip_cau
     assert "+19005550100" not in good_result.messages  # never sent
     cdr = await cdr_to(trunk_server, "+15554000001")
     assert cdr.answered_at is not None and cdr.sip_cause == 200, cdr
+
+
+async def _number_to(server: Server, number: str, kind: str, target: str) -> None:
+    """``number`` routed to ``kind``/``target``, with a trunk admitting 127.0.0.2 (SIPp)."""
+    async with server.store() as store:
+        await store.add_number(number)
+        await store.route_number(number, None, kind, target)
+        await store.add_trunk(
+            name=f"inbound{unique()}", host="192.0.2.1", options_interval=0,
+            inbound_acl=["127.0.0.2/32"],
+        )  # fmt: skip
+
+
+@sipp_only
+async def test_an_inbound_call_for_a_number_routed_to_an_application_reaches_it(
+    trunk_server: Server, tmp_path: Path
+) -> None:
+    """carrier_inbound.xml for a number whose target is an application (no route needed):
+    call.initiated with the number and the carrier's caller, the application answers with the
+    SDK (the carrier gets its 200), the carrier's BYE is call.hangup from the caller."""
+    async with telnyx_app(trunk_server) as (client, sink, app_id):
+        await _number_to(trunk_server, "+15557770010", "application", app_id)
+        carrier = inbound_carrier(tmp_path, trunk_server, "+15557770010")
+        async with carrier:
+            initiated = await sink.wait("call.initiated", within=10)
+            ccid = initiated.payload["call_control_id"]
+            await client.calls.actions.answer(ccid)
+            hangup = await sink.wait("call.hangup", within=10, call_control_id=ccid)
+            result = await carrier.wait(15)
+    assert result.ok and result.successful == 1, result.explain()
+    assert initiated.payload["to"] == "+15557770010", initiated.payload
+    assert initiated.payload["from"] == "+15559990001", initiated.payload
+    assert initiated.payload["state"] == "parked"
+    assert "call.answered" in sink.types(ccid)
+    assert hangup.payload["hangup_source"] == "caller", hangup.payload
+
+
+@sipp_only
+async def test_inbound_calls_for_numbers_routed_to_a_queue_and_a_conference_wait_there(
+    trunk_server: Server, tmp_path: Path
+) -> None:
+    """Two carriers call at once: one number routes to queue ``trunkq…`` (the call is
+    answered and waits: the queue's size is 1 through REST, then 0 after the carrier's BYE),
+    the other to conference ``trunkconf…`` (made by the call: listed with its name while the
+    call lasts)."""
+    n = unique()
+    queue, conference = f"trunkq{n}", f"trunkconf{n}"
+    await _number_to(trunk_server, "+15557770011", "queue", queue)
+    await _number_to(trunk_server, "+15557770012", "conference", conference)
+    queued = inbound_carrier(tmp_path, trunk_server, "+15557770011", "queued")
+    joined = inbound_carrier(tmp_path, trunk_server, "+15557770012", "joined")
+    sizes: list[int] = []
+    conferences: list[str] = []
+    async with telnyx_app(trunk_server) as (client, _sink, _app), queued, joined:
+        async with asyncio.timeout(10):
+            while not (sizes and sizes[-1] == 1 and conference in conferences):
+                with contextlib.suppress(telnyx.NotFoundError):
+                    found = await client.queues.retrieve(queue)
+                    assert found.data is not None
+                    sizes.append(found.data.current_size or 0)
+                listed = await client.conferences.list()
+                conferences = [c.name or "" for c in listed.data or []]
+                await asyncio.sleep(0.1)
+        queued_result, joined_result = await queued.wait(15), await joined.wait(15)
+        after = await client.queues.retrieve(queue)
+    assert queued_result.ok and queued_result.successful == 1, queued_result.explain()
+    assert joined_result.ok and joined_result.successful == 1, joined_result.explain()
+    assert after.data is not None and after.data.current_size == 0, after

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from telnyx import AsyncTelnyx
+
+from api_helpers import WebhookSink
 from callbridge.client import Phone
 from callbridge.store.records import Cdr
 from callbridge.testing.server import Server, create_user
@@ -74,3 +79,44 @@ def sipp_carrier(tmp_path: Path, scenario: str, **kw: Any) -> Sipp:
     """SIPp as a carrier (UAS) running ``scenario`` with an RTP echo."""
     options: dict[str, Any] = {"service": "carrier", "rtp_echo": True, "deadline": 25, **kw}
     return Sipp(tmp_path / scenario, scenario, **options)
+
+
+@asynccontextmanager
+async def telnyx_app(server: Server) -> AsyncIterator[tuple[AsyncTelnyx, WebhookSink, str]]:
+    """The official telnyx SDK with a new API key, and an application sending its webhooks to
+    a local sink: ``(client, sink, application id)``."""
+    async with server.store() as store:
+        key = await store.create_api_key(f"trunk tests {unique()}")
+    client = AsyncTelnyx(api_key=key, base_url=f"{server.url}/v2", max_retries=0)
+    sink = WebhookSink()
+    try:
+        app = await client.call_control_applications.create(
+            application_name=f"trunk app {unique()}", webhook_event_url=await sink.start()
+        )
+        assert app.data is not None and app.data.id is not None
+        yield client, sink, app.data.id
+    finally:
+        await sink.close()
+        await client.close()
+
+
+class InboundSipp(Sipp):
+    """SIPp as a calling carrier: ``start`` returns at once (``Sipp`` waits until its SIP port
+    is bound on 127.0.0.1, but this one binds 127.0.0.2, and nobody needs to reach a caller
+    first: the wait would only stall the test for its 5 s limit)."""
+
+    async def _bound(self, limit: float = 5.0) -> None:
+        return None
+
+
+def inbound_carrier(tmp_path: Path, server: Server, number: str, name: str = "in") -> Sipp:
+    """carrier_inbound.xml from 127.0.0.2 calling ``number`` at the server."""
+    return InboundSipp(
+        tmp_path / name,
+        "carrier_inbound.xml",
+        remote=f"{LOOPBACK}:{server.sip_port}",
+        service=number,
+        rtp_echo=True,
+        extra=["-i", "127.0.0.2"],
+        deadline=20,
+    )

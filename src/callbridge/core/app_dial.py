@@ -64,9 +64,17 @@ class Dialer:
         application = await apps.directory.get_application(application_id)
         if application is None or not application.active:
             return False
+        await self.park(call, application, destination)
+        return True
+
+    async def park(self, call: Call, application: Any, destination: str) -> AppCall | None:
+        """Park ``call`` for ``application`` (None: no application, e.g. a trunk number routed
+        to a queue or a conference): ringback, ``call.initiated``, the ring timeout. None when
+        the caller hung up meanwhile."""
+        apps = self.apps
         origin = call.origin
         if not origin.live or call.ended:
-            return True
+            return None
         old = apps.by_leg.get(origin.id)
         if old is not None and not old.ended:
             # An application call's leg is routed to an application again (a /ws transfer of
@@ -84,19 +92,20 @@ class Dialer:
             from_display_name=call.caller_name,
         )
         apps.register(parked)
-        call.callee_name = application.application_name
+        if application is not None:
+            call.callee_name = application.application_name
         if call.can(CallState.RINGING):
             call.transition(CallState.RINGING, cause="parked for an application")
         origin.transition(LegState.RINGING)
         await apps.media.play(origin.id, "ringback")
         if not origin.live or parked.ended:
-            return True
+            return None
         origin.device.deliver(CallRinging(call_id=origin.id))
         apps.publish(
             AppCallInitiated(call=apps.facts(parked), parked=True, caller_name=call.caller_name)
         )
         self.wait_for_application(parked)
-        return True
+        return parked
 
     def wait_for_application(self, call: AppCall) -> None:
         """A parked call rings out (``no-answer``) unless the application acts in time."""

@@ -14,9 +14,9 @@ Runs before the phones' INVITE handler (:class:`callbridge.sip.calls.SipCalls`):
 A trunk call's destination is the Request-URI's user (else the To's), looked up with
 :meth:`~callbridge.trunks.TrunkDirectory.number`: the number must belong to the trunk's
 account, and its route says where the call goes: ``user`` rings all the user's devices
-(``/ws`` sessions and registered phones), ``application`` goes to the application that a
-route of the account sends the number to (as a phone's call to it would). ``conference``
-and ``queue`` targets are refused ``480`` (not done yet, docs/sip.md). A number with no
+(``/ws`` sessions and registered phones); ``application``, ``conference`` and ``queue``
+targets are taken by :mod:`callbridge.sip.trunk_targets` (the call's destination is then
+the number itself). A number with no
 target gets ``404``. The call is then a phone's call in every way (183 ringback, 200, BYE,
 hold, DTMF, REFER), with the carrier's From user as caller ID.
 """
@@ -183,11 +183,6 @@ class TrunkInbound:
             return
         if number.target_kind is None or not number.target_id:
             incoming.respond(404, f"Not Found ({number.e164} routes nowhere)")
-            return
-        if number.target_kind in ("conference", "queue"):
-            incoming.respond(
-                480, f"Temporarily Unavailable ({number.target_kind} targets: not yet)"
-            )
             return
         destination = number.target_id if number.target_kind == "user" else number.e164
         offer = ""

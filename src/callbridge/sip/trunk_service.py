@@ -18,12 +18,14 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from callbridge.core.app_dial import Dialer
 from callbridge.core.tollfraud import TollFraudGuard
 from callbridge.sip.calls import SipCalls
 from callbridge.sip.trunk_calls import TrunkCalls
 from callbridge.sip.trunk_health import TrunkHealth
 from callbridge.sip.trunk_inbound import TrunkInbound
 from callbridge.sip.trunk_register import TrunkRegistration
+from callbridge.sip.trunk_targets import TrunkTargets
 from callbridge.trunks import Trunk, TrunkDirectory
 
 if TYPE_CHECKING:
@@ -60,6 +62,11 @@ class TrunkService:
 
     def attach(self) -> None:
         self.calls.attach()
+        dialer = self.calls.controller.router
+        if isinstance(dialer, Dialer):  # numbers routed to applications, conferences, queues
+            TrunkTargets(self.calls.controller, dialer).attach()
+        else:
+            log.warning("SIP trunks: no application router: numbers can only route to users")
         phones = self.stack.handlers.get("INVITE")
         sip_calls = getattr(phones, "__self__", None)
         if phones is None or not isinstance(sip_calls, SipCalls):
