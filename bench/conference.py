@@ -3,6 +3,7 @@
     .venv/bin/python bench/conference.py                 # N = 10, 50, 100; 20 s of audio each
     .venv/bin/python bench/conference.py -n 100 -d 30    # one size, longer
     .venv/bin/python bench/conference.py --codecs opus,PCMU --talkers 5
+    .venv/bin/python bench/conference.py --find-max --pin   # the largest room that holds
 
 For each N the orchestrator (this process) starts a fresh *media server process* (``--server``:
 an InProcessMediaServer, the engine ``callbridge serve`` embeds, with one mixer) and *load
@@ -14,7 +15,9 @@ digital silence, as most of a real room does. To leave the machine's 2 cores to 
 the peers send payloads encoded once per process (a 1 s loop of the tone or of silence, by the
 SDK's encoder) instead of encoding each frame, and count what they receive without decoding it:
 the server gets exactly the packets real devices would send, and the figures are about
-delivery. Printed per N:
+delivery. Like browsers, the peers send the RFC 6464 audio level of each packet (computed once
+per payload of the loop); ``--no-audio-level`` leaves it out, as a device that does not send
+it (most SIP phones), so every packet must be decoded. Printed per N:
 
 - server CPU-seconds per participant per second of audio, and the server's CPU (% of a core);
 - % late or lost frames at the receivers, as bench/calls.py counts them (lost = sequence gaps;
@@ -22,7 +25,12 @@ delivery. Printed per N:
 - the mixer's ticks that started more than 10 ms late, and its encodes per tick (own mixes
   + shared mixes: with few talkers, most participants share one encode per codec);
 - server memory: RSS growth from before the joins to the middle of the audio, per participant,
-  and the server's total RSS then.
+  and the server's total RSS then;
+- the mixer's decodes per tick (packets decoded; silent ones with an RFC 6464 level are not).
+
+``--find-max`` raises N (``--start``, ``--step``) until a size has late ticks or the server
+needs a whole core, and prints the largest N that held. ``--pin`` runs the media server on
+CPU 0 and the load processes on the other CPUs (``taskset``).
 
 Everything runs on 127.0.0.1.
 """
@@ -37,6 +45,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +55,9 @@ from callbridge.media.players import encode_loop
 from callbridge.rtp.codecs import FRAME_MS, CodecSpec
 from callbridge.rtp.webrtc import RtpPort
 from calls import cpu_seconds, rss_bytes
+
+# The figures before issue 15's mixer work (docs/benchmarks.md), printed next to --find-max's.
+PREVIOUS = "before issue 15: N=100 47 % of a core, 0 % late ticks; N=200 78 %, 10 % late ticks"
 
 ROOM = "room"
 PER_LOAD_PROCESS = 50
@@ -70,7 +82,8 @@ async def run_server() -> None:
                 mixer = media.mixer(ROOM)
                 reply = {"ticks": mixer.ticks, "encodes": mixer.encodes,
                          "shared_encodes": mixer.shared_encodes, "late_ticks": media.late_ticks,
-                         "members": len(await media.mixer_members(ROOM))}  # fmt: skip
+                         "members": len(await media.mixer_members(ROOM)),
+                         "decoded": sum(m.fifo.decoded for m in mixer.members)}  # fmt: skip
             elif req["op"] == "quit":
                 done.set()
             writer.write((json.dumps(reply) + "\n").encode())
@@ -109,34 +122,44 @@ class Control:
 class LoopMedia(CallMedia):
     """An SDK peer whose sending loop sends a pre-encoded 1 s loop (a tone or silence)."""
 
-    def __init__(self, tone: float | None, codec: str) -> None:
+    def __init__(self, tone: float | None, codec: str, audio_level: bool) -> None:
         super().__init__(None, None, codecs=[codec])
         self.tone = tone
+        self.audio_level = audio_level
 
     async def _pump(self, port: RtpPort) -> None:
         await port.ready.wait()
         audio = port.audio
         assert audio is not None
-        payloads = _loop(self.tone, audio.codec)
+        payloads, levels = _loop(self.tone, audio.codec)
+        if not self.audio_level:
+            levels = (None,) * len(payloads)
         loop = asyncio.get_running_loop()
         deadline, timestamp, k = loop.time(), 0, 0
         while True:
-            await port.send(payloads[k % len(payloads)], audio.payload_type, timestamp, k == 0)
+            i = k % len(payloads)
+            await port.send(payloads[i], audio.payload_type, timestamp, k == 0, levels[i])
             k += 1
             timestamp += audio.codec.timestamp_step
             deadline += FRAME_MS / 1000
             await asyncio.sleep(max(0.0, deadline - loop.time()))
 
 
-_loops: dict[tuple[float | None, CodecSpec], tuple[bytes, ...]] = {}
+Level = tuple[bool, int] | None
+_loops: dict[tuple[float | None, CodecSpec], tuple[tuple[bytes, ...], tuple[Level, ...]]] = {}
 
 
-def _loop(tone: float | None, spec: CodecSpec) -> tuple[bytes, ...]:
-    """1 s of ``tone`` (whole cycles: it loops without a click) or silence, encoded once."""
+def _loop(tone: float | None, spec: CodecSpec) -> tuple[tuple[bytes, ...], tuple[Level, ...]]:
+    """1 s of ``tone`` (whole cycles: it loops without a click) or silence, encoded once, and
+    the RFC 6464 level of each payload (voice flag, -dBov of the frame's RMS, 127 = silence)."""
     if (tone, spec) not in _loops:
         t = np.arange(spec.sample_rate) / spec.sample_rate
         pcm = (0.3 * 32767 * np.sin(2 * np.pi * (tone or 0) * t)).astype(np.int16)
-        _loops[tone, spec] = encode_loop(pcm, spec)
+        frames = pcm.reshape(-1, spec.samples_per_frame).astype(np.float64)
+        rms = np.sqrt(np.mean(frames**2, axis=1)) / 32767
+        dbov = np.clip(-20 * np.log10(np.maximum(rms, 1e-7)), 0, 127).round().astype(int)
+        levels = tuple((bool(d < 127), int(d)) for d in dbov)
+        _loops[tone, spec] = encode_loop(pcm, spec), levels
     return _loops[tone, spec]
 
 
@@ -147,7 +170,8 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     control = await Control.connect(spec["port"])
     peers: list[CallMedia] = []
     for k, (ident, codec) in enumerate(zip(spec["ids"], spec["codecs"], strict=True)):
-        media: CallMedia = LoopMedia(300.0 + 170 * k if k < spec["talkers"] else None, codec)
+        tone = 300.0 + 170 * k if k < spec["talkers"] else None
+        media: CallMedia = LoopMedia(tone, codec, spec["audio_level"])
         reply = await control.request(op="join", id=ident, offer=await media.create_offer())
         await media.accept_answer(reply["answer"])
         peers.append(media)
@@ -176,8 +200,8 @@ class Loads:
     """The load processes of one run: each gets its spec on stdin, says ``ready`` on stdout,
     waits for ``go``, and prints its receivers' counters when its audio phase is over."""
 
-    def __init__(self, specs: list[dict[str, Any]]) -> None:
-        command = [sys.executable, __file__, "--load"]
+    def __init__(self, specs: list[dict[str, Any]], pin: list[str]) -> None:
+        command = [*pin, sys.executable, __file__, "--load"]
         self.procs = [
             subprocess.Popen(command, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             for _ in specs
@@ -220,9 +244,14 @@ class Loads:
                 proc.kill()
 
 
-def run_size(n: int, duration: float, codecs: list[str], talkers: int) -> dict[str, Any]:
+def run_size(
+    n: int, duration: float, codecs: list[str], talkers: int, audio_level: bool, pin: bool
+) -> dict[str, Any]:
+    cpus = os.cpu_count() or 1
+    pin_server = ["taskset", "-c", "0"] if pin else []
+    pin_load = ["taskset", "-c", f"1-{cpus - 1}" if cpus > 2 else "1"] if pin and cpus > 1 else []
     server = subprocess.Popen(
-        [sys.executable, __file__, "--server"], stdout=subprocess.PIPE, text=True
+        [*pin_server, sys.executable, __file__, "--server"], stdout=subprocess.PIPE, text=True
     )
     loads: Loads | None = None
     try:
@@ -238,10 +267,11 @@ def run_size(n: int, duration: float, codecs: list[str], talkers: int) -> dict[s
                 "duration": duration,
                 "codecs": [codecs[i % len(codecs)] for i in range(k, n, procs)],
                 "talkers": talkers if k == 0 else 0,
+                "audio_level": audio_level,
             }
             for k in range(procs)
         ]
-        loads = Loads(specs)
+        loads = Loads(specs, pin_load)
         loads.wait_ready()
         before = asyncio.run(_stats_client(port))
         cpu0, load0, t0 = cpu_seconds(server.pid), loads.cpu_seconds(), time.monotonic()
@@ -276,6 +306,7 @@ def run_size(n: int, duration: float, codecs: list[str], talkers: int) -> dict[s
         "late_ticks_pct": 100 * per_tick("late_ticks"),
         "own_per_tick": per_tick("encodes"),
         "shared_per_tick": per_tick("shared_encodes"),
+        "decoded_per_tick": per_tick("decoded"),
         "kib_per_participant": (rss_mid - rss0) / n / 1024,
         "rss_mib": rss_mid / 2**20,
     }
@@ -289,12 +320,32 @@ async def _stats_client(port: int, quit: bool = False) -> dict[str, Any]:
         await control.close()
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def print_row(n: int, r: dict[str, Any]) -> None:
+    print(f"{n:>4} {r['cpu_per_participant']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
+          f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
+          f"{r['late_ticks_pct']:>9.2f}% {r['own_per_tick']:>9.1f} + "
+          f"{r['shared_per_tick']:<7.1f} {r['decoded_per_tick']:>8.1f} "
+          f"{r['kib_per_participant']:>9.0f} {r['rss_mib']:>8.0f}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-n", type=int, action="append", help="participants (repeatable)")
     ap.add_argument("-d", "--duration", type=float, default=20.0, help="seconds of audio")
     ap.add_argument("--talkers", type=int, default=3, help="participants sending a tone")
     ap.add_argument("--codecs", default="opus", help="codecs, assigned round-robin")
+    ap.add_argument("--no-audio-level", action="store_true", help="peers send no RFC 6464 level")
+    ap.add_argument("--find-max", action="store_true", help="raise N until a size fails")
+    ap.add_argument("--start", type=int, default=100, help="--find-max: first N")
+    ap.add_argument("--step", type=int, default=50, help="--find-max: N added per size")
+    ap.add_argument("--pin", action="store_true", help="server on CPU 0, load on the others")
     ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -305,24 +356,44 @@ def main() -> None:
         spec = json.loads(sys.stdin.readline())
         print(json.dumps(asyncio.run(run_load(spec))), flush=True)
         return
-    sizes = args.n or [10, 50, 100]
     codecs = args.codecs.split(",")
-    print(f"# callbridge bench/conference.py — {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}; one room, "
-          f"{args.talkers} talkers, the rest silent; codecs {'/'.join(codecs)}; "
-          f"{args.duration:.0f} s of audio per size; media server and load processes "
-          f"(1 per {PER_LOAD_PROCESS} participants) on this machine")  # fmt: skip
+    level = "no RFC 6464 level" if args.no_audio_level else "RFC 6464 levels sent"
+    pinned = "server pinned to CPU 0, load to the others" if args.pin else "not pinned"
+    print(f"# callbridge bench/conference.py — {cpu_model()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}; "
+          f"one room, {args.talkers} talkers, the rest silent ({level}); codecs "
+          f"{'/'.join(codecs)}; {args.duration:.0f} s of audio per size; media server and load "
+          f"processes (1 per {PER_LOAD_PROCESS} participants) on this machine, "
+          f"{pinned}")  # fmt: skip
     print(f"{'N':>4} {'cpu-s/part/s':>12} {'server%':>8} {'load%':>6} {'late+lost%':>10} "
-          f"{'late ticks':>10} {'own+shared enc/tick':>19} {'KiB/part':>9} "
+          f"{'late ticks':>10} {'own+shared enc/tick':>19} {'dec/tick':>8} {'KiB/part':>9} "
           f"{'RSS MiB':>8}")  # fmt: skip
-    for n in sizes:
-        r = run_size(n, args.duration, codecs, min(args.talkers, n))
+
+    def run(n: int) -> dict[str, Any]:
+        r = run_size(
+            n, args.duration, codecs, min(args.talkers, n), not args.no_audio_level, args.pin
+        )
         assert r["members"] == n, r
-        print(f"{n:>4} {r['cpu_per_participant']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
-              f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
-              f"{r['late_ticks_pct']:>9.2f}% {r['own_per_tick']:>9.1f} + "
-              f"{r['shared_per_tick']:<7.1f} {r['kib_per_participant']:>9.0f} "
-              f"{r['rss_mib']:>8.0f}", flush=True)  # fmt: skip
+        print_row(n, r)
+        return r
+
+    if not args.find_max:
+        for n in args.n or [10, 50, 100]:
+            run(n)
+        return
+    held: int | None = None
+    n = args.start
+    while True:
+        r = run(n)
+        if r["late_ticks_pct"] > 0 or r["server_cpu_pct"] >= 100:
+            break
+        held, n = n, n + args.step
+    why = "late ticks" if r["late_ticks_pct"] > 0 else "a whole core"
+    print(
+        f"# largest room that held (0 late ticks, under one core): "
+        f"{held if held is not None else f'none from N={args.start}'}; N={n} had {why}"
+    )
+    print(f"# {PREVIOUS}")
 
 
 if __name__ == "__main__":

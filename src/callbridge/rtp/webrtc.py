@@ -35,6 +35,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpReceiveParameters,
@@ -148,8 +149,17 @@ class RtpPort:
             self._maybe_ready()
             await orig_receive(parameters)
 
+        # aiortc's own per-SSRC receive statistics (RFC 3550 A.3 and A.8): fed here as its
+        # handler would, they are what its receiver reports (RTCP RR) and what getStats says
+        # (inbound-rtp), so both ends of a WebRTC leg know its loss and jitter (issue 14).
+        streams: dict[int, StreamStatistics] = getattr(receiver, "_RTCRtpReceiver__remote_streams")  # noqa: B009
+
         async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
             if self.audio is not None:
+                stream = streams.get(packet.ssrc)
+                if stream is None:
+                    stream = streams[packet.ssrc] = StreamStatistics(self._clock_rate(packet))
+                stream.add(packet)
                 await self._on_rtp(packet)
 
         # Instance attributes shadow the methods; aiortc calls them through `self.`.
@@ -157,6 +167,12 @@ class RtpPort:
         receiver.receive = receive  # type: ignore[method-assign]
         receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
         sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
+
+    def _clock_rate(self, packet: RtpPacket) -> int:
+        for codec in self._recv_codecs or ():
+            if codec.payloadType == packet.payload_type:
+                return int(codec.clockRate)
+        return 48000  # Opus's, the usual WebRTC audio clock
 
     def _maybe_ready(self) -> None:
         if self._send_codecs is not None and self._recv_codecs is not None:
@@ -183,8 +199,16 @@ class RtpPort:
         finally:
             exited.set()
 
-    async def send(self, payload: bytes, payload_type: int, timestamp: int, marker: int) -> None:
-        """Send one RTP packet in this port's SSRC and sequence space."""
+    async def send(
+        self,
+        payload: bytes,
+        payload_type: int,
+        timestamp: int,
+        marker: int,
+        audio_level: tuple[bool, int] | None = None,
+    ) -> None:
+        """Send one RTP packet in this port's SSRC and sequence space; ``audio_level`` is
+        the RFC 6464 (voice, -dBov) to send with it when the extension was negotiated."""
         packet = RtpPacket(
             payload_type=payload_type,
             marker=marker,
@@ -194,6 +218,7 @@ class RtpPort:
             payload=payload,
         )
         packet.extensions.mid = self._mid
+        packet.extensions.audio_level = audio_level
         self._seq = (self._seq + 1) & 0xFFFF
         self.packets_sent += 1
         try:
