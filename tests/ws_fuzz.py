@@ -194,6 +194,8 @@ def _field_value(rng: random.Random, name: str, annotation: Any, known: Known) -
         "voice": lambda: rng.choice(["female", "male"]),
         "language": lambda: "en-US",
         "name": lambda: rng.choice(["standup", "room 1", "a.b_c:d@e+f-g"]),
+        "limit": lambda: rng.choice([1, 20, 100]),  # history.list: 1-100
+        "before": lambda: rng.choice(["2026-01-01T00:00:00+00:00|1", "x"]),  # a cursor (opaque)
     }
     if name in by_name:
         return by_name[name]()

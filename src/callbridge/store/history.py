@@ -72,8 +72,9 @@ async def list_user_calls(
     """The ended calls of ``user_name`` in ``account_id``, newest (latest start) first: the
     ``limit`` after ``before`` (the ``position`` of the previous page's last call), or the
     newest ones."""
-    if not 0 <= limit <= MAX_HISTORY_PAGE:
-        raise ValueError(f"limit must be from 0 to {MAX_HISTORY_PAGE}, not {limit}")
+    # A page of MAX_HISTORY_PAGE asks for one row more, to know whether another page follows.
+    if not 0 <= limit <= MAX_HISTORY_PAGE + 1:
+        raise ValueError(f"limit must be from 0 to {MAX_HISTORY_PAGE + 1}, not {limit}")
     statement = select(
         CdrRow.id,
         CdrRow.call_id,
