@@ -464,3 +464,45 @@ async def test_inbound_calls_for_numbers_routed_to_a_queue_and_a_conference_wait
     assert queued_result.ok and queued_result.successful == 1, queued_result.explain()
     assert joined_result.ok and joined_result.successful == 1, joined_result.explain()
     assert after.data is not None and after.data.current_size == 0, after
+
+
+async def _health(server: Server, trunk_id: str, wanted: str, limit: float = 8.0) -> Trunk:
+    async with asyncio.timeout(limit):
+        while True:
+            state = await _trunk_state(server, trunk_id)
+            assert state is not None
+            if state.health == wanted:
+                return state
+            await asyncio.sleep(0.1)
+
+
+@sipp_only
+async def test_options_health_marks_a_silent_trunk_down_routing_skips_it_and_it_comes_back(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """carrier_options.xml answers the OPTIONS of a trunk checked every second: ``up``. SIPp
+    stops (no answer within the 1 s interval): ``down``, and a call to the route [that trunk,
+    carrier_echo.xml] is answered by the second trunk at once (no INVITE waits out Timer B
+    on the first). SIPp answers again on the same port: ``up``."""
+    options = Sipp(tmp_path / "opt1", "carrier_options.xml", service="carrier", calls=1000)
+    port = options.port
+    checked = await add_trunk(trunk_server, port, options_interval=1)
+    good = sipp_carrier(tmp_path, "carrier_echo.xml")
+    spare = await add_trunk(trunk_server, good.port)
+    await add_route(trunk_server, "+1555500", checked, spare)
+    _, phone = await caller(trunk_server, phones)
+    async with options:
+        await _health(trunk_server, checked.id, "up")
+    down = await _health(trunk_server, checked.id, "down")
+    assert "no answer" in down.health_detail, down.health_detail
+    async with good:
+        call = await phone.call("+15555000001", source=ToneSource(TONE), sink=BufferSink())
+        await call.wait_for("answered", timeout=5)
+        await call.hangup()
+        result = await good.wait(10)
+    assert result.ok and result.successful == 1, result.explain()
+    again = Sipp(tmp_path / "opt2", "carrier_options.xml", service="carrier", calls=1000, port=port)
+    async with again:
+        await _health(trunk_server, checked.id, "up")
+    async with trunk_server.store() as store:
+        await store.remove_trunk(checked.id)  # no more checks to the port

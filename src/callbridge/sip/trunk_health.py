@@ -1,7 +1,8 @@
 """OPTIONS health checks of trunks (RFC 3261 §11): is the carrier there?
 
 Every ``options_interval`` seconds an out-of-dialog ``OPTIONS sip:HOST[:PORT]`` goes to the
-trunk (or its outbound proxy). Any answer but a timeout or a 5xx means the carrier is there
+trunk (or its outbound proxy); an answer is awaited for at most that interval
+(:func:`check_timeout`; Timer F at most). Any answer but a timeout or a 5xx means the carrier is there
 (a 2xx, and also a 4xx such as 401/404/405: many carriers refuse OPTIONS from strangers, yet
 the refusal proves the host is up): the trunk is ``up``. No answer (Timer F: a synthesized
 408, §17.1.2.2) or a 5xx (503: overloaded, in maintenance) marks it ``down``. Changes are
@@ -23,9 +24,15 @@ if TYPE_CHECKING:
     from callbridge.sip.stack import SipStack, Target
     from callbridge.trunks import Trunk, TrunkDirectory
 
-__all__ = ["TrunkHealth", "health_of"]
+__all__ = ["TrunkHealth", "check_timeout", "health_of"]
 
 log = logging.getLogger(__name__)
+
+
+def check_timeout(interval: int) -> float:
+    """How long a check waits for its answer: the interval (an answer later than the next
+    check is no answer), at least 1 s, at most Timer F (64·T1 = 32 s, §17.1.2.2)."""
+    return float(min(max(1, interval), 32))
 
 
 def health_of(response: Response) -> str:
@@ -78,8 +85,12 @@ class TrunkHealth:
         if trunk.outbound_proxy:
             headers.add("Route", f"<sip:{trunk.outbound_proxy};lr>", first=True)
         try:
-            response = await self.stack.request(Request("OPTIONS", uri, headers), self.target)
+            async with asyncio.timeout(check_timeout(trunk.options_interval)):
+                response = await self.stack.request(Request("OPTIONS", uri, headers), self.target)
             health, detail = health_of(response), f"OPTIONS: {response.status} {response.reason}"
+        except TimeoutError:  # the transaction retransmits on until Timer F; nobody waits
+            health = "down"
+            detail = f"OPTIONS: no answer within {check_timeout(trunk.options_interval):g} s"
         except OSError as exc:
             health, detail = "down", f"OPTIONS: cannot reach {trunk.host}: {exc}"
         self.checks += 1
