@@ -22,11 +22,12 @@ import pytest
 import telnyx
 from telnyx import AsyncTelnyx
 from telnyx.types.call_hangup import PayloadCallQualityStats
+from telnyx.types.call_hangup_webhook_event import CallHangupWebhookEvent
 from telnyx.types.detail_record_list_params import Filter
 
 import pg
 from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
-from callbridge.cdr_details import CdrDetails, estimate_mos, stored_quality_stats
+from callbridge.cdr_details import QUALITY_INTERVAL, CdrDetails, estimate_mos, stored_quality_stats
 from callbridge.cli import main as cli_main
 from callbridge.cli_cdrs import parse_when
 from callbridge.client import Bridged, Call
@@ -259,6 +260,78 @@ async def test_an_unknown_connection_has_no_active_calls_list(api: Api) -> None:
 
 
 # Media quality ---------------------------------------------------------------------------------
+async def test_real_calls_carry_rtcp_quality_and_device_calls_are_listed_live(
+    api: Api, party: MakeParty
+) -> None:
+    """Two WebRTC (Python SDK) phones talk while a third is in an application's call: the
+    device call is in GET /v2/calls once (not on the connection); after one quality sample
+    both legs' RTCP figures are in the CDR, and the app call's in its call.hangup webhook."""
+    alice, bob, carol = await party(ALICE), await party(BOB), await party(CAROL)
+    out = await alice.call(bob.user.extension)
+    inc = await bob.answer()
+    await out.wait_for("answered", timeout=5)
+    to_app = await carol.call(await api.line())
+    c = (await api.sink.wait("call.initiated", call_control_id=to_app.id)).payload[
+        "call_control_id"
+    ]
+    await api.client.calls.actions.answer(c)
+    await to_app.wait_for("answered", timeout=5)
+
+    # The device call: listed once, named by Alice's leg, with no connection.
+    listed = await live(api, "/calls")
+    mine = [x for x in listed if out.id in (x["call_control_id"], x["call_session_id"])]
+    assert len(mine) == 1 and inc.id not in [x["call_control_id"] for x in listed], listed
+    device_call = mine[0]
+    assert device_call["call_control_id"] == out.id and device_call["connection_id"] is None
+    assert device_call["to"] == bob.user.extension and device_call["state"] == "answered"
+    assert device_call["direction"] == "outgoing" and device_call["is_alive"]
+    assert [x["call_control_id"] for x in listed].count(c) == 1  # the app call, from the table
+    on_app = await api.client.get(
+        "/calls", options={"params": {"filter[connection_id]": api.app_id}}, cast_to=object
+    )
+    assert isinstance(on_app, dict)
+    assert [x["call_control_id"] for x in on_app["data"]] == [c]
+    connection = await live(api, f"/connections/{api.app_id}/active_calls")
+    assert [x["call_control_id"] for x in connection] == [c]
+
+    # The calls last longer than one sampling interval (what is tested is a call's length:
+    # the figures are sampled every QUALITY_INTERVAL s, and RTCP comes every ~1 s).
+    await asyncio.sleep(QUALITY_INTERVAL + 1.0)
+    await inc.hangup()
+    await out.wait_for("ended", timeout=5)
+    await api.client.calls.actions.hangup(c)
+    hangup = await api.sink.wait("call.hangup", call_control_id=c)
+    await listing_without(api, out.id)
+
+    # call.hangup carries the app call's leg's figures, in the SDK's own model.
+    event = CallHangupWebhookEvent.model_validate(json.loads(hangup.body))
+    assert event.data is not None and event.data.payload is not None
+    webhook_stats = event.data.payload.call_quality_stats
+    assert webhook_stats is not None and webhook_stats.inbound is not None
+    assert int(webhook_stats.inbound.packet_count or 0) > 100  # Carol's 20 ms frames for > 5 s
+    assert 1.0 < float(webhook_stats.inbound.mos or 0) <= 4.5
+
+    # The device call's CDR: both WebRTC legs' figures.
+    found = await until_async(lambda: _at_least(records(api.client, id=out.id), 1), within=10)
+    stats = found[0]["call_quality_stats"]
+    assert stats is not None and set(stats) == {out.id, inc.id}, stats
+    for leg in (out.id, inc.id):
+        figures = PayloadCallQualityStats.model_validate(stats[leg])
+        assert figures.inbound is not None and figures.outbound is not None
+        assert int(figures.inbound.packet_count or 0) > 100
+        assert float(figures.inbound.mos or 0) > 4.0  # loopback: no loss, little jitter
+
+
+async def listing_without(api: Api, call_control_id: str) -> None:
+    """Wait until GET /v2/calls no longer lists the call."""
+
+    async def gone() -> bool:
+        calls = await live(api, "/calls")
+        return call_control_id not in [x["call_control_id"] for x in calls]
+
+    assert await until_async(gone)
+
+
 class RtcpMedia(FakeMediaServer):
     """The in-memory media plane, whose endpoints report RTCP figures as a plain RTP leg's do
     (a WebRTC or SIP peer that reports loss on demand is what this stands in for)."""

@@ -25,11 +25,15 @@ end. Where each fact comes from:
 :data:`QUALITY_INTERVAL` seconds through the media plane's ``endpoint_info`` (its ``rtcp``:
 :class:`~callbridge.media.interface.RtcpStats`); the CDR keeps the last sample of each leg
 (``{leg_id: LegQuality as a dict}``), so a leg's quality is as of at most one interval before
-its end (RTCP reports come every ~5 s anyway: RFC 3550 section 6.2). Legs whose endpoint
-reports no RTCP figures (``rtcp`` is ``None``) have none in the CDR: today the plain RTP
-(SIP) legs report them; a WebRTC endpoint that fills ``EndpointInfo.rtcp`` (from aiortc's
-``getStats``) gets into CDRs with no change here. :func:`call_quality_stats` turns one leg's
-figures into the ``call_quality_stats`` object of Telnyx's ``call.hangup`` webhook.
+its end (RTCP reports come every ~5 s anyway: RFC 3550 section 6.2). Both kinds of legs
+report them: plain RTP (SIP) legs from their own RTCP counters, WebRTC legs from their peer
+connection's ``getStats`` (:mod:`callbridge.media.rtcp_webrtc`); a leg whose endpoint has no
+figures yet (``rtcp`` is ``None``: no audio arrived) has none in the CDR. The legs sampled are
+those answered in a device-to-device call (``LegAnswered``) and the media legs of answered
+application calls (``AppCallAnswered``). :func:`call_quality_stats` turns one leg's figures
+into the ``call_quality_stats`` object of Telnyx's ``call.hangup`` webhook;
+:meth:`CdrDetails.leg_quality` gives an application call's last one for that webhook (the
+application layer asks for it when the call ends: ``AppCalls.leg_quality``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from callbridge.core.app_events import (
+    AppCallAnswered,
     AppCallBridged,
     AppCallDequeued,
     AppCallEvent,
@@ -180,10 +185,12 @@ class CdrDetails:
         self._moved: dict[str, str] = {}  # a transferred call's id -> its legs' new call's
         self._waiting: dict[str, asyncio.Future[None]] = {}  # settle() waits for _moved
         self._taken: OrderedDict[str, None] = OrderedDict()  # calls whose details went out
+        self._last: OrderedDict[str, LegQuality] = OrderedDict()  # leg id -> its last sample
         self._sampler: asyncio.Task[None] | None = None
         bus = controller.bus
         self._unsubscribe = [
             bus.subscribe(LegAnswered, self._leg_answered),
+            bus.subscribe(AppCallAnswered, self._app_answered),
             bus.subscribe(StateChangedEvent, self._state_changed),
             bus.subscribe(LegEnded, self._leg_ended),
             bus.subscribe(ParticipantJoined, self._joined),
@@ -280,8 +287,25 @@ class CdrDetails:
                 source = "caller" if leg is call.origin else "callee"
             details["hangup_source"] = source
 
+    def leg_quality(self, leg_id: str) -> dict[str, dict[str, str]] | None:
+        """The last RTCP figures sampled for leg ``leg_id`` as Telnyx's ``call_quality_stats``
+        (the ``call.hangup`` webhook's); ``None`` when it never had any. Kept a while after
+        the leg ends (the last :data:`_KEPT` legs sampled), so a hangup reported after the
+        leg's end still finds them."""
+        quality = self._last.get(leg_id)
+        return call_quality_stats(quality) if quality is not None else None
+
     def _leg_answered(self, event: LegAnswered) -> None:
-        self._answered.add(event.leg.call_control_id)
+        self._sample(event.leg.call_control_id)
+
+    def _app_answered(self, event: AppCallAnswered) -> None:
+        # An application's answer publishes no LegAnswered: its media leg is sampled from here.
+        leg = self._leg_of(event.call.call_control_id)
+        if leg is not None and leg.live:
+            self._sample(leg.id)
+
+    def _sample(self, leg_id: str) -> None:
+        self._answered.add(leg_id)
         if self._sampler is None or self._sampler.done():
             self._sampler = asyncio.get_running_loop().create_task(
                 self._sample_quality(), name="CDR quality sampler"
@@ -302,6 +326,10 @@ class CdrDetails:
                     continue
                 quality = LegQuality.from_rtcp(info.rtcp)
                 self._of(leg.call).setdefault("quality", {})[leg_id] = asdict(quality)
+                self._last[leg_id] = quality
+                self._last.move_to_end(leg_id)
+                while len(self._last) > _KEPT:
+                    self._last.popitem(last=False)
 
     def _joined(self, event: ParticipantJoined) -> None:
         leg = self.controller.legs.get(event.call_control_id)

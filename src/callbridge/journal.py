@@ -89,6 +89,7 @@ class Journal:
         ]
         controller.cdrs = self
         self.details = CdrDetails(controller, apps)  # who answered, queue, hangup source...
+        apps.leg_quality = self.details.leg_quality  # call.hangup's call_quality_stats
         apps.on_call_change = self._changed
         apps.queues.journal = self
 

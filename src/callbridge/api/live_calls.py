@@ -8,9 +8,13 @@ another account's, is a 404.
 Both list the calls that applications drive (incoming calls routed to an application,
 ``POST /v2/calls`` dials, the calls those are bridged to), which are the calls the
 database keeps while they live (``live_calls``, written by :mod:`callbridge.journal`). So they
-also list the calls of the other nodes that share the database. A softphone-to-softphone call
-that no application touches is not among them. A call shows up at most a loop turn after it
-starts (the journal's write), and is gone once its end is written.
+also list the calls of the other nodes that share the database. Such a call shows up at most a
+loop turn after it starts (the journal's write), and is gone once its end is written.
+``GET /v2/calls`` also lists this node's softphone-to-softphone calls that no application
+touches (:meth:`~callbridge.core.control.CallControl.live_calls`; they have no connection, so
+``active_calls`` and ``filter[connection_id]`` leave them out): named by the caller's leg, with
+``connection_id`` ``null`` and ``direction`` ``outgoing``; a call the table lists is not
+listed again.
 
 - ``active_calls`` answers Telnyx's shape: ``call_control_id``, ``call_leg_id``,
   ``call_session_id``, ``client_state``, ``call_duration`` (seconds since it started),
@@ -31,6 +35,7 @@ from fastapi import APIRouter, Query
 from callbridge.api.context import Ctx, Principal
 from callbridge.api.errors import not_found
 from callbridge.api.pagination import PageQuery, slice_page
+from callbridge.core.control import DeviceCall
 from callbridge.store.calls import LiveCall
 
 __all__ = ["router"]
@@ -75,6 +80,27 @@ def _call(ctx: Ctx, row: LiveCall) -> dict[str, Any]:
     }
 
 
+def _device_call(call: DeviceCall) -> dict[str, Any]:
+    """A device-to-device call, in the shape of :func:`_call`'s (no application: no
+    connection, no client state)."""
+    return {
+        "record_type": "call",
+        "call_control_id": call.call_control_id,
+        "call_leg_id": call.call_control_id,
+        "call_session_id": call.call_session_id,
+        "connection_id": None,
+        "client_state": "",
+        "call_duration": max(0, int((datetime.now(UTC) - call.started_at).total_seconds())),
+        "from": call.caller_id,
+        "to": call.destination,
+        "direction": "outgoing",  # as its caller's leg: the call that names it
+        "is_alive": True,
+        "state": call.state,
+        "start_time": call.started_at.isoformat().replace("+00:00", "Z"),
+        "answered": call.answered_at is not None,
+    }
+
+
 async def _live(ctx: Ctx, account_id: str, application_id: str | None) -> list[LiveCall]:
     rows = await ctx.store.list_live_calls()
     return [
@@ -114,7 +140,7 @@ async def active_calls(
     return {"data": data, "meta": page_meta.model_dump()}
 
 
-@router.get("/calls", summary="List the live calls that applications drive")
+@router.get("/calls", summary="List the live calls (applications' and devices')")
 async def list_calls(
     ctx: Ctx,
     who: Principal,
@@ -124,6 +150,16 @@ async def list_calls(
         Query(alias="filter[connection_id]", description="Only this application's calls."),
     ] = None,
 ) -> dict[str, Any]:
-    calls = [_call(ctx, row) for row in await _live(ctx, who.account_id, connection_id)]
+    rows = await _live(ctx, who.account_id, connection_id)
+    calls = [_call(ctx, row) for row in rows]
+    if connection_id is None:  # device calls have no connection
+        listed = {row.call_control_id for row in rows}
+        listed |= {str(c["call_session_id"]) for c in calls}
+        calls += [
+            _device_call(call)
+            for call in ctx.control.live_calls(who.account_id)
+            if listed.isdisjoint((call.call_session_id, *call.leg_ids))
+        ]
+        calls.sort(key=lambda c: str(c["start_time"]))
     items, page_meta = slice_page(calls, page)
     return {"data": items, "meta": page_meta.model_dump()}

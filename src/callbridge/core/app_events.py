@@ -176,12 +176,14 @@ class AppCallAnswered(AppCallEvent):
 class AppCallHangup(AppCallEvent):
     """The call ended with ``reason``; ``by_application``: the application ended it;
     ``offline``: nobody could be rung (the user has no reachable device); ``sip_cause``: the
-    SIP status that ended its trunk leg (issue 12), if it went through a trunk."""
+    SIP status that ended its trunk leg (issue 12), if it went through a trunk; ``quality``:
+    its media leg's last RTCP figures in Telnyx's ``call_quality_stats`` shape, if sampled."""
 
     reason: EndReason
     by_application: bool
     offline: bool = False
     sip_cause: int | None = None
+    quality: dict[str, dict[str, str]] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -134,6 +134,8 @@ class AppCalls:
         # Told when a call registers and at each change of what its end webhooks need (the
         # server's journal keeps that in the database: ``callbridge.journal``).
         self.on_call_change: Callable[[AppCall], None] | None = None
+        # A media leg's last RTCP figures as call_quality_stats (the CDR details', issue 14).
+        self.leg_quality: Callable[[str], dict[str, dict[str, str]] | None] | None = None
         bus = self.bus
         bus.subscribe(LegEnded, self._leg_ended)
         bus.subscribe(LegAnswered, self._leg_answered)
@@ -302,6 +304,7 @@ class AppCalls:
                 by_application=call.by_app,
                 offline=offline,
                 sip_cause=self._sip_cause(call),
+                quality=self._quality(call),
             )
         )
         self.calls.pop(call.id, None)
@@ -310,6 +313,12 @@ class AppCalls:
             if leg is not None and self.by_leg.get(leg.id) is call:
                 del self.by_leg[leg.id]
         self._forget_later(call)
+
+    def _quality(self, call: AppCall) -> dict[str, dict[str, str]] | None:
+        """The call's media leg's last RTCP figures (``call.hangup``'s call_quality_stats)."""
+        if self.leg_quality is None or call.leg is None:
+            return None
+        return self.leg_quality(call.leg.id)
 
     def _sip_cause(self, call: AppCall) -> int | None:
         """The SIP status that ended the call's trunk leg (issue 12: sip/trunk_calls.py)."""

@@ -24,6 +24,8 @@ missing; the REST layer checks a call's account before it acts on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from callbridge.core.app_conferences import (
     ConferenceFull,
@@ -51,6 +53,7 @@ __all__ = [
     "CallHasEnded",
     "ConferenceFull",
     "ConferenceRecord",
+    "DeviceCall",
     "NotAParticipant",
     "ParticipantInfo",
     "PlaybackKind",
@@ -61,6 +64,21 @@ __all__ = [
     "UnknownCall",
     "UnknownConference",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCall:
+    """A live call between devices that no application drives (:meth:`CallControl.live_calls`),
+    as a snapshot: named by its caller's leg (how the REST API names a device leg)."""
+
+    call_control_id: str  # the caller's leg
+    call_session_id: str  # the core call's id (its CDR's call_id)
+    leg_ids: tuple[str, ...]  # every live leg of the call (the caller's first)
+    caller_id: str
+    destination: str
+    state: str  # the call's: routing, ringing, answered
+    started_at: datetime
+    answered_at: datetime | None
 
 
 class CallControl:
@@ -90,6 +108,46 @@ class CallControl:
         """The live call (any device leg is adopted). :class:`CallHasEnded` /
         :class:`UnknownCall` otherwise."""
         return self._apps.get(call_control_id)
+
+    def live_calls(self, account_id: str) -> list[DeviceCall]:
+        """The live device-to-device calls of ``account_id`` on this node (a call is the
+        account's when one of its devices is), oldest first: the calls no application drives,
+        which the database's live-calls table does not list. A call with a leg that an
+        application call owns is left out (the table lists it), so none appears twice."""
+        apps = self._apps
+        legs: dict[str, list[str]] = {}
+        calls = {}
+        excluded: set[str] = set()
+        for leg in list(apps.controller.legs.values()):
+            call = leg.call
+            if call is None or call.ended or not leg.live:
+                continue
+            calls[call.id] = call
+            if leg is call.origin:
+                legs.setdefault(call.id, []).insert(0, leg.id)
+            else:
+                legs.setdefault(call.id, []).append(leg.id)
+            owned = apps.calls.get(leg.id) or apps.by_leg.get(leg.id)
+            if owned is not None or getattr(leg.device, "application", None) is not None:
+                excluded.add(call.id)
+        found = []
+        for call_id, call in calls.items():
+            live = [apps.controller.legs[i] for i in legs[call_id]]
+            if call_id in excluded or not any(account_of(x.device) == account_id for x in live):
+                continue
+            found.append(
+                DeviceCall(
+                    call_control_id=call.origin.id,
+                    call_session_id=call.id,
+                    leg_ids=tuple(legs[call_id]),
+                    caller_id=call.caller_id,
+                    destination=call.destination,
+                    state=call.state.value,
+                    started_at=call.started_at,
+                    answered_at=call.answered_at,
+                )
+            )
+        return sorted(found, key=lambda c: c.started_at)
 
     def find_call(self, call_control_id: str) -> AppCall | None:
         """A live or recently ended call, for status queries."""

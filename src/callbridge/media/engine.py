@@ -54,6 +54,7 @@ from callbridge.media.interface import (
 from callbridge.media.mixer import Mixer
 from callbridge.media.playback import Playback, Sound, open_audio, probe_audio
 from callbridge.media.recordings import Recordings
+from callbridge.media.rtcp_webrtc import webrtc_rtcp
 from callbridge.media.rtp_plain import PlainEndpoint
 from callbridge.rtp.codecs import Pcm
 from callbridge.rtp.webrtc import register_codecs, restrict_ice_addresses
@@ -272,8 +273,14 @@ class InProcessMediaServer(PlainRtpMethods):
             return plain_info(ep)
         sends, receives = negotiation.video_state(ep)
         spec = ep.spec
+        # The peer connection's RTCP figures (CDR quality; read every few seconds at most).
+        rtcp = await webrtc_rtcp(ep.pc, spec.clock_rate) if spec is not None else None
         return EndpointInfo(
-            spec.name if spec else None, sends, receives, negotiation.local_candidates(ep)
+            spec.name if spec else None,
+            sends,
+            receives,
+            negotiation.local_candidates(ep),
+            rtcp=rtcp,
         )
 
     # bridging and control -------------------------------------------------------------------

@@ -35,12 +35,12 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
@@ -152,7 +152,9 @@ class RtpPort:
         # aiortc's own per-SSRC receive statistics (RFC 3550 A.3 and A.8): fed here as its
         # handler would, they are what its receiver reports (RTCP RR) and what getStats says
         # (inbound-rtp), so both ends of a WebRTC leg know its loss and jitter (issue 14).
-        streams: dict[int, StreamStatistics] = getattr(receiver, "_RTCRtpReceiver__remote_streams")  # noqa: B009
+        streams: dict[int, StreamStatistics] = getattr(  # noqa: B009
+            receiver, "_RTCRtpReceiver__remote_streams"
+        )
 
         async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
             if self.audio is not None:

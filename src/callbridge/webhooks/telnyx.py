@@ -184,6 +184,8 @@ def _hangup(e: AppCallHangup, _: str) -> list[Webhook]:
         payload["sip_hangup_cause"] = "480"  # Temporarily Unavailable: nobody to ring
     elif e.sip_cause is not None:  # the carrier's final status on a trunk leg (issue 12)
         payload["sip_hangup_cause"] = str(e.sip_cause)
+    if e.quality is not None:  # the leg's last RTCP figures, as Telnyx sends them (issue 14)
+        payload["call_quality_stats"] = e.quality
     return [("call.hangup", payload)]
 
 
