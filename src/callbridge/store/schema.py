@@ -9,6 +9,10 @@ Telnyx's are.
 The webhook outbox has no foreign key to its application: a message enqueued for an app that
 is deleted later is still delivered (signed without the app's secret, which went with it).
 Routes do reference their application, and go with it.
+
+Some tables are declared beside their repository on this ``Base``: trunks and routes in
+``store/trunks.py``, a user's forwarding rules (``followme_rules``, ``followme_steps``,
+migration 0009) in ``store/followme.py``.
 """
 
 from __future__ import annotations

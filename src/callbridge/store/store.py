@@ -41,6 +41,7 @@ from callbridge.store.errors import (
     UserExists,
     UserNotFound,
 )
+from callbridge.store.followme import FollowMeRepository
 from callbridge.store.identities import IdentityRepository
 from callbridge.store.media import MediaRepository
 from callbridge.store.outbox import OutboxRepository
@@ -84,6 +85,7 @@ class Store(
     SipRepository,
     IdentityRepository,
     TrunkRepository,
+    FollowMeRepository,
 ):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
