@@ -506,3 +506,35 @@ async def test_options_health_marks_a_silent_trunk_down_routing_skips_it_and_it_
         await _health(trunk_server, checked.id, "up")
     async with trunk_server.store() as store:
         await store.remove_trunk(checked.id)  # no more checks to the port
+
+
+@sipp_only
+async def test_a_silent_trunk_is_given_up_early_and_the_ring_timeout_cancels_the_next(
+    trunk_server: Server, tmp_path: Path
+) -> None:
+    """REST dial (timeout_secs 5) to the route [carrier_silent.xml, uas_ring.xml]: no response
+    at all in 4 s (NO_RESPONSE, not Timer B's 32 s) moves the call to the ringing second
+    trunk, whose ring the call's timeout ends with CANCEL (200, 487, ACK):
+    call.hangup ``timeout`` with sip_hangup_cause 487."""
+    silent = sipp_carrier(tmp_path, "carrier_silent.xml")
+    ringing = sipp_carrier(tmp_path, "uas_ring.xml")
+    first = await add_trunk(trunk_server, silent.port)
+    second = await add_trunk(trunk_server, ringing.port)
+    await add_route(trunk_server, "+1555600", first, second)
+    async with trunk_server.store() as store:
+        await store.add_number("+15556009999")
+    async with telnyx_app(trunk_server) as (client, sink, app_id), silent, ringing:
+        made = await client.calls.dial(
+            connection_id=app_id, to="+15556000001", from_="+15556009999", timeout_secs=5
+        )
+        assert made.data is not None and made.data.call_control_id is not None
+        ccid = made.data.call_control_id
+        hangup = await sink.wait("call.hangup", within=10, call_control_id=ccid)
+        ring_result = await ringing.wait(10)
+        silent_result = await silent.wait(10)
+    assert ring_result.ok and ring_result.successful == 1, ring_result.explain()
+    assert "CANCEL sip:" in ring_result.messages
+    assert silent_result.ok and "INVITE sip:+15556000001" in silent_result.messages
+    assert "SIP/2.0 1" not in silent_result.messages  # it never said a word
+    assert hangup.payload["hangup_cause"] == "timeout", hangup.payload
+    assert hangup.payload["sip_hangup_cause"] == "487", hangup.payload

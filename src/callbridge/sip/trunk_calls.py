@@ -59,6 +59,13 @@ from callbridge.sip.call_dialog import CallDialogs, SipLeg, quiet
 from callbridge.sip.device import SipDevice
 from callbridge.sip.digest_client import AUTH_STATUSES, DigestSession
 from callbridge.sip.message import Headers, Request, Response
+from callbridge.sip.trunk_attempt import (
+    NO_RESPONSE,
+    end_late_answer,
+    heard_in_time,
+    reason_of_carrier_status,
+    restrict_codecs,
+)
 from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
@@ -86,17 +93,6 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
 _CAUSES_KEPT = 1000
 
 
-def reason_of_carrier_status(status: int) -> EndReason:
-    """Seed 001's end reason for a carrier's final failure."""
-    if status in (486, 600):
-        return EndReason.BUSY
-    if status in (408, 480):
-        return EndReason.NO_ANSWER
-    if status == 603:
-        return EndReason.REJECTED
-    return EndReason.FAILED
-
-
 def placer_of(device: Any, account_id: str) -> Placer:
     """Who places a call from ``device``, for the toll-fraud rules: an application's device,
     a call that came in from a trunk on a number (``inbound_number``), else a user (a
@@ -115,38 +111,6 @@ def placer_of(device: Any, account_id: str) -> Placer:
             allow_outbound=number.allow_outbound,
         )
     return Placer("user", device.user_name, account_id, source=device.id)
-
-
-def restrict_codecs(sdp: str, codecs: tuple[str, ...]) -> str:
-    """The offer with only the trunk's codecs (and telephone-event) on its audio m-line, in
-    the trunk's order; the SDP unchanged when that would leave no codec."""
-    wanted = [c.lower() for c in codecs]
-    lines = sdp.replace("\r\n", "\n").split("\n")
-    names: dict[str, str] = {}
-    for line in lines:
-        if line.startswith("a=rtpmap:"):
-            pt, _, rest = line[9:].partition(" ")
-            names[pt] = rest.split("/")[0].lower()
-    static = {"0": "pcmu", "8": "pcma", "9": "g722"}
-    out: list[str] = []
-    keep: set[str] = set()
-    for line in lines:
-        if line.startswith("m=audio "):
-            head = line.split(" ")
-            fmts = head[3:]
-            chosen = [f for f in fmts if names.get(f, static.get(f, "")) in wanted]
-            if not chosen:
-                return sdp
-            chosen.sort(key=lambda f: wanted.index(names.get(f, static.get(f, ""))))
-            chosen += [f for f in fmts if names.get(f) == "telephone-event"]
-            keep = set(chosen)
-            line = " ".join([*head[:3], *chosen])
-        elif line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")) and keep:
-            pt = line.split(":", 1)[1].split(" ", 1)[0]
-            if pt not in keep:
-                continue
-        out.append(line)
-    return "\r\n".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +472,13 @@ class TrunkCalls:
         request = self._invite(trunk, device, sdp, leg.call_id)
         session = self.session(trunk)
 
+        heard = asyncio.Event()  # any response to this attempt (100 Trying included)
+        abandoned = False
+
         def provisional(response: Response) -> None:
+            heard.set()
+            if abandoned:  # a late answer of an attempt given up: the next trunk has the leg
+                return
             if response.status > 100 and not leg.provisional.is_set():
                 leg.provisional.set()
                 if leg.cancel_reason is not None:
@@ -521,9 +491,19 @@ class TrunkCalls:
             try:
                 flow = await self.stack.resolve(self.target(trunk))
                 leg.flow = flow
-                final, dialog = await self.stack.dialogs.invite(
-                    request, flow, on_provisional=provisional
+                heard.clear()
+                sent = asyncio.ensure_future(
+                    self.stack.dialogs.invite(request, flow, on_provisional=provisional)
                 )
+                if not await heard_in_time(sent, heard):
+                    abandoned = True
+                    self.stack.spawn(end_late_answer(sent), "late answer of an INVITE given up")
+                    log.info("trunk %s: no answer to the INVITE for %s within %g s",
+                             trunk.name, device.destination, NO_RESPONSE)  # fmt: skip
+                    return request.response(
+                        408, f"Request Timeout (no answer in {NO_RESPONSE:g} s)"
+                    )
+                final, dialog = await sent
             except OSError as exc:
                 log.info("trunk %s: cannot reach %s: %s", trunk.name, trunk.host, exc)
                 return request.response(503, f"Service Unavailable ({exc})"[:100])
