@@ -203,3 +203,18 @@ async def test_rfc6464_silence_is_not_decoded_and_speech_after_it_is() -> None:
     frames = [mix.take() for _ in range(12)]
     played = np.concatenate([f for f in frames if isinstance(f, np.ndarray)])
     assert mix.decoded == 10 and tone_level_db(played, MIX_RATE, 440) > -15
+
+
+async def test_g711_silence_without_a_level_is_not_decoded_and_speech_is() -> None:
+    silence = encode_loop(np.zeros(8000, dtype=np.int16), PCMU)
+    tone = tone_loop(440.0, PCMU, amplitude=0.01)  # -43 dBFS: quiet, above the gate
+    mix = MixInput()
+    for k in range(10):
+        mix.feed(silence[k], k, PCMU, None)
+    assert mix.decoded == 0 and mix.skipped == 10
+    for k in range(10, 20):
+        mix.feed(tone[k], k, PCMU, None)
+    assert mix.decoded == 10
+    frames = [mix.take() for _ in range(12)]
+    played = np.concatenate([f for f in frames if isinstance(f, np.ndarray)])
+    assert tone_level_db(played, MIX_RATE, 440) > -50

@@ -13,6 +13,10 @@ the mixer's 20 ms tick (:meth:`take`). It is the member's jitter FIFO (as
   per tick saved (a libopus decode is ≈ 30 µs on this machine). Opus decoders carry state
   (CELT band energies, SILK filters), so a decoder that skipped packets is reset before its
   next decode: the member's next talkspurt starts as a new stream would.
+- **G.711 silence is found before decoding.** Without a level (most SIP phones send none), a
+  G.711 payload is expanded through a 256-entry table (the codec is stateless) and its energy
+  checked against the same gate; only frames above it go through the decoder and the
+  resampler to 48 kHz. Opus without a level has to be decoded to know.
 - **Opus through libopus directly** (:class:`OpusDecoder`, ctypes, the library
   :mod:`callbridge.rtp.opus` already loads): no PyAV frame objects per packet, and it gives
   us packet-loss concealment and in-band FEC, which PyAV's decoder does not expose.
@@ -34,7 +38,7 @@ from collections import deque
 
 import numpy as np
 
-from callbridge.rtp.codecs import MIX_FRAME, CodecSpec, FrameDecoder, Pcm
+from callbridge.rtp.codecs import MIX_FRAME, AudioDecoder, CodecSpec, FrameDecoder, Pcm
 from callbridge.rtp.opus import libopus
 
 __all__ = [
@@ -58,6 +62,20 @@ SILENT_DBOV = 55  # RFC 6464 level (-dBov) from which a packet is not decoded: t
 # 10 ms and is silent after 60 ms. Per concealed 20 ms frame: start and end gain.
 _FADE = ((1.0, 0.8), (0.8, 0.4), (0.4, 0.0))
 _RAMPS = [np.linspace(a, b, MIX_FRAME, dtype=np.float32) for a, b in _FADE]
+
+# The gate as the sum of squares of one 20 ms frame at 8 kHz (160 samples) at SILENT_DBOV.
+_G711_GATE = (10 ** (-SILENT_DBOV / 20) * 32768) ** 2 * 160
+_g711_tables: dict[str, np.ndarray] = {}
+
+
+def _g711_table(spec: CodecSpec) -> np.ndarray:
+    """Every G.711 byte's linear value (float32), from the codec's own decoder, once."""
+    table = _g711_tables.get(spec.name)
+    if table is None:
+        pcm = AudioDecoder(spec).decode(bytes(range(256)))
+        table = _g711_tables[spec.name] = pcm.astype(np.float32)
+    return table
+
 
 _OPUS_RESET_STATE = 4028
 _MAX_OPUS_SAMPLES = 5760  # 120 ms at 48 kHz: the longest Opus packet
@@ -129,6 +147,7 @@ class MixInput:
         self._spec: CodecSpec | None = None
         self._opus: OpusDecoder | None = None
         self._other: FrameDecoder | None = None  # G.711 / G.722: decode and resample
+        self._table: np.ndarray | None = None  # G.711: byte -> linear, for the energy check
         self._next: int | None = None  # the sequence number expected next
         self._skipped = False  # packets were not decoded: reset the decoder before the next
         self._last: Pcm | _Silent = SILENT  # the last frame played (for G.711 concealment)
@@ -163,12 +182,20 @@ class MixInput:
             if 0 < gap <= MAX_GAP:
                 self._conceal_gap(gap, payload, level)
         self._next = (seq + 1) & 0xFFFF
-        if level is not None and level[1] >= SILENT_DBOV:
+        if (level is not None and level[1] >= SILENT_DBOV) or self._g711_silent(payload):
             self._frames.append(SILENT)
             self._skipped = True
             self.skipped += 1
             return
         self._frames.extend(self._decode(payload))
+
+    def _g711_silent(self, payload: bytes) -> bool:
+        """A 20 ms G.711 payload whose energy is below the gate (see the module docstring)."""
+        table = self._table
+        if table is None or len(payload) != 160:
+            return False
+        x = table[np.frombuffer(payload, dtype=np.uint8)]
+        return float(np.dot(x, x)) < _G711_GATE
 
     def extend(self, frames: list[Pcm]) -> None:
         """Frames decoded elsewhere (tests, playbacks)."""
@@ -178,6 +205,7 @@ class MixInput:
         self._spec = spec
         self._opus = OpusDecoder() if spec.name == "opus" else None
         self._other = FrameDecoder(spec) if self._opus is None else None
+        self._table = _g711_table(spec) if spec.name in ("PCMU", "PCMA") else None
         self._next = None
         self._skipped = False
 

@@ -353,7 +353,13 @@ class Mixer:
         mix: Pcm,
     ) -> None:
         shared: dict[CodecSpec, bytes | None] = {}
+        # The loop runs once per member per tick, so it avoids what costs there: numpy scalar
+        # indexing (a list of bools instead) and hashing the codec (a frozen dataclass hashes
+        # its fields on every lookup; rooms mostly have one codec, checked by identity).
+        last_spec: CodecSpec | None = None
+        last_payload: bytes | None = None
         self._take_over_shared_state(members, heard, extra)
+        heard_list: list[bool] = heard.tolist()
         for i, m in enumerate(members):
             leg = m.leg
             m.shared = False
@@ -370,12 +376,12 @@ class Mixer:
                 continue
             payload: bytes | None
             own = extra.get(i) if extra is not None else None
-            if heard[i] or own is not None:
+            if heard_list[i] or own is not None:
                 encoder = leg.frame_encoder()
                 if encoder is None:
                     continue
                 scratch = self._scratch
-                if heard[i]:
+                if heard_list[i]:
                     np.subtract(total, self._matrix[i], out=scratch)
                 else:
                     scratch[:] = total
@@ -385,13 +391,17 @@ class Mixer:
                 self.encodes += 1
             else:
                 m.shared = True
-                if spec in shared:
-                    payload = shared[spec]
+                if spec is last_spec:
+                    payload = last_payload
+                elif spec in shared:
+                    payload = last_payload = shared[spec]
+                    last_spec = spec
                 else:
                     encoder = self._shared.get(spec)
                     if encoder is None:
                         encoder = self._shared[spec] = FrameEncoder(spec)
-                    payload = shared[spec] = encoder.encode(mix)
+                    payload = last_payload = shared[spec] = encoder.encode(mix)
+                    last_spec = spec
                     self.shared_encodes += 1
             if payload is not None:
                 await leg.send_audio(payload, self, self.ticks * spec.timestamp_step)
