@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from callbridge.vocabulary import EndReason
 from sip_peers import LOOPBACK, Sipp, missing_tools
 from trunk_helpers import (
     TONE,
+    InboundSipp,
     add_route,
     add_trunk,
     caller,
@@ -538,3 +540,50 @@ async def test_a_silent_trunk_is_given_up_early_and_the_ring_timeout_cancels_the
     assert "SIP/2.0 1" not in silent_result.messages  # it never said a word
     assert hangup.payload["hangup_cause"] == "timeout", hangup.payload
     assert hangup.payload["sip_hangup_cause"] == "487", hangup.payload
+
+
+@sipp_only
+async def test_an_inbound_call_authenticated_by_the_trunks_digest_rings_the_user(
+    trunk_server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """carrier_inbound_auth.xml from 127.0.0.1 (in no ACL) for a DID of an account whose trunk
+    has inbound credentials: 407, the INVITE again with SIPp's digest of them, then the DID's
+    user (of that account) rings, answers, and hears its tone echoed by the carrier."""
+    n = unique()
+    async with trunk_server.store() as store:
+        account = await store.create_account(f"digestco{n}")
+        await store.add_user(f"dg{n}", str(6000 + n), account_id=account.id)
+        token, _ = await store.create_token(f"dg{n}", timedelta(hours=1))
+        await store.add_number("+15557770020", account.id)
+        await store.route_number("+15557770020", account.id, "user", f"dg{n}")
+        await store.add_trunk(
+            account.id, name=f"digest{n}", host="192.0.2.1", options_interval=0,
+            inbound_username=f"carrier{n}", inbound_password="s3cret-inbound",
+        )  # fmt: skip
+    phone = Phone(trunk_server.ws_url, token)
+    await phone.login()
+    phones.append(phone)
+    sink = BufferSink()
+    tasks: list[asyncio.Task[Any]] = []
+    phone.on(
+        "incoming",
+        lambda call: tasks.append(
+            asyncio.create_task(call.answer(source=ToneSource(TONE), sink=sink))
+        ),
+    )
+    carrier = InboundSipp(
+        tmp_path / "auth",
+        "carrier_inbound_auth.xml",
+        remote=f"{LOOPBACK}:{trunk_server.sip_port}",
+        service="+15557770020",
+        user=f"carrier{n}",
+        password="s3cret-inbound",
+        rtp_echo=True,
+        deadline=20,
+    )
+    async with carrier:
+        result = await carrier.wait(20)
+    assert result.ok and result.successful == 1, result.explain()
+    assert "SIP/2.0 407" in result.messages and "Proxy-Authorization: Digest" in result.messages
+    assert tasks, "the DID's user never rang"
+    assert tone_level_db(sink.samples(1.5), 48000, TONE) > -35.0, "no audio from the carrier"

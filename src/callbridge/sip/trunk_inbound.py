@@ -35,6 +35,7 @@ from callbridge.sip.digest import (
     NonceMint,
     ReplayGuard,
     Verdict,
+    algorithm_order,
     challenges,
     ha1,
     parse_credentials,
@@ -169,7 +170,9 @@ class TrunkInbound:
 
     def _challenge(self, incoming: Incoming, stale: bool = False) -> None:
         response = incoming.response(407, "Proxy Authentication Required")
-        for value in challenges(self.realm, self.mint.make(self.realm), stale=stale):
+        # SHA-256 first (RFC 8760 §2.4), but MD5 alone for agents known to fail on it.
+        order = algorithm_order(incoming.request.headers.get("User-Agent"))
+        for value in challenges(self.realm, self.mint.make(self.realm), stale=stale, order=order):
             response.headers.add("Proxy-Authenticate", value)
         incoming.respond(response)
 
