@@ -144,19 +144,19 @@ def _seconds(name: str, value: Any, *, optional: bool = True) -> int | None:
 
 def _target(where: str, raw: Any) -> Target:
     if isinstance(raw, str):  # "devices", "user:bob", "number:+1555..." shorthand
-        kind, _, value = raw.partition(":")
-        raw = {"type": kind, "value": value or None}
+        text_kind, _, text_value = raw.partition(":")
+        raw = {"type": text_kind, "value": text_value or None}
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a target is an object {{type, value}} or 'type:value' text")
     unknown = set(raw) - {"type", "value", "screening"}
     if unknown:
         raise ValueError(f"{where}: unknown target field(s) {', '.join(sorted(map(str, unknown)))}")
-    kind = raw.get("type")
+    kind: Any = raw.get("type")
     if kind not in TARGET_TYPES:
         raise ValueError(
             f"{where}: invalid target type {kind!r}: use one of {', '.join(TARGET_TYPES)}"
         )
-    value = raw.get("value")
+    value: Any = raw.get("value")
     screening = raw.get("screening", False)
     if not isinstance(screening, bool):
         raise ValueError(f"{where}: invalid screening {screening!r}: use true or false")

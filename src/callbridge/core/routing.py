@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from callbridge.core.callerid import CallerIds, clean_display_name
 from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, all_live
@@ -35,6 +35,7 @@ from callbridge.core.events import (
     LegInitiated,
     SdpAnswer,
 )
+from callbridge.core.followme import FollowMe
 from callbridge.core.ringgroup import RingState
 from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, ProtocolError
@@ -54,6 +55,7 @@ class Routing:
     def __init__(self, calls: CallController) -> None:
         self.calls = calls
         self.caller_ids = CallerIds(calls.directory)
+        self.followme = FollowMe(calls)  # issue 16: a called user's forwarding rules
 
     async def create_call(
         self,
@@ -106,6 +108,10 @@ class Routing:
         """Ring ``destination`` for the call's origin (a new call, or a blind transfer's)."""
         c = self.calls
         origin = call.origin
+        # The account's dial plan first (issue 16, core.dialplan): a rule matching the
+        # destination decides; no rule, or no dial plan, leaves the call to what follows.
+        if c.dial_plan is not None and await c.dial_plan.route(call, destination):
+            return
         # A destination routed to an application goes there, before users (core.appcalls).
         if c.router is not None and await c.router.route(call, destination):
             return
@@ -119,7 +125,18 @@ class Routing:
                 return
             await self._fail(call, f"no user has the extension, number or name {destination!r}")
             return
+        await self.ring_user(call, target, destination)
+
+    async def ring_user(self, call: Call, target: Any, destination: str) -> None:
+        """Ring every device of the user ``target`` (a store ``User``) for the call: ring-all
+        (``destination``: what was dialled, for the error when nothing can ring)."""
+        c = self.calls
+        origin = call.origin
         call.callee_name = target.name
+        rules = await self.followme.rules_of(target.name)
+        if rules is not None:  # issue 16: the user's forwarding rules (core.followme)
+            await self.followme.run(call, target, rules)
+            return
         devices = await c.ringable_devices(target.name, but=origin.device)
         if not devices:
             await self._fail(call, f"{destination!r} ({target.name}) has no device logged in")
