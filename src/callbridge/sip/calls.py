@@ -319,19 +319,14 @@ class SipCalls:
 
     def _await_ack_answer(self, leg: SipLeg, dialog: Dialog) -> None:
         """Delayed offer (RFC 3264 §5, RFC 3261 §13.2.1): our 200 carried the offer, so the
-        phone's ACK must carry the answer. The dialog layer keeps no ACK body, so its
-        ``receive_ack`` is wrapped for this one dialog to hand the first ACK here."""
-        original = dialog.receive_ack
-        taken = False
+        phone's ACK must carry the answer: the dialog's ``on_ack`` hands the first ACK here
+        (only this one: a later re-INVITE's ACK is the in-dialog code's)."""
 
-        def receive_ack(request: Request) -> None:
-            nonlocal taken
-            original(request)
-            if not taken:
-                taken = True
-                self.stack.spawn(self._ack_answer(leg, dialog, request), "ACK answer")
+        def on_ack(request: Request) -> None:
+            dialog.on_ack = None
+            self.stack.spawn(self._ack_answer(leg, dialog, request), "ACK answer")
 
-        dialog.receive_ack = receive_ack  # type: ignore[method-assign]
+        dialog.on_ack = on_ack
 
     async def _ack_answer(self, leg: SipLeg, dialog: Dialog, ack: Request) -> None:
         """Apply the ACK's answer; with none or an unusable one the call cannot have media:

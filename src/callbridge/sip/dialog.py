@@ -99,12 +99,16 @@ class Dialog(StateMachine[DialogState]):
         self.state = state
         self.on_request: RequestHandler | None = None
         self.on_terminated: Callable[[str], None] | None = None
+        # UAS: hears the first ACK of each 2xx we send, body and all; with a delayed offer
+        # (our 2xx carried the offer) that ACK carries the answer (RFC 3261 §13.2.1).
+        self.on_ack: Callable[[Request], None] | None = None
         self.acked = asyncio.Event()  # UAS: the ACK of our last 2xx came
         self._ack: bytes | None = None  # UAC: the ACK of the 2xx, sent again on retransmits
         self._ack_flow: Flow | None = None
         self._client_invite = False  # our INVITE in this dialog awaits its final response
         self._server_invite: Incoming | None = None  # theirs awaits our final response
         self._retransmit: asyncio.TimerHandle | None = None
+        self._ack_cseq: int | None = None  # UAS: the CSeq number our last 2xx's ACK carries
 
     @property
     def key(self) -> DialogKey:
@@ -246,6 +250,7 @@ class Dialog(StateMachine[DialogState]):
         incoming.respond(response)
         self.transition(DialogState.CONFIRMED)
         self.acked.clear()
+        self._ack_cseq = incoming.request.cseq_number
         if self._retransmit is not None:
             self._retransmit.cancel()
         loop = asyncio.get_running_loop()
@@ -271,10 +276,22 @@ class Dialog(StateMachine[DialogState]):
         self._retransmit = loop.call_later(interval, again)
 
     def receive_ack(self, request: Request) -> None:
+        # The ACK of a 2xx has its INVITE's CSeq number (§13.2.2.4): a late or resent ACK of
+        # an earlier 2xx neither stops this one's retransmissions nor counts as its ACK.
+        if self._ack_cseq is not None and request.cseq_number != self._ack_cseq:
+            log.debug("SIP dialog %s: ACK of CSeq %d ignored (awaiting %d)", self.id,
+                      request.cseq_number, self._ack_cseq)  # fmt: skip
+            return
         if self._retransmit is not None:
             self._retransmit.cancel()
             self._retransmit = None
+        first = not self.acked.is_set()  # a UAC resends its ACK for each 2xx resent (§13.2.2.4)
         self.acked.set()
+        if first and self.on_ack is not None:
+            try:
+                self.on_ack(request)
+            except Exception:
+                log.exception("SIP: a dialog's on_ack raised")
 
     def _contact_of(self, response: Response) -> str | None:
         return request_contact(response)
