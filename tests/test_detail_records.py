@@ -261,7 +261,7 @@ async def test_an_unknown_connection_has_no_active_calls_list(api: Api) -> None:
 
 # Media quality ---------------------------------------------------------------------------------
 async def test_real_calls_carry_rtcp_quality_and_device_calls_are_listed_live(
-    api: Api, party: MakeParty
+    api: Api, party: MakeParty, server: Server
 ) -> None:
     """Two WebRTC (Python SDK) phones talk while a third is in an application's call: the
     device call is in GET /v2/calls once (not on the connection); after one quality sample
@@ -293,6 +293,9 @@ async def test_real_calls_carry_rtcp_quality_and_device_calls_are_listed_live(
     assert [x["call_control_id"] for x in on_app["data"]] == [c]
     connection = await live(api, f"/connections/{api.app_id}/active_calls")
     assert [x["call_control_id"] for x in connection] == [c]
+    other_key = await _other_account_key(server)  # another account sees neither call
+    async with AsyncTelnyx(api_key=other_key, base_url=f"{server.url}/v2", max_retries=0) as other:
+        assert (await other.get("/calls", cast_to=object))["data"] == []  # type: ignore[index]
 
     # The calls last longer than one sampling interval (what is tested is a call's length:
     # the figures are sampled every QUALITY_INTERVAL s, and RTCP comes every ~1 s).
