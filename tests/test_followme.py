@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from callbridge.client import BufferSink, Phone, ToneSource
+from callbridge.errors import RemoteError
 from callbridge.forwarding import parse_forwarding
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user, running
@@ -109,3 +110,57 @@ async def test_a_second_step_rings_another_user_who_answers_and_is_heard(
     assert len(answered) == 1
     assert len(ringing) >= 1  # the second step's call.ringing (the first may precede on())
     assert tone_level_db(heard, 48000, TONE) > -35.0, "the caller did not hear bob"
+
+
+async def test_busy_goes_where_the_rules_say_and_dnd_goes_straight_to_the_next_step(
+    server: Server, phones: list[Phone]
+) -> None:
+    """dave says busy: his ``on_busy`` rings erin, who answers (heard). frank is on DND: his
+    phone never rings, the call goes straight to his next step (erin again)."""
+    dave, erin, frank, caller_name = await _users(server, 4)
+    await _rules(server, dave, {"ring_seconds": 5, "on_busy": f"user:{erin}"})
+    await _rules(server, frank, {"dnd": True, "steps": [
+        {"targets": ["devices"], "seconds": 5}, {"targets": [f"user:{erin}"], "seconds": 5}]})  # fmt: skip
+    dave_phone = await _phone(server, dave, phones)
+
+    async def busy(call: Any) -> None:
+        await call.reject("busy")
+
+    dave_phone.on("incoming", busy)
+    frank_rung: list[Any] = []
+    (await _phone(server, frank, phones)).on("incoming", frank_rung.append)
+    answered: list[Any] = []
+    _answer_with_tone(await _phone(server, erin, phones), answered)
+    caller = await _phone(server, caller_name, phones)
+    for callee in (dave, frank):
+        sink = BufferSink()
+        call = await caller.call(callee, source=ToneSource(440.0), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await asyncio.sleep(0.8)  # the measurement: erin's tone
+        heard = sink.samples(0.6)
+        await call.hangup()
+        assert tone_level_db(heard, 48000, TONE) > -35.0, f"{callee}: erin was not heard"
+    assert len(answered) == 2 and frank_rung == []
+    cdr = await _steps_of(server, frank)
+    assert cdr.callee == erin, cdr
+
+
+async def test_every_device_offline_ends_failed_and_no_answer_ends_no_answer(
+    server: Server, phones: list[Phone]
+) -> None:
+    """gina has no device and no other step: the call fails at once (as without rules). henry's
+    one step is his own phone for 1 s, then ``end``: the caller's call ends ``no-answer``
+    after about a second, not the server's 6 s."""
+    gina, henry, caller_name = await _users(server, 3)
+    await _rules(server, gina, {"ring_seconds": 2, "on_no_answer": "end:busy"})
+    await _rules(server, henry, {"ring_seconds": 1, "on_no_answer": "end"})
+    (await _phone(server, henry, phones)).on("incoming", lambda call: None)
+    caller = await _phone(server, caller_name, phones)
+    with pytest.raises(RemoteError, match="destination_not_found: .* has no device to ring"):
+        await caller.call(gina, source=ToneSource(440.0), sink=BufferSink())
+    started = asyncio.get_running_loop().time()
+    call = await caller.call(henry, source=ToneSource(440.0), sink=BufferSink())
+    await call.wait_for("ended", timeout=5)
+    took = asyncio.get_running_loop().time() - started
+    assert call.end_reason == "no-answer", call.end_reason
+    assert took < 4.0, took
