@@ -148,6 +148,8 @@ class CallController:
         self.router: CallRouter | None = None
         # SIP trunks (sip/trunk_calls.py): E.164 destinations no application or user owns.
         self.trunk_router: CallRouter | None = None
+        # The accounts' dial plans (issue 16, core.dialplan): asked before everything else.
+        self.dial_plan: CallRouter | None = None
         # Devices kept outside this registry (SIP bindings live in the store): each finder
         # returns the user's devices to ring on a call (``ringable_devices``).
         self.device_finders: list[DeviceFinder] = []

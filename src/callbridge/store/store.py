@@ -32,6 +32,7 @@ from callbridge.store.accounts import (
 )
 from callbridge.store.applications import ApplicationRepository
 from callbridge.store.calls import CallRepository
+from callbridge.store.dialplan import DialPlanRepository
 from callbridge.store.engine import create_engine, migrate, writer
 from callbridge.store.errors import (
     CredentialExpired,
@@ -86,6 +87,7 @@ class Store(
     IdentityRepository,
     TrunkRepository,
     FollowMeRepository,
+    DialPlanRepository,
 ):
     """The database. Make one with ``await Store.open(url)``; ``close()`` it when done.
 
