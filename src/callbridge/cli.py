@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_backup,
         cli_cdrs,
         cli_devcert,
+        cli_dialplan,
         cli_drain,
         cli_serve,
         cli_sip,
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_accounts.add_account_commands(commands, database)
     cli_trunks.add_trunk_commands(commands, database)
     cli_cdrs.add_cdrs_command(commands, database)
+    cli_dialplan.add_dialplan_commands(commands, database)  # issue 16
     cli_devcert.add_dev_cert_command(commands, database)
     cli_backup.add_backup_command(commands, database)
 

@@ -41,6 +41,8 @@ from callbridge.api import (
     conferences,
     credentials,
     detail_records,
+    dial_plans,
+    forwarding,
     live_calls,
     media,
     numbers,
@@ -68,6 +70,8 @@ def install_api(app: FastAPI) -> None:
         router.include_router(cdrs.router)
     for telephony in (trunks, numbers):  # issue 12: trunks, numbers, outbound routes
         router.include_router(telephony.router)
+    router.include_router(dial_plans.router)  # issue 16: dial plan rules, ring groups
+    router.include_router(forwarding.router)  # issue 16: a user's forwarding rules
     app.include_router(router)
     install_error_handlers(app)
     install_openapi(app, API_PREFIX)  # every operation lists its error responses
