@@ -4,6 +4,7 @@
     .venv/bin/python bench/conference.py -n 100 -d 30    # one size, longer
     .venv/bin/python bench/conference.py --codecs opus,PCMU --talkers 5
     .venv/bin/python bench/conference.py --find-max --pin   # the largest room that holds
+    .venv/bin/python bench/conference.py --offline          # CPU per tick, in one process
 
 For each N the orchestrator (this process) starts a fresh *media server process* (``--server``:
 an InProcessMediaServer, the engine ``callbridge serve`` embeds, with one mixer) and *load
@@ -30,7 +31,9 @@ it (most SIP phones), so every packet must be decoded. Printed per N:
 
 ``--find-max`` raises N (``--start``, ``--step``) until a size has late ticks or the server
 needs a whole core, and prints the largest N that held. ``--pin`` runs the media server on
-CPU 0 and the load processes on the other CPUs (``taskset``).
+CPU 0 and the load processes on the other CPUs (``taskset``). ``--offline`` measures the
+server's CPU time per tick in one process instead (bench/conference_ticks.py), which other
+jobs on the machine disturb far less than late ticks.
 
 Everything runs on 127.0.0.1.
 """
@@ -346,6 +349,8 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=100, help="--find-max: first N")
     ap.add_argument("--step", type=int, default=50, help="--find-max: N added per size")
     ap.add_argument("--pin", action="store_true", help="server on CPU 0, load on the others")
+    ap.add_argument("--offline", action="store_true", help="CPU per tick in one process")
+    ap.add_argument("--profile", action="store_true", help="--offline: cProfile each size")
     ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -355,6 +360,11 @@ def main() -> None:
     if args.load:
         spec = json.loads(sys.stdin.readline())
         print(json.dumps(asyncio.run(run_load(spec))), flush=True)
+        return
+    if args.offline:
+        import conference_ticks
+
+        conference_ticks.main(args)
         return
     codecs = args.codecs.split(",")
     level = "no RFC 6464 level" if args.no_audio_level else "RFC 6464 levels sent"
