@@ -172,6 +172,14 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
         "each call leg takes an even port and the next; WebRTC media uses ephemeral ports)",
     )
     group.add_argument(
+        "--media-workers",
+        type=_positive_int,
+        default=ServerConfig.media_workers,
+        metavar="N",
+        help="media worker processes (%(default)s: the media runs in the server's own "
+        "process; N > 1 spreads calls over N processes, e.g. one per core; docs/operations.md)",
+    )
+    group.add_argument(
         "--session-grace",
         type=_seconds,
         default=60.0,
@@ -537,6 +545,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         sip_domain=args.sip_domain,
         sip_t1=args.sip_t1,
         rtp_ports=args.rtp_ports,
+        media_workers=args.media_workers,
         log_format=args.log_format,
     )
 

@@ -60,6 +60,9 @@ class ServerConfig:
     sip_domain: str | None = None  # the SIP domain and digest realm (default: host)
     sip_t1: float = 0.5  # RFC 3261 T1 in seconds; T2 = 8*T1, T4 = 10*T1 (tests shorten it)
     rtp_ports: tuple[int, int] = (20000, 59999)  # UDP ports of plain RTP legs (SIP), inclusive
+    # Media worker processes (issue 15, callbridge.media.workers): 1 keeps the media plane in
+    # the server's own process; N > 1 runs N worker processes behind the same interface.
+    media_workers: int = 1
     log_format: Literal["text", "json"] = "text"  # every log line's format (callbridge.logs)
 
     @property

@@ -25,9 +25,9 @@ from callbridge.core.control import CallControl
 from callbridge.core.controller import CallController
 from callbridge.dashboard import install_dashboard
 from callbridge.drain import Drain, DrainMiddleware
-from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.fetch import configure_outbound
 from callbridge.metrics import Metrics, install_metrics
+from callbridge.media.workers import MediaPlane, WorkerMediaServer, start_media, stop_media
 from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
@@ -53,7 +53,7 @@ class Runtime:
 
     config: ServerConfig
     store: Store
-    media: InProcessMediaServer
+    media: MediaPlane  # in this process, or worker processes (--media-workers)
     controller: CallController
     sessions: SessionManager
     appcalls: AppCalls
@@ -70,9 +70,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         # change the process's outbound policy.
         configure_outbound(config)  # outbound: allow-lists, media fetch pool, playback limits
         store = await Store.open(config.effective_database_url)
-        media = InProcessMediaServer(
-            config.effective_media_addresses, config.ice_servers, rtp_ports=config.rtp_ports
-        )
+        media = await start_media(config)  # --media-workers: in process, or N workers
         controller = CallController(
             media,
             store,
@@ -119,6 +117,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             await controller.shutdown()
             await appcalls.close()  # recordings the last calls saved are stored
             await events.close()  # every event of the calls just ended is in the outbox
+            await stop_media(media)
             await outbox.stop()
             call_log.close()
             app.state.metrics.close()
@@ -158,6 +157,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         }
         if drain.draining:
             health["drain"] = drain.status()
+        if isinstance(runtime.media, WorkerMediaServer):  # per worker: pid, alive, restarts
+            health["media_workers"] = runtime.media.worker_health()
         return health
 
     @app.websocket("/ws")

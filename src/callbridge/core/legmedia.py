@@ -14,6 +14,7 @@ from callbridge.core.devices import Device
 from callbridge.core.events import CallDtmf, LegDtmf, SdpAnswer
 from callbridge.media.interface import (
     DtmfReceived,
+    EndpointLost,
     EndpointStateChanged,
     FloorChanged,
     MediaDirectionChanged,
@@ -57,6 +58,13 @@ class LegMedia:
                 log.warning("no RTP from %s for %.0f s; ending its call", leg.id, event.seconds)
                 c.scheduler.spawn(
                     c.end_call(call, EndReason.FAILED, EndReason.FAILED), f"RTP timeout {leg.id}"
+                )
+        elif isinstance(event, EndpointLost):  # its media worker died (media/workers)
+            call = leg.call
+            if call is not None and not call.ended:
+                log.warning("media of %s lost (%s); ending its call", leg.id, event.cause)
+                c.scheduler.spawn(
+                    c.end_call(call, EndReason.FAILED, EndReason.FAILED), f"media lost {leg.id}"
                 )
         elif isinstance(event, MediaDirectionChanged):  # a SIP phone's hold / resume
             c.scheduler.spawn(self._device_hold(leg, event.held), f"hold of {leg.id}")

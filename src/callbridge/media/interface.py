@@ -68,6 +68,7 @@ __all__ = [
     "Candidate",
     "DtmfReceived",
     "EndpointInfo",
+    "EndpointLost",
     "EndpointState",
     "EndpointStateChanged",
     "FloorChanged",
@@ -222,8 +223,19 @@ class RtpTimeout:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointLost:
+    """The endpoint is gone without being closed: the media worker process that owned it
+    died (``cause`` says which and how). Nothing can bring it back; its call ends
+    ``failed``."""
+
+    endpoint_id: str
+    cause: str
+
+
 MediaEvent = (
     DtmfReceived
+    | EndpointLost
     | EndpointStateChanged
     | FloorChanged
     | MediaDirectionChanged

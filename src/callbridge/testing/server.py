@@ -10,6 +10,7 @@ the log has no traceback; a failure raises ``AssertionError`` saying what was le
 Example (pytest with pytest-asyncio; ``tmp_path`` is pytest's)::
 
     import asyncio
+import os
 
     from callbridge.client import Call, Phone
     from callbridge.testing.server import serve
@@ -58,6 +59,7 @@ pass them in ``args`` to test them.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -211,6 +213,10 @@ class Server:
         # whole test run as one attacker. `args` may set them (the last option wins).
         cmd += ["--max-connections-per-source", "100000", "--login-failures-per-minute", "100000"]
         cmd += ["--sip-port", str(self.sip_port)]
+        # The suite runs with media worker processes too (issue 15): this forces N of them on
+        # every test server (`args` may still set --media-workers; the last option wins).
+        if workers := os.environ.get("CALLBRIDGE_TEST_MEDIA_WORKERS"):
+            cmd += ["--media-workers", workers]
         cmd += options.get("args", ())
         self.log_path.write_bytes(b"")  # a fresh log, then appended to: lines a test adds stay
         with self.log_path.open("ab") as log:

@@ -1,0 +1,134 @@
+"""A media worker process: ``python -m callbridge.media.workers.worker FD LOG_LEVEL``.
+
+It runs one :class:`~callbridge.media.engine.InProcessMediaServer` and serves the control
+process's MediaServer calls arriving on the inherited socket ``FD`` (:mod:`.wire`): each call
+runs as its own task (the core issues calls for different legs concurrently, as it does in one
+process), its reply carries the worker's counters, and media events go back as they happen. The
+first frame is the server's configuration. The worker ends when the socket closes (the control
+process stopped or died): it shuts its media down first, so devices see their calls' media end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from callbridge.config import ServerConfig
+from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.media.engine import InProcessMediaServer
+from callbridge.media.fetch import configure_outbound
+from callbridge.media.interface import MediaEvent
+from callbridge.media.workers.wire import read_frame, write_frame
+
+__all__ = ["STATS_INTERVAL", "main", "stats_of"]
+
+log = logging.getLogger(__name__)
+STATS_INTERVAL = 1.0  # seconds between unsolicited counter reports (playbacks end by themselves)
+# The MediaServer methods the control process may call (nothing else is reachable).
+METHODS = frozenset(
+    (
+        "answer", "offer", "reconnect", "accept_answer", "renegotiate", "reoffer",
+        "answer_rtp", "offer_rtp", "renegotiate_rtp", "reoffer_rtp", "add_candidate",
+        "endpoint_info", "bridge", "unbridge", "set_muted", "play", "stop_playing", "close",
+        "create_mixer", "destroy_mixer", "mixer_add", "mixer_remove", "mixer_update",
+        "mixer_members", "mixer_play", "play_to", "stop_playback", "probe_audio", "stop_all",
+        "send_dtmf", "record_start", "record_pause", "record_resume", "record_stop", "shutdown",
+    )
+)  # fmt: skip
+
+Stats = tuple[int, int, int, int, int, int, int]
+
+
+def stats_of(media: InProcessMediaServer) -> Stats:
+    """(media objects, packets received, lost, late, relayed, ticks, late ticks)."""
+    p = media.packet_counts()
+    return (
+        media.endpoint_count,
+        p.received,
+        p.lost,
+        p.late,
+        p.relayed,
+        media.ticks,
+        media.late_ticks,
+    )
+
+
+def _error(exc: BaseException) -> tuple[str, str, str]:
+    """What the control process needs to raise the same error: (kind, code, message)."""
+    if isinstance(exc, ProtocolError):
+        return (type(exc).__name__, exc.code.value, exc.message)
+    return ("Exception", ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}")
+
+
+async def serve(sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    config = (await read_frame(reader))[0]
+    assert isinstance(config, ServerConfig)
+    configure_outbound(config)  # fetch allow-list, pool and playback limits, as in one process
+    media = InProcessMediaServer(
+        config.effective_media_addresses, config.ice_servers, rtp_ports=config.rtp_ports
+    )
+
+    def on_event(event: MediaEvent) -> None:
+        write_frame(writer, ("e", event))
+
+    media.subscribe(on_event)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def call(req: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            if method not in METHODS:
+                raise ProtocolError(ErrorCode.INTERNAL, f"no media method {method!r}")
+            value = await getattr(media, method)(*args, **kwargs)
+            reply: tuple[Any, ...] = ("r", req, True, value, stats_of(media))
+        except Exception as exc:
+            reply = ("r", req, False, _error(exc), stats_of(media))
+        write_frame(writer, reply)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            write_frame(writer, ("s", stats_of(media)))
+
+    reporter = asyncio.create_task(report())
+    write_frame(writer, ("ready", os.getpid(), stats_of(media)))
+    try:
+        while True:
+            try:
+                message = await read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the control process is gone
+            _, req, method, args, kwargs = message
+            task = asyncio.create_task(call(req, method, args, kwargs))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        reporter.cancel()
+        for task in list(tasks):
+            task.cancel()
+        await media.shutdown()
+        writer.close()
+
+
+def main(argv: list[str]) -> int:
+    fd, level = int(argv[0]), argv[1]
+    # The control process stops its workers over the socket; a Ctrl-C meant for it must not
+    # kill them first (they run in their own session, but a terminal may still signal them).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s worker {os.getpid()} %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
+    sock = socket.socket(fileno=fd)
+    asyncio.run(serve(sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

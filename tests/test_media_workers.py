@@ -1,0 +1,136 @@
+"""Media worker processes (issue 15, ``callbridge serve --media-workers 2``): real server,
+real aiortc peers, audio checked by tone analysis.
+
+Normally the legs one connection creates together meet on one worker. This module's server
+turns that co-location off (``CALLBRIDGE_MEDIA_AFFINITY_SECS=0``): every new endpoint goes to
+the least loaded worker, so a call's two legs, a transfer's legs and a conference's members sit
+on different workers and every bridge and membership is relayed between them. Each test checks
+through ``/healthz`` that both workers really carry media. (tests/test_calls.py and the others
+run with co-location on under ``CALLBRIDGE_TEST_MEDIA_WORKERS=2``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callbridge.client import Phone
+from callbridge.testing.server import Server, create_user, running
+from parties import ALICE, BOB, CAROL, Party, PartyUser, connect, hears, until
+from test_conferences import host, invite_and_join
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def wserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir: Path = tmp_path_factory.mktemp("workers")
+    os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"] = "0"  # read by the server process at start
+    try:
+        server = running(data_dir, ring_timeout=5.0, args=["--media-workers", "2"])
+        srv = server.__enter__()
+    finally:
+        del os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"]
+    try:
+        yield srv
+    except BaseException as exc:
+        server.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture
+async def wparty(wserver: Server) -> AsyncIterator[Any]:
+    phones: list[Phone] = []
+
+    async def make(tone: float) -> Party:
+        n = next(_numbers)
+        async with wserver.store() as store:
+            user = await create_user(
+                store, f"w{n}", str(3000 + n), number=f"+1415666{n:04d}", ttl=timedelta(hours=1)
+            )
+        phone = Phone(wserver.ws_url, user.token)
+        await phone.login()
+        phones.append(phone)
+        pu = PartyUser(user.name, user.extension, f"+1415666{n:04d}", None, user.token)
+        return Party(phone, tone, pu)
+
+    yield make
+    for phone in phones:
+        await phone.logout()
+
+
+def workers(server: Server) -> list[dict[str, Any]]:
+    health: dict[str, Any] = dict(server.health())
+    found: list[dict[str, Any]] = health["media_workers"]
+    return found
+
+
+def both_busy(server: Server) -> bool:
+    return all(w["media_objects"] > 0 for w in workers(server))
+
+
+async def test_a_call_and_a_transfer_across_two_workers_with_audio_both_ways(
+    wserver: Server, wparty: Any
+) -> None:
+    alice, bob, carol = await wparty(ALICE), await wparty(BOB), await wparty(CAROL)
+    out, inc = await connect(alice, bob)  # alice's leg on one worker, bob's on the other
+    assert both_busy(wserver)
+    await hears(alice, BOB, not_=(ALICE,))
+    await hears(bob, ALICE, not_=(BOB,))
+    reconnected = asyncio.Event()
+    out.on("answered", reconnected.set)
+    await inc.transfer(carol.user.extension)  # alice's leg now bridged to carol's
+    to_carol = await carol.answer()
+    await asyncio.wait_for(reconnected.wait(), 5)
+    await until(lambda: both_busy(wserver))  # alice on one worker, carol on the other
+    await hears(alice, CAROL, not_=(BOB,))
+    await hears(carol, ALICE, not_=(CAROL,))
+    await out.hangup()
+    assert (await to_carol.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+
+
+async def test_a_conference_whose_members_are_on_two_workers(wserver: Server, wparty: Any) -> None:
+    alice, bob, carol = await wparty(ALICE), await wparty(BOB), await wparty(CAROL)
+    conf = await host(alice)
+    await invite_and_join(conf, bob)
+    await invite_and_join(conf, carol)
+    await until(lambda: both_busy(wserver))
+    await hears(alice, BOB, CAROL, not_=(ALICE,))
+    await hears(bob, ALICE, CAROL, not_=(BOB,))
+    await hears(carol, ALICE, BOB, not_=(CAROL,))
+    await alice.phone.end_conference()
+
+
+async def test_a_killed_worker_fails_its_calls_and_is_restarted(
+    wserver: Server, wparty: Any
+) -> None:
+    alice, bob = await wparty(ALICE), await wparty(BOB)
+    out, inc = await connect(alice, bob)
+    victim = workers(wserver)[1]  # one leg's worker: the call has lost its media
+    os.kill(victim["pid"], signal.SIGKILL)
+    assert (await out.wait_for("ended", timeout=5)).data["reason"] == "failed"
+    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "failed"
+    assert "killed by SIGKILL; its calls end failed" in wserver.log()
+
+    def restarted() -> dict[str, Any] | None:
+        slot = workers(wserver)[victim["index"]]
+        return slot if slot["alive"] and slot["pid"] != victim["pid"] else None
+
+    slot = await until(restarted, within=20)
+    assert slot["restarts"] == 1
+    # The server goes on: new calls work, with audio both ways.
+    for _ in range(2):
+        out, inc = await connect(alice, bob)
+        await hears(alice, BOB, not_=(ALICE,))
+        await hears(bob, ALICE, not_=(BOB,))
+        await out.hangup()
+        await inc.wait_for("ended", timeout=5)
