@@ -233,6 +233,8 @@ class _LiveState(Collector):
             "Media clock ticks (mixers, players) that started over 10 ms late",
             media.late_ticks,
         )
+        if hasattr(media, "worker_health"):  # --media-workers N > 1: one series per worker
+            yield from _per_worker(media.worker_health())
         stats = rt.outbox.stats
         yield _counter("callbridge_webhook_deliveries", "Webhooks delivered", stats.delivered)
         yield _counter(
@@ -271,6 +273,21 @@ def _by_state(
         if state.value != "ended":
             family.add_metric([state.value], tally[state])
     return family
+
+
+def _per_worker(workers: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Each media worker process: up, restarts, media objects, late ticks (label ``worker``)."""
+    series = (
+        ("callbridge_media_worker_up", "A media worker process is running", "alive"),
+        ("callbridge_media_worker_restarts", "Restarts of a media worker slot", "restarts"),
+        ("callbridge_media_worker_objects", "Live media objects of a worker", "media_objects"),
+        ("callbridge_media_worker_late_ticks", "Late 20 ms ticks of a worker", "late_ticks"),
+    )
+    for name, documentation, key in series:
+        family = GaugeMetricFamily(name, documentation, labels=["worker"])
+        for w in workers:
+            family.add_metric([str(w["index"])], float(w[key]))
+        yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> Metric:
