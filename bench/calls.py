@@ -136,7 +136,15 @@ async def make_users(server: Server, n: int) -> list[dict[str, str]]:
     return pairs
 
 
-def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dict[str, Any]:
+def server_pids(server: Server) -> list[int]:
+    """The server's process and its media workers' (``--media-workers N``: their CPU counts)."""
+    workers: list[dict[str, Any]] = dict(server.health()).get("media_workers") or []  # type: ignore[assignment]
+    return [server.pid, *(int(w["pid"]) for w in workers)]
+
+
+def run_size(
+    n: int, duration: float, codec: str | None, load_procs: int, media_workers: int = 1
+) -> dict[str, Any]:
     # Imported here, not at the top: bench/conference.py's media server process imports this
     # module for cpu_seconds/rss_bytes, and the store (SQLAlchemy, Alembic) would add ~30 MiB
     # to the RSS it reports.
@@ -144,7 +152,8 @@ def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dic
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        running(Path(tmp), log_level="warning", check=False) as server,
+        running(Path(tmp), log_level="warning", check=False,
+                args=["--media-workers", str(media_workers)]) as server,  # fmt: skip
     ):
         pairs = asyncio.run(make_users(server, n))
         rss0 = rss_bytes(server.pid)
@@ -163,7 +172,9 @@ def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dic
         for load in loads:  # every call of every load process is up
             assert load.stdout is not None
             assert json.loads(load.stdout.readline())["phase"] == "ready"
-        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        pids = server_pids(server)
+        cpu0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
+        ctl0 = cpu_seconds(server.pid)
         load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
         for load in loads:
             assert load.stdin is not None
@@ -172,7 +183,8 @@ def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dic
         time.sleep(duration / 2)
         rss_mid = rss_bytes(server.pid)
         time.sleep(duration / 2)
-        cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+        cpu1, t1 = sum(map(cpu_seconds, pids)), time.monotonic()
+        ctl1 = cpu_seconds(server.pid)
         load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
         setup: list[float] = []
         stats: list[dict[str, int]] = []
@@ -188,7 +200,8 @@ def run_size(n: int, duration: float, codec: str | None, load_procs: int) -> dic
     return {
         "n": n,
         "cpu_per_leg": (cpu1 - cpu0) / elapsed / (2 * n),
-        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,  # control process + media workers
+        "control_cpu_pct": 100 * (ctl1 - ctl0) / elapsed,
         "load_cpu_pct": 100 * (load_cpu1 - load_cpu0) / elapsed,
         "late_lost_pct": 100 * bad / expected if expected else float("nan"),
         "lost": sum(s["lost"] for s in stats),
@@ -209,6 +222,10 @@ def main() -> None:
         "--load-procs", type=int, default=0,
         help="load processes (default: 1 per 20 calls, at least 1)",
     )  # fmt: skip
+    ap.add_argument(
+        "--media-workers", type=int, default=1,
+        help="the server's --media-workers (server%% then sums its processes)",
+    )  # fmt: skip
     ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:
@@ -224,11 +241,12 @@ def main() -> None:
           f"{'late+lost%':>10} {'setup p50':>10} {'p95':>8} {'KiB/call':>9}")  # fmt: skip
     for n in sizes:
         procs = args.load_procs or max(1, (n + 19) // 20)
-        r = run_size(n, args.duration, args.codec, procs)
+        r = run_size(n, args.duration, args.codec, procs, args.media_workers)
         print(f"{n:>4} {2 * n:>5} {r['cpu_per_leg']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
               f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
               f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
-              f"{r['mem_per_call_kib']:>9.0f}", flush=True)  # fmt: skip
+              f"{r['mem_per_call_kib']:>9.0f}  control {r['control_cpu_pct']:.1f}%",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
