@@ -13,9 +13,9 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from callbridge.client import BufferSink, Phone, ToneSource
@@ -90,8 +90,8 @@ async def test_a_second_step_rings_another_user_who_answers_and_is_heard(
     rings after the first step, answers with a tone, and the caller hears it; the caller got
     ``call.ringing`` once per step."""
     alice, bob, carol = await _users(server, 3)
-    await _rules(server, alice, {"steps": [
-        {"targets": ["devices"], "seconds": 1}, {"targets": [f"user:{bob}"], "seconds": 5}]})  # fmt: skip
+    first, second = {"targets": ["devices"], "seconds": 1}, {"targets": [f"user:{bob}"]}
+    await _rules(server, alice, {"steps": [first, {**second, "seconds": 5}]})
     alice_phone = await _phone(server, alice, phones)
     rung_alice: list[Any] = []
     alice_phone.on("incoming", rung_alice.append)
@@ -119,8 +119,8 @@ async def test_busy_goes_where_the_rules_say_and_dnd_goes_straight_to_the_next_s
     phone never rings, the call goes straight to his next step (erin again)."""
     dave, erin, frank, caller_name = await _users(server, 4)
     await _rules(server, dave, {"ring_seconds": 5, "on_busy": f"user:{erin}"})
-    await _rules(server, frank, {"dnd": True, "steps": [
-        {"targets": ["devices"], "seconds": 5}, {"targets": [f"user:{erin}"], "seconds": 5}]})  # fmt: skip
+    steps = [{"targets": ["devices"], "seconds": 5}, {"targets": [f"user:{erin}"], "seconds": 5}]
+    await _rules(server, frank, {"dnd": True, "steps": steps})
     dave_phone = await _phone(server, dave, phones)
 
     async def busy(call: Any) -> None:
@@ -156,7 +156,7 @@ async def test_every_device_offline_ends_failed_and_no_answer_ends_no_answer(
     await _rules(server, henry, {"ring_seconds": 1, "on_no_answer": "end"})
     (await _phone(server, henry, phones)).on("incoming", lambda call: None)
     caller = await _phone(server, caller_name, phones)
-    with pytest.raises(RemoteError, match="destination_not_found: .* has no device to ring"):
+    with pytest.raises(RemoteError, match=r"destination_not_found: .* has no device to ring"):
         await caller.call(gina, source=ToneSource(440.0), sink=BufferSink())
     started = asyncio.get_running_loop().time()
     call = await caller.call(henry, source=ToneSource(440.0), sink=BufferSink())
@@ -164,3 +164,60 @@ async def test_every_device_offline_ends_failed_and_no_answer_ends_no_answer(
     took = asyncio.get_running_loop().time() - started
     assert call.end_reason == "no-answer", call.end_reason
     assert took < 4.0, took
+
+
+async def test_a_user_changes_their_own_forwarding_from_the_sdk_and_another_user_cannot(
+    server: Server, phones: list[Phone]
+) -> None:
+    """ivy sets her rules and DND from the Python SDK (``forwarding.set``/``.dnd``) and reads
+    them back; jack's session changes only jack's (no message names a user), a bad rule is a
+    specific error, and REST with another account's key finds no such credential."""
+    ivy, jack = await _users(server, 2)
+    ivy_phone = await _phone(server, ivy, phones)
+    jack_phone = await _phone(server, jack, phones)
+    rules = await ivy_phone.set_forwarding(
+        ring_seconds=15,
+        steps=[{"targets": ["devices"], "seconds": 15},
+               {"targets": [{"type": "number", "value": "+15550100", "screening": True}]}],
+        on_busy="next",
+    )  # fmt: skip
+    assert rules.ring_seconds == 15 and len(rules.steps) == 2
+    assert rules.steps[1].targets[0].screening is True
+    assert (await ivy_phone.set_dnd(True)).dnd is True
+    assert (await ivy_phone.get_forwarding()) == rules.__class__(**{**_fields(rules), "dnd": True})
+    await jack_phone.set_dnd(True)
+    await jack_phone.set_forwarding(steps=[])
+    async with server.store() as store:
+        assert (await store.get_forwarding(ivy)).steps == rules.steps  # untouched by jack
+        assert (await store.get_forwarding(jack)).dnd is True
+    with pytest.raises(RemoteError, match=r"invalid_message: forwarding\.set: invalid on_busy"):
+        await ivy_phone.set_forwarding(on_busy="somewhere")
+    with pytest.raises(RemoteError, match=r"step 1: .*takes the call at once"):
+        await ivy_phone.set_forwarding(steps=[{"targets": ["devices", "queue:sales"]}])
+    # REST: the account's key reads and changes them; Telnyx's call_forwarding shorthand.
+    key = await server.api_key()
+    async with server.store() as store:
+        ivy_id = (await store.get_user(ivy)).id  # type: ignore[union-attr]
+        other = await store.create_account("other-fm")
+        other_key = await store.create_api_key("x", account_id=other.id)
+    url = f"{server.url}/v2/telephony_credentials/{ivy_id}/forwarding"
+    async with httpx.AsyncClient() as http:
+        got = await http.get(url, headers={"Authorization": f"Bearer {key}"})
+        assert got.status_code == 200 and got.json()["data"]["dnd"] is True, got.text
+        forwarded = await http.patch(url, headers={"Authorization": f"Bearer {key}"}, json={
+            "call_forwarding": {"call_forwarding_enabled": True, "forwards_to": "+15550199",
+                                "forwarding_type": "on-failure"}})  # fmt: skip
+        data = forwarded.json()["data"]
+        assert data["steps"][1]["targets"] == [
+            {"type": "number", "value": "+15550199", "screening": False}
+        ], data
+        bad = await http.patch(url, headers={"Authorization": f"Bearer {key}"},
+                               json={"steps": [{"targets": ["user:"]}]})  # fmt: skip
+        assert bad.status_code == 422 and "step 1 target 1" in bad.text, bad.text
+        assert bad.json()["errors"][0]["source"]["pointer"] == "/steps/0/targets/0", bad.text
+        foreign = await http.get(url, headers={"Authorization": f"Bearer {other_key}"})
+        assert foreign.status_code == 404, foreign.text
+
+
+def _fields(rules: Any) -> dict[str, Any]:
+    return {name: getattr(rules, name) for name in rules.__dataclass_fields__}

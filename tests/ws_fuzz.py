@@ -196,6 +196,19 @@ def _field_value(rng: random.Random, name: str, annotation: Any, known: Known) -
         "name": lambda: rng.choice(["standup", "room 1", "a.b_c:d@e+f-g"]),
         "limit": lambda: rng.choice([1, 20, 100]),  # history.list: 1-100
         "before": lambda: rng.choice(["2026-01-01T00:00:00+00:00|1", "x"]),  # a cursor (opaque)
+        # forwarding.set (issue 16): seconds 1-600, steps of targets, outcome actions
+        "ring_seconds": lambda: rng.choice([1, 15, 600]),
+        "steps": lambda: rng.choice(
+            [
+                [],
+                [{"targets": [{"type": "devices"}], "seconds": 2}],
+                [{"targets": [{"type": "user", "value": target["name"]}]}],
+            ]
+        ),
+        "on_busy": lambda: rng.choice(["next", "end:busy", f"user:{target['name']}"]),
+        "on_no_answer": lambda: rng.choice(["next", "end"]),
+        "on_offline": lambda: rng.choice(["next", "end:failed"]),
+        "on_dnd": lambda: rng.choice(["next", "end:busy"]),
     }
     if name in by_name:
         return by_name[name]()

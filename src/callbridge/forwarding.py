@@ -185,7 +185,12 @@ def parse_action(where: str, raw: Any) -> str:
         raise ValueError(f"invalid {where} {raw!r}: use one of {', '.join(ACTIONS)}")
     if raw in ("next", "end"):
         return raw
-    kind, _, value = raw.partition(":")
+    kind, colon, value = raw.partition(":")
+    if not colon or kind not in (*TARGET_TYPES, "end"):
+        raise ValueError(
+            f"invalid {where} {raw!r}: use next, end, end:<reason>, or a destination "
+            "user:NAME, number:+E164, queue:NAME, application:ID or conference:NAME"
+        )
     if kind == "end":
         if value not in END_REASONS:
             raise ValueError(

@@ -46,10 +46,12 @@ from callbridge.client.calllist import CallList, CallSummary, Dial
 from callbridge.client.conference import Conference
 from callbridge.client.conferencebook import ConferenceBook
 from callbridge.client.errors import CallStateError, remote_error
+from callbridge.client.forwarding import forwarding_message, parse_forwarding_state
 from callbridge.client.session import DrainNotice, PhoneSession, PhoneState, SessionInfo
 from callbridge.client.settings import PeerConnectionSettings, PeerSettingsMethods
 from callbridge.client.stream import EventStream
 from callbridge.client.video import VideoSink, VideoSource
+from callbridge.forwarding import Forwarding
 from callbridge.vocabulary import BeepMode, MediaType
 
 __all__ = ["CallSummary", "DrainNotice", "EventStream", "Phone", "PhoneState", "SessionInfo"]
@@ -407,6 +409,23 @@ class Phone(PeerSettingsMethods, PhoneSession):
         if before is not None:
             message["before"] = before
         return parse_history_page(await self.request(message))
+
+    async def get_forwarding(self) -> Forwarding:
+        """The signed-in user's forwarding rules (``forwarding.get``; docs/routing.md)."""
+        return parse_forwarding_state(await self.request({"type": "forwarding.get"}))
+
+    async def set_forwarding(self, **changes: Any) -> Forwarding:
+        """Change the signed-in user's own rules (``forwarding.set``): ``ring_seconds``,
+        ``dnd``, ``steps`` (``[{"targets": ["devices", "user:bob", {"type": "number",
+        "value": "+1555...", "screening": True}], "seconds": 15}, ...]``), ``on_busy``,
+        ``on_no_answer``, ``on_offline``, ``on_dnd``; the others are kept. Returns the rules
+        now in force; a refused rule raises ``RemoteError`` (``invalid_message``)."""
+        message = forwarding_message(**changes)
+        return parse_forwarding_state(await self.request(message))
+
+    async def set_dnd(self, on: bool) -> Forwarding:
+        """Turn the signed-in user's do-not-disturb on or off (``forwarding.dnd``)."""
+        return parse_forwarding_state(await self.request({"type": "forwarding.dnd", "dnd": on}))
 
     @staticmethod
     def get_version() -> str:

@@ -267,6 +267,50 @@ class HistoryList(_Msg):
     before: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
+class ForwardingTargetModel(BaseModel):
+    """One target of a forwarding step (callbridge.forwarding.Target)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["devices", "user", "number", "queue", "application", "conference"]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    screening: bool = False
+
+
+class ForwardingStepModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    targets: Annotated[list[ForwardingTargetModel], Field(min_length=1, max_length=10)]
+    seconds: Annotated[int, Field(ge=1, le=600)] | None = None
+
+
+ForwardingAction = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+
+
+class ForwardingGet(_Msg):
+    """The signed-in user's own forwarding rules (signalling/ws_forwarding.py)."""
+
+    type: Literal["forwarding.get"]
+
+
+class ForwardingSet(_Msg):
+    """Change the signed-in user's own rules; fields left out are kept."""
+
+    type: Literal["forwarding.set"]
+    ring_seconds: Annotated[int, Field(ge=1, le=600)] | None = None
+    dnd: bool | None = None
+    steps: Annotated[list[ForwardingStepModel], Field(max_length=10)] | None = None
+    on_busy: ForwardingAction | None = None
+    on_no_answer: ForwardingAction | None = None
+    on_offline: ForwardingAction | None = None
+    on_dnd: ForwardingAction | None = None
+
+
+class ForwardingDnd(_Msg):
+    """Turn the signed-in user's do-not-disturb on or off."""
+
+    type: Literal["forwarding.dnd"]
+    dnd: bool
+
+
 ClientMessage = (
     SessionLogin
     | SessionResume
@@ -305,6 +349,9 @@ ClientMessage = (
     | ConferenceRecord
     | ConferenceUpdateParticipant
     | HistoryList
+    | ForwardingGet
+    | ForwardingSet
+    | ForwardingDnd
 )
 _MODELS: dict[str, type[BaseModel]] = {
     get_args(m.model_fields["type"].annotation)[0]: m for m in get_args(ClientMessage)

@@ -43,6 +43,7 @@ from callbridge.signalling import protocol as p
 from callbridge.signalling.lanes import BARRIER, INLINE, Lanes, Route
 from callbridge.signalling.sessions import Session, SessionManager
 from callbridge.signalling.ws_conferences import dispatch_conference
+from callbridge.signalling.ws_forwarding import forwarding_message
 from callbridge.signalling.ws_history import history_page
 from callbridge.store import TokenExpired, TokenInvalid
 from callbridge.vocabulary import EndReason
@@ -436,6 +437,8 @@ class Connection:
                 await c.leg_media.add_candidate(session, msg.call_id, None, None, None)
             case p.HistoryList():
                 self.send(await history_page(self.auth, c, session, msg))
+            case p.ForwardingGet() | p.ForwardingSet() | p.ForwardingDnd():
+                self.send(await forwarding_message(self.auth, session.user_name, msg))
             case _:
                 await dispatch_conference(self.controller.conferences, session, msg)
 
