@@ -54,6 +54,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def trunk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with SIP for the SIP trunk tests (tests/test_sip_trunk*.py share it)."""
+    with running(tmp_path_factory.mktemp("trunks"), sip_port=True, ring_timeout=10.0) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
 async def store(server: Server) -> AsyncIterator[Store]:
     """The server's store, open in this process for the whole run."""
     async with server.store() as st:

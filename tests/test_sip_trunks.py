@@ -1,6 +1,7 @@
 """SIP trunks (issue 12) against the real server: SIPp plays the carrier on loopback.
 
-A module-scoped ``callbridge serve`` with SIP; each test makes its own trunk(s) and an outbound
+One ``callbridge serve`` with SIP for every trunk test file (``trunk_server`` in conftest.py);
+each test makes its own trunk(s) and an outbound
 route with a prefix of its own (so that tests never share a route), with OPTIONS checks off
 (SIPp would abort on an OPTIONS in the middle of its scenario). The WebRTC caller is the aiortc
 SDK; what it hears is analysed (its own tone, echoed by SIPp's ``-rtp_echo``).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from callbridge.sip.trunk_calls import reason_of_carrier_status, restrict_codecs
 from callbridge.sip.trunk_health import health_of
 from callbridge.sip.trunk_register import refresh_delay
 from callbridge.testing import tone_level_db
-from callbridge.testing.server import Server, running
+from callbridge.testing.server import Server
 from callbridge.trunks import Trunk
 from callbridge.vocabulary import EndReason
 from sip_peers import LOOPBACK, Sipp, missing_tools
@@ -143,12 +144,6 @@ def test_restrict_codecs_keeps_the_trunks_codecs_and_telephone_event() -> None:
 
 
 # -- with the server and SIPp ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def trunk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(tmp_path_factory.mktemp("trunks"), sip_port=True, ring_timeout=10.0) as srv:
-        yield srv
-
-
 @pytest.fixture
 async def phones() -> AsyncIterator[list[Phone]]:
     made: list[Phone] = []
