@@ -66,12 +66,14 @@ from callbridge.sip.trunk_attempt import (
     reason_of_carrier_status,
     restrict_codecs,
 )
+from callbridge.sip.trunk_dns import locate
 from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.controller import CallController
     from callbridge.core.ringgroup import RingGroup
     from callbridge.sip.stack import SipStack, Target
+    from callbridge.sip.transport import Flow
     from callbridge.trunks import Trunk, TrunkDirectory
 
 __all__ = [
@@ -172,6 +174,7 @@ class TrunkCalls:
         self.in_dialog = CallDialogs(stack, controller, self._bye_received)
         self.sessions: dict[str, DigestSession] = {}  # trunk id -> its digest state
         self.sip_causes: OrderedDict[str, int] = OrderedDict()  # core call id -> SIP status
+        self.resolver: Any = None  # RFC 3263 lookups (None: dnspython's system configuration)
 
     def attach(self) -> None:
         self.controller.trunk_router = self
@@ -428,6 +431,22 @@ class TrunkCalls:
             return Target(trunk.transport.upper(), trunk.outbound_proxy.strip("[]"), 5060)
         return Target(trunk.transport.upper(), trunk.host, trunk.port)
 
+    async def flow(self, trunk: Trunk) -> Flow:
+        """A flow to the trunk: a host name is located by RFC 3263 (NAPTR, SRV, A/AAAA:
+        :mod:`callbridge.sip.trunk_dns`) and its addresses tried in order until one can be
+        reached (§4.3; a UDP address always can)."""
+        from callbridge.sip.stack import Target
+
+        target = self.target(trunk)
+        located = await locate(target.host, target.port, trunk.transport, self.resolver)
+        failure: OSError | None = None
+        for place in located:
+            try:
+                return await self.stack.resolve(Target(target.transport, place.address, place.port))
+            except OSError as exc:
+                failure = exc
+        raise failure or OSError(f"{target.host}: no address")
+
     async def _dial(self, leg: SipLeg, device: TrunkDevice, sdp: str) -> None:
         """Try the route's trunks in order until one answers or fails for good."""
         final: Response | None = None
@@ -489,7 +508,7 @@ class TrunkCalls:
         while True:
             leg.invite, leg.flow = request, None
             try:
-                flow = await self.stack.resolve(self.target(trunk))
+                flow = await self.flow(trunk)
                 leg.flow = flow
                 heard.clear()
                 sent = asyncio.ensure_future(
