@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,11 @@ from callbridge.errors import RemoteError
 from callbridge.forwarding import parse_forwarding
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user, running
+from sip_peers import missing_tools
+from trunk_helpers import TONE as TRUNK_TONE
+from trunk_helpers import add_route, add_trunk, sipp_carrier
+
+sipp_only = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
 TONE = 1200.0
 _n = itertools.count(1)
@@ -221,3 +227,42 @@ async def test_a_user_changes_their_own_forwarding_from_the_sdk_and_another_user
 
 def _fields(rules: Any) -> dict[str, Any]:
     return {name: getattr(rules, name) for name in rules.__dataclass_fields__}
+
+
+@sipp_only
+async def test_an_outside_number_step_with_screening_accepted_by_dtmf_and_refused_by_timeout(
+    server: Server, tmp_path: Path, phones: list[Phone], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kate's one step is her mobile through a SIPp carrier, screened. carrier_screen_accept:
+    answers, presses 1 (INFO) after 1 s: the caller is connected and hears its own tone
+    echoed by the carrier. carrier_echo: answers and never presses 1: after the screening
+    time it gets a BYE and the caller's call ends ``no-answer``. The CDR lists the step."""
+    kate, caller_name = await _users(server, 2)
+    caller = await _phone(server, caller_name, phones)
+    for scenario, prefix, accepted in (
+        ("carrier_screen_accept.xml", "+1555610", True),
+        ("carrier_echo.xml", "+1555620", False),
+    ):
+        carrier = sipp_carrier(tmp_path / scenario, scenario)
+        trunk = await add_trunk(server, carrier.port)
+        await add_route(server, prefix, trunk)
+        number = f"{prefix}0001"
+        step = {"targets": [{"type": "number", "value": number, "screening": True}]}
+        await _rules(server, kate, {"ring_seconds": 5, "steps": [step]})
+        sink = BufferSink()
+        async with carrier:
+            call = await caller.call(kate, source=ToneSource(TRUNK_TONE), sink=sink)
+            if accepted:
+                await call.wait_for("answered", timeout=10)
+                await asyncio.sleep(1.5)  # the measurement: our tone echoed by the carrier
+                heard = sink.samples(1.0)
+                await call.hangup()
+            else:
+                await call.wait_for("ended", timeout=15)
+            result = await carrier.wait(15)
+        assert result.ok and result.successful == 1, result.explain()
+        if accepted:
+            assert tone_level_db(heard, 48000, TRUNK_TONE) > -35.0, "no audio from the mobile"
+        else:
+            assert call.end_reason == "no-answer", call.end_reason
+            assert "BYE" in result.messages
