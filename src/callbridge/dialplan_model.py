@@ -192,7 +192,8 @@ def validate_target(kind: str, target: str | None, what: str = "target") -> str 
         if kind == "user" and what != "no_answer":
             return None
         raise ValueError(
-            f"{what} kind {kind!r} needs a target: the {kind.replace('_', ' ')}'s name or id"
+            f"invalid {what}: kind {kind!r} needs a target, the "
+            f"{kind.replace('_', ' ')}'s name or id"
         )
     if not _TARGET.fullmatch(target):
         raise ValueError(
