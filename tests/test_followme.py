@@ -148,7 +148,11 @@ async def test_busy_goes_where_the_rules_say_and_dnd_goes_straight_to_the_next_s
         assert tone_level_db(heard, 48000, TONE) > -35.0, f"{callee}: erin was not heard"
     assert len(answered) == 2 and frank_rung == []
     cdr = await _steps_of(server, frank)
-    assert cdr.callee == erin, cdr
+    assert cdr.answered_user == erin, cdr
+    assert cdr.forwarding is not None, cdr
+    assert [(s["step"], s["outcome"], s["answered_by"]) for s in cdr.forwarding] == [
+        (1, "dnd", None), (2, "answered", erin)]  # fmt: skip
+    assert cdr.forwarding[1]["targets"] == [f"user:{erin}"], cdr.forwarding
 
 
 async def test_every_device_offline_ends_failed_and_no_answer_ends_no_answer(

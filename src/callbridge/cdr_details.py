@@ -218,6 +218,9 @@ class CdrDetails:
         sip_cause = sip_cause_of(self.controller, call.id)
         if sip_cause is not None:
             details["sip_cause"] = sip_cause
+        steps = self.controller.routing.followme.steps_of(call.id)  # issue 16
+        if steps:
+            details["forwarding"] = steps
         moved_to = self._moved.pop(call.id, None)
         if moved_to is not None:
             details["transferred_to"] = moved_to

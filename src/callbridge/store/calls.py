@@ -366,6 +366,7 @@ def _cdr(row: CdrRow) -> Cdr:
         hangup_source=row.hangup_source,
         quality=None if row.quality_json is None else json.loads(row.quality_json),
         sip_cause=row.sip_cause,
+        forwarding=None if row.forwarding_json is None else json.loads(row.forwarding_json),
     )
 
 
@@ -386,4 +387,5 @@ def _details(cdr: Cdr) -> dict[str, Any]:
     values["queue_wait_secs"] = cdr.queue_wait_secs
     values["quality_json"] = None if cdr.quality is None else json.dumps(cdr.quality)
     values["sip_cause"] = cdr.sip_cause
+    values["forwarding_json"] = None if cdr.forwarding is None else json.dumps(cdr.forwarding)
     return values

@@ -109,6 +109,9 @@ class Cdr:
     hangup_source: str | None = None  # caller | callee | application | unknown
     quality: dict[str, Any] | None = None  # per-leg RTCP figures (callbridge.cdr_details)
     sip_cause: int | None = None  # the SIP status that ended its trunk leg (issue 12)
+    # The follow-me steps tried (issue 16, core.followme.StepRecord): targets, seconds,
+    # outcome, who answered; None when the callee had no forwarding rules.
+    forwarding: list[dict[str, Any]] | None = None
 
     @property
     def duration_seconds(self) -> float:

@@ -211,6 +211,7 @@ class CdrRow(Base):
     hangup_source: Mapped[str | None] = mapped_column(String(16))
     quality_json: Mapped[str | None] = mapped_column(Text)  # per-leg RTCP figures
     sip_cause: Mapped[int | None] = mapped_column(Integer)  # 0008: a trunk leg's SIP status
+    forwarding_json: Mapped[str | None] = mapped_column(Text)  # 0009: follow-me steps tried
 
 
 class ApplicationRow(Base):

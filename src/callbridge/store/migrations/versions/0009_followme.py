@@ -14,6 +14,9 @@ Two tables, each going with its user (``ON DELETE CASCADE``):
 - ``followme_steps``: the ordered steps; each rings a set of targets at once (``targets``, a
   JSON list of ``{"type", "value", "screening"}``; ``screening`` only on outside numbers) for
   ``seconds`` (NULL: ``ring_seconds``).
+
+And one nullable column on ``cdrs``: ``forwarding_json``, the steps a call to a user with rules
+went through (``callbridge.core.followme.StepRecord``: targets, seconds, outcome, who answered).
 """
 
 from __future__ import annotations
@@ -62,9 +65,13 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "position", name="uq_followme_steps_user_id"),
     )
     op.create_index("ix_followme_steps_user_id", "followme_steps", ["user_id"])
+    with op.batch_alter_table("cdrs") as batch:
+        batch.add_column(sa.Column("forwarding_json", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("cdrs") as batch:
+        batch.drop_column("forwarding_json")
     op.drop_index("ix_followme_steps_user_id", table_name="followme_steps")
     op.drop_table("followme_steps")
     op.drop_table("followme_rules")
