@@ -23,11 +23,12 @@ from callbridge.config import ServerConfig
 from callbridge.core.appcalls import AppCalls
 from callbridge.core.control import CallControl
 from callbridge.core.controller import CallController
+from callbridge.core.dialplan import DialPlans
 from callbridge.dashboard import install_dashboard
 from callbridge.drain import Drain, DrainMiddleware
 from callbridge.media.fetch import configure_outbound
-from callbridge.metrics import Metrics, install_metrics
 from callbridge.media.workers import MediaPlane, WorkerMediaServer, start_media, stop_media
+from callbridge.metrics import Metrics, install_metrics
 from callbridge.pidfile import PidFile
 from callbridge.signalling.protocol import MAX_MESSAGE_BYTES
 from callbridge.signalling.sessions import SessionManager
@@ -81,6 +82,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         sessions = SessionManager(controller, config.session_grace)
         public_url = _public_url(config)
         appcalls = AppCalls(controller, store, recordings_dir=config.data_dir / "recordings")
+        DialPlans(controller, store, appcalls).attach()  # issue 16: asked first on every call
         outbox = await WebhookOutbox.create(store)
         await outbox.start()
         events = WebhookEvents(controller.bus, outbox, public_url)
