@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from callbridge.cli import main
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.errors import RemoteError
 from callbridge.forwarding import parse_forwarding
@@ -270,3 +272,24 @@ async def test_an_outside_number_step_with_screening_accepted_by_dtmf_and_refuse
         else:
             assert call.end_reason == "no-answer", call.end_reason
             assert "BYE" in result.messages
+
+
+def test_the_cli_sets_shows_and_refuses_forwarding_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``callbridge forwarding set|dnd|show``: a mobile as a screened last step, DND, JSON
+    output; a bad action is one line naming the field, exit 2."""
+    base = ["--data-dir", str(tmp_path)]
+    assert main(["users", "add", "lena", "--extension", "381", *base, "--init"]) == 0
+    steps = ["--step", "devices@15", "--step", "number:+14155550100!@25"]
+    assert main(["forwarding", "set", "lena", *steps, "--on-busy", "next", *base]) == 0
+    assert main(["forwarding", "dnd", "lena", "on", *base]) == 0
+    capsys.readouterr()
+    assert main(["forwarding", "show", "lena", "--json", *base]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dnd"] is True and shown["steps"][1] == {
+        "targets": [{"type": "number", "value": "+14155550100", "screening": True}],
+        "seconds": 25,
+    }, shown
+    assert main(["forwarding", "set", "lena", "--on-no-answer", "voicemail", *base]) == 2
+    assert "invalid on_no_answer 'voicemail'" in capsys.readouterr().err

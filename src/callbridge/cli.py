@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_devcert,
         cli_dialplan,
         cli_drain,
+        cli_forwarding,
         cli_serve,
         cli_sip,
         cli_trunks,
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_trunks.add_trunk_commands(commands, database)
     cli_cdrs.add_cdrs_command(commands, database)
     cli_dialplan.add_dialplan_commands(commands, database)  # issue 16
+    cli_forwarding.add_forwarding_commands(commands, database)  # issue 16
     cli_devcert.add_dev_cert_command(commands, database)
     cli_backup.add_backup_command(commands, database)
 
