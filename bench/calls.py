@@ -1,22 +1,36 @@
-"""Benchmark: N concurrent 1:1 calls through a real callbridge server.
+"""Benchmark: N concurrent 1:1 calls through a real callbridge server, up to its ceiling.
 
-    .venv/bin/python bench/calls.py                  # N = 1, 10, 20, 40; 20 s of audio each
-    .venv/bin/python bench/calls.py -n 20 -d 30      # one size, longer
-    .venv/bin/python bench/calls.py --codec PCMU
+    .venv/bin/python bench/calls.py                        # N = 1, 10, 20, 40; 20 s of audio
+    .venv/bin/python bench/calls.py -n 100 -d 30           # one size, longer
+    .venv/bin/python bench/calls.py --find-max --pin       # raise N until late+lost > 1 %
+    .venv/bin/python bench/calls.py --baseline --pin       # stock aiortc side by side
+    .venv/bin/python bench/calls.py --media-workers 2 -n 100
 
-For each N the orchestrator (this process) starts a fresh server, creates 2N users, and starts
-a *load process* (``--load``) that logs 2N softphones in, places N calls, answers them, and has
-every leg send a real tone (Opus or G.711, encoded per frame by the SDK) for the duration. The
-load process reports what its receivers saw; this process samples the server's CPU and memory
-from /proc. Printed per N:
+For each N the orchestrator (this process) starts a fresh server (``callbridge serve``, SQLite,
+127.0.0.1), creates 2N users, and starts *load processes* (bench/calls_load.py, one per
+``--calls-per-load`` calls) that log 2N SDK phones in, place N calls and answer them. The load
+is cheap by design: every leg replays a pre-encoded 1 s loop of a tone (bench/conference.py's
+``LoopMedia``) and counts what it receives from the RTP header alone, without decoding. The
+load processes report what their receivers saw; this process samples the server's CPU (its
+control process plus its media workers) and memory from /proc. Printed per N:
 
-- server CPU-seconds per leg per second of audio (2 server legs per call);
-- % late or lost frames at the receivers: lost = sequence gaps; late = arrived more than
+- server CPU-seconds per leg per second of audio (2 server legs per call), the server's CPU
+  (% of one core; all its processes) and its control process's share, the load's CPU and its
+  CPU-seconds per load leg per second;
+- % late and % lost frames at the receivers: lost = sequence gaps; late = arrived more than
   60 ms after the packet's due time (first packet's arrival + RTP timestamp delta, using the
   earliest-arriving packet as the reference);
-- setup time call.create -> call.answered (the callee answers as soon as it rings), p50 / p95;
-- server memory per call: RSS growth from before the calls to the middle of the audio phase,
-  divided by N.
+- setup time call.create -> call.answered (the callee answers as soon as it rings), p50 / p95,
+  with at most ``--setup-concurrency`` calls being set up at once;
+- server memory per call: RSS growth of the control process from before the calls to the
+  middle of the audio phase, divided by N.
+
+``--find-max`` raises N from ``--start`` by ``--step`` until late+lost exceeds 1 % (or the
+calls cannot be set up) and prints the largest N that held. ``--pin`` puts every server
+process on CPU 0 and the load processes on CPU 1 (``taskset``). ``--baseline`` also runs stock
+aiortc (bench/calls_baseline.py: a relay of aiortc peer connections, which decodes and
+re-encodes) with the same load at ``--baseline-calls`` calls, and callbridge at the same N, and
+prints their CPU per leg side by side with the ratio.
 
 Everything runs on 127.0.0.1.
 """
@@ -63,60 +77,6 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-# ------------------------------------------------------------------------------ load process
-async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
-    from callbridge.client import Call, Phone, ToneSource
-    from callbridge.rtp.webrtc import restrict_ice_addresses
-
-    restrict_ice_addresses(["127.0.0.1"])
-    url, pairs, duration = spec["url"], spec["pairs"], spec["duration"]
-    codecs = [spec["codec"]] if spec["codec"] else None
-    callers = [Phone(url, p["caller_token"]) for p in pairs]
-    callees = [Phone(url, p["callee_token"]) for p in pairs]
-    await asyncio.gather(*(ph.login() for ph in callers + callees))
-
-    answered: list[Call] = []
-
-    def auto_answer(phone: Phone, tone: float) -> None:
-        async def on_incoming(call: Call) -> None:
-            await call.answer(source=ToneSource(tone), codecs=codecs)
-            answered.append(call)
-
-        phone.on("incoming", on_incoming)
-
-    for i, ph in enumerate(callees):
-        auto_answer(ph, 1000 + i)
-
-    async def place(i: int) -> tuple[Call, float]:
-        t0 = time.perf_counter()
-        call = await callers[i].call(
-            pairs[i]["callee_ext"], source=ToneSource(440 + i), codecs=codecs
-        )
-        await call.wait_for("answered", timeout=30)
-        return call, time.perf_counter() - t0
-
-    results = await asyncio.gather(*(place(i) for i in range(len(pairs))))
-    setup = [r[1] for r in results]
-    out_calls = [r[0] for r in results]
-    await asyncio.sleep(1.0)  # settle: ICE/DTLS done everywhere
-    print(json.dumps({"phase": "ready"}), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
-    for call in out_calls + answered:
-        assert call.media is not None  # answered
-        call.media.reset_stats()
-    await asyncio.sleep(duration)
-    stats = []
-    for call in out_calls + answered:
-        assert call.media is not None
-        st = call.media.stats()
-        stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
-                      "late": st.packets_late})  # fmt: skip
-    for call in out_calls:
-        await call.hangup()
-    await asyncio.gather(*(ph.close() for ph in callers + callees))
-    return {"setup": setup, "stats": stats}
-
-
 # ------------------------------------------------------------------------------ orchestrator
 async def make_users(server: Server, n: int) -> list[dict[str, str]]:
     from callbridge.testing.server import create_user
@@ -142,9 +102,126 @@ def server_pids(server: Server) -> list[int]:
     return [server.pid, *(int(w["pid"]) for w in workers)]
 
 
-def run_size(
-    n: int, duration: float, codec: str | None, load_procs: int, media_workers: int = 1
+BENCH = Path(__file__).resolve().parent
+LOAD_SCRIPT = BENCH / "calls_load.py"
+BASELINE_SCRIPT = BENCH / "calls_baseline.py"
+LIMIT_PCT = 1.0  # --find-max: the largest N whose late+lost stays at or under this
+
+
+class Loads:
+    """The load processes of one run (bench/calls_load.py): each gets its spec on stdin, says
+    ``ready`` (or ``error``) on stdout, waits for ``go``, and prints its receivers' counters
+    when its audio phase is over."""
+
+    def __init__(self, specs: list[dict[str, Any]], prefix: list[str]) -> None:
+        self.procs = [
+            subprocess.Popen([*prefix, sys.executable, str(LOAD_SCRIPT)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=BENCH)
+            for _ in specs
+        ]  # fmt: skip
+        for proc, spec in zip(self.procs, specs, strict=True):
+            self._say(proc, json.dumps(spec))
+
+    @staticmethod
+    def _say(proc: subprocess.Popen[str], line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    @staticmethod
+    def _hear(proc: subprocess.Popen[str]) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            return {"error": f"load process {proc.pid} exited ({proc.wait(10)})"}
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def wait_ready(self) -> str | None:
+        """None once every process is ready, else the first error."""
+        errors = [r["error"] for r in map(self._hear, self.procs) if "error" in r]
+        return errors[0] if errors else None
+
+    def go(self) -> None:
+        for proc in self.procs:
+            self._say(proc, "go")
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def results(self) -> tuple[list[float], list[dict[str, int]]]:
+        setup: list[float] = []
+        stats: list[dict[str, int]] = []
+        for proc in self.procs:
+            result = self._hear(proc)
+            setup += result.get("setup", [])
+            stats += result.get("stats", [])
+            proc.wait(60)
+        return setup, stats
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def pin_all(pids: list[int], cpus: str) -> None:
+    """Every thread of these processes onto ``cpus`` (``taskset -a``: affinity is per thread,
+    and the server's threads already exist)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def load_prefix(pin: bool) -> list[str]:
+    cpus = os.cpu_count() or 1
+    if not pin or cpus < 2:
+        return []
+    return ["taskset", "-c", "1" if cpus == 2 else f"1-{cpus - 1}"]
+
+
+def measure(
+    n: int, server: list[int], rss_pid: int, loads: Loads, duration: float
 ) -> dict[str, Any]:
+    """The audio phase: CPU of ``server`` (all its processes) and of the loads, RSS of
+    ``rss_pid`` mid-way, the receivers' counters at the end."""
+    cpu0, ctl0, t0 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
+    load0 = loads.cpu_seconds()
+    loads.go()
+    time.sleep(duration / 2)
+    rss_mid = rss_bytes(rss_pid)
+    time.sleep(duration / 2)
+    cpu1, ctl1, t1 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
+    load1 = loads.cpu_seconds()
+    setup, stats = loads.results()
+    elapsed = t1 - t0
+    expected = sum(s["expected"] for s in stats)
+    lost, late = sum(s["lost"] for s in stats), sum(s["late"] for s in stats)
+
+    def pct(k: int) -> float:
+        return 100 * k / expected if expected else float("nan")
+
+    return {
+        "n": n,
+        "cpu_per_leg": (cpu1 - cpu0) / elapsed / (2 * n),
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,  # control process + media workers
+        "control_cpu_pct": 100 * (ctl1 - ctl0) / elapsed,
+        "load_cpu_pct": 100 * (load1 - load0) / elapsed,
+        "load_cpu_per_leg": (load1 - load0) / elapsed / (2 * n),
+        "late_lost_pct": pct(lost + late),
+        "late_pct": pct(late),
+        "lost_pct": pct(lost),
+        "expected": expected,
+        "legs_reporting": len(stats),
+        "setup_p50_ms": 1000 * statistics.median(setup) if setup else float("nan"),
+        "setup_p95_ms": 1000 * percentile(setup, 95),
+        "rss_mid": rss_mid,
+    }
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """N calls through a fresh callbridge server."""
     # Imported here, not at the top: bench/conference.py's media server process imports this
     # module for cpu_seconds/rss_bytes, and the store (SQLAlchemy, Alembic) would add ~30 MiB
     # to the RSS it reports.
@@ -152,65 +229,137 @@ def run_size(
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        running(Path(tmp), log_level="warning", check=False,
-                args=["--media-workers", str(media_workers)]) as server,  # fmt: skip
+        running(
+            Path(tmp),
+            log_level="warning",
+            check=False,
+            args=["--media-workers", str(args.media_workers)],
+        ) as server,  # fmt: skip
     ):
+        pids = server_pids(server)
+        if args.pin:
+            pin_all(pids, "0")
         pairs = asyncio.run(make_users(server, n))
         rss0 = rss_bytes(server.pid)
-        loads = []
-        for k in range(load_procs):
-            spec = {"url": server.ws_url, "pairs": pairs[k::load_procs],
-                    "duration": duration, "codec": codec}  # fmt: skip
-            load = subprocess.Popen(
-                [sys.executable, __file__, "--load"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert load.stdin is not None
-            load.stdin.write(json.dumps(spec) + "\n")
-            load.stdin.flush()
-            loads.append(load)
-        for load in loads:  # every call of every load process is up
-            assert load.stdout is not None
-            assert json.loads(load.stdout.readline())["phase"] == "ready"
-        pids = server_pids(server)
-        cpu0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
-        ctl0 = cpu_seconds(server.pid)
-        load_cpu0 = sum(cpu_seconds(ld.pid) for ld in loads)
-        for load in loads:
-            assert load.stdin is not None
-            load.stdin.write("go\n")
-            load.stdin.flush()
-        time.sleep(duration / 2)
-        rss_mid = rss_bytes(server.pid)
-        time.sleep(duration / 2)
-        cpu1, t1 = sum(map(cpu_seconds, pids)), time.monotonic()
-        ctl1 = cpu_seconds(server.pid)
-        load_cpu1 = sum(cpu_seconds(ld.pid) for ld in loads)
-        setup: list[float] = []
-        stats: list[dict[str, int]] = []
-        for load in loads:
-            assert load.stdout is not None
-            result = json.loads(load.stdout.readline())
-            setup += result["setup"]
-            stats += result["stats"]
-            load.wait(60)
-    elapsed = t1 - t0
-    expected = sum(s["expected"] for s in stats)
-    bad = sum(s["lost"] + s["late"] for s in stats)
-    return {
-        "n": n,
-        "cpu_per_leg": (cpu1 - cpu0) / elapsed / (2 * n),
-        "server_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,  # control process + media workers
-        "control_cpu_pct": 100 * (ctl1 - ctl0) / elapsed,
-        "load_cpu_pct": 100 * (load_cpu1 - load_cpu0) / elapsed,
-        "late_lost_pct": 100 * bad / expected if expected else float("nan"),
-        "lost": sum(s["lost"] for s in stats),
-        "late": sum(s["late"] for s in stats),
-        "expected": expected,
-        "setup_p50_ms": 1000 * statistics.median(setup),
-        "setup_p95_ms": 1000 * percentile(setup, 95),
-        "mem_per_call_kib": (rss_mid - rss0) / n / 1024,
-    }
+        procs = max(1, -(-n // args.calls_per_load))
+        specs = [{"mode": "callbridge", "url": server.ws_url, "pairs": pairs[k::procs],
+                  "duration": args.duration, "codec": args.codec,
+                  "concurrency": max(1, args.setup_concurrency // procs)}
+                 for k in range(procs)]  # fmt: skip
+        loads = Loads(specs, load_prefix(args.pin))
+        try:
+            error = loads.wait_ready()
+            if error is not None:
+                return {"n": n, "error": error}
+            r = measure(n, pids, server.pid, loads, args.duration)
+        finally:
+            loads.kill()
+    r["mem_per_call_kib"] = (r["rss_mid"] - rss0) / n / 1024
+    return r
+
+
+def run_baseline(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """N calls through stock aiortc (bench/calls_baseline.py), the same load."""
+    pin = ["taskset", "-c", "0"] if args.pin and (os.cpu_count() or 1) > 1 else []
+    relay = subprocess.Popen([*pin, sys.executable, str(BASELINE_SCRIPT)], text=True,
+                             stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert relay.stdout is not None
+        port = json.loads(relay.stdout.readline())["port"]
+        rss0 = rss_bytes(relay.pid)
+        procs = max(1, -(-n // args.calls_per_load))
+        specs = [{"mode": "baseline", "port": port, "calls": len(range(k, n, procs)),
+                  "duration": args.duration, "codec": args.codec}
+                 for k in range(procs)]  # fmt: skip
+        loads = Loads(specs, load_prefix(args.pin))
+        try:
+            error = loads.wait_ready()
+            if error is not None:
+                return {"n": n, "error": error}
+            r = measure(n, [relay.pid], relay.pid, loads, args.duration)
+        finally:
+            loads.kill()
+    finally:
+        relay.terminate()
+        relay.wait(30)
+    r["mem_per_call_kib"] = (r["rss_mid"] - rss0) / n / 1024
+    return r
+
+
+def conditions(args: argparse.Namespace) -> str:
+    from importlib.metadata import version
+
+    import conference  # imported here: conference.py imports this module at its top
+
+    load1, load5, load15 = os.getloadavg()
+    pinned = ("server on CPU 0, load on CPU 1 (taskset)" if args.pin
+              else "not pinned")  # fmt: skip
+    return (f"# callbridge bench/calls.py — {conference.cpu_model()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, aiortc {version('aiortc')}, codec "
+            f"{args.codec}, {args.duration:.0f} s of audio per size, --media-workers "
+            f"{args.media_workers}, load: pre-encoded loops, no decode, 1 process per "
+            f"{args.calls_per_load} calls; {pinned}; load average {load1:.2f} {load5:.2f} "
+            f"{load15:.2f}")  # fmt: skip
+
+
+HEADER = (f"{'N':>4} {'legs':>5} {'cpu-s/leg/s':>12} {'server%':>8} {'ctl%':>6} {'load%':>6} "
+          f"{'load/leg':>9} {'late%':>7} {'lost%':>7} {'setup p50':>10} {'p95':>8} "
+          f"{'KiB/call':>9}")  # fmt: skip
+
+
+def print_row(r: dict[str, Any], label: str = "") -> None:
+    if "error" in r:
+        print(f"{r['n']:>4} {2 * r['n']:>5}  calls not set up: {r['error']}", flush=True)
+        return
+    print(f"{r['n']:>4} {2 * r['n']:>5} {r['cpu_per_leg']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
+          f"{r['control_cpu_pct']:>5.1f}% {r['load_cpu_pct']:>5.0f}% "
+          f"{r['load_cpu_per_leg']:>9.5f} {r['late_pct']:>6.2f}% {r['lost_pct']:>6.2f}% "
+          f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
+          f"{r['mem_per_call_kib']:>9.0f}{label}", flush=True)  # fmt: skip
+
+
+def held(r: dict[str, Any]) -> bool:
+    return "error" not in r and r["late_lost_pct"] <= LIMIT_PCT
+
+
+def find_max(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Raise N until late+lost exceeds the limit; the last row that held, if any."""
+    best: dict[str, Any] | None = None
+    n = args.start
+    while n <= args.max_n:
+        r = run_size(n, args)
+        print_row(r)
+        if not held(r):
+            why = r.get("error") or f"late+lost {r['late_lost_pct']:.2f} % > {LIMIT_PCT:g} %"
+            print(f"# N={n} did not hold: {why}", flush=True)
+            break
+        best, n = r, n + args.step
+    if best is None:
+        print(f"# largest N that held: none from N={args.start}", flush=True)
+    else:
+        print(f"# largest N that held (late+lost <= {LIMIT_PCT:g} %): {best['n']} calls, "
+              f"{2 * best['n']} server legs, {best['server_cpu_pct']:.1f} % server CPU, "
+              f"{best['cpu_per_leg']:.5f} CPU-s per leg per s", flush=True)  # fmt: skip
+    return best
+
+
+def compare(args: argparse.Namespace, ceiling: dict[str, Any] | None) -> None:
+    n = args.baseline_calls
+    print(f"# stock aiortc and callbridge, {n} calls each, the same load", flush=True)
+    print(HEADER, flush=True)
+    stock = run_baseline(n, args)
+    print_row(stock, "  stock aiortc")
+    ours = run_size(n, args)
+    print_row(ours, "  callbridge")
+    if "error" in stock or "error" in ours:
+        return
+    print(f"# CPU-s per leg per s at {n} calls: stock aiortc {stock['cpu_per_leg']:.5f}, "
+          f"callbridge {ours['cpu_per_leg']:.5f}: callbridge "
+          f"{stock['cpu_per_leg'] / ours['cpu_per_leg']:.1f}x cheaper", flush=True)  # fmt: skip
+    if ceiling is not None:
+        print(f"# at callbridge's largest N ({ceiling['n']}): {ceiling['cpu_per_leg']:.5f}, "
+              f"{stock['cpu_per_leg'] / ceiling['cpu_per_leg']:.1f}x cheaper than stock aiortc "
+              f"at {n}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -218,35 +367,38 @@ def main() -> None:
     ap.add_argument("-n", type=int, action="append", help="concurrent calls (repeatable)")
     ap.add_argument("-d", "--duration", type=float, default=20.0, help="seconds of audio")
     ap.add_argument("--codec", choices=["opus", "PCMU", "PCMA"], default="opus")
-    ap.add_argument(
-        "--load-procs", type=int, default=0,
-        help="load processes (default: 1 per 20 calls, at least 1)",
-    )  # fmt: skip
+    ap.add_argument("--calls-per-load", type=int, default=100, help="calls per load process")
+    ap.add_argument("--setup-concurrency", type=int, default=50,
+                    help="calls being set up at once (all load processes together)")  # fmt: skip
     ap.add_argument(
         "--media-workers", type=int, default=1,
         help="the server's --media-workers (server%% then sums its processes)",
     )  # fmt: skip
-    ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--find-max", action="store_true", help="raise N until late+lost > 1 %%")
+    ap.add_argument("--start", type=int, default=20, help="--find-max: first N")
+    ap.add_argument("--step", type=int, default=20, help="--find-max: calls added per size")
+    ap.add_argument("--max-n", type=int, default=1000, help="--find-max: stop after this N")
+    ap.add_argument("--pin", action="store_true", help="server on CPU 0, load on CPU 1")
+    ap.add_argument("--baseline", action="store_true", help="also run stock aiortc, compare")
+    ap.add_argument("--baseline-calls", type=int, default=15, help="--baseline: calls")
     args = ap.parse_args()
-    if args.load:
-        spec = json.loads(sys.stdin.readline())
-        print(json.dumps(asyncio.run(run_load(spec))), flush=True)
-        return
-    sizes = args.n or [1, 10, 20, 40]
-    print(f"# callbridge bench/calls.py — {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, codec {args.codec}, "
-          f"{args.duration:.0f} s of audio per size; server and load processes (1 per 20 calls "
-          f"unless --load-procs) on this machine")  # fmt: skip
-    print(f"{'N':>4} {'legs':>5} {'cpu-s/leg/s':>12} {'server%':>8} {'load%':>6} "
-          f"{'late+lost%':>10} {'setup p50':>10} {'p95':>8} {'KiB/call':>9}")  # fmt: skip
-    for n in sizes:
-        procs = args.load_procs or max(1, (n + 19) // 20)
-        r = run_size(n, args.duration, args.codec, procs, args.media_workers)
-        print(f"{n:>4} {2 * n:>5} {r['cpu_per_leg']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
-              f"{r['load_cpu_pct']:>5.0f}% {r['late_lost_pct']:>9.2f}% "
-              f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
-              f"{r['mem_per_call_kib']:>9.0f}  control {r['control_cpu_pct']:.1f}%",
-              flush=True)  # fmt: skip
+    for name in ("duration", "calls_per_load", "setup_concurrency", "start", "step",
+                 "baseline_calls", "media_workers"):  # fmt: skip
+        if getattr(args, name) <= 0:
+            ap.error(f"--{name.replace('_', '-')} must be positive")
+    print(conditions(args), flush=True)
+    ceiling = None
+    if args.find_max:
+        print(HEADER, flush=True)
+        ceiling = find_max(args)
+    elif args.n or not args.baseline:
+        print(HEADER, flush=True)
+        for n in args.n or [1, 10, 20, 40]:
+            print_row(run_size(n, args))
+    if args.baseline:
+        compare(args, ceiling)
+    load1, load5, load15 = os.getloadavg()
+    print(f"# load average at the end {load1:.2f} {load5:.2f} {load15:.2f}", flush=True)
 
 
 if __name__ == "__main__":
