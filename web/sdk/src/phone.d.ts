@@ -145,6 +145,27 @@ export class Phone extends ConferencePhone {
         calls: Array<Record<string, any>>;
         nextBefore: string | null;
     }>;
+    /** The signed-in user's own forwarding rules (`forwarding.get`, docs/routing.md). */
+    getForwarding(): Promise<Record<string, any>>;
+    /** Change the signed-in user's own rules (`forwarding.set`); what is left out is kept. */
+    setForwarding(rules: {
+        ringSeconds?: number | null;
+        dnd?: boolean;
+        steps?: Array<{
+            targets: Array<string | {
+                type: string;
+                value?: string;
+                screening?: boolean;
+            }>;
+            seconds?: number;
+        }>;
+        onBusy?: string;
+        onNoAnswer?: string;
+        onOffline?: string;
+        onDnd?: string;
+    }): Promise<Record<string, any>>;
+    /** Turn the signed-in user's do-not-disturb on or off (`forwarding.dnd`). */
+    setDnd(on: boolean): Promise<Record<string, any>>;
     /**
      * Use this camera for new video, and switch the live calls that send video to it
      * (RTCRtpSender.replaceTrack: no renegotiation, the call goes on).

@@ -352,6 +352,52 @@ export class Phone extends ConferencePhone {
   }
 
   /**
+   * The signed-in user's own forwarding rules (`forwarding.get`, docs/routing.md):
+   * `{ringSeconds, dnd, steps: [{targets: [{type, value?, screening?}], seconds}], onBusy,
+   * onNoAnswer, onOffline, onDnd}`.
+   * @returns {Promise<Record<string, any>>}
+   */
+  async getForwarding() {
+    return forwardingOf(await this.request({ type: "forwarding.get" }));
+  }
+
+  /**
+   * Change the signed-in user's own rules (`forwarding.set`); what is left out is kept.
+   * A target may be written `"devices"`, `"user:bob"`, `"number:+14155550100"`.
+   * @param {{ringSeconds?: number|null, dnd?: boolean, steps?: Array<{targets: Array<string|{type: string, value?: string, screening?: boolean}>, seconds?: number}>, onBusy?: string, onNoAnswer?: string, onOffline?: string, onDnd?: string}} rules
+   * @returns {Promise<Record<string, any>>} the rules now in force
+   */
+  async setForwarding(rules) {
+    /** @type {Record<string, any>} */
+    const msg = { type: "forwarding.set" };
+    const names = { ringSeconds: "ring_seconds", dnd: "dnd", onBusy: "on_busy",
+      onNoAnswer: "on_no_answer", onOffline: "on_offline", onDnd: "on_dnd" };
+    for (const [key, wire] of Object.entries(names)) {
+      if (rules[key] !== undefined) msg[wire] = rules[key];
+    }
+    if (rules.steps !== undefined) {
+      msg.steps = rules.steps.map((step) => ({
+        ...step,
+        targets: step.targets.map((t) => {
+          if (typeof t !== "string") return t;
+          const [type, ...rest] = t.split(":");
+          return rest.length ? { type, value: rest.join(":") } : { type };
+        }),
+      }));
+    }
+    return forwardingOf(await this.request(msg));
+  }
+
+  /**
+   * Turn the signed-in user's do-not-disturb on or off (`forwarding.dnd`).
+   * @param {boolean} on
+   * @returns {Promise<Record<string, any>>}
+   */
+  async setDnd(on) {
+    return forwardingOf(await this.request({ type: "forwarding.dnd", dnd: !!on }));
+  }
+
+  /**
    * Use this camera for new video, and switch the live calls that send video to it
    * (RTCRtpSender.replaceTrack: no renegotiation, the call goes on).
    * @param {string} deviceId
@@ -389,4 +435,17 @@ export class Phone extends ConferencePhone {
   preCallTest(options = {}) {
     return preCallTest(this, { localStream: this._inputStream ?? undefined, ...options });
   }
+}
+
+/**
+ * A `forwarding.state`'s rules with camelCase names.
+ * @param {Record<string, any>} reply
+ * @returns {Record<string, any>}
+ */
+function forwardingOf(reply) {
+  const f = reply.forwarding ?? {};
+  return {
+    ringSeconds: f.ring_seconds ?? null, dnd: !!f.dnd, steps: f.steps ?? [],
+    onBusy: f.on_busy, onNoAnswer: f.on_no_answer, onOffline: f.on_offline, onDnd: f.on_dnd,
+  };
 }
