@@ -124,7 +124,8 @@ async def test_busy_goes_where_the_rules_say_and_dnd_goes_straight_to_the_next_s
     server: Server, phones: list[Phone]
 ) -> None:
     """dave says busy: his ``on_busy`` rings erin, who answers (heard). frank is on DND: his
-    phone never rings, the call goes straight to his next step (erin again)."""
+    phone never rings, the call goes straight to his next step (erin again); the CDR lists
+    both steps; a conference invitation to frank is refused (DND) without ringing him."""
     dave, erin, frank, caller_name = await _users(server, 4)
     await _rules(server, dave, {"ring_seconds": 5, "on_busy": f"user:{erin}"})
     steps = [{"targets": ["devices"], "seconds": 5}, {"targets": [f"user:{erin}"], "seconds": 5}]
@@ -155,6 +156,11 @@ async def test_busy_goes_where_the_rules_say_and_dnd_goes_straight_to_the_next_s
     assert [(s["step"], s["outcome"], s["answered_by"]) for s in cdr.forwarding] == [
         (1, "dnd", None), (2, "answered", erin)]  # fmt: skip
     assert cdr.forwarding[1]["targets"] == [f"user:{erin}"], cdr.forwarding
+    # A conference invitation follows the rules too: nothing of frank's rings on DND.
+    await caller.start_conference(source=ToneSource(440.0), sink=BufferSink())
+    with pytest.raises(RemoteError, match="do-not-disturb"):
+        await caller.add_participant(frank)
+    assert frank_rung == []
 
 
 async def test_every_device_offline_ends_failed_and_no_answer_ends_no_answer(

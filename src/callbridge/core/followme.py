@@ -184,6 +184,14 @@ class FollowMe:
             return None
         return None if rules == Forwarding() else rules
 
+    async def limits(self, user_name: str) -> tuple[bool, float]:
+        """For ringing a user's own devices outside a call to them (a conference invitation,
+        an application's dial): whether they are on DND, and how long to ring."""
+        rules = await self.rules_of(user_name)
+        if rules is None:
+            return False, self.calls.ring_timeout
+        return rules.dnd, float(rules.ring_seconds or self.calls.ring_timeout)
+
     def steps_of(self, call_id: str) -> list[dict[str, Any]]:
         """The steps tried for call ``call_id`` (for its CDR), oldest first."""
         return [r.as_dict() for r in self._steps.get(call_id, [])]

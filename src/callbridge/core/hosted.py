@@ -183,12 +183,16 @@ class HostedConferences:
                 ErrorCode.DESTINATION_NOT_FOUND, f"no user has the extension, number or name {to!r}"
             )
         devices = await self.calls.ringable_devices(user.name, but=device)  # SIP: the store
+        # Issue 16: the invitee's rules: DND rings nothing, ring_seconds is how long it rings.
+        dnd, ring_seconds = await self.calls.routing.followme.limits(user.name)
         if _ended(conf):  # the host ended it while the store answered
             return
         if to in conf.invitations or any(m.key == to for m in conf.members.values()):
             raise ProtocolError(
                 ErrorCode.INVALID_STATE, f"{to!r} is already invited to or in conference {conf.id}"
             )
+        if dnd:
+            raise ProtocolError(ErrorCode.DESTINATION_NOT_FOUND, f"{to!r} is on do-not-disturb")
         if not devices:
             raise ProtocolError(
                 ErrorCode.DESTINATION_NOT_FOUND,
@@ -238,7 +242,7 @@ class HostedConferences:
         )
         # Arms the ring timeout; or, when every device declined while others were being
         # rung, the host hears invitation-rejected now (after invitation-sent).
-        await group.start(self.calls.ring_timeout)
+        await group.start(ring_seconds)
 
     async def _exhausted(self, invitation: Invitation, reason: EndReason) -> None:
         """The ring group is over without an answer: every device declined (``rejected``),
