@@ -21,8 +21,12 @@ then it wins the step as any answer would. Otherwise it is hung up and the step 
 its other targets (a voicemail that answered does not take the call).
 
 Each step tried is kept for the call's CDR (:meth:`FollowMe.steps_of`, read by
-``callbridge.cdr_details``) and published on the bus as :class:`ForwardingStep` (the
-``call.forwarded`` webhook of an application's call, docs/routing.md).
+``callbridge.cdr_details``).
+
+Where else a user is rung: a blind transfer and a dial plan rule go through
+``routing.route``/``ring_user`` and so through the rules; a conference invitation honours DND
+and ``ring_seconds`` (:meth:`FollowMe.limits`); a ``move`` rings the user's own other devices
+on the user's own request, so the rules do not apply to it.
 """
 
 from __future__ import annotations
