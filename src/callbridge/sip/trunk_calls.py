@@ -295,7 +295,7 @@ class TrunkCalls:
             raise ProtocolError(
                 ErrorCode.DESTINATION_NOT_FOUND,
                 f"no user has the number {to!r} and no outbound route or trunk of the account "
-                "reaches it: add one with 'callbridge outbound add PREFIX TRUNK'",
+                "reaches it: add one with 'callbridge outbound add PREFIX --trunks NAME'",
             )
         usable = [t for t in trunks if t.health != "down"]
         if not usable:
