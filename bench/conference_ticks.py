@@ -113,8 +113,10 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
         encode_loop((0.3 * 32767 * np.sin(2 * np.pi * (300 + 170 * k) * t)).astype(np.int16), OPUS)
         for k in range(talkers)
     ]
-    inbound = _srtp(Policy.SSRC_ANY_INBOUND)
-    sender = _srtp(Policy.SSRC_ANY_OUTBOUND)
+    # One SRTP session per leg each way, as each peer connection has its own (one session of
+    # many SSRCs would measure libsrtp's stream lookup, a list, instead).
+    inbound = [_srtp(Policy.SSRC_ANY_INBOUND) for _ in range(n)]
+    senders = [_srtp(Policy.SSRC_ANY_OUTBOUND) for _ in range(n)]
     # Every inbound packet of the run, protected beforehand (the devices' work, not ours).
     wire: list[list[bytes]] = []
     for k in range(TICKS + 20):
@@ -126,13 +128,13 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
             p.extensions.mid = "0"
             if audio_level:
                 p.extensions.audio_level = (True, 10) if i < talkers else (False, 127)
-            row.append(sender.protect(p.serialize(ext)))
+            row.append(senders[i].protect(p.serialize(ext)))
         wire.append(row)
 
     async def run(first: int, ticks: int) -> None:
         for k in range(first, first + ticks):
-            for member, data in zip(members, wire[k], strict=True):
-                packet = RtpPacket.parse(inbound.unprotect(data), ext)
+            for member, srtp, data in zip(members, inbound, wire[k], strict=True):
+                packet = RtpPacket.parse(srtp.unprotect(data), ext)
                 if new_input:
                     member.fifo.feed(
                         packet.payload, packet.sequence_number, OPUS, packet.extensions.audio_level

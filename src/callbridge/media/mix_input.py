@@ -79,6 +79,10 @@ def _g711_table(spec: CodecSpec) -> np.ndarray:
 
 _OPUS_RESET_STATE = 4028
 _MAX_OPUS_SAMPLES = 5760  # 120 ms at 48 kHz: the longest Opus packet
+# Every decoder decodes into this one buffer and returns copies: per-member buffers would
+# add 11 KiB each to what a tick touches (measured: from ≈ 400 members on, the per-member
+# cost of a tick doubled when the per-member state stopped fitting in the cache).
+_OUT = np.zeros(_MAX_OPUS_SAMPLES, dtype=np.int16)
 
 
 class _Silent:
@@ -115,7 +119,6 @@ class OpusDecoder:
         status = lib.opus_decoder_init(self._state, 48000, 1)
         if status != 0:
             raise RuntimeError(f"opus_decoder_init failed ({status})")
-        self._out = np.zeros(_MAX_OPUS_SAMPLES, dtype=np.int16)
 
     def decode(self, payload: bytes | None, fec: bool = False) -> list[Pcm]:
         """One payload -> its 20 ms frames (copies). ``None``: one frame of PLC; ``fec``:
@@ -125,13 +128,13 @@ class OpusDecoder:
             self._state,
             payload,
             len(payload) if payload is not None else 0,
-            self._out.ctypes.data,
+            _OUT.ctypes.data,
             n_max,
             int(fec),
         )
         if n <= 0:
             return []  # a corrupt packet: nothing (the FIFO conceals it like a lost one)
-        out = self._out
+        out = _OUT
         return [out[i : i + MIX_FRAME].copy() for i in range(0, n - MIX_FRAME + 1, MIX_FRAME)]
 
     def reset(self) -> None:
@@ -145,7 +148,8 @@ class MixInput:
         self._frames: deque[Entry] = deque(maxlen=FIFO_MAX)
         self._primed = False
         self._spec: CodecSpec | None = None
-        self._opus: OpusDecoder | None = None
+        self._is_opus = False
+        self._opus: OpusDecoder | None = None  # created at its first decode
         self._other: FrameDecoder | None = None  # G.711 / G.722: decode and resample
         self._table: np.ndarray | None = None  # G.711: byte -> linear, for the energy check
         self._next: int | None = None  # the sequence number expected next
@@ -203,19 +207,28 @@ class MixInput:
 
     def _set_codec(self, spec: CodecSpec) -> None:
         self._spec = spec
-        self._opus = OpusDecoder() if spec.name == "opus" else None
-        self._other = FrameDecoder(spec) if self._opus is None else None
+        self._is_opus = spec.name == "opus"
+        self._opus = None
+        self._other = FrameDecoder(spec) if not self._is_opus else None
         self._table = _g711_table(spec) if spec.name in ("PCMU", "PCMA") else None
         self._next = None
         self._skipped = False
 
+    def _opus_decoder(self) -> OpusDecoder:
+        """The Opus decoder, created at its first use (a member that never talks needs none)
+        and reset if packets went undecoded since its last decode."""
+        opus = self._opus
+        if opus is None:
+            opus = self._opus = OpusDecoder()
+        elif self._skipped:
+            opus.reset()
+        self._skipped = False
+        return opus
+
     def _decode(self, payload: bytes) -> list[Pcm]:
         self.decoded += 1
-        if self._opus is not None:
-            if self._skipped:
-                self._opus.reset()
-                self._skipped = False
-            return self._opus.decode(payload)
+        if self._is_opus:
+            return self._opus_decoder().decode(payload)
         assert self._other is not None
         self._skipped = False
         return self._other.decode(payload)
@@ -226,11 +239,8 @@ class MixInput:
         if level is not None and level[1] >= SILENT_DBOV and self._last is SILENT:
             self._frames.extend([SILENT] * gap)  # silence on both sides: nothing to conceal
             return
-        opus = self._opus
-        if opus is not None:
-            if self._skipped:
-                opus.reset()
-                self._skipped = False
+        if self._is_opus:
+            opus = self._opus_decoder()
             for _ in range(gap - 1):
                 self._frames.extend(opus.decode(None))
             self._frames.extend(opus.decode(payload, fec=True))
@@ -263,8 +273,8 @@ class MixInput:
         return self._conceal_tick()
 
     def _conceal_tick(self) -> Entry | None:
-        if self._opus is not None:
-            frames = self._opus.decode(None)
+        if self._is_opus:
+            frames = self._opus_decoder().decode(None)
             return frames[0] if frames else None
         last = self._last
         assert not isinstance(last, _Silent)
@@ -276,7 +286,7 @@ class MixInput:
         self._next = None
         self._owed = self._concealed = 0
         self._last = SILENT
-        if self._opus is not None:
+        if self._is_opus:
             self._skipped = True  # its next decode starts from a reset state
 
 
