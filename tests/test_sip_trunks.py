@@ -340,7 +340,8 @@ async def test_rest_dial_out_through_a_trunk_with_the_telnyx_sdk_and_its_sip_cau
     (carrier_echo.xml answers: call.answered, then our hangup: sip_hangup_cause 200, the CDR
     too); to sip:NUMBER@HOST:PORT goes to that trunk (carrier_503.xml: call.hangup with
     hangup_cause unspecified and sip_hangup_cause 503); +1900… is blocked by the default
-    toll-fraud policy before anything is sent (422, "is blocked")."""
+    toll-fraud policy before anything is sent (422, "is blocked"); a malformed sip: URI and a
+    number no route reaches get a 422 that says so."""
     good = sipp_carrier(tmp_path, "carrier_echo.xml")
     bad = sipp_carrier(tmp_path, "carrier_503.xml")
     trunk = await add_trunk(trunk_server, good.port)
@@ -380,6 +381,11 @@ async def test_rest_dial_out_through_a_trunk_with_the_telnyx_sdk_and_its_sip_cau
                 await client.calls.dial(
                     connection_id=app_id, to="+19005550100", from_="+15554009999"
                 )
+            refusals = []
+            for to in ("sip:+1 555@", "+4420700000001"):  # not a SIP URI; no route for +44
+                with pytest.raises(telnyx.APIStatusError) as refused_to:
+                    await client.calls.dial(connection_id=app_id, to=to, from_="+15554009999")
+                refusals.append((refused_to.value.status_code, str(refused_to.value.body)))
             good_result, bad_result = await good.wait(10), await bad.wait(10)
     finally:
         await sink.close()
@@ -391,6 +397,8 @@ async def test_rest_dial_out_through_a_trunk_with_the_telnyx_sdk_and_its_sip_cau
     assert refused.payload["hangup_cause"] == "unspecified", refused.payload
     assert blocked.value.status_code == 422 and "is blocked" in str(blocked.value.body)
     assert "+19005550100" not in good_result.messages  # never sent
+    assert refusals[0][0] == 422 and "is not a SIP URI to dial" in refusals[0][1], refusals
+    assert refusals[1][0] == 422 and "no outbound route or trunk" in refusals[1][1], refusals
     cdr = await cdr_to(trunk_server, "+15554000001")
     assert cdr.answered_at is not None and cdr.sip_cause == 200, cdr
 
