@@ -47,11 +47,11 @@ from callbridge.rtp.codecs import (
     Pcm,
     Resampler,
 )
+from callbridge.rtp.fastpath import RtpView
 from callbridge.rtp.rfc4733 import DtmfDetector, decode_event, encode_event
 from callbridge.rtp.webrtc import (
     IdleTrack,
     OutboundClock,
-    RtpPacket,
     RtpPort,
     VideoPort,
     rtc_configuration,
@@ -192,7 +192,7 @@ class Endpoint:
 
     def attach(self, transceiver: Any) -> None:
         self.transceiver = transceiver
-        self.port = RtpPort(transceiver, on_rtp=self.on_rtp)
+        self.port = RtpPort(transceiver, on_rtp=self.on_rtp, fast_inbound=True)
         transceiver.sender.replaceTrack(IdleTrack())
         transceiver.direction = "sendrecv"
 
@@ -202,7 +202,7 @@ class Endpoint:
         )
         transceiver.sender.replaceTrack(IdleTrack("video"))
 
-    async def on_video(self, packet: RtpPacket) -> None:
+    async def on_video(self, packet: Any) -> None:  # an aiortc RtpPacket (video)
         """Relay the device's video to the bridged device (not while either holds the call)."""
         peer = self.peer
         if peer is None or peer.player is not None or self.player is not None:
@@ -280,7 +280,7 @@ class Endpoint:
         ts, marker = clock.map(source, source_ts)
         await port.send(payload, port.audio.payload_type, ts, marker)
 
-    async def on_rtp(self, packet: RtpPacket) -> None:
+    async def on_rtp(self, packet: RtpView) -> None:
         self.stats.feed(packet.ssrc, packet.sequence_number)
         port = self.port
         assert port is not None and port.audio is not None
@@ -303,9 +303,7 @@ class Endpoint:
         member = self.member
         if member is not None:
             if member.contributes:  # decoded (or not: RFC 6464 silence) by the member's input
-                member.fifo.feed(
-                    packet.payload, packet.sequence_number, spec, packet.extensions.audio_level
-                )
+                member.fifo.feed(packet.payload, packet.sequence_number, spec, packet.audio_level)
             return
         if self.muted:
             return
@@ -318,7 +316,7 @@ class Endpoint:
             return
         await peer.forward(self, packet, spec)
 
-    async def forward(self, src: Endpoint, packet: RtpPacket, spec: CodecSpec) -> None:
+    async def forward(self, src: Endpoint, packet: RtpView, spec: CodecSpec) -> None:
         """Send ``src``'s audio packet to this endpoint's device (relayed or transcoded)."""
         port, clock = self.port, self.clock
         if port is None or port.audio is None or clock is None or self.sending_event:
@@ -336,7 +334,7 @@ class Endpoint:
             ts, marker = clock.map(tc, out_ts)
             await port.send(payload, mine.payload_type, ts, marker | gap)
 
-    async def relay_dtmf(self, src: Endpoint, packet: RtpPacket) -> None:
+    async def relay_dtmf(self, src: Endpoint, packet: RtpView) -> None:
         """Relay an RFC 4733 event to this endpoint's device, in its clock and payload type."""
         port, clock = self.port, self.clock
         src_audio = src.port.audio if src.port else None

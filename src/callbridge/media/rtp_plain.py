@@ -46,6 +46,7 @@ from callbridge.media.endpoint import Endpoint, EndpointHost
 from callbridge.media.interface import EndpointStateChanged, RtpTimeout
 from callbridge.media.rtcp_plain import RtcpSession
 from callbridge.media.sdp_plain import Crypto, PtTable
+from callbridge.rtp.fastpath import RtpView, RtpWriter, Srtp, parse_rtp
 from callbridge.rtp.webrtc import RtpPort
 
 __all__ = ["RELATCH_PACKETS", "PlainEndpoint", "PlainRtpPort", "bind_pair"]
@@ -146,11 +147,12 @@ class PlainRtpPort(RtpPort):
     not called; the methods an endpoint uses are all overridden here.
     """
 
-    def __init__(self, on_rtp: Callable[[RtpPacket], Awaitable[None]]) -> None:
+    def __init__(self, on_rtp: Callable[[RtpView], Awaitable[None]]) -> None:
         self._on_rtp_cb = on_rtp
         self._ext_map = HeaderExtensionsMap()
         self._seq = random.randint(0, 32767)
         self._ssrc = random.getrandbits(32)
+        self._header = RtpWriter(self._ssrc, None, None)  # no header extensions on SIP legs
         self.audio = None
         self.ready = asyncio.Event()
         self.packets_sent = 0
@@ -166,12 +168,12 @@ class PlainRtpPort(RtpPort):
         self._candidate: tuple[Address, int, int, int] | None = None  # addr, ssrc, seq, count
         self.send_ok = False  # the device receives (as negotiated)
         self.recv_ok = False
-        self._srtp_out: pylibsrtp.Session | None = None
-        self._srtp_in: pylibsrtp.Session | None = None
+        self._srtp_out: Srtp | None = None
+        self._srtp_in: Srtp | None = None
         self._in_key: Crypto | None = None
         self._out_key: Crypto | None = None
         self.last_activity = time.monotonic()
-        self._inbox: deque[RtpPacket] = deque(maxlen=64)
+        self._inbox: deque[RtpView] = deque(maxlen=64)
         self._wake = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self.rtcp = RtcpSession(self._ssrc)
@@ -208,36 +210,39 @@ class PlainRtpPort(RtpPort):
         keeps its session (and its rollover counter)."""
         if ours != self._out_key:
             self._out_key = ours
-            self._srtp_out = _srtp(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND) if ours else None
+            out = _srtp(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND) if ours else None
+            self._srtp_out = Srtp(out) if out is not None else None
         if theirs != self._in_key:
             self._in_key = theirs
-            self._srtp_in = _srtp(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND) if theirs else None
+            inb = _srtp(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND) if theirs else None
+            self._srtp_in = Srtp(inb) if inb is not None else None
 
     def destination(self) -> Address | None:
         return self.latched or self.remote
 
-    async def send(self, payload: bytes, payload_type: int, timestamp: int, marker: int) -> None:
+    async def send(
+        self,
+        payload: bytes,
+        payload_type: int,
+        timestamp: int,
+        marker: int,
+        audio_level: tuple[bool, int] | None = None,
+    ) -> None:
         """Send one RTP packet in this port's SSRC and sequence space (if the device wants
-        our media)."""
+        our media). ``audio_level`` is RtpPort's: a SIP leg negotiates no RFC 6464
+        extension, so it is not sent. The header is written in place (RFC 3550 5.1)."""
         dest = self.destination()
         sock = self._rtp
         if not self.send_ok or dest is None or sock is None or sock.transport is None:
             return
-        packet = RtpPacket(
-            payload_type=payload_type,
-            marker=marker,
-            sequence_number=self._seq,
-            timestamp=timestamp & 0xFFFFFFFF,
-            ssrc=self._ssrc,
-            payload=payload,
-        )
+        timestamp &= 0xFFFFFFFF
+        header = self._header.header(payload_type, marker, self._seq, timestamp)
         self._seq = (self._seq + 1) & 0xFFFF
-        data = packet.serialize(self._ext_map)
-        if self._srtp_out is not None:
-            data = self._srtp_out.protect(data)
+        srtp = self._srtp_out
+        data: Any = srtp.protect(header, payload) if srtp is not None else header + payload
         self.packets_sent += 1
         audio = self.audio
-        self.rtcp.sent(len(payload), packet.timestamp, audio.codec.clock_rate if audio else 8000)
+        self.rtcp.sent(len(payload), timestamp, audio.codec.clock_rate if audio else 8000)
         sock.transport.sendto(data, dest)
 
     # inbound -----------------------------------------------------------------------------------
@@ -253,19 +258,18 @@ class PlainRtpPort(RtpPort):
                 data = self._srtp_in.unprotect(data)
             except pylibsrtp.Error:
                 return  # not authentic, or a replay (RFC 3711 section 3.3)
-        try:
-            packet = RtpPacket.parse(data, self._ext_map)
-        except ValueError:
+        packet = parse_rtp(data)
+        if packet is None:
             return
         if packet.payload_type not in audio.recv or not self._from_device(addr, packet):
             return
         self.last_activity = time.monotonic()
         self.packets_received += 1
-        self.rtcp.received(packet, audio.codec.clock_rate)
+        self.rtcp.received(cast(RtpPacket, packet), audio.codec.clock_rate)  # reads seq, ts
         self._inbox.append(packet)
         self._wake.set()
 
-    def _from_device(self, addr: Address, packet: RtpPacket) -> bool:
+    def _from_device(self, addr: Address, packet: RtpView) -> bool:
         """Symmetric RTP: is ``addr`` the device's source (latching onto it if it now is)?"""
         if addr == self.latched:
             return True
@@ -295,7 +299,7 @@ class PlainRtpPort(RtpPort):
             return
         if self._srtp_in is not None:
             try:
-                data = self._srtp_in.unprotect_rtcp(data)
+                data = self._srtp_in.session.unprotect_rtcp(data)
             except pylibsrtp.Error:
                 return
         if self.latched is not None and addr[0] != self.latched[0]:
@@ -318,7 +322,7 @@ class PlainRtpPort(RtpPort):
         if sock is None or sock.transport is None or dest is None:
             return
         if self._srtp_out is not None:
-            data = self._srtp_out.protect_rtcp(data)
+            data = self._srtp_out.session.protect_rtcp(data)
         sock.transport.sendto(data, dest)
 
     async def _report(self) -> None:

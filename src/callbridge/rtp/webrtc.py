@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
+from aiortc import clock as aiortc_clock
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpReceiveParameters,
@@ -50,6 +53,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
+from callbridge.rtp.fastpath import RtpView, RtpWriter, Srtp, parse_rtp
 from callbridge.rtp.ice import restrict_ice_addresses, rtc_configuration, set_ice_policy
 from callbridge.rtp.offer_answer import (
     VP8,
@@ -100,8 +104,37 @@ class IdleTrack(MediaStreamTrack):
         super().stop()
 
 
-OnRtp = Callable[[RtpPacket], Awaitable[None]]
+OnRtp = Callable[[Any], Awaitable[None]]  # an RtpPacket, or an RtpView (fast_inbound)
 Pump = Callable[["RtpPort"], Awaitable[None]]
+_CONNECTED = State.CONNECTED
+_FAST = "_callbridge_fast_rtp"  # on an RTCDtlsTransport: SSRC -> our handler of its bytes
+
+
+def _fast_inbound(dtls: RTCDtlsTransport) -> dict[int, Callable[[bytes], Awaitable[None]]]:
+    """Route the RTP of known SSRCs around aiortc's RtpPacket parse (once per transport).
+
+    aiortc parses every packet into an RtpPacket and then routes it; a packet whose SSRC one
+    of our ports has already been handed (through that path, which learns the SSRC) goes to
+    the port as bytes instead. Others (the first packets, video) take aiortc's path.
+    """
+    table: dict[int, Callable[[bytes], Awaitable[None]]] | None = getattr(dtls, _FAST, None)
+    if table is not None:
+        return table
+    table = {}
+    setattr(dtls, _FAST, table)
+    orig = dtls._handle_rtp_data
+    unpack_ssrc = struct.Struct("!I").unpack_from
+    get = table.get
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        handler = get(unpack_ssrc(data, 8)[0]) if len(data) >= 12 else None
+        if handler is not None:
+            await handler(data)
+        else:
+            await orig(data, arrival_time_ms)
+
+    dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    return table
 
 
 class RtpPort:
@@ -112,8 +145,14 @@ class RtpPort:
     """
 
     def __init__(
-        self, transceiver: RTCRtpTransceiver, on_rtp: OnRtp, pump: Pump | None = None
+        self,
+        transceiver: RTCRtpTransceiver,
+        on_rtp: OnRtp,
+        pump: Pump | None = None,
+        fast_inbound: bool = False,
     ) -> None:
+        """``fast_inbound``: ``on_rtp`` gets :class:`~callbridge.rtp.fastpath.RtpView`
+        objects parsed from the bytes (the server's endpoints), not aiortc RtpPackets."""
         self._sender: RTCRtpSender = transceiver.sender
         self._receiver = transceiver.receiver
         self._on_rtp = on_rtp
@@ -126,6 +165,11 @@ class RtpPort:
         self.audio: NegotiatedAudio | None = None
         self.ready = asyncio.Event()
         self.packets_sent = 0
+        self._fast = fast_inbound
+        self._writer: RtpWriter | None = None  # built at the first send (MID, ids known)
+        self._srtp: Srtp | None = None  # on the DTLS transport's outbound SRTP session
+        self._recv_pts: frozenset[int] = frozenset()
+        self._level_id = 0  # negotiated id of the RFC 6464 extension we receive
         self._hook()
 
     @property
@@ -140,12 +184,22 @@ class RtpPort:
         async def send(parameters: RTCRtpSendParameters) -> None:
             self._mid = parameters.muxId
             self._ext_map.configure(parameters)
+            self._writer = None
             self._send_codecs = list(parameters.codecs)
             self._maybe_ready()
             await orig_send(parameters)
 
         async def receive(parameters: RTCRtpReceiveParameters) -> None:
             self._recv_codecs = list(parameters.codecs)
+            self._recv_pts = frozenset(int(c.payloadType or 0) for c in parameters.codecs)
+            self._level_id = next(
+                (
+                    int(x.id)
+                    for x in parameters.headerExtensions
+                    if x.uri == "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+                ),
+                0,
+            )
             self._maybe_ready()
             await orig_receive(parameters)
 
@@ -162,7 +216,33 @@ class RtpPort:
                 if stream is None:
                     stream = streams[packet.ssrc] = StreamStatistics(self._clock_rate(packet))
                 stream.add(packet)
+                if self._fast:  # its next packets skip the RtpPacket
+                    _fast_inbound(self._sender.transport)[packet.ssrc] = handle_bytes
+                    p = packet
+                    await self._on_rtp(
+                        RtpView(
+                            p.marker,
+                            p.payload_type,
+                            p.sequence_number,
+                            p.timestamp,
+                            p.ssrc,
+                            p.payload,
+                            p.extensions.audio_level,
+                        )
+                    )
+                    return
                 await self._on_rtp(packet)
+
+        async def handle_bytes(data: bytes) -> None:
+            # The same as handle_rtp, on the bytes (RFC 3550 5.1 header, RFC 8285 levels).
+            view = parse_rtp(data, self._level_id)
+            if view is None or view.payload_type not in self._recv_pts:
+                return  # aiortc drops both (parse error; payload type not this receiver's)
+            stream = streams.get(view.ssrc)
+            if stream is None:
+                stream = streams[view.ssrc] = StreamStatistics(self._clock_rate(view))
+            stream.add(view)  # type: ignore[arg-type]  # reads sequence_number, timestamp
+            await self._on_rtp(view)
 
         # Instance attributes shadow the methods; aiortc calls them through `self.`.
         sender.send = send  # type: ignore[method-assign]
@@ -170,7 +250,7 @@ class RtpPort:
         receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
         sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
 
-    def _clock_rate(self, packet: RtpPacket) -> int:
+    def _clock_rate(self, packet: RtpPacket | RtpView) -> int:
         for codec in self._recv_codecs or ():
             if codec.payloadType == packet.payload_type:
                 return int(codec.clockRate)
@@ -210,23 +290,43 @@ class RtpPort:
         audio_level: tuple[bool, int] | None = None,
     ) -> None:
         """Send one RTP packet in this port's SSRC and sequence space; ``audio_level`` is
-        the RFC 6464 (voice, -dBov) to send with it when the extension was negotiated."""
-        packet = RtpPacket(
-            payload_type=payload_type,
-            marker=marker,
-            sequence_number=self._seq,
-            timestamp=timestamp & 0xFFFFFFFF,
-            ssrc=self.ssrc,
-            payload=payload,
-        )
-        packet.extensions.mid = self._mid
-        packet.extensions.audio_level = audio_level
+        the RFC 6464 (voice, -dBov) to send with it when the extension was negotiated.
+
+        The header is written in place (:class:`~callbridge.rtp.fastpath.RtpWriter`),
+        protected by libsrtp in the DTLS transport's SRTP session and sent on the nominated
+        ICE pair's socket: what ``RTCDtlsTransport._send_rtp`` and aioice do, without their
+        per-packet layers. Nothing is sent while the transport is not connected."""
+        writer = self._writer
+        if writer is None:
+            writer = self._writer = RtpWriter(self.ssrc, self._ext_map, self._mid)
+        timestamp &= 0xFFFFFFFF
+        header = writer.header(payload_type, marker, self._seq, timestamp, audio_level)
         self._seq = (self._seq + 1) & 0xFFFF
         self.packets_sent += 1
-        try:
-            await self._sender.transport._send_rtp(packet.serialize(self._ext_map))
-        except ConnectionError:
-            pass  # transport closing: the call is ending anyway
+        sender = self._sender
+        dtls = sender.transport
+        if dtls._state is not _CONNECTED:
+            return  # not yet, or closing: the call is ending anyway
+        srtp = self._srtp
+        if srtp is None or srtp.session is not dtls._tx_srtp:
+            srtp = self._srtp = Srtp(dtls._tx_srtp)
+        pair = dtls.transport._connection._nominated.get(1)
+        transport = pair.protocol.transport if pair is not None else None
+        if pair is None or transport is None:
+            return
+        data = srtp.protect(header, payload)
+        transport.sendto(data, pair.remote_addr)
+        # aiortc's counters, which its RTCP sender reports and getStats (outbound-rtp,
+        # transport) read: RFC 3550 6.4.1 packet and octet counts; the (NTP, RTP) time pair
+        # is refreshed every 32 packets (a pair from < 1 s ago is as valid, and cheaper).
+        count = sender._RTCRtpSender__packet_count + 1  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count = count  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count += len(payload)  # type: ignore[attr-defined]
+        if count & 31 == 1:
+            sender._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[attr-defined]
+            sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__tx_bytes += len(data)  # type: ignore[attr-defined]
 
 
 class OutboundClock:

@@ -1,0 +1,219 @@
+"""The byte-level RTP path (callbridge.rtp.fastpath) against aiortc's RtpPacket, byte for byte.
+
+The relay used to parse every packet into an aiortc RtpPacket and serialize a new one; the
+fast path reads and writes the header on bytes (RFC 3550 section 5.1, RFC 8285 extensions).
+These tests hold it to what the RtpPacket code did: the same fields read (CSRC lists,
+one- and two-byte extensions, padding), the same packets refused, the same bytes written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pylibsrtp
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from callbridge.rtp.fastpath import RtpWriter, Srtp, parse_rtp
+
+MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+def ext_map(mid_id: int = 0, level_id: int = 0) -> HeaderExtensionsMap:
+    ids = [(mid_id, MID), (level_id, LEVEL)]
+    m = HeaderExtensionsMap()
+    m.configure(
+        RTCRtpParameters(
+            headerExtensions=[RTCRtpHeaderExtensionParameters(id=i, uri=u) for i, u in ids if i]
+        )
+    )
+    return m
+
+
+def packet(**kw: object) -> RtpPacket:
+    p = RtpPacket(
+        payload_type=int(kw.get("pt", 111)),  # type: ignore[call-overload]
+        marker=int(kw.get("marker", 0)),  # type: ignore[call-overload]
+        sequence_number=int(kw.get("seq", 65535)),  # type: ignore[call-overload]
+        timestamp=int(kw.get("ts", 0xFFFFFFF0)),  # type: ignore[call-overload]
+        ssrc=0x89ABCDEF,
+        payload=bytes(kw.get("payload", b"\x01\x02\x03\x04\x05")),  # type: ignore[call-overload]
+    )
+    p.csrc = list(kw.get("csrc", []))  # type: ignore[call-overload]
+    p.extensions.mid = kw.get("mid")
+    p.extensions.audio_level = kw.get("level")
+    p.padding_size = int(kw.get("padding", 0))  # type: ignore[call-overload]
+    return p
+
+
+@pytest.mark.parametrize(
+    ("mid_id", "level_id", "mid", "level"),
+    [
+        (0, 0, None, None),  # no extension block at all
+        (1, 0, "0", None),  # MID only (one-byte header)
+        (1, 2, "0", (True, 30)),  # MID and level
+        (1, 2, "0", None),  # level negotiated, none given for this packet
+        (0, 3, None, (False, 127)),  # level only
+        (4, 9, "audio-mid-long", (True, 0)),  # a longer MID: padding to 32 bits
+        (15, 2, "0", (False, 5)),  # an id above 14: the two-byte header (RFC 8285 4.3)
+    ],
+)
+def test_the_written_header_is_what_rtppacket_serialize_writes(
+    mid_id: int, level_id: int, mid: str | None, level: tuple[bool, int] | None
+) -> None:
+    m = ext_map(mid_id, level_id)
+    writer = RtpWriter(0x89ABCDEF, m, mid)
+    for pt, marker, seq, ts in [(111, 0, 0, 0), (0, 1, 65535, 0xFFFFFFFF), (96, 1, 7, 123456)]:
+        payload = bytes(range(pt % 7, pt % 7 + 20))
+        ours = bytes(writer.header(pt, marker, seq, ts, level)) + payload
+        theirs = packet(pt=pt, marker=marker, seq=seq, ts=ts, payload=payload, mid=mid, level=level)
+        assert ours == theirs.serialize(m)
+        back = RtpPacket.parse(ours, m)
+        assert (back.payload_type, back.marker, back.sequence_number, back.timestamp) == (
+            pt,
+            marker,
+            seq,
+            ts,
+        )
+        assert back.extensions.mid == (mid if mid_id else None)
+        assert back.extensions.audio_level == (level if level_id else None)
+
+
+def test_a_header_buffer_is_reused_and_a_level_does_not_stick() -> None:
+    m = ext_map(1, 2)
+    writer = RtpWriter(1, m, "0")
+    first = writer.header(111, 0, 1, 960, (True, 10))
+    assert RtpPacket.parse(bytes(first), m).extensions.audio_level == (True, 10)
+    second = writer.header(111, 0, 2, 1920, (False, 127))
+    assert second is first  # written in place, no new buffer per packet
+    assert RtpPacket.parse(bytes(second), m).extensions.audio_level == (False, 127)
+    assert RtpPacket.parse(bytes(writer.header(111, 0, 3, 2880)), m).extensions.audio_level is None
+
+
+CASES = list(
+    itertools.product(
+        [[], [1], [0xDEADBEEF, 2, 3]],  # CSRC lists
+        [None, "0", "x" * 17],  # MID: none, one-byte header, two-byte (17 bytes > 16)
+        [None, (True, 3), (False, 127)],  # audio level
+        [0, 1, 9],  # padding bytes
+    )
+)
+
+
+@pytest.mark.parametrize(("csrc", "mid", "level", "padding"), CASES)
+def test_parsing_reads_what_rtppacket_parse_reads(
+    csrc: list[int], mid: str | None, level: tuple[bool, int] | None, padding: int
+) -> None:
+    m = ext_map(1, 2)
+    data = packet(csrc=csrc, mid=mid, level=level, padding=padding, marker=1).serialize(m)
+    theirs = RtpPacket.parse(data, m)
+    ours = parse_rtp(data, 2)
+    assert ours is not None
+    assert (ours.marker, ours.payload_type, ours.sequence_number, ours.timestamp, ours.ssrc) == (
+        theirs.marker,
+        theirs.payload_type,
+        theirs.sequence_number,
+        theirs.timestamp,
+        theirs.ssrc,
+    )
+    assert ours.payload == theirs.payload == b"\x01\x02\x03\x04\x05"
+    # RFC 6464 levels are read from one-byte headers (what browsers send); aiortc reads both.
+    one_byte = mid is None or len(mid) <= 16
+    assert ours.audio_level == (theirs.extensions.audio_level if one_byte else None)
+    assert ours.extensions.audio_level == ours.audio_level
+
+
+def test_a_relayed_packet_is_rewritten_as_before() -> None:
+    """What RtpPort.send made of a relayed packet: our header (MID, no CSRC, no padding) and
+    the payload; the device's CSRCs, extensions and padding do not pass."""
+    inbound_map, outbound_map = ext_map(3, 5), ext_map(1, 2)
+    data = packet(csrc=[7, 8], mid="a1", level=(True, 40), padding=4).serialize(inbound_map)
+    view = parse_rtp(data, 5)
+    assert view is not None
+    writer = RtpWriter(0x01020304, outbound_map, "0")
+    ours = bytes(writer.header(96, view.marker | 1, 100, 5000)) + view.payload
+    before = RtpPacket(
+        payload_type=96, marker=1, sequence_number=100, timestamp=5000, ssrc=0x01020304,
+        payload=RtpPacket.parse(data, inbound_map).payload,
+    )  # fmt: skip
+    before.extensions.mid = "0"
+    assert ours == before.serialize(outbound_map)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80" * 11,  # shorter than the fixed header
+        b"\x40" + bytes(15),  # version 1
+        b"\x82" + bytes(15),  # two CSRCs announced, one present
+        b"\x90" + bytes(13),  # extension announced, no room for its head
+        b"\x90" + bytes(11) + b"\xbe\xde\x00\x02" + bytes(4),  # extension longer than the data
+        b"\xa0" + bytes(11) + b"\x01\x00",  # padding count 0
+        b"\xa0" + bytes(11) + b"\x01\x09",  # padding longer than the payload
+    ],
+)
+def test_what_rtppacket_refuses_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="RTP"):
+        RtpPacket.parse(data, ext_map(1, 2))
+    assert parse_rtp(data, 2) is None
+
+
+def test_srtp_straight_through_libsrtp_interoperates_with_pylibsrtp() -> None:
+    key = bytes(range(30))
+
+    def session(direction: int) -> pylibsrtp.Session:
+        return pylibsrtp.Session(pylibsrtp.Policy(key, direction))
+
+    ours_out = Srtp(session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    theirs_in = session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    theirs_out = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    ours_in = Srtp(session(pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    writer = RtpWriter(42, ext_map(1), "0")
+    for seq in range(5):
+        header = writer.header(0, 0, seq, 160 * seq)
+        payload = bytes([seq]) * 160
+        wire = bytes(ours_out.protect(header, payload))
+        assert theirs_in.unprotect(wire) == bytes(header) + payload
+        assert (
+            ours_in.unprotect(theirs_out.protect(bytes(header) + payload))
+            == bytes(header) + payload
+        )
+    with pytest.raises(pylibsrtp.Error):  # a replay (RFC 3711 3.3.2)
+        ours_in.unprotect(theirs_out.protect(bytes(writer.header(0, 0, 4, 640)) + b"x"))
+    with pytest.raises(pylibsrtp.Error):  # not authentic
+        ours_in.unprotect(bytes(writer.header(0, 0, 9, 0)) + bytes(30))
+    with pytest.raises(ValueError, match="too long"):
+        ours_out.protect(bytes(12), bytes(1500))
+
+
+async def test_rtcp_sender_reports_count_what_rtpport_sent() -> None:
+    """RtpPort.send bypasses aiortc's sender loop; the sender's counts still advance, so its
+    RTCP SR (RFC 3550 6.4.1) tells the other end what was sent (remote-outbound-rtp)."""
+    from callbridge.client import BufferSink, CallMedia, ToneSource
+    from callbridge.media.engine import InProcessMediaServer
+
+    server = InProcessMediaServer(["127.0.0.1"])
+    media = CallMedia(ToneSource(440.0), BufferSink(), codecs=["opus"])
+    try:
+        await media.accept_answer(await server.answer("sr", await media.create_offer()))
+        await media.wait_connected()
+        pc = server.endpoint("sr").pc
+        async with asyncio.timeout(6):  # aiortc sends an SR every 0.5-1.5 s
+            while True:
+                report = await pc.getStats()
+                remote = [s for s in report.values() if s.type == "remote-outbound-rtp"]
+                if remote and remote[0].packetsSent > 0:
+                    break
+                await asyncio.sleep(0.1)
+        sent = media.port.packets_sent
+        assert 0 < remote[0].packetsSent <= sent
+        assert remote[0].bytesSent > 0
+        local = [s for s in (await media.pc.getStats()).values() if s.type == "outbound-rtp"]
+        assert local[0].packetsSent >= remote[0].packetsSent
+    finally:
+        await media.close()
+        await server.shutdown()
