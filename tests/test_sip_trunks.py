@@ -269,6 +269,8 @@ async def test_an_inbound_call_for_a_did_rings_the_user_and_audio_flows(
     assert result.ok and result.successful == 1, result.explain()
     assert incoming and "+15559990001" in str(incoming[0].from_), incoming
     assert tone_level_db(heard, 48000, TONE) > -35.0, "no audio came back from the carrier"
+    cdr = await cdr_to(trunk_server, name)  # the DID's call, to its user
+    assert cdr.caller == "+15559990001" and cdr.sip_cause == 200, cdr
 
 
 @sipp_only
@@ -436,6 +438,7 @@ async def test_an_inbound_call_for_a_number_routed_to_an_application_reaches_it(
     assert initiated.payload["state"] == "parked"
     assert "call.answered" in sink.types(ccid)
     assert hangup.payload["hangup_source"] == "caller", hangup.payload
+    assert hangup.payload["sip_hangup_cause"] == "200", hangup.payload  # the INVITE's final
 
 
 @sipp_only

@@ -151,6 +151,11 @@ def sip_cause_of(controller: CallController, call_id: str) -> int | None:
     return cause if isinstance(cause, int) else None
 
 
+def _status_of(device: Any) -> int | None:
+    status = getattr(device, "sip_status", None)
+    return status if isinstance(status, int) else None
+
+
 def stored_quality_stats(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     """A CDR's stored quality (``{leg_id: LegQuality as a dict}``) as ``call_quality_stats``
     per leg; a leg whose figures do not read (a newer or damaged record) is left out."""
@@ -216,6 +221,8 @@ class CdrDetails:
             details["answered_user"] = far.device.user_name
         details.setdefault("hangup_source", "unknown")
         sip_cause = sip_cause_of(self.controller, call.id)
+        if sip_cause is None:  # a carrier's inbound call: the status its INVITE got
+            sip_cause = _status_of(call.origin.device)
         if sip_cause is not None:
             details["sip_cause"] = sip_cause
         steps = self.controller.routing.followme.steps_of(call.id)  # issue 16

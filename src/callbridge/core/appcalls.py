@@ -322,6 +322,9 @@ class AppCalls:
 
     def _sip_cause(self, call: AppCall) -> int | None:
         """The SIP status that ended the call's trunk leg (issue 12: sip/trunk_calls.py)."""
+        inbound = getattr(call.leg.device, "sip_status", None) if call.leg is not None else None
+        if isinstance(inbound, int):  # a carrier's inbound call: the status its INVITE got
+            return inbound
         lookup = getattr(self.controller.trunk_router, "sip_cause", None)
         if lookup is None:
             return None

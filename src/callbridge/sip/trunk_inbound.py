@@ -67,10 +67,18 @@ class TrunkCaller(SipDevice):
         self.caller_id = caller or "anonymous"
         self.display_name = caller or "anonymous"
         self.id = f"trunk:{trunk.name}:in:{secrets.token_hex(4)}"
+        self.incoming: Incoming | None = None  # the carrier's INVITE
 
     @property
     def reachable(self) -> bool:
         return False
+
+    @property
+    def sip_status(self) -> int | None:
+        """The final status the carrier's INVITE got (200 answered, 487 CANCELled, a
+        refusal's): the call's SIP cause for its CDR and ``call.hangup``."""
+        final = self.incoming.tx.final if self.incoming is not None else None
+        return final.status if final is not None else None
 
     def __repr__(self) -> str:
         return f"<TrunkCaller {self.id}>"
@@ -198,6 +206,7 @@ class TrunkInbound:
         with contextlib.suppress(SipParseError):
             caller = request.from_.uri.user or ""
         device = TrunkCaller(self.calls, trunk, number, caller)
+        device.incoming = incoming
         log.info("SIP: trunk %s call from %s for %s -> %s %s",
                  trunk.name, caller, number.e164, number.target_kind, number.target_id)  # fmt: skip
         calls = self.calls
