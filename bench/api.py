@@ -21,6 +21,21 @@ answered over REST, and a conference of them. Then, printed:
   (p50 / p95). Each call's events are one ordering key: they go one at a time, in order, so the
   rate grows with the number of calls (keys) up to the outbox's concurrency.
 
+``--outbox`` measures the webhook outbox alone, at its ceiling rather than behind the REST layer
+(whose ≈ 0.5 ms of CPU per command caps the mode above below 1,000 events/s)::
+
+    .venv/bin/python bench/api.py --outbox                        # 20000 burst, 1000/s for 10 s
+    .venv/bin/python bench/api.py --outbox -m 50000 -k 200 --rate 1500
+
+A child process pinned to CPU 0 opens a fresh SQLite store, makes an application with a signing
+secret (so every attempt carries the ed25519 and the HMAC signatures) and runs a
+``WebhookOutbox`` that delivers to a receiver in this process (CPU 1, a minimal HTTP/1.1 server
+on 127.0.0.1). Two phases, each checked for loss and for order per key (``--keys`` ordering
+keys, the calls): **burst** — ``--messages`` enqueued while the outbox is stopped, then
+delivered as fast as it can (deliveries/s, the child's CPU over the drain); **steady** —
+``--rate`` messages/s enqueued for ``--duration`` seconds while it delivers (deliveries/s, the
+lag from enqueue to arrival p50 / p95, the child's CPU with the enqueues included).
+
 Everything runs on 127.0.0.1.
 """
 
@@ -31,6 +46,8 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -288,6 +305,179 @@ async def main_async(args: argparse.Namespace, server: Server) -> None:
     print(f"  gather_stop answered -> delivered: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
 
 
+# --outbox: the webhook outbox alone ------------------------------------------------------------
+class CountingReceiver:
+    """HTTP/1.1 receiver for the outbox mode: answers 200 and keeps (wall time, body)."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, bytes]] = []
+        self.url = ""
+
+    async def start(self) -> None:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                start = head.lower().find(b"content-length:") + 15
+                length = int(head[start : head.find(b"\r\n", start)])
+                body = await reader.readexactly(length)
+                self.arrivals.append((time.time(), body))
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def check_arrivals(arrivals: list[tuple[float, bytes]], phase: str) -> tuple[list[float], int]:
+    """Lags (enqueue -> arrival) of ``phase``'s messages; raises if one is missing or out of
+    order within its key. Also how many arrived more than once (at least once allows it)."""
+    seen: dict[str, int] = {}
+    last: dict[int, int] = {}
+    lags, duplicates = [], 0
+    for at, body in arrivals:
+        data = json.loads(body)["data"]
+        payload = data["payload"]
+        if payload["phase"] != phase:
+            continue
+        if data["id"] in seen:
+            duplicates += 1
+            continue
+        seen[data["id"]] = 1
+        key, seq = payload["key"], payload["seq"]
+        if seq <= last.get(key, -1):
+            raise RuntimeError(f"{phase}: key {key} got {seq} after {last[key]}: out of order")
+        last[key] = seq
+        lags.append(at - payload["t"])
+    return lags, duplicates
+
+
+async def outbox_child(args: argparse.Namespace) -> None:
+    """The pinned process: store + outbox; prints one JSON line per phase."""
+    from callbridge import outbound
+    from callbridge.store import Store
+    from callbridge.webhooks import WebhookOutbox, generate_signing_secret
+
+    outbound.configure(allow_webhooks_to=["127.0.0.1"])  # the receiver is on loopback
+
+    store = await Store.open(f"sqlite+aiosqlite:///{args.child_db}")
+    app = await store.create_application(
+        application_name="bench",
+        webhook_event_url=args.child_url,
+        signing_secret=generate_signing_secret(),
+    )
+    outbox = await WebhookOutbox.create(store)
+    if os.environ.get("BENCH_TRACE"):
+        real = store.settle_and_claim_webhooks
+        trace: list[tuple[int, int, float]] = []
+
+        async def traced(owner: str, outcomes: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            r = await real(owner, outcomes, **kw)
+            trace.append((len(outcomes), len(r[1]), time.perf_counter() - t))
+            if len(trace) % 200 == 0:
+                n = trace[-200:]
+                print(sum(a for a, _, _ in n) / 200, sum(b for _, b, _ in n) / 200,
+                      sum(c for _, _, c in n) / 200 * 1000, file=sys.stderr)
+            return r
+
+        store.settle_and_claim_webhooks = traced  # type: ignore[method-assign]
+    seqs = [0] * args.keys
+
+    def message(i: int, phase: str) -> dict[str, Any]:
+        key = i % args.keys
+        payload = {"phase": phase, "key": key, "seq": seqs[key], "t": time.time()}
+        seqs[key] += 1
+        return {
+            "event_type": "call.dtmf.received",
+            "payload": payload,
+            "url": app.webhook_event_url,
+            "ordering_key": f"call-{key}",
+            "application_id": app.id,
+        }
+
+    async def enqueue(first: int, end: int, phase: str) -> None:
+        # As the server's WebhookEvents does: the events waiting are written together.
+        for start in range(first, end, 500):
+            await outbox.enqueue_many(
+                [message(i, phase) for i in range(start, min(end, start + 500))]
+            )
+
+    async def drained(total: int) -> None:
+        while outbox.stats.delivered < total:  # noqa: ASYNC110 (a counter, no event to wait on)
+            await asyncio.sleep(0.005)
+
+    def report(**values: Any) -> None:
+        print(json.dumps(values), flush=True)
+
+    await enqueue(0, args.messages, "burst")
+    profile = None
+    if os.environ.get("BENCH_PROFILE"):  # a cProfile of the burst phase, to that file
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await outbox.start()
+    await drained(args.messages)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_PROFILE"])
+    report(phase="burst", cpu=time.process_time() - cpu0, wall=time.perf_counter() - t0)
+
+    steady = round(args.rate * args.duration)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    sent = 0
+    while sent < steady:  # paced: message i is due at t0 + i / rate; those due go together
+        due = min(steady, int((time.perf_counter() - t0) * args.rate) + 1)
+        if due > sent:
+            await enqueue(sent, due, "steady")
+            sent = due
+        await asyncio.sleep(0.002)
+    await drained(args.messages + steady)
+    report(phase="steady", cpu=time.process_time() - cpu0, wall=time.perf_counter() - t0)
+    await outbox.stop()
+    await store.close()
+
+
+async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
+    receiver = CountingReceiver()
+    await receiver.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--outbox-child", "--child-db", f"{tmp}/bench.db",
+            "--child-url", receiver.url, "-m", str(args.messages), "-k", str(args.keys),
+            "--rate", str(args.rate), "-d", str(args.duration),
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        os.sched_setaffinity(child.pid, {server_cpu})
+        assert child.stdout is not None
+        results = [json.loads(line) async for line in child.stdout]
+        if await child.wait() != 0:
+            raise RuntimeError(f"the outbox process failed ({child.returncode})")
+    print(
+        f"\ncallbridge webhook outbox benchmark — {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; outbox pinned to CPU {server_cpu}, SQLite, "
+        f"{args.keys} ordering keys"
+    )
+    for result in results:
+        phase = result["phase"]
+        lags, duplicates = check_arrivals(receiver.arrivals, phase)
+        count = args.messages if phase == "burst" else round(args.rate * args.duration)
+        if len(lags) != count:
+            raise RuntimeError(f"{phase}: {len(lags)} of {count} messages arrived")
+        rate, cpu = count / result["wall"], 100 * result["cpu"] / result["wall"]
+        what = f"{count} enqueued first" if phase == "burst" else f"{args.rate:g}/s offered"
+        print(
+            f"  {phase:6} ({what}): {rate:7.0f} deliveries/s, CPU {cpu:5.1f} % of its core, "
+            f"{1000 * result['cpu'] / count:.2f} ms CPU per message; lag p50 "
+            f"{percentile(lags, 50) * 1000:.0f} ms, p95 {percentile(lags, 95) * 1000:.0f} ms; "
+            f"in order, {duplicates} duplicates"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--requests", type=int, default=2000, help="sequential, per kind")
@@ -295,7 +485,22 @@ def main() -> None:
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="throughput seconds")
     parser.add_argument("-n", "--calls", type=int, default=9, help="softphone calls (>= 2)")
     parser.add_argument("-e", "--events", type=int, default=100, help="webhooks per call")
+    parser.add_argument("--outbox", action="store_true", help="the webhook outbox alone")
+    parser.add_argument("-m", "--messages", type=int, default=20000, help="--outbox: burst size")
+    parser.add_argument("-k", "--keys", type=int, default=100, help="--outbox: ordering keys")
+    parser.add_argument("--rate", type=float, default=1000.0, help="--outbox: steady msg/s")
+    parser.add_argument("--outbox-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-db", help=argparse.SUPPRESS)
+    parser.add_argument("--child-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.outbox_child:
+        asyncio.run(outbox_child(args))
+        return
+    if args.outbox:
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[-1]})
+        asyncio.run(outbox_bench(args, cores[0]))
+        return
     if args.calls < 2:
         parser.error("--calls must be 2 or more (one is the conference, the rest gather)")
     cores = os.sched_getaffinity(0)

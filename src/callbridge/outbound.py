@@ -301,13 +301,22 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     same pool with the guarded backend (no proxy: ``trust_env`` is off for these clients).
     """
 
-    def __init__(self, policy: OutboundPolicy, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_connections: int = 4,
+        keepalive: int = 0,
+    ) -> None:
+        """``keepalive``: idle connections kept for reuse (0: each fetch is its own); a kept
+        connection was checked by the policy when it was opened, and stays to that origin."""
         context = ssl_context or _default_ssl_context()
         super().__init__(verify=context, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
-            max_connections=4,
-            max_keepalive_connections=0,  # each fetch is its own; nothing to reuse
+            max_connections=max_connections,
+            max_keepalive_connections=keepalive,
             network_backend=GuardedBackend(policy),
         )
 
@@ -323,12 +332,19 @@ def _default_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
-def guarded_client(policy: OutboundPolicy, **options: typing.Any) -> httpx.AsyncClient:
+def guarded_client(
+    policy: OutboundPolicy,
+    *,
+    max_connections: int = 4,
+    keepalive: int = 0,
+    **options: typing.Any,
+) -> httpx.AsyncClient:
     """An :class:`httpx.AsyncClient` bound by ``policy``: no proxy from the environment, no
     redirect followed by httpx (:func:`get_following_redirects` follows them, checked)."""
     options.setdefault("headers", {"user-agent": f"callbridge/{__version__}"})
+    transport = GuardedTransport(policy, max_connections=max_connections, keepalive=keepalive)
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy), trust_env=False, follow_redirects=False, **options
+        transport=transport, trust_env=False, follow_redirects=False, **options
     )
 
 

@@ -26,6 +26,17 @@ Life of a message::
   ones to the failover URL; the failover attempt follows a failed primary attempt at once, and
   the backoff applies between rounds (primary, failover). Without one, every attempt goes to
   the primary URL.
+* **Batches.** The worker records the outcomes of the attempts that finished since it last
+  looked and claims the next due messages in one transaction (``settle_and_claim_webhooks``):
+  while it is busy, each database round trip serves many messages. A key's next message is
+  claimable once its predecessor's outcome has committed, so batching keeps the order. An
+  attempt's outcome is written after its answer: a crash in between sends it again (at least
+  once).
+* **Destinations.** At most ``RetryPolicy.per_destination`` requests are in flight to one
+  destination (scheme, host and port) at a time; the others wait in memory, and while some wait
+  the worker claims no more for that URL, so a slow receiver holds back only its own messages.
+  Connections are kept alive per destination (one pool each), opened through the outbound
+  policy's guard (``callbridge.outbound``) like every request.
 * **Several servers, one database.** Claims are leases in the database (see
   ``callbridge.store.outbox``): servers sharing a database share the work, never both send one
   message in normal operation, and take over a crashed server's messages when its leases end
@@ -43,16 +54,18 @@ with the reason. The worker and its deliveries are tasks the outbox owns; ``stop
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import socket
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,6 +73,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from callbridge import __version__
 from callbridge.outbound import guarded_client, webhook_policy
 from callbridge.store import Application, OutboxMessage, Store
+from callbridge.store.outbox import WebhookOutcome
 from callbridge.store.records import validate_webhook_url
 from callbridge.store.repository import now
 from callbridge.webhooks.events import new_event, new_message_id, webhook_body
@@ -71,6 +85,7 @@ __all__ = ["RetryPolicy", "WebhookOutbox"]
 log = logging.getLogger(__name__)
 
 _MAX_APP_TIMEOUT = 30.0  # the largest webhook_timeout_secs an application may have
+_ANSWER_READ = 64 * 1024  # bytes of a receiver's answer read to keep its connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +97,18 @@ class RetryPolicy:
     max_attempts: int = 12  # HTTP attempts, failover ones included
     max_age: float = 24 * 3600.0  # no retry for a message older than this
     timeout: float = 10.0  # answer time allowed, unless the app sets webhook_timeout_secs
-    concurrency: int = 16  # attempts in flight at once
+    concurrency: int = 256  # messages held at once (sending, waiting for their destination)
+    per_destination: int = 8  # requests in flight (and connections) to one destination
+    batch_window: float = 0.005  # outcomes gather this long before they are written
     poll_interval: float = 5.0  # look for others' work (and expired leases) this often
     lease_margin: float = 30.0  # a claim lasts the longest timeout plus this
     retention: float = 7 * 24 * 3600.0  # delivered and failed messages are kept this long
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.concurrency < 1:
-            raise ValueError("max_attempts and concurrency must be 1 or more")
+        if min(self.max_attempts, self.concurrency, self.per_destination) < 1:
+            raise ValueError("max_attempts, concurrency and per_destination must be 1 or more")
+        if self.batch_window < 0:
+            raise ValueError("batch_window must be 0 or more")
         if min(self.first_delay, self.max_delay, self.timeout, self.poll_interval) <= 0:
             raise ValueError("delays, timeout and poll_interval must be more than 0")
 
@@ -132,7 +151,8 @@ class WebhookOutbox:
         self._signer = signer
         self.policy = policy or RetryPolicy()
         self._given_client = client
-        self._client: httpx.AsyncClient | None = None
+        self._policy = webhook_policy()
+        self._clients: dict[str, httpx.AsyncClient] = {}  # per destination (origin)
         # Leases name their holder: one id per outbox instance (a restart is a new holder),
         # after its node's, so that a node restarting after a crash can take back at once what
         # its dead instance held (release_stale_leases) instead of waiting for the leases.
@@ -140,9 +160,12 @@ class WebhookOutbox:
         self._owner = self.node_prefix + uuid.uuid4().hex
         self._wake = asyncio.Event()
         self._stopping = False
-        self._abort = asyncio.Event()  # stop(): cut the HTTP requests still running short
         self._worker: asyncio.Task[None] | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[_Done]] = set()
+        self._held = 0  # claimed, outcome not yet written
+        self._done: list[_Done] = []  # outcomes to write at the next look
+        self._destinations: dict[str, _Destination] = {}
+        self._next_retry = float("inf")  # monotonic time of the earliest retry this one set
         self._next_purge = 0.0
         self.stats = DeliveryStats()  # for /metrics (callbridge.metrics)
 
@@ -210,6 +233,39 @@ class WebhookOutbox:
         self._wake.set()
         return message
 
+    async def enqueue_many(self, messages: Sequence[Mapping[str, Any]]) -> list[OutboxMessage]:
+        """``enqueue`` several messages in one database transaction (all or none), in order:
+        each item holds ``enqueue``'s arguments (``event_type``, ``payload``, ``url``, …).
+        Under load this is what keeps enqueueing cheap: one commit for many events."""
+        rows = []
+        for item in messages:
+            url, failover_url = item["url"], item.get("failover_url")
+            validate_webhook_url(url)
+            if failover_url is not None:
+                validate_webhook_url(failover_url, "webhook failover URL")
+            event = new_event(
+                item["event_type"],
+                item["payload"],
+                event_id=item.get("event_id"),
+                occurred_at=item.get("occurred_at"),
+            )
+            rows.append(
+                {
+                    "message_id": new_message_id(),
+                    "event_type": item["event_type"],
+                    "data_json": event.data_json,
+                    "url": url,
+                    "failover_url": failover_url,
+                    "ordering_key": item.get("ordering_key", ""),
+                    "application_id": item.get("application_id"),
+                }
+            )
+        if not rows:
+            return []
+        stored = await self._store.enqueue_webhooks(rows)
+        self._wake.set()
+        return stored
+
     async def enqueue_for_application(
         self,
         application: Application,
@@ -237,12 +293,7 @@ class WebhookOutbox:
         """Start the worker; it picks up every message already pending."""
         if self._worker is not None:
             raise RuntimeError("the webhook outbox is already running")
-        # Never a proxy from the environment, never a redirect (the URL the app set is the
-        # one that gets the event), never an internal address the operator did not allow
-        # (--allow-webhooks-to): a refused URL fails the attempt with the reason.
-        self._client = self._given_client or guarded_client(
-            webhook_policy(), headers={"user-agent": f"callbridge-webhooks/{__version__}"}
-        )
+        self._policy = webhook_policy()  # the operator's, as it is now (see _client_for)
         self._wake.set()
         self._worker = asyncio.create_task(self._run(), name="webhook-outbox")
 
@@ -251,10 +302,11 @@ class WebhookOutbox:
 
         The HTTP requests still running then are cut short and their messages handed back to
         the database at once (they count as attempts and go again, from this or another
-        server). Nothing is cancelled in the middle of a database statement: the worker and
-        the attempts stop between statements. (Cancelling a task inside an asyncpg statement
-        makes SQLAlchemy throw the connection away with an error that is not a cancellation;
-        the task would not even know it had been cancelled.)
+        server); so are the messages still waiting for their destination. The outcomes of the
+        finished attempts are written first. Nothing is cancelled in the middle of a database
+        statement: the worker stops between statements, and attempts make none (cancelling a
+        task inside an asyncpg statement makes SQLAlchemy throw the connection away with an
+        error that is not a cancellation; the task would not even know it).
         """
         worker, self._worker = self._worker, None
         if worker is None:
@@ -263,21 +315,34 @@ class WebhookOutbox:
         self._wake.set()
         try:
             await worker
+            for destination in self._destinations.values():
+                destination.waiting.clear()  # never started: handed back below
             if self._deliveries:
                 _, late = await asyncio.wait(set(self._deliveries), timeout=grace)
+                for task in late:
+                    task.cancel()  # only HTTP in there: httpx closes its connection
                 if late:
-                    self._abort.set()
                     await asyncio.wait(late)
             try:
+                if self._done:
+                    done, self._done = self._done, []
+                    await self._store.settle_and_claim_webhooks(
+                        self._owner, [d.outcome for d in done], limit=0, lease=self.policy.lease
+                    )
+                    self._count(done)
                 await self._store.release_webhooks(self._owner)
             except SQLAlchemyError as exc:
                 log.warning("webhook outbox: could not hand back claimed messages: %s", exc)
         finally:
-            if self._client is not None and self._client is not self._given_client:
-                await self._client.aclose()
-            self._client = None
+            clients, self._clients = self._clients, {}
+            for client in clients.values():
+                if client is not self._given_client:
+                    await client.aclose()
             self._stopping = False
-            self._abort = asyncio.Event()
+            self._held = 0
+            self._done = []
+            self._destinations.clear()
+            self._next_retry = float("inf")
 
     async def __aenter__(self) -> WebhookOutbox:
         await self.start()
@@ -308,30 +373,82 @@ class WebhookOutbox:
                     await asyncio.wait_for(self._wake.wait(), wait)
                 except TimeoutError:
                     pass
+            # Let outcomes gather for a moment: a commit costs milliseconds (an fsync on
+            # SQLite), so one per outcome would cap deliveries at a few hundred a second.
+            if self._held and not self._stopping:
+                await asyncio.sleep(self.policy.batch_window)
 
     async def _dispatch(self) -> float:
-        """Start attempts for the due messages; how long until there may be more to do."""
+        """Write the finished attempts' outcomes and start attempts for the due messages (one
+        transaction); how long until there may be more to do."""
         await self._purge_now_and_then()
-        free = self.policy.concurrency - len(self._deliveries)
-        if free <= 0:
-            return self.policy.poll_interval  # a finishing attempt wakes the worker
-        claimed = await self._store.claim_webhooks(self._owner, limit=free, lease=self.policy.lease)
+        done, self._done = self._done, []
+        free = self.policy.concurrency - (self._held - len(done))
+        # While some messages wait for their destination, take no more for their URLs.
+        busy = {m.url for d in self._destinations.values() for m, _, _ in d.waiting}
+        try:
+            _, claimed = await self._store.settle_and_claim_webhooks(
+                self._owner,
+                [d.outcome for d in done],
+                limit=free,
+                lease=self.policy.lease,
+                skip_urls=busy,
+            )
+        except BaseException:
+            self._done[:0] = done  # written at the next look
+            raise
+        self._held += len(claimed) - len(done)
+        self._count(done)
         if self._stopping:
-            return 0.0  # stop() hands these back
+            return 0.0  # stop() hands the claimed ones back
+        settings: dict[str | None, tuple[str | None, float]] = {}
         for message in claimed:
-            task = asyncio.create_task(self._attempt(message), name=f"webhook {message.message_id}")
-            self._deliveries.add(task)
-            task.add_done_callback(self._attempt_done)
+            if message.application_id not in settings:  # read once per batch
+                settings[message.application_id] = await self._application_settings(
+                    message.application_id
+                )
+            secret, timeout = settings[message.application_id]
+            url = self.policy.url_for(message.attempts, message.url, message.failover_url)
+            origin = _origin(url)
+            destination = self._destinations.get(origin)
+            if destination is None:
+                destination = self._destinations[origin] = _Destination()
+            destination.waiting.append((message, secret, timeout))
+            self._start_attempts(destination)
         if len(claimed) == free:
-            return self.policy.poll_interval
+            return self.policy.poll_interval  # a finishing attempt wakes the worker
+        if self._held:  # attempts finishing wake the worker; a retry this one set may be due
+            return min(max(self._next_retry - time.monotonic(), 0.0), self.policy.poll_interval)
+        self._next_retry = float("inf")
         due = await self._store.next_webhook_due()
         if due is None:
             return self.policy.poll_interval
         return min(max((due - now()).total_seconds(), 0.0), self.policy.poll_interval)
 
-    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+    def _start_attempts(self, destination: _Destination) -> None:
+        while destination.waiting and destination.in_flight < self.policy.per_destination:
+            message, secret, timeout = destination.waiting.popleft()
+            destination.in_flight += 1
+            task = asyncio.create_task(
+                self._attempt(message, secret, timeout), name=f"webhook {message.message_id}"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(partial(self._attempt_done, destination))
+
+    def _attempt_done(self, destination: _Destination, task: asyncio.Task[_Done]) -> None:
         self._deliveries.discard(task)
-        self._wake.set()  # a slot is free, and the next message of its key may be due
+        destination.in_flight -= 1
+        if not task.cancelled():  # cancelled: stop() hands the message back
+            self._done.append(task.result())
+            if not self._stopping:
+                self._start_attempts(destination)
+        self._wake.set()  # an outcome to write; the next message of its key may be due
+
+    def _count(self, done: list[_Done]) -> None:
+        """Stats for outcomes now written."""
+        for item in done:
+            if item.outcome.error is None:
+                self.stats.delivered_after(item.lag)
 
     async def _purge_now_and_then(self) -> None:
         if time.monotonic() < self._next_purge:
@@ -343,42 +460,26 @@ class WebhookOutbox:
             log.debug("webhook outbox: deleted %d finished messages", deleted)
 
     # one attempt ----------------------------------------------------------------------------
-    async def _attempt(self, message: OutboxMessage) -> None:
-        try:
-            await self._attempt_and_report(message)
-        except SQLAlchemyError as exc:
-            _reraise_cancellation(exc)
-            # The outcome is lost; the lease runs out and the message goes again.
-            log.warning(
-                "webhook %s: could not record the outcome of attempt %d: %s",
-                message.message_id,
-                message.attempts,
-                exc,
-            )
-        except Exception:
-            log.exception(
-                "webhook %s: unexpected error in attempt %d", message.message_id, message.attempts
-            )
-
-    async def _attempt_and_report(self, message: OutboxMessage) -> None:
+    async def _attempt(
+        self, message: OutboxMessage, secret: str | None, answer_within: float
+    ) -> _Done:
+        """Send one attempt; its outcome, for the worker to write. No database here."""
         attempt = message.attempts  # counted by the claim
         url = self.policy.url_for(attempt, message.url, message.failover_url)
-        secret, timeout = await self._application_settings(message.application_id)
-        body = webhook_body(message.data_json, attempt, url)
-        headers = self._signer.headers(message_id=message.message_id, body=body, secret=secret)
-        error = await self._post(url, body, headers, timeout)
-        if error is _ABORTED:
-            log.debug("webhook %s: attempt %d cut short by stop()", message.message_id, attempt)
-            return  # stop() hands the message back
+        try:
+            body = webhook_body(message.data_json, attempt, url)
+            headers = self._signer.headers(message_id=message.message_id, body=body, secret=secret)
+            error = await self._request(_origin(url), url, body, headers, answer_within)
+        except Exception as exc:  # a bug: counts as a failed attempt, retried as usual
+            log.exception("webhook %s: unexpected error in attempt %d", message.message_id, attempt)
+            error = f"internal error: {type(exc).__name__}"
+        at = now()
+        age = (at - message.created_at).total_seconds()
         if error is None:
-            await self._store.webhook_delivered(message.id, self._owner)
-            self.stats.delivered_after((now() - message.created_at).total_seconds())
             log.debug("webhook %s delivered to %s (attempt %d)", message.message_id, url, attempt)
-            return
-        age = (now() - message.created_at).total_seconds()
+            return _Done(WebhookOutcome(message.id), age)
         self.stats.attempts_failed += 1
         if attempt >= self.policy.max_attempts or age >= self.policy.max_age:
-            await self._store.webhook_failed(message.id, self._owner, error=error)
             self.stats.given_up += 1
             log.warning(
                 "webhook %s (%s) given up after %d attempts over %.0f s; last: %s from %s",
@@ -389,11 +490,9 @@ class WebhookOutbox:
                 error,
                 url,
             )
-            return
+            return _Done(WebhookOutcome(message.id, error=error), age)
         delay = self.policy.delay_after(attempt, message.failover_url is not None)
-        await self._store.webhook_retry(
-            message.id, self._owner, error=error, next_attempt_at=now() + timedelta(seconds=delay)
-        )
+        self._next_retry = min(self._next_retry, time.monotonic() + delay)
         log.warning(
             "webhook %s (%s) attempt %d to %s failed: %s; next attempt in %.1f s",
             message.message_id,
@@ -403,6 +502,8 @@ class WebhookOutbox:
             error,
             delay,
         )
+        retry_at = at + timedelta(seconds=delay)
+        return _Done(WebhookOutcome(message.id, error=error, retry_at=retry_at), age)
 
     async def _application_settings(self, application_id: str | None) -> tuple[str | None, float]:
         """The app's signing secret and answer timeout (defaults if it is gone)."""
@@ -412,34 +513,36 @@ class WebhookOutbox:
         timeout = app.webhook_timeout_secs or self.policy.timeout
         return app.signing_secret, float(timeout)
 
-    async def _post(
-        self, url: str, body: str, headers: dict[str, str], answer_within: float
-    ) -> str | Literal[_Aborted.ABORTED] | None:
-        """POST one attempt; None if it was delivered, ``_ABORTED`` if stop() cut it short,
-        else why not."""
-        request = asyncio.create_task(self._request(url, body, headers, answer_within))
-        abort = asyncio.create_task(self._abort.wait())
-        try:
-            await asyncio.wait((request, abort), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            abort.cancel()
-            if not request.done():
-                request.cancel()  # only the HTTP request: httpx closes its connection
-            await asyncio.gather(request, abort, return_exceptions=True)
-        return _ABORTED if request.cancelled() else request.result()
+    def _client_for(self, origin: str) -> httpx.AsyncClient:
+        """One client, so one connection pool, per destination: httpcore looks through every
+        connection of its pool for each request, so small pools keep that cheap. Never a
+        proxy from the environment, never a redirect (the URL the app set is the one that gets
+        the event), never an internal address the operator did not allow
+        (--allow-webhooks-to): a refused URL fails the attempt with the reason."""
+        client = self._given_client or guarded_client(
+            self._policy,
+            max_connections=self.policy.per_destination,
+            keepalive=self.policy.per_destination,
+            headers={"user-agent": f"callbridge-webhooks/{__version__}"},
+        )
+        self._clients[origin] = client
+        return client
 
     async def _request(
-        self, url: str, body: str, headers: dict[str, str], answer_within: float
+        self, origin: str, url: str, body: str, headers: dict[str, str], answer_within: float
     ) -> str | None:
-        assert self._client is not None
+        """POST one attempt; None if it was delivered, else why not."""
+        client = self._clients.get(origin) or self._client_for(origin)
         headers = {"content-type": "application/json", **headers}
         try:
             # Whole-request deadline: httpx's own timeouts are per read, and a receiver that
             # trickles bytes would otherwise hold the attempt for ever.
             async with asyncio.timeout(answer_within):
-                # Streamed, and the body never read: the status is all that counts, and an
-                # app's (possibly large) answer is no reason to spend memory.
-                async with self._client.stream(
+                # Streamed: the status is all that counts, and an app's (possibly large)
+                # answer is no reason to spend memory. A short answer is read to its end, so
+                # that the connection can be kept for the next message; a long one is cut off
+                # (the connection is closed instead).
+                async with client.stream(
                     "POST",
                     url,
                     content=body.encode("ascii"),
@@ -447,6 +550,11 @@ class WebhookOutbox:
                     timeout=answer_within,
                 ) as response:
                     status = response.status_code
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > _ANSWER_READ:
+                            break
         except (TimeoutError, httpx.TimeoutException):
             return f"no answer within {answer_within:g} s"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -454,11 +562,23 @@ class WebhookOutbox:
         return None if 200 <= status < 300 else f"HTTP {status}"
 
 
-class _Aborted(enum.Enum):
-    ABORTED = "cut short by stop()"
+@dataclass(slots=True)
+class _Destination:
+    """One receiver (scheme, host, port): its requests in flight and the messages waiting."""
+
+    in_flight: int = 0
+    waiting: deque[tuple[OutboxMessage, str | None, float]] = field(default_factory=deque)
 
 
-_ABORTED: Final = _Aborted.ABORTED
+@dataclass(frozen=True, slots=True)
+class _Done:
+    outcome: WebhookOutcome
+    lag: float  # enqueue to outcome, seconds
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def lease_prefix(node_id: str) -> str:

@@ -68,6 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FIRST_DELAY = 0.1  # seconds before retrying an outbox write the database refused
+_BATCH = 500  # events written to the outbox in one transaction at most
 _MAX_DELAY = 5.0
 
 Payload = dict[str, Any]
@@ -367,22 +368,33 @@ def _conference_recording(e: AppConferenceRecordingSaved, public_url: str) -> li
 # delivery -------------------------------------------------------------------------------------
 async def enqueue_event(outbox: WebhookOutbox, event: AppEvent, public_url: str) -> int:
     """Write ``event``'s webhooks to the outbox; how many (0: it goes nowhere)."""
+    return len(await outbox.enqueue_many(_messages(event, public_url)))
+
+
+async def enqueue_events(outbox: WebhookOutbox, events: list[AppEvent], public_url: str) -> int:
+    """Write the webhooks of several events to the outbox in one transaction, in order."""
+    return len(
+        await outbox.enqueue_many([m for event in events for m in _messages(event, public_url)])
+    )
+
+
+def _messages(event: AppEvent, public_url: str) -> list[dict[str, Any]]:
     app: Any = event.application
     url = event.webhook_url or (app.webhook_event_url if app is not None else None)
     if url is None:
-        return 0
-    webhooks = telnyx_webhooks(event, public_url)
-    for event_type, payload in webhooks:
-        await outbox.enqueue(
-            event_type,
-            payload,
-            url=url,
-            failover_url=None if event.webhook_url else app.webhook_event_failover_url,
-            ordering_key=event.ordering_key,
-            application_id=app.id if app is not None else None,
-            occurred_at=event.at,
-        )
-    return len(webhooks)
+        return []
+    return [
+        {
+            "event_type": event_type,
+            "payload": payload,
+            "url": url,
+            "failover_url": None if event.webhook_url else app.webhook_event_failover_url,
+            "ordering_key": event.ordering_key,
+            "application_id": app.id if app is not None else None,
+            "occurred_at": event.at,
+        }
+        for event_type, payload in telnyx_webhooks(event, public_url)
+    ]
 
 
 class WebhookEvents:
@@ -434,25 +446,41 @@ class WebhookEvents:
             )
 
     async def _run(self) -> None:
-        while (event := await self._queue.get()) is not None:
-            await self._enqueue_until_taken(event)
+        stopping = False
+        while not stopping:
+            # Every event waiting now goes in one transaction (one commit for many: what
+            # keeps up with a burst), in the order they were published.
+            batch: list[AppEvent] = []
+            event = await self._queue.get()
+            while event is not None:
+                batch.append(event)
+                if len(batch) >= _BATCH or self._queue.empty():
+                    break
+                event = self._queue.get_nowait()
+            stopping = event is None
+            if batch:
+                await self._enqueue_until_taken(batch)
             async with self._progress:
-                self.done += 1
+                self.done += len(batch)
                 self._progress.notify_all()
             if self.waiting == 0:
                 self._told_full = False
 
-    async def _enqueue_until_taken(self, event: AppEvent) -> None:
+    async def _enqueue_until_taken(self, events: list[AppEvent]) -> None:
         delay = _FIRST_DELAY
         while True:
             try:
-                await enqueue_event(self.outbox, event, self.public_url)
+                await enqueue_events(self.outbox, events, self.public_url)
             except Exception as exc:
                 if not is_refusal(exc):
+                    if len(events) > 1:  # find the one that cannot go; the others go
+                        for event in events:
+                            await self._enqueue_until_taken([event])
+                        return
                     # A bug or a payload the outbox refuses: retrying cannot help.
-                    log.exception("could not enqueue the webhooks of %s", type(event).__name__)
+                    log.exception("could not enqueue the webhooks of %s", type(events[0]).__name__)
                     return
-                self._refused(event, exc, delay)
+                self._refused(events[0], exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
                 continue
@@ -461,7 +489,7 @@ class WebhookEvents:
                     "webhooks: the database takes writes again after %.1f s; %d spooled "
                     "events left to enqueue",
                     time.monotonic() - self._refused_since,
-                    self.waiting - 1,
+                    self.waiting - len(events),
                 )
                 self._refused_since = None
             return
