@@ -22,6 +22,7 @@ import pytest
 from callbridge.cli import main as cli_main
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.core.dialplan import DialPlans
+from callbridge.forwarding import parse_forwarding
 from callbridge.store import Store
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user, running
@@ -128,6 +129,35 @@ async def test_simultaneous_group_rings_everyone_and_the_first_answer_wins(
     assert abs(log[0][1] - log[1][1]) < 1.0  # at once
     await alice_calls[0].wait_for("ended", timeout=5)
     assert alice_calls[0].end_reason == "answered-elsewhere"
+    assert level > -35, f"the caller did not hear bob ({level:.1f} dB)"
+
+
+async def test_a_member_on_dnd_is_skipped_and_the_next_member_answers(
+    server: Server, phones: list[Phone]
+) -> None:
+    """A sequential group whose first member has DND on (followme.limits): their logged-in
+    phone never rings, the next member rings at once (not after the first's 5 s), answers,
+    and is heard."""
+    (dana, _), (bob, _), (carol, _) = await _users(server, 3)
+    async with server.store() as store:
+        await store.set_forwarding(dana, parse_forwarding({"dnd": True}))
+        await store.add_ring_group(
+            "default",
+            f"dnd-{dana}",
+            [{"user": dana, "seconds": 5}, {"user": bob, "seconds": 5}],
+            strategy="sequential",
+        )
+        await store.add_dial_rule("default", "5104", "ring_group", f"dnd-{dana}")
+    log: list[tuple[str, float]] = []
+    _callee(await _phone(server, dana, phones), log, dana, answer=True)
+    _callee(await _phone(server, bob, phones), log, bob, answer=True)
+    caller = await _phone(server, carol, phones)
+    sink = BufferSink()
+    started = asyncio.get_running_loop().time()
+    call = await caller.call("5104", source=ToneSource(440.0), sink=sink)
+    level = await _heard(call, sink)
+    assert [name for name, _ in log] == [bob], log
+    assert log[0][1] - started < 4.0, "bob rang only after dana's 5 s"
     assert level > -35, f"the caller did not hear bob ({level:.1f} dB)"
 
 

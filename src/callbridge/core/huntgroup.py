@@ -11,8 +11,9 @@ over the devices of that step's members, for the step's seconds:
   cluster keeps its own turn, which is enough to spread calls.
 
 A member is rung through ring-all of their devices (the devices a call to the user rings);
-their own forwarding rules, when those exist, are not followed from inside a group. A member
-with no device reachable is skipped at once; a step that every device declines (busy,
+their own forwarding steps, when those exist, are not followed from inside a group, but their
+do-not-disturb is (``followme.limits``). A member on DND or with no device reachable is
+skipped at once; a step that every device declines (busy,
 rejected) or that times out goes on to the next. The caller hears ringback throughout (from
 the first step that rings) and the winner is bridged as for any call
 (``Routing._answered``). When no step is left, ``on_no_answer(reason, rang)`` decides (the
@@ -90,6 +91,10 @@ class HuntGroups:
             members = hunt.steps[index]
             devices, seen = [], set()
             for member in members:
+                dnd, _ = await c.routing.followme.limits(member.user)
+                if dnd:  # do-not-disturb: the member is skipped as one with no device
+                    log.debug("ring group %s: %s is on DND", hunt.group.name, member.user)
+                    continue
                 for device in await c.ringable_devices(member.user, but=origin.device):
                     if device.id not in seen:
                         seen.add(device.id)
