@@ -2,12 +2,12 @@
 
 Every ``options_interval`` seconds an out-of-dialog ``OPTIONS sip:HOST[:PORT]`` goes to the
 trunk (or its outbound proxy); an answer is awaited for at most that interval
-(:func:`check_timeout`; Timer F at most). Any answer but a timeout or a 5xx means the carrier is there
-(a 2xx, and also a 4xx such as 401/404/405: many carriers refuse OPTIONS from strangers, yet
-the refusal proves the host is up): the trunk is ``up``. No answer (Timer F: a synthesized
-408, §17.1.2.2) or a 5xx (503: overloaded, in maintenance) marks it ``down``. Changes are
-written with :meth:`~callbridge.trunks.TrunkDirectory.set_health`; outbound routing skips
-``down`` trunks (:mod:`callbridge.sip.trunk_calls`).
+(:func:`check_timeout`; Timer F at most). Any answer but a timeout or a 5xx means the carrier
+is there (a 2xx, and also a 4xx such as 401/404/405: many carriers refuse OPTIONS from
+strangers, yet the refusal proves the host is up): the trunk is ``up``. No answer in time (or
+Timer F's synthesized 408, §17.1.2.2) or a 5xx (503: overloaded, in maintenance) marks it
+``down``. Changes are written with :meth:`~callbridge.trunks.TrunkDirectory.set_health`;
+outbound routing skips ``down`` trunks (:mod:`callbridge.sip.trunk_calls`).
 """
 
 from __future__ import annotations
