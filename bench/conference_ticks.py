@@ -35,8 +35,14 @@ from callbridge.media.mixer import Mixer
 from callbridge.media.players import encode_loop
 from callbridge.rtp.codecs import CODECS, CodecSpec, FrameDecoder, FrameEncoder
 
+try:  # the leaner packet path (issue 15 item 2), when the code has it: the server's path
+    from callbridge.rtp.fastpath import RtpWriter, Srtp, parse_rtp
+except ImportError:  # the code before it: aiortc's RtpPacket and pylibsrtp's wrapper
+    RtpWriter = Srtp = parse_rtp = None  # type: ignore[assignment,misc]
+
 OPUS = CODECS["opus"]
 TICKS = 250  # 5 s of ticks per size
+FAST = parse_rtp is not None
 
 
 def _srtp(direction: int) -> Session:
@@ -69,6 +75,9 @@ class Leg:
         self._srtp = _srtp(Policy.SSRC_ANY_OUTBOUND)
         self._out, self._sink, self._ext = out, sink, ext
         self._seq = 0
+        if FAST:
+            self._writer = RtpWriter(1000, ext, "0")
+            self._fast_srtp = Srtp(self._srtp)
         self.decoder = FrameDecoder(OPUS)  # the code before issue 15 decoded in the endpoint
 
     @property
@@ -87,6 +96,11 @@ class Leg:
         return self._encoder
 
     async def send_audio(self, payload: bytes, source: object, source_ts: int) -> None:
+        if FAST:
+            header = self._writer.header(111, 0, self._seq, source_ts)
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._out.sendto(self._fast_srtp.protect(header, payload), self._sink)
+            return
         packet = RtpPacket(
             payload_type=111, sequence_number=self._seq, timestamp=source_ts, ssrc=1000,
             payload=payload,
@@ -116,6 +130,8 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
     # One SRTP session per leg each way, as each peer connection has its own (one session of
     # many SSRCs would measure libsrtp's stream lookup, a list, instead).
     inbound = [_srtp(Policy.SSRC_ANY_INBOUND) for _ in range(n)]
+    fast_in = [Srtp(s) for s in inbound] if FAST else []
+    level_id = 2  # the audio level's extension id in _ext_map
     senders = [_srtp(Policy.SSRC_ANY_OUTBOUND) for _ in range(n)]
     # Every inbound packet of the run, protected beforehand (the devices' work, not ours).
     wire: list[list[bytes]] = []
@@ -133,8 +149,13 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
 
     async def run(first: int, ticks: int) -> None:
         for k in range(first, first + ticks):
-            for member, srtp, data in zip(members, inbound, wire[k], strict=True):
-                packet = RtpPacket.parse(srtp.unprotect(data), ext)
+            for i, (member, data) in enumerate(zip(members, wire[k], strict=True)):
+                if FAST:
+                    view = parse_rtp(fast_in[i].unprotect(data), level_id)
+                    assert view is not None
+                    member.fifo.feed(view.payload, view.sequence_number, OPUS, view.audio_level)
+                    continue
+                packet = RtpPacket.parse(inbound[i].unprotect(data), ext)
                 if new_input:
                     member.fifo.feed(
                         packet.payload, packet.sequence_number, OPUS, packet.extensions.audio_level
@@ -176,7 +197,8 @@ def main(args: Any) -> None:
     level = "no RFC 6464 level" if args.no_audio_level else "RFC 6464 levels"
     print(f"# callbridge bench/conference.py --offline — CPU time per 20 ms tick of one room "
           f"in one process ({TICKS} ticks per size; {args.talkers} talkers, {level}; "
-          f"inbound unprotect+parse, input, mixer, outbound packet+protect+sendto)")  # fmt: skip
+          f"inbound unprotect+parse, input, mixer, outbound packet+protect+sendto; "
+          f"{'fast packet path' if FAST else 'aiortc packets'})")  # fmt: skip
     print(f"{'N':>4} {'CPU ms/tick':>11} {'% of a core':>11} {'own+shared enc/tick':>19} "
           f"{'dec/tick':>8}")  # fmt: skip
 
