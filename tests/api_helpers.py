@@ -45,6 +45,8 @@ TYPED = {
     "call.recording.saved": "CallRecordingSavedWebhookEvent",
     "call.enqueued": "CallEnqueuedWebhookEvent",
     "call.dequeued": "CallLeftQueueWebhookEvent",
+    # callbridge's own (issue 16): the SDK has no class for it, so an app reads event_type.
+    "call.forwarded": "*",
     "conference.created": "ConferenceCreatedWebhookEvent",
     "conference.ended": "ConferenceEndedWebhookEvent",
     # The SDK's ConferenceFloorChanged has no {"data": ...} envelope (its OpenAPI spec says

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api_helpers import speech_heard
 from callbridge.cli import main
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.errors import RemoteError
@@ -28,7 +29,7 @@ from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, create_user, running
 from sip_peers import missing_tools
 from trunk_helpers import TONE as TRUNK_TONE
-from trunk_helpers import add_route, add_trunk, sipp_carrier
+from trunk_helpers import add_route, add_trunk, sipp_carrier, telnyx_app
 
 sipp_only = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
@@ -299,3 +300,87 @@ def test_the_cli_sets_shows_and_refuses_forwarding_rules(
     }, shown
     assert main(["forwarding", "set", "lena", "--on-no-answer", "voicemail", *base]) == 2
     assert "invalid on_no_answer 'voicemail'" in capsys.readouterr().err
+
+
+async def test_an_application_dial_follows_the_rules_and_reports_the_new_step_as_a_webhook(
+    server: Server, phones: list[Phone]
+) -> None:
+    """mia is on DND with a second step to noah. A REST dial to mia (the telnyx SDK) never
+    rings her phone: noah rings, answers and hears what the application speaks; the
+    application gets ``call.forwarded`` (step 2, ``user:noah``, reason ``dnd``) between
+    ``call.initiated`` and ``call.answered``."""
+    mia, noah = await _users(server, 2)
+    steps = [{"targets": ["devices"], "seconds": 5}, {"targets": [f"user:{noah}"], "seconds": 5}]
+    await _rules(server, mia, {"dnd": True, "steps": steps})
+    mia_rung: list[Any] = []
+    (await _phone(server, mia, phones)).on("incoming", mia_rung.append)
+    noah_sink = BufferSink()
+
+    async def answer(call: Any) -> None:
+        await call.answer(source=ToneSource(TONE), sink=noah_sink)
+
+    (await _phone(server, noah, phones)).on("incoming", answer)
+    async with telnyx_app(server) as (client, sink, app_id):
+        dialled = await client.calls.dial(connection_id=app_id, to=mia, from_="+15550001111")
+        assert dialled.data is not None
+        ccid = dialled.data.call_control_id
+        forwarded = await sink.wait("call.forwarded", call_control_id=ccid)
+        await sink.wait("call.answered", call_control_id=ccid)
+        await client.calls.actions.speak(ccid, payload="Your order has shipped.", voice="female")
+        heard = await speech_heard(noah_sink)
+        await client.calls.actions.hangup(ccid)
+        await sink.wait("call.hangup", call_control_id=ccid)
+    payload = forwarded.payload
+    assert (payload["user"], payload["step"], payload["reason"]) == (mia, 2, "dnd"), payload
+    assert payload["targets"] == [f"user:{noah}"] and payload["ring_seconds"] == 5, payload
+    assert sink.types(ccid)[:3] == ["call.initiated", "call.forwarded", "call.answered"]
+    assert mia_rung == [] and heard, "noah did not hear the application"
+
+
+@sipp_only
+async def test_a_dial_plan_rule_to_a_trunk_reaches_the_carrier_and_the_caller_hears_it(
+    server: Server, tmp_path: Path, phones: list[Phone]
+) -> None:
+    """``77*`` strip 2, prepend +1555640, to a trunk: a ``/ws`` caller dialling 770001 goes
+    out as +15556400001 to a SIPp carrier that echoes; the caller hears its own tone."""
+    (caller_name,) = await _users(server, 1)
+    caller = await _phone(server, caller_name, phones)
+    carrier = sipp_carrier(tmp_path / "echo", "carrier_echo.xml")
+    trunk = await add_trunk(server, carrier.port)
+    await add_route(server, "+1555640", trunk)
+    async with server.store() as store:
+        await store.add_dial_rule("default", "77*", "trunk", strip=2, prepend="+1555640")
+    sink = BufferSink()
+    async with carrier:
+        call = await caller.call("770001", source=ToneSource(TRUNK_TONE), sink=sink)
+        await call.wait_for("answered", timeout=10)
+        await asyncio.sleep(1.5)  # the measurement: our tone echoed by the carrier
+        heard = sink.samples(1.0)
+        await call.hangup()
+        result = await carrier.wait(15)
+    assert result.ok and result.successful == 1, result.explain()
+    assert "+15556400001" in result.messages, "the number was not rewritten"
+    assert tone_level_db(heard, 48000, TRUNK_TONE) > -35.0, "no audio through the trunk"
+
+
+async def test_a_forwarded_outside_call_counts_against_the_forwarding_users_limits(
+    server: Server, phones: list[Phone]
+) -> None:
+    """With the account's ``user_max_calls`` at 0, olga's step to an outside number is refused
+    by the toll-fraud policy as olga's own call (``user:olga``; an application would pass):
+    nothing else to ring, so the caller's call fails."""
+    olga, caller_name = await _users(server, 2)
+    trunk = await add_trunk(server, 9)  # never reached: the policy refuses first
+    await add_route(server, "+1555660", trunk)
+    await _rules(server, olga, {"steps": [{"targets": ["number:+15556600001"]}]})
+    caller = await _phone(server, caller_name, phones)
+    async with server.store() as store:
+        await store.set_dial_policy("default", user_max_calls=0)
+    try:
+        with pytest.raises(RemoteError, match="destination_not_found"):
+            await caller.call(olga, source=ToneSource(440.0), sink=BufferSink())
+    finally:
+        async with server.store() as store:
+            await store.set_dial_policy("default", user_max_calls=2)
+    refused = [line for line in server.log().splitlines() if "toll-fraud refused" in line]
+    assert any(f"placer=user:{olga}" in line and "too_many_calls" in line for line in refused)

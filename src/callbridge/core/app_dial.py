@@ -15,6 +15,9 @@ When nobody answers in ``timeout_secs``, every device declines (``busy`` if one 
 the application hangs up first, the call ends with that reason. A user with no reachable
 device ends it at once (``failed``, offline).
 
+**Forwarding.** A user with forwarding rules (issue 16) is rung by them instead, step by
+step (:mod:`.app_forward`; the application gets ``call.forwarded`` at each new step).
+
 **Accounts.** A route applies to the calls of its own account (the caller's), and an
 application dials only users of its own account: a user of another account is "no such user".
 What an application presents as ``from`` is checked (core.callerid: ``caller_id_not_allowed``)
@@ -28,6 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from callbridge.core.app_events import AppCallAnswered, AppCallInitiated
+from callbridge.core.app_forward import AppForwarding
 from callbridge.core.app_model import AppCall, AppCallState, CallHasEnded, now
 from callbridge.core.callerid import CallerIds, clean_display_name
 from callbridge.core.calls import Call, Caller, CallState, Leg, LegState, new_id
@@ -50,6 +54,7 @@ class Dialer:
     def __init__(self, apps: AppCalls) -> None:
         self.apps = apps
         self.caller_ids = CallerIds(apps.directory)
+        self.forwarding = AppForwarding(self)
 
     # incoming ---------------------------------------------------------------------------------
     async def route(self, call: Call, destination: str) -> bool:
@@ -210,11 +215,17 @@ class Dialer:
         )
         apps.register(call)
         apps.publish(AppCallInitiated(call=apps.facts(call), parked=False))
+        caller = Caller(call.from_, call.from_display_name, call.to, "audio")
+        # A user with forwarding rules is rung by them, as a device's call to them is (issue
+        # 16: DND, steps; core.app_forward).
+        rules = await controller.routing.followme.rules_of(user.name) if user else None
+        if user is not None and rules is not None:
+            await self.forwarding.dial(call, user, rules, caller, timeout_secs, account)
+            return call
         group = controller.ring_group(
             "application dial", partial(self._connect, call), partial(self._exhausted, call)
         )
         call.ring = group
-        caller = Caller(call.from_, call.from_display_name, call.to, "audio")
         rung = 0
         if trunk_plan is not None:  # the carrier is the one device rung
             assert controller.trunk_router is not None

@@ -33,6 +33,7 @@ __all__ = [
     "AppCallDequeued",
     "AppCallEnqueued",
     "AppCallEvent",
+    "AppCallForwarded",
     "AppCallHangup",
     "AppCallInitiated",
     "AppConferenceCreated",
@@ -241,6 +242,20 @@ class AppCallDequeued(AppCallEvent):
     position: int  # where it was when it left
     reason: DequeueReason
     wait_secs: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppCallForwarded(AppCallEvent):
+    """The call to a user went on to a new step of that user's forwarding rules (issue 16):
+    ``step`` (1-based; 0: the destination an outcome action names), what it rings
+    (``targets``: ``devices``, ``user:NAME``, ``number:+E164``), for ``seconds``, and why:
+    ``reason``, how the step before ended (``busy``, ``no_answer``, ``offline``, ``dnd``)."""
+
+    user: str  # whose rules
+    step: int
+    targets: tuple[str, ...]
+    seconds: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

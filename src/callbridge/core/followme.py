@@ -43,6 +43,7 @@ from callbridge.core.calls import Call, Caller, CallState, Leg, LegState
 from callbridge.core.events import CallRinging, CommandFailed, LegDtmf, LegInitiated
 from callbridge.core.ringgroup import RingGroup, RingState
 from callbridge.core.tenancy import account_of
+from callbridge.core.tollfraud import Placer
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.forwarding import OUTCOME_REASONS, Forwarding, Step, Target
 from callbridge.media.interface import AudioSpec
@@ -295,15 +296,20 @@ class FollowMe:
 
     async def _user_devices(self, call: Call, name: str) -> list[Device]:
         """Another user's devices (of the caller's account); none while that user is DND."""
+        return await self.devices_of(name, account_of(call.origin.device), call.origin.device)
+
+    async def devices_of(self, name: str, account: str, but: Device | None = None) -> list[Device]:
+        """The devices a ``user:NAME`` target rings (a user of ``account``): none while that
+        user is on DND or has none."""
         c = self.calls
-        other = await c.directory.find_user(name, account_of(call.origin.device))
+        other = await c.directory.find_user(name, account)
         if other is None:
-            log.info("follow-me: no user %r to ring (rules of %s)", name, call.callee_name)
+            log.info("follow-me: no user %r to ring", name)
             return []
         rules = await self.rules_of(other.name)
         if rules is not None and rules.dnd:
             return []
-        return await c.ringable_devices(other.name, but=call.origin.device)
+        return await c.ringable_devices(other.name, but=but)
 
     async def _ring_number(
         self, run: _Run, group: StepGroup, target: Target, caller: Caller
@@ -317,9 +323,11 @@ class FollowMe:
             log.info("follow-me: no trunks to reach %s", target.value)
             return
         account = account_of(run.call.origin.device)
-        placer = _Forwarder(f"forwarding:{run.user.name}")
+        # The forwarding user places the outside call: the toll-fraud policy counts it against
+        # that user's limits (as if they had dialled the number), not an application's.
+        placer = Placer("user", run.user.name, account, source=f"forwarding {run.call.id}")
         try:
-            planned = await plan(target.value, placer, account)
+            planned = await plan(target.value, None, account, placer=placer)
         except ProtocolError as exc:
             log.info("follow-me: %s unreachable: %s", target.value, exc.message)
             return
@@ -436,13 +444,6 @@ class FollowMe:
         if accepted and leg.live and await group.accept_screened(leg):
             return
         await group.refuse_screened(leg, EndReason.NO_ANSWER)
-
-
-@dataclass(frozen=True, slots=True)
-class _Forwarder:
-    """Who places a forwarded outside call, for the trunks' toll-fraud placer (its id)."""
-
-    id: str
 
 
 async def _take_with(c: CallController, dialer: Any, call: Call, target: Target) -> None:

@@ -257,9 +257,13 @@ class TrunkCalls:
         return True
 
     # an application's call (POST /v2/calls) -------------------------------------------------
-    async def plan(self, to: str, application: Any, account: str) -> TrunkPlan | None:
+    async def plan(
+        self, to: str, application: Any, account: str, *, placer: Placer | None = None
+    ) -> TrunkPlan | None:
         """Where an application's call to ``to`` goes out, checked by the toll-fraud policy;
         None when ``to`` is no trunk destination (neither E.164 nor a ``sip:`` URI).
+        ``placer``: who the policy counts the call against when not ``application`` (a user
+        whose forwarding rules ring an outside number, issue 16: that user's limits).
 
         ``+E164``: the account's outbound route with the longest matching prefix.
         ``sip:USER@HOST``: the account's trunk whose host is ``HOST`` (USER is sent as the
@@ -304,9 +308,10 @@ class TrunkCalls:
                 ErrorCode.DESTINATION_NOT_FOUND,
                 f"every trunk that reaches {to!r} is down ({names}): see 'callbridge trunks list'",
             )
-        placer = Placer(
-            "application", str(application.id), account, source=f"rest {application.id}"
-        )
+        if placer is None:
+            placer = Placer(
+                "application", str(application.id), account, source=f"rest {application.id}"
+            )
         if self.guard is not None:
             await self.guard.check(placer, destination, usable[0])
         return TrunkPlan(usable, destination, placer)

@@ -32,6 +32,7 @@ from callbridge.core.app_events import (
     AppCallDequeued,
     AppCallEnqueued,
     AppCallEvent,
+    AppCallForwarded,
     AppCallHangup,
     AppCallInitiated,
     AppConferenceCreated,
@@ -277,6 +278,20 @@ def _dequeued(e: AppCallDequeued, _: str) -> list[Webhook]:
         e, queue=e.queue, queue_position=e.position, reason=e.reason, wait_time_secs=e.wait_secs
     )
     return [("call.dequeued", payload)]
+
+
+@_shape(AppCallForwarded)
+def _forwarded(e: AppCallForwarded, _: str) -> list[Webhook]:
+    # callbridge's own event (issue 16): Telnyx has no follow-me, so no event to copy.
+    payload = _call(
+        e,
+        user=e.user,
+        step=e.step,
+        targets=list(e.targets),
+        ring_seconds=e.seconds,
+        reason=e.reason,
+    )
+    return [("call.forwarded", payload)]
 
 
 # conferences ----------------------------------------------------------------------------------
