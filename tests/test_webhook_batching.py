@@ -17,7 +17,7 @@ import textwrap
 import pg
 from callbridge.store import Store
 from callbridge.webhooks import RetryPolicy, WebhookOutbox
-from test_webhooks import Receiver, receiver  # noqa: F401 (the fixture)
+from test_webhooks import Action, Receiver, receiver  # noqa: F401 (the fixture)
 
 database = pg.database  # the fixture: SQLite and PostgreSQL
 
@@ -78,7 +78,8 @@ async def test_a_slow_destination_does_not_hold_back_a_fast_one(
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
     outbox = await WebhookOutbox.create(store, policy=policy)
     try:
-        slow.script("/hook", *["hang"] * 6)  # nothing it is sent is answered
+        hang: Action = "hang"
+        slow.script("/hook", *[hang] * 6)  # nothing it is sent is answered
         for n in range(6):
             await outbox.enqueue("call.hangup", {"n": n}, url=slow.url(), ordering_key=f"s{n}")
         for n in range(12):
