@@ -34,6 +34,7 @@ async def test_on_ack_hears_the_first_ack_of_each_2xx_and_not_a_resent_one(
 ) -> None:
     a, b = stacks
     acks: list[Request] = []
+    arrived: list[str] = []  # the CSeq of every ACK the UAS dialog got, resent ones too
     heard = asyncio.Queue[Request]()
 
     def on_ack(request: Request) -> None:
@@ -49,6 +50,13 @@ async def test_on_ack_hears_the_first_ack_of_each_2xx_and_not_a_resent_one(
     async def answer(incoming: Incoming) -> None:
         dialog = b.dialogs.accept(incoming, incoming.response(200))
         dialog.on_ack = on_ack
+        receive = dialog.receive_ack
+
+        def counting(request: Request) -> None:
+            arrived.append(request.headers.get("CSeq") or "")
+            receive(request)
+
+        dialog.receive_ack = counting  # type: ignore[method-assign]
         dialog.on_request = reanswer(dialog)
 
     b.on("INVITE", answer)
@@ -58,9 +66,12 @@ async def test_on_ack_hears_the_first_ack_of_each_2xx_and_not_a_resent_one(
     assert (first.method, first.headers.get("CSeq")) == ("ACK", "1 ACK")
     # The UAC resends its ACK (as on a retransmitted 2xx, §13.2.2.4); the re-INVITE after it
     # goes over the same socket, so by its ACK the resent one has been handled too.
-    ours.resend_ack()
+    ours.resend_ack(1)
     assert (await ours.request("INVITE")).status == 200
     second = await asyncio.wait_for(heard.get(), 2)
     assert (second.method, second.headers.get("CSeq")) == ("ACK", "2 ACK")
     assert len(acks) == 2  # the resent ACK of the first 2xx was not handed on
+    # The re-INVITE's 200 got its own ACK only: not the first INVITE's again (a strict peer
+    # aborts on that; callbridge once sent it when the re-INVITE's 200 came).
+    assert arrived == ["1 ACK", "1 ACK", "2 ACK"], arrived
     await ours.bye()

@@ -105,6 +105,7 @@ class Dialog(StateMachine[DialogState]):
         self.acked = asyncio.Event()  # UAS: the ACK of our last 2xx came
         self._ack: bytes | None = None  # UAC: the ACK of the 2xx, sent again on retransmits
         self._ack_flow: Flow | None = None
+        self._sent_ack_cseq = -1  # UAC: the CSeq number of the INVITE ``_ack`` acknowledges
         self._client_invite = False  # our INVITE in this dialog awaits its final response
         self._server_invite: Incoming | None = None  # theirs awaits our final response
         self._retransmit: asyncio.TimerHandle | None = None
@@ -183,7 +184,9 @@ class Dialog(StateMachine[DialogState]):
 
     def _on_reinvite_response(self, response: Response) -> None:
         if 200 <= response.status < 300 and response.cseq_method == "INVITE":
-            self.resend_ack()  # a retransmitted 2xx of a re-INVITE already ACKed
+            # A retransmitted 2xx of a re-INVITE already ACKed; the first 2xx of this
+            # re-INVITE is ACKed by request() and must not get the previous INVITE's ACK.
+            self.resend_ack(response.cseq_number)
 
     def glare_delay(self) -> float:
         """§14.1: 2.1-4 s (Call-ID ours) or 0-2 s, in 10 ms steps; scaled with T1 in tests."""
@@ -206,10 +209,13 @@ class Dialog(StateMachine[DialogState]):
         ack = self.build("ACK", credentials, cseq=invite.cseq_number)
         flow = await self.stack.send_request(ack, self.target())
         self._ack, self._ack_flow = ack.to_bytes(), flow
+        self._sent_ack_cseq = invite.cseq_number
         flow.send(self._ack)
 
-    def resend_ack(self) -> None:
-        if self._ack is not None and self._ack_flow is not None:
+    def resend_ack(self, cseq: int) -> None:
+        """§13.2.2.4: a retransmitted 2xx gets the ACK sent for it again; only the ACK of the
+        INVITE with that CSeq (an older ACK would acknowledge the wrong transaction)."""
+        if self._ack is not None and self._ack_flow is not None and cseq == self._sent_ack_cseq:
             self._ack_flow.send(self._ack)
 
     # -- receiving -----------------------------------------------------------------------------
@@ -445,7 +451,7 @@ class DialogLayer:
                 return
             dialog = confirmed.get(tag)
             if dialog is not None:
-                dialog.resend_ack()  # a retransmitted 2xx (§13.2.2.4)
+                dialog.resend_ack(response.cseq_number)  # a retransmitted 2xx (§13.2.2.4)
                 return
             dialog = early.pop(tag, None) or self._uac(
                 request, response, flow_box[0], DialogState.CONFIRMED
@@ -505,4 +511,4 @@ class DialogLayer:
         key = (response.call_id, response.from_tag or "", response.to_tag or "")
         dialog = self.dialogs.get(key)
         if dialog is not None:
-            dialog.resend_ack()
+            dialog.resend_ack(response.cseq_number)
