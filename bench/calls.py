@@ -62,6 +62,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the process's main thread has spent runnable but waiting for a CPU
+    (/proc/PID/schedstat, field 2): on a shared machine, the time other jobs took from it."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -149,6 +155,9 @@ class Loads:
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
     def results(self) -> tuple[list[float], list[dict[str, int]]]:
         setup: list[float] = []
         stats: list[dict[str, int]] = []
@@ -188,12 +197,14 @@ def measure(
     ``rss_pid`` mid-way, the receivers' counters at the end."""
     cpu0, ctl0, t0 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
     load0 = loads.cpu_seconds()
+    waits0 = [run_queue_seconds(server[0]), *map(run_queue_seconds, loads.pids())]
     loads.go()
     time.sleep(duration / 2)
     rss_mid = rss_bytes(rss_pid)
     time.sleep(duration / 2)
     cpu1, ctl1, t1 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
     load1 = loads.cpu_seconds()
+    waits1 = [run_queue_seconds(server[0]), *map(run_queue_seconds, loads.pids())]
     setup, stats = loads.results()
     elapsed = t1 - t0
     expected = sum(s["expected"] for s in stats)
@@ -209,10 +220,19 @@ def measure(
         "control_cpu_pct": 100 * (ctl1 - ctl0) / elapsed,
         "load_cpu_pct": 100 * (load1 - load0) / elapsed,
         "load_cpu_per_leg": (load1 - load0) / elapsed / (2 * n),
+        # % of the audio phase the server's main thread, and the load processes' on average,
+        # were runnable but not running (other processes had the CPU)
+        "server_wait_pct": 100 * (waits1[0] - waits0[0]) / elapsed,
+        "load_wait_pct": 100
+        * sum(b - a for a, b in zip(waits0[1:], waits1[1:], strict=True))
+        / elapsed
+        / max(1, len(waits0) - 1),
         "late_lost_pct": pct(lost + late),
         "late_pct": pct(late),
         "lost_pct": pct(lost),
         "expected": expected,
+        # packets sent per leg per second of audio (50 when the load keeps the 20 ms pace)
+        "sent_pps": sum(s["sent"] for s in stats) / elapsed / max(1, len(stats)),
         "legs_reporting": len(stats),
         "setup_p50_ms": 1000 * statistics.median(setup) if setup else float("nan"),
         "setup_p95_ms": 1000 * percentile(setup, 95),
@@ -304,7 +324,7 @@ def conditions(args: argparse.Namespace) -> str:
 
 HEADER = (f"{'N':>4} {'legs':>5} {'cpu-s/leg/s':>12} {'server%':>8} {'ctl%':>6} {'load%':>6} "
           f"{'load/leg':>9} {'late%':>7} {'lost%':>7} {'setup p50':>10} {'p95':>8} "
-          f"{'KiB/call':>9}")  # fmt: skip
+          f"{'KiB/call':>9} {'sent/s':>6} {'wait srv/load':>13}")  # fmt: skip
 
 
 def print_row(r: dict[str, Any], label: str = "") -> None:
@@ -315,7 +335,9 @@ def print_row(r: dict[str, Any], label: str = "") -> None:
           f"{r['control_cpu_pct']:>5.1f}% {r['load_cpu_pct']:>5.0f}% "
           f"{r['load_cpu_per_leg']:>9.5f} {r['late_pct']:>6.2f}% {r['lost_pct']:>6.2f}% "
           f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
-          f"{r['mem_per_call_kib']:>9.0f}{label}", flush=True)  # fmt: skip
+          f"{r['mem_per_call_kib']:>9.0f} {r['sent_pps']:>6.1f} "
+          f"{r['server_wait_pct']:>5.0f}% /{r['load_wait_pct']:>4.0f}%{label}",
+          flush=True)  # fmt: skip
 
 
 def held(r: dict[str, Any]) -> bool:

@@ -131,14 +131,15 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # settle: ICE/DTLS done everywhere, first packets through
     print(json.dumps({"phase": "ready"}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    sent0 = [media.stats().packets_sent for media in medias]
     for media in medias:
         media.reset_stats()
     await asyncio.sleep(spec["duration"])
     stats = []
-    for media in medias:
+    for media, sent in zip(medias, sent0, strict=True):
         st = media.stats()
         stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
-                      "late": st.packets_late})  # fmt: skip
+                      "late": st.packets_late, "sent": st.packets_sent - sent})  # fmt: skip
     await close()
     return {"setup": setup, "stats": stats}
 
