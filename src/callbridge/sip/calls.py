@@ -132,7 +132,6 @@ class SipCalls:
         self.controller = controller
         self.legs: dict[str, SipLeg] = {}  # core leg id -> its SIP side
         self.callers: dict[int, Incoming] = {}  # id(device) -> its INVITE, until CallTrying
-        self._callers = self.callers  # the name sip/replaces.py still uses
         self.in_dialog = CallDialogs(stack, controller, self._bye_received)
         self._dtmf_locks: dict[str, asyncio.Lock] = {}  # core leg id -> its digits in order
         self._bound_connections: tuple[float, set[str]] = (-1e9, set())  # flow_in_use's cache

@@ -129,7 +129,7 @@ async def invite_with_replaces(calls: SipCalls, incoming: Incoming, user: User) 
         incoming.respond(603, "Decline (the dialog named by Replaces has ended)")
         return
     # The adapter ties the new device's first core events to this INVITE, as for a caller.
-    calls._callers[id(device)] = incoming
+    calls.callers[id(device)] = incoming
     try:
         await calls.controller.transfers.replace(old, device, request.body.decode(errors="replace"))
     except MediaError as exc:
@@ -137,4 +137,4 @@ async def invite_with_replaces(calls: SipCalls, incoming: Incoming, user: User) 
     except ProtocolError as exc:
         incoming.respond(603, f"Decline ({exc.message})"[:120])
     finally:
-        calls._callers.pop(id(device), None)
+        calls.callers.pop(id(device), None)
