@@ -233,6 +233,15 @@ def test_pre_call_test_and_level_meter(calls: dict[str, Any]) -> None:
     assert r["meterTone"]["updates"] >= 8 and r["meterTone"]["maxDb"] > -20, r
     assert r["meterSilent"]["maxDb"] < -70, r
     assert r["conferencesLeft"] == 0 and r["calls"] == 0, r  # the test cleaned up
+    # Issue 16: the page's own forwarding rules and DND (getForwarding/setForwarding/setDnd).
+    fw = r["forwarding"]
+    assert fw["before"]["dnd"] is False and fw["before"]["steps"] == [], fw
+    assert fw["read"] == fw["set"] and fw["read"]["ringSeconds"] == 20, fw
+    assert [s["targets"] for s in fw["read"]["steps"]] == [
+        [{"type": "devices"}], [{"type": "user", "value": "bob"}]], fw  # fmt: skip
+    assert fw["dnd"]["dnd"] is True and fw["dnd"]["steps"] == fw["read"]["steps"], fw
+    assert "on_busy" in (fw["refused"] or ""), fw  # a specific error, the rules kept
+    assert fw["reset"]["dnd"] is False and fw["reset"]["steps"] == [], fw
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,28 @@ async def pre_call_test_and_meter(kit: Kit) -> dict[str, Any]:
         }""",
             within=30,
         )
-    )
+    ) | await forwarding_and_dnd(kit, page)
+
+
+async def forwarding_and_dnd(kit: Kit, page: Any) -> dict[str, Any]:
+    """Issue 16: the page reads, sets and reads back alice's own forwarding, turns DND on, and
+    puts everything back (no rules: the other flows' calls to alice ring as always)."""
+    return {
+        "forwarding": await kit.js(
+            page,
+            """async () => { const phone = kit.phones.alice;
+            const before = await phone.getForwarding();
+            const set = await phone.setForwarding({ringSeconds: 20, onBusy: 'next',
+              steps: [{targets: ['devices'], seconds: 15}, {targets: ['user:bob'], seconds: 10}]});
+            const read = await phone.getForwarding();
+            const dnd = await phone.setDnd(true);
+            let refused = null;
+            try { await phone.setForwarding({onBusy: 'somewhere'}); } catch (e) { refused = String(e.message || e); }
+            const reset = await phone.setForwarding({ringSeconds: null, dnd: false, steps: []});
+            return {before, set, read, dnd, refused, reset}; }""",
+            within=10,
+        )
+    }
 
 
 FLOWS: dict[str, Flow] = {
