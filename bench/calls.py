@@ -336,8 +336,18 @@ def print_row(r: dict[str, Any], label: str = "") -> None:
           f"{r['load_cpu_per_leg']:>9.5f} {r['late_pct']:>6.2f}% {r['lost_pct']:>6.2f}% "
           f"{r['setup_p50_ms']:>8.0f}ms {r['setup_p95_ms']:>6.0f}ms "
           f"{r['mem_per_call_kib']:>9.0f} {r['sent_pps']:>6.1f} "
-          f"{r['server_wait_pct']:>5.0f}% /{r['load_wait_pct']:>4.0f}%{label}",
+          f"{r['server_wait_pct']:>5.0f}% /{r['load_wait_pct']:>4.0f}%{label}{contended(r)}",
           flush=True)  # fmt: skip
+
+
+CONTENDED_PCT = 10.0
+
+
+def contended(r: dict[str, Any]) -> str:
+    """A note on a row whose server or load waited long for a CPU: other jobs on the machine
+    then decided its late+lost as much as the server did."""
+    worst = max(r["server_wait_pct"], r["load_wait_pct"])
+    return f"  (contended: waited {worst:.0f} % for a CPU)" if worst > CONTENDED_PCT else ""
 
 
 def held(r: dict[str, Any]) -> bool:
