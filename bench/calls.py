@@ -10,7 +10,8 @@ For each N the orchestrator (this process) starts a fresh server (``callbridge s
 127.0.0.1), creates 2N users, and starts *load processes* (bench/calls_load.py, one per
 ``--calls-per-load`` calls) that log 2N SDK phones in, place N calls and answer them. The load
 is cheap by design: every leg replays a pre-encoded 1 s loop of a tone (bench/conference.py's
-``LoopMedia``) and counts what it receives from the RTP header alone, without decoding. The
+``LoopMedia``; one 20 ms tick sends for all legs of a process) and counts what it receives
+from the clear RTP header of each SRTP packet, without unprotecting or decoding it. The
 load processes report what their receivers saw; this process samples the server's CPU (its
 control process plus its media workers) and memory from /proc. Printed per N:
 

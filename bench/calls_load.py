@@ -1,12 +1,14 @@
 """The load process of bench/calls.py: many call legs in one asyncio loop, cheaply.
 
 Run by bench/calls.py (``python bench/calls_load.py``, a JSON spec on stdin). Every leg is a
-``conference.LoopMedia`` (bench/conference.py's pre-encoded sender, reused, not copied): a
-1 s loop of a tone encoded once per process and replayed with running sequence numbers and
-timestamps, and a receiver that only counts what arrives from the RTP header (sequence
-number, timestamp, arrival time: lost and late, ``callbridge.media.counters``), never
-decoding it. aiortc is still underneath for ICE, DTLS and SRTP, so a leg costs the load about
-what a relayed leg costs the server; that is said in the figures.
+``LeanMedia``: bench/conference.py's ``LoopMedia`` (its pre-encoded sender, reused, not
+copied: a 1 s loop of a tone encoded once per process) made cheaper per packet. One task per
+process sends every leg's next packet each 20 ms, with running sequence numbers and
+timestamps; what arrives is counted (lost and late, ``ReceiveCounters``) from the sequence
+number and timestamp in the clear RTP header of each SRTP packet, read at the leg's ICE
+socket: never unprotected, parsed into an object or decoded. aiortc does ICE and DTLS and
+its keys protect what is sent. 40 pairs of such legs in one process cost 0.0021 CPU-s per leg
+per s, against 0.005 for ``LoopMedia`` on aiortc's receive path (measured 2026-12-02).
 
 Two kinds of run:
 
