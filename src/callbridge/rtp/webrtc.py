@@ -168,6 +168,8 @@ class RtpPort:
         self._fast = fast_inbound
         self._writer: RtpWriter | None = None  # built at the first send (MID, ids known)
         self._srtp: Srtp | None = None  # on the DTLS transport's outbound SRTP session
+        self._pair: Any = None  # the nominated ICE pair we send on, and its remote address
+        self._dest: tuple[str, int] = ("", 0)
         self._recv_pts: frozenset[int] = frozenset()
         self._level_id = 0  # negotiated id of the RFC 6464 extension we receive
         self._hook()
@@ -311,11 +313,15 @@ class RtpPort:
         if srtp is None or srtp.session is not dtls._tx_srtp:
             srtp = self._srtp = Srtp(dtls._tx_srtp)
         pair = dtls.transport._connection._nominated.get(1)
-        transport = pair.protocol.transport if pair is not None else None
-        if pair is None or transport is None:
+        if pair is None:
+            return
+        if pair is not self._pair:  # the nominated pair (RFC 8445 8.1.1), rarely changes
+            self._pair, self._dest = pair, pair.remote_addr  # a property of tuple building
+        transport = pair.protocol.transport
+        if transport is None:
             return
         data = srtp.protect(header, payload)
-        transport.sendto(data, pair.remote_addr)
+        transport.sendto(data, self._dest)
         # aiortc's counters, which its RTCP sender reports and getStats (outbound-rtp,
         # transport) read: RFC 3550 6.4.1 packet and octet counts; the (NTP, RTP) time pair
         # is refreshed every 32 packets (a pair from < 1 s ago is as valid, and cheaper).
