@@ -23,8 +23,10 @@ control process plus its media workers) and memory from /proc. Printed per N:
   earliest-arriving packet as the reference);
 - setup time call.create -> call.answered (the callee answers as soon as it rings), p50 / p95,
   with at most ``--setup-concurrency`` calls being set up at once;
-- server memory per call: RSS growth of the control process from before the calls to the
-  middle of the audio phase, divided by N.
+- server memory per call: RSS growth of the server's processes (control and media workers)
+  from before the calls to the middle of the audio phase, divided by N;
+- sent/s per load leg (50 when the load kept the 20 ms pace) and the % of the audio phase the
+  most-waiting server process and the load processes waited for a CPU (/proc/PID/schedstat).
 
 ``--find-max`` raises N from ``--start`` by ``--step`` until late+lost exceeds 1 % (or the
 calls cannot be set up) and prints the largest N that held. ``--pin`` puts every server
@@ -192,20 +194,22 @@ def load_prefix(pin: bool) -> list[str]:
 
 
 def measure(
-    n: int, server: list[int], rss_pid: int, loads: Loads, duration: float
+    n: int, server: list[int], rss_pids: list[int], loads: Loads, duration: float
 ) -> dict[str, Any]:
     """The audio phase: CPU of ``server`` (all its processes) and of the loads, RSS of
-    ``rss_pid`` mid-way, the receivers' counters at the end."""
+    ``rss_pids`` mid-way, the receivers' counters at the end."""
     cpu0, ctl0, t0 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
     load0 = loads.cpu_seconds()
-    waits0 = [run_queue_seconds(server[0]), *map(run_queue_seconds, loads.pids())]
+    srv_waits0 = list(map(run_queue_seconds, server))
+    waits0 = [0.0, *map(run_queue_seconds, loads.pids())]
     loads.go()
     time.sleep(duration / 2)
-    rss_mid = rss_bytes(rss_pid)
+    rss_mid = sum(map(rss_bytes, rss_pids))
     time.sleep(duration / 2)
     cpu1, ctl1, t1 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
     load1 = loads.cpu_seconds()
-    waits1 = [run_queue_seconds(server[0]), *map(run_queue_seconds, loads.pids())]
+    srv_waits = [b - a for a, b in zip(srv_waits0, map(run_queue_seconds, server), strict=True)]
+    waits1 = [0.0, *map(run_queue_seconds, loads.pids())]
     setup, stats = loads.results()
     elapsed = t1 - t0
     expected = sum(s["expected"] for s in stats)
@@ -221,9 +225,10 @@ def measure(
         "control_cpu_pct": 100 * (ctl1 - ctl0) / elapsed,
         "load_cpu_pct": 100 * (load1 - load0) / elapsed,
         "load_cpu_per_leg": (load1 - load0) / elapsed / (2 * n),
-        # % of the audio phase the server's main thread, and the load processes' on average,
+        # % of the audio phase the server's most-waiting process (main thread), and the load
+        # processes' on average,
         # were runnable but not running (other processes had the CPU)
-        "server_wait_pct": 100 * (waits1[0] - waits0[0]) / elapsed,
+        "server_wait_pct": 100 * max(srv_waits) / elapsed,
         "load_wait_pct": 100
         * sum(b - a for a, b in zip(waits0[1:], waits1[1:], strict=True))
         / elapsed
@@ -261,7 +266,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.pin:
             pin_all(pids, "0")
         pairs = asyncio.run(make_users(server, n))
-        rss0 = rss_bytes(server.pid)
+        rss0 = sum(map(rss_bytes, pids))
         procs = max(1, -(-n // args.calls_per_load))
         specs = [{"mode": "callbridge", "url": server.ws_url, "pairs": pairs[k::procs],
                   "duration": args.duration, "codec": args.codec,
@@ -272,7 +277,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             error = loads.wait_ready()
             if error is not None:
                 return {"n": n, "error": error}
-            r = measure(n, pids, server.pid, loads, args.duration)
+            r = measure(n, pids, pids, loads, args.duration)
         finally:
             loads.kill()
     r["mem_per_call_kib"] = (r["rss_mid"] - rss0) / n / 1024
@@ -297,7 +302,7 @@ def run_baseline(n: int, args: argparse.Namespace) -> dict[str, Any]:
             error = loads.wait_ready()
             if error is not None:
                 return {"n": n, "error": error}
-            r = measure(n, [relay.pid], relay.pid, loads, args.duration)
+            r = measure(n, [relay.pid], [relay.pid], loads, args.duration)
         finally:
             loads.kill()
     finally:
