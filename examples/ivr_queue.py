@@ -84,18 +84,25 @@ async def receive_webhooks(client: AsyncTelnyx, desk: FrontDesk, tasks: asyncio.
     public_key = (await client.get("/public_key", cast_to=object))["data"]["public_key"]
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await reader.readline():  # the request line; keep-alive: one request a turn
-            headers = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", 0)))
-            # unwrap() checks the ed25519 signature (and its age) before parsing the event.
-            event = client.webhooks.unwrap(body.decode(), headers=headers, key=public_key)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            await writer.drain()
-            tasks.create_task(desk.handle(event))  # answered first: commands make webhooks
-        writer.close()
+        try:
+            while await reader.readline():  # the request line; keep-alive: one request a turn
+                headers = {}
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                # unwrap() checks the ed25519 signature (and its age) before parsing the event.
+                event = client.webhooks.unwrap(body.decode(), headers=headers, key=public_key)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+                tasks.create_task(desk.handle(event))  # answered first: commands make webhooks
+        except asyncio.CancelledError:
+            # The server keeps its webhook connection open (keep-alive); at exit asyncio
+            # cancels this handler, and Python 3.11's stream callback would print the
+            # cancellation as an error. The connection is simply over.
+            pass
+        finally:
+            writer.close()
 
     return await asyncio.start_server(serve, "127.0.0.1", 0)
 

@@ -98,12 +98,12 @@ class DialPlans:
         number = rule.rewrite(destination)
         log.info("dial plan: %s -> rule %s (%s) -> %s %s", destination, rule.pattern,
                  rule.id, rule.target_kind, rule.target or number)  # fmt: skip
-        await self.send(
+        await self.route_to(
             call, rule.target_kind, rule.target, number, account, f"rule {rule.pattern!r}"
         )
         return True
 
-    async def send(
+    async def route_to(
         self, call: Call, kind: str, target: str | None, number: str, account: str, why: str,
         hops: int = 0,
     ) -> None:  # fmt: skip
@@ -146,7 +146,7 @@ class DialPlans:
             return
         if group.no_answer_kind != "hangup" and hops < _MAX_HOPS:
             why = f"ring group {group.name!r} (no answer)"
-            await self.send(
+            await self.route_to(
                 call, group.no_answer_kind, group.no_answer_target, number, account, why, hops + 1
             )
             return

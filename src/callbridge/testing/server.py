@@ -10,7 +10,6 @@ the log has no traceback; a failure raises ``AssertionError`` saying what was le
 Example (pytest with pytest-asyncio; ``tmp_path`` is pytest's)::
 
     import asyncio
-import os
 
     from callbridge.client import Call, Phone
     from callbridge.testing.server import serve
