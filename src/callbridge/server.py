@@ -117,9 +117,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             await sessions.shutdown()
             await appcalls.shutdown()
             await controller.shutdown()
+            await stop_media(media)
             await appcalls.close()  # recordings the last calls saved are stored
             await events.close()  # every event of the calls just ended is in the outbox
-            await stop_media(media)
             await outbox.stop()
             call_log.close()
             app.state.metrics.close()
@@ -157,10 +157,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             "legs": len(runtime.controller.legs),
             "media_endpoints": runtime.media.endpoint_count,
         }
-        if drain.draining:
-            health["drain"] = drain.status()
         if isinstance(runtime.media, WorkerMediaServer):  # per worker: pid, alive, restarts
             health["media_workers"] = runtime.media.worker_health()
+        if drain.draining:
+            health["drain"] = drain.status()
         return health
 
     @app.websocket("/ws")
