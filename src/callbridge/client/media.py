@@ -5,7 +5,8 @@
 (:class:`callbridge.rtp.webrtc.RtpPort`):
 
 - sending: one loop per call reads the :class:`~callbridge.client.audio.AudioSource` every
-  20 ms on an absolute schedule, resamples 48 kHz to the negotiated codec, encodes and sends;
+  20 ms on an absolute schedule, resamples 48 kHz to the negotiated codec, encodes and sends
+  (with each frame's RFC 6464 audio level, :mod:`callbridge.client.audiolevel`);
   DTMF digits replace the audio packets while they play (RFC 4733, see :meth:`send_dtmf`);
 - receiving: telephone-event packets go to a detector (:attr:`CallMedia.on_dtmf`), audio is
   decoded, resampled to 48 kHz and written to the :class:`~callbridge.client.audio.AudioSink`.
@@ -52,6 +53,7 @@ from callbridge.client.audio import (
     AudioSource,
     SilenceSource,
 )
+from callbridge.client.audiolevel import audio_level
 from callbridge.client.dtmf import DtmfSender, check_digits
 from callbridge.client.mediastats import MediaStats, ReceiveCounters
 from callbridge.client.video import TestPatternSource, VideoSink, VideoSource
@@ -502,7 +504,9 @@ class CallMedia:
             frame = queued.popleft() if queued else silence
             event = self._dtmf.next_packet(timestamp, step)
             if event is None:
-                await port.send(encoder.encode(frame), audio.payload_type, timestamp, marker)
+                # RFC 6464 level from the PCM (browsers send it): the mixer skips silent legs.
+                level = audio_level(frame)
+                await port.send(encoder.encode(frame), audio.payload_type, timestamp, marker, level)
                 marker = 0
             else:
                 assert audio.te_payload_type is not None
