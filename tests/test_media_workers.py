@@ -26,6 +26,7 @@ from callbridge.client import Phone
 from callbridge.testing.server import Server, create_user, running
 from parties import ALICE, BOB, CAROL, Party, PartyUser, connect, hears, until
 from test_conferences import host, invite_and_join
+from test_metrics import scrape, value
 
 _numbers = itertools.count(1)
 
@@ -134,3 +135,28 @@ async def test_a_killed_worker_fails_its_calls_and_is_restarted(
         await hears(bob, ALICE, not_=(BOB,))
         await out.hangup()
         await inc.wait_for("ended", timeout=5)
+
+
+async def test_metrics_report_each_worker(wserver: Server, wparty: Any) -> None:
+    """``/metrics`` has one ``callbridge_media_worker_*`` sample per worker (label ``worker``),
+    parsed with ``prometheus_client``'s own parser, agreeing with ``/healthz``."""
+    async with wserver.store() as store:
+        key = await store.create_api_key("workers-metrics", admin=True, scope="read")
+    alice, bob = await wparty(ALICE), await wparty(BOB)
+    out, inc = await connect(alice, bob)  # one leg on each worker (co-location is off)
+    await until(lambda: both_busy(wserver))
+    _, samples = await scrape(wserver, key)
+    health = workers(wserver)
+    assert len(health) == 2
+    for w in health:
+        label = str(w["index"])
+        assert value(samples, "callbridge_media_worker_up", worker=label) == 1.0
+        assert value(samples, "callbridge_media_worker_objects", worker=label) > 0
+        assert value(samples, "callbridge_media_worker_restarts", worker=label) == w["restarts"]
+        assert value(samples, "callbridge_media_worker_late_ticks", worker=label) >= 0
+    assert not any(
+        name.startswith("callbridge_media_worker_") and dict(labels).get("worker") == "2"
+        for name, labels in samples
+    )  # exactly the two workers: no third series
+    await out.hangup()
+    await inc.wait_for("ended", timeout=5)
