@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
@@ -31,7 +32,7 @@ from aiortc.rtp import (
 
 from callbridge.media.interface import RtcpStats
 
-__all__ = ["RTCP_INTERVAL", "RtcpSession", "ntp_now"]
+__all__ = ["RTCP_INTERVAL", "RtcpSession", "RtpHeader", "ntp_now"]
 
 RTCP_INTERVAL = 5.0  # seconds between reports, before randomisation (RFC 3550 6.2: 5 s minimum)
 _NTP_EPOCH = 2208988800  # seconds from 1900 to 1970
@@ -47,6 +48,20 @@ def ntp_now() -> int:
 def _middle(ntp: int) -> int:
     """The middle 32 bits of an NTP timestamp: LSR, DLSR and round trips are in these."""
     return (ntp >> 16) & 0xFFFFFFFF
+
+
+class RtpHeader(Protocol):
+    """What the receive statistics read of an RTP packet (RFC 3550 5.1): aiortc's
+    ``RtpPacket`` and :class:`callbridge.rtp.fastpath.RtpView` both have it."""
+
+    @property
+    def ssrc(self) -> int: ...
+
+    @property
+    def sequence_number(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
 
 
 @dataclass
@@ -78,12 +93,13 @@ class RtcpSession:
         self.reports_sent = 0
 
     # what flows ---------------------------------------------------------------------------------
-    def received(self, packet: RtpPacket, clock_rate: int) -> None:
+    def received(self, packet: RtpHeader, clock_rate: int) -> None:
         """An RTP packet of the device's (accepted by the port)."""
         if self.stats is None or packet.ssrc != self.remote_ssrc or clock_rate != self.clock_rate:
             self.stats = StreamStatistics(clock_rate)  # a new stream: its counts start afresh
             self.remote_ssrc, self.clock_rate = packet.ssrc, clock_rate
-        self.stats.add(packet)
+        # aiortc types add() for its RtpPacket; it reads only sequence_number and timestamp.
+        self.stats.add(cast(RtpPacket, packet))
 
     def sent(self, payload_bytes: int, timestamp: int, clock_rate: int) -> None:
         """An RTP packet of ours."""

@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import pylibsrtp
 from aiortc import RTCPeerConnection
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap
 
 from callbridge.errors import ErrorCode, MediaError
 from callbridge.media import rtcp_plain
@@ -265,7 +265,7 @@ class PlainRtpPort(RtpPort):
             return
         self.last_activity = time.monotonic()
         self.packets_received += 1
-        self.rtcp.received(cast(RtpPacket, packet), audio.codec.clock_rate)  # reads seq, ts
+        self.rtcp.received(packet, audio.codec.clock_rate)
         self._inbox.append(packet)
         self._wake.set()
 
