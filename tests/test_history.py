@@ -196,3 +196,21 @@ async def test_history_needs_a_session_and_the_sdk_raises_the_servers_error(
     assert caught.value.code == "invalid_message" and "limit" in str(caught.value)
     with pytest.raises(RemoteError, match="not a cursor"):
         await alice.phone.call_history(before="nope")
+
+
+async def test_a_call_is_listed_by_both_sides_the_moment_it_ends(party: MakeParty) -> None:
+    # Asked right after call.ended (the hanging-up side's own, which comes while the server
+    # still closes that leg's media and has not ended the call itself, so its record is not
+    # in the write spool yet): the answer waits for the calls this user has just ended.
+    # Before that wait, the first list came back without the call. Several calls: each a
+    # fresh race, from each side.
+    alice = await party(ALICE)
+    bob = await party(BOB)
+    for k in range(3):
+        out, inc = await connect(alice, bob)
+        hanging_up, other = (alice, bob) if k % 2 == 0 else (bob, alice)
+        await (out if hanging_up is alice else inc).hangup()
+        listed = await _entries(hanging_up.phone, limit=1)
+        assert [e.call_id for e in listed] == [out.id], (k, listed)
+        await (inc if hanging_up is alice else out).wait_for("ended", timeout=5)
+        assert [e.call_id for e in await _entries(other.phone, limit=1)] == [out.id], k

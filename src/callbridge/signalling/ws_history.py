@@ -8,8 +8,11 @@ reason and whether it was ``missed``. ``before`` is the cursor of the previous p
 
 A client asks for its history right after ``call.ended``; the record of that call is written
 by the server's write spool a moment later. So the answer first waits (up to
-``SETTLE_SECONDS``) for the CDRs queued before the request to be written: the call just ended
-is in the page. A database that refuses writes does not hold the answer up longer than that.
+``SETTLE_SECONDS`` in all) for two things: the calls the user's legs have just left to finish
+ending (the core sends ``call.ended`` to a leg, then closes its media and ends the other
+legs, and only then hands the CDR to the journal: :func:`_ending_calls`), and then the CDRs
+queued before the request to be written: the call just ended is in the page. A database that
+refuses writes does not hold the answer up longer than that.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from callbridge.core.calls import Call
 from callbridge.core.controller import CallController
 from callbridge.core.tenancy import account_of
 from callbridge.errors import ErrorCode, ProtocolError
@@ -37,6 +41,7 @@ _MAX_ROW_ID = 2**63 - 1  # a BIGINT: a larger id is refused by PostgreSQL, not j
 _CURSOR = re.compile(r"(\d{1,19})-(\d{1,19})")
 # Ends of an unanswered incoming call that the user chose: not "missed".
 _DECLINED = frozenset({"busy", "rejected"})
+_POLL = 0.01  # seconds between looks at an ending call: the core has no event for "CDR queued"
 
 
 def encode_cursor(position: tuple[datetime, int]) -> str:
@@ -73,7 +78,7 @@ async def history_page(
         raise ProtocolError(
             ErrorCode.INTERNAL, "history.list: this server keeps no call records to list"
         )
-    await _settle(controller)
+    await _settle(controller, session.user_name)
     # One more than asked: whether there is a next page, without a count query.
     calls = await list_user_calls(
         store, session.user_name, account_of(session), msg.limit + 1, before=before
@@ -88,12 +93,61 @@ async def history_page(
     }
 
 
-async def _settle(controller: CallController) -> None:
-    """Wait (a bounded time) for the CDR writes queued so far (see the module docstring)."""
+def _ending_calls(controller: CallController, user: str) -> set[str]:
+    """The calls whose end is under way and whose CDR is not with the journal yet: those
+    ``user`` took part in, and those with no live leg left (whoever's they were).
+
+    The controller keeps the ids of calls whose CDR was opened and not yet handed over
+    (``_opened``); :meth:`CallController.write_cdr` takes a call out as it hands its record
+    to the journal, after ending every leg of it.
+    """
+    # A public accessor on the controller would be better (see the report of this change).
+    opened = getattr(controller, "_opened", None)
+    if not isinstance(opened, set) or not opened:
+        return set()
+    calls = {leg.call.id: leg.call for leg in controller.legs.values() if leg.call is not None}
+    ending: set[str] = set()
+    for call_id in opened:
+        call = calls.get(call_id)
+        # No live leg left: write_cdr() is a moment away. A leg of a two-party call that
+        # hung up ended first (its device got call.ended), and the call ends next.
+        if call is None or (_ends(call) and _took_part(call, user)):
+            ending.add(call_id)
+    return ending
+
+
+def _ends(call: Call) -> bool:
+    far = call.answered_leg
+    return call.ended or not call.origin.live or (far is not None and not far.live)
+
+
+def _took_part(call: Call, user: str) -> bool:
+    far = call.answered_leg
+    return user in (
+        call.origin.device.user_name,
+        far.device.user_name if far is not None else None,
+        call.callee_name,
+    )
+
+
+async def _settle(controller: CallController, user: str) -> None:
+    """Wait (a bounded time) for the calls ``user`` just ended to reach the write spool, then
+    for the CDR writes queued so far (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_SECONDS
+    ending = _ending_calls(controller, user)
+    if ending:
+        # Polled: the core publishes no event when it hands a CDR to the journal.
+        while ending & _ending_calls(controller, user) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_POLL)
+        # The journal's task for the record (spawned by write_cdr) queues it on its first
+        # step: let it run before the spool is looked at.
+        await asyncio.sleep(0)
     spool = getattr(controller.cdrs, "spool", None)  # callbridge.journal.Journal's
-    if isinstance(spool, WriteSpool) and spool.waiting:
+    left = deadline - loop.time()
+    if isinstance(spool, WriteSpool) and spool.waiting and left > 0:
         # asyncio.wait, not wait_for: a timeout must not cancel the records' own futures.
-        await asyncio.wait({asyncio.ensure_future(spool.drain())}, timeout=SETTLE_SECONDS)
+        await asyncio.wait({asyncio.ensure_future(spool.drain())}, timeout=left)
 
 
 def _iso(at: datetime | None) -> str | None:
