@@ -227,6 +227,13 @@ class Conference(StateMachine[ConferenceState]):
         if self.state is ConferenceState.ENDED:
             raise CallStateError(f"conference {self.id} ended while joining ({self.end_reason})")
 
+    async def wait_in(self, patience: float) -> None:
+        """Host (``phone.start_conference()``): wait up to ``patience`` seconds until we are in
+        (``conference.connected``) or it ended. The server sends it after the reply once our leg
+        is in the mixer, which may take a round trip to a media worker process."""
+        async with asyncio.timeout(patience):
+            await self._in.wait()
+
     def decline(self) -> None:
         """Participant: we reject the invitation (ended, ``rejected``; no event)."""
         self.transition(ConferenceState.ENDED, cause="rejected")

@@ -176,6 +176,7 @@ class ConferenceBook:
             call = conf.call
             assert call is not None
             await call.wait_placed()
+            await conf.wait_in(10.0)  # the docstring's promise: we return once connected
         except BaseException:
             self._starting.pop(req_id, None)
             if conf.call is None or not conf.call.is_live:

@@ -268,12 +268,23 @@ class WorkerMediaServer:
         await self._on(endpoint_id, "accept_answer", answer_sdp)
 
     async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
+        if send_video:
+            self._refuse_relayed_video(endpoint_id)
         result: str = await self._on(endpoint_id, "renegotiate", offer_sdp, send_video)
         return result
 
     async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
+        if send_video or recv_video:
+            self._refuse_relayed_video(endpoint_id)
         result: str = await self._on(endpoint_id, "reoffer", send_video, recv_video)
         return result
+
+    def _refuse_relayed_video(self, endpoint_id: str) -> None:
+        """A relay carries audio only (plain RTP/AVP between workers): video on a bridge that
+        spans two workers would never arrive, so it is refused rather than silently lost."""
+        link = self.relays.of.get(endpoint_id)
+        if link is not None and link.kind == "bridge":
+            raise _relayed_video()
 
     async def renegotiate_rtp(self, endpoint_id: str, offer_sdp: str) -> str:
         result: str = await self._on(endpoint_id, "renegotiate_rtp", offer_sdp)
@@ -299,6 +310,10 @@ class WorkerMediaServer:
         if wa is wb:
             await wa.call("bridge", a_id, b_id)
             return
+        for endpoint_id, worker in ((a_id, wa), (b_id, wb)):
+            info: EndpointInfo = await worker.call("endpoint_info", endpoint_id)
+            if info.video:  # the relay would drop it: refuse (docs/architecture.md)
+                raise _relayed_video()
         link = await self.relays.link("bridge", a_id, wa, b_id, wb)
         await wa.call("bridge", a_id, link.ra)
         await wb.call("bridge", link.rb, b_id)
@@ -496,3 +511,13 @@ async def _quiet_close(worker: WorkerProcess, relay_id: str, real_id: str | None
         await worker.call("close", relay_id)
     except MediaError as exc:
         log.debug("closing relay %s after a worker died: %s", relay_id, exc)
+
+
+def _relayed_video() -> MediaError:
+    return MediaError(
+        ErrorCode.INVALID_STATE,
+        "video cannot cross media workers: this call's two legs live in different media "
+        "worker processes (a transfer or pickup joined them) and the relay between workers "
+        "carries audio only; place a new call for video, or run the server with "
+        "--media-workers 1",
+    )
