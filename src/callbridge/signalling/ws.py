@@ -520,7 +520,8 @@ class _ClosingError(ProtocolError):
 # Calls whose candidates one connection counts before it forgets those that ended.
 _MAX_COUNTED_CALLS = 256
 # Messages about several calls or the session wait for every lane (lanes.py).
-_BARRIERS = (p.ConferenceMerge, p.ConferenceSplit, p.CallCompleteTransfer)
+# history.list waits for the calls a hang-up just sent is ending (its answer lists them).
+_BARRIERS = (p.ConferenceMerge, p.ConferenceSplit, p.CallCompleteTransfer, p.HistoryList)
 
 
 def _lane(msg: p.ClientMessage) -> str | Route:
