@@ -71,12 +71,13 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from callbridge import __version__
-from callbridge.outbound import guarded_client, webhook_policy
+from callbridge.outbound import OutboundRefused, guarded_client, webhook_policy
 from callbridge.store import Application, OutboxMessage, Store
 from callbridge.store.outbox import WebhookOutcome
 from callbridge.store.records import validate_webhook_url
 from callbridge.store.repository import now
 from callbridge.webhooks.events import new_event, new_message_id, webhook_body
+from callbridge.webhooks.http1 import Http1Error, Http1Pool
 from callbridge.webhooks.signing import WebhookSigner, load_signer
 from callbridge.webhooks.stats import DeliveryStats
 
@@ -153,6 +154,7 @@ class WebhookOutbox:
         self._given_client = client
         self._policy = webhook_policy()
         self._clients: dict[str, httpx.AsyncClient] = {}  # per destination (origin)
+        self._pools: dict[str, Http1Pool] = {}  # the same, without a given client
         # Leases name their holder: one id per outbox instance (a restart is a new holder),
         # after its node's, so that a node restarting after a crash can take back at once what
         # its dead instance held (release_stale_leases) instead of waiting for the leases.
@@ -335,6 +337,9 @@ class WebhookOutbox:
                 log.warning("webhook outbox: could not hand back claimed messages: %s", exc)
         finally:
             clients, self._clients = self._clients, {}
+            pools, self._pools = self._pools, {}
+            for pool in pools.values():
+                pool.close()
             for client in clients.values():
                 if client is not self._given_client:
                     await client.aclose()
@@ -532,6 +537,8 @@ class WebhookOutbox:
         self, origin: str, url: str, body: str, headers: dict[str, str], answer_within: float
     ) -> str | None:
         """POST one attempt; None if it was delivered, else why not."""
+        if self._given_client is None:
+            return await self._post(origin, url, body, headers, answer_within)
         client = self._clients.get(origin) or self._client_for(origin)
         headers = {"content-type": "application/json", **headers}
         try:
@@ -559,6 +566,34 @@ class WebhookOutbox:
             return f"no answer within {answer_within:g} s"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _post(
+        self, origin: str, url: str, body: str, headers: dict[str, str], answer_within: float
+    ) -> str | None:
+        """``_request`` through this outbox's own HTTP/1.1 pools (``http1``)."""
+        try:
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = self._pools[origin] = Http1Pool(
+                    origin,
+                    self._policy,
+                    keep=self.policy.per_destination,
+                    user_agent=f"callbridge-webhooks/{__version__}",
+                )
+            parts = urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            headers = {"content-type": "application/json", **headers}
+            async with asyncio.timeout(answer_within):  # the whole request, as above
+                status = await pool.post(target, body.encode("ascii"), headers, _ANSWER_READ)
+        except TimeoutError:
+            return f"no answer within {answer_within:g} s"
+        except OutboundRefused as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except Http1Error as exc:
+            return f"{exc.kind}: {exc}"
+        except ValueError as exc:  # a URL the pool cannot use
+            return f"InvalidURL: {exc}"
         return None if 200 <= status < 300 else f"HTTP {status}"
 
 
