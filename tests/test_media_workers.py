@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from callbridge.client import Phone
+from callbridge.client import FrameSink, Phone, TestPatternSource, ToneSource
+from callbridge.errors import RemoteError
 from callbridge.testing.server import Server, create_user, running
 from parties import ALICE, BOB, CAROL, Party, PartyUser, connect, hears, until
 from test_conferences import host, invite_and_join
@@ -160,3 +161,33 @@ async def test_metrics_report_each_worker(wserver: Server, wparty: Any) -> None:
     )  # exactly the two workers: no third series
     await out.hangup()
     await inc.wait_for("ended", timeout=5)
+
+
+async def test_video_between_two_workers_is_refused_with_a_clear_error(
+    wserver: Server, wparty: Any
+) -> None:
+    """The relay between workers carries audio only: a video call whose legs sit on two
+    workers (co-location is off here; normally a call's legs meet) is refused by name rather
+    than left without pictures."""
+    alice, bob = await wparty(ALICE), await wparty(BOB)
+    out = await alice.phone.call(
+        bob.user.extension,
+        source=ToneSource(ALICE),
+        sink=alice.sink,
+        media_type="video",
+        video_source=TestPatternSource((255, 0, 0)),
+        video_sink=FrameSink(),
+    )
+    inc = await bob.ringing()
+    with pytest.raises(RemoteError, match="video cannot cross media workers") as refused:
+        await inc.answer(
+            source=ToneSource(BOB),
+            sink=bob.sink,
+            media_type="video",
+            video_source=TestPatternSource((0, 0, 255)),
+            video_sink=FrameSink(),
+        )
+    assert "--media-workers 1" in str(refused.value)  # and how to get video
+    assert (await out.wait_for("ended", timeout=5)).data["reason"] == "failed"
+    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "failed"
+    await until(lambda: wserver.health()["legs"] == 0)  # nothing left behind

@@ -38,7 +38,7 @@ from callbridge.core.events import (
 from callbridge.core.followme import FollowMe
 from callbridge.core.ringgroup import RingState
 from callbridge.core.tenancy import account_of
-from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.vocabulary import EndReason, MediaType
 
 if TYPE_CHECKING:
@@ -183,11 +183,20 @@ class Routing:
                 await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
                 return
         info = await c.endpoint_info(leg)
-        connected = (
-            all_live(leg, origin)
-            and await c.on_live(c.media.stop_playing(origin.id), leg, origin)
-            and await c.on_live(c.media.bridge(origin.id, leg.id), leg, origin)
-        )
+        try:
+            connected = (
+                all_live(leg, origin)
+                and await c.on_live(c.media.stop_playing(origin.id), leg, origin)
+                and await c.on_live(c.media.bridge(origin.id, leg.id), leg, origin)
+            )
+        except MediaError as exc:
+            # The media plane cannot connect these two (video between two media worker
+            # processes): the answerer is told why (its answer's reply) and the call fails,
+            # rather than staying answered with neither leg connected.
+            leg.device.deliver(CommandFailed(error=exc, call_id=leg.id, req_id=req_id))
+            await c.end_leg(leg, EndReason.FAILED)
+            await c.end_call(call, EndReason.FAILED, EndReason.FAILED)
+            return
         if not connected:
             # The caller went first (hung up, vanished): too late to connect.
             await c.end_leg(leg, call.far_reason or EndReason.CANCELED, req_id)

@@ -21,6 +21,7 @@ from typing import Any
 import aiortc.rtcpeerconnection as aiortc_pc
 from aiortc import RTCRtpCodecCapability, RTCRtpTransceiver
 from aiortc.codecs import CODECS as AIORTC_CODECS
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 from aiortc.rtp import DYNAMIC_PAYLOAD_TYPES
 from aiortc.sdp import MediaDescription
@@ -97,6 +98,11 @@ async def _connect(self: aiortc_pc.RTCPeerConnection) -> None:
         await _original_connect(self)
     except IndexError:
         pass  # a connect pass runs again once the new description is stored
+    except InvalidStateError:
+        # The connection was closed under the pass (a leg ended right after its answer, e.g.
+        # refused by the media plane): nothing left to connect. Otherwise a real error.
+        if getattr(self, "_RTCPeerConnection__isClosed", None) is None:
+            raise
 
 
 # RFC 8285 section 6: an extension's id stays the same for the whole session, and in a BUNDLE

@@ -517,7 +517,7 @@ def _relayed_video() -> MediaError:
     return MediaError(
         ErrorCode.INVALID_STATE,
         "video cannot cross media workers: this call's two legs live in different media "
-        "worker processes (a transfer or pickup joined them) and the relay between workers "
-        "carries audio only; place a new call for video, or run the server with "
-        "--media-workers 1",
+        "worker processes (created apart, e.g. joined by a transfer or pickup) and the relay "
+        "between workers carries audio only; place a new call for video, or run the server "
+        "with --media-workers 1",
     )
