@@ -35,6 +35,9 @@ keys, the calls): **burst** — ``--messages`` enqueued while the outbox is stop
 delivered as fast as it can (deliveries/s, the child's CPU over the drain); **steady** —
 ``--rate`` messages/s enqueued for ``--duration`` seconds while it delivers (deliveries/s, the
 lag from enqueue to arrival p50 / p95, the child's CPU with the enqueues included).
+``--database URL`` runs it on another (empty) database, e.g. PostgreSQL
+(``postgresql+asyncpg://…``); the database server's own CPU is not counted.
+``BENCH_PROFILE=FILE`` writes cProfiles of the burst (FILE) and steady (FILE.steady) phases.
 
 Everything runs on 127.0.0.1.
 """
@@ -362,32 +365,13 @@ async def outbox_child(args: argparse.Namespace) -> None:
 
     outbound.configure(allow_webhooks_to=["127.0.0.1"])  # the receiver is on loopback
 
-    store = await Store.open(f"sqlite+aiosqlite:///{args.child_db}")
+    store = await Store.open(args.database or f"sqlite+aiosqlite:///{args.child_db}")
     app = await store.create_application(
         application_name="bench",
         webhook_event_url=args.child_url,
         signing_secret=generate_signing_secret(),
     )
     outbox = await WebhookOutbox.create(store)
-    if os.environ.get("BENCH_TRACE"):
-        real = store.settle_and_claim_webhooks
-        trace: list[tuple[int, int, float]] = []
-
-        async def traced(owner: str, outcomes: Any, **kw: Any) -> Any:
-            t = time.perf_counter()
-            r = await real(owner, outcomes, **kw)
-            trace.append((len(outcomes), len(r[1]), time.perf_counter() - t))
-            if len(trace) % 200 == 0:
-                n = trace[-200:]
-                print(
-                    sum(a for a, _, _ in n) / 200,
-                    sum(b for _, b, _ in n) / 200,
-                    sum(c for _, _, c in n) / 200 * 1000,
-                    file=sys.stderr,
-                )
-            return r
-
-        store.settle_and_claim_webhooks = traced  # type: ignore[method-assign]
     seqs = [0] * args.keys
 
     def message(i: int, phase: str) -> dict[str, Any]:
@@ -423,7 +407,7 @@ async def outbox_child(args: argparse.Namespace) -> None:
 
     await enqueue(0, args.messages, "burst")
     profile = None
-    if os.environ.get("BENCH_PROFILE"):  # a cProfile of the burst phase, to that file
+    if os.environ.get("BENCH_PROFILE"):  # cProfiles: the burst phase to FILE, steady to FILE.steady
         import cProfile
 
         profile = cProfile.Profile()
@@ -437,6 +421,9 @@ async def outbox_child(args: argparse.Namespace) -> None:
     report(phase="burst", cpu=time.process_time() - cpu0, wall=time.perf_counter() - t0)
 
     steady = round(args.rate * args.duration)
+    if profile is not None:  # the steady phase's, to FILE.steady
+        profile = cProfile.Profile()
+        profile.enable()
     cpu0, t0 = time.process_time(), time.perf_counter()
     sent = 0
     while sent < steady:  # paced: message i is due at t0 + i / rate; those due go together
@@ -446,6 +433,9 @@ async def outbox_child(args: argparse.Namespace) -> None:
             sent = due
         await asyncio.sleep(0.002)
     await drained(args.messages + steady)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_PROFILE"] + ".steady")
     report(phase="steady", cpu=time.process_time() - cpu0, wall=time.perf_counter() - t0)
     await outbox.stop()
     await store.close()
@@ -459,6 +449,7 @@ async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
             sys.executable, __file__, "--outbox-child", "--child-db", f"{tmp}/bench.db",
             "--child-url", receiver.url, "-m", str(args.messages), "-k", str(args.keys),
             "--rate", str(args.rate), "-d", str(args.duration),
+            *(["--database", args.database] if args.database else []),
             stdout=subprocess.PIPE,
         )  # fmt: skip
         os.sched_setaffinity(child.pid, {server_cpu})
@@ -468,7 +459,8 @@ async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
             raise RuntimeError(f"the outbox process failed ({child.returncode})")
     print(
         f"\ncallbridge webhook outbox benchmark — {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; outbox pinned to CPU {server_cpu}, SQLite, "
+        f"Python {platform.python_version()}; outbox pinned to CPU {server_cpu}, "
+        f"{'PostgreSQL' if args.database else 'SQLite'}, "
         f"{args.keys} ordering keys"
     )
     for result in results:
@@ -498,6 +490,9 @@ def main() -> None:
     parser.add_argument("-m", "--messages", type=int, default=20000, help="--outbox: burst size")
     parser.add_argument("-k", "--keys", type=int, default=100, help="--outbox: ordering keys")
     parser.add_argument("--rate", type=float, default=1000.0, help="--outbox: steady msg/s")
+    parser.add_argument(
+        "--database", help="--outbox: an empty database's URL (default: a new SQLite file)"
+    )
     parser.add_argument("--outbox-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-db", help=argparse.SUPPRESS)
     parser.add_argument("--child-url", help=argparse.SUPPRESS)

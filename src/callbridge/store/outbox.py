@@ -31,11 +31,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     bindparam,
     case,
     delete,
@@ -134,9 +135,10 @@ class OutboxRepository(Repository):
         stored = []
         async with self._write.begin() as session:
             # One INSERT per row, in order: ids then follow the list (a multi-row INSERT ...
-            # RETURNING does not promise the order of what it returns).
+            # RETURNING does not promise the order of what it returns). The statement is built
+            # once, with the row as its parameters: building one per row cost more than it.
             for row in rows:
-                result = await session.execute(insert(_Row).values(row).returning(_Row.id))
+                result = await session.execute(_INSERT, row)
                 stored.append({**row, "id": result.scalar_one(), "last_error": None})
         return [_from_mapping({**row, "delivered_at": None}) for row in stored]
 
@@ -348,6 +350,9 @@ async def _finish_in(
     )
     return int(getattr(result, "rowcount", 0))
 
+
+_TABLE = cast(Table, WebhookOutboxRow.__table__)
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)  # Core: the ORM's insert costs more per row
 
 _COLUMNS = tuple(
     c for c in _Row.__table__.columns if c.name not in ("lease_owner", "lease_expires_at")
