@@ -640,3 +640,66 @@ async def test_two_servers_on_one_database_send_each_message_once_in_order(
     assert len(ids) == len(set(ids)) == 20
     for key in ("k1", "k2", "k3", "k4"):
         assert [r.event_id for r in receiver.at(f"/{key}")] == [f"{key}-{n}" for n in range(5)]
+
+
+async def test_the_outboxs_http_client_reads_every_answer_form_and_keeps_what_it_can(
+    store: Store,
+) -> None:
+    """The outbox's own HTTP/1.1 client (webhooks/http1.py): 1xx then a chunked answer, an
+    empty one on the same kept connection, one too long to read (delivered, connection
+    closed), an HTTP/1.0 answer ending with the connection, and a malformed one (a failed
+    attempt with the reason, retried on a new connection)."""
+    answers = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100000,
+        b"HTTP/1.0 200 OK\r\n\r\nbye",
+        b"not http at all\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    ]
+    requests: list[tuple[int, bytes]] = []  # (connection number, body)
+    connections = 0
+    all_answered = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                start = head.lower().find(b"content-length:") + 15
+                body = await reader.readexactly(int(head[start : head.find(b"\r\n", start)]))
+                requests.append((number, body))
+                writer.write(answers[len(requests) - 1])
+                await writer.drain()
+                if len(requests) == len(answers):
+                    all_answered.set()
+                if b"HTTP/1.0" in answers[len(requests) - 1]:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook?x=1"
+    outbox = await running_outbox(store)
+    try:
+        messages = [
+            await outbox.enqueue("call.answered", {"n": n}, url=url, ordering_key="call-1")
+            for n in range(5)
+        ]
+        await asyncio.wait_for(all_answered.wait(), 10)
+        done = [await settled(store, m.message_id) for m in messages]
+    finally:
+        await outbox.stop()
+        server.close()
+    assert [m.status for m in done] == ["delivered"] * 5
+    assert [m.attempts for m in done] == [1, 1, 1, 1, 2]
+    assert [json.loads(body)["data"]["payload"]["n"] for _, body in requests] == [
+        0, 1, 2, 3, 4, 4,
+    ]  # fmt: skip
+    # 1-3 share a connection (the too-long answer then closes it); 4 ends its own; the
+    # malformed answer's connection is not reused.
+    assert [number for number, _ in requests] == [1, 1, 1, 2, 3, 4]
