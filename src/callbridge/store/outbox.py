@@ -233,7 +233,10 @@ class OutboxRepository(Repository):
             UTCDateTime(),  # read back as an aware datetime on SQLite too
         )
         async with self._read() as session:
-            rows = await session.scalars(select(ready).where(_is_head()).order_by(ready).limit(1))
+            heads = or_(
+                _Row.id.in_(_head_ids()), (_Row.status == "pending") & (_Row.ordering_key == "")
+            )
+            rows = await session.scalars(select(ready).where(heads).order_by(ready).limit(1))
             return rows.first()
 
     async def webhook_delivered(self, row_id: int, owner: str) -> bool:
@@ -400,17 +403,6 @@ def _still_pending() -> ColumnElement[bool]:
     scanning every pending row through that index to looking the ids up: milliseconds per
     statement with thousands pending)."""
     return (_Row.status + "") == "pending"
-
-
-def _is_head() -> ColumnElement[bool]:
-    """A pending message that no earlier pending message of its ordering key holds back."""
-    earlier = aliased(WebhookOutboxRow)
-    head = (
-        select(func.min(earlier.id))
-        .where(earlier.status == "pending", earlier.ordering_key == _Row.ordering_key)
-        .scalar_subquery()
-    )
-    return (_Row.status == "pending") & or_(_Row.ordering_key == "", _Row.id == head)
 
 
 def _head_ids() -> Select[Any]:  # its type parameters differ between SQLAlchemy 2.0 and 2.1
