@@ -55,6 +55,7 @@ __all__ = [
     "OutboundPolicy",
     "OutboundRefused",
     "configure",
+    "default_ssl_context",
     "get_following_redirects",
     "guarded_client",
     "media_policy",
@@ -311,7 +312,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     ) -> None:
         """``keepalive``: idle connections kept for reuse (0: each fetch is its own); a kept
         connection was checked by the policy when it was opened, and stays to that origin."""
-        context = ssl_context or _default_ssl_context()
+        context = ssl_context or default_ssl_context()
         super().__init__(verify=context, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
@@ -324,7 +325,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 _ssl_context: ssl.SSLContext | None = None
 
 
-def _default_ssl_context() -> ssl.SSLContext:
+def default_ssl_context() -> ssl.SSLContext:
     """httpx's default verifying context, made once (loading the CA bundle takes a while)."""
     global _ssl_context
     if _ssl_context is None:
