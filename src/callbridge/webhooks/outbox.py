@@ -70,14 +70,13 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
-from callbridge import __version__
-from callbridge.outbound import OutboundRefused, guarded_client, webhook_policy
+from callbridge.outbound import webhook_policy
 from callbridge.store import Application, OutboxMessage, Store
 from callbridge.store.outbox import WebhookOutcome
 from callbridge.store.records import validate_webhook_url
 from callbridge.store.repository import now
 from callbridge.webhooks.events import new_event, new_message_id, webhook_body
-from callbridge.webhooks.http1 import Http1Error, Http1Pool
+from callbridge.webhooks.senders import Http1Sender, HttpxSender, Sender
 from callbridge.webhooks.signing import WebhookSigner, load_signer
 from callbridge.webhooks.stats import DeliveryStats
 
@@ -86,7 +85,6 @@ __all__ = ["RetryPolicy", "WebhookOutbox"]
 log = logging.getLogger(__name__)
 
 _MAX_APP_TIMEOUT = 30.0  # the largest webhook_timeout_secs an application may have
-_ANSWER_READ = 64 * 1024  # bytes of a receiver's answer read to keep its connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +149,12 @@ class WebhookOutbox:
         self._store = store
         self._signer = signer
         self.policy = policy or RetryPolicy()
-        self._given_client = client
-        self._policy = webhook_policy()
-        self._clients: dict[str, httpx.AsyncClient] = {}  # per destination (origin)
-        self._pools: dict[str, Http1Pool] = {}  # the same, without a given client
+        # The outbox's own HTTP/1.1 pools unless a client was given (webhooks/senders.py).
+        self._sender: Sender = (
+            Http1Sender(webhook_policy(), self.policy.per_destination)
+            if client is None
+            else HttpxSender(webhook_policy(), self.policy.per_destination, client)
+        )
         # Leases name their holder: one id per outbox instance (a restart is a new holder),
         # after its node's, so that a node restarting after a crash can take back at once what
         # its dead instance held (release_stale_leases) instead of waiting for the leases.
@@ -295,7 +295,7 @@ class WebhookOutbox:
         """Start the worker; it picks up every message already pending."""
         if self._worker is not None:
             raise RuntimeError("the webhook outbox is already running")
-        self._policy = webhook_policy()  # the operator's, as it is now (see _client_for)
+        self._sender.policy = webhook_policy()  # the operator's, as it is now
         self._wake.set()
         self._worker = asyncio.create_task(self._run(), name="webhook-outbox")
 
@@ -336,13 +336,7 @@ class WebhookOutbox:
             except SQLAlchemyError as exc:
                 log.warning("webhook outbox: could not hand back claimed messages: %s", exc)
         finally:
-            clients, self._clients = self._clients, {}
-            pools, self._pools = self._pools, {}
-            for pool in pools.values():
-                pool.close()
-            for client in clients.values():
-                if client is not self._given_client:
-                    await client.aclose()
+            await self._sender.aclose()
             self._stopping = False
             self._held = 0
             self._done = []
@@ -474,7 +468,7 @@ class WebhookOutbox:
         try:
             body = webhook_body(message.data_json, attempt, url)
             headers = self._signer.headers(message_id=message.message_id, body=body, secret=secret)
-            error = await self._request(_origin(url), url, body, headers, answer_within)
+            error = await self._sender.post(_origin(url), url, body, headers, answer_within)
         except Exception as exc:  # a bug: counts as a failed attempt, retried as usual
             log.exception("webhook %s: unexpected error in attempt %d", message.message_id, attempt)
             error = f"internal error: {type(exc).__name__}"
@@ -517,84 +511,6 @@ class WebhookOutbox:
             return None, self.policy.timeout
         timeout = app.webhook_timeout_secs or self.policy.timeout
         return app.signing_secret, float(timeout)
-
-    def _client_for(self, origin: str) -> httpx.AsyncClient:
-        """One client, so one connection pool, per destination: httpcore looks through every
-        connection of its pool for each request, so small pools keep that cheap. Never a
-        proxy from the environment, never a redirect (the URL the app set is the one that gets
-        the event), never an internal address the operator did not allow
-        (--allow-webhooks-to): a refused URL fails the attempt with the reason."""
-        client = self._given_client or guarded_client(
-            self._policy,
-            max_connections=self.policy.per_destination,
-            keepalive=self.policy.per_destination,
-            headers={"user-agent": f"callbridge-webhooks/{__version__}"},
-        )
-        self._clients[origin] = client
-        return client
-
-    async def _request(
-        self, origin: str, url: str, body: str, headers: dict[str, str], answer_within: float
-    ) -> str | None:
-        """POST one attempt; None if it was delivered, else why not."""
-        if self._given_client is None:
-            return await self._post(origin, url, body, headers, answer_within)
-        client = self._clients.get(origin) or self._client_for(origin)
-        headers = {"content-type": "application/json", **headers}
-        try:
-            # Whole-request deadline: httpx's own timeouts are per read, and a receiver that
-            # trickles bytes would otherwise hold the attempt for ever.
-            async with asyncio.timeout(answer_within):
-                # Streamed: the status is all that counts, and an app's (possibly large)
-                # answer is no reason to spend memory. A short answer is read to its end, so
-                # that the connection can be kept for the next message; a long one is cut off
-                # (the connection is closed instead).
-                async with client.stream(
-                    "POST",
-                    url,
-                    content=body.encode("ascii"),
-                    headers=headers,
-                    timeout=answer_within,
-                ) as response:
-                    status = response.status_code
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read > _ANSWER_READ:
-                            break
-        except (TimeoutError, httpx.TimeoutException):
-            return f"no answer within {answer_within:g} s"
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return None if 200 <= status < 300 else f"HTTP {status}"
-
-    async def _post(
-        self, origin: str, url: str, body: str, headers: dict[str, str], answer_within: float
-    ) -> str | None:
-        """``_request`` through this outbox's own HTTP/1.1 pools (``http1``)."""
-        try:
-            pool = self._pools.get(origin)
-            if pool is None:
-                pool = self._pools[origin] = Http1Pool(
-                    origin,
-                    self._policy,
-                    keep=self.policy.per_destination,
-                    user_agent=f"callbridge-webhooks/{__version__}",
-                )
-            parts = urlsplit(url)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            headers = {"content-type": "application/json", **headers}
-            async with asyncio.timeout(answer_within):  # the whole request, as above
-                status = await pool.post(target, body.encode("ascii"), headers, _ANSWER_READ)
-        except TimeoutError:
-            return f"no answer within {answer_within:g} s"
-        except OutboundRefused as exc:
-            return f"{type(exc).__name__}: {exc}"
-        except Http1Error as exc:
-            return f"{exc.kind}: {exc}"
-        except ValueError as exc:  # a URL the pool cannot use
-            return f"InvalidURL: {exc}"
-        return None if 200 <= status < 300 else f"HTTP {status}"
 
 
 @dataclass(slots=True)
