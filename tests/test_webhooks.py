@@ -703,3 +703,61 @@ async def test_the_outboxs_http_client_reads_every_answer_form_and_keeps_what_it
     # 1-3 share a connection (the too-long answer then closes it); 4 ends its own; the
     # malformed answer's connection is not reused.
     assert [number for number, _ in requests] == [1, 1, 1, 2, 3, 4]
+
+
+async def test_the_outboxs_http_client_closes_what_the_receiver_will_not_keep(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``connection: close`` on an HTTP/1.1 answer: the next request opens a new connection;
+    a receiver that closes without answering fails the attempt with that reason (retried)."""
+    answers: list[bytes | None] = [
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        None,  # read the request, close without a word
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ]
+    requests: list[tuple[int, bytes]] = []  # (connection number, body)
+    connections = 0
+    all_answered = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                start = head.lower().find(b"content-length:") + 15
+                body = await reader.readexactly(int(head[start : head.find(b"\r\n", start)]))
+                requests.append((number, body))
+                answer = answers[len(requests) - 1]
+                if len(requests) == len(answers):
+                    all_answered.set()
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    caplog.set_level(logging.WARNING, logger="callbridge.webhooks")
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    outbox = await running_outbox(store)
+    try:
+        messages = [
+            await outbox.enqueue("call.answered", {"n": n}, url=url, ordering_key="call-1")
+            for n in range(2)
+        ]
+        await asyncio.wait_for(all_answered.wait(), 10)
+        done = [await settled(store, m.message_id) for m in messages]
+    finally:
+        await outbox.stop()
+        server.close()
+    assert [(m.status, m.attempts) for m in done] == [("delivered", 1), ("delivered", 2)]
+    assert [number for number, _ in requests] == [1, 2, 3]
+    assert any(
+        "RemoteProtocolError: the receiver closed the connection without an answer"
+        in r.getMessage()
+        for r in caplog.records
+    )
