@@ -122,6 +122,15 @@ async def store(server: Server) -> AsyncIterator[Store]:
         yield st
 
 
+@pytest.fixture
+async def phones() -> AsyncIterator[list[Phone]]:
+    """``/ws`` phones a test logs in (append them): logged out after the test."""
+    made: list[Phone] = []
+    yield made
+    for phone in made:
+        await phone.logout()
+
+
 _counter = itertools.count(200)
 
 

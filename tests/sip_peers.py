@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import itertools
 import json
 import math
 import os
@@ -55,6 +56,7 @@ import time
 import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -62,12 +64,32 @@ from typing import Any, Self
 import numpy as np
 
 from callbridge.testing import free_port
+from callbridge.testing.server import Server, create_user
 
 LOOPBACK = "127.0.0.1"
 SCENARIOS = Path(__file__).with_name("sip")
 PCAP_DIR = Path("/usr/share/sip-tester")  # g711a.pcap, dtmf_2833_*.pcap (Debian sip-tester)
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
 INSTALL_HINT = "apt-get install -y sip-tester baresip-core (./scripts/test does it)"
+
+
+PASSWORD = "secret123"  # the SIP password of the users sip_user() makes
+_user_numbers = itertools.count(1)
+
+
+async def sip_user(
+    server: Server, prefix: str, first_extension: int, sip: bool = False
+) -> tuple[str, str, str]:
+    """A fresh user of ``server``: (name, extension, token); with the SIP password
+    :data:`PASSWORD` when ``sip``. Names are ``prefix`` + a number unique in this process."""
+    n = next(_user_numbers)
+    async with server.store() as store:
+        user = await create_user(
+            store, f"{prefix}{n}", str(first_extension + n), ttl=timedelta(hours=1)
+        )
+        if sip:
+            await store.set_sip_password(user.name, PASSWORD, LOOPBACK)
+    return user.name, user.extension, user.token
 
 
 def missing_tools() -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,6 @@ _n = itertools.count(1)
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running(tmp_path_factory.mktemp("followme"), sip_port=True, ring_timeout=6.0) as srv:
         yield srv
-
-
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
 
 
 async def _users(server: Server, count: int) -> list[str]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,21 @@ from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.sip.calls import dtmf_of_info, final_status, reason_of_status
 from callbridge.store.sip import BindingUpdate, Origin
 from callbridge.testing import tone_level_db
-from callbridge.testing.server import Server, create_user, running
+from callbridge.testing.server import Server, running
 from callbridge.vocabulary import EndReason
-from sip_peers import LOOPBACK, Baresip, Sipp, free_udp_port, missing_tools, read_wav
+from sip_peers import (
+    LOOPBACK,
+    PASSWORD,
+    Baresip,
+    Sipp,
+    free_udp_port,
+    missing_tools,
+    read_wav,
+    sip_user,
+)
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
-PASSWORD = "secret123"
 TONE = 1000.0  # the /ws user's
 BARESIP_TONE = 440.0
 
@@ -37,25 +44,8 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-_n = iter(range(100))
-
-
 async def _user(server: Server, sip: bool = False) -> tuple[str, str, str]:
-    """A fresh user: (name, extension, token); with a SIP password when ``sip``."""
-    n = next(_n)
-    async with server.store() as store:
-        user = await create_user(store, f"sc{n}", str(3000 + n), ttl=timedelta(hours=1))
-        if sip:
-            await store.set_sip_password(user.name, PASSWORD, LOOPBACK)
-    return user.name, user.extension, user.token
-
-
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
+    return await sip_user(server, "sc", 3000, sip)
 
 
 def _rms_db(pcm: np.ndarray) -> float:

@@ -29,13 +29,12 @@ from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, running
 from conftest import RING_TIMEOUT, SESSION_GRACE, MakeParty, MakeUser
 from parties import ABSENT, ALICE, BOB, HEARD, SILENT, Party, PartyUser, level
-from sip_peers import LOOPBACK, Baresip, missing_tools, read_wav
+from sip_peers import LOOPBACK, PASSWORD, Baresip, missing_tools, read_wav
 from test_conferences import Recorder, host, invite_and_join
 
 pytestmark = [pytest.mark.skipif(bool(missing_tools()), reason="needs baresip"),
               pytest.mark.timeout(60)]  # fmt: skip
 
-PASSWORD = "secret123"
 DESK = 1400.0  # baresip's tone (parties.CAROL's, no /ws party here sends it)
 
 

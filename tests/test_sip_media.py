@@ -6,7 +6,7 @@ without SDP (delayed offer). A real ``callbridge serve`` with SIP on a free port
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ import pytest
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.testing import tone_level_db
 from callbridge.testing.server import Server, running
-from sip_peers import LOOPBACK, Sipp, missing_tools
-from test_sip_calls import PASSWORD, TONE, _register, _user
+from sip_peers import LOOPBACK, PASSWORD, Sipp, missing_tools
+from test_sip_calls import TONE, _register, _user
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
@@ -26,14 +26,6 @@ pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running(tmp_path_factory.mktemp("sipmedia"), sip_port=True, ring_timeout=4.0) as srv:
         yield srv
-
-
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
 
 
 def _info_digits(messages: str) -> list[str]:

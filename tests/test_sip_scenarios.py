@@ -11,8 +11,7 @@ after 64*T1 comes in 3.2 s rather than 32 s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,11 @@ import pytest
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.store.records import Cdr
 from callbridge.store.sip import BindingUpdate, Origin
-from callbridge.testing.server import Server, create_user, running, serve
-from sip_peers import LOOPBACK, Sipp, missing_tools
+from callbridge.testing.server import Server, running, serve
+from sip_peers import LOOPBACK, PASSWORD, Sipp, missing_tools, sip_user
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
-PASSWORD = "secret123"
 TONE = 1000.0
 
 
@@ -37,17 +35,8 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-_n = iter(range(1000))
-
-
 async def _user(server: Server, sip: bool = False) -> tuple[str, str, str]:
-    """A fresh user: (name, extension, token); with a SIP password when ``sip``."""
-    n = next(_n)
-    async with server.store() as store:
-        user = await create_user(store, f"ss{n}", str(4000 + n), ttl=timedelta(hours=1))
-        if sip:
-            await store.set_sip_password(user.name, PASSWORD, LOOPBACK)
-    return user.name, user.extension, user.token
+    return await sip_user(server, "ss", 4000, sip)
 
 
 async def _register(server: Server, name: str, port: int) -> None:
@@ -80,14 +69,6 @@ async def _cdr_between(server: Server, caller: str, callee: str, limit: float = 
 async def _idle(server: Server, limit: float = 15.0) -> dict[str, Any]:
     health = await asyncio.to_thread(server.wait_idle, limit)
     return dict(health)
-
-
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
 
 
 async def _ws_user(server: Server, phones: list[Phone]) -> tuple[str, str, Phone]:

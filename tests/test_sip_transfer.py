@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,12 @@ import pytest
 from callbridge.client import BufferSink, Phone, ToneSource
 from callbridge.media.players import HOLD_MUSIC_NOTES
 from callbridge.store.sip import BindingUpdate, Origin
-from callbridge.testing.server import Server, create_user, running
+from callbridge.testing.server import Server, running
 from parties import HEARD, SILENT, level
-from sip_peers import LOOPBACK, Sipp, missing_tools
+from sip_peers import LOOPBACK, PASSWORD, Sipp, missing_tools, sip_user
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 
-PASSWORD = "secret123"
 X_TONE, Y_TONE = 440.0, 1000.0
 CID = ["-cid_str", "%u-%p-sipp"]  # no "@" in the Call-ID: it goes into a URI's Replaces
 
@@ -42,25 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
-_n = iter(range(1000))
-
-
 async def _user(server: Server, sip: bool = False) -> tuple[str, str, str]:
-    """A fresh user: (name, extension, token); with a SIP password when ``sip``."""
-    n = next(_n)
-    async with server.store() as store:
-        user = await create_user(store, f"sx{n}", str(5200 + n), ttl=timedelta(hours=1))
-        if sip:
-            await store.set_sip_password(user.name, PASSWORD, LOOPBACK)
-    return user.name, user.extension, user.token
-
-
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
+    return await sip_user(server, "sx", 5200, sip)
 
 
 async def _ws_user(server: Server, phones: list[Phone]) -> tuple[str, Phone]:

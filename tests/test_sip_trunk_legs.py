@@ -5,7 +5,6 @@ tests/test_sip_trunks.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,6 @@ from trunk_helpers import (
 
 sipp_only = pytest.mark.skipif(bool(missing_tools()), reason="needs sipp")
 OTHER = 700.0  # the transfer target's tone
-
-
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
 
 
 @sipp_only

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -144,14 +143,6 @@ def test_restrict_codecs_keeps_the_trunks_codecs_and_telephone_event() -> None:
 
 
 # -- with the server and SIPp ---------------------------------------------------------------------
-@pytest.fixture
-async def phones() -> AsyncIterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        await phone.logout()
-
-
 @sipp_only
 async def test_a_ws_caller_dials_out_through_a_407_challenging_carrier_and_hears_its_echo(
     trunk_server: Server, tmp_path: Path, phones: list[Phone]
