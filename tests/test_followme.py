@@ -236,7 +236,7 @@ def _fields(rules: Any) -> dict[str, Any]:
 
 @sipp_only
 async def test_an_outside_number_step_with_screening_accepted_by_dtmf_and_refused_by_timeout(
-    server: Server, tmp_path: Path, phones: list[Phone], monkeypatch: pytest.MonkeyPatch
+    server: Server, tmp_path: Path, phones: list[Phone]
 ) -> None:
     """kate's one step is her mobile through a SIPp carrier, screened. carrier_screen_accept:
     answers, presses 1 (INFO) after 1 s: the caller is connected and hears its own tone

@@ -24,12 +24,13 @@ meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from callbridge.core.call_events import state_publisher
 from callbridge.core.calls import Call, CallState, Leg, LegState, all_live
@@ -132,6 +133,7 @@ class CallController:
         self.observer: StateObserver = self._observe  # every machine here reports its changes
         self.cdrs: CdrWriter | None = None  # set by the server: CDRs open at a call's start
         self._opened: set[str] = set()  # calls whose start went to ``cdrs``
+        self._handed = asyncio.Event()  # set (and replaced) when a CDR goes to ``cdrs``
         self.scheduler = Scheduler("calls")
         self.devices: dict[str, dict[str, Device]] = {}  # user name -> device id -> device
         self.legs = LegTable(self.observer)
@@ -469,6 +471,16 @@ class CallController:
         self._opened.add(call.id)
         self.cdrs.opened(call)
 
+    @property
+    def cdr_pending(self) -> frozenset[str]:
+        """The calls whose CDR was opened and not yet handed to ``cdrs`` (write_cdr)."""
+        return frozenset(self._opened)
+
+    def cdr_handed(self) -> Coroutine[Any, Any, Literal[True]]:
+        """Await it: done when the next call's CDR is handed to ``cdrs``. The event is taken
+        now, so a hand-over between this call and the first await is not missed."""
+        return self._handed.wait()
+
     def write_cdr(self, call: Call, reason: EndReason) -> None:
         if self._cdr_factory is None:
             return
@@ -488,6 +500,8 @@ class CallController:
         if self.cdrs is not None:
             self._opened.discard(call.id)
             self.scheduler.spawn(self.cdrs.ended(call, cdr), f"CDR of call {call.id}")
+            self._handed.set()  # wakes cdr_handed() waiters; the next wait is on a new one
+            self._handed = asyncio.Event()
             return
         self.scheduler.spawn(self.directory.record_cdr(cdr), f"CDR of call {call.id}")
 

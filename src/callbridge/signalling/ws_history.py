@@ -41,7 +41,6 @@ _MAX_ROW_ID = 2**63 - 1  # a BIGINT: a larger id is refused by PostgreSQL, not j
 _CURSOR = re.compile(r"(\d{1,19})-(\d{1,19})")
 # Ends of an unanswered incoming call that the user chose: not "missed".
 _DECLINED = frozenset({"busy", "rejected"})
-_POLL = 0.01  # seconds between looks at an ending call: the core has no event for "CDR queued"
 
 
 def encode_cursor(position: tuple[datetime, int]) -> str:
@@ -97,13 +96,12 @@ def _ending_calls(controller: CallController, user: str) -> set[str]:
     """The calls whose end is under way and whose CDR is not with the journal yet: those
     ``user`` took part in, and those with no live leg left (whoever's they were).
 
-    The controller keeps the ids of calls whose CDR was opened and not yet handed over
-    (``_opened``); :meth:`CallController.write_cdr` takes a call out as it hands its record
-    to the journal, after ending every leg of it.
+    :attr:`CallController.cdr_pending` holds the calls whose CDR was opened and not yet
+    handed over; :meth:`CallController.write_cdr` takes a call out as it hands its record to
+    the journal, after ending every leg of it.
     """
-    # A public accessor on the controller would be better (see the report of this change).
-    opened = getattr(controller, "_opened", None)
-    if not isinstance(opened, set) or not opened:
+    opened = controller.cdr_pending
+    if not opened:
         return set()
     calls = {leg.call.id: leg.call for leg in controller.legs.values() if leg.call is not None}
     ending: set[str] = set()
@@ -136,10 +134,13 @@ async def _settle(controller: CallController, user: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_SECONDS
     ending = _ending_calls(controller, user)
+    while ending & _ending_calls(controller, user) and loop.time() < deadline:
+        # asyncio.wait: a timeout must not raise, and the waiter is ours to drop.
+        waiter = asyncio.ensure_future(controller.cdr_handed())
+        done, _ = await asyncio.wait({waiter}, timeout=deadline - loop.time())
+        if not done:
+            waiter.cancel()
     if ending:
-        # Polled: the core publishes no event when it hands a CDR to the journal.
-        while ending & _ending_calls(controller, user) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(_POLL)
         # The journal's task for the record (spawned by write_cdr) queues it on its first
         # step: let it run before the spool is looked at.
         await asyncio.sleep(0)
