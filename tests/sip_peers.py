@@ -471,6 +471,23 @@ class Baresip:
         (conf / "accounts").write_text(self.account + "\n")
 
     async def start(self) -> Baresip:
+        # Its ports are probed free, then bound by baresip (SIP UDP/TCP on the port, TLS on
+        # the next): another process can take one in between (the suite runs in two). Then
+        # it exits with "Address already in use", and starts again on new ports.
+        for attempt in range(3):
+            try:
+                return await self._start()
+            except RuntimeError as exc:
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                if self._proc is not None and self._proc.returncode is None:
+                    self._proc.kill()
+                    await self._proc.wait()
+                self.port, self.ctrl_port = free_udp_port(), free_port()
+                self.rtp_base = free_udp_port(span=10)
+        raise AssertionError("unreachable")
+
+    async def _start(self) -> Baresip:
         self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
             "baresip",
