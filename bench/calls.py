@@ -152,6 +152,11 @@ class Loads:
         errors = [r["error"] for r in map(self._hear, self.procs) if "error" in r]
         return errors[0] if errors else None
 
+    def hear(self) -> dict[str, Any]:
+        """The next line of the one load process (bench/calls_setup.py's phases)."""
+        assert len(self.procs) == 1
+        return self._hear(self.procs[0])
+
     def go(self) -> None:
         for proc in self.procs:
             self._say(proc, "go")
@@ -319,12 +324,14 @@ def conditions(args: argparse.Namespace) -> str:
     import conference  # imported here: conference.py imports this module at its top
 
     load1, load5, load15 = os.getloadavg()
+    workers = args.media_workers
+    workers = ", ".join(map(str, workers)) if isinstance(workers, list) else workers
     pinned = ("server on CPU 0, load on CPU 1 (taskset)" if args.pin
               else "not pinned")  # fmt: skip
     return (f"# callbridge bench/calls.py — {conference.cpu_model()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, aiortc {version('aiortc')}, codec "
             f"{args.codec}, {args.duration:.0f} s of audio per size, --media-workers "
-            f"{args.media_workers}, load: pre-encoded loops, no decode, 1 process per "
+            f"{workers}, load: pre-encoded loops, no decode, 1 process per "
             f"{args.calls_per_load} calls; {pinned}; load average {load1:.2f} {load5:.2f} "
             f"{load15:.2f}")  # fmt: skip
 
@@ -416,9 +423,17 @@ def main() -> None:
     ap.add_argument("--setup-concurrency", type=int, default=50,
                     help="calls being set up at once (all load processes together)")  # fmt: skip
     ap.add_argument(
-        "--media-workers", type=int, default=1,
-        help="the server's --media-workers (server%% then sums its processes)",
+        "--media-workers", type=int, action="append",
+        help="the server's --media-workers (default 1; server%% then sums its processes); "
+        "repeatable with --setup",
     )  # fmt: skip
+    ap.add_argument(
+        "--setup",
+        action="store_true",
+        help="setup alone: --single calls one after another, then --burst at once",
+    )
+    ap.add_argument("--single", type=int, default=20, help="--setup: calls one at a time")
+    ap.add_argument("--burst", type=int, default=50, help="--setup: calls placed at once")
     ap.add_argument("--find-max", action="store_true", help="raise N until late+lost > 1 %%")
     ap.add_argument("--start", type=int, default=20, help="--find-max: first N")
     ap.add_argument("--step", type=int, default=20, help="--find-max: calls added per size")
@@ -429,13 +444,26 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also run stock aiortc, compare")
     ap.add_argument("--baseline-calls", type=int, default=15, help="--baseline: calls")
     args = ap.parse_args()
+    workers: list[int] = args.media_workers or [1]
+    if any(w <= 0 for w in workers):
+        ap.error("--media-workers must be positive")
+    if len(workers) > 1 and not args.setup:
+        ap.error("--media-workers is repeatable only with --setup (one server per value)")
+    args.media_workers = workers if args.setup else workers[0]
     for name in ("duration", "calls_per_load", "setup_concurrency", "start", "step",
-                 "baseline_calls", "media_workers"):  # fmt: skip
+                 "baseline_calls", "single", "burst"):  # fmt: skip
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
     if args.retries < 0:
         ap.error("--retries must be 0 or more")
     print(conditions(args), flush=True)
+    if args.setup:
+        from calls_setup import setup_main  # imported here: it imports this module
+
+        setup_main(args)
+        load1, load5, load15 = os.getloadavg()
+        print(f"# load average at the end {load1:.2f} {load5:.2f} {load15:.2f}", flush=True)
+        return
     ceiling = None
     if args.find_max:
         print(HEADER, flush=True)

@@ -10,12 +10,15 @@ socket: never unprotected, parsed into an object or decoded. aiortc does ICE and
 its keys protect what is sent. 40 pairs of such legs in one process cost 0.0021 CPU-s per leg
 per s, against 0.005 for ``LoopMedia`` on aiortc's receive path (measured 2026-12-02).
 
-Two kinds of run:
+Three kinds of run:
 
 - ``"mode": "callbridge"``: 2N SDK phones (``LoopPhone``: a ``Phone`` whose calls get a
   ``LoopMedia``) log in to a real server; N of them call the other N, who answer.
 - ``"mode": "baseline"``: the legs' offers go to bench/calls_baseline.py (stock aiortc) over
   its control socket, two per call.
+- ``"mode": "setup"`` (bench/calls_setup.py): setup alone, no audio: after ``ready`` and
+  ``go``, single calls one after another, ``single-done``, and after ``go`` a burst placed
+  at once; the result is ``{"single": [...], "burst": [...]}`` in seconds.
 
 Protocol on stdout: ``{"phase": "ready"}`` once every leg is connected and settled, then (after
 ``go`` on stdin and ``duration`` seconds) ``{"setup": [...], "stats": [...]}``, or
@@ -185,6 +188,55 @@ async def callbridge_legs(spec: dict[str, Any]) -> tuple[list[CallMedia], list[f
     return medias, [s for _, s in placed], close
 
 
+async def setup_times(spec: dict[str, Any]) -> dict[str, Any]:
+    """``"mode": "setup"`` (bench/calls.py --setup): setup alone, no audio phase. ``single``
+    calls one after another (each hung up and ended at both ends before the next), then
+    ``burst`` calls placed at once; call.create -> call.answered of each, in seconds."""
+    url, pairs, codec = spec["url"], spec["pairs"], spec["codec"]
+    k, m = spec["single"], spec["burst"]
+    callers = [LoopPhone(url, p["caller_token"], TONES[i % 4], codec) for i, p in enumerate(pairs)]
+    callees = [LoopPhone(url, p["callee_token"], TONES[i % 4], codec) for i, p in enumerate(pairs)]
+    await bounded(50, [ph.login() for ph in callers + callees])
+    rung: dict[int, Call] = {}
+
+    def answering(i: int) -> Any:
+        async def on_incoming(call: Call) -> None:
+            rung[i] = call
+            await call.answer(codecs=[codec])
+
+        return on_incoming
+
+    for i, ph in enumerate(callees):
+        ph.on("incoming", answering(i))
+
+    async def place(i: int) -> tuple[Call, float]:
+        t0 = time.perf_counter()
+        call = await callers[i].call(pairs[i]["callee_ext"], codecs=[codec])
+        await call.wait_for("answered", timeout=60)
+        return call, time.perf_counter() - t0
+
+    async def end(calls: list[tuple[Call, int]]) -> None:
+        for call, _ in calls:
+            await call.hangup()
+        for call, i in calls:  # both ends over: the next measurement starts from nothing
+            await call.wait_for("ended", timeout=30)
+            await rung[i].wait_for("ended", timeout=30)
+
+    print(json.dumps({"phase": "ready"}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    single: list[float] = []
+    for i in range(k):
+        call, took = await place(i)
+        single.append(took)
+        await end([(call, i)])
+    print(json.dumps({"phase": "single-done", "single": single}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    placed = await asyncio.gather(*(place(i) for i in range(k, k + m)))
+    await end([(call, k + j) for j, (call, _) in enumerate(placed)])
+    await asyncio.gather(*(ph.close() for ph in callers + callees))
+    return {"single": single, "burst": [took for _, took in placed]}
+
+
 async def baseline_legs(spec: dict[str, Any]) -> tuple[list[CallMedia], list[float], Any]:
     control = await Control.connect(spec["port"])
     medias: list[CallMedia] = []
@@ -233,5 +285,15 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     return {"setup": setup, "stats": stats}
 
 
+async def main(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec["mode"] != "setup":
+        return await run_load(spec)
+    restrict_ice_addresses(["127.0.0.1"])
+    try:
+        return await setup_times(spec)
+    except Exception as exc:  # reported to the orchestrator
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(run_load(json.loads(sys.stdin.readline())))), flush=True)
+    print(json.dumps(asyncio.run(main(json.loads(sys.stdin.readline())))), flush=True)
