@@ -19,9 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from telnyx import AsyncTelnyx
 
 from api_helpers import WebhookSink
-from callbridge.client import Phone
+from callbridge.client import Phone, ToneSource
+from callbridge.errors import RemoteError
 from callbridge.store import Cdr, Store
 from callbridge.store.engine import SQLITE_BUSY_TIMEOUT_MS
 from callbridge.testing.server import Server, serve
@@ -182,4 +184,67 @@ async def test_a_recording_whose_file_cannot_be_finished_is_reported_as_an_error
         finally:
             await bob.phone.close()
             await rest.aclose()
+            await sink.close()
+
+
+async def test_a_conference_recording_that_fails_is_reported_to_its_host_and_its_application(
+    tmp_path: Path,
+) -> None:
+    """Before, a conference recording whose file failed still ended with
+    ``conference.recording-saved`` on ``/ws`` and ``conference.recording.saved`` to the
+    application."""
+    sink = WebhookSink()
+    url = await sink.start()
+    async with serve(tmp_path, users=["alice", "bob"], session_grace=1) as server:
+        key = await server.api_key("conference recording")
+        client = AsyncTelnyx(api_key=key, base_url=f"{server.url}/v2", max_retries=0)
+        alice, bob = await party(server, "alice", ALICE), await party(server, "bob", BOB)
+        errors: asyncio.Queue[RemoteError] = asyncio.Queue()
+        alice.phone.on("error", errors.put_nowait)
+        saved: list[object] = []
+        alice.phone.on("conference:recording-saved", saved.append)
+        try:
+            # A /ws host records its conference; an application records a REST conference.
+            hosted = await alice.phone.start_conference(source=ToneSource(ALICE))
+            hosted_recording = await hosted.record("start", "mp3")
+            app = await client.call_control_applications.create(
+                application_name="conference recorder", webhook_event_url=url
+            )
+            assert app.data is not None and app.data.id is not None
+            dialled = await client.calls.dial(
+                connection_id=app.data.id, to=server.users["bob"].extension, from_="+15550001111"
+            )
+            assert dialled.data is not None and dialled.data.call_control_id is not None
+            ccid = dialled.data.call_control_id
+            await bob.answer()
+            await sink.wait("call.answered", call_control_id=ccid)
+            made = await client.conferences.create(call_control_id=ccid, name="recorded")
+            assert made.data is not None
+            conf_id = made.data.id
+            await client.conferences.actions.record_start(conf_id, format="mp3")
+
+            # The recordings directory goes away under both (a failing disk, a volume
+            # unmounted): neither MP3 can be made from what was written.
+            (tmp_path / "recordings").rename(tmp_path / "recordings.gone")
+            await hosted.record("stop")
+            await client.conferences.actions.record_stop(conf_id)
+
+            error = await asyncio.wait_for(errors.get(), 10)
+            assert error.code == "recording_failed" and error.method == "conference.record"
+            assert hosted_recording in error.message
+            assert "could not finish the recording" in error.message
+            failed = await sink.wait("conference.recording.error", conference_id=conf_id)
+            assert failed.payload["reason"] == "Internal server error"
+            assert "could not finish the recording" in failed.payload["detail"]
+            assert failed.payload["connection_id"] == app.data.id
+            assert failed.payload["call_control_id"] == ccid and failed.payload["recording_id"]
+            # Nothing was saved, and nothing says so.
+            assert saved == [] and hosted.recordings == []
+            assert "conference.recording.saved" not in [d.event_type for d in sink.deliveries]
+            assert (await client.recordings.list()).data == []
+            await hosted.end()
+        finally:
+            for p in (alice, bob):
+                await p.phone.close()
+            await client.close()
             await sink.close()

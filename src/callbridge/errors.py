@@ -6,7 +6,8 @@ docs/protocol.md), a ``message`` saying what was wrong, a ``cause`` and a ``reso
     CallbridgeError                 base of everything callbridge raises on purpose
     ├── ProtocolError               a peer sent something wrong; carries an ErrorCode
     │   ├── (server side: sent back as an `error` message, the connection stays open)
-    │   └── ServerDraining          `draining`: the server takes no new sessions or calls
+    │   └── RetryLater              refused for now; `retry_after` says when to try again
+    │       └── ServerDraining      `draining`: the server takes no new sessions or calls
     ├── MediaError                  the media plane could not do what was asked (bad SDP, …)
     ├── RemoteError                 SDK side: the server answered a request with `error`
     └── SipError                    a SIP peer sent something wrong; carries status and reason
@@ -30,6 +31,7 @@ __all__ = [
     "MediaError",
     "ProtocolError",
     "RemoteError",
+    "RetryLater",
     "ServerDraining",
     "SipError",
     "WarningCode",
@@ -66,6 +68,8 @@ class ErrorCode(StrEnum):
     DESTINATION_BLOCKED = "destination_blocked"
     TOO_MANY_CALLS = "too_many_calls"
     CALL_RATE_EXCEEDED = "call_rate_exceeded"
+    RECORDING_FAILED = "recording_failed"
+    DATABASE_BACKLOG = "database_backlog"
     INTERNAL = "internal_error"
 
 
@@ -197,6 +201,17 @@ ERRORS: dict[ErrorCode, ErrorInfo] = {
         "The caller or the trunk placed as many trunk calls in the last minute as it may.",
         "Wait the seconds the message names, or raise calls_per_minute.",
     ),
+    ErrorCode.RECORDING_FAILED: ErrorInfo(
+        "A recording you started could not be written or finished (a full disk, a failed "
+        "encoder): nothing was saved.",
+        "Free space or fix the recordings directory on the server, then record again.",
+    ),
+    ErrorCode.DATABASE_BACKLOG: ErrorInfo(
+        "The server's database refuses writes and the records it keeps in memory meanwhile "
+        "reached their limit: it starts no new calls until the database takes writes again "
+        "(calls already up go on; nothing is lost).",
+        "Retry after `retry_after` seconds, or use another server of the service.",
+    ),
     ErrorCode.INTERNAL: ErrorInfo(
         "The server failed unexpectedly; the failure is logged.",
         "Retry; report it if it persists.",
@@ -238,19 +253,26 @@ class ProtocolError(CallbridgeError):
         return msg
 
 
-class ServerDraining(ProtocolError):
-    """``draining``: the server is draining (callbridge.drain) and refuses what would start a
-    session or a call. ``retry_after`` (whole seconds, at least 1) is how long the drain may
-    still last; the wire ``error`` carries it."""
+class RetryLater(ProtocolError):
+    """The server refuses for a while, not for good: ``retry_after`` (whole seconds, at
+    least 1) says when to try again; the wire ``error`` carries it."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(ErrorCode.DRAINING, message)
+    def __init__(self, code: ErrorCode, message: str, retry_after: int) -> None:
+        super().__init__(code, message)
         self.retry_after = retry_after
 
     def to_wire(
         self, req_id: str | None = None, call_id: str | None = None, method: str | None = None
     ) -> dict[str, object]:
         return {**super().to_wire(req_id, call_id, method), "retry_after": self.retry_after}
+
+
+class ServerDraining(RetryLater):
+    """``draining``: the server is draining (callbridge.drain) and refuses what would start a
+    session or a call. ``retry_after`` is how long the drain may still last."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(ErrorCode.DRAINING, message, retry_after)
 
 
 class MediaError(ProtocolError):

@@ -33,6 +33,7 @@ from callbridge.core.app_events import (
     AppConferenceEnded,
     AppConferenceFloorChanged,
     AppConferencePlayback,
+    AppConferenceRecordingError,
     AppConferenceRecordingSaved,
     AppParticipantJoined,
     AppParticipantLeft,
@@ -48,6 +49,7 @@ from callbridge.core.events import (
     ConferenceEnded,
     ConferenceFloorChanged,
     ConferencePlaybackChanged,
+    ConferenceRecordingFailed,
     ConferenceRecordingSaved,
     ParticipantJoined,
     ParticipantLeft,
@@ -484,6 +486,19 @@ class AppConferences:
         if record is not None:
             self.apps.store_later(
                 self._save_recording(record, event), f"recording {event.recording_id}"
+            )
+
+    def on_recording_failed(self, event: ConferenceRecordingFailed) -> None:
+        """Nothing to store: the application hears of the failure instead of a file."""
+        record = self.records.get(event.conference_id)
+        if record is not None:
+            self.apps.publish(
+                AppConferenceRecordingError(
+                    conference=self.facts(record),
+                    creator_call_control_id=record.creator,
+                    recording_id=event.recording_id,
+                    detail=event.detail,
+                )
             )
 
     async def _save_recording(

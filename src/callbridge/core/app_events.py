@@ -41,6 +41,7 @@ __all__ = [
     "AppConferenceEvent",
     "AppConferenceFloorChanged",
     "AppConferencePlayback",
+    "AppConferenceRecordingError",
     "AppConferenceRecordingSaved",
     "AppDtmfReceived",
     "AppEvent",
@@ -319,3 +320,12 @@ class AppConferenceRecordingSaved(AppConferenceEvent):
     started_at: datetime
     ended_at: datetime
     duration_millis: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppConferenceRecordingError(AppConferenceEvent):
+    """The conference's recording failed: ``detail`` says what went wrong (nothing saved)."""
+
+    creator_call_control_id: str | None
+    recording_id: str
+    detail: str

@@ -68,6 +68,7 @@ from callbridge.core.events import (
     ConferenceEnded,
     ConferenceFloorChanged,
     ConferencePlaybackChanged,
+    ConferenceRecordingFailed,
     ConferenceRecordingSaved,
     LegAnswered,
     LegDtmf,
@@ -146,6 +147,7 @@ class AppCalls:
         bus.subscribe(ConferenceFloorChanged, self.conferences.on_floor_changed)
         bus.subscribe(ConferencePlaybackChanged, self.conferences.on_playback)
         bus.subscribe(ConferenceRecordingSaved, self.conferences.on_recording_saved)
+        bus.subscribe(ConferenceRecordingFailed, self.conferences.on_recording_failed)
         bus.subscribe(ConferenceEnded, self.conferences.on_ended)
         self.media.subscribe(self.playing.on_media_event)
         controller.router = self.dialer  # inbound calls to an application's route come here

@@ -49,6 +49,7 @@ __all__ = [
     "PlaybackProgress",
     "PlaybacksStopped",
     "RecordingChanged",
+    "RecordingFileFailed",
     "RecordingFileSaved",
     "Roster",
     "RosterEvent",
@@ -306,3 +307,12 @@ class RecordingFileSaved(ConferenceDeviceEvent):
     recording_id: str
     path: str
     duration_secs: float  # paused time left out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingFileFailed(ConferenceDeviceEvent):
+    """The recording the device started could not be written or finished (``detail`` says
+    why): nothing was saved."""
+
+    recording_id: str
+    detail: str

@@ -8,12 +8,17 @@ Both the ``/ws`` host and the REST API (seed 003) drive these; ``device`` is the
 Each playback and the recording is a small state machine
 (:class:`~callbridge.core.conference_model.Playback`,
 :class:`~callbridge.core.conference_model.Recording`) that the media plane's events move on.
+A recording whose file could not be written or finished (a full disk, the encoder failed) is
+no success: its host is told ``recording_failed`` and the bus gets
+:class:`~callbridge.core.events.ConferenceRecordingFailed` instead of the saved events.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Literal
 
+from callbridge.core.app_media import recording_failure
 from callbridge.core.calls import new_id
 from callbridge.core.conference_events import (
     ParticipantUpdated,
@@ -21,6 +26,7 @@ from callbridge.core.conference_events import (
     PlaybackProgress,
     PlaybacksStopped,
     RecordingChanged,
+    RecordingFileFailed,
     RecordingFileSaved,
     TalkerChanged,
 )
@@ -36,6 +42,7 @@ from callbridge.core.devices import Device
 from callbridge.core.events import (
     ConferenceFloorChanged,
     ConferencePlaybackChanged,
+    ConferenceRecordingFailed,
     ConferenceRecordingSaved,
 )
 from callbridge.errors import ErrorCode, ProtocolError
@@ -54,6 +61,8 @@ if TYPE_CHECKING:
     from callbridge.core.conferences import ConferenceManager
 
 __all__ = ["ConferenceMedia", "RecordAction"]
+
+log = logging.getLogger(__name__)
 
 RecordAction = Literal["start", "pause", "resume", "stop"]
 _RECORD_STATUS: dict[RecordAction, Literal["recording", "paused", "stopping"]] = {
@@ -319,10 +328,14 @@ class ConferenceMedia:
         recording = self._recordings.pop(event.recording_id, None)
         if recording is None:
             return
-        recording.transition(RecordingState.SAVED, cause=event.path)
+        failure = recording_failure(event)
+        recording.transition(RecordingState.SAVED, cause=failure or event.path)
         conf = recording.conference
         if conf.recording is recording:
             conf.recording = None
+        if failure is not None:
+            self._recording_failed(recording, failure)
+            return
         if recording.requester is not None:
             recording.requester.deliver(
                 RecordingFileSaved(
@@ -339,6 +352,21 @@ class ConferenceMedia:
                 recording_id=recording.id,
                 path=event.path,
                 duration_secs=event.duration_secs,
+            )
+        )
+
+    def _recording_failed(self, recording: Recording, detail: str) -> None:
+        """A recording that failed is no success: its host gets ``recording_failed``, an
+        application ``conference.recording.error``, and nothing is listed as saved."""
+        conf = recording.conference
+        log.warning("recording %s of conference %s failed: %s", recording.id, conf.id, detail)
+        if recording.requester is not None:
+            recording.requester.deliver(
+                RecordingFileFailed(conference_id=conf.id, recording_id=recording.id, detail=detail)
+            )
+        self.manager.bus.publish(
+            ConferenceRecordingFailed(
+                conference_id=conf.id, name=conf.name, recording_id=recording.id, detail=detail
             )
         )
 

@@ -47,6 +47,7 @@ __all__ = [
     "ConferenceEvent",
     "ConferenceFloorChanged",
     "ConferencePlaybackChanged",
+    "ConferenceRecordingFailed",
     "ConferenceRecordingSaved",
     "DeviceEvent",
     "Event",
@@ -351,3 +352,11 @@ class ConferenceRecordingSaved(ConferenceEvent):
     recording_id: str
     path: str
     duration_secs: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConferenceRecordingFailed(ConferenceEvent):
+    """The conference's recording could not be written or finished: nothing was saved."""
+
+    recording_id: str
+    detail: str

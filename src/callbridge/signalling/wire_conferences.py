@@ -31,10 +31,12 @@ from callbridge.core.conference_events import (
     PlaybackProgress,
     PlaybacksStopped,
     RecordingChanged,
+    RecordingFileFailed,
     RecordingFileSaved,
     RosterEvent,
     TalkerChanged,
 )
+from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.signalling.wire import WireMessage, encoder
 
 __all__: list[str] = []
@@ -265,6 +267,20 @@ def _recording(e: RecordingChanged) -> WireMessage:
         "conference_id": e.conference_id,
         "recording_id": e.recording_id,
         "status": e.status,
+    }
+
+
+@encoder(RecordingFileFailed)
+def _recording_failed(e: RecordingFileFailed) -> WireMessage:
+    # An `error` with no req_id, as for a request that failed: the host's conference.record
+    # was answered long ago, the file failed later.
+    error = ProtocolError(
+        ErrorCode.RECORDING_FAILED, f"the recording {e.recording_id} failed: {e.detail}"
+    )
+    return {
+        **error.to_wire(method="conference.record"),
+        "conference_id": e.conference_id,
+        "recording_id": e.recording_id,
     }
 
 

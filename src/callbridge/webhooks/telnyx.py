@@ -40,6 +40,7 @@ from callbridge.core.app_events import (
     AppConferenceEvent,
     AppConferenceFloorChanged,
     AppConferencePlayback,
+    AppConferenceRecordingError,
     AppConferenceRecordingSaved,
     AppDtmfReceived,
     AppEvent,
@@ -378,6 +379,23 @@ def _conference_recording(e: AppConferenceRecordingSaved, public_url: str) -> li
         "public_recording_urls": urls,
     }
     return [("conference.recording.saved", payload)]
+
+
+@_shape(AppConferenceRecordingError)
+def _conference_recording_error(e: AppConferenceRecordingError, _: str) -> list[Webhook]:
+    # Telnyx has no conference recording error; this is call.recording.error's shape
+    # (reason, callbridge's detail) with conference.recording.saved's ids.
+    f = e.conference
+    payload = {
+        "conference_id": f.conference_id,
+        "connection_id": _connection_id(f.application),
+        "client_state": f.client_state,
+        "call_control_id": e.creator_call_control_id,
+        "recording_id": e.recording_id,
+        "reason": "Internal server error",
+        "detail": e.detail,
+    }
+    return [("conference.recording.error", payload)]
 
 
 # delivery -------------------------------------------------------------------------------------
