@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,12 @@ def server_pids(server: Server) -> list[int]:
     """The server's process and its media workers' (``--media-workers N``: their CPU counts)."""
     workers: list[dict[str, Any]] = dict(server.health()).get("media_workers") or []  # type: ignore[assignment]
     return [server.pid, *(int(w["pid"]) for w in workers)]
+
+
+def worker_objects(server: Server) -> list[int]:
+    """Each media worker's live media objects (``/healthz``): its legs, on 1:1 calls."""
+    workers: list[dict[str, Any]] = dict(server.health()).get("media_workers") or []  # type: ignore[assignment]
+    return [int(w["media_objects"]) for w in workers]
 
 
 BENCH = Path(__file__).resolve().parent
@@ -200,18 +207,27 @@ def load_prefix(pin: bool) -> list[str]:
 
 
 def measure(
-    n: int, server: list[int], rss_pids: list[int], loads: Loads, duration: float
+    n: int,
+    server: list[int],
+    rss_pids: list[int],
+    loads: Loads,
+    duration: float,
+    worker_legs: Callable[[], list[int]] | None = None,
 ) -> dict[str, Any]:
-    """The audio phase: CPU of ``server`` (all its processes) and of the loads, RSS of
-    ``rss_pids`` mid-way, the receivers' counters at the end."""
+    """The audio phase: CPU of ``server`` (all its processes; the control process first, then
+    its media workers) and of the loads, RSS of ``rss_pids`` and each worker's media objects
+    (``worker_legs``) mid-way, the receivers' counters at the end."""
     cpu0, ctl0, t0 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
+    each0 = list(map(cpu_seconds, server[1:]))
     load0 = loads.cpu_seconds()
     srv_waits0 = list(map(run_queue_seconds, server))
     waits0 = [0.0, *map(run_queue_seconds, loads.pids())]
     loads.go()
     time.sleep(duration / 2)
     rss_mid = sum(map(rss_bytes, rss_pids))
+    legs_mid = worker_legs() if worker_legs is not None else []
     time.sleep(duration / 2)
+    each = [(b - a) for a, b in zip(each0, map(cpu_seconds, server[1:]), strict=True)]
     cpu1, ctl1, t1 = sum(map(cpu_seconds, server)), cpu_seconds(server[0]), time.monotonic()
     load1 = loads.cpu_seconds()
     srv_waits = [b - a for a, b in zip(srv_waits0, map(run_queue_seconds, server), strict=True)]
@@ -249,6 +265,15 @@ def measure(
         "setup_p50_ms": 1000 * statistics.median(setup) if setup else float("nan"),
         "setup_p95_ms": 1000 * percentile(setup, 95),
         "rss_mid": rss_mid,
+        # --media-workers N > 1: each worker's % of a core, its legs (media objects: on 1:1
+        # calls, its endpoints) and CPU-s per leg per s; the control process's CPU-ms per
+        # call per second of the audio phase
+        "worker_cpu_pct": [100 * c / elapsed for c in each],
+        "worker_legs": legs_mid,
+        "worker_cpu_per_leg": [
+            c / elapsed / k if k else float("nan") for c, k in zip(each, legs_mid, strict=False)
+        ],
+        "control_ms_per_call": 1000 * (ctl1 - ctl0) / elapsed / n,
     }
 
 
@@ -283,7 +308,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             error = loads.wait_ready()
             if error is not None:
                 return {"n": n, "error": error}
-            r = measure(n, pids, pids, loads, args.duration)
+            r = measure(n, pids, pids, loads, args.duration, lambda: worker_objects(server))
         finally:
             loads.kill()
     r["mem_per_call_kib"] = (r["rss_mid"] - rss0) / n / 1024
@@ -352,6 +377,14 @@ def print_row(r: dict[str, Any], label: str = "") -> None:
           f"{r['mem_per_call_kib']:>9.0f} {r['sent_pps']:>6.1f} "
           f"{r['server_wait_pct']:>5.0f}% /{r['load_wait_pct']:>4.0f}%{label}{contended(r)}",
           flush=True)  # fmt: skip
+    if r.get("worker_cpu_pct"):  # --media-workers N > 1: one line per worker, then control
+        for i, pct in enumerate(r["worker_cpu_pct"]):
+            legs = r["worker_legs"][i] if i < len(r["worker_legs"]) else 0
+            per_leg = r["worker_cpu_per_leg"][i] if i < len(r["worker_cpu_per_leg"]) else 0.0
+            print(f"{'':>4} {'':>5}   worker {i}: {pct:5.1f}% of a core, {legs} legs, "
+                  f"{per_leg:.5f} CPU-s/leg/s", flush=True)  # fmt: skip
+        print(f"{'':>4} {'':>5}   control: {r['control_cpu_pct']:.1f}% of a core, "
+              f"{r['control_ms_per_call']:.2f} CPU-ms per call per s", flush=True)  # fmt: skip
 
 
 CONTENDED_PCT = 10.0
