@@ -28,12 +28,15 @@ aiortc's minor version.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
+import pylibsrtp
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
 from aiortc import clock as aiortc_clock
 from aiortc.mediastreams import MediaStreamError
@@ -65,6 +68,8 @@ from callbridge.rtp.offer_answer import (
     video_codec_preferences,
     video_directions,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "IdleTrack",
@@ -104,36 +109,113 @@ class IdleTrack(MediaStreamTrack):
         super().stop()
 
 
-OnRtp = Callable[[Any], Awaitable[None]]  # an RtpPacket, or an RtpView (fast_inbound)
+OnRtp = Callable[[Any], Coroutine[Any, Any, None]]  # an RtpPacket, or an RtpView (fast_inbound)
 Pump = Callable[["RtpPort"], Awaitable[None]]
 _CONNECTED = State.CONNECTED
-_FAST = "_callbridge_fast_rtp"  # on an RTCDtlsTransport: SSRC -> our handler of its bytes
+_FAST = "_callbridge_fast_rtp"  # on an RTCDtlsTransport: SSRC -> the RtpPort it goes to
+_unpack_ssrc = struct.Struct("!I").unpack_from
+_pending: set[asyncio.Task[Any]] = set()  # handlers that suspended (_run_now), until done
 
 
-def _fast_inbound(dtls: RTCDtlsTransport) -> dict[int, Callable[[bytes], Awaitable[None]]]:
-    """Route the RTP of known SSRCs around aiortc's RtpPacket parse (once per transport).
+def _run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end right here, or, if it suspends, in a task from there on.
 
-    aiortc parses every packet into an RtpPacket and then routes it; a packet whose SSRC one
-    of our ports has already been handed (through that path, which learns the SSRC) goes to
-    the port as bytes instead. Others (the first packets, video) take aiortc's path.
+    The packet handlers are coroutines (a plain leg's send may one day wait), but nothing on
+    the relay path awaits a real future, so a datagram callback can run them without a task
+    or a loop turn per packet. A handler that does suspend goes on in a task (kept in
+    ``_pending``), resumed as a task would resume it: on its future's completion.
     """
-    table: dict[int, Callable[[bytes], Awaitable[None]]] | None = getattr(dtls, _FAST, None)
+    try:
+        future = coro.send(None)
+    except StopIteration:
+        return
+    task = asyncio.get_running_loop().create_task(_resume(coro, future))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], future: Any) -> Generator[Any, None, None]:
+    while True:
+        try:
+            yield future  # the task waits on it, then resumes the coroutine (send None)
+        except BaseException as exc:  # cancelled: into the coroutine, as a task would
+            try:
+                future = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            future = coro.send(None)
+        except StopIteration:
+            return
+
+
+def _fast_inbound(dtls: RTCDtlsTransport) -> dict[int, RtpPort]:
+    """Route the RTP of known SSRCs around aiortc's receive loop (once per transport).
+
+    aiortc's path for each datagram: aioice's ``StunProtocol.datagram_received`` tries to
+    parse it as STUN (an exception for every RTP packet), puts it in the ICE connection's
+    queue; the DTLS transport's task wakes (a loop turn per packet), demultiplexes on the
+    first byte, reads the clock, unprotects through pylibsrtp's wrapper, parses an RtpPacket
+    and routes it. Once one of our ports has been handed an SSRC through that path (which
+    learns it), the SSRC's later SRTP packets are taken in the socket's datagram callback:
+    RFC 7983 section 7 first byte 128-191 (RTP or RTCP; STUN is 0-3, DTLS 20-63) and a
+    second byte outside 192-223 (RTCP packet types, RFC 5761 section 4) is RTP; its SSRC is
+    in clear (RFC 3711 section 3.1), so it is looked up before the libsrtp unprotect. Anything
+    else (STUN for consent freshness, DTLS with its close_notify, SRTCP, the SSRCs not routed
+    yet, video) and everything while the transport is not connected takes aiortc's path.
+    Packets of known SSRCs that went through aiortc's queue meanwhile skip its RtpPacket.
+    """
+    table: dict[int, RtpPort] | None = getattr(dtls, _FAST, None)
     if table is not None:
         return table
     table = {}
     setattr(dtls, _FAST, table)
-    orig = dtls._handle_rtp_data
-    unpack_ssrc = struct.Struct("!I").unpack_from
     get = table.get
+    orig = dtls._handle_rtp_data
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-        handler = get(unpack_ssrc(data, 8)[0]) if len(data) >= 12 else None
-        if handler is not None:
-            await handler(data)
+        port = get(_unpack_ssrc(data, 8)[0]) if len(data) >= 12 else None
+        if port is not None:
+            port._deliver(data)
         else:
             await orig(data, arrival_time_ms)
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+
+    srtp = Srtp(dtls._rx_srtp)  # keyed: an RTP packet of this transport was just unprotected
+    unprotect = srtp.unprotect
+
+    def fast_datagram(orig_datagram: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if (
+                len(data) >= 12
+                and 127 < data[0] < 192
+                and not 191 < data[1] < 224
+                and dtls._state is _CONNECTED
+            ):
+                port = get(_unpack_ssrc(data, 8)[0])
+                if port is not None:
+                    # its transport statistics (getStats), counted as _recv_next does
+                    dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+                    dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+                    try:
+                        plain = unprotect(data)
+                    except (pylibsrtp.Error, ValueError):
+                        port.srtp_rejected += 1  # not authentic, or a replay (RFC 3711 3.3)
+                        return
+                    port._deliver(plain)
+                    return
+            orig_datagram(data, addr)
+
+        return datagram_received
+
+    # Every local socket of the ICE connection (host candidates, TURN relays): aioice made
+    # them all at gathering, before any pair could be nominated.
+    protocols: list[Any] = dtls.transport._connection._protocols
+    for protocol in protocols:
+        protocol.datagram_received = fast_datagram(protocol.datagram_received)
     return table
 
 
@@ -165,6 +247,8 @@ class RtpPort:
         self.audio: NegotiatedAudio | None = None
         self.ready = asyncio.Event()
         self.packets_sent = 0
+        self.srtp_rejected = 0  # fast path: SRTP packets not authentic or replayed, dropped
+        self.handler_errors = 0  # fast path: packets whose handling raised
         self._fast = fast_inbound
         self._writer: RtpWriter | None = None  # built at the first send (MID, ids known)
         self._srtp: Srtp | None = None  # on the DTLS transport's outbound SRTP session
@@ -211,6 +295,7 @@ class RtpPort:
         streams: dict[int, StreamStatistics] = getattr(  # noqa: B009
             receiver, "_RTCRtpReceiver__remote_streams"
         )
+        self._streams = streams
 
         async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
             if self.audio is not None:
@@ -218,8 +303,8 @@ class RtpPort:
                 if stream is None:
                     stream = streams[packet.ssrc] = StreamStatistics(self._clock_rate(packet))
                 stream.add(packet)
-                if self._fast:  # its next packets skip the RtpPacket
-                    _fast_inbound(self._sender.transport)[packet.ssrc] = handle_bytes
+                if self._fast:  # its next packets skip aiortc's receive loop (_fast_inbound)
+                    _fast_inbound(self._sender.transport)[packet.ssrc] = self
                     p = packet
                     await self._on_rtp(
                         RtpView(
@@ -235,22 +320,28 @@ class RtpPort:
                     return
                 await self._on_rtp(packet)
 
-        async def handle_bytes(data: bytes) -> None:
-            # The same as handle_rtp, on the bytes (RFC 3550 5.1 header, RFC 8285 levels).
-            view = parse_rtp(data, self._level_id)
-            if view is None or view.payload_type not in self._recv_pts:
-                return  # aiortc drops both (parse error; payload type not this receiver's)
-            stream = streams.get(view.ssrc)
-            if stream is None:
-                stream = streams[view.ssrc] = StreamStatistics(self._clock_rate(view))
-            stream.add(view)  # type: ignore[arg-type]  # reads sequence_number, timestamp
-            await self._on_rtp(view)
-
         # Instance attributes shadow the methods; aiortc calls them through `self.`.
         sender.send = send  # type: ignore[method-assign]
         receiver.receive = receive  # type: ignore[method-assign]
         receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
         sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
+
+    def _deliver(self, data: bytes) -> None:
+        """One unprotected RTP packet of an SSRC routed to this port (:func:`_fast_inbound`):
+        what aiortc's handler did, on the bytes (RFC 3550 5.1 header, RFC 8285 levels)."""
+        view = parse_rtp(data, self._level_id)
+        if view is None or view.payload_type not in self._recv_pts:
+            return  # aiortc drops both (parse error; payload type not this receiver's)
+        stream = self._streams.get(view.ssrc)
+        if stream is None:
+            stream = self._streams[view.ssrc] = StreamStatistics(self._clock_rate(view))
+        stream.add(view)  # type: ignore[arg-type]  # reads sequence_number, timestamp
+        try:
+            _run_now(self._on_rtp(view))
+        except Exception:  # one bad packet must not end the leg's audio, nor flood the log
+            self.handler_errors += 1
+            if self.handler_errors == 1:
+                log.exception("RTP: handling a packet failed (later failures are counted)")
 
     def _clock_rate(self, packet: RtpPacket | RtpView) -> int:
         for codec in self._recv_codecs or ():
