@@ -14,9 +14,14 @@ import signal
 import sys
 import textwrap
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
 import pg
 from callbridge.store import Store
 from callbridge.webhooks import RetryPolicy, WebhookOutbox
+from parties import until_async
 from test_webhooks import Action, Receiver, receiver  # noqa: F401 (the fixture)
 
 database = pg.database  # the fixture: SQLite and PostgreSQL
@@ -144,3 +149,103 @@ async def test_a_crash_between_send_and_acknowledgement_sends_again_then_the_nex
     assert [first.event_id, again.event_id, second.event_id] == ["first", "first", "second"]
     assert first.headers["webhook-id"] == again.headers["webhook-id"]
     assert (first.attempt, again.attempt, second.attempt) == (1, 2, 1)
+
+
+# PostgreSQL: several dispatchers on one database, woken by NOTIFY, claiming with SKIP LOCKED --
+async def test_several_dispatchers_on_one_postgresql_deliver_each_once_in_order_per_key(
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    keys = [f"call-{n}" for n in range(12)]
+    per_key = 25
+    receiver.script("/call-1", 500, "drop")  # retried, possibly by another dispatcher
+    # A long poll interval: the dispatchers find work enqueued elsewhere only through NOTIFY.
+    policy = RetryPolicy(first_delay=0.05, max_delay=0.2, timeout=0.5, poll_interval=60.0)
+    async with pg.postgres_database() as url:
+        stores = [await Store.open(url) for _ in range(4)]
+        dispatchers = [await WebhookOutbox.create(s, policy=policy) for s in stores[:3]]
+        enqueuer = await WebhookOutbox.create(stores[3])  # never started: enqueues only
+        try:
+            for outbox in dispatchers:
+                await outbox.start()
+            for n in range(0, per_key, 5):  # interleaved batches while the dispatchers run
+                await enqueuer.enqueue_many(
+                    [
+                        {
+                            "event_type": "call.dtmf.received",
+                            "payload": {"n": i},
+                            "url": receiver.url(f"/{k}"),
+                            "ordering_key": k,
+                            "event_id": f"{k}#{i}",
+                        }
+                        for i in range(n, n + 5)
+                        for k in keys
+                    ]
+                )
+            await receiver.wait_for(len(keys) * per_key + 2, within=30)
+            await until_async(lambda: _all_settled(stores[3]))
+        finally:
+            for outbox in dispatchers:
+                await outbox.stop()
+            for store in stores:
+                await store.close()
+    counts = [outbox.stats.delivered for outbox in dispatchers]
+    assert sum(counts) == len(keys) * per_key
+    assert sum(1 for c in counts if c) >= 2, counts  # the work was shared
+    for k in keys:
+        got = [r.event_id for r in receiver.at(f"/{k}")]
+        assert list(dict.fromkeys(got)) == [f"{k}#{i}" for i in range(per_key)], (k, got)
+        if k == "call-1":  # its first message three times (two failed attempts), in a row
+            assert got[:3] == ["call-1#0"] * 3 and len(got) == per_key + 2, got
+        else:  # no duplicate
+            assert len(got) == per_key, (k, got)
+
+
+async def _all_settled(store: Store) -> bool | None:
+    return (await store.webhook_backlog())[0] == 0 or None
+
+
+async def test_a_dispatcher_listens_on_postgresql_and_listens_again_after_its_connection_drops(
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    # A long poll interval: a delivery within the test can only follow a NOTIFY.
+    policy = RetryPolicy(first_delay=0.05, timeout=0.5, poll_interval=60.0)
+    async with pg.postgres_database() as url:
+        store, other = await Store.open(url), await Store.open(url)
+        outbox = await WebhookOutbox.create(store, policy=policy)
+        enqueuer = await WebhookOutbox.create(other)  # never started: enqueues only
+        try:
+            await outbox.start()
+            await until_async(lambda: _listening(outbox))
+            await enqueuer.enqueue("call.answered", {}, url=receiver.url(), event_id="before")
+            await receiver.wait_for(1, within=10)
+            # The LISTEN connection is killed (as a database restart or a network cut would).
+            killed = await _terminate_listeners(url)
+            assert killed == 1
+            await until_async(lambda: _listening(outbox, False))
+            await until_async(lambda: _listening(outbox))  # ... and it listens again
+            await enqueuer.enqueue("call.hangup", {}, url=receiver.url(), event_id="after")
+            await receiver.wait_for(2, within=10)
+        finally:
+            await outbox.stop()
+            await store.close()
+            await other.close()
+    assert [r.event_id for r in receiver.requests] == ["before", "after"]
+
+
+async def _listening(outbox: WebhookOutbox, up: bool = True) -> bool | None:
+    return outbox.listening == up or None
+
+
+async def _terminate_listeners(url: str) -> int:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query LIKE 'LISTEN %' AND usename = current_user"
+                )
+            )
+            return len(result.all())
+    finally:
+        await engine.dispose()

@@ -55,10 +55,13 @@ from callbridge.store.records import WEBHOOK_STATUSES, OutboxMessage, SigningKey
 from callbridge.store.repository import Repository, check_aware, now
 from callbridge.store.schema import SigningKeyRow, UTCDateTime, WebhookOutboxRow
 
-__all__ = ["OutboxRepository", "WebhookOutcome"]
+__all__ = ["WEBHOOK_CHANNEL", "OutboxRepository", "WebhookOutcome"]
 
 _Row = WebhookOutboxRow
 _MAX_ERROR = 1000  # characters of last_error kept
+# PostgreSQL: every enqueue transaction sends NOTIFY on this channel (delivered at commit),
+# which wakes the dispatchers of every server sharing the database (store.outbox_pg).
+WEBHOOK_CHANNEL = "callbridge_webhooks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +107,7 @@ class OutboxRepository(Repository):
         }
         # A Core INSERT, not the ORM's unit of work: enqueue is on every event's path.
         async with self._write.begin() as session:
-            row_id = (
-                await session.execute(insert(_Row).values(values).returning(_Row.id))
-            ).scalar_one()
+            row_id = (await session.execute(_insert(session), values)).scalar_one()
         return _from_mapping({**values, "id": row_id, "last_error": None, "delivered_at": None})
 
     async def enqueue_webhooks(self, messages: Sequence[Mapping[str, Any]]) -> list[OutboxMessage]:
@@ -137,8 +138,9 @@ class OutboxRepository(Repository):
             # One INSERT per row, in order: ids then follow the list (a multi-row INSERT ...
             # RETURNING does not promise the order of what it returns). The statement is built
             # once, with the row as its parameters: building one per row cost more than it.
+            statement = _insert(session)
             for row in rows:
-                result = await session.execute(_INSERT, row)
+                result = await session.execute(statement, row)
                 stored.append({**row, "id": result.scalar_one(), "last_error": None})
         return [_from_mapping({**row, "delivered_at": None}) for row in stored]
 
@@ -356,6 +358,14 @@ async def _finish_in(
 
 _TABLE = cast(Table, WebhookOutboxRow.__table__)
 _INSERT = insert(_TABLE).returning(_TABLE.c.id)  # Core: the ORM's insert costs more per row
+# PostgreSQL: the insert also sends NOTIFY (at commit; one per transaction, as PostgreSQL folds
+# equal notifications), which wakes every server's dispatcher (store.outbox_pg). Part of the
+# INSERT, not a statement of its own: a round trip costs more than the notification.
+_INSERT_NOTIFY = insert(_TABLE).returning(_TABLE.c.id, func.pg_notify(WEBHOOK_CHANNEL, ""))
+
+
+def _insert(session: AsyncSession) -> Any:
+    return _INSERT_NOTIFY if session.get_bind().dialect.name == "postgresql" else _INSERT
 
 _COLUMNS = tuple(
     c for c in _Row.__table__.columns if c.name not in ("lease_owner", "lease_expires_at")
@@ -473,6 +483,11 @@ def _due_statements() -> tuple[Any, Any, Any]:  # Selects (see _head_ids)
 _DUE = _due_statements()
 
 
+def due_statements() -> tuple[Any, Any, Any]:
+    """The claim's queries (see ``_due_statements``), for ``store.outbox_pg``."""
+    return _DUE
+
+
 def _status(value: str) -> WebhookStatus:
     for status in WEBHOOK_STATUSES:
         if status == value:
@@ -516,6 +531,9 @@ def _from_mapping(row: Mapping[Any, Any]) -> OutboxMessage:
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
     )
+
+
+message_from_mapping = _from_mapping  # for store.outbox_pg
 
 
 def _key(row: SigningKeyRow) -> SigningKey:

@@ -33,8 +33,9 @@ Life of a message::
   attempt's outcome is written after its answer: a crash in between sends it again (at least
   once).
 * **Destinations.** At most ``RetryPolicy.per_destination`` requests are in flight to one
-  destination (scheme, host and port) at a time; the others wait in memory, and while some wait
-  the worker claims no more for that URL, so a slow receiver holds back only its own messages.
+  destination (scheme, host and port) at a time; the others wait in memory, and while as many
+  wait the worker claims no more for that URL, so a slow receiver holds back only its own
+  messages.
   Connections are kept alive per destination (one pool each), opened through the outbound
   policy's guard (``callbridge.outbound``) like every request.
 * **Several servers, one database.** Claims are leases in the database (see
@@ -42,7 +43,12 @@ Life of a message::
   message in normal operation, and take over a crashed server's messages when its leases end
   (``RetryPolicy.lease``: the longest answer timeout plus ``lease_margin``, a minute by
   default; an orderly ``stop`` hands its messages back at once). A worker also looks for work
-  every ``poll_interval``, for messages another server enqueued.
+  every ``poll_interval``. On PostgreSQL every enqueue sends ``NOTIFY`` and every worker
+  ``LISTEN``s, so a message enqueued by any server wakes them all at once; claims there use
+  ``FOR UPDATE SKIP LOCKED`` on a connection of the worker's own (``store.outbox_pg``). If that
+  ``LISTEN`` connection drops, the worker polls every ``poll_interval`` until it is back.
+* **Application settings** (signing secret, answer timeout) are read at most once a second
+  per application: a changed secret or timeout applies to attempts from a second later.
 
 The body is the Telnyx envelope (``events``): the event's ``data`` fixed at enqueue, ``meta``
 (attempt number, URL) per attempt. Each attempt is signed when it is sent (``signing``).
@@ -73,6 +79,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from callbridge.outbound import webhook_policy
 from callbridge.store import Application, OutboxMessage, Store
 from callbridge.store.outbox import WebhookOutcome
+from callbridge.store.outbox_pg import NotifyListener, PgDispatchConnection, dispatch_engine
 from callbridge.store.records import validate_webhook_url
 from callbridge.store.repository import now
 from callbridge.webhooks.events import new_event, new_message_id, webhook_body
@@ -85,6 +92,7 @@ __all__ = ["RetryPolicy", "WebhookOutbox"]
 log = logging.getLogger(__name__)
 
 _MAX_APP_TIMEOUT = 30.0  # the largest webhook_timeout_secs an application may have
+_SETTINGS_TTL = 1.0  # seconds an application's secret and timeout are kept in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,12 @@ class WebhookOutbox:
         self._destinations: dict[str, _Destination] = {}
         self._next_retry = float("inf")  # monotonic time of the earliest retry this one set
         self._next_purge = 0.0
+        # app id -> (secret, timeout, monotonic time it is read again): a read per batch cost
+        # a transaction per batch (six round trips on PostgreSQL, with the pool's ping).
+        self._settings: dict[str | None, tuple[str | None, float, float]] = {}
+        # PostgreSQL only (while running): the worker's own claim and LISTEN connections.
+        self._pg: PgDispatchConnection | None = None
+        self._listener: NotifyListener | None = None
         self.stats = DeliveryStats()  # for /metrics (callbridge.metrics)
 
     @classmethod
@@ -200,6 +214,11 @@ class WebhookOutbox:
     @property
     def running(self) -> bool:
         return self._worker is not None
+
+    @property
+    def listening(self) -> bool:
+        """PostgreSQL: whether the worker's LISTEN connection is up (False on SQLite)."""
+        return self._listener is not None and self._listener.listening
 
     # enqueueing -----------------------------------------------------------------------------
     async def enqueue(
@@ -296,6 +315,11 @@ class WebhookOutbox:
         if self._worker is not None:
             raise RuntimeError("the webhook outbox is already running")
         self._sender.policy = webhook_policy()  # the operator's, as it is now
+        if self._store.engine.dialect.name == "postgresql":
+            engine = dispatch_engine(self._store.engine)
+            self._pg = PgDispatchConnection(engine)
+            self._listener = NotifyListener(engine, self._wake.set, self.policy.poll_interval)
+            self._listener.start()
         self._wake.set()
         self._worker = asyncio.create_task(self._run(), name="webhook-outbox")
 
@@ -337,11 +361,22 @@ class WebhookOutbox:
                 log.warning("webhook outbox: could not hand back claimed messages: %s", exc)
         finally:
             await self._sender.aclose()
+            await self._close_connections()
             self._stopping = False
             self._held = 0
             self._done = []
             self._destinations.clear()
             self._next_retry = float("inf")
+
+    async def _close_connections(self) -> None:
+        listener, dispatch = self._listener, self._pg
+        self._listener = self._pg = None
+        if listener is not None:
+            await listener.stop()
+        if dispatch is not None:
+            await dispatch.close()
+            await dispatch.engine.dispose()
+        self._settings.clear()
 
     async def __aenter__(self) -> WebhookOutbox:
         await self.start()
@@ -383,10 +418,19 @@ class WebhookOutbox:
         await self._purge_now_and_then()
         done, self._done = self._done, []
         free = self.policy.concurrency - (self._held - len(done))
-        # While some messages wait for their destination, take no more for their URLs.
-        busy = {m.url for d in self._destinations.values() for m, _, _ in d.waiting}
+        # A destination with a full round of messages waiting for it (per_destination) gets
+        # no more until they start: a slow receiver holds at most two rounds (in flight and
+        # waiting). Less than a round waiting keeps a fast one fed while the next claim runs.
+        limit = self.policy.per_destination
+        busy = {
+            m.url for d in self._destinations.values() if len(d.waiting) >= limit
+            for m, _, _ in d.waiting
+        }  # fmt: skip
+        settle_and_claim = (
+            self._store.settle_and_claim_webhooks if self._pg is None else self._pg.settle_and_claim
+        )
         try:
-            _, claimed = await self._store.settle_and_claim_webhooks(
+            _, claimed = await settle_and_claim(
                 self._owner,
                 [d.outcome for d in done],
                 limit=free,
@@ -400,13 +444,8 @@ class WebhookOutbox:
         self._count(done)
         if self._stopping:
             return 0.0  # stop() hands the claimed ones back
-        settings: dict[str | None, tuple[str | None, float]] = {}
         for message in claimed:
-            if message.application_id not in settings:  # read once per batch
-                settings[message.application_id] = await self._application_settings(
-                    message.application_id
-                )
-            secret, timeout = settings[message.application_id]
+            secret, timeout = await self._application_settings(message.application_id)
             url = self.policy.url_for(message.attempts, message.url, message.failover_url)
             origin = _origin(url)
             destination = self._destinations.get(origin)
@@ -505,12 +544,21 @@ class WebhookOutbox:
         return _Done(WebhookOutcome(message.id, error=error, retry_at=retry_at), age)
 
     async def _application_settings(self, application_id: str | None) -> tuple[str | None, float]:
-        """The app's signing secret and answer timeout (defaults if it is gone)."""
+        """The app's signing secret and answer timeout (defaults if it is gone), at most
+        ``_SETTINGS_TTL`` old."""
+        cached = self._settings.get(application_id)
+        if cached is not None and cached[2] > time.monotonic():
+            return cached[0], cached[1]
         app = None if application_id is None else await self._store.get_application(application_id)
         if app is None:
-            return None, self.policy.timeout
-        timeout = app.webhook_timeout_secs or self.policy.timeout
-        return app.signing_secret, float(timeout)
+            secret, timeout = None, self.policy.timeout
+        else:
+            secret, timeout = (
+                app.signing_secret,
+                float(app.webhook_timeout_secs or self.policy.timeout),
+            )
+        self._settings[application_id] = (secret, timeout, time.monotonic() + _SETTINGS_TTL)
+        return secret, timeout
 
 
 @dataclass(slots=True)
