@@ -9,6 +9,7 @@ one- and two-byte extensions, padding), the same packets refused, the same bytes
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 
 import pylibsrtp
@@ -217,3 +218,133 @@ async def test_rtcp_sender_reports_count_what_rtpport_sent() -> None:
     finally:
         await media.close()
         await server.shutdown()
+
+
+def _is_rtp(data: bytes) -> bool:
+    """RFC 7983 section 7 / RFC 5761 section 4: an RTP (not RTCP) packet."""
+    return len(data) >= 2 and 127 < data[0] < 192 and not 191 < data[1] < 224
+
+
+def _is_rtcp(data: bytes) -> bool:
+    return len(data) >= 2 and 127 < data[0] < 192 and 191 < data[1] < 224
+
+
+async def test_a_keyed_legs_rtp_skips_aiortcs_queue_and_bad_srtp_is_dropped_and_counted() -> None:
+    """Two SDK peers bridged through the server: once the server's leg has routed the SSRC,
+    its RTP is handled in the ICE socket's datagram callback, so aioice's queue (and the DTLS
+    task behind it) sees no RTP any more, only RTCP; the audio still arrives, aiortc's receive
+    statistics still count. A replayed or tampered SRTP packet is dropped and counted."""
+    from aiortc.rtp import RtpPacket
+
+    from callbridge.client import BufferSink, CallMedia, SilenceSource, ToneSource
+    from callbridge.media.engine import InProcessMediaServer
+    from callbridge.testing.audio import tone_level_db
+
+    server = InProcessMediaServer(["127.0.0.1"])
+    sink = BufferSink()
+    a = CallMedia(ToneSource(440.0), BufferSink(), codecs=["opus"])
+    b = CallMedia(SilenceSource(), sink, codecs=["opus"])
+    try:
+        for name, media in (("a", a), ("b", b)):
+            await media.accept_answer(await server.answer(name, await media.create_offer()))
+            await media.wait_connected()
+        ep_a, ep_b = server.endpoint("a"), server.endpoint("b")
+        async with asyncio.timeout(5):
+            while ep_a.stats.received < 10 or ep_a.clock is None or ep_b.clock is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await server.bridge("a", "b")
+        port = ep_a.port
+        assert port is not None
+        dtls = ep_a.pc.getTransceivers()[0].sender.transport
+        connection = dtls.transport._connection
+        queued: list[bytes] = []  # what reaches aioice's queue (aiortc's receive loop)
+        orig_data_received = connection.data_received
+
+        def data_received(data: bytes, component: int) -> None:
+            queued.append(data)
+            orig_data_received(data, component)
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+        start = ep_a.stats.received
+        rx_packets = functools.partial(getattr, dtls, "_RTCDtlsTransport__rx_packets")
+        rx_start = rx_packets()
+        sink.clear()
+        async with asyncio.timeout(6):  # ~1.2 s of packets, and an RTCP report (every 0.5-1.5 s)
+            while ep_a.stats.received - start < 60 or not any(map(_is_rtcp, queued)):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert not [d for d in queued if _is_rtp(d)]
+        assert rx_packets() - rx_start >= 60  # getStats' transport count
+        inbound = [s for s in (await ep_a.pc.getStats()).values() if s.type == "inbound-rtp"]
+        assert inbound[0].packetsReceived >= ep_a.stats.received - 1  # RR statistics fed
+        assert port.srtp_rejected == port.handler_errors == 0
+        assert tone_level_db(sink.samples(0.8), 48000, 440.0) > -30.0  # relayed, audible
+
+        # Packets of a new SSRC, protected by peer A's own SRTP session with its MID.
+        await server.unbridge("a")  # leg B does not need these
+        seen: list[int] = []
+        orig_on_rtp = port._on_rtp
+
+        async def on_rtp(view: object) -> None:
+            if getattr(view, "ssrc", None) == 0x1234567:
+                seen.append(view.sequence_number)  # type: ignore[attr-defined]
+                if view.sequence_number == 5:  # type: ignore[attr-defined]
+                    raise RuntimeError("a handler's failure")
+            await orig_on_rtp(view)
+
+        port._on_rtp = on_rtp
+        tx = a.transceiver.sender.transport._tx_srtp
+        assert a.port.audio is not None
+        wire = []
+        for seq in range(7):
+            payload = bytes([seq] * 80)
+            p = RtpPacket(payload_type=a.port.audio.payload_type, sequence_number=seq,
+                          timestamp=960 * seq, ssrc=0x1234567, payload=payload)  # fmt: skip
+            p.extensions.mid = a.transceiver.mid
+            wire.append(tx.protect(p.serialize(a.port._ext_map)))
+        pair = connection._nominated[1]
+        feed = functools.partial(pair.protocol.datagram_received, addr=pair.remote_addr)
+        feed(wire[0])  # an SSRC not routed yet: aiortc's queue and router, which learn it
+        async with asyncio.timeout(2):
+            while seen != [0]:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        feed(wire[1])
+        assert seen == [0, 1]  # handled within the datagram callback: no loop turn needed
+        feed(wire[1])  # a replay (RFC 3711 section 3.3.2)
+        tampered = bytearray(wire[2])
+        tampered[20] ^= 1  # one bit of the encrypted payload: the tag no longer matches
+        feed(bytes(tampered))
+        feed(wire[2][:-1])  # a truncated tag
+        assert seen == [0, 1] and port.srtp_rejected == 3
+        feed(wire[2])
+        feed(wire[5])  # its handler raises: counted, and the next packet is handled
+        feed(wire[6])
+        assert seen == [0, 1, 2, 5, 6] and port.handler_errors == 1
+        assert [d for d in queued if d in wire] == [wire[0]]  # only the first went that way
+    finally:
+        for media in (a, b):
+            await media.close()
+        await server.shutdown()
+
+
+async def test_a_packet_handler_that_suspends_finishes_in_a_task() -> None:
+    """The datagram callback runs a handler to its end when nothing in it waits (the relay);
+    one that does wait is resumed from there by a task, as asyncio would."""
+    from callbridge.rtp.webrtc import _run_now
+
+    done: list[str] = []
+
+    async def quick() -> None:
+        done.append("quick")
+
+    async def slow() -> None:
+        done.append("slow started")
+        await asyncio.sleep(0.01)
+        done.append("slow done")
+
+    _run_now(quick())
+    _run_now(slow())
+    assert done == ["quick", "slow started"]
+    async with asyncio.timeout(2):
+        while len(done) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    assert done == ["quick", "slow started", "slow done"]

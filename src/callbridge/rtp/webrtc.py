@@ -178,7 +178,7 @@ def _fast_inbound(dtls: RTCDtlsTransport) -> dict[int, RtpPort]:
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
         port = get(_unpack_ssrc(data, 8)[0]) if len(data) >= 12 else None
         if port is not None:
-            port._deliver(data)
+            port._receive_bytes(data)
         else:
             await orig(data, arrival_time_ms)
 
@@ -205,7 +205,7 @@ def _fast_inbound(dtls: RTCDtlsTransport) -> dict[int, RtpPort]:
                     except (pylibsrtp.Error, ValueError):
                         port.srtp_rejected += 1  # not authentic, or a replay (RFC 3711 3.3)
                         return
-                    port._deliver(plain)
+                    port._receive_bytes(plain)
                     return
             orig_datagram(data, addr)
 
@@ -326,7 +326,7 @@ class RtpPort:
         receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
         sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
 
-    def _deliver(self, data: bytes) -> None:
+    def _receive_bytes(self, data: bytes) -> None:
         """One unprotected RTP packet of an SSRC routed to this port (:func:`_fast_inbound`):
         what aiortc's handler did, on the bytes (RFC 3550 5.1 header, RFC 8285 levels)."""
         view = parse_rtp(data, self._level_id)
