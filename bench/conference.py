@@ -289,6 +289,7 @@ def run_size(
         if server.poll() is None:
             server.kill()
     elapsed = t1 - t0
+    packets = max(1, sum(s["sent"] + s["received"] for s in stats))
     expected = sum(s["expected"] for s in stats)
     bad = sum(s["lost"] + s["late"] for s in stats)
     ticks: int = max(1, after["ticks"] - before["ticks"])
@@ -306,6 +307,10 @@ def run_size(
         "load_processes": procs,
         "load_late_ticks_pct": 100 * sum(f["late_ticks"] for f in load_figures) / load_ticks,
         "sent_per_s": sum(s["sent"] for s in stats) / n / elapsed,
+        # CPU per packet (each one the load sends is one the server receives, and the other
+        # way round): what a packet costs either side, whether or not it kept its pace.
+        "server_us_per_packet": 1e6 * (cpu1 - cpu0) / packets,
+        "load_us_per_packet": 1e6 * (load1 - load0) / packets,
         "server_wait_pct": 100 * (wait1 - wait0) / elapsed,
         "load_wait_pct": 100 * (lwait1 - lwait0) / elapsed,
         "late_lost_pct": 100 * bad / expected if expected else float("nan"),
@@ -338,17 +343,19 @@ def cpu_model() -> str:
 COLUMNS = (
     f"{'N':>4} {'cpu-s/part/s':>12} {'server%':>8} {'load%':>6} {'load late':>9} "
     f"{'late+lost%':>10} {'late ticks':>10} {'own+shared enc/tick':>19} {'dec/tick':>8} "
-    f"{'tones dB':>8} {'wait s/l %':>10} {'KiB/part':>9} {'RSS MiB':>8}"
+    f"{'tones dB':>8} {'wait s/l %':>10} {'µs/pkt s/l':>11} {'KiB/part':>9} {'RSS MiB':>8}"
 )
 
 
 def print_row(n: int, r: dict[str, Any]) -> None:
     wait = f"{r['server_wait_pct']:.0f}/{r['load_wait_pct']:.0f} %"
+    per_packet = f"{r['server_us_per_packet']:.1f}/{r['load_us_per_packet']:.1f}"
     print(f"{n:>4} {r['cpu_per_participant']:>12.5f} {r['server_cpu_pct']:>7.1f}% "
           f"{r['load_cpu_pct']:>5.0f}% {r['load_late_ticks_pct']:>8.1f}% "
           f"{r['late_lost_pct']:>9.2f}% {r['late_ticks_pct']:>9.2f}% "
           f"{r['own_per_tick']:>9.1f} + {r['shared_per_tick']:<7.1f} "
           f"{r['decoded_per_tick']:>8.1f} {r['tones_min_db']:>8.1f} {wait:>10} "
+          f"{per_packet:>11} "
           f"{r['kib_per_participant']:>9.0f} {r['rss_mib']:>8.0f}", flush=True)  # fmt: skip
 
 
@@ -425,7 +432,8 @@ def main() -> None:
           f"{pinned}")  # fmt: skip
     print("# load late: the load's own 20 ms ticks started > 10 ms late; tones dB: the "
           "quietest talker tone heard by the decoding sample legs; wait s/l: % of the time "
-          "the server / the load waited for a CPU (other jobs)")  # fmt: skip
+          "the server / the load waited for a CPU (other jobs); µs/pkt s/l: CPU of the server / "
+          "the load per RTP packet between them (sent + received)")  # fmt: skip
     print(COLUMNS)
 
     def run(n: int) -> dict[str, Any]:

@@ -179,7 +179,8 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     for leg, sent in zip(legs, sent0, strict=True):
         st = leg.stats()
         stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
-                      "late": st.packets_late, "sent": leg.port.packets_sent - sent})  # fmt: skip
+                      "late": st.packets_late, "sent": leg.port.packets_sent - sent,
+                      "received": st.packets_received})  # fmt: skip
     tones = [tone_of(k) for k in range(spec["talkers"])]
     heard = {
         leg_id: heard_tones(leg.recording, [t for t in tones if t != leg.tone])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from callbridge.media.mix_input import SILENT, MixInput, OpusDecoder
-from callbridge.media.mixer import MAX_MIXED, Mixer
+from callbridge.media.mixer import HANGOVER_TICKS, MAX_MIXED, Mixer
 from callbridge.media.players import encode_loop
 from callbridge.rtp.codecs import CODECS, MIX_FRAME, MIX_RATE, CodecSpec, FrameEncoder, Pcm
 from callbridge.testing import rms_dbfs, tone_level_db
@@ -119,6 +119,28 @@ async def test_silent_members_are_not_decoded_and_hear_the_talkers_not_themselve
     assert tone_level_db(b.heard(), MIX_RATE, 700) < -50 < tone_level_db(b.heard(), MIX_RATE, 440)
     # The twenty share one encode; the two talkers get one each.
     assert quiet[0].sent[-1] == quiet[19].sent[-1] != a.sent[-1]
+
+
+async def test_a_talker_that_falls_silent_leaves_the_mix_after_its_hangover_and_returns() -> None:
+    # The tick computes energies of the rows given audio this tick only (the rest are zeros):
+    # a talker turned silent must still count down its hangover and leave the own-mix set.
+    room = Room()
+    a = room.join("a", 440.0)
+    room.join("b", 700.0)
+    quiet = room.join("q", None)
+    await room.run(30)
+    assert a.sent[-1] != quiet.sent[-1]  # a talker gets its own mix (not itself)
+    room.talk("a", None)  # a falls silent (RFC 6464 silence: not decoded)
+    await room.run(HANGOVER_TICKS + 10)
+    member = room.mixer.member("a")
+    assert member is not None and member.shared  # back on the shared mix
+    assert a.sent[-1] == quiet.sent[-1]
+    pcm = np.concatenate(room.mix[-5:])
+    assert tone_level_db(pcm, MIX_RATE, 440) < -60 and tone_level_db(pcm, MIX_RATE, 700) > -20
+    room.talk("a", 440.0)
+    await room.run(10)
+    assert a.sent[-1] != quiet.sent[-1]
+    assert tone_level_db(np.concatenate(room.mix[-5:]), MIX_RATE, 440) > -20
 
 
 async def test_the_loudest_talkers_are_mixed_and_a_louder_newcomer_gets_in() -> None:

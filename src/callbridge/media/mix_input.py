@@ -172,7 +172,8 @@ class MixInput:
         if spec is not self._spec:
             self._set_codec(spec)
         expected = self._next
-        if expected is not None:
+        # In order and nothing owed (nearly every packet): no gap arithmetic.
+        if expected is not None and (seq != expected or self._owed):
             gap = (seq - expected) & 0xFFFF
             if gap >= 0x8000:
                 return  # older than expected: a duplicate, or late for a concealed slot
@@ -186,7 +187,9 @@ class MixInput:
             if 0 < gap <= MAX_GAP:
                 self._conceal_gap(gap, payload, level)
         self._next = (seq + 1) & 0xFFFF
-        if (level is not None and level[1] >= SILENT_DBOV) or self._g711_silent(payload):
+        if (level is not None and level[1] >= SILENT_DBOV) or (
+            self._table is not None and self._g711_silent(payload)
+        ):
             self._frames.append(SILENT)
             self._skipped = True
             self.skipped += 1

@@ -199,6 +199,7 @@ class Mixer:
         self._shared: dict[CodecSpec, FrameEncoder] = {}
         self._dirty = True
         self._rows: list[Member] = []  # the members as the rows of the arrays were built
+        self._takes: list[Callable[[], object]] = []  # each row's MixInput.take
         self._alloc(0)
 
     # membership -----------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class Mixer:
     def _alloc(self, n: int) -> None:
         self._matrix: Float32 = np.zeros((n, MIX_FRAME), dtype=np.float32)
         self._energy: Float32 = np.zeros(n, dtype=np.float32)
-        self._nonzero = np.zeros(n, dtype=bool)  # rows holding audio (the rest are zeros)
+        self._live = [False] * n  # rows holding audio (the rest are zeros)
         self._mixed = np.zeros(n, dtype=bool)  # talkers mixed last tick
         self._hang = np.zeros(n, dtype=np.int32)
         self._level = np.zeros(n, dtype=np.float64)
@@ -261,6 +262,8 @@ class Mixer:
         if self._matrix.shape[0] != n:
             self._alloc(n)
         self._rows = list(members)
+        # Bound once per membership change: the tick calls them for every member.
+        self._takes = [m.fifo.take for m in members]
         self._mixed[:] = False
         self._hang[:] = [m.hang for m in members]
         self._level[:] = [m.level for m in members]
@@ -283,16 +286,26 @@ class Mixer:
             self._rebuild()
         members = self._members
         matrix = self._matrix
-        nonzero = self._nonzero
-        for i, m in enumerate(members):
-            frame = m.fifo.take()
-            if isinstance(frame, np.ndarray):
+        live = self._live
+        takes = self._takes
+        rows: list[int] = []  # the rows given a frame this tick: the only ones not zero
+        ndarray = np.ndarray
+        for i in range(len(takes)):
+            frame = takes[i]()
+            if frame.__class__ is ndarray:
                 matrix[i] = frame
-                nonzero[i] = True
-            elif nonzero[i]:  # silent, not decoded, or nothing came: a zero row (once)
+                live[i] = True
+                rows.append(i)
+            elif live[i]:  # silent, not decoded, or nothing came: a zero row (once)
                 matrix[i].fill(0.0)
-                nonzero[i] = False
-        energy = np.einsum("ij,ij->i", matrix, matrix, out=self._energy)
+                live[i] = False
+        # Energies of the rows holding audio only (the talkers, a few): over every row it was
+        # a pass over the whole n x 960 matrix per tick to learn that most rows are zeros.
+        energy = self._energy
+        energy.fill(0.0)
+        if rows:
+            audible = matrix[rows]
+            energy[rows] = np.einsum("ij,ij->i", audible, audible)
         hang = self._hang
         np.subtract(hang, 1, out=hang)
         np.maximum(hang, 0, out=hang)
@@ -358,57 +371,62 @@ class Mixer:
     ) -> None:
         shared: dict[CodecSpec, bytes | None] = {}
         # The loop runs once per member per tick, so it avoids what costs there: numpy scalar
-        # indexing (a list of bools instead) and hashing the codec (a frozen dataclass hashes
-        # its fields on every lookup; rooms mostly have one codec, checked by identity).
+        # indexing (a set of the few own-mix rows instead), hashing the codec (a frozen
+        # dataclass hashes its fields on every lookup; rooms mostly have one codec, checked by
+        # identity) and recomputing the timestamp per member.
         last_spec: CodecSpec | None = None
         last_payload: bytes | None = None
+        last_ts = 0
+        ticks = self.ticks
         self._take_over_shared_state(members, heard, extra)
-        heard_list: list[bool] = heard.tolist()
+        own_rows = set(np.flatnonzero(heard).tolist())
+        if extra is not None:
+            own_rows.update(extra)
         for i, m in enumerate(members):
             leg = m.leg
-            m.shared = False
             if leg.plays_own_audio():
+                m.shared = False
                 await leg.tick()
                 continue
             spec = leg.spec
-            if spec is None:
-                continue  # not negotiated yet
-            if m.held:
-                await self._send_hold(m, spec)
-                continue
-            if m.deaf:
-                continue
+            if spec is None or m.held or m.deaf:
+                m.shared = False
+                if spec is not None and m.held:
+                    await self._send_hold(m, spec)
+                continue  # not negotiated yet, or hears nothing of the mix
             payload: bytes | None
-            own = extra.get(i) if extra is not None else None
-            if heard_list[i] or own is not None:
+            if i in own_rows:
+                m.shared = False
                 encoder = leg.frame_encoder()
                 if encoder is None:
                     continue
                 scratch = self._scratch
-                if heard_list[i]:
+                if heard[i]:
                     np.subtract(total, self._matrix[i], out=scratch)
                 else:
                     scratch[:] = total
+                own = extra.get(i) if extra is not None else None
                 if own is not None:
                     scratch += own
                 payload = encoder.encode(_to_pcm(scratch, self._own))
                 self.encodes += 1
+                ts = ticks * spec.timestamp_step
             else:
                 m.shared = True
-                if spec is last_spec:
-                    payload = last_payload
-                elif spec in shared:
-                    payload = last_payload = shared[spec]
-                    last_spec = spec
-                else:
-                    encoder = self._shared.get(spec)
-                    if encoder is None:
-                        encoder = self._shared[spec] = FrameEncoder(spec)
-                    payload = last_payload = shared[spec] = encoder.encode(mix)
-                    last_spec = spec
-                    self.shared_encodes += 1
+                if spec is not last_spec:
+                    if spec in shared:
+                        payload = shared[spec]
+                    else:
+                        encoder = self._shared.get(spec)
+                        if encoder is None:
+                            encoder = self._shared[spec] = FrameEncoder(spec)
+                        payload = shared[spec] = encoder.encode(mix)
+                        self.shared_encodes += 1
+                    last_spec, last_payload = spec, payload
+                    last_ts = ticks * spec.timestamp_step
+                payload, ts = last_payload, last_ts
             if payload is not None:
-                await leg.send_audio(payload, self, self.ticks * spec.timestamp_step)
+                await leg.send_audio(payload, self, ts)
 
     def _take_over_shared_state(
         self,
