@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/packet_path.py                  # 20000 packets per case
     .venv/bin/python bench/packet_path.py -n 50000 --profile
+    .venv/bin/python bench/packet_path.py --cases webrtc-socket,webrtc
 
 Two legs of one in-process media server (``InProcessMediaServer``, the code
 ``callbridge serve`` runs) are bridged with the same codec, so every packet is relayed (no
@@ -14,6 +15,10 @@ device sent it, and the CPU time of the process is measured until leg B has sent
   ICE socket, so the server does all it does for a packet from the network: aioice, the DTLS
   transport's demultiplexing, SRTP unprotect, RTP parse, the relay, header, SRTP protect and
   ``sendto``. Peer B's socket is paused, so its work is not counted.
+- *webrtc-socket*: the same, but each packet is sent to the server's ICE socket over
+  127.0.0.1 from a socket of this process, one per event-loop turn, as packets arrive live:
+  the loop's ``epoll`` turn and ``recvfrom`` per packet are counted too (and so is this
+  process's own ``sendto`` of the packet, ~the same in every run: compare runs, not cases).
 - *plain* and *plain+SRTP*: two plain RTP legs (a SIP phone's; PCMU, SDES keys for SRTP);
   the packets go to the leg's datagram callback; the sink is a socket nobody reads.
 
@@ -57,15 +62,16 @@ def _phone_offer(port: int, srtp: bool) -> str:
 
 
 async def _drive(
-    feed: Any, wire: list[bytes], sent: Any, profile: cProfile.Profile | None
+    feed: Any, wire: list[bytes], sent: Any, profile: cProfile.Profile | None, batch: int = 16
 ) -> tuple[float, float, int]:
-    """Hand ``wire`` to ``feed`` 16 packets per loop turn; CPU seconds and packets B sent."""
+    """Hand ``wire`` to ``feed`` ``batch`` packets per loop turn; CPU seconds and packets B
+    sent."""
     start = sent()
     c0, w0 = time.process_time(), time.perf_counter()
     if profile is not None:
         profile.enable()
-    for i in range(0, len(wire), 16):
-        for data in wire[i : i + 16]:
+    for i in range(0, len(wire), batch):
+        for data in wire[i : i + batch]:
             feed(data)
         await asyncio.sleep(0)
     deadline = time.monotonic() + 10
@@ -76,7 +82,9 @@ async def _drive(
     return time.process_time() - c0, time.perf_counter() - w0, int(sent() - start)
 
 
-async def webrtc_case(n: int, profile: cProfile.Profile | None) -> tuple[float, float, int]:
+async def webrtc_case(
+    n: int, profile: cProfile.Profile | None, via_socket: bool = False
+) -> tuple[float, float, int]:
     server = InProcessMediaServer(["127.0.0.1"])
     peers = []
     for name in ("a", "b"):
@@ -111,7 +119,19 @@ async def webrtc_case(n: int, profile: cProfile.Profile | None) -> tuple[float, 
     def feed(data: bytes) -> None:
         proto.datagram_received(data, addr)
 
-    result = await _drive(feed, wire, lambda: b.port.packets_sent, profile)
+    batch = 16
+    if via_socket:  # through the kernel: the server's epoll, recvfrom, one packet a loop turn
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        out.bind(("127.0.0.1", 0))
+        to = proto.transport.get_extra_info("sockname")
+
+        def feed(data: bytes) -> None:
+            out.sendto(data, to)
+
+        batch = 1
+    result = await _drive(feed, wire, lambda: b.port.packets_sent, profile, batch)
+    if via_socket:
+        out.close()
     for media in peers:
         await media.close()
     await server.shutdown()
@@ -154,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20000, help="packets per case")
     parser.add_argument("--profile", action="store_true", help="cProfile each case")
-    parser.add_argument("--cases", default="webrtc,plain,plain+srtp")
+    parser.add_argument("--cases", default="webrtc,webrtc-socket,plain,plain+srtp")
     args = parser.parse_args()
     print(f"# callbridge bench/packet_path.py — relay path per packet, one process, CPU time; "
           f"N={args.n}; Python {platform.python_version()}, aiortc {aiortc.__version__}, "
@@ -163,8 +183,8 @@ def main() -> None:
     print(f"{'case':<12} {'µs/packet (CPU)':>15} {'µs/packet (wall)':>16} {'relayed':>8}")
     for case in args.cases.split(","):
         profile = cProfile.Profile() if args.profile else None
-        if case == "webrtc":
-            cpu, wall, sent = asyncio.run(webrtc_case(args.n, profile))
+        if case.startswith("webrtc"):
+            cpu, wall, sent = asyncio.run(webrtc_case(args.n, profile, case == "webrtc-socket"))
         else:
             cpu, wall, sent = asyncio.run(plain_case(args.n, case == "plain+srtp", profile))
         print(f"{case:<12} {1e6 * cpu / max(sent, 1):>15.2f} {1e6 * wall / max(sent, 1):>16.2f} "
