@@ -36,7 +36,11 @@ delivered as fast as it can (deliveries/s, the child's CPU over the drain); **st
 ``--rate`` messages/s enqueued for ``--duration`` seconds while it delivers (deliveries/s, the
 lag from enqueue to arrival p50 / p95, the child's CPU with the enqueues included).
 ``--database URL`` runs it on another (empty) database, e.g. PostgreSQL
-(``postgresql+asyncpg://…``); the database server's own CPU is not counted.
+(``postgresql+asyncpg://…``). When that server runs on this machine and its role may read
+``data_directory`` (a superuser, as in ``scripts/_setup.sh``'s throwaway cluster), its CPU
+(the postmaster and every backend, ended ones included) is printed per message too, and
+``--pin-database`` pins it to the receiver's core (CPU 1), so that the outbox's core is its
+own; else it is not counted.
 ``BENCH_PROFILE=FILE`` writes cProfiles of the burst (FILE) and steady (FILE.steady) phases.
 
 Everything runs on 127.0.0.1.
@@ -366,6 +370,14 @@ async def outbox_child(args: argparse.Namespace) -> None:
     outbound.configure(allow_webhooks_to=["127.0.0.1"])  # the receiver is on loopback
 
     store = await Store.open(args.database or f"sqlite+aiosqlite:///{args.child_db}")
+    db_pid = await postmaster_pid(store) if args.database else None
+    if db_pid is not None and args.pin_database is not None:
+        for pid in [db_pid, *children(db_pid)]:  # backends forked later inherit it
+            os.sched_setaffinity(pid, {args.pin_database})
+
+    def db_cpu() -> float:
+        return 0.0 if db_pid is None else database_cpu(db_pid)
+
     app = await store.create_application(
         application_name="bench",
         webhook_event_url=args.child_url,
@@ -412,19 +424,24 @@ async def outbox_child(args: argparse.Namespace) -> None:
 
         profile = cProfile.Profile()
         profile.enable()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, db0 = time.process_time(), time.perf_counter(), db_cpu()
     await outbox.start()
     await drained(args.messages)
     if profile is not None:
         profile.disable()
         profile.dump_stats(os.environ["BENCH_PROFILE"])
-    report(phase="burst", cpu=time.process_time() - cpu0, wall=time.perf_counter() - t0)
+    report(
+        phase="burst",
+        cpu=time.process_time() - cpu0,
+        wall=time.perf_counter() - t0,
+        db_cpu=None if db_pid is None else db_cpu() - db0,
+    )
 
     steady = round(args.rate * args.duration)
     if profile is not None:  # the steady phase's, to FILE.steady
         profile = cProfile.Profile()
         profile.enable()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, db0 = time.process_time(), time.perf_counter(), db_cpu()
     sent = 0
     while sent < steady:  # paced: message i is due at t0 + i / rate; those due go together
         due = min(steady, int((time.perf_counter() - t0) * args.rate) + 1)
@@ -436,12 +453,64 @@ async def outbox_child(args: argparse.Namespace) -> None:
     if profile is not None:
         profile.disable()
         profile.dump_stats(os.environ["BENCH_PROFILE"] + ".steady")
-    report(phase="steady", cpu=time.process_time() - cpu0, wall=time.perf_counter() - t0)
+    report(
+        phase="steady",
+        cpu=time.process_time() - cpu0,
+        wall=time.perf_counter() - t0,
+        db_cpu=None if db_pid is None else db_cpu() - db0,
+    )
     await outbox.stop()
     await store.close()
 
 
+async def postmaster_pid(store: Any) -> int | None:
+    """The local PostgreSQL server's postmaster, if its data directory can be read here."""
+    from sqlalchemy import text
+
+    try:
+        async with store.engine.connect() as conn:
+            directory = (await conn.execute(text("SHOW data_directory"))).scalar_one()
+        return int(_stat_file(f"{directory}/postmaster.pid").split("\n", 1)[0])
+    except Exception as exc:  # remote, or not allowed: not counted
+        print(f"the database server's CPU is not counted: {exc}", file=sys.stderr)
+        return None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and _stat(int(entry))[1] == str(pid):
+                found.append(int(entry))
+        except OSError:
+            pass  # it ended meanwhile
+    return found
+
+
+def _stat_file(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def _stat(pid: int) -> list[str]:
+    return _stat_file(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+
+
+def database_cpu(pid: int) -> float:
+    """CPU seconds of a postmaster and its backends: the live ones', and those of the ended
+    ones (reaped by the postmaster: its cutime and cstime)."""
+    fields = _stat(pid)
+    ticks = sum(int(v) for v in fields[11:15])
+    for child in children(pid):
+        try:
+            ticks += sum(int(v) for v in _stat(child)[11:13])
+        except OSError:
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
+    mine = sorted(os.sched_getaffinity(0))[0]  # the receiver's core
     receiver = CountingReceiver()
     await receiver.start()
     with tempfile.TemporaryDirectory() as tmp:
@@ -450,6 +519,7 @@ async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
             "--child-url", receiver.url, "-m", str(args.messages), "-k", str(args.keys),
             "--rate", str(args.rate), "-d", str(args.duration),
             *(["--database", args.database] if args.database else []),
+            *(["--pin-database", str(mine)] if args.pin_database is not None else []),
             stdout=subprocess.PIPE,
         )  # fmt: skip
         os.sched_setaffinity(child.pid, {server_cpu})
@@ -460,8 +530,9 @@ async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
     print(
         f"\ncallbridge webhook outbox benchmark — {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; outbox pinned to CPU {server_cpu}, "
-        f"{'PostgreSQL' if args.database else 'SQLite'}, "
-        f"{args.keys} ordering keys"
+        f"{'PostgreSQL' if args.database else 'SQLite'}"
+        f"{f' pinned to CPU {mine}' if args.pin_database is not None else ''}, "
+        f"{args.keys} ordering keys; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     for result in results:
         phase = result["phase"]
@@ -477,6 +548,11 @@ async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
             f"{percentile(lags, 50) * 1000:.0f} ms, p95 {percentile(lags, 95) * 1000:.0f} ms; "
             f"in order, {duplicates} duplicates"
         )
+        if result.get("db_cpu") is not None:
+            print(
+                f"         database server CPU {1000 * result['db_cpu'] / count:.2f} ms per "
+                f"message ({100 * result['db_cpu'] / result['wall']:.1f} % of a core)"
+            )
 
 
 def main() -> None:
@@ -492,6 +568,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="--outbox: steady msg/s")
     parser.add_argument(
         "--database", help="--outbox: an empty database's URL (default: a new SQLite file)"
+    )
+    parser.add_argument(
+        "--pin-database",
+        nargs="?",
+        const=-1,
+        type=int,
+        help="--outbox: pin the local PostgreSQL server to the receiver's core",
     )
     parser.add_argument("--outbox-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-db", help=argparse.SUPPRESS)
