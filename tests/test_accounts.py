@@ -12,6 +12,7 @@ sink. Read-only keys read and are refused every write (403); admin keys manage a
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import wave
@@ -33,6 +34,8 @@ from api_helpers import (  # noqa: F401  (the fixtures)
     api_fixture,
     audio_site_fixture,
 )
+from callbridge.client import Phone
+from callbridge.errors import RemoteError
 from callbridge.store import ApplicationNotFound, MediaNotFound, RecordingNotFound, Store
 from callbridge.store.accounts import (
     DEFAULT_ACCOUNT_ID,
@@ -42,9 +45,9 @@ from callbridge.store.accounts import (
     NumberNotFound,
     NumberTaken,
 )
-from callbridge.testing.server import Server
+from callbridge.testing.server import Server, ServerUser
 from conftest import MakeParty
-from parties import ALICE
+from parties import ALICE, Party, until_async
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -382,6 +385,62 @@ async def test_another_accounts_call_its_commands_conference_and_queue_are_not_f
     # Ended, it is still not B's: 404, not "has already ended".
     await assert_hidden(http, "POST", f"/calls/{ccid}/actions/hangup", ccid, {})
     assert b.sink.deliveries == []  # nothing of A's call went to B's application
+
+
+async def test_deleting_an_account_ends_its_calls_conference_queue_waits_and_sessions(
+    server: Server, store: Store, b: Tenant
+) -> None:
+    """Before, a deleted account's calls, conferences and queue waits went on (and its
+    users stayed signed in) until they ended by themselves."""
+    admin = _http(server, await store.create_api_key("admin-delete", admin=True))
+    stamp = int(datetime.now(UTC).timestamp() * 1000) % 10**6
+    name, ext = f"bee-{stamp}", f"7{stamp:06d}"
+    await store.add_user(name, ext, account_id=b.account.id)
+    token, _ = await store.create_token(name, timedelta(hours=1))
+    phone = Phone(server.ws_url, token)
+    await phone.login()
+    bee = Party(phone, ALICE, ServerUser(name, ext, None, None, token))  # type: ignore[arg-type]
+    expired = asyncio.Event()
+    phone.on("session-expired", expired.set)
+    try:
+        ccids, legs = [], []
+        for _ in range(2):  # B's application calls its user twice
+            dialled = await b.client.calls.dial(connection_id=b.app_id, to=ext, from_=ext)
+            assert dialled.data is not None and dialled.data.call_control_id is not None
+            ccids.append(dialled.data.call_control_id)
+            legs.append(await bee.answer())
+            await b.sink.wait("call.answered", call_control_id=ccids[-1])
+        room = await b.client.conferences.create(call_control_id=ccids[0], name="b-room")
+        assert room.data is not None
+        await b.client.calls.actions.enqueue(ccids[1], queue_name="b-support")
+        await b.sink.wait("call.enqueued", call_control_id=ccids[1])
+
+        gone = await admin.delete(f"/accounts/{b.account.id}")
+        assert gone.status_code == 200, gone.text
+
+        # Everything ended as a hangup would: events, webhooks, CDRs.
+        await b.sink.wait("conference.ended", conference_id=room.data.id)
+        dequeued = await b.sink.wait("call.dequeued", call_control_id=ccids[1])
+        assert dequeued.payload["queue"] == "b-support"
+        for ccid in ccids:
+            hangup = await b.sink.wait("call.hangup", call_control_id=ccid)
+            assert hangup.payload["hangup_cause"] == "normal_clearing"
+        for leg in legs:
+            await leg.wait_for("ended", timeout=5)
+        await asyncio.wait_for(expired.wait(), 5)
+
+        async def recorded() -> list[str] | None:  # the account's CDRs are kept, completed
+            cdrs = await store.list_cdrs(200, account_id=b.account.id)
+            return [c.end_reason for c in cdrs] if len(cdrs) == 2 else None
+
+        assert await until_async(recorded) == ["hangup", "hangup"]
+        # Its key is refused at once; its queue and user are gone.
+        assert (await b.http.get("/call_control_applications")).status_code == 401
+        with pytest.raises(RemoteError):
+            await Phone(server.ws_url, token).login()
+    finally:
+        await phone.close()
+        await admin.aclose()
 
 
 # scopes and admin keys -------------------------------------------------------------------------

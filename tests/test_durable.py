@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import telnyx
 from telnyx import AsyncTelnyx
 
 from api_helpers import WebhookSink
@@ -27,7 +28,7 @@ from callbridge.errors import RemoteError
 from callbridge.store import Cdr, Store
 from callbridge.store.engine import SQLITE_BUSY_TIMEOUT_MS
 from callbridge.testing.server import Server, serve
-from parties import ALICE, BOB, CAROL, HEARD, Party, level, until_async
+from parties import ALICE, BOB, CAROL, HEARD, Party, connect, level, until_async
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -127,6 +128,16 @@ async def test_a_write_lock_during_calls_loses_no_cdr_and_no_webhook_once_it_lif
 
 async def _logged(server: Server, text: str) -> bool | None:
     return text in server.log() or None
+
+
+async def _health(server: Server) -> dict[str, object]:
+    async with httpx.AsyncClient() as http:
+        health: dict[str, object] = (await http.get(f"{server.url}/healthz")).json()
+        return health
+
+
+async def _no_backlog(server: Server) -> bool:
+    return "backlog" not in await _health(server)
 
 
 async def _both(store: Store, *call_ids: str) -> dict[str, Cdr] | None:
@@ -238,6 +249,11 @@ async def test_a_conference_recording_that_fails_is_reported_to_its_host_and_its
             assert "could not finish the recording" in failed.payload["detail"]
             assert failed.payload["connection_id"] == app.data.id
             assert failed.payload["call_control_id"] == ccid and failed.payload["recording_id"]
+            # Signed as any delivery; the SDK has no class for it: read event_type.
+            public = await client.get("/public_key", cast_to=object)
+            key_b64 = public["data"]["public_key"]  # type: ignore[index]
+            event = client.webhooks.unwrap(failed.body, headers=failed.headers, key=key_b64)
+            assert event.data.event_type == "conference.recording.error"  # type: ignore[union-attr]
             # Nothing was saved, and nothing says so.
             assert saved == [] and hosted.recordings == []
             assert "conference.recording.saved" not in [d.event_type for d in sink.deliveries]
@@ -248,3 +264,67 @@ async def test_a_conference_recording_that_fails_is_reported_to_its_host_and_its
                 await p.phone.close()
             await client.close()
             await sink.close()
+
+
+async def test_new_calls_are_refused_with_a_retry_time_while_a_spool_is_full(
+    tmp_path: Path,
+) -> None:
+    """The spools report ``full`` (``--spool-limit`` records wait for a database that refuses
+    writes); new calls would only add to what waits, so they are refused until it empties:
+    ``database_backlog`` on ``/ws``, 503 with ``Retry-After`` and a JSON body on REST."""
+    async with serve(
+        tmp_path,
+        users=["alice", "bob", "carol"],
+        session_grace=1,
+        args=["--spool-limit", "2"],
+    ) as server:
+        key = await server.api_key("backlog")
+        client = AsyncTelnyx(api_key=key, base_url=f"{server.url}/v2", max_retries=0)
+        app = await client.call_control_applications.create(
+            application_name="backlog", webhook_event_url="http://127.0.0.1:9/hook"
+        )
+        assert app.data is not None and app.data.id is not None
+        a, b, c = (
+            await party(server, "alice", ALICE),
+            await party(server, "bob", BOB),
+            await party(server, "carol", CAROL),
+        )
+        try:
+            with write_lock(tmp_path):
+                # A call that is up when the lock comes goes on; its records fill the spool.
+                out, _ = await connect(a, b)
+                await out.hangup()
+                await until_async(lambda: _logged(server, "call records: the spool is full"), 10)
+
+                with pytest.raises(RemoteError) as refused:
+                    await c.call(server.users["alice"].extension)
+                assert refused.value.code == "database_backlog"
+                assert refused.value.retry_after == 10
+                assert "--spool-limit" in refused.value.message
+
+                with pytest.raises(telnyx.APIStatusError) as rest_refused:
+                    await client.calls.dial(
+                        connection_id=app.data.id,
+                        to=server.users["bob"].extension,
+                        from_="+15550001111",
+                    )
+                answer = rest_refused.value.response
+                assert answer.status_code == 503
+                assert answer.headers["content-type"] == "application/json"
+                assert answer.headers["retry-after"] == "10"
+                (error,) = answer.json()["errors"]
+                assert error["code"] == "10011" and "--spool-limit" in error["detail"]
+                # Reads and the calls' own commands go on meanwhile.
+                assert (await client.call_control_applications.list()).data
+
+                health = await _health(server)
+                assert health["status"] == "ok" and health["backlog"] == "call records"
+
+            # Once the database takes the records again, calls are welcome again.
+            await until_async(lambda: _no_backlog(server), 15)
+            out, _ = await connect(c, a)
+            await out.hangup()
+        finally:
+            for p in (a, b, c):
+                await p.phone.close()
+            await client.close()

@@ -209,6 +209,43 @@ async def test_accounts_are_kept_apart_and_read_only_keys_cannot_write(
         await client.telephony_credentials.delete(cred_id)
 
 
+async def test_revoking_one_token_ends_only_the_sessions_signed_in_with_it(
+    client: AsyncTelnyx, server: Server
+) -> None:
+    """Before, revoking one token left the sessions signed in with it running until their
+    token expired (only revoking all of them ended sessions)."""
+    cred_id = await _create(client)
+    one = await client.telephony_credentials.create_token(cred_id)
+    other = await client.telephony_credentials.create_token(cred_id)
+    first, second = Phone(server.ws_url, one), Phone(server.ws_url, other)
+    expired = asyncio.Event()
+    first.on("session-expired", expired.set)
+    try:
+        await first.login()
+        await second.login()
+        revoked = await client.post(
+            f"/telephony_credentials/{cred_id}/token/revoke", body={"token": one}, cast_to=object
+        )
+        assert revoked["data"] == {  # type: ignore[index]
+            "record_type": "token_revocation",
+            "credential_id": cred_id,
+            "revoked": 1,
+            "sessions_ended": 1,
+        }
+        await asyncio.wait_for(expired.wait(), 5)
+        # The device signed in with the other token goes on.
+        assert (await second.call_history()).entries == []
+
+        # Removing the user (REST DELETE) ends its remaining sessions at once.
+        removed = asyncio.Event()
+        second.on("session-expired", removed.set)
+        await client.telephony_credentials.delete(cred_id)
+        await asyncio.wait_for(removed.wait(), 5)
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_api_keys_are_listed_created_once_and_revoked(
     client: AsyncTelnyx, server: Server
 ) -> None:

@@ -20,6 +20,11 @@
   most ``flush_timeout``) until no message is due or being sent. What is still in backoff
   stays in the database for the next server (the outbox is durable).
 
+The same places refuse new calls while the database refuses writes and a spool of the records
+that wait meanwhile is full (:meth:`Drain.backlog`: the call records' and the webhook
+events'): ``database_backlog`` on ``/ws``, ``503`` on REST, both with a retry time. Records of
+calls already up are still taken, so nothing is lost; new calls would only add to the backlog.
+
 Ctrl-C (SIGINT) is the same drain with no wait for the calls (``drain_timeout`` 0); the
 process then exits 130, as for any Ctrl-C. A second Ctrl-C stops at once (the lifespan's
 teardown still ends the calls and writes their records), a third exits without it (uvicorn's
@@ -47,12 +52,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callbridge.api.errors import ApiError, ApiErrorCode
 from callbridge.core.events import Event
+from callbridge.signalling.sessions import BACKLOG_RETRY_AFTER
 from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import EndReason
 
 if TYPE_CHECKING:
     from callbridge.core.appcalls import AppCalls
     from callbridge.core.controller import CallController
+    from callbridge.journal import Journal
     from callbridge.signalling.sessions import SessionManager
     from callbridge.store import Store
     from callbridge.webhooks.telnyx import WebhookEvents
@@ -128,6 +135,31 @@ class Drain(StateMachine[DrainState]):
             return max(1, self._parts.sessions.retry_after())
         return 1
 
+    def backlog(self) -> str | None:
+        """The name of a spool that is full (the database refuses writes and ``--spool-limit``
+        records wait): new calls are refused until it empties; ``None`` when none is."""
+        return self._parts.backlog() if self._parts is not None else None
+
+    def refusal(self) -> tuple[str, int] | None:
+        """Why a new call is refused now and after how many seconds to retry: the drain, or
+        a full spool; ``None`` when calls are welcome."""
+        if self.draining:
+            seconds = self.retry_after()
+            return (
+                "this server is draining (shutting down) and starts no new calls; send the "
+                f"request to another server, or retry here in {seconds} s",
+                seconds,
+            )
+        spool = self.backlog()
+        if spool is None:
+            return None
+        return (
+            f"this server starts no new calls for now: its database refuses writes and the "
+            f"{spool} waiting in memory reached --spool-limit (nothing is lost; calls already "
+            f"up go on); retry in {BACKLOG_RETRY_AFTER} s or use another server",
+            BACKLOG_RETRY_AFTER,
+        )
+
     def attach(
         self,
         *,
@@ -136,9 +168,11 @@ class Drain(StateMachine[DrainState]):
         appcalls: AppCalls,
         events: WebhookEvents,
         store: Store,
+        journal: Journal | None = None,
     ) -> None:
         """The server's parts, once they run (the lifespan's start-up)."""
-        self._parts = _Parts(sessions, controller, appcalls, events, store)
+        self._parts = _Parts(sessions, controller, appcalls, events, store, journal)
+        sessions.backlog = self.backlog  # /ws: call.create and the like check it
 
     def status(self) -> dict[str, Any]:
         """What ``/healthz`` says about the drain (``{}`` while serving)."""
@@ -235,6 +269,14 @@ class _Parts:
     appcalls: AppCalls
     events: WebhookEvents
     store: Store
+    journal: Journal | None
+
+    def backlog(self) -> str | None:
+        if self.journal is not None and self.journal.spool.full:
+            return "call records"
+        if self.events.full:
+            return "webhook events"
+        return None
 
     def live_calls(self) -> int:
         """Calls with a live leg (a leg rung for no call counts as one), plus application
@@ -264,27 +306,26 @@ class _Parts:
 
 # REST ---------------------------------------------------------------------------------------
 class DrainMiddleware:
-    """ASGI middleware: while draining, the REST requests that start calls get ``503`` with
-    ``Retry-After`` and the API's error body; everything else passes."""
+    """ASGI middleware: while draining, or while a spool is full (:meth:`Drain.refusal`), the
+    REST requests that start calls get ``503`` with ``Retry-After`` and the API's error body;
+    everything else passes."""
 
     def __init__(self, app: ASGIApp, drain: Drain) -> None:
         self.app = app
         self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = None
         if (
-            scope["type"] != "http"
-            or not self.drain.draining
-            or scope["method"] != "POST"
-            or not _STARTS_A_CALL.fullmatch(scope["path"])
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and _STARTS_A_CALL.fullmatch(scope["path"])
         ):
+            refusal = self.drain.refusal()
+        if refusal is None:
             await self.app(scope, receive, send)
             return
-        seconds = self.drain.retry_after()
-        detail = (
-            "this server is draining (shutting down) and starts no new calls; send the "
-            f"request to another server, or retry here in {seconds} s"
-        )
+        detail, seconds = refusal
         # 503 is a status the SDKs retry, after Retry-After: what a client should do.
         error = ApiError(503, ApiErrorCode.SERVICE_UNAVAILABLE, detail)
         body = json.dumps(error.body()).encode()

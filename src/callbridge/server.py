@@ -86,7 +86,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         outbox = await WebhookOutbox.create(store)
         await outbox.start()
         events = WebhookEvents(controller.bus, outbox, public_url)
-        await recovery.start(config, store, controller, appcalls, outbox, events)  # durable
+        journal = await recovery.start(config, store, controller, appcalls, outbox, events)
         app.state.runtime = Runtime(config, store, media, controller, sessions, appcalls, outbox)
         app.state.metrics = Metrics(app.state.runtime)  # GET /metrics (callbridge.metrics)
         call_log = logs.CallLog(controller)  # one INFO line per call event (callbridge.logs)
@@ -98,8 +98,13 @@ def create_app(config: ServerConfig) -> FastAPI:
             public_key=outbox.public_key,
             events=events,
         )
-        drain.attach(
-            sessions=sessions, controller=controller, appcalls=appcalls, events=events, store=store
+        drain.attach(  # refuses new calls while draining, or while a spool is full
+            sessions=sessions,
+            controller=controller,
+            appcalls=appcalls,
+            events=events,
+            store=store,
+            journal=journal,
         )
         app.state.sip = await start_sip(config, drain)  # None when --sip-port 0 (docs/sip.md)
         registrar = await attach_sip(app.state.sip, store, controller, app.state.abuse_guard)
@@ -161,6 +166,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             health["media_workers"] = runtime.media.worker_health()
         if drain.draining:
             health["drain"] = drain.status()
+        if (backlog := drain.backlog()) is not None:  # new calls are refused (docs/security.md)
+            health["backlog"] = backlog
         return health
 
     @app.websocket("/ws")

@@ -9,7 +9,9 @@ retrieve.
   (oldest first, the ``default`` account first), ``GET``/``PATCH``/``DELETE /v2/accounts/{id}``.
   ``PATCH`` changes ``recording_notice`` (recording a 1:1 call tells both parties). ``DELETE``
   deletes everything the account owns (users, keys, applications, routes, numbers, media and
-  recording files, queues); its CDRs are kept. The default account cannot be deleted.
+  recording files, queues); its CDRs are kept. First, what it has live on this server ends as
+  a hangup would (its conferences, calls, queue waits and users' sessions:
+  :mod:`callbridge.api.revocation`). The default account cannot be deleted.
 - ``/v2/accounts/{id}/numbers``: the E.164 numbers the account owns (its users and
   applications may show them as caller ID); a number is owned by one account at most.
 - ``POST /v2/accounts/{id}/api_keys`` ``{"name": ..., "scope": "write"|"read", "admin":
@@ -22,14 +24,16 @@ import asyncio
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from callbridge.api.context import ADMIN_TAG, ApiContext, Ctx
 from callbridge.api.errors import invalid, not_found
 from callbridge.api.pagination import PageQuery, slice_page
+from callbridge.api.revocation import end_account
 from callbridge.api.schemas import Data, ListOf, Params, iso
 from callbridge.store.accounts import (
+    DEFAULT_ACCOUNT_ID,
     Account,
     AccountExists,
     AccountNotFound,
@@ -147,7 +151,13 @@ async def update_account(id: str, params: UpdateParams, ctx: Ctx) -> Data[Accoun
     summary="Delete an account and everything it owns (its CDRs are kept)",
     response_model=Data[AccountOut],
 )
-async def delete_account(id: str, ctx: Ctx) -> Data[AccountOut]:
+async def delete_account(id: str, ctx: Ctx, request: Request) -> Data[AccountOut]:
+    if id == DEFAULT_ACCOUNT_ID:
+        raise invalid("the default account cannot be deleted", parameter="id")
+    await _account(ctx, id)  # a 404 ends nothing
+    # Its live calls end first, while its rows (applications, recordings) are still there
+    # for their end events, webhooks and CDRs.
+    await end_account(request, ctx.control, id)
     try:
         deleted = await ctx.store.delete_account(id)
     except AccountNotFound:

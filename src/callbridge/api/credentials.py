@@ -17,15 +17,16 @@ is a user. The mapping (also in docs/api.md):
 does and as the SDK's ``create_token`` expects (``cast_to=str``); ``{"ttl_seconds": N}`` in the
 body sets its lifetime (default :data:`DEFAULT_TOKEN_TTL`, at most :data:`MAX_TOKEN_TTL`).
 ``POST .../token/revoke`` revokes one token (``{"token": ...}``) or, without one, all of the
-user's tokens and ends the user's signed-in sessions on this server. ``DELETE`` of a credential
-removes the user, and ends their sessions too.
+user's tokens, and ends the sessions signed in with what it revoked on this server (one
+token: the sessions that signed in, resumed or refreshed with it; all: every session of the
+user). ``DELETE`` of a credential removes the user, and ends their sessions too
+(:mod:`callbridge.api.revocation`).
 
 Every lookup is within the key's account: another account's user is a 404, as a missing one.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -37,13 +38,14 @@ from sqlalchemy.exc import IntegrityError
 from callbridge.api.context import Ctx, Principal
 from callbridge.api.errors import invalid, not_found
 from callbridge.api.pagination import PageQuery, meta
+from callbridge.api.revocation import end_sessions
 from callbridge.api.schemas import Data, ListOf, Params, iso
+from callbridge.signalling.sessions import token_digest
 from callbridge.store import Store, UserExists, UserNotFound
 from callbridge.store.identities import UNSET, Credential
 from callbridge.store.sip import validate_sip_password
-from callbridge.vocabulary import EndReason
 
-__all__ = ["DEFAULT_TOKEN_TTL", "MAX_TOKEN_TTL", "end_sessions", "router"]
+__all__ = ["DEFAULT_TOKEN_TTL", "MAX_TOKEN_TTL", "router"]
 
 router = APIRouter(tags=["Telephony credentials"])
 
@@ -308,25 +310,8 @@ async def delete_credential(
         await ctx.store.remove_user(current.user.name, principal.account_id)
     except UserNotFound:
         raise not_found(f"no telephony credential with id {id!r}", "id") from None
-    await end_sessions(request, current.user.name, "user removed")
+    await end_sessions(request, "user removed", user_name=current.user.name)
     return Data[CredentialOut](data=_out(current))
-
-
-async def end_sessions(request: Request, user_name: str, cause: str) -> int:
-    """End the signed-in /ws sessions of a user on this server (their calls hang up, the
-    client gets ``session.expired``); how many there were."""
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None:
-        return 0
-    sessions = runtime.sessions
-    ended = 0
-    for session in list(sessions.sessions.values()):
-        if getattr(session.user, "name", None) != user_name or session.ended:
-            continue
-        await sessions.end(session, EndReason.HANGUP, EndReason.HANGUP, cause)
-        session.queue({"type": "session.expired", "session_id": session.id})
-        ended += 1
-    return ended
 
 
 # tokens -------------------------------------------------------------------------------------
@@ -373,7 +358,9 @@ class RevokeOut(BaseModel):
     record_type: Literal["token_revocation"] = "token_revocation"
     credential_id: str
     revoked: int = Field(description="How many tokens were revoked")
-    sessions_ended: int = Field(description="Signed-in sessions ended (revoking all tokens)")
+    sessions_ended: int = Field(
+        description="Signed-in sessions ended: those using the revoked token(s)"
+    )
 
 
 @router.post(
@@ -388,10 +375,10 @@ async def revoke_tokens(
     token = params.token if params is not None else None
     if token is not None and not token.strip():
         raise invalid("token is empty: give a token, or leave it out to revoke all", "/token")
-    digest = None if token is None else hashlib.sha256(token.strip().encode()).hexdigest()
+    digest = None if token is None else token_digest(token)
     revoked = await ctx.store.revoke_tokens(current.user.id, digest)
     if token is not None and revoked == 0:
         raise invalid("this token is not an unrevoked token of this credential", pointer="/token")
-    ended = 0 if token is not None else await end_sessions(request, current.user.name, "revoked")
+    ended = await end_sessions(request, "revoked", user_name=current.user.name, token=digest)
     out = RevokeOut(credential_id=str(current.user.id), revoked=revoked, sessions_ended=ended)
     return Data[RevokeOut](data=out)

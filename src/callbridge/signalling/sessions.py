@@ -13,7 +13,9 @@ A session also ends when its token expires (``session.expired``) unless the clie
 While the server drains (:mod:`callbridge.drain`), :meth:`SessionManager.admit` refuses what
 would start a session or a call (``draining``), every session is told (``session.draining``,
 again after a ``session.resume``), and once the drain has ended the calls every session ends
-(``session.disconnected {reason: "draining"}``).
+(``session.disconnected {reason: "draining"}``). While a spool of records is full (the
+database refuses writes, :meth:`~callbridge.drain.Drain.backlog`) it refuses what would start
+a call (``database_backlog``); logins still work.
 
 ::
 
@@ -26,6 +28,7 @@ again after a ``session.resume``), and once the drain has ended the calls every 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections import deque
@@ -38,13 +41,21 @@ from callbridge.core.calls import new_id
 from callbridge.core.controller import CallController
 from callbridge.core.events import DeviceEvent
 from callbridge.core.scheduler import Scheduler
-from callbridge.errors import ServerDraining
+from callbridge.errors import ErrorCode, RetryLater, ServerDraining
 from callbridge.signalling import wire_apps, wire_calls, wire_conferences  # noqa: F401 (encoders)
 from callbridge.signalling.wire import to_wire
 from callbridge.statemachine import StateMachine
 from callbridge.vocabulary import EndReason
 
-__all__ = ["REFUSED_WHILE_DRAINING", "Session", "SessionManager", "SessionState"]
+__all__ = [
+    "BACKLOG_RETRY_AFTER",
+    "REFUSED_WHILE_BACKLOGGED",
+    "REFUSED_WHILE_DRAINING",
+    "Session",
+    "SessionManager",
+    "SessionState",
+    "token_digest",
+]
 
 log = logging.getLogger(__name__)
 _MAX_KEPT = 1000  # messages kept for a detached session; older ones are dropped (logged)
@@ -58,6 +69,17 @@ Sender = Callable[[dict[str, Any]], None]
 REFUSED_WHILE_DRAINING = frozenset(
     {"session.login", "call.create", "call.transfer", "conference.start", "conference.invite"}
 )
+# While the records of calls cannot be written (a full spool), no new call starts; a login
+# writes nothing, so it goes on.
+REFUSED_WHILE_BACKLOGGED = REFUSED_WHILE_DRAINING - {"session.login"}
+# Seconds a call refused for a full spool is told to wait (/ws and REST): the spool retries
+# every 5 s at most, and a lock held past the busy timeout (10 s) has been held long already.
+BACKLOG_RETRY_AFTER = 10
+
+
+def token_digest(token: str) -> str:
+    """How the store and a session name a login token: its SHA-256, never the token."""
+    return hashlib.sha256(token.strip().encode()).hexdigest()
 
 
 class SessionState(StrEnum):
@@ -88,6 +110,9 @@ class Session(StateMachine[SessionState]):
         self.display_name: str = user.display_name or user.name
         self.e911_id = e911_id
         self.expires_at = expires_at
+        # The SHA-256 of the token it signed in, resumed or refreshed with last: revoking
+        # that token ends it (callbridge.api.revocation).
+        self.token_digest: str | None = None
         self._sender: Sender | None = None
         self._kept: deque[dict[str, Any]] = deque()
         self._dropped = 0
@@ -152,6 +177,8 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.scheduler = Scheduler("sessions")
         self._drain_deadline: float | None = None  # loop time the drain ends calls at
+        # Which spool of records is full, if one is (set by callbridge.drain.Drain.attach).
+        self.backlog: Callable[[], str | None] | None = None
 
     # draining -------------------------------------------------------------------------------
     @property
@@ -170,12 +197,27 @@ class SessionManager:
         """Raise ``draining`` for a request that would start a session or a call while the
         server drains (:data:`REFUSED_WHILE_DRAINING`); anything else passes."""
         if self._drain_deadline is None or message_type not in REFUSED_WHILE_DRAINING:
+            self._admit_backlogged(message_type)
             return
         seconds = self.retry_after()
         raise ServerDraining(
             f"{message_type} refused: this server is draining (shutting down) and takes no new "
             f"sessions or calls; use another server, or retry here in {seconds} s",
             seconds,
+        )
+
+    def _admit_backlogged(self, message_type: str) -> None:
+        if message_type not in REFUSED_WHILE_BACKLOGGED or self.backlog is None:
+            return
+        spool = self.backlog()
+        if spool is None:
+            return
+        raise RetryLater(
+            ErrorCode.DATABASE_BACKLOG,
+            f"{message_type} refused: the server's database refuses writes and the {spool} "
+            f"waiting in memory reached --spool-limit, so it starts no new calls for now "
+            f"(nothing is lost; calls already up go on); retry in {BACKLOG_RETRY_AFTER} s",
+            BACKLOG_RETRY_AFTER,
         )
 
     def start_draining(self, deadline: float) -> None:

@@ -41,7 +41,7 @@ from callbridge.core.controller import CallController
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.signalling import protocol as p
 from callbridge.signalling.lanes import BARRIER, INLINE, Lanes, Route
-from callbridge.signalling.sessions import Session, SessionManager
+from callbridge.signalling.sessions import Session, SessionManager, token_digest
 from callbridge.signalling.ws_conferences import dispatch_conference
 from callbridge.signalling.ws_forwarding import forwarding_message
 from callbridge.signalling.ws_history import history_page
@@ -380,6 +380,7 @@ class Connection:
                         ErrorCode.INVALID_TOKEN, "the new token belongs to another user"
                     )
                 self.sessions.refresh(session, expires_at)
+                session.token_digest = token_digest(msg.token)
                 self.send(
                     {
                         "type": "session.refreshed",
@@ -450,6 +451,7 @@ class Connection:
                 f"user_id {msg.user_id!r} is not the user of this token ({user.name})",
             )
         session = self.sessions.create(user, expires_at, msg.e911_id)
+        session.token_digest = token_digest(msg.token)
         self.session = session
         session.attach(self.send)
         self.send(
@@ -485,6 +487,7 @@ class Connection:
                 ErrorCode.INVALID_STATE, f"session {session.id} is attached to another connection"
             )
         self.session = session
+        session.token_digest = token_digest(msg.token)
         kept = self.sessions.resume(session, self.send)
         calls = [
             {"call_id": leg.id, "state": leg.state.value}
