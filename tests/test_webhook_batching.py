@@ -249,3 +249,54 @@ async def _terminate_listeners(url: str) -> int:
             return len(result.all())
     finally:
         await engine.dispose()
+
+
+async def test_slow_receivers_with_more_calls_than_the_outbox_holds_do_not_starve_the_others(
+    database: pg.Database,
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    # Two receivers that never answer, each with more calls (keys) than the outbox holds at
+    # once, enqueued first: their messages are claimed first. The fast receiver's still go.
+    slow = [Receiver(), Receiver()]
+    for r in slow:
+        await r.start()
+        r.script("/hook", *["hang"] * 10)  # type: ignore[list-item]
+    policy = RetryPolicy(timeout=5.0, poll_interval=5.0, per_destination=2, concurrency=8)
+    store = await Store.open(database.url)
+    outbox = await WebhookOutbox.create(store, policy=policy)
+    try:
+        await outbox.enqueue_many(
+            [
+                {
+                    "event_type": "call.hangup",
+                    "payload": {"n": n},
+                    "url": r.url(),
+                    "ordering_key": f"slow{i}-{n}",
+                }
+                for i, r in enumerate(slow)
+                for n in range(10)
+            ]
+        )
+        await outbox.enqueue_many(
+            [
+                {
+                    "event_type": "call.hangup",
+                    "payload": {"n": n},
+                    "url": receiver.url(),
+                    "ordering_key": f"f{n % 2}",
+                    "event_id": f"f{n % 2}#{n}",
+                }
+                for n in range(6)
+            ]
+        )
+        await outbox.start()
+        await receiver.wait_for(6, within=3)  # well before any slow attempt times out
+        assert [len(r.requests) for r in slow] == [2, 2]  # each its limit, unanswered
+    finally:
+        await outbox.stop(grace=0.1)
+        await store.close()
+        for r in slow:
+            await r.close()
+    for key in ("f0", "f1"):
+        got = [r.event_id for r in receiver.requests if r.event_id.startswith(key)]
+        assert got == sorted(got, key=lambda e: int(e.split("#")[1])) and len(got) == 3

@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Table, any_, bindparam, or_, update
+from sqlalchemy import BigInteger, Table, all_, any_, bindparam, or_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -89,12 +89,13 @@ def _statements() -> tuple[Any, Any, Any]:
     def claim(skip_urls: bool) -> Any:
         due = due_statements()[2]
         if skip_urls:
-            due = due.where(_T.c.url != any_(bindparam("skip", type_=ARRAY(_T.c.url.type))))
+            due = due.where(_T.c.url != all_(bindparam("skip", type_=ARRAY(_T.c.url.type))))
         picked = (
             due.with_only_columns(_T.c.id)
             .limit(bindparam("limit"))
             .with_for_update(skip_locked=True)
             .cte("picked")
+            .prefix_with("MATERIALIZED")  # evaluated once, before the UPDATE, whatever the plan
         )
         return (
             update(_T)

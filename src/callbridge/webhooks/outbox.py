@@ -104,7 +104,9 @@ class RetryPolicy:
     max_attempts: int = 12  # HTTP attempts, failover ones included
     max_age: float = 24 * 3600.0  # no retry for a message older than this
     timeout: float = 10.0  # answer time allowed, unless the app sets webhook_timeout_secs
-    concurrency: int = 256  # messages held at once (sending, waiting for their destination)
+    # messages held at once (sending, waiting for their destination), beyond those waiting for
+    # a destination that already has per_destination waiting (see _dispatch)
+    concurrency: int = 256
     per_destination: int = 8  # requests in flight (and connections) to one destination
     batch_window: float = 0.005  # outcomes gather this long before they are written
     poll_interval: float = 5.0  # look for others' work (and expired leases) this often
@@ -417,15 +419,14 @@ class WebhookOutbox:
         transaction); how long until there may be more to do."""
         await self._purge_now_and_then()
         done, self._done = self._done, []
-        free = self.policy.concurrency - (self._held - len(done))
-        # A destination with a full round of messages waiting for it (per_destination) gets
-        # no more until they start: a slow receiver holds at most two rounds (in flight and
-        # waiting). Less than a round waiting keeps a fast one fed while the next claim runs.
-        limit = self.policy.per_destination
-        busy = {
-            m.url for d in self._destinations.values() if len(d.waiting) >= limit
-            for m, _, _ in d.waiting
-        }  # fmt: skip
+        # A destination with a full round of messages waiting for it (per_destination) is
+        # full: it gets no more until they start. Less than a round waiting keeps a fast one
+        # fed while the next claim runs. The messages waiting for a full destination do not
+        # count against `concurrency`: else a slow receiver with that many calls would fill
+        # it and hold back every other one (each claim adds at most `concurrency` messages,
+        # and a full destination gets none, so what waits stays bounded).
+        busy, parked = self._full_destinations()
+        free = self.policy.concurrency - (self._held - len(done) - parked)
         settle_and_claim = (
             self._store.settle_and_claim_webhooks if self._pg is None else self._pg.settle_and_claim
         )
@@ -454,6 +455,8 @@ class WebhookOutbox:
             destination.waiting.append((message, secret, timeout))
             self._start_attempts(destination)
         if len(claimed) == free:
+            if self.policy.concurrency - (self._held - self._full_destinations()[1]) > 0:
+                return 0.0  # some now wait for a full destination: room for others' messages
             return self.policy.poll_interval  # a finishing attempt wakes the worker
         if self._held:  # attempts finishing wake the worker; a retry this one set may be due
             return min(max(self._next_retry - time.monotonic(), 0.0), self.policy.poll_interval)
@@ -462,6 +465,13 @@ class WebhookOutbox:
         if due is None:
             return self.policy.poll_interval
         return min(max((due - now()).total_seconds(), 0.0), self.policy.poll_interval)
+
+    def _full_destinations(self) -> tuple[set[str], int]:
+        """The URLs of the messages waiting for a full destination, and how many those are."""
+        full = [
+            d for d in self._destinations.values() if len(d.waiting) >= self.policy.per_destination
+        ]
+        return {m.url for d in full for m, _, _ in d.waiting}, sum(len(d.waiting) for d in full)
 
     def _start_attempts(self, destination: _Destination) -> None:
         while destination.waiting and destination.in_flight < self.policy.per_destination:
