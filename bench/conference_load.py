@@ -8,15 +8,19 @@ server spends on it:
 - **Sending**: the payloads are encoded once per process (bench/conference.py's ``_loop``: a
   1 s loop of a tone, or of digital silence), each with its RFC 6464 level (silence: 127, so
   the server need not decode it), and one task per process sends every leg's next packet each
-  20 ms (:class:`Ticker`) instead of a timer per leg. A packet is written, protected and sent
-  by ``RtpPort.send`` (the header on bytes, libsrtp, ``sendto``).
+  20 ms (:class:`Ticker`) instead of a timer per leg. A packet is written in place
+  (``RtpWriter``), protected on the DTLS session's SRTP (``Srtp``: libsrtp, the session's
+  buffer) and sent on the nominated ICE pair's socket: ``RtpPort.send``'s work without its
+  coroutine and aiortc's sender counters (the load's RTCP reports say 0 sent; nobody reads
+  them).
 - **Receiving**: once connected, the leg's ICE socket hands RTP straight to the counters: the
   sequence number and timestamp are read from the header, which SRTP leaves in clear (RFC 3711
-  section 3.1), so nothing is unprotected, parsed into an object or decoded; STUN, DTLS and
-  RTCP still go to aioice and aiortc (ICE consent keeps working). Authenticity is not checked:
-  this is a counter on 127.0.0.1, not a receiver. ``"decode"`` names a few legs that unprotect
-  and decode what they hear instead (aiortc's path and the SDK's decoder into a recording
-  sink), so the bench can check that the talkers are heard.
+  section 3.1), so nothing is unprotected, parsed into an object or decoded; the server's
+  RTCP is dropped unread; STUN and DTLS still go to aioice and aiortc (ICE consent keeps
+  working). Authenticity is not checked: this is a counter on 127.0.0.1, not a receiver.
+  ``"decode"`` names a few legs that unprotect and decode what they hear instead (aiortc's
+  path and the SDK's decoder into a recording sink), so the bench can check that the talkers
+  are heard.
 
 The ticker also counts its own late ticks (started more than 10 ms after their due time): a
 load that cannot keep its 20 ms pace shows as such, apart from the server's late ticks.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import struct
 import sys
 import time
@@ -36,6 +41,7 @@ from typing import Any
 
 from callbridge.client.audio import SAMPLE_RATE, BufferSink
 from callbridge.rtp.codecs import FRAME_MS
+from callbridge.rtp.fastpath import RtpWriter, Srtp
 from callbridge.rtp.webrtc import RtpPort, restrict_ice_addresses
 from callbridge.testing.audio import tone_level_db
 from conference import Control, LoopMedia, _loop
@@ -70,7 +76,7 @@ class Ticker:
             if loop.time() - deadline > LATE_TICK:
                 self.late += 1
             for leg in self.legs:
-                await leg.send_next()
+                leg.send_next()
             deadline += step
             delay = deadline - loop.time()
             if delay < -0.2:  # stalled: skip ahead instead of bursting (as the server does)
@@ -95,6 +101,9 @@ class RoomLeg(LoopMedia):
         self._levels: tuple[tuple[bool, int] | None, ...] = ()
         self._pt = 0
         self._step = 0
+        self._seq = random.randint(0, 32767)  # < 2^15 like aiortc: no SRTP rollover early
+        self._lean: tuple[RtpWriter, Srtp, Any, Any] | None = None
+        self.sent = 0  # packets sent
 
     async def _pump(self, port: RtpPort) -> None:
         await port.ready.wait()
@@ -109,13 +118,36 @@ class RoomLeg(LoopMedia):
         TICKER.add(self)
         await asyncio.Event().wait()  # the port's sender task lives as long as the leg
 
-    async def send_next(self) -> None:
-        i = self._k % len(self._payloads)
-        await self.port.send(
-            self._payloads[i], self._pt, self._timestamp, self._k == 0, self._levels[i]
-        )
+    def send_next(self) -> None:
+        """This leg's next packet: RtpPort.send's work without its per-packet extras (a
+        coroutine, aiortc's sender counters), on the DTLS session's SRTP and the nominated
+        ICE pair's socket; nothing until both are up (as RtpPort.send)."""
+        k = self._k
         self._k += 1
-        self._timestamp += self._step
+        timestamp, self._timestamp = self._timestamp, (self._timestamp + self._step) & 0xFFFFFFFF
+        lean = self._lean or self._lean_sender()
+        if lean is None:
+            return
+        writer, srtp, transport, dest = lean
+        i = k % len(self._payloads)
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        header = writer.header(self._pt, k == 0, seq, timestamp, self._levels[i])
+        transport.sendto(srtp.protect(header, self._payloads[i]), dest)
+        self.sent += 1
+
+    def _lean_sender(self) -> tuple[RtpWriter, Srtp, Any, Any] | None:
+        dtls = self.transceiver.sender.transport
+        if dtls.state != "connected":
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol is None or pair.protocol.transport is None:
+            return None
+        # The port's negotiated MID and extension ids (RtpPort keeps them; a bench may look).
+        port = self.port
+        writer = RtpWriter(port.ssrc, port._ext_map, port._mid)
+        self._lean = (writer, Srtp(dtls._tx_srtp), pair.protocol.transport, pair.remote_addr)
+        return self._lean
 
     def _hook_receive(self, payload_type: int, clock_rate: int) -> None:
         dtls = self.transceiver.sender.transport
@@ -129,13 +161,15 @@ class RoomLeg(LoopMedia):
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
             # RFC 7983: 128..191 is RTP or RTCP; RFC 5761 section 4: RTCP's second byte is
             # 192..223 (payload types 64..95 with the marker bit).
-            if len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
+            if len(data) >= 12 and 128 <= data[0] <= 191:
+                if 192 <= data[1] <= 223:
+                    return  # the server's RTCP: nothing the load needs (aiortc's stats)
                 seq, ts = unpack(data, 2)
                 self._counters.on_packet(
                     seq, ts, clock_rate, monotonic(), timed=data[1] & 0x7F == payload_type
                 )
                 return
-            handle(data, addr)
+            handle(data, addr)  # STUN (ICE consent), DTLS
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign, assignment]
 
@@ -170,7 +204,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # settle: every member's FIFO primed, the floor decided
     print(json.dumps({"phase": "ready"}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
-    sent0 = [leg.port.packets_sent for leg in legs]
+    sent0 = [leg.sent for leg in legs]
     for leg in legs:
         leg.reset_stats()
     TICKER.reset()
@@ -179,7 +213,7 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     for leg, sent in zip(legs, sent0, strict=True):
         st = leg.stats()
         stats.append({"expected": st.packets_expected, "lost": st.packets_lost,
-                      "late": st.packets_late, "sent": leg.port.packets_sent - sent,
+                      "late": st.packets_late, "sent": leg.sent - sent,
                       "received": st.packets_received})  # fmt: skip
     tones = [tone_of(k) for k in range(spec["talkers"])]
     heard = {
@@ -188,6 +222,8 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         if leg.recording is not None
     }
     load = {"ticks": TICKER.ticks, "late_ticks": TICKER.late, "heard": heard}
+    if TICKER.task is not None:
+        TICKER.task.cancel()  # nothing is sent on closing legs
     for leg in legs:
         await leg.close()
     await control.close()
