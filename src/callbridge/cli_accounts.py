@@ -73,7 +73,10 @@ def add_account_commands(commands: Any, database: argparse.ArgumentParser) -> No
         parents=[database],
         help="remove an account and everything it owns",
         description="Remove an account and everything it owns (users, API keys, "
-        "applications, routes, numbers, media and recordings, queues); its CDRs are kept.",
+        "applications, routes, numbers, media and recordings, queues); its CDRs are kept. "
+        "This changes the database only: a running server's calls and sessions of the "
+        "account go on until they end (DELETE /v2/accounts/ID with an admin key ends them "
+        "at once).",
     )
     remove.add_argument("id", help="the account's id (see: accounts list)")
     remove.set_defaults(run=_accounts_remove)
