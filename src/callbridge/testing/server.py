@@ -96,6 +96,8 @@ CLI_SESSION_GRACE = 60.0  # `callbridge serve --session-grace` default, seconds
 TOKEN_TTL = timedelta(hours=24)  # as `callbridge token`
 FIRST_EXTENSION = 1001  # users=[...] get 1001, 1002, ... in order
 POLL = 0.1  # seconds between /healthz polls
+# `--media-workers N` for every server this kit starts (the test suite sets 2; issue 15)
+TEST_WORKERS_ENV = "CALLBRIDGE_TEST_MEDIA_WORKERS"
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -214,13 +216,15 @@ class Server:
         cmd += ["--sip-port", str(self.sip_port)]
         # The suite runs with media worker processes too (issue 15): this forces N of them on
         # every test server (`args` may still set --media-workers; the last option wins).
-        if workers := os.environ.get("CALLBRIDGE_TEST_MEDIA_WORKERS"):
+        if workers := os.environ.get(TEST_WORKERS_ENV):
             cmd += ["--media-workers", workers]
         cmd += options.get("args", ())
+        # Not passed on: `serve` would warn that it looks like CALLBRIDGE_MEDIA_WORKERS.
+        env = {k: v for k, v in os.environ.items() if k != TEST_WORKERS_ENV}
         self.log_path.write_bytes(b"")  # a fresh log, then appended to: lines a test adds stay
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from callbridge.config import ServerConfig
 from callbridge.errors import ErrorCode, MediaError, ProtocolError
 from callbridge.media.counters import PacketCounts
+from callbridge.media.fetch import current_owner
 from callbridge.media.interface import MediaEvent
 from callbridge.media.workers.wire import read_frame, write_frame
 
@@ -142,7 +143,9 @@ class WorkerProcess:
         req = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
-        write_frame(self._writer, ("c", req, method, args, kwargs))
+        # The owner (fetch.acting_for: whom a playback or fetch counts for) is a context
+        # variable of this process: it travels with the call so the per-user limits hold.
+        write_frame(self._writer, ("c", req, method, args, kwargs, current_owner()))
         return await future
 
     async def stop(self) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 from callbridge.config import ServerConfig
 from callbridge.errors import ErrorCode, ProtocolError
+from callbridge.logs import LIBRARIES, JsonFormatter
 from callbridge.media.engine import InProcessMediaServer
-from callbridge.media.fetch import configure_outbound
+from callbridge.media.fetch import acting_for, configure_outbound
 from callbridge.media.interface import MediaEvent
 from callbridge.media.workers.wire import read_frame, write_frame
 
@@ -65,10 +66,27 @@ def _error(exc: BaseException) -> tuple[str, str, str]:
     return ("Exception", ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}")
 
 
+def _log_as(fmt: str) -> None:
+    """The server's ``--log-format``: in JSON each line carries the worker's pid as
+    ``worker`` (callbridge.logs.JsonFormatter writes a record's extra attributes)."""
+    if fmt != "json":
+        return
+    pid = os.getpid()
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.worker = pid
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(tag)
+
+
 async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     config = (await read_frame(reader))[0]
     assert isinstance(config, ServerConfig)
+    _log_as(config.log_format)
     configure_outbound(config)  # fetch allow-list, pool and playback limits, as in one process
     media = InProcessMediaServer(
         config.effective_media_addresses, config.ice_servers, rtp_ports=config.rtp_ports
@@ -80,11 +98,14 @@ async def serve(sock: socket.socket) -> None:
     media.subscribe(on_event)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def call(req: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    async def call(
+        req: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], owner: str
+    ) -> None:
         try:
             if method not in METHODS:
                 raise ProtocolError(ErrorCode.INTERNAL, f"no media method {method!r}")
-            value = await getattr(media, method)(*args, **kwargs)
+            with acting_for(owner):  # the control process's owner: per-user limits hold here
+                value = await getattr(media, method)(*args, **kwargs)
             reply: tuple[Any, ...] = ("r", req, True, value, stats_of(media))
         except Exception as exc:
             reply = ("r", req, False, _error(exc), stats_of(media))
@@ -103,8 +124,8 @@ async def serve(sock: socket.socket) -> None:
                 message = await read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the control process is gone
-            _, req, method, args, kwargs = message
-            task = asyncio.create_task(call(req, method, args, kwargs))
+            _, req, method, args, kwargs, owner = message
+            task = asyncio.create_task(call(req, method, args, kwargs, owner))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
@@ -124,7 +145,8 @@ def main(argv: list[str]) -> int:
         level=level.upper(),
         format=f"%(asctime)s worker {os.getpid()} %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for name in LIBRARIES:  # as in the control process: their own plumbing stays out
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     sock = socket.socket(fileno=fd)
     asyncio.run(serve(sock))
     return 0
