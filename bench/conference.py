@@ -409,6 +409,8 @@ def main() -> None:
     ap.add_argument("--pin", action="store_true", help="server on CPU 0, load on the others")
     ap.add_argument("--offline", action="store_true", help="CPU per tick in one process")
     ap.add_argument("--profile", action="store_true", help="--offline: cProfile each size")
+    ap.add_argument("--mixer-only", action="store_true",
+                    help="--offline: the mixer's own work, no packet I/O")  # fmt: skip
     ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.server:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/conference.py --offline -n 100 -n 200 -n 300
     .venv/bin/python bench/conference.py --offline --find-max     # largest N under one core
     .venv/bin/python bench/conference.py --offline -n 200 --profile
+    .venv/bin/python bench/conference.py --offline --mixer-only -n 200 -n 1000
 
 What bench/conference.py measures over real WebRTC, without the network, the other peers and
 the event loop's scheduling: for N members (3 talkers, the rest digital silence), each tick
@@ -15,6 +16,8 @@ change it little, unlike the live bench's late ticks; it leaves out asyncio's an
 per-datagram overhead (DTLS demultiplexing, the datagram callbacks), which the live bench
 includes. Runs with the code before issue 15 as well (it then decodes every packet through
 the endpoint's decoder, as that code did), so before and after can be measured in one sitting.
+``--mixer-only`` leaves the packet I/O out (payloads fed as the endpoint hands them over, legs
+that send nothing): the mixer's own cost per member is the slope between two sizes.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Leg:
             self._writer = RtpWriter(1000, ext, "0")
             self._fast_srtp = Srtp(self._srtp)
         self.decoder = FrameDecoder(OPUS)  # the code before issue 15 decoded in the endpoint
+        self.no_io = False  # --mixer-only: nothing is sent
 
     @property
     def spec(self) -> CodecSpec:
@@ -96,6 +100,8 @@ class Leg:
         return self._encoder
 
     async def send_audio(self, payload: bytes, source: object, source_ts: int) -> None:
+        if self.no_io:
+            return
         if FAST:
             header = self._writer.header(111, 0, self._seq, source_ts)
             self._seq = (self._seq + 1) & 0xFFFF
@@ -110,8 +116,11 @@ class Leg:
         self._out.sendto(self._srtp.protect(packet.serialize(self._ext)), self._sink)
 
 
-def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> dict[str, float]:
-    """CPU time of one room of ``n`` per tick (see the module docstring)."""
+def measure(
+    n: int, talkers: int, audio_level: bool, profile: bool = False, io: bool = True
+) -> dict[str, float]:
+    """CPU time of one room of ``n`` per tick (see the module docstring); ``io`` False: the
+    mixer's own work only (payloads fed as parsed, nothing sent)."""
     ext = _ext_map()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
@@ -120,6 +129,8 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
     mixer = Mixer("room", lambda event: None)
     legs = [Leg(i, out, sink.getsockname(), ext) for i in range(n)]
     members = [mixer.add(leg) for leg in legs]
+    for leg in legs:
+        leg.no_io = not io
     new_input = hasattr(members[0].fifo, "feed")
     t = np.arange(48000) / 48000
     silence = encode_loop(np.zeros(48000, dtype=np.int16), OPUS)
@@ -127,6 +138,11 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
         encode_loop((0.3 * 32767 * np.sin(2 * np.pi * (300 + 170 * k) * t)).astype(np.int16), OPUS)
         for k in range(talkers)
     ]
+    plain = [
+        [(loops[i] if i < talkers else silence)[k % 50] for i in range(n)] for k in range(50)
+    ]
+    level_of = [((True, 10) if i < talkers else (False, 127)) if audio_level else None
+                for i in range(n)]  # fmt: skip
     # One SRTP session per leg each way, as each peer connection has its own (one session of
     # many SSRCs would measure libsrtp's stream lookup, a list, instead).
     inbound = [_srtp(Policy.SSRC_ANY_INBOUND) for _ in range(n)]
@@ -149,6 +165,11 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
 
     async def run(first: int, ticks: int) -> None:
         for k in range(first, first + ticks):
+            if not io:  # the mixer's own work: the payloads as the endpoint hands them over
+                for i, (member, payload) in enumerate(zip(members, plain[k % 50], strict=True)):
+                    member.fifo.feed(payload, k & 0xFFFF, OPUS, level_of[i])
+                await mixer.tick()
+                continue
             for i, (member, data) in enumerate(zip(members, wire[k], strict=True)):
                 if FAST:
                     view = parse_rtp(fast_in[i].unprotect(data), level_id)
@@ -195,15 +216,21 @@ def measure(n: int, talkers: int, audio_level: bool, profile: bool = False) -> d
 def main(args: Any) -> None:
     """``--offline``: the sizes given (or ``--find-max``) as rows."""
     level = "no RFC 6464 level" if args.no_audio_level else "RFC 6464 levels"
+    what = (
+        "the mixer only: input, tick, send loop; no packet I/O"
+        if args.mixer_only
+        else "inbound unprotect+parse, input, mixer, outbound packet+protect+sendto; "
+        + ("fast packet path" if FAST else "aiortc packets")
+    )
     print(f"# callbridge bench/conference.py --offline — CPU time per 20 ms tick of one room "
           f"in one process ({TICKS} ticks per size; {args.talkers} talkers, {level}; "
-          f"inbound unprotect+parse, input, mixer, outbound packet+protect+sendto; "
-          f"{'fast packet path' if FAST else 'aiortc packets'})")  # fmt: skip
+          f"{what})")  # fmt: skip
     print(f"{'N':>4} {'CPU ms/tick':>11} {'% of a core':>11} {'own+shared enc/tick':>19} "
           f"{'dec/tick':>8}")  # fmt: skip
 
     def row(n: int) -> dict[str, float]:
-        r = measure(n, min(args.talkers, n), not args.no_audio_level, args.profile)
+        r = measure(n, min(args.talkers, n), not args.no_audio_level, args.profile,
+                    io=not args.mixer_only)  # fmt: skip
         print(f"{n:>4} {r['ms_per_tick']:>11.2f} {r['core_pct']:>10.1f}% "
               f"{r['own_per_tick']:>9.1f} + {r['shared_per_tick']:<7.1f} "
               f"{r['decoded_per_tick']:>8.1f}", flush=True)  # fmt: skip
