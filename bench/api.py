@@ -36,7 +36,8 @@ delivered as fast as it can (deliveries/s, the child's CPU over the drain); **st
 ``--rate`` messages/s enqueued for ``--duration`` seconds while it delivers (deliveries/s, the
 lag from enqueue to arrival p50 / p95, the child's CPU with the enqueues included).
 ``--database URL`` runs it on another (empty) database, e.g. PostgreSQL
-(``postgresql+asyncpg://…``). When that server runs on this machine and its role may read
+(``postgresql+asyncpg://…``); ``--fresh-database URL`` creates one on that PostgreSQL server
+(and drops it after). When that server runs on this machine and its role may read
 ``data_directory`` (a superuser, as in ``scripts/_setup.sh``'s throwaway cluster), its CPU
 (the postmaster and every backend, ended ones included) is printed per message too, and
 ``--pin-database`` pins it to the receiver's core (CPU 1), so that the outbox's core is its
@@ -509,7 +510,45 @@ def database_cpu(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+async def fresh_postgres_database(server_url: str) -> tuple[str, Any]:
+    """A new empty database on ``server_url``'s PostgreSQL server (its role may CREATE
+    DATABASE): its URL, and a coroutine function that drops it."""
+    import secrets
+
+    import asyncpg
+    from sqlalchemy import make_url
+
+    url = make_url(server_url)
+    name = f"callbridge_bench_{secrets.token_hex(4)}"
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(plain)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
 async def outbox_bench(args: argparse.Namespace, server_cpu: int) -> None:
+    if args.fresh_database:
+        args.database, drop = await fresh_postgres_database(args.fresh_database)
+        try:
+            await outbox_bench_on(args, server_cpu)
+        finally:
+            await drop()
+    else:
+        await outbox_bench_on(args, server_cpu)
+
+
+async def outbox_bench_on(args: argparse.Namespace, server_cpu: int) -> None:
     mine = sorted(os.sched_getaffinity(0))[0]  # the receiver's core
     receiver = CountingReceiver()
     await receiver.start()
@@ -568,6 +607,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="--outbox: steady msg/s")
     parser.add_argument(
         "--database", help="--outbox: an empty database's URL (default: a new SQLite file)"
+    )
+    parser.add_argument(
+        "--fresh-database",
+        metavar="URL",
+        help="--outbox: a PostgreSQL server's URL: run on a new database there (dropped after)",
     )
     parser.add_argument(
         "--pin-database",
