@@ -272,10 +272,13 @@ async def test_options_gets_200_with_allow_and_unknown_methods_501(
 async def test_a_draining_stack_refuses_new_invites_with_503_retry_after(
     stacks: tuple[SipStack, SipStack],
 ) -> None:
+    """A drain, or a database backlog (a full spool), refuses with its own reason phrase."""
     a, b = stacks
-    b.draining = lambda: 42
-    final, _ = await a.dialogs.invite(new_request("INVITE", udp_target(b)), udp_target(b))
-    assert final.status == 503 and final.headers.get("Retry-After") == "42"
+    for why in ("server draining", "database backlog"):
+        b.draining = lambda why=why: (why, 42)
+        final, _ = await a.dialogs.invite(new_request("INVITE", udp_target(b)), udp_target(b))
+        assert final.status == 503 and final.headers.get("Retry-After") == "42"
+        assert final.reason == f"Service Unavailable ({why})"
 
 
 # Real peers nobody here wrote: SIPp (sip-tester) and sipsak. -----------------------------------

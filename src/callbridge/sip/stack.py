@@ -119,7 +119,8 @@ class SipStack:
 
     :param domain: the SIP domain (registrar and digest realm; ``--sip-domain``).
     :param timers: T1/T2/T4 (RFC 3261 defaults; tests pass small ones).
-    :param draining: asked for each new INVITE; true refuses it with 503 (§21.5.4).
+    :param draining: asked for each new INVITE; a (reason phrase, Retry-After seconds) pair
+        refuses it with 503 (§21.5.4).
     :param guard: caps the TCP/TLS connections one source address may hold open.
     """
 
@@ -128,7 +129,7 @@ class SipStack:
         domain: str,
         *,
         timers: Timers | None = None,
-        draining: Callable[[], int | None] | None = None,
+        draining: Callable[[], tuple[str, int] | None] | None = None,
         limit: int = MAX_MESSAGE_BYTES,
         guard: SourceGuard | None = None,
     ) -> None:
@@ -137,7 +138,7 @@ class SipStack:
         self.transports = Transports(self.receive, self._framing_error, limit=limit, guard=guard)
         self.dialogs = DialogLayer(self)
         self.handlers: dict[str, Handler] = {}
-        self.draining = draining  # returns Retry-After seconds while draining, else None
+        self.draining = draining
         self._tasks: set[asyncio.Task[None]] = set()
         self.host = "127.0.0.1"
 
@@ -292,9 +293,10 @@ class SipStack:
         if method == "INVITE":
             incoming.tx.owner = incoming
             incoming.respond(incoming.response(100, tag=False))  # §17.2.1: stop Timer A now
-            retry = self.draining() if self.draining is not None else None
-            if retry is not None:  # §21.5.4: the drain starts no new calls
-                resp = incoming.response(503, "Service Unavailable (server draining)")
+            refused = self.draining() if self.draining is not None else None
+            if refused is not None:  # §21.5.4: a drain or a full spool starts no new calls
+                why, retry = refused
+                resp = incoming.response(503, f"Service Unavailable ({why})")
                 resp.headers.set("Retry-After", str(retry or DRAIN_RETRY_AFTER))
                 incoming.respond(resp)
                 return
@@ -447,16 +449,26 @@ class SipStack:
         return self.transports.flows.get((transport, remote))
 
 
+def _refusal(drain: Drain) -> tuple[str, int] | None:
+    """The reason phrase and Retry-After of a 503 to a new INVITE, or ``None`` to take it:
+    the server drains, or its database refuses writes and a spool is full (docs/security.md)."""
+    if drain.draining:
+        return "server draining", drain.retry_after()
+    refused = drain.refusal()
+    return ("database backlog", refused[1]) if refused is not None else None
+
+
 async def start_sip(config: ServerConfig, drain: Drain) -> SipStack | None:
     """The server's SIP endpoint, listening as ``config`` says (``None`` when
-    ``sip_port`` is 0). New INVITEs are refused with 503 while ``drain`` runs."""
+    ``sip_port`` is 0). New INVITEs are refused with 503 while ``drain`` runs or a spool
+    is full."""
     if not config.sip_port:
         return None
     stack = SipStack(
         config.sip_domain or config.host,
         # T2 and T4 keep RFC 3261's ratios to T1 (4 s and 5 s at the default 0.5 s, §17.1.1.1).
         timers=Timers(t1=config.sip_t1, t2=8 * config.sip_t1, t4=10 * config.sip_t1),
-        draining=lambda: drain.retry_after() if drain.draining else None,
+        draining=lambda: _refusal(drain),
         guard=SourceGuard(config.max_connections_per_source, config.login_failures_per_minute),
     )
     await stack.start(
