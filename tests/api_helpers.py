@@ -43,6 +43,9 @@ TYPED = {
     "call.speak.started": "CallSpeakStartedWebhookEvent",
     "call.speak.ended": "CallSpeakEndedWebhookEvent",
     "call.recording.saved": "CallRecordingSavedWebhookEvent",
+    # The SDK has no class for these two (conference.recording.error is callbridge's own).
+    "call.recording.error": "*",
+    "conference.recording.error": "*",
     "call.enqueued": "CallEnqueuedWebhookEvent",
     "call.dequeued": "CallLeftQueueWebhookEvent",
     # callbridge's own (issue 16): the SDK has no class for it, so an app reads event_type.
