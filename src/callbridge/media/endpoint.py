@@ -1,11 +1,13 @@
 """One endpoint's media path: a leg's aiortc peer connection and what its RTP does.
 
-Per inbound packet the hot path is: SRTP unprotect (aiortc) -> :meth:`Endpoint.on_rtp` ->
-either a header rewrite and SRTP protect (same codec on both legs: no decode, no encode) or
-decode -> resample -> encode (:class:`Transcoder`, different codecs). Nothing on that path logs
-or allocates more than the packet it sends. A mixer member's packets are decoded to 48 kHz
-frames into its FIFO instead (:mod:`callbridge.media.mixer`); a 1:1 leg's audio is decoded
-otherwise only while a recording of it runs (a *tap*, :class:`LegRecording`).
+Per inbound packet the hot path is: SRTP unprotect (in the ICE socket's datagram callback
+once aiortc has routed the SSRC: ``callbridge.rtp.webrtc._fast_inbound``) ->
+:meth:`Endpoint.on_rtp` -> either a header rewrite and SRTP protect (same codec on both
+legs: no decode, no encode) or decode -> resample -> encode (:class:`Transcoder`, different
+codecs). Nothing on that path logs or allocates more than the packet it sends. A mixer
+member's packets are decoded to 48 kHz frames into its FIFO instead
+(:mod:`callbridge.media.mixer`); a 1:1 leg's audio is decoded otherwise only while a
+recording of it runs (a *tap*, :class:`LegRecording`).
 
 Everything an endpoint sends goes through :meth:`Endpoint.send_audio`, :meth:`Endpoint.forward`
 or :meth:`Endpoint.relay_dtmf`; while the server sends an RFC 4733 event to the device

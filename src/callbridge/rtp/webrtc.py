@@ -5,7 +5,9 @@ stereo 96 kbit/s Opus, a per-frame Python loop per sender, no telephone-event) d
 media server, so :class:`RtpPort` takes the RTP path of one audio transceiver over:
 
 - inbound: the transceiver's receiver hands every RTP packet to our callback instead of its
-  jitter buffer and decoder (telephone-event packets included, RFC 4733);
+  jitter buffer and decoder (telephone-event packets included, RFC 4733); for the server's
+  ports (``fast_inbound``) the SRTP packets of an SSRC already routed are taken straight from
+  the ICE socket's datagram callback, around aiortc's receive loop (:func:`_fast_inbound`);
 - outbound: the sender's RTP loop is replaced; packets are sent by :meth:`RtpPort.send` with
   the sender's SSRC and MID, one sequence space, and optionally a *pump* coroutine that
   produces them (the client SDK's microphone loop).
