@@ -104,9 +104,7 @@ class RetryPolicy:
     max_attempts: int = 12  # HTTP attempts, failover ones included
     max_age: float = 24 * 3600.0  # no retry for a message older than this
     timeout: float = 10.0  # answer time allowed, unless the app sets webhook_timeout_secs
-    # messages held at once (sending, waiting for their destination), beyond those waiting for
-    # a destination that already has per_destination waiting (see _dispatch)
-    concurrency: int = 256
+    concurrency: int = 256  # messages held at once, those waiting for a full destination aside
     per_destination: int = 8  # requests in flight (and connections) to one destination
     batch_window: float = 0.005  # outcomes gather this long before they are written
     poll_interval: float = 5.0  # look for others' work (and expired leases) this often
@@ -419,12 +417,10 @@ class WebhookOutbox:
         transaction); how long until there may be more to do."""
         await self._purge_now_and_then()
         done, self._done = self._done, []
-        # A destination with a full round of messages waiting for it (per_destination) is
-        # full: it gets no more until they start. Less than a round waiting keeps a fast one
-        # fed while the next claim runs. The messages waiting for a full destination do not
-        # count against `concurrency`: else a slow receiver with that many calls would fill
-        # it and hold back every other one (each claim adds at most `concurrency` messages,
-        # and a full destination gets none, so what waits stays bounded).
+        # A destination with per_destination messages waiting is full: no more for it until
+        # they start (less keeps a fast one fed during the next claim). What waits for a full
+        # one does not count against `concurrency`, which slow receivers with that many calls
+        # would fill otherwise (a full destination gets none: what waits stays bounded).
         busy, parked = self._full_destinations()
         free = self.policy.concurrency - (self._held - len(done) - parked)
         settle_and_claim = (
