@@ -3,6 +3,7 @@
     .venv/bin/python bench/packet_path.py                  # 20000 packets per case
     .venv/bin/python bench/packet_path.py -n 50000 --profile
     .venv/bin/python bench/packet_path.py --cases webrtc-socket,webrtc
+    .venv/bin/python bench/packet_path.py --cases webrtc-socket --uvloop   # on uvloop's loop
 
 Two legs of one in-process media server (``InProcessMediaServer``, the code
 ``callbridge serve`` runs) are bridged with the same codec, so every packet is relayed (no
@@ -21,6 +22,10 @@ device sent it, and the CPU time of the process is measured until leg B has sent
   process's own ``sendto`` of the packet, ~the same in every run: compare runs, not cases).
 - *plain* and *plain+SRTP*: two plain RTP legs (a SIP phone's; PCMU, SDES keys for SRTP);
   the packets go to the leg's datagram callback; the sink is a socket nobody reads.
+
+With ``--uvloop`` peer B's socket cannot be paused (uvloop's UDP transport has no
+``pause_reading``): it reads and drops what the server sends, so its ``recvfrom`` is counted
+there and not on asyncio's loop (a little against uvloop).
 
 Not measured: the kernel's receive of the inbound datagrams (they are not read from a
 socket). The peers' own 50 packets/s keep flowing during the run; the denominator is what
@@ -98,7 +103,11 @@ async def webrtc_case(
     await server.bridge("a", "b")
     # Peer B's socket stops reading: the server's sends are not followed by its work.
     conn_b = peers[1].transceiver.sender.transport.transport._connection
-    conn_b._nominated[1].protocol.transport.pause_reading()  # type: ignore[attr-defined]
+    protocol_b = conn_b._nominated[1].protocol
+    try:
+        protocol_b.transport.pause_reading()  # type: ignore[attr-defined]
+    except AttributeError:  # uvloop's UDP transport cannot pause: read, then drop
+        protocol_b.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
     # The packets, protected by peer A's own SRTP session, with its MID and a new SSRC.
     sender_a = peers[0].transceiver.sender
     dtls_a = sender_a.transport
@@ -175,10 +184,18 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20000, help="packets per case")
     parser.add_argument("--profile", action="store_true", help="cProfile each case")
     parser.add_argument("--cases", default="webrtc,webrtc-socket,plain,plain+srtp")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run on uvloop's event loop (pip install uvloop)"
+    )
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop  # not a dependency of callbridge: the bench's option only
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     print(f"# callbridge bench/packet_path.py — relay path per packet, one process, CPU time; "
           f"N={args.n}; Python {platform.python_version()}, aiortc {aiortc.__version__}, "
-          f"pylibsrtp {pylibsrtp.__version__}, {os.cpu_count()} cores, "
+          f"pylibsrtp {pylibsrtp.__version__}, {'uvloop' if args.uvloop else 'asyncio'} loop, "
+          f"{os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'case':<12} {'µs/packet (CPU)':>15} {'µs/packet (wall)':>16} {'relayed':>8}")
     for case in args.cases.split(","):
