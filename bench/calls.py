@@ -5,6 +5,7 @@
     .venv/bin/python bench/calls.py --find-max --pin       # raise N until late+lost > 1 %
     .venv/bin/python bench/calls.py --baseline --pin       # stock aiortc side by side
     .venv/bin/python bench/calls.py --media-workers 2 -n 100
+    .venv/bin/python bench/calls.py --setup --media-workers 1 --media-workers 2  # setup alone
 
 For each N the orchestrator (this process) starts a fresh server (``callbridge serve``, SQLite,
 127.0.0.1), creates 2N users, and starts *load processes* (bench/calls_load.py, one per
@@ -35,6 +36,11 @@ server or load waited over 10 % for a CPU (other jobs) is run again, ``--retries
 ``--baseline`` also runs stock aiortc (bench/calls_baseline.py: a relay of aiortc peer
 connections, which decodes and re-encodes) with the same load at ``--baseline-calls`` calls,
 and callbridge at the same N, and prints their CPU per leg side by side with the ratio.
+
+With ``--media-workers N > 1`` each row is followed by a line per worker (% of a core, its legs,
+CPU-s per leg per s) and the control process's (% of a core, CPU-ms per call per s).
+``--setup`` measures setup alone (bench/calls_setup.py): ``--single`` calls one after another
+and ``--burst`` at once, against the issue 15 targets, for each ``--media-workers`` given.
 
 Everything runs on 127.0.0.1.
 """
@@ -467,6 +473,12 @@ def main() -> None:
     )
     ap.add_argument("--single", type=int, default=20, help="--setup: calls one at a time")
     ap.add_argument("--burst", type=int, default=50, help="--setup: calls placed at once")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="--setup: py-spy records the server's processes during the burst",
+    )
     ap.add_argument("--find-max", action="store_true", help="raise N until late+lost > 1 %%")
     ap.add_argument("--start", type=int, default=20, help="--find-max: first N")
     ap.add_argument("--step", type=int, default=20, help="--find-max: calls added per size")

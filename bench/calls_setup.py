@@ -19,8 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,33 @@ from calls import Loads, cpu_seconds, load_prefix, make_users, percentile, pin_a
 
 SINGLE_P50_MS = 50.0  # issue 15: call setup p50 < 50 ms for one call
 BURST_P95_MS = 1000.0  # and for 50 calls placed at once p95 < 1 s
+
+
+def profile(pids: list[int], workers: int, out: Path | None) -> list[subprocess.Popen[bytes]]:
+    """``--profile DIR``: py-spy records the server's processes during the burst, as collapsed
+    stacks (``DIR/setup-w<workers>-<process>.txt``; process ``ctl`` or ``worker<i>``)."""
+    if out is None:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    names = ["ctl", *(f"worker{i}" for i in range(len(pids) - 1))]
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    spies = [
+        subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                          "--nonblocking", "--output", str(out / f"setup-w{workers}-{name}.txt")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid, name in zip(pids, names, strict=True)
+    ]  # fmt: skip
+    time.sleep(1.0)  # py-spy attached before the burst starts
+    return spies
+
+
+def stop_profile(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in spies:
+        spy.wait(30)
 
 
 def run_setup(workers: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -57,11 +89,13 @@ def run_setup(workers: int, args: argparse.Namespace) -> dict[str, Any]:
             if "error" in (single := loads.hear()):
                 return {"workers": workers, "error": single["error"]}
             cpu1 = [cpu_seconds(p) for p in pids]
+            spies = profile(pids, workers, args.profile)
             loads.go()
             result = loads.hear()
             cpu2 = [cpu_seconds(p) for p in pids]
         finally:
             loads.kill()
+            stop_profile(spies)
     if "error" in result:
         return {"workers": workers, "error": result["error"]}
 
