@@ -138,9 +138,7 @@ def measure(
         encode_loop((0.3 * 32767 * np.sin(2 * np.pi * (300 + 170 * k) * t)).astype(np.int16), OPUS)
         for k in range(talkers)
     ]
-    plain = [
-        [(loops[i] if i < talkers else silence)[k % 50] for i in range(n)] for k in range(50)
-    ]
+    plain = [[(loops[i] if i < talkers else silence)[k % 50] for i in range(n)] for k in range(50)]
     level_of = [((True, 10) if i < talkers else (False, 127)) if audio_level else None
                 for i in range(n)]  # fmt: skip
     # One SRTP session per leg each way, as each peer connection has its own (one session of
