@@ -260,7 +260,8 @@ async def test_slow_receivers_with_more_calls_than_the_outbox_holds_do_not_starv
     slow = [Receiver(), Receiver()]
     for r in slow:
         await r.start()
-        r.script("/hook", *["hang"] * 10)  # type: ignore[list-item]
+        hang: Action = "hang"
+        r.script("/hook", *[hang] * 10)
     policy = RetryPolicy(timeout=5.0, poll_interval=5.0, per_destination=2, concurrency=8)
     store = await Store.open(database.url)
     outbox = await WebhookOutbox.create(store, policy=policy)

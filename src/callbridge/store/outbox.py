@@ -374,6 +374,7 @@ _INSERT_NOTIFY = insert(_TABLE).returning(_TABLE.c.id, func.pg_notify(WEBHOOK_CH
 def _insert(conn: AsyncConnection) -> Any:
     return _INSERT_NOTIFY if conn.dialect.name == "postgresql" else _INSERT
 
+
 _COLUMNS = tuple(
     c for c in _Row.__table__.columns if c.name not in ("lease_owner", "lease_expires_at")
 )
