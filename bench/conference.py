@@ -377,7 +377,9 @@ def why_not(r: dict[str, Any]) -> str:
         reasons.append(f"{r['late_lost_pct']:.2f} % late+lost")
     if r["server_cpu_pct"] >= 100:
         reasons.append("a whole core")
-    if not r["tones_min_db"] > TONE_HEARD_DB:
+    if r["tones_min_db"] != r["tones_min_db"]:  # NaN: under 1 s of audio reached them
+        reasons.append("no audio at the decoding legs")
+    elif not r["tones_min_db"] > TONE_HEARD_DB:
         reasons.append(f"a talker heard at {r['tones_min_db']:.1f} dB")
     return ", ".join(reasons)
 
