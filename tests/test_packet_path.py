@@ -329,7 +329,7 @@ async def test_a_keyed_legs_rtp_skips_aiortcs_queue_and_bad_srtp_is_dropped_and_
 async def test_a_packet_handler_that_suspends_finishes_in_a_task() -> None:
     """The datagram callback runs a handler to its end when nothing in it waits (the relay);
     one that does wait is resumed from there by a task, as asyncio would."""
-    from callbridge.rtp.webrtc import _run_now
+    from callbridge.rtp.fastpath import run_now
 
     done: list[str] = []
 
@@ -341,8 +341,8 @@ async def test_a_packet_handler_that_suspends_finishes_in_a_task() -> None:
         await asyncio.sleep(0.01)
         done.append("slow done")
 
-    _run_now(quick())
-    _run_now(slow())
+    run_now(quick())
+    run_now(slow())
     assert done == ["quick", "slow started"]
     async with asyncio.timeout(2):
         while len(done) < 3:  # noqa: ASYNC110

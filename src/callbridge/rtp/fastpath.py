@@ -13,6 +13,7 @@ header extension block piece by piece, and pylibsrtp's wrapper (type checks and 
   block (MID, RFC 8843; audio level) are written with ``struct.pack_into`` into a
   preallocated ``bytearray``, byte for byte what ``RtpPacket.serialize`` writes for the same
   values (tests/test_packet_path.py compares them).
+- :func:`run_now` runs a packet handler (a coroutine) to its end inside a datagram callback.
 - :class:`Srtp` calls ``srtp_protect`` / ``srtp_unprotect`` of the libsrtp inside a
   ``pylibsrtp.Session`` with the session's own buffer and one reused length cell; the packet
   is assembled in that buffer, and what ``sendto`` gets is a view of it (asyncio's datagram
@@ -21,14 +22,17 @@ header extension block piece by piece, and pylibsrtp's wrapper (type checks and 
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import types
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import pylibsrtp
 from aiortc.rtp import HeaderExtensionsMap
 from pylibsrtp._binding import ffi, lib
 
-__all__ = ["RtpView", "RtpWriter", "Srtp", "parse_rtp"]
+__all__ = ["RtpView", "RtpWriter", "Srtp", "parse_rtp", "run_now"]
 
 _FIXED = struct.Struct("!BBHII")  # V P X CC, M PT, sequence number, timestamp, SSRC
 _EXT_HEAD = struct.Struct("!HH")  # profile, length in 32-bit words (RFC 3550 5.3.1)
@@ -233,3 +237,40 @@ class Srtp:
         if rc:
             raise pylibsrtp.Error(f"srtp_unprotect failed ({rc})")
         return bytes(self._buffer[0 : cell[0]])
+
+
+_pending: set[asyncio.Task[Any]] = set()  # handlers that suspended (run_now), until done
+
+
+def run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end right here, or, if it suspends, in a task from there on.
+
+    The packet handlers are coroutines, but nothing on the relay path awaits a real future,
+    so a datagram callback can run them without a task or a loop turn per packet. A handler
+    that does suspend goes on in a task (kept in ``_pending``), resumed as a task would
+    resume it: on its future's completion.
+    """
+    try:
+        future = coro.send(None)
+    except StopIteration:
+        return
+    task = asyncio.get_running_loop().create_task(_resume(coro, future))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], future: Any) -> Generator[Any, None, None]:
+    while True:
+        try:
+            yield future  # the task waits on it, then resumes the coroutine (send None)
+        except BaseException as exc:  # cancelled: into the coroutine, as a task would
+            try:
+                future = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            future = coro.send(None)
+        except StopIteration:
+            return

@@ -34,8 +34,7 @@ import logging
 import random
 import struct
 import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pylibsrtp
@@ -58,7 +57,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
-from callbridge.rtp.fastpath import RtpView, RtpWriter, Srtp, parse_rtp
+from callbridge.rtp.fastpath import RtpView, RtpWriter, Srtp, parse_rtp, run_now
 from callbridge.rtp.ice import restrict_ice_addresses, rtc_configuration, set_ice_policy
 from callbridge.rtp.offer_answer import (
     VP8,
@@ -116,41 +115,6 @@ Pump = Callable[["RtpPort"], Awaitable[None]]
 _CONNECTED = State.CONNECTED
 _FAST = "_callbridge_fast_rtp"  # on an RTCDtlsTransport: SSRC -> the RtpPort it goes to
 _unpack_ssrc = struct.Struct("!I").unpack_from
-_pending: set[asyncio.Task[Any]] = set()  # handlers that suspended (_run_now), until done
-
-
-def _run_now(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro`` to its end right here, or, if it suspends, in a task from there on.
-
-    The packet handlers are coroutines (a plain leg's send may one day wait), but nothing on
-    the relay path awaits a real future, so a datagram callback can run them without a task
-    or a loop turn per packet. A handler that does suspend goes on in a task (kept in
-    ``_pending``), resumed as a task would resume it: on its future's completion.
-    """
-    try:
-        future = coro.send(None)
-    except StopIteration:
-        return
-    task = asyncio.get_running_loop().create_task(_resume(coro, future))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], future: Any) -> Generator[Any, None, None]:
-    while True:
-        try:
-            yield future  # the task waits on it, then resumes the coroutine (send None)
-        except BaseException as exc:  # cancelled: into the coroutine, as a task would
-            try:
-                future = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            future = coro.send(None)
-        except StopIteration:
-            return
 
 
 def _fast_inbound(dtls: RTCDtlsTransport) -> dict[int, RtpPort]:
@@ -339,7 +303,7 @@ class RtpPort:
             stream = self._streams[view.ssrc] = StreamStatistics(self._clock_rate(view))
         stream.add(view)  # type: ignore[arg-type]  # reads sequence_number, timestamp
         try:
-            _run_now(self._on_rtp(view))
+            run_now(self._on_rtp(view))
         except Exception:  # one bad packet must not end the leg's audio, nor flood the log
             self.handler_errors += 1
             if self.handler_errors == 1:
