@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -80,6 +81,19 @@ async def run_server() -> None:
     media = InProcessMediaServer(["127.0.0.1"])
     await media.create_mixer(ROOM)
     done = asyncio.Event()
+    # Python's cyclic garbage collector stops the event loop while it runs: its longest pause
+    # and its full (generation 2) collections, to tell a GC pause from a slow tick.
+    gc_state = {"t0": 0.0, "max_ms": 0.0, "full": 0}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_state["t0"] = time.perf_counter()
+            return
+        pause = 1000 * (time.perf_counter() - gc_state["t0"])
+        gc_state["max_ms"] = max(gc_state["max_ms"], pause)
+        gc_state["full"] += info["generation"] == 2
+
+    gc.callbacks.append(on_gc)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
@@ -93,7 +107,9 @@ async def run_server() -> None:
                 reply = {"ticks": mixer.ticks, "encodes": mixer.encodes,
                          "shared_encodes": mixer.shared_encodes, "late_ticks": media.late_ticks,
                          "members": len(await media.mixer_members(ROOM)),
-                         "decoded": sum(m.fifo.decoded for m in mixer.members)}  # fmt: skip
+                         "decoded": sum(m.fifo.decoded for m in mixer.members),
+                         "gc_max_ms": gc_state["max_ms"], "gc_full": gc_state["full"]}  # fmt: skip
+                gc_state["max_ms"] = 0.0  # from one stats request to the next
             elif req["op"] == "quit":
                 done.set()
             writer.write((json.dumps(reply) + "\n").encode())
@@ -321,6 +337,8 @@ def run_size(
         "kib_per_participant": (rss_mid - rss0) / n / 1024,
         "rss_mib": rss_mid / 2**20,
         "tones_min_db": min(heard) if heard else float("nan"),
+        "gc_max_ms": after["gc_max_ms"],  # the longest GC pause during the audio phase
+        "gc_full": after["gc_full"] - before["gc_full"],
         "heard": [f["heard"] for f in load_figures],
     }
 
@@ -343,7 +361,8 @@ def cpu_model() -> str:
 COLUMNS = (
     f"{'N':>4} {'cpu-s/part/s':>12} {'server%':>8} {'load%':>6} {'load late':>9} "
     f"{'late+lost%':>10} {'late ticks':>10} {'own+shared enc/tick':>19} {'dec/tick':>8} "
-    f"{'tones dB':>8} {'wait s/l %':>10} {'µs/pkt s/l':>11} {'KiB/part':>9} {'RSS MiB':>8}"
+    f"{'tones dB':>8} {'wait s/l %':>10} {'µs/pkt s/l':>11} {'KiB/part':>9} {'RSS MiB':>8} "
+    f"{'GC ms/full':>9}"
 )
 
 
@@ -356,7 +375,8 @@ def print_row(n: int, r: dict[str, Any]) -> None:
           f"{r['own_per_tick']:>9.1f} + {r['shared_per_tick']:<7.1f} "
           f"{r['decoded_per_tick']:>8.1f} {r['tones_min_db']:>8.1f} {wait:>10} "
           f"{per_packet:>11} "
-          f"{r['kib_per_participant']:>9.0f} {r['rss_mib']:>8.0f}", flush=True)  # fmt: skip
+          f"{r['kib_per_participant']:>9.0f} {r['rss_mib']:>8.0f} "
+          f"{r['gc_max_ms']:>5.1f}/{r['gc_full']:<3}", flush=True)  # fmt: skip
 
 
 def held(r: dict[str, Any]) -> bool:
@@ -439,7 +459,9 @@ def main() -> None:
     print("# load late: the load's own 20 ms ticks started > 10 ms late; tones dB: the "
           "quietest talker tone heard by the decoding sample legs; wait s/l: % of the time "
           "the server / the load waited for a CPU (other jobs); µs/pkt s/l: CPU of the server / "
-          "the load per RTP packet between them (sent + received)")  # fmt: skip
+          "the load per RTP packet between them (sent + received); GC ms/full: the "
+          "server's longest garbage-collector pause and its full collections in the audio "
+          "phase")  # fmt: skip
     print(COLUMNS)
 
     def run(n: int) -> dict[str, Any]:
