@@ -44,14 +44,18 @@ RING_TIMEOUT = 3.0
 SESSION_GRACE = 8.0  # > the 5 s outage of the reconnect test
 
 
-# Issue 15: the suite also runs these modules (calls, conferences, transfers) against a server
-# with two media worker processes: each of their tests that uses the `server` fixture runs twice,
-# ids `[one-process]` and `[media-workers-2]`. Not when CALLBRIDGE_TEST_MEDIA_WORKERS already
-# puts workers on every server, nor with CALLBRIDGE_TEST_WORKERS_PASS=0.
-WORKERS_PASS_MODULES = frozenset({"test_calls", "test_conferences", "test_transfer"})
+# Issue 15: every test server has media worker processes: CALLBRIDGE_TEST_MEDIA_WORKERS (2
+# unless set; the testing kit's servers read it) puts `--media-workers N` on each, however many
+# cores the machine has. The modules of calls, conferences and transfers also run against a
+# one-process server (`--media-workers 1`, the media in the server's own process): each of
+# their tests that uses the `server` fixture runs twice, ids `[media-workers-2]` and
+# `[one-process]`. CALLBRIDGE_TEST_MEDIA_WORKERS=1 runs everything in one process (no second
+# pass); CALLBRIDGE_TEST_WORKERS_PASS=0 turns the one-process pass off.
+TEST_MEDIA_WORKERS = int(os.environ.setdefault("CALLBRIDGE_TEST_MEDIA_WORKERS", "2"))
+ONE_PROCESS_PASS_MODULES = frozenset({"test_calls", "test_conferences", "test_transfer"})
 # Not twice: these wait out a timer of the control plane (session grace, ring timeout), whose
 # media is what the other tests already cover; together they would cost ~24 s of the budget.
-WORKERS_PASS_EXCEPT = frozenset(
+ONE_PROCESS_PASS_EXCEPT = frozenset(
     {
         "test_a_connection_that_stays_away_ends_the_call_after_the_grace_period",
         "test_nobody_answers",
@@ -63,34 +67,39 @@ WORKERS_PASS_EXCEPT = frozenset(
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if (
-        metafunc.module.__name__ in WORKERS_PASS_MODULES
-        and metafunc.function.__name__ not in WORKERS_PASS_EXCEPT
+        metafunc.module.__name__ in ONE_PROCESS_PASS_MODULES
+        and metafunc.function.__name__ not in ONE_PROCESS_PASS_EXCEPT
         and "server" in metafunc.fixturenames
-        and not os.environ.get("CALLBRIDGE_TEST_MEDIA_WORKERS")
+        and TEST_MEDIA_WORKERS > 1
         and os.environ.get("CALLBRIDGE_TEST_WORKERS_PASS", "1") != "0"
     ):
         # Session scope: pytest groups the items by server, so each server starts once.
         metafunc.parametrize(
-            "server", [1, 2], ids=["one-process", "media-workers-2"], indirect=True, scope="session"
+            "server",
+            [TEST_MEDIA_WORKERS, 1],
+            ids=[f"media-workers-{TEST_MEDIA_WORKERS}", "one-process"],
+            indirect=True,
+            scope="session",
         )
 
 
 @pytest.fixture(scope="session")
-def one_process_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the whole run. On the way out every test must have closed its phones:
-    no session, leg or media endpoint may be left, and the log may hold no traceback (a server
-    that logged one has a bug even when every test passed): ``Server.check_clean``."""
+def workers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the whole run, with CALLBRIDGE_TEST_MEDIA_WORKERS media worker processes.
+    On the way out every test must have closed its phones: no session, leg or media endpoint
+    may be left, and the log may hold no traceback (a server that logged one has a bug even
+    when every test passed): ``Server.check_clean``."""
     data_dir = tmp_path_factory.mktemp("server")
     with running(data_dir, ring_timeout=RING_TIMEOUT, session_grace=SESSION_GRACE) as srv:
         yield srv
 
 
 @pytest.fixture(scope="session")
-def two_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The same server with two media worker processes (`--media-workers 2`), started only
-    by the xdist workers that run a module of WORKERS_PASS_MODULES."""
-    data_dir = tmp_path_factory.mktemp("server-workers")
-    args = ["--media-workers", "2"]
+def one_process_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same server with the media in its own process (`--media-workers 1`), started only
+    by the xdist workers that run a module of ONE_PROCESS_PASS_MODULES."""
+    data_dir = tmp_path_factory.mktemp("server-one-process")
+    args = ["--media-workers", "1"]
     with running(
         data_dir, ring_timeout=RING_TIMEOUT, session_grace=SESSION_GRACE, args=args
     ) as srv:
@@ -99,12 +108,12 @@ def two_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 
 @pytest.fixture(scope="session")
 def server(request: pytest.FixtureRequest) -> Server:
-    """The suite's server: the one-process one, or (``param`` 2, see pytest_generate_tests) the
-    one with two media workers. Both live for the whole run; this only picks."""
-    if getattr(request, "param", 1) == 2:
-        picked: Server = request.getfixturevalue("two_worker_server")
+    """The suite's server: the one with media workers, or (``param`` 1, see
+    pytest_generate_tests) the one-process one. Both live for the whole run; this only picks."""
+    if getattr(request, "param", TEST_MEDIA_WORKERS) == 1:
+        picked: Server = request.getfixturevalue("one_process_server")
     else:
-        picked = request.getfixturevalue("one_process_server")
+        picked = request.getfixturevalue("workers_server")
     return picked
 
 
