@@ -13,14 +13,13 @@ operator's alone (``store/engine.py`` also tightens an existing directory).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from callbridge import logs, settings
+from callbridge import logs, loops, settings
 from callbridge.cli import (
     EXIT_OK,
     LOG_LEVELS,
@@ -35,6 +34,7 @@ from callbridge.cli import (
 )
 from callbridge.config import ServerConfig
 from callbridge.logs import LOG_FORMATS
+from callbridge.loops import EVENT_LOOPS
 
 __all__ = ["add_serve_command", "parse_bytes", "parse_network"]
 
@@ -178,6 +178,13 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
         metavar="N",
         help="media worker processes (%(default)s: the media runs in the server's own "
         "process; N > 1 spreads calls over N processes, e.g. one per core; docs/operations.md)",
+    )
+    group.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=ServerConfig.event_loop,
+        help="the event loop of the server and its media workers: uvloop (about 20 %% less CPU "
+        "per relayed packet), asyncio's own, or %(default)s (uvloop when installed)",
     )
     group.add_argument(
         "--session-grace",
@@ -546,6 +553,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         sip_t1=args.sip_t1,
         rtp_ports=args.rtp_ports,
         media_workers=args.media_workers,
+        event_loop=args.event_loop,
         log_format=args.log_format,
     )
 
@@ -564,7 +572,7 @@ def _serve(args: argparse.Namespace) -> int:
     # commands do not need.
     from callbridge.server import serve
 
-    asyncio.run(serve(config))
+    loops.run(serve(config), config.event_loop)
     return EXIT_OK
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from callbridge.loops import EventLoop
+
 __all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "database_url_for"]
 
 DEFAULT_DATA_DIR = Path("callbridge-data")
@@ -63,6 +65,8 @@ class ServerConfig:
     # Media worker processes (issue 15, callbridge.media.workers): 1 keeps the media plane in
     # the server's own process; N > 1 runs N worker processes behind the same interface.
     media_workers: int = 1
+    # The event loop of the server and its media workers (callbridge.loops): uvloop if present.
+    event_loop: EventLoop = "auto"
     log_format: Literal["text", "json"] = "text"  # every log line's format (callbridge.logs)
 
     @property

@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI, WebSocket
 
-from callbridge import __version__, logs, recovery
+from callbridge import __version__, logs, loops, recovery
 from callbridge.api import ApiContext, WebhookEvents, install_api
 from callbridge.api.limits import install_limits
 from callbridge.apidocs import install_docs
@@ -161,6 +161,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             "sessions": len(runtime.sessions.sessions),
             "legs": len(runtime.controller.legs),
             "media_endpoints": runtime.media.endpoint_count,
+            "event_loop": loops.running(),
         }
         if isinstance(runtime.media, WorkerMediaServer):  # per worker: pid, alive, restarts
             health["media_workers"] = runtime.media.worker_health()

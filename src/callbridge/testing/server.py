@@ -139,6 +139,7 @@ class Health(TypedDict):
     sessions: int
     legs: int  # calls' sides
     media_endpoints: int
+    event_loop: str  # "uvloop" or "asyncio" (``--event-loop``)
 
 
 class ServerOptions(TypedDict):

@@ -66,6 +66,7 @@ class WorkerProcess:
                 "callbridge.media.workers.worker",
                 str(child.fileno()),
                 log_level,
+                config.event_loop,
                 pass_fds=(child.fileno(),),
                 start_new_session=True,  # signals for the server's terminal are not theirs
             )

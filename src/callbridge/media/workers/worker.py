@@ -1,4 +1,4 @@
-"""A media worker process: ``python -m callbridge.media.workers.worker FD LOG_LEVEL``.
+"""A media worker process: ``python -m callbridge.media.workers.worker FD LOG_LEVEL [LOOP]``.
 
 It runs one :class:`~callbridge.media.engine.InProcessMediaServer` and serves the control
 process's MediaServer calls arriving on the inherited socket ``FD`` (:mod:`.wire`): each call
@@ -18,9 +18,11 @@ import socket
 import sys
 from typing import Any
 
+from callbridge import loops
 from callbridge.config import ServerConfig
 from callbridge.errors import ErrorCode, ProtocolError
 from callbridge.logs import LIBRARIES, JsonFormatter
+from callbridge.loops import EVENT_LOOPS, EventLoop
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.fetch import acting_for, configure_outbound
 from callbridge.media.interface import MediaEvent
@@ -138,6 +140,7 @@ async def serve(sock: socket.socket) -> None:
 
 def main(argv: list[str]) -> int:
     fd, level = int(argv[0]), argv[1]
+    loop: EventLoop = argv[2] if len(argv) > 2 and argv[2] in EVENT_LOOPS else "auto"
     # The control process stops its workers over the socket; a Ctrl-C meant for it must not
     # kill them first (they run in their own session, but a terminal may still signal them).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -148,7 +151,7 @@ def main(argv: list[str]) -> int:
     for name in LIBRARIES:  # as in the control process: their own plumbing stays out
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     sock = socket.socket(fileno=fd)
-    asyncio.run(serve(sock))
+    loops.run(serve(sock), loop)
     return 0
 
 
