@@ -276,11 +276,21 @@ class Endpoint:
 
     async def send_audio(self, payload: bytes, source: object, source_ts: int) -> None:
         """Send one audio payload, its timestamp mapped from ``source``'s clock."""
+        self.send_audio_now(payload, source, source_ts)
+
+    def send_audio_now(
+        self, payload: bytes, source: object, source_ts: int, now: float = 0.0
+    ) -> None:
+        """:meth:`send_audio` without a coroutine (the mixer's send loop, once per member
+        per tick); ``now``: the tick's ``time.monotonic()`` (OutboundClock.map)."""
         port, clock = self.port, self.clock
-        if port is None or port.audio is None or clock is None or self.sending_event:
+        if port is None or clock is None or self.sending_event:
             return
-        ts, marker = clock.map(source, source_ts)
-        await port.send(payload, port.audio.payload_type, ts, marker)
+        audio = port.audio
+        if audio is None:
+            return
+        ts, marker = clock.map(source, source_ts, now)
+        port.send_now(payload, audio.payload_type, ts, marker)
 
     async def on_rtp(self, packet: RtpView) -> None:
         self.stats.feed(packet.ssrc, packet.sequence_number)
@@ -300,7 +310,7 @@ class Endpoint:
             if event is not None:
                 self.server.emit(DtmfReceived(self.id, event.digit))
             if peer is not None and not peer.plays_own_audio():
-                await peer.relay_dtmf(self, packet)
+                peer.relay_dtmf(self, packet)
             return
         member = self.member
         if member is not None:
@@ -316,9 +326,9 @@ class Endpoint:
             self.tap.extend(self.decode(packet.payload, spec))
         if peer is None or peer.plays_own_audio():
             return
-        await peer.forward(self, packet, spec)
+        peer.forward(self, packet, spec)
 
-    async def forward(self, src: Endpoint, packet: RtpView, spec: CodecSpec) -> None:
+    def forward(self, src: Endpoint, packet: RtpView, spec: CodecSpec) -> None:
         """Send ``src``'s audio packet to this endpoint's device (relayed or transcoded)."""
         port, clock = self.port, self.clock
         if port is None or port.audio is None or clock is None or self.sending_event:
@@ -327,16 +337,16 @@ class Endpoint:
         mine = port.audio
         if spec is mine.codec:
             ts, marker = clock.map(src, packet.timestamp)
-            await port.send(packet.payload, mine.payload_type, ts, marker | packet.marker)
+            port.send_now(packet.payload, mine.payload_type, ts, marker | packet.marker)
             return
         tc = self.transcoders.get(id(src))
         if tc is None or tc.src is not spec:
             tc = self.transcoders[id(src)] = Transcoder(spec, mine.codec)
         for payload, out_ts, gap in tc.process(packet.payload, packet.timestamp):
             ts, marker = clock.map(tc, out_ts)
-            await port.send(payload, mine.payload_type, ts, marker | gap)
+            port.send_now(payload, mine.payload_type, ts, marker | gap)
 
-    async def relay_dtmf(self, src: Endpoint, packet: RtpView) -> None:
+    def relay_dtmf(self, src: Endpoint, packet: RtpView) -> None:
         """Relay an RFC 4733 event to this endpoint's device, in its clock and payload type."""
         port, clock = self.port, self.clock
         src_audio = src.port.audio if src.port else None
@@ -359,7 +369,7 @@ class Endpoint:
             timestamp = timestamp * dst_rate // src_rate
             key = src.dtmf_key
         ts, marker = clock.map(key, timestamp)
-        await port.send(payload, mine.te_payload_type, ts, marker | packet.marker)
+        port.send_now(payload, mine.te_payload_type, ts, marker | packet.marker)
 
     async def tick(self) -> None:
         """Send the next 20 ms of this endpoint's own audio: its play_to playback, else its

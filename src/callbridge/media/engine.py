@@ -218,7 +218,7 @@ class InProcessMediaServer(PlainRtpMethods):
         new.override, old.override = old.override, None
         if old.member is not None and old.mixer is not None:
             new.member, new.mixer = old.member, old.mixer
-            new.member.leg = new
+            new.member.set_leg(new)
             new.member.fifo.clear()
             old.member = old.mixer = None
             new.mixer.changed()

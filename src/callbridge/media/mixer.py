@@ -40,6 +40,7 @@ members) and the payloads it sends; buffers are reallocated only when membership
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ class Leg(Protocol):
         """Send one payload, its timestamp mapped from ``source``'s clock."""
 
 
+SendNow = Callable[[bytes, object, int, float], None]
+
+
 @dataclass(eq=False)
 class Member:
     """One endpoint in a mixer, with its flags (see :meth:`MediaServer.mixer_update`)."""
@@ -164,6 +168,17 @@ class Member:
     shared: bool = False  # it was sent the shared mix last tick
     hang: int = 0  # ticks of hangover left (see HANGOVER_TICKS)
     level: float = 0.0  # smoothed sum of squares, for the floor
+    # The leg's synchronous send (Endpoint.send_audio_now), looked up once: the send loop
+    # then makes no coroutine per member per tick. None: the leg has only send_audio.
+    send_now: SendNow | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.send_now = getattr(self.leg, "send_audio_now", None)
+
+    def set_leg(self, leg: Leg) -> None:
+        """The member's device reconnected on a new endpoint: it goes on with its flags."""
+        self.leg = leg
+        self.send_now = getattr(leg, "send_audio_now", None)
 
     @property
     def id(self) -> str:
@@ -378,6 +393,7 @@ class Mixer:
         last_payload: bytes | None = None
         last_ts = 0
         ticks = self.ticks
+        now = time.monotonic()  # one clock read per tick for every member's OutboundClock
         self._take_over_shared_state(members, heard, extra)
         own_rows = set(np.flatnonzero(heard).tolist())
         if extra is not None:
@@ -426,7 +442,11 @@ class Mixer:
                     last_ts = ticks * spec.timestamp_step
                 payload, ts = last_payload, last_ts
             if payload is not None:
-                await leg.send_audio(payload, self, ts)
+                send_now = m.send_now
+                if send_now is not None:
+                    send_now(payload, self, ts, now)
+                else:
+                    await leg.send_audio(payload, self, ts)
 
     def _take_over_shared_state(
         self,

@@ -218,8 +218,7 @@ class RtpPort:
         self._fast = fast_inbound
         self._writer: RtpWriter | None = None  # built at the first send (MID, ids known)
         self._srtp: Srtp | None = None  # on the DTLS transport's outbound SRTP session
-        self._pair: Any = None  # the nominated ICE pair we send on, and its remote address
-        self._dest: tuple[str, int] = ("", 0)
+        self._route: _Route | None = None  # what send_now goes through, once connected
         self._recv_pts: frozenset[int] = frozenset()
         self._level_id = 0  # negotiated id of the RFC 6464 extension we receive
         self._hook()
@@ -340,7 +339,59 @@ class RtpPort:
         finally:
             exited.set()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A port that brings its own ``send`` (a plain RTP leg's) gets a ``send_now`` that
+        # runs it: RtpPort's would write to an aiortc transceiver it does not have.
+        super().__init_subclass__(**kwargs)
+        if "send" in cls.__dict__ and "send_now" not in cls.__dict__:
+
+            def send_now(
+                self: RtpPort,
+                payload: bytes,
+                payload_type: int,
+                timestamp: int,
+                marker: int,
+                audio_level: tuple[bool, int] | None = None,
+            ) -> None:
+                run_now(self.send(payload, payload_type, timestamp, marker, audio_level))
+
+            cls.send_now = send_now  # type: ignore[method-assign]
+
     async def send(
+        self,
+        payload: bytes,
+        payload_type: int,
+        timestamp: int,
+        marker: int,
+        audio_level: tuple[bool, int] | None = None,
+    ) -> None:
+        """:meth:`send_now`, for callers that await (the SDK client, DTMF)."""
+        self.send_now(payload, payload_type, timestamp, marker, audio_level)
+
+    def _resolve_route(self) -> _Route | None:
+        """What a send goes through, looked up once per stream (the DTLS transport, its SRTP
+        session and counters, the nominated ICE pair's socket and address), or None while
+        not connected. Resolved again when the nominated pair changes (RFC 8445 8.1.1) or
+        the transport leaves the connected state (its keys and pair are then gone)."""
+        dtls = self._sender.transport
+        if dtls._state is not _CONNECTED:
+            return None
+        nominated: dict[int, Any] = dtls.transport._connection._nominated
+        pair = nominated.get(1)
+        if pair is None:
+            return None
+        transport = pair.protocol.transport
+        if transport is None:
+            return None
+        srtp = self._srtp
+        if srtp is None or srtp.session is not dtls._tx_srtp:
+            srtp = self._srtp = Srtp(dtls._tx_srtp)
+        route = self._route = _Route(
+            dtls, nominated, pair, srtp.protect, transport.sendto, pair.remote_addr, self._sender
+        )
+        return route
+
+    def send_now(
         self,
         payload: bytes,
         payload_type: int,
@@ -354,7 +405,8 @@ class RtpPort:
         The header is written in place (:class:`~callbridge.rtp.fastpath.RtpWriter`),
         protected by libsrtp in the DTLS transport's SRTP session and sent on the nominated
         ICE pair's socket: what ``RTCDtlsTransport._send_rtp`` and aioice do, without their
-        per-packet layers. Nothing is sent while the transport is not connected."""
+        per-packet layers (and without a coroutine). Nothing is sent while the transport is
+        not connected."""
         writer = self._writer
         if writer is None:
             writer = self._writer = RtpWriter(self.ssrc, self._ext_map, self._mid)
@@ -362,34 +414,73 @@ class RtpPort:
         header = writer.header(payload_type, marker, self._seq, timestamp, audio_level)
         self._seq = (self._seq + 1) & 0xFFFF
         self.packets_sent += 1
-        sender = self._sender
-        dtls = sender.transport
-        if dtls._state is not _CONNECTED:
-            return  # not yet, or closing: the call is ending anyway
-        srtp = self._srtp
-        if srtp is None or srtp.session is not dtls._tx_srtp:
-            srtp = self._srtp = Srtp(dtls._tx_srtp)
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return
-        if pair is not self._pair:  # the nominated pair (RFC 8445 8.1.1), rarely changes
-            self._pair, self._dest = pair, pair.remote_addr  # a property of tuple building
-        transport = pair.protocol.transport
-        if transport is None:
-            return
-        data = srtp.protect(header, payload)
-        transport.sendto(data, self._dest)
+        route = self._route
+        if (
+            route is None
+            or route.dtls._state is not _CONNECTED
+            or route.nominated.get(1) is not route.pair
+        ):
+            route = self._resolve_route()
+            if route is None:
+                return  # not yet, or closing: the call is ending anyway
+        data = route.protect(header, payload)
+        route.sendto(data, route.dest)
         # aiortc's counters, which its RTCP sender reports and getStats (outbound-rtp,
         # transport) read: RFC 3550 6.4.1 packet and octet counts; the (NTP, RTP) time pair
         # is refreshed every 32 packets (a pair from < 1 s ago is as valid, and cheaper).
-        count = sender._RTCRtpSender__packet_count + 1  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count = count  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count += len(payload)  # type: ignore[attr-defined]
+        # Written in the objects' dicts: the same attributes, without the attribute protocol.
+        counts = route.sender_counts
+        count = counts[_PACKETS] + 1
+        counts[_PACKETS] = count
+        counts[_OCTETS] += len(payload)
         if count & 31 == 1:
-            sender._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[attr-defined]
-            sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__tx_bytes += len(data)  # type: ignore[attr-defined]
+            counts[_NTP] = aiortc_clock.current_ntp_time()
+            counts[_RTP_TS] = timestamp
+        tx = route.dtls_counts
+        tx[_TX_PACKETS] += 1
+        tx[_TX_BYTES] += len(data)
+
+
+_PACKETS = "_RTCRtpSender__packet_count"
+_OCTETS = "_RTCRtpSender__octet_count"
+_NTP = "_RTCRtpSender__ntp_timestamp"
+_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
+_TX_BYTES = "_RTCDtlsTransport__tx_bytes"
+
+
+class _Route:
+    """One RtpPort's resolved send path (:meth:`RtpPort._resolve_route`)."""
+
+    __slots__ = (
+        "dest",
+        "dtls",
+        "dtls_counts",
+        "nominated",
+        "pair",
+        "protect",
+        "sender_counts",
+        "sendto",
+    )
+
+    def __init__(
+        self,
+        dtls: RTCDtlsTransport,
+        nominated: dict[int, Any],
+        pair: Any,
+        protect: Callable[[bytes | bytearray, bytes], memoryview],
+        sendto: Callable[[Any, tuple[str, int]], None],
+        dest: tuple[str, int],
+        sender: RTCRtpSender,
+    ) -> None:
+        self.dtls = dtls
+        self.nominated = nominated
+        self.pair = pair
+        self.protect = protect
+        self.sendto = sendto
+        self.dest = dest
+        self.sender_counts: dict[str, Any] = vars(sender)
+        self.dtls_counts: dict[str, Any] = vars(dtls)
 
 
 class OutboundClock:
@@ -408,9 +499,12 @@ class OutboundClock:
         self._last_out: int | None = None
         self._last_wall = 0.0
 
-    def map(self, source: object, source_ts: int) -> tuple[int, int]:
-        """Return (outgoing timestamp, marker) for a packet of ``source`` at ``source_ts``."""
-        now = time.monotonic()
+    def map(self, source: object, source_ts: int, now: float = 0.0) -> tuple[int, int]:
+        """Return (outgoing timestamp, marker) for a packet of ``source`` at ``source_ts``;
+        ``now``: ``time.monotonic()`` if the caller has read it already (once per mixer tick
+        for all its members), else it is read here."""
+        if not now:
+            now = time.monotonic()
         marker = 0
         if source is not self._source:
             if self._last_out is not None:
