@@ -348,3 +348,48 @@ async def test_a_packet_handler_that_suspends_finishes_in_a_task() -> None:
         while len(done) < 3:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     assert done == ["quick", "slow started", "slow done"]
+
+
+async def test_a_reinvite_that_changes_the_codec_mid_conference_still_mixes_right() -> None:
+    """The mixer keeps each member's codec and own-audio flag between ticks; a SIP
+    re-INVITE that moves a phone from PCMU to G722 on the same endpoint (RFC 3264 section 8)
+    and a player (ringback) started and stopped on a member must reach that cache."""
+    from callbridge.media.engine import InProcessMediaServer
+    from callbridge.media.sdp_plain import CARRIED
+    from media_peers import close_all, connect, hear, level
+    from test_media_rtp import RtpPhone, _until
+
+    server = InProcessMediaServer(["127.0.0.1"])
+    phone = RtpPhone("PCMU", 500.0)
+    await phone.open()
+    web = await connect(server, "w", 1000.0)
+    try:
+        phone.use_answer(await server.answer_rtp("p", phone.offer()))
+        await server.create_mixer("m")
+        for ep in ("p", "w"):
+            await server.mixer_add("m", ep)
+        phone.start()
+        await _until(lambda: phone.level(1000.0) > -35)  # PCMU: the phone hears the web peer
+        await phone.stop()
+        phone.spec = CARRIED["g722"]
+        phone.pt = 9
+        phone.packets.clear()
+        await server.renegotiate_rtp("p", phone.offer())
+        phone.start()
+        # G722 both ways now: what the mixer sends is encoded for the new codec (PCMU decoded
+        # as G722 would be noise, not a 1 kHz tone), and the phone's G722 is mixed for the peer
+        await _until(lambda: phone.level(1000.0) > -35)
+        [heard] = await hear(web, seconds=0.5, settle=0.3)
+        assert level(heard, 500.0) > -35
+        # a player on the phone's endpoint replaces the mix it hears, and stopping it returns it
+        await server.play("p", "ringback")
+        await _until(
+            lambda: phone.level(440.0, seconds=0.3) > -35 and phone.level(1000.0, 0.3) < -45
+        )
+        await server.stop_playing("p")
+        await _until(lambda: phone.level(1000.0, seconds=0.3) > -35)
+    finally:
+        await phone.stop()
+        phone.close()
+        await close_all(server, [web])
+        await server.shutdown()

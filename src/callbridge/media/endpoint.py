@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -169,9 +170,11 @@ class Endpoint:
         self.clock: OutboundClock | None = None
         self.peer: Endpoint | None = None
         self.muted = False
-        self.player: PayloadLoop | None = None
+        self.own_audio = False  # plays_own_audio(), kept as player and override change
+        self._watchers: list[Callable[[], None]] = []  # told when spec or own_audio change
+        self._player: PayloadLoop | None = None
         self.pending_player: PlayerName | None = None
-        self.override: Playback | None = None  # play_to: replaces what the device hears
+        self._override: Playback | None = None  # play_to: replaces what the device hears
         self.mixer: Mixer | None = None
         self.member: Member | None = None
         self.tap: FrameFifo | None = None  # decoded inbound audio for a 1:1 recording
@@ -195,6 +198,8 @@ class Endpoint:
     def attach(self, transceiver: Any) -> None:
         self.transceiver = transceiver
         self.port = RtpPort(transceiver, on_rtp=self.on_rtp, fast_inbound=True)
+        if self._watchers:
+            self.port.on_audio_changed = self._media_changed
         transceiver.sender.replaceTrack(IdleTrack())
         transceiver.direction = "sendrecv"
 
@@ -248,7 +253,42 @@ class Endpoint:
 
     def plays_own_audio(self) -> bool:
         """A player or a play_to playback replaces what this endpoint's device hears."""
-        return self.override is not None or self.player is not None
+        return self.own_audio
+
+    @property
+    def player(self) -> PayloadLoop | None:
+        return self._player
+
+    @player.setter
+    def player(self, player: PayloadLoop | None) -> None:
+        self._player = player
+        self._media_changed()
+
+    @property
+    def override(self) -> Playback | None:
+        """A play_to playback that replaces what the device hears."""
+        return self._override
+
+    @override.setter
+    def override(self, override: Playback | None) -> None:
+        self._override = override
+        self._media_changed()
+
+    def watch_media(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever :attr:`spec` or :meth:`plays_own_audio` may have changed
+        (a mixer member caches both for its per-tick loop); see :meth:`unwatch_media`."""
+        self._watchers.append(changed)
+        if self.port is not None:
+            self.port.on_audio_changed = self._media_changed
+
+    def unwatch_media(self, changed: Callable[[], None]) -> None:
+        if changed in self._watchers:
+            self._watchers.remove(changed)
+
+    def _media_changed(self) -> None:
+        self.own_audio = self._override is not None or self._player is not None
+        for changed in self._watchers:
+            changed()
 
     def update_ticking(self) -> None:
         """The server's ticker drives this endpoint while it plays something of its own."""

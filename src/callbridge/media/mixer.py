@@ -171,14 +171,41 @@ class Member:
     # The leg's synchronous send (Endpoint.send_audio_now), looked up once: the send loop
     # then makes no coroutine per member per tick. None: the leg has only send_audio.
     send_now: SendNow | None = field(init=False, default=None, repr=False)
+    # The leg's spec and plays_own_audio(), for the per-tick loop: kept by the leg's
+    # watch_media notifications (a re-INVITE's codec, a player, a play_to). A leg without
+    # watch_media is asked every tick (watched False).
+    watched: bool = field(init=False, default=False, repr=False)
+    spec: CodecSpec | None = field(init=False, default=None, repr=False)
+    own_audio: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.send_now = getattr(self.leg, "send_audio_now", None)
+        self._bind(self.leg)
+
+    def _bind(self, leg: Leg) -> None:
+        self.send_now = getattr(leg, "send_audio_now", None)
+        watch = getattr(leg, "watch_media", None)
+        self.watched = watch is not None
+        if watch is not None:
+            watch(self.leg_changed)
+        self.leg_changed()
+
+    def leg_changed(self) -> None:
+        """The leg's codec or own audio may have changed (its watch_media callback)."""
+        leg = self.leg
+        self.spec = leg.spec
+        self.own_audio = leg.plays_own_audio()
+
+    def unbind(self) -> None:
+        """The member left its mixer: its leg stops telling it of changes."""
+        unwatch = getattr(self.leg, "unwatch_media", None)
+        if unwatch is not None:
+            unwatch(self.leg_changed)
 
     def set_leg(self, leg: Leg) -> None:
         """The member's device reconnected on a new endpoint: it goes on with its flags."""
+        self.unbind()
         self.leg = leg
-        self.send_now = getattr(leg, "send_audio_now", None)
+        self._bind(leg)
 
     @property
     def id(self) -> str:
@@ -240,6 +267,7 @@ class Mixer:
             return None
         self._save_state()
         member = self._members.pop(i)
+        member.unbind()
         self._index = {m.id: k for k, m in enumerate(self._members)}
         self._dirty = True
         if self.floor == endpoint_id:
@@ -400,11 +428,14 @@ class Mixer:
             own_rows.update(extra)
         for i, m in enumerate(members):
             leg = m.leg
-            if leg.plays_own_audio():
+            if m.watched:
+                own_audio, spec = m.own_audio, m.spec
+            else:
+                own_audio, spec = leg.plays_own_audio(), leg.spec
+            if own_audio:
                 m.shared = False
                 await leg.tick()
                 continue
-            spec = leg.spec
             if spec is None or m.held or m.deaf:
                 m.shared = False
                 if spec is not None and m.held:

@@ -210,7 +210,7 @@ class RtpPort:
         self._seq = random.randint(0, 32767)  # < 2^15 like aiortc: avoids SRTP rollover bugs
         self._send_codecs: list[RTCRtpCodecParameters] | None = None
         self._recv_codecs: list[RTCRtpCodecParameters] | None = None
-        self.audio: NegotiatedAudio | None = None
+        self.audio = None
         self.ready = asyncio.Event()
         self.packets_sent = 0
         self.srtp_rejected = 0  # fast path: SRTP packets not authentic or replayed, dropped
@@ -226,6 +226,23 @@ class RtpPort:
     @property
     def ssrc(self) -> int:
         return int(self._sender._ssrc)
+
+    # Whoever caches what this port negotiated (an endpoint, for its mixer) is told when
+    # it changes: a SIP re-INVITE changes a plain leg's codec on the same port. Class
+    # attributes, so a subclass that skips __init__ (PlainRtpPort) has them too.
+    on_audio_changed: Callable[[], None] | None = None
+    _audio: NegotiatedAudio | None = None
+
+    @property
+    def audio(self) -> NegotiatedAudio | None:
+        """The negotiated audio (None until negotiation completes)."""
+        return self._audio
+
+    @audio.setter
+    def audio(self, audio: NegotiatedAudio | None) -> None:
+        self._audio = audio
+        if self.on_audio_changed is not None:
+            self.on_audio_changed()
 
     def _hook(self) -> None:
         sender, receiver = self._sender, self._receiver
