@@ -3,6 +3,7 @@
     .venv/bin/python bench/packet_path.py                  # 20000 packets per case
     .venv/bin/python bench/packet_path.py -n 50000 --profile
     .venv/bin/python bench/packet_path.py --cases webrtc-socket,webrtc
+    .venv/bin/python bench/packet_path.py --cases send --uvloop  # the send side alone
     .venv/bin/python bench/packet_path.py --cases webrtc-socket --uvloop   # on uvloop's loop
 
 Two legs of one in-process media server (``InProcessMediaServer``, the code
@@ -20,6 +21,8 @@ device sent it, and the CPU time of the process is measured until leg B has sent
   127.0.0.1 from a socket of this process, one per event-loop turn, as packets arrive live:
   the loop's ``epoll`` turn and ``recvfrom`` per packet are counted too (and so is this
   process's own ``sendto`` of the packet, ~the same in every run: compare runs, not cases).
+- *send*: the send side alone: the server's endpoint B sends N payloads as the mixer sends
+  to each member every tick (its outbound clock, RTP header, SRTP protect, ``sendto``).
 - *plain* and *plain+SRTP*: two plain RTP legs (a SIP phone's; PCMU, SDES keys for SRTP);
   the packets go to the leg's datagram callback; the sink is a socket nobody reads.
 
@@ -87,8 +90,31 @@ async def _drive(
     return time.process_time() - c0, time.perf_counter() - w0, int(sent() - start)
 
 
+async def _send_only(b: Any, n: int, profile: cProfile.Profile | None) -> tuple[float, float, int]:
+    """The *send* case: endpoint B sends ``n`` payloads as the mixer's loop sends to each
+    member (its synchronous ``send_audio_now`` where the code has it, else ``await
+    send_audio``): OutboundClock, header, SRTP protect, ``sendto``, aiortc's counters."""
+    payload = bytes(80)
+    source = object()
+    send_now = getattr(b, "send_audio_now", None)
+    start = b.port.packets_sent
+    c0, w0 = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    for i in range(n):
+        if send_now is not None:
+            send_now(payload, source, 960 * i)
+        else:
+            await b.send_audio(payload, source, 960 * i)
+        if i & 15 == 15:
+            await asyncio.sleep(0)
+    if profile is not None:
+        profile.disable()
+    return time.process_time() - c0, time.perf_counter() - w0, b.port.packets_sent - start
+
+
 async def webrtc_case(
-    n: int, profile: cProfile.Profile | None, via_socket: bool = False
+    n: int, profile: cProfile.Profile | None, via_socket: bool = False, send_only: bool = False
 ) -> tuple[float, float, int]:
     server = InProcessMediaServer(["127.0.0.1"])
     peers = []
@@ -108,6 +134,12 @@ async def webrtc_case(
         protocol_b.transport.pause_reading()  # type: ignore[attr-defined]
     except AttributeError:  # uvloop's UDP transport cannot pause: read, then drop
         protocol_b.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
+    if send_only:
+        result = await _send_only(b, n, profile)
+        for media in peers:
+            await media.close()
+        await server.shutdown()
+        return result
     # The packets, protected by peer A's own SRTP session, with its MID and a new SSRC.
     sender_a = peers[0].transceiver.sender
     dtls_a = sender_a.transport
@@ -183,7 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20000, help="packets per case")
     parser.add_argument("--profile", action="store_true", help="cProfile each case")
-    parser.add_argument("--cases", default="webrtc,webrtc-socket,plain,plain+srtp")
+    parser.add_argument("--cases", default="webrtc,webrtc-socket,plain,plain+srtp,send")
     parser.add_argument(
         "--uvloop", action="store_true", help="run on uvloop's event loop (pip install uvloop)"
     )
@@ -200,7 +232,9 @@ def main() -> None:
     print(f"{'case':<12} {'µs/packet (CPU)':>15} {'µs/packet (wall)':>16} {'relayed':>8}")
     for case in args.cases.split(","):
         profile = cProfile.Profile() if args.profile else None
-        if case.startswith("webrtc"):
+        if case == "send":
+            cpu, wall, sent = asyncio.run(webrtc_case(args.n, profile, send_only=True))
+        elif case.startswith("webrtc"):
             cpu, wall, sent = asyncio.run(webrtc_case(args.n, profile, case == "webrtc-socket"))
         else:
             cpu, wall, sent = asyncio.run(plain_case(args.n, case == "plain+srtp", profile))
