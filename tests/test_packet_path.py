@@ -393,3 +393,50 @@ async def test_a_reinvite_that_changes_the_codec_mid_conference_still_mixes_righ
         phone.close()
         await close_all(server, [web])
         await server.shutdown()
+
+
+async def test_sends_follow_a_new_nominated_pair() -> None:
+    """RtpPort resolves its send route once per stream; a new nominated ICE pair (RFC 8445
+    8.1.1; aioice nominates once, so the change is made by hand here) takes the next packet,
+    and going back to the first pair sends there again."""
+    import socket
+    import types
+
+    from callbridge.client import BufferSink, CallMedia, SilenceSource
+    from callbridge.media.engine import InProcessMediaServer
+
+    server = InProcessMediaServer(["127.0.0.1"])
+    media = CallMedia(SilenceSource(), BufferSink(), codecs=["opus"])
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(2.0)
+    try:
+        await media.accept_answer(await server.answer("np", await media.create_offer()))
+        await media.wait_connected()
+        port = server.endpoint("np").port
+        assert port is not None
+        async with asyncio.timeout(5):
+            while port.audio is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        port.send_now(bytes(40), port.audio.payload_type, 0, 1)
+        route = port._route
+        assert route is not None
+        nominated = route.nominated
+        first = nominated[1]
+        nominated[1] = types.SimpleNamespace(
+            protocol=first.protocol, remote_addr=sink.getsockname()
+        )
+        port.send_now(bytes(40), port.audio.payload_type, 960, 0)
+        data = sink.recv(2048)
+        assert _is_rtp(data) and len(data) > 12 + 40  # SRTP: with its authentication tag
+        second = port._route
+        assert second is not None and second is not route
+        assert second.dest == sink.getsockname()
+        nominated[1] = first
+        port.send_now(bytes(40), port.audio.payload_type, 1920, 0)
+        third = port._route
+        assert third is not None and third.pair is first and third.dest == first.remote_addr
+    finally:
+        sink.close()
+        await media.close()
+        await server.shutdown()
