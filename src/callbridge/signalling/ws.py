@@ -292,6 +292,10 @@ class Connection:
                     "may trickle (--max-candidates-per-leg); this one is ignored and the call "
                     "goes on with those it has",
                 )
+            # Counted here, when the message arrives, not once it has been handled: handling
+            # awaits the media plane (a round trip to a media worker), and candidates trickled
+            # meanwhile would all pass the check above. One the media refuses counts too.
+            self._count_candidate(msg.call_id)
 
     async def _handle_message(self, job: tuple[p.ClientMessage, dict[str, Any]]) -> None:
         msg, raw = job
@@ -433,7 +437,6 @@ class Connection:
                 await c.leg_media.add_candidate(
                     session, msg.call_id, msg.candidate, msg.sdp_mid, msg.sdp_m_line_index
                 )
-                self._count_candidate(msg.call_id)
             case p.IceDone():
                 await c.leg_media.add_candidate(session, msg.call_id, None, None, None)
             case p.HistoryList():
