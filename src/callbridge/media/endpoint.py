@@ -326,7 +326,7 @@ class Endpoint:
         port, clock = self.port, self.clock
         if port is None or clock is None or self.sending_event:
             return
-        audio = port.audio
+        audio = port._audio  # RtpPort.audio without its property, once per packet
         if audio is None:
             return
         ts, marker = clock.map(source, source_ts, now)
@@ -335,8 +335,9 @@ class Endpoint:
     async def on_rtp(self, packet: RtpView) -> None:
         self.stats.feed(packet.ssrc, packet.sequence_number)
         port = self.port
-        assert port is not None and port.audio is not None
-        recv = port.audio.recv
+        audio = port._audio if port is not None else None  # RtpPort.audio, per packet
+        assert audio is not None
+        recv = audio.recv
         pt = packet.payload_type
         if pt not in recv:
             return
@@ -371,10 +372,12 @@ class Endpoint:
     def forward(self, src: Endpoint, packet: RtpView, spec: CodecSpec) -> None:
         """Send ``src``'s audio packet to this endpoint's device (relayed or transcoded)."""
         port, clock = self.port, self.clock
-        if port is None or port.audio is None or clock is None or self.sending_event:
+        if port is None or clock is None or self.sending_event:
+            return
+        mine = port._audio  # RtpPort.audio without its property, once per packet
+        if mine is None:
             return
         src.stats.relayed += 1
-        mine = port.audio
         if spec is mine.codec:
             ts, marker = clock.map(src, packet.timestamp)
             port.send_now(packet.payload, mine.payload_type, ts, marker | packet.marker)
