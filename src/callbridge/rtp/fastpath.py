@@ -23,14 +23,20 @@ header extension block piece by piece, and pylibsrtp's wrapper (type checks and 
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
+import time
 import types
-from collections.abc import Coroutine, Generator
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 import pylibsrtp
 from aiortc.rtp import HeaderExtensionsMap
 from pylibsrtp._binding import ffi, lib
+
+if TYPE_CHECKING:
+    from aiortc import RTCRtpSender
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 __all__ = ["RtpView", "RtpWriter", "Srtp", "parse_rtp", "run_now"]
 
@@ -274,3 +280,81 @@ def _resume(coro: Coroutine[Any, Any, None], future: Any) -> Generator[Any, None
             future = coro.send(None)
         except StopIteration:
             return
+
+
+# The send side (webrtc.RtpPort.send_now): its resolved route, and the outbound clock.
+_PACKETS = "_RTCRtpSender__packet_count"
+_OCTETS = "_RTCRtpSender__octet_count"
+_NTP = "_RTCRtpSender__ntp_timestamp"
+_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
+_TX_BYTES = "_RTCDtlsTransport__tx_bytes"
+
+
+class _Route:
+    """One RtpPort's resolved send path (:meth:`RtpPort._resolve_route`)."""
+
+    __slots__ = (
+        "dest",
+        "dtls",
+        "dtls_counts",
+        "nominated",
+        "pair",
+        "protect",
+        "sender_counts",
+        "sendto",
+    )
+
+    def __init__(
+        self,
+        dtls: RTCDtlsTransport,
+        nominated: dict[int, Any],
+        pair: Any,
+        protect: Callable[[bytes | bytearray, bytes], memoryview],
+        sendto: Callable[[Any, tuple[str, int]], None],
+        dest: tuple[str, int],
+        sender: RTCRtpSender,
+    ) -> None:
+        self.dtls = dtls
+        self.nominated = nominated
+        self.pair = pair
+        self.protect = protect
+        self.sendto = sendto
+        self.dest = dest
+        self.sender_counts: dict[str, Any] = vars(sender)
+        self.dtls_counts: dict[str, Any] = vars(dtls)
+
+
+class OutboundClock:
+    """RTP timestamps for one outgoing stream whose source can change (relay, music, …).
+
+    Each source has its own timestamp base; when the source changes, the stream is re-anchored
+    so the receiver sees time move on by the wall-clock gap (at least one frame), and the first
+    packet of the new source carries the marker bit (RFC 3551 §4.1 talkspurt start).
+    """
+
+    def __init__(self, clock_rate: int, step: int) -> None:
+        self.clock_rate = clock_rate
+        self.step = step
+        self._source: object = None
+        self._offset = random.getrandbits(32)
+        self._last_out: int | None = None
+        self._last_wall = 0.0
+
+    def map(self, source: object, source_ts: int, now: float = 0.0) -> tuple[int, int]:
+        """Return (outgoing timestamp, marker) for a packet of ``source`` at ``source_ts``;
+        ``now``: ``time.monotonic()`` if the caller has read it already (once per mixer tick
+        for all its members), else it is read here."""
+        if not now:
+            now = time.monotonic()
+        marker = 0
+        if source is not self._source:
+            if self._last_out is not None:
+                gap = max(self.step, int((now - self._last_wall) * self.clock_rate))
+                self._offset = self._last_out + gap - source_ts
+            self._source = source
+            marker = 1
+        out = (source_ts + self._offset) & 0xFFFFFFFF
+        self._last_out = out
+        self._last_wall = now
+        return out, marker
