@@ -179,7 +179,11 @@ class FollowMe:
 
     async def rules_of(self, user_name: str) -> Forwarding | None:
         """The user's rules, or None when they have none (ring as before issue 16)."""
-        source = getattr(self.calls.directory, "get_forwarding", None)
+        directory = self.calls.directory
+        # The store's cached read for routing (store.readcache), else the plain one.
+        source = getattr(directory, "routing_forwarding", None) or getattr(
+            directory, "get_forwarding", None
+        )
         if source is None:
             return None
         try:

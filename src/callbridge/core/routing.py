@@ -108,6 +108,11 @@ class Routing:
         """Ring ``destination`` for the call's origin (a new call, or a blind transfer's)."""
         c = self.calls
         origin = call.origin
+        # The store caches the reads below (dial rules, routes, forwarding: store.readcache);
+        # one small query brings it up to date with changes made anywhere before this call.
+        check = getattr(c.directory, "check_routing", None)
+        if check is not None:
+            await check()
         # The account's dial plan first (issue 16, core.dialplan): a rule matching the
         # destination decides; no rule, or no dial plan, leaves the call to what follows.
         if c.dial_plan is not None and await c.dial_plan.route(call, destination):

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.store.errors import NotFound, StoreError
+from callbridge.store.readcache import bump
 from callbridge.store.records import normalize_number
 from callbridge.store.repository import Repository, new_id, now
 from callbridge.store.schema import (
@@ -212,6 +213,8 @@ class AccountRepository(Repository):
             await session.execute(delete(ApiKeyRow).where(ApiKeyRow.account_id == row.id))
             await session.execute(delete(UserRow).where(UserRow.account_id == row.id))
             await session.delete(row)
+            await bump(session)
+        self._cache.clear()  # its routes, rules and users' forwarding are gone
         return DeletedAccount(_account(row), tuple(files))
 
     async def _require_account(self, session: AsyncSession, account_id: str) -> None:

@@ -18,6 +18,7 @@ from a route of the account already). A route belongs to its application's accou
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import delete, select
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.store.accounts import AccountNotFound
 from callbridge.store.errors import ApplicationNotFound, RouteNotFound
+from callbridge.store.readcache import bump
 from callbridge.store.records import (
     Application,
     Route,
@@ -216,6 +218,8 @@ class ApplicationRepository(Repository):
             # Explicit, not only ON DELETE CASCADE: the ORM session must not keep the routes.
             await session.execute(delete(RouteRow).where(RouteRow.application_id == row.id))
             await session.delete(row)
+            await bump(session)
+        self._cache.clear()  # its routes are gone for the next call
         return _application(row)
 
     # routes ---------------------------------------------------------------------------------
@@ -255,6 +259,8 @@ class ApplicationRepository(Repository):
                 raise ApplicationNotFound(application_id) from exc
             row = await session.get(RouteRow, (account_id, key), populate_existing=True)
             assert row is not None
+            await bump(session)
+        self._cache.clear()  # the next call to this destination takes the new route
         return _route(row)
 
     async def delete_route(self, destination: str, account_id: str = DEFAULT_ACCOUNT_ID) -> Route:
@@ -269,6 +275,8 @@ class ApplicationRepository(Repository):
             if row is None:
                 raise RouteNotFound(destination)
             await session.delete(row)
+            await bump(session)
+        self._cache.clear()
         return _route(row)
 
     async def find_route(
@@ -278,7 +286,8 @@ class ApplicationRepository(Repository):
         go to, if any.
 
         As ``find_user``: an extension matches exactly, a number with or without its leading
-        '+' and with separators; an exact extension wins over a number.
+        '+' and with separators; an exact extension wins over a number. Read through the
+        routing cache (store.readcache): every call not taken by a dial rule asks.
         """
         dialled = destination.strip()
         if not dialled:
@@ -287,17 +296,22 @@ class ApplicationRepository(Repository):
         number = normalize_number(dialled)
         if number is not None:
             candidates.append(number)
-        async with self._read() as session:
-            result = await session.execute(
-                select(RouteRow.destination, RouteRow.application_id).where(
-                    RouteRow.account_id == account_id, RouteRow.destination.in_(candidates)
-                )
-            )
-            found = {destination: application_id for destination, application_id in result}
+        # The account's whole route table, one query for every destination (routes are few
+        # and change rarely; a call to a destination without one is the common case).
+        found = await self._cache.read(("routes", account_id), partial(self._routes, account_id))
         for candidate in candidates:
             if candidate in found:
                 return found[candidate]
         return None
+
+    async def _routes(self, account_id: str) -> dict[str, str]:
+        async with self._read() as session:
+            result = await session.execute(
+                select(RouteRow.destination, RouteRow.application_id).where(
+                    RouteRow.account_id == account_id
+                )
+            )
+            return {destination: application_id for destination, application_id in result}
 
     async def list_routes(
         self, application_id: str | None = None, account_id: str | None = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, time
+from functools import partial
 from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, select
@@ -42,6 +43,7 @@ from callbridge.dialplan_model import (
     validate_time_zone,
 )
 from callbridge.store.errors import NotFound, StoreError
+from callbridge.store.readcache import bump
 from callbridge.store.repository import Repository, new_id, now
 from callbridge.store.schema import DEFAULT_ACCOUNT_ID, Base, UTCDateTime
 
@@ -234,14 +236,19 @@ class DialPlanRepository(Repository):
 
     # rules -------------------------------------------------------------------------------------
     async def dial_rules(self, account_id: str) -> list[DialRule]:
-        """The account's rules in the order they are tried."""
+        """The account's rules in the order they are tried. Read through the routing cache
+        (store.readcache): every call of the account reads them."""
+        key = ("dial_rules", account_id)
+        return list(await self._cache.read(key, partial(self._dial_rules, account_id)))
+
+    async def _dial_rules(self, account_id: str) -> tuple[DialRule, ...]:
         async with self._read() as session:
             rows = await session.scalars(
                 select(DialRuleRow)
                 .where(DialRuleRow.account_id == account_id)
                 .order_by(DialRuleRow.position, DialRuleRow.created_at, DialRuleRow.id)
             )
-            return [_rule(r) for r in rows]
+            return tuple(_rule(r) for r in rows)
 
     async def add_dial_rule(
         self, account_id: str, pattern: str, target_kind: str, target: str | None = None,
@@ -266,6 +273,8 @@ class DialPlanRepository(Repository):
                 created_at=stamp, updated_at=stamp, **values,
             )  # fmt: skip
             session.add(row)
+            await bump(session)
+        self._cache.clear()  # the next call tries the new rule
         return _rule(row)
 
     async def find_dial_rule(self, rule_id: str, account_id: str) -> DialRule | None:
@@ -280,6 +289,8 @@ class DialPlanRepository(Repository):
                 raise DialRuleNotFound(rule_id)
             rule = _rule(row)
             await session.delete(row)
+            await bump(session)
+        self._cache.clear()
         return rule
 
     # ring groups -------------------------------------------------------------------------------
@@ -345,6 +356,11 @@ class DialPlanRepository(Repository):
 
     # settings ----------------------------------------------------------------------------------
     async def dial_settings(self, account_id: str) -> DialSettings:
+        """The account's time zone and holidays (through the routing cache, as its rules)."""
+        key = ("dial_settings", account_id)
+        return await self._cache.read(key, partial(self._dial_settings, account_id))
+
+    async def _dial_settings(self, account_id: str) -> DialSettings:
         async with self._read() as session:
             row = await session.get(DialSettingsRow, account_id)
             if row is None:
@@ -380,4 +396,6 @@ class DialPlanRepository(Repository):
             if days is not None:
                 row.holidays = json.dumps(sorted(set(days)))
             row.updated_at = now()
+            await bump(session)
+        self._cache.clear()
         return await self.dial_settings(account_id)

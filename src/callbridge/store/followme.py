@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import (
     Boolean,
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from callbridge.forwarding import Forwarding, Step, parse_forwarding
 from callbridge.store.errors import UserNotFound
+from callbridge.store.readcache import bump
 from callbridge.store.repository import Repository, now
 from callbridge.store.schema import Base, UserRow, UTCDateTime
 
@@ -67,7 +69,28 @@ class FollowMeRepository(Repository):
 
     async def get_forwarding(self, user_name: str) -> Forwarding:
         """The user's rules (the default, "no rules", when none are stored);
-        ``UserNotFound``."""
+        ``UserNotFound``. Read through the routing cache (store.readcache): every call to a
+        user reads them."""
+        key = ("forwarding", user_name)
+        return await self._cache.read(key, partial(self._forwarding, user_name))
+
+    async def routing_forwarding(self, user_name: str) -> Forwarding:
+        """``get_forwarding`` for routing, of a user it has just found: most users have no
+        rules, and the names of those who do (one cached query for all users) answer for them
+        without a read of their own (no ``UserNotFound`` for them)."""
+        with_rules = await self._cache.read("forwarding users", self._forwarding_users)
+        if user_name not in with_rules:
+            return Forwarding()
+        return await self.get_forwarding(user_name)
+
+    async def _forwarding_users(self) -> frozenset[str]:
+        async with self._read() as session:
+            names = await session.scalars(
+                select(UserRow.name).join(FollowMeRuleRow, FollowMeRuleRow.user_id == UserRow.id)
+            )
+            return frozenset(names)
+
+    async def _forwarding(self, user_name: str) -> Forwarding:
         async with self._read() as session:
             user_id = await session.scalar(select(UserRow.id).where(UserRow.name == user_name))
             if user_id is None:
@@ -119,6 +142,8 @@ class FollowMeRepository(Repository):
                         targets=json.dumps([t.as_dict() for t in step.targets]),
                     )
                 )
+            await bump(session)
+        self._cache.clear()  # the next call to this user follows the new rules
         return rules
 
     async def clear_forwarding(self, user_name: str) -> None:
@@ -129,6 +154,8 @@ class FollowMeRepository(Repository):
                 raise UserNotFound(user_name)
             await session.execute(delete(FollowMeStepRow).where(FollowMeStepRow.user_id == user_id))
             await session.execute(delete(FollowMeRuleRow).where(FollowMeRuleRow.user_id == user_id))
+            await bump(session)
+        self._cache.clear()
 
     async def update_forwarding(self, user_name: str, changes: dict[str, object]) -> Forwarding:
         """Apply JSON-shaped ``changes`` over the stored rules (fields left out are kept);

@@ -25,6 +25,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callbridge.store.readcache import ReadCache
+
 __all__ = ["MAX_PAGE_SIZE", "Repository", "check_aware", "check_page", "new_id", "now", "page"]
 
 MAX_PAGE_SIZE = 250  # the largest page[size] Telnyx's API accepts
@@ -41,6 +43,9 @@ class Repository:
 
     _read: async_sessionmaker[AsyncSession]
     _write: async_sessionmaker[AsyncSession]
+    # Routing reads (dial rules and settings, application routes, forwarding rules): their
+    # writers clear it (store.readcache).
+    _cache: ReadCache
 
 
 def now() -> datetime:

@@ -47,6 +47,7 @@ from callbridge.store.identities import IdentityRepository
 from callbridge.store.media import MediaRepository
 from callbridge.store.outbox import OutboxRepository
 from callbridge.store.queues import QueueRepository
+from callbridge.store.readcache import ReadCache
 from callbridge.store.recordings import RecordingRepository
 from callbridge.store.records import (
     User,
@@ -99,6 +100,12 @@ class Store(
         self._engine = engine
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         self._write = async_sessionmaker(writer(engine), expire_on_commit=False)
+        self._cache = ReadCache(engine)
+
+    async def check_routing(self) -> None:
+        """Make the cached routing reads current (store.readcache): one small query, at the
+        start of each call's routing."""
+        await self._cache.check()
 
     @classmethod
     async def open(cls, database_url: str) -> Store:
