@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from callbridge.store.errors import CdrExists
@@ -114,29 +115,35 @@ class CallRepository(Repository):
         check_aware("CDR started_at", started_at)
         check_aware("CDR answered_at", answered_at)
         _check_lengths(call_id=call_id, direction=direction)
+        # One statement, no read first (issue 15: two of these per call): a new record is
+        # inserted; an open one gets who answered and when; an ended one is left alone
+        # (nothing written) and refused. Both dialects spell the upsert the same way.
         async with self._write.begin() as session:
-            row = await session.scalar(select(CdrRow).where(CdrRow.call_id == call_id))
-            if row is None:
-                session.add(
-                    CdrRow(
-                        account_id=account_id,
-                        call_id=call_id,
-                        caller=caller,
-                        callee=callee,
-                        destination=destination,
-                        direction=direction,
-                        started_at=started_at,
-                        answered_at=answered_at,
-                        state="open",
-                        node_id=node_id,
-                    )
-                )
-                return
-            if row.state != "open":
+            dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+            upsert = dialect.insert(CdrRow).values(
+                account_id=account_id,
+                call_id=call_id,
+                caller=caller,
+                callee=callee,
+                destination=destination,
+                direction=direction,
+                started_at=started_at,
+                answered_at=answered_at,
+                state="open",
+                node_id=node_id,
+            )
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[CdrRow.call_id],
+                set_={
+                    "callee": upsert.excluded.callee,
+                    "answered_at": upsert.excluded.answered_at,
+                    "node_id": upsert.excluded.node_id,
+                },
+                where=CdrRow.state == "open",
+            )
+            result = await session.execute(upsert)
+            if int(getattr(result, "rowcount", 0)) == 0:
                 raise CdrExists(call_id)
-            row.callee = callee
-            row.answered_at = answered_at
-            row.node_id = node_id
 
     async def record_cdr(self, cdr: Cdr, *, node_id: str | None = None) -> None:
         """Keep a finished call's record: its open row is completed, or an ended row written.
