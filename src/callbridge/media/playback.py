@@ -244,14 +244,22 @@ async def _run_espeak(*args: str, text: str | None = None) -> bytes:
             ErrorCode.INVALID_STATE,
             "text to speech needs espeak-ng on the media server (Debian: apt install espeak-ng)",
         )
+    # No stdin pipe without text: `--voices` exits at once without reading it, and writing to
+    # a pipe whose reader has exited raises RuntimeError on uvloop (asyncio ignores it).
     proc = await asyncio.create_subprocess_exec(
         exe,
         *args,
-        stdin=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if text is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(text.encode() if text is not None else b"")
+    try:
+        out, err = await proc.communicate(text.encode() if text is not None else None)
+    except (RuntimeError, BrokenPipeError, ConnectionResetError) as exc:  # exited unread
+        await proc.wait()
+        raise MediaError(
+            BAD_AUDIO, f"espeak-ng exited (status {proc.returncode}) before reading the text"
+        ) from exc
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise MediaError(BAD_AUDIO, f"espeak-ng could not speak the text: {message}")
