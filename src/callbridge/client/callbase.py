@@ -159,6 +159,10 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
         # routing has an outcome (ringing or answered); call.ended before that fails it.
         self._setup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._answer_applied = direction == "incoming"
+        # Media that connected before the call was answered (the server answers a caller's
+        # offer at once and plays ringback): media-established waits for the answer (seed
+        # 002 order: call:connected, then media:established).
+        self._media_pending: CallMedia | None = None
         self._routed = direction == "incoming"
         self._setup_step()
 
@@ -247,6 +251,8 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
         (the server's view of a call can race ours, e.g. ``call.held`` while it rings)."""
         if self.can(new):
             self.transition(new, cause=cause)
+            if cause != "call.answered" and self.is_established:  # that one says it after
+                self._flush_media_established()
         else:
             log.warning(
                 "call %s: no transition from %s to %s (after %s); state kept",
@@ -284,6 +290,7 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
             self._routed = True
             self._setup_step()
             self._event("answered", msg)
+            self._flush_media_established()
         elif kind in ("call.held", "call.resumed"):
             self._on_hold(msg, held=kind == "call.held")
         elif kind in ("call.muted", "call.unmuted"):
@@ -373,8 +380,12 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
                 await media.wait_connected()
             except CallbridgeError:
                 return  # the call ended or its media failed first
-            if self.is_live:
+            if not self.is_live:
+                return
+            if self.is_established:
                 self._event("media-established", {"call_id": self.id})
+            else:
+                self._media_pending = media
 
         def on_state() -> None:
             if media.pc.connectionState == "failed" and self.is_live and self.media is media:
@@ -383,6 +394,12 @@ class CallBase(StateMachine[CallState], Generic[E, H]):
 
         media.pc.on("connectionstatechange", on_state)
         tasks.spawn(established(), name=f"call {self.id} media")
+
+    def _flush_media_established(self) -> None:
+        """Say ``media-established`` for media that connected before the answer."""
+        media, self._media_pending = self._media_pending, None
+        if media is not None and media is self.media and self.is_live:
+            self._event("media-established", {"call_id": self.id})
 
     def _setup_step(self) -> None:
         if self._answer_applied and self._routed and not self._setup.done():

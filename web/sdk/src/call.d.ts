@@ -121,6 +121,7 @@ export class Call extends Emitter {
     /** @param {CallMedia} media */
     _bindMedia(media: CallMedia): void;
     _established: boolean;
+    _mediaPending: CallMedia | null | undefined;
     /** @param {Record<string, any>} msg a server message about this call */
     _deliver(msg: Record<string, any>): void;
     _earlyCandidates: any;

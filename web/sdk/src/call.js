@@ -198,7 +198,10 @@ export class Call extends Emitter {
       if (media !== this.media || !this.isLive) return;
       if (state === "connected" && !this._established) {
         this._established = true;
-        this._event("media-established", { call_id: this.id });
+        // Connected before the answer (the server answers a caller's offer at once and plays
+        // ringback): said after "answered", in seed 002's order.
+        if (this.isEstablished) this._event("media-established", { call_id: this.id });
+        else this._mediaPending = media;
       }
       if (state === "failed") this.restartMedia().catch((e) => console.warn(e));
     };
@@ -236,6 +239,10 @@ export class Call extends Emitter {
         this.answerTime = this.answerTime ?? new Date();
         this._follow(msg.media_type);
         this._event("answered", msg);
+        if (this._mediaPending === this.media && this.isLive) {
+          this._event("media-established", { call_id: this.id });
+        }
+        this._mediaPending = null;
         break;
       case "call.held":
       case "call.resumed":
