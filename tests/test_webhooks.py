@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -642,6 +642,48 @@ async def test_two_servers_on_one_database_send_each_message_once_in_order(
         assert [r.event_id for r in receiver.at(f"/{key}")] == [f"{key}-{n}" for n in range(5)]
 
 
+class ScriptedReceiver:
+    """A raw HTTP/1.x receiver on 127.0.0.1 that answers the i-th request with ``answers[i]``
+    byte for byte (``None``: read it and close without a word); an HTTP/1.0 answer ends its
+    connection. ``requests`` holds (connection number, body) in arrival order."""
+
+    def __init__(self, answers: Sequence[bytes | None]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[int, bytes]] = []
+        self.all_answered = asyncio.Event()
+        self._connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self, path: str) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}{path}"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        number = self._connections
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                start = head.lower().find(b"content-length:") + 15
+                body = await reader.readexactly(int(head[start : head.find(b"\r\n", start)]))
+                self.requests.append((number, body))
+                answer = self.answers[len(self.requests) - 1]
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+                if len(self.requests) == len(self.answers):
+                    self.all_answered.set()
+                if answer is None or answer.startswith(b"HTTP/1.0"):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
 async def test_the_outboxs_http_client_reads_every_answer_form_and_keeps_what_it_can(
     store: Store,
 ) -> None:
@@ -658,43 +700,20 @@ async def test_the_outboxs_http_client_reads_every_answer_form_and_keeps_what_it
         b"not http at all\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
     ]
-    requests: list[tuple[int, bytes]] = []  # (connection number, body)
-    connections = 0
-    all_answered = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        number = connections
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                start = head.lower().find(b"content-length:") + 15
-                body = await reader.readexactly(int(head[start : head.find(b"\r\n", start)]))
-                requests.append((number, body))
-                writer.write(answers[len(requests) - 1])
-                await writer.drain()
-                if len(requests) == len(answers):
-                    all_answered.set()
-                if b"HTTP/1.0" in answers[len(requests) - 1]:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook?x=1"
+    receiver = ScriptedReceiver(answers)
+    url = await receiver.start("/hook?x=1")
     outbox = await running_outbox(store)
     try:
         messages = [
             await outbox.enqueue("call.answered", {"n": n}, url=url, ordering_key="call-1")
             for n in range(5)
         ]
-        await asyncio.wait_for(all_answered.wait(), 10)
+        await asyncio.wait_for(receiver.all_answered.wait(), 10)
         done = [await settled(store, m.message_id) for m in messages]
     finally:
         await outbox.stop()
-        server.close()
+        receiver.close()
+    requests = receiver.requests
     assert [m.status for m in done] == ["delivered"] * 5
     assert [m.attempts for m in done] == [1, 1, 1, 1, 2]
     assert [json.loads(body)["data"]["payload"]["n"] for _, body in requests] == [
@@ -715,45 +734,21 @@ async def test_the_outboxs_http_client_closes_what_the_receiver_will_not_keep(
         None,  # read the request, close without a word
         b"HTTP/1.1 204 No Content\r\n\r\n",
     ]
-    requests: list[tuple[int, bytes]] = []  # (connection number, body)
-    connections = 0
-    all_answered = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        number = connections
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                start = head.lower().find(b"content-length:") + 15
-                body = await reader.readexactly(int(head[start : head.find(b"\r\n", start)]))
-                requests.append((number, body))
-                answer = answers[len(requests) - 1]
-                if len(requests) == len(answers):
-                    all_answered.set()
-                if answer is None:
-                    break
-                writer.write(answer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
     caplog.set_level(logging.WARNING, logger="callbridge.webhooks")
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    receiver = ScriptedReceiver(answers)
+    url = await receiver.start("/hook")
     outbox = await running_outbox(store)
     try:
         messages = [
             await outbox.enqueue("call.answered", {"n": n}, url=url, ordering_key="call-1")
             for n in range(2)
         ]
-        await asyncio.wait_for(all_answered.wait(), 10)
+        await asyncio.wait_for(receiver.all_answered.wait(), 10)
         done = [await settled(store, m.message_id) for m in messages]
     finally:
         await outbox.stop()
-        server.close()
+        receiver.close()
+    requests = receiver.requests
     assert [(m.status, m.attempts) for m in done] == [("delivered", 1), ("delivered", 2)]
     assert [number for number, _ in requests] == [1, 2, 3]
     assert any(

@@ -220,7 +220,7 @@ class PlainRtpPort(RtpPort):
     def destination(self) -> Address | None:
         return self.latched or self.remote
 
-    async def send(
+    def send_now(
         self,
         payload: bytes,
         payload_type: int,
@@ -230,7 +230,8 @@ class PlainRtpPort(RtpPort):
     ) -> None:
         """Send one RTP packet in this port's SSRC and sequence space (if the device wants
         our media). ``audio_level`` is RtpPort's: a SIP leg negotiates no RFC 6464
-        extension, so it is not sent. The header is written in place (RFC 3550 5.1)."""
+        extension, so it is not sent. The header is written in place (RFC 3550 5.1).
+        (RtpPort's ``send`` awaits this, for callers that await.)"""
         dest = self.destination()
         sock = self._rtp
         if not self.send_ok or dest is None or sock is None or sock.transport is None:

@@ -370,24 +370,6 @@ class RtpPort:
         finally:
             exited.set()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # A port that brings its own ``send`` (a plain RTP leg's) gets a ``send_now`` that
-        # runs it: RtpPort's would write to an aiortc transceiver it does not have.
-        super().__init_subclass__(**kwargs)
-        if "send" in cls.__dict__ and "send_now" not in cls.__dict__:
-
-            def send_now(
-                self: RtpPort,
-                payload: bytes,
-                payload_type: int,
-                timestamp: int,
-                marker: int,
-                audio_level: tuple[bool, int] | None = None,
-            ) -> None:
-                run_now(self.send(payload, payload_type, timestamp, marker, audio_level))
-
-            cls.send_now = send_now  # type: ignore[method-assign]
-
     async def send(
         self,
         payload: bytes,
