@@ -440,3 +440,59 @@ async def test_sends_follow_a_new_nominated_pair() -> None:
         sink.close()
         await media.close()
         await server.shutdown()
+
+
+async def test_a_hang_up_joins_no_decoder_thread_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiortc starts a decoder thread per receiver and joins it inside RTCPeerConnection.close,
+    on the event loop. The server's receivers (audio RtpPort, video VideoPort) replace aiortc's
+    RTP handler, so nothing would feed that thread: none is started, and closing the leg joins
+    no thread. The device here is stock aiortc, which decodes, so its receivers have one."""
+    import threading
+
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from callbridge.media.engine import InProcessMediaServer
+    from callbridge.rtp.receiver import decodes
+
+    server = InProcessMediaServer(["127.0.0.1"])
+    device = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        device.addTransceiver("audio", direction="sendrecv")
+        device.addTransceiver("video", direction="sendrecv")
+        await device.setLocalDescription(await device.createOffer())
+        answer = await server.answer("leg", device.localDescription.sdp, video=True)
+        await device.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        ep = server.endpoint("leg")
+        receivers = [t.receiver for t in ep.pc.getTransceivers()]
+        assert sorted(r.track.kind for r in receivers) == ["audio", "video"]
+        async with asyncio.timeout(10):
+            while ep.pc.connectionState != "connected":  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert not any(map(decodes, receivers))
+
+        def thread(receiver: object) -> threading.Thread | None:
+            return getattr(receiver, "_RTCRtpReceiver__decoder_thread")  # type: ignore[no-any-return]  # noqa: B009
+
+        assert [thread(r) for r in receivers] == [None, None]
+        # The device's (stock aiortc) receivers did start theirs; it gets the server's DTLS
+        # close_notify in this same process and joins them: those are the only joins allowed.
+        device_threads = {thread(t.receiver) for t in device.getTransceivers()}
+        assert None not in device_threads and len(device_threads) == 2
+
+        joined: list[threading.Thread] = []
+        orig_join = threading.Thread.join
+
+        def join(self: threading.Thread, timeout: float | None = None) -> None:
+            joined.append(self)
+            orig_join(self, timeout)
+
+        monkeypatch.setattr(threading.Thread, "join", join)
+        await server.close("leg")  # a hang-up
+        monkeypatch.undo()
+        assert ep.pc.connectionState == "closed"
+        assert [t for t in joined if t not in device_threads] == []
+    finally:
+        await device.close()
+        await server.shutdown()

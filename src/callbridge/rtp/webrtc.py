@@ -23,8 +23,9 @@ The offer/answer side of the glue (codec set and preferences, the negotiated res
 aiortc fixes) is :mod:`callbridge.rtp.offer_answer` and the ICE settings are
 :mod:`callbridge.rtp.ice`; their public names are importable from here too, as before.
 
-Every use of an aiortc private name is in these three modules, and ``pyproject.toml`` pins
-aiortc's minor version.
+Every use of an aiortc private name is in these three modules and
+:mod:`callbridge.rtp.receiver` (no decoder thread for the receivers hooked here), and
+``pyproject.toml`` pins aiortc's minor version.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
+from callbridge.rtp import receiver as _receiver
 from callbridge.rtp.fastpath import (
     _NTP,
     _OCTETS,
@@ -85,6 +87,7 @@ from callbridge.rtp.offer_answer import (
 )
 
 log = logging.getLogger(__name__)
+_receiver.install()  # before any RtpPort/VideoPort captures receiver.receive
 
 __all__ = [
     "IdleTrack",
