@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from callbridge.client import FrameSink, Phone, TestPatternSource, ToneSource
-from callbridge.errors import RemoteError
 from callbridge.testing.server import Server, create_user, running
 from parties import ALICE, BOB, CAROL, Party, PartyUser, connect, hears, until
 from test_conferences import host, invite_and_join
 from test_metrics import scrape, value
+from test_video import BLUE, RED, close_to, frames, no_new_frames
 
 _numbers = itertools.count(1)
 
@@ -163,31 +163,77 @@ async def test_metrics_report_each_worker(wserver: Server, wparty: Any) -> None:
     await inc.wait_for("ended", timeout=5)
 
 
-async def test_video_between_two_workers_is_refused_with_a_clear_error(
-    wserver: Server, wparty: Any
-) -> None:
-    """The relay between workers carries audio only: a video call whose legs sit on two
-    workers (co-location is off here; normally a call's legs meet) is refused by name rather
-    than left without pictures."""
+async def test_a_video_call_whose_legs_are_on_two_workers(wserver: Server, wparty: Any) -> None:
+    """Video crosses the relay between workers (media/relay_video.py): a video call whose legs
+    sit on two workers (co-location is off here) shows each party the other's colour."""
     alice, bob = await wparty(ALICE), await wparty(BOB)
+    alice_sees, bob_sees = FrameSink(), FrameSink()
     out = await alice.phone.call(
         bob.user.extension,
         source=ToneSource(ALICE),
         sink=alice.sink,
         media_type="video",
-        video_source=TestPatternSource((255, 0, 0)),
-        video_sink=FrameSink(),
+        video_source=TestPatternSource(RED),
+        video_sink=alice_sees,
     )
     inc = await bob.ringing()
-    with pytest.raises(RemoteError, match="video cannot cross media workers") as refused:
-        await inc.answer(
-            source=ToneSource(BOB),
-            sink=bob.sink,
-            media_type="video",
-            video_source=TestPatternSource((0, 0, 255)),
-            video_sink=FrameSink(),
-        )
-    assert "--media-workers 1" in str(refused.value)  # and how to get video
-    assert (await out.wait_for("ended", timeout=5)).data["reason"] == "failed"
-    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "failed"
-    await until(lambda: wserver.health()["legs"] == 0)  # nothing left behind
+    await inc.answer(
+        source=ToneSource(BOB),
+        sink=bob.sink,
+        media_type="video",
+        video_source=TestPatternSource(BLUE),
+        video_sink=bob_sees,
+    )
+    await out.wait_for("answered", timeout=5)
+    assert wserver.health()["media_relays"]["bridges"] == 1  # the legs are on two workers
+    assert await frames(alice_sees, 15) >= 15
+    assert await frames(bob_sees, 15) >= 15
+    assert close_to(alice_sees.dominant_color(), BLUE), alice_sees.dominant_color()
+    assert close_to(bob_sees.dominant_color(), RED), bob_sees.dominant_color()
+    await hears(alice, BOB, not_=(ALICE,))
+    await hears(bob, ALICE, not_=(BOB,))
+    await out.hangup()
+    assert (await inc.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+    await until(lambda: wserver.health()["media_relays"] == {"bridges": 0, "mixer_members": 0})
+
+
+async def test_an_attended_transfer_then_video_with_the_new_party_across_workers(
+    wserver: Server, wparty: Any
+) -> None:
+    """The case that kept ``--media-workers`` at 1: an attended transfer joins two legs that
+    two calls set up, so they sit on two workers; video between them is relayed across, both
+    ways, and stops when the call goes back to audio."""
+    alice, bob, carol = await wparty(ALICE), await wparty(BOB), await wparty(CAROL)
+    to_bob, from_alice = await connect(alice, bob)
+    consult = await from_alice.attended_transfer(
+        carol.user.extension, sink=bob.sink, source=ToneSource(BOB)
+    )
+    at_carol = await carol.answer()
+    await consult.wait_for("answered", timeout=5)
+    await from_alice.complete_transfer()
+    assert (await at_carol.wait_for("transferred", timeout=5)).data["peer"] == alice.user.number
+    await until(lambda: wserver.health()["media_relays"]["bridges"] == 1)
+    await hears(alice, CAROL, not_=(BOB,))
+
+    alice_sees, carol_sees = FrameSink(), FrameSink()
+    await to_bob.upgrade(video_source=TestPatternSource(RED), video_sink=alice_sees)
+    await at_carol.wait_for("media-modification", timeout=5)
+    await at_carol.accept_modification(video_source=TestPatternSource(BLUE), video_sink=carol_sees)
+    for call in (to_bob, at_carol):
+        changed = await call.wait_for("state-changed", timeout=5)
+        assert (changed.data["new_state"], changed.data["accepted"]) == ("video", True)
+    assert await frames(alice_sees, 15) >= 15
+    assert await frames(carol_sees, 15) >= 15
+    assert close_to(alice_sees.dominant_color(), BLUE), alice_sees.dominant_color()
+    assert close_to(carol_sees.dominant_color(), RED), carol_sees.dominant_color()
+    assert wserver.health()["media_relays"]["bridges"] == 1  # still across the two workers
+
+    await to_bob.downgrade()
+    await at_carol.wait_for("media-modification", timeout=5)
+    await at_carol.accept_modification()
+    await at_carol.wait_for("state-changed", timeout=5)
+    assert await no_new_frames(alice_sees) <= 1
+    assert await no_new_frames(carol_sees) <= 1
+    await hears(carol, ALICE, not_=(CAROL,))
+    await to_bob.hangup()
+    assert (await at_carol.wait_for("ended", timeout=5)).data["reason"] == "hangup"

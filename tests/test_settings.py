@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -228,3 +230,23 @@ def test_a_server_started_with_secrets_from_env_and_file_shows_none_in_ps(
     log = server.log()
     assert f"settings from {config}, CALLBRIDGE_TURN_PASSWORD_FILE" in log
     assert secret not in log
+
+
+def test_media_workers_default_to_the_cores_this_process_may_use() -> None:
+    """Issue 15: one media worker per core the server may run on: its CPU affinity (what
+    ``taskset`` or a container's cpuset leave it), so a process held to one core gets 1 (the
+    media in its own process)."""
+    assert serve_args([]).media_workers == len(os.sched_getaffinity(0))
+    one_core = min(os.sched_getaffinity(0))
+    probe = (
+        "from callbridge.cli import build_parser\n"
+        "print(build_parser().parse_args(['serve']).media_workers)"
+    )
+    held = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_core}),
+    )
+    assert held.stdout.strip() == "1"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import re
 import sys
 from pathlib import Path
@@ -102,6 +103,15 @@ def _node_id(text: str) -> str:
 
 
 # parser -----------------------------------------------------------------------------------
+def _cores() -> int:
+    """``--media-workers``'s default: the cores this process may run on (its CPU affinity:
+    ``taskset`` or a container's cpuset narrow it; os.cpu_count() counts the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def add_serve_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     database: argparse.ArgumentParser,
@@ -174,10 +184,11 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--media-workers",
         type=_positive_int,
-        default=ServerConfig.media_workers,
+        default=_cores(),
         metavar="N",
-        help="media worker processes (%(default)s: the media runs in the server's own "
-        "process; N > 1 spreads calls over N processes, e.g. one per core; docs/operations.md)",
+        help="media worker processes (default: one per core this process may use, "
+        "%(default)s here; N > 1 spreads calls over N processes; 1 keeps the media in the "
+        "server's own process, and is what a 1-core machine gets; docs/operations.md)",
     )
     group.add_argument(
         "--event-loop",

@@ -165,6 +165,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         }
         if isinstance(runtime.media, WorkerMediaServer):  # per worker: pid, alive, restarts
             health["media_workers"] = runtime.media.worker_health()
+            health["media_relays"] = runtime.media.relays.counts()  # links between workers
         if drain.draining:
             health["drain"] = drain.status()
         if (backlog := drain.backlog()) is not None:  # new calls are refused (docs/security.md)

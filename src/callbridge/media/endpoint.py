@@ -60,7 +60,20 @@ from callbridge.rtp.webrtc import (
     rtc_configuration,
 )
 
-__all__ = ["Endpoint", "EndpointHost", "LegRecording", "Transcoder"]
+__all__ = ["Endpoint", "EndpointHost", "LegRecording", "Transcoder", "VideoLink"]
+
+
+class VideoLink(Protocol):
+    """Where an endpoint's video goes and whom a key-frame request for it reaches: a device's
+    :class:`~callbridge.rtp.webrtc.VideoPort`, or a relay endpoint's
+    :class:`~callbridge.media.relay_video.RelayVideo` to another media worker."""
+
+    @property
+    def sending(self) -> bool: ...
+
+    async def relay(self, source: object, packet: Any) -> None: ...
+
+    async def request_keyframe(self) -> None: ...
 
 
 class EndpointHost(Protocol):
@@ -209,20 +222,26 @@ class Endpoint:
         )
         transceiver.sender.replaceTrack(IdleTrack("video"))
 
+    def video_link(self) -> VideoLink | None:
+        """This endpoint's way to send video (its device's video port; a relay endpoint's
+        link to the other worker, :class:`~callbridge.media.rtp_plain.PlainEndpoint`)."""
+        return self.video
+
     async def on_video(self, packet: Any) -> None:  # an aiortc RtpPacket (video)
         """Relay the device's video to the bridged device (not while either holds the call)."""
         peer = self.peer
         if peer is None or peer.player is not None or self.player is not None:
             return
-        port = peer.video
+        port = peer.video_link()
         if port is not None and port.sending:
             await port.relay(self, packet)
 
     async def keyframe_wanted(self) -> None:
         """This endpoint's device needs a key frame: ask the device whose video it gets."""
         peer = self.peer
-        if peer is not None and peer.video is not None:
-            await peer.video.request_keyframe()
+        link = peer.video_link() if peer is not None else None
+        if link is not None:
+            await link.request_keyframe()
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState

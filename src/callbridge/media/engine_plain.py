@@ -17,6 +17,7 @@ from callbridge.errors import ErrorCode, MediaError
 from callbridge.media import plain
 from callbridge.media.endpoint import Endpoint
 from callbridge.media.interface import EndpointInfo, MediaDirection
+from callbridge.media.relay_video import RelayVideo
 from callbridge.media.rtp_plain import PlainEndpoint
 
 __all__ = ["PlainRtpMethods", "plain_info"]
@@ -62,6 +63,21 @@ class PlainRtpMethods(ABC):
                 ErrorCode.INVALID_STATE, f"endpoint {endpoint_id} is WebRTC, not plain RTP"
             )
         return ep
+
+    async def relay_video(
+        self, endpoint_id: str, far: tuple[str, int] | None = None
+    ) -> tuple[str, int]:
+        """Open a relay endpoint's video path to another media worker (once) and, given the
+        other side's address, connect it; returns this side's address. Used between workers
+        only (:mod:`~callbridge.media.workers.relays`), not part of the MediaServer protocol.
+        """
+        ep = self._plain(endpoint_id)
+        if ep.relay_video is None:
+            ep.relay_video = RelayVideo(ep.on_video, ep.keyframe_wanted)
+        address = await ep.relay_video.open(self.rtp_address, ep.rtp.port_range)
+        if far is not None:
+            ep.relay_video.connect(far)
+        return address
 
     def _new_plain(self, endpoint_id: str, rtp_timeout: float | None) -> PlainEndpoint:
         ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)

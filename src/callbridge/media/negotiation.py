@@ -189,7 +189,7 @@ def video_state(ep: Endpoint) -> tuple[bool, bool]:
 async def video_changed(ep: Endpoint) -> None:
     """A negotiation completed: both devices of the bridge may need a key frame now."""
     for e in (ep, ep.peer):
-        if e is not None and e.video is not None:
+        if e is not None and e.video_link() is not None:
             try:
                 await e.keyframe_wanted()
             except ConnectionError:

@@ -34,7 +34,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pylibsrtp
 from aiortc import RTCPeerConnection
@@ -48,6 +48,10 @@ from callbridge.media.rtcp_plain import RtcpSession
 from callbridge.media.sdp_plain import Crypto, PtTable
 from callbridge.rtp.fastpath import RtpView, RtpWriter, Srtp, parse_rtp
 from callbridge.rtp.webrtc import RtpPort
+
+if TYPE_CHECKING:
+    from callbridge.media.endpoint import VideoLink
+    from callbridge.media.relay_video import RelayVideo
 
 __all__ = ["RELATCH_PACKETS", "PlainEndpoint", "PlainRtpPort", "bind_pair"]
 
@@ -409,6 +413,12 @@ class PlainEndpoint(Endpoint):
         self.timeout = timeout
         self.negotiated = False
         self._watchdog: asyncio.Task[None] | None = None
+        # A relay endpoint's video to the other media worker (media/relay_video.py); a SIP
+        # phone's plain leg has no video.
+        self.relay_video: RelayVideo | None = None
+
+    def video_link(self) -> VideoLink | None:
+        return self.relay_video
 
     def _make_pc(self) -> RTCPeerConnection:
         # The stand-in has only what the base class touches (connectionState, on, close).
@@ -454,5 +464,7 @@ class PlainEndpoint(Endpoint):
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        if self.relay_video is not None:
+            self.relay_video.close()
         await self.rtp.close()
         await super().close()

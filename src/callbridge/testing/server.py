@@ -68,7 +68,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import NotRequired, TypedDict, Unpack, cast
+from typing import Any, NotRequired, TypedDict, Unpack, cast
 
 import httpx
 
@@ -140,6 +140,9 @@ class Health(TypedDict):
     legs: int  # calls' sides
     media_endpoints: int
     event_loop: str  # "uvloop" or "asyncio" (``--event-loop``)
+    # --media-workers N > 1: each worker, and the bridges/mixer members relayed between them
+    media_workers: NotRequired[list[dict[str, Any]]]
+    media_relays: NotRequired[dict[str, int]]
 
 
 class ServerOptions(TypedDict):

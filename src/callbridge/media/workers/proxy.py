@@ -45,6 +45,7 @@ from callbridge.media.interface import (
 )
 from callbridge.media.workers.process import WorkerProcess
 from callbridge.media.workers.relays import RELAY_PREFIX, Relays
+from callbridge.media.workers.slots import Slots
 from callbridge.vocabulary import SupervisorRole
 
 __all__ = ["AFFINITY_SECS", "WorkerMediaServer"]
@@ -76,6 +77,7 @@ class WorkerMediaServer:
         self._playbacks: dict[str, WorkerProcess] = {}
         self._played_to: dict[str, str] = {}  # play_to playback id -> its endpoint
         self._recordings: dict[str, WorkerProcess] = {}
+        self.slots = Slots()  # playback and fetch limits across the workers (slots.py)
         self._dead_counts = PacketCounts()  # packets of workers that died or were replaced
         self._dead_ticks = [0, 0]
         self.relays = Relays()
@@ -137,6 +139,7 @@ class WorkerMediaServer:
             if event.state == "ended":
                 self._playbacks.pop(event.playback_id, None)
                 self._played_to.pop(event.playback_id, None)
+                self.slots.ended(event.playback_id)
         elif isinstance(event, RecordingSaved):
             self._recordings.pop(event.recording_id, None)
         elif event.endpoint_id.startswith(RELAY_PREFIX):
@@ -161,6 +164,7 @@ class WorkerMediaServer:
         for playback_id in ended:
             del self._playbacks[playback_id]
             self._played_to.pop(playback_id, None)
+            self.slots.ended(playback_id)
             self._emit(PlaybackStateChanged(playback_id, "ended", "failed", cause))
         for endpoint_id in lost:
             self._emit(EndpointLost(endpoint_id, cause))
@@ -268,23 +272,12 @@ class WorkerMediaServer:
         await self._on(endpoint_id, "accept_answer", answer_sdp)
 
     async def renegotiate(self, endpoint_id: str, offer_sdp: str, send_video: bool) -> str:
-        if send_video:
-            self._refuse_relayed_video(endpoint_id)
         result: str = await self._on(endpoint_id, "renegotiate", offer_sdp, send_video)
         return result
 
     async def reoffer(self, endpoint_id: str, send_video: bool, recv_video: bool) -> str:
-        if send_video or recv_video:
-            self._refuse_relayed_video(endpoint_id)
         result: str = await self._on(endpoint_id, "reoffer", send_video, recv_video)
         return result
-
-    def _refuse_relayed_video(self, endpoint_id: str) -> None:
-        """A relay carries audio only (plain RTP/AVP between workers): video on a bridge that
-        spans two workers would never arrive, so it is refused rather than silently lost."""
-        link = self.relays.of.get(endpoint_id)
-        if link is not None and link.kind == "bridge":
-            raise _relayed_video()
 
     async def renegotiate_rtp(self, endpoint_id: str, offer_sdp: str) -> str:
         result: str = await self._on(endpoint_id, "renegotiate_rtp", offer_sdp)
@@ -310,11 +303,7 @@ class WorkerMediaServer:
         if wa is wb:
             await wa.call("bridge", a_id, b_id)
             return
-        for endpoint_id, worker in ((a_id, wa), (b_id, wb)):
-            info: EndpointInfo = await worker.call("endpoint_info", endpoint_id)
-            if info.video:  # the relay would drop it: refuse (docs/architecture.md)
-                raise _relayed_video()
-        link = await self.relays.link("bridge", a_id, wa, b_id, wb)
+        link = await self.relays.link("bridge", a_id, wa, b_id, wb)  # audio and video
         await wa.call("bridge", a_id, link.ra)
         await wb.call("bridge", link.rb, b_id)
 
@@ -421,7 +410,11 @@ class WorkerMediaServer:
         self._playbacks[playback_id] = worker
         mapped = tuple(map(self.relays.member_id, targets))
         try:
-            await worker.call("mixer_play", mixer_id, playback_id, audio, mapped)
+            await self.slots.play(
+                playback_id,
+                audio,
+                lambda: worker.call("mixer_play", mixer_id, playback_id, audio, mapped),
+            )
         except BaseException:
             self._playbacks.pop(playback_id, None)
             raise
@@ -431,7 +424,9 @@ class WorkerMediaServer:
         self._playbacks[playback_id] = worker
         self._played_to[playback_id] = endpoint_id
         try:
-            await worker.call("play_to", endpoint_id, playback_id, audio)
+            await self.slots.play(
+                playback_id, audio, lambda: worker.call("play_to", endpoint_id, playback_id, audio)
+            )
         except BaseException:
             self._playbacks.pop(playback_id, None)
             self._played_to.pop(playback_id, None)
@@ -446,7 +441,8 @@ class WorkerMediaServer:
         alive = [w for w in self.workers if w.alive]
         if not alive:
             raise MediaError(ErrorCode.INVALID_STATE, "no media worker is running")
-        seconds: float = await min(alive, key=lambda w: w.objects).call("probe_audio", audio)
+        worker = min(alive, key=lambda w: w.objects)
+        seconds: float = await self.slots.probe(audio, lambda: worker.call("probe_audio", audio))
         return seconds
 
     async def stop_all(self, mixer_id: str, targets: tuple[str, ...] = ()) -> None:
@@ -500,6 +496,7 @@ class WorkerMediaServer:
         self._playbacks.clear()
         self._played_to.clear()
         self._recordings.clear()
+        self.slots.release_all()
         self.relays = Relays()
 
 
@@ -511,13 +508,3 @@ async def _quiet_close(worker: WorkerProcess, relay_id: str, real_id: str | None
         await worker.call("close", relay_id)
     except MediaError as exc:
         log.debug("closing relay %s after a worker died: %s", relay_id, exc)
-
-
-def _relayed_video() -> MediaError:
-    return MediaError(
-        ErrorCode.INVALID_STATE,
-        "video cannot cross media workers: this call's two legs live in different media "
-        "worker processes (created apart, e.g. joined by a transfer or pickup) and the relay "
-        "between workers carries audio only; place a new call for video, or run the server "
-        "with --media-workers 1",
-    )

@@ -9,6 +9,11 @@ transcodes), the device's endpoint is bridged to the relay endpoint on its worke
 endpoint (or the mixer) takes the other relay endpoint. It costs one more relay hop per packet
 on each worker, only for these legs; calls whose legs were created together meet on one worker
 and have no relay (see :mod:`.proxy`).
+
+A bridge's relay carries video too, whether or not either leg has video yet (an upgrade may
+come later): each relay endpoint gets a :class:`~callbridge.media.relay_video.RelayVideo`
+and the two learn each other's address here. VP8 goes across as RTP, key-frame requests come
+back as RTCP PLI. A mixer carries audio only, so a mixer's relay has no video.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class Relays:
         link = self.of.get(endpoint_id)
         return link.rb if link is not None and link.kind == "mixer" else endpoint_id
 
+    def counts(self) -> dict[str, int]:
+        """Live links in ``/healthz``: bridges and mixer memberships that span two workers."""
+        bridges = {id(k) for k in self.of.values() if k.kind == "bridge"}
+        return {"bridges": len(bridges), "mixer_members": len(self.stand_in)}
+
     def mixer_links(self, mixer_id: str) -> list[Link]:
         return [k for k in self.of.values() if k.kind == "mixer" and k.b == mixer_id]
 
@@ -79,6 +89,10 @@ class Relays:
         try:
             answer = await wb.call("answer_rtp", link.rb, offer, codec, 0)
             await wa.call("accept_answer", link.ra, answer)
+            if kind == "bridge":  # video crosses too (media/relay_video.py): swap addresses
+                here = await wa.call("relay_video", link.ra)
+                there = await wb.call("relay_video", link.rb, here)
+                await wa.call("relay_video", link.ra, there)
         except BaseException:
             await _quietly(wa, "close", link.ra)
             await _quietly(wb, "close", link.rb)

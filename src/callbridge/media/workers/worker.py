@@ -41,6 +41,7 @@ METHODS = frozenset(
         "create_mixer", "destroy_mixer", "mixer_add", "mixer_remove", "mixer_update",
         "mixer_members", "mixer_play", "play_to", "stop_playback", "probe_audio", "stop_all",
         "send_dtmf", "record_start", "record_pause", "record_resume", "record_stop", "shutdown",
+        "relay_video",  # between workers only (media/workers/relays.py)
     )
 )  # fmt: skip
 
