@@ -18,6 +18,7 @@ back as RTCP PLI. A mixer carries audio only, so a mixer's relay has no video.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
@@ -90,9 +91,12 @@ class Relays:
             answer = await wb.call("answer_rtp", link.rb, offer, codec, 0)
             await wa.call("accept_answer", link.ra, answer)
             if kind == "bridge":  # video crosses too (media/relay_video.py): swap addresses
-                here = await wa.call("relay_video", link.ra)
-                there = await wb.call("relay_video", link.rb, here)
-                await wa.call("relay_video", link.ra, there)
+                here, there = await asyncio.gather(
+                    wa.call("relay_video", link.ra), wb.call("relay_video", link.rb)
+                )
+                await asyncio.gather(
+                    wa.call("relay_video", link.ra, there), wb.call("relay_video", link.rb, here)
+                )
         except BaseException:
             await _quietly(wa, "close", link.ra)
             await _quietly(wb, "close", link.rb)
