@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,6 +104,28 @@ def _version(samples: Samples) -> str:
         if name == "callbridge_build_info":
             return dict(labels)["version"]
     raise AssertionError("no callbridge_build_info")
+
+
+async def test_the_srtp_and_handler_counters_are_exported_in_all_and_per_worker(
+    server: Server, store: Store
+) -> None:
+    """``callbridge_srtp_packets_rejected_total`` and ``callbridge_rtp_handler_errors_total``
+    (counted by the legs' RTP ports: tests/test_packet_path.py, tests/test_packet_counts.py),
+    and with media workers ``callbridge_media_worker_srtp_rejected`` and
+    ``callbridge_media_worker_handler_errors`` for each worker, as the exposition parses."""
+    key = await store.create_api_key("metrics-srtp", admin=True, scope="read")
+    _, samples = await scrape(server, key)
+    for name in ("callbridge_srtp_packets_rejected_total", "callbridge_rtp_handler_errors_total"):
+        assert samples[(name, ())] >= 0
+    health: dict[str, Any] = dict(server.health())
+    for w in health.get("media_workers", []):  # --media-workers 2, the suite's default
+        label = (("worker", str(w["index"])),)
+        for name, field in (
+            ("callbridge_media_worker_srtp_rejected", "srtp_rejected"),
+            ("callbridge_media_worker_handler_errors", "handler_errors"),
+        ):
+            assert samples[(name, label)] >= 0
+            assert w[field] >= 0  # /healthz has them too
 
 
 async def test_metrics_need_an_admin_key(server: Server, store: Store) -> None:

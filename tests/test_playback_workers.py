@@ -119,7 +119,8 @@ async def phones(lserver: Server) -> AsyncIterator[Any]:
 
 
 def workers(server: Server) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = dict(server.health())["media_workers"]
+    health: dict[str, Any] = dict(server.health())
+    found: list[dict[str, Any]] = health["media_workers"]
     return found
 
 

@@ -227,6 +227,16 @@ class _LiveState(Collector):
         yield _counter(
             "callbridge_rtp_packets_late", "RTP packets received out of order", packets.late
         )
+        yield _counter(
+            "callbridge_srtp_packets_rejected",
+            "SRTP packets dropped: not authentic, or replayed (RFC 3711 3.3)",
+            packets.srtp_rejected,
+        )
+        yield _counter(
+            "callbridge_rtp_handler_errors",
+            "Inbound RTP packets whose handling raised (a bug: the log has the first)",
+            packets.handler_errors,
+        )
         yield _counter("callbridge_media_ticks", "20 ms media clock ticks run", media.ticks)
         yield _counter(
             "callbridge_media_ticks_late",
@@ -276,12 +286,24 @@ def _by_state(
 
 
 def _per_worker(workers: list[dict[str, Any]]) -> Iterator[Metric]:
-    """Each media worker process: up, restarts, media objects, late ticks (label ``worker``)."""
+    """Each media worker process: up, restarts, media objects, late ticks, SRTP packets
+    rejected, handler errors (label ``worker``; the counts are the running process's, from 0
+    at each restart: the server totals keep a dead worker's)."""
     series = (
         ("callbridge_media_worker_up", "A media worker process is running", "alive"),
         ("callbridge_media_worker_restarts", "Restarts of a media worker slot", "restarts"),
         ("callbridge_media_worker_objects", "Live media objects of a worker", "media_objects"),
         ("callbridge_media_worker_late_ticks", "Late 20 ms ticks of a worker", "late_ticks"),
+        (
+            "callbridge_media_worker_srtp_rejected",
+            "SRTP packets a worker dropped (not authentic, or replayed)",
+            "srtp_rejected",
+        ),
+        (
+            "callbridge_media_worker_handler_errors",
+            "Inbound RTP packets whose handling raised in a worker",
+            "handler_errors",
+        ),
     )
     for name, documentation, key in series:
         family = GaugeMetricFamily(name, documentation, labels=["worker"])

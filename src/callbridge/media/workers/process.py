@@ -91,6 +91,7 @@ class WorkerProcess:
         self.objects = stats[0]
         p = PacketCounts()
         p.received, p.lost, p.late, p.relayed = stats[1:5]
+        p.srtp_rejected, p.handler_errors = stats[7:9]
         self.packets = p
         self.ticks, self.late_ticks = stats[5], stats[6]
 
@@ -173,6 +174,8 @@ class WorkerProcess:
             "restarts": self.generation,
             "media_objects": self.objects,
             "late_ticks": self.late_ticks,
+            "srtp_rejected": self.packets.srtp_rejected,
+            "handler_errors": self.packets.handler_errors,
         }
 
 

@@ -45,11 +45,12 @@ METHODS = frozenset(
     )
 )  # fmt: skip
 
-Stats = tuple[int, int, int, int, int, int, int]
+Stats = tuple[int, int, int, int, int, int, int, int, int]
 
 
 def stats_of(media: InProcessMediaServer) -> Stats:
-    """(media objects, packets received, lost, late, relayed, ticks, late ticks)."""
+    """(media objects, packets received, lost, late, relayed, ticks, late ticks, SRTP packets
+    rejected, handler errors)."""
     p = media.packet_counts()
     return (
         media.endpoint_count,
@@ -59,6 +60,8 @@ def stats_of(media: InProcessMediaServer) -> Stats:
         p.relayed,
         media.ticks,
         media.late_ticks,
+        p.srtp_rejected,
+        p.handler_errors,
     )
 
 
