@@ -27,6 +27,10 @@ control plane names it for the calls it makes: ``with acting_for(owner): await
 media.mixer_play(...)`` (a :class:`~contextvars.ContextVar`, which follows the awaits into
 the media plane). Work with no owner counts only in the totals.
 
+*Media workers.* Each process has its own :class:`Limit` objects. With ``--media-workers N``
+the control process's are the server's: it takes the slots before a worker starts a playback
+or a fetch (:mod:`callbridge.media.workers.slots`), so the limits hold across the workers.
+
 Settings come from :func:`configure_outbound` (the server calls it once at start-up with its
 :class:`~callbridge.config.ServerConfig`); until then the defaults apply, strict policy
 included.
