@@ -24,7 +24,10 @@ import pytest
 
 from callbridge.client import Conference, Phone, SilenceSource
 from callbridge.client.errors import CallStateError
-from callbridge.errors import RemoteError
+from callbridge.errors import ErrorCode, MediaError, RemoteError
+from callbridge.media.fetch import playback_limit
+from callbridge.media.interface import AudioSpec
+from callbridge.media.workers.slots import Slots
 from callbridge.testing.server import Server, running
 from parties import until
 from test_playback_stream import write_wav
@@ -227,3 +230,34 @@ async def test_playbacks_on_two_workers_share_the_limits_and_slots_come_back(
     assert await refused(conf_e, url) == total
     await conf_d.end()
     await conf_e.end()
+
+
+async def test_a_slot_is_given_back_once_whatever_ends_the_playback_first() -> None:
+    """The proxy's slot book-keeping alone (the control process's real limit): a worker that
+    dies while it starts a playback (its death gives the slot back, then the start fails), a
+    second start of a running id (refused by the worker: the first keeps its slot)."""
+    slots, limit = Slots(), playback_limit()
+    audio = AudioSpec("file", "/nonexistent.wav")
+    running = limit.running
+
+    async def dies() -> None:
+        slots.ended("p1")  # the proxy's account of the death, before the call's error
+        raise MediaError(ErrorCode.INVALID_STATE, "media worker 0 (pid 1) was killed by SIGKILL")
+
+    with pytest.raises(MediaError, match="was killed"):
+        await slots.play("p1", audio, dies)
+    assert (limit.running, len(slots)) == (running, 0)
+
+    async def starts() -> None:
+        return None
+
+    async def refuses() -> None:
+        raise MediaError(ErrorCode.INVALID_STATE, "playback p2 exists already")
+
+    await slots.play("p2", audio, starts)
+    with pytest.raises(MediaError, match="exists already"):
+        await slots.play("p2", audio, refuses)
+    assert (limit.running, len(slots)) == (running + 1, 1)
+    slots.ended("p2")
+    slots.ended("p2")  # a second end report changes nothing
+    assert (limit.running, len(slots)) == (running, 0)

@@ -63,7 +63,8 @@ class Slots:
                 result = await start()
         except BaseException:
             if slot is not None:
-                if mine:
+                # Its worker's death may have given it back already (a slot is released once).
+                if mine and self._held.get(playback_id) is slot:
                     del self._held[playback_id]
                 slot.release()
             raise
