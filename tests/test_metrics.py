@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.store import Store
 from callbridge.testing.server import Server
 from conftest import MakeParty
-from parties import ALICE, BOB, connect, hears
+from parties import ALICE, BOB, connect, hears, until_async
 
 DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana-callbridge.json"
 
@@ -126,6 +127,52 @@ async def test_the_srtp_and_handler_counters_are_exported_in_all_and_per_worker(
         ):
             assert samples[(name, label)] >= 0
             assert w[field] >= 0  # /healthz has them too
+
+
+async def test_forged_srtp_packets_are_counted_per_worker_and_in_all(
+    server: Server, store: Store, party: MakeParty
+) -> None:
+    """RTP packets that are not authentic SRTP, sent to the server's leg over the caller's own
+    ICE connection with the caller's SSRC (so the leg's fast path takes them), are dropped and
+    counted: ``callbridge_srtp_packets_rejected_total`` and, per media worker,
+    ``callbridge_media_worker_srtp_rejected``. ``callbridge_rtp_handler_errors_total`` is
+    there too (a handler that raises is a bug: tests/test_packet_path.py makes one)."""
+    key = await store.create_api_key("metrics-srtp", admin=True, scope="read")
+    alice, bob = await party(ALICE), await party(BOB)
+    out, inc = await connect(alice, bob)
+    await hears(bob, ALICE)  # the server's leg has routed alice's SSRC to its fast path
+    _, before = await scrape(server, key)
+    media = out.media
+    assert media is not None
+    sender = media.transceiver.sender
+    forged = 5
+    for seq in range(forged):  # an RTP header (RFC 3550 5.1), then bytes no key protected
+        header = struct.pack("!BBHII", 0x80, 111, seq, 960 * seq, sender._ssrc)
+        await sender.transport.transport._connection.send(header + bytes(range(60)))
+
+    async def counted() -> Samples | None:
+        _, now = await scrape(server, key)
+        moved = value(now, "callbridge_srtp_packets_rejected_total") - value(
+            before, "callbridge_srtp_packets_rejected_total"
+        )
+        return now if moved >= forged else None
+
+    after = await until_async(counted, within=5)  # a worker reports its counts every second
+    assert value(after, "callbridge_rtp_handler_errors_total") >= 0
+    assert ("callbridge_rtp_handler_errors_total", ()) in after
+    health: dict[str, Any] = dict(server.health())
+    if "media_workers" in health:  # --media-workers 2 (the suite's default): per worker too
+        per = [
+            value(after, "callbridge_media_worker_srtp_rejected", worker=str(w["index"]))
+            for w in health["media_workers"]
+        ]
+        assert sum(per) >= forged and min(per) >= 0
+        assert all(
+            ("callbridge_media_worker_handler_errors", (("worker", str(w["index"])),)) in after
+            for w in health["media_workers"]
+        )
+    await out.hangup()
+    await inc.wait_for("ended", timeout=5)
 
 
 async def test_metrics_need_an_admin_key(server: Server, store: Store) -> None:

@@ -211,6 +211,7 @@ class Endpoint:
     def attach(self, transceiver: Any) -> None:
         self.transceiver = transceiver
         self.port = RtpPort(transceiver, on_rtp=self.on_rtp, fast_inbound=True)
+        self.stats.port = self.port  # its SRTP rejections and handler errors (/metrics)
         if self._watchers:
             self.port.on_audio_changed = self._media_changed
         transceiver.sender.replaceTrack(IdleTrack())

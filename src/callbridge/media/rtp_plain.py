@@ -161,6 +161,8 @@ class PlainRtpPort(RtpPort):
         self.ready = asyncio.Event()
         self.packets_sent = 0
         self.packets_received = 0
+        self.srtp_rejected = 0  # SDES-SRTP packets not authentic or replayed, dropped (/metrics)
+        self.handler_errors = 0  # (RtpPort's; a plain port's handler errors are not counted)
         self.address = ""  # where we listen
         self.port = 0
         self._rtp: _Socket | None = None
@@ -262,6 +264,7 @@ class PlainRtpPort(RtpPort):
             try:
                 data = self._srtp_in.unprotect(data)
             except pylibsrtp.Error:
+                self.srtp_rejected += 1
                 return  # not authentic, or a replay (RFC 3711 section 3.3)
         packet = parse_rtp(data)
         if packet is None:
@@ -401,6 +404,7 @@ class PlainEndpoint(Endpoint):
         super().__init__(server, endpoint_id)
         self.rtp = PlainRtpPort(self.on_rtp)
         self.port = self.rtp
+        self.stats.port = self.rtp  # its SRTP rejections (/metrics)
         self.pts = PtTable()
         self.session_id = random.getrandbits(31)
         self.sdp_version = 0
