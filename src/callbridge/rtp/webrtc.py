@@ -324,6 +324,7 @@ class RtpPort:
         receiver.receive = receive  # type: ignore[method-assign]
         receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
         sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
+        _receiver.reports_in_sender_reports(sender, receiver)  # one RTCP packet a second
 
     def _receive_bytes(self, data: bytes) -> None:
         """One unprotected RTP packet of an SSRC routed to this port (:func:`_fast_inbound`):
