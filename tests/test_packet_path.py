@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+from typing import Any
 
 import pylibsrtp
 import pytest
@@ -495,4 +496,55 @@ async def test_a_hang_up_joins_no_decoder_thread_on_the_loop(
         assert [t for t in joined if t not in device_threads] == []
     finally:
         await device.close()
+        await server.shutdown()
+
+
+async def test_receiver_reports_ride_in_sender_reports() -> None:
+    """RFC 3550 6.4.1: an audio leg that sends puts its reception report blocks in its SR
+    instead of a separate RR, so each end sends one RTCP packet per interval, not two; the
+    reports still give both ends their remote-inbound-rtp figures (loss, jitter, RTT)."""
+    from callbridge.client import BufferSink, CallMedia, ToneSource
+    from callbridge.media.engine import InProcessMediaServer
+
+    server = InProcessMediaServer(["127.0.0.1"])
+    a = CallMedia(ToneSource(440.0), BufferSink(), codecs=["opus"])
+    b = CallMedia(ToneSource(660.0), BufferSink(), codecs=["opus"])
+    try:
+        for name, media in (("a", a), ("b", b)):
+            await media.accept_answer(await server.answer(name, await media.create_offer()))
+            await media.wait_connected()
+        await server.bridge("a", "b")
+        ep = server.endpoint("a")
+        connection = ep.pc.getTransceivers()[0].sender.transport.transport._connection
+        rtcp: list[bytes] = []  # SRTCP: the first packet's header is in clear (RFC 3711 3.4)
+        orig_data_received = connection.data_received
+
+        def data_received(data: bytes, component: int) -> None:
+            if _is_rtcp(data):
+                rtcp.append(data)
+            orig_data_received(data, component)
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+
+        def remote_inbound(stats: dict[str, Any]) -> list[Any]:
+            return [s for s in stats.values() if s.type == "remote-inbound-rtp"]
+
+        def with_blocks(data: bytes) -> bool:
+            return data[1] == 200 and data[0] & 0x1F >= 1  # an SR with report count >= 1
+
+        # Reports every 0.5-1.5 s. Until the first SR with blocks (the device's loop had not
+        # received anything yet, or its RR's turn came first) an RR may go out on its own.
+        async with asyncio.timeout(8):
+            while not any(map(with_blocks, rtcp)):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            rtcp.clear()
+            while len(rtcp) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert all(map(with_blocks, rtcp)), [d[:2] for d in rtcp]  # and no RR of its own
+        for pc in (ep.pc, a.pc):
+            (report,) = remote_inbound(await pc.getStats())
+            assert report.packetsLost == 0 and report.roundTripTime is not None
+    finally:
+        for media in (a, b):
+            await media.close()
         await server.shutdown()
