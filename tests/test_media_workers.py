@@ -237,3 +237,40 @@ async def test_an_attended_transfer_then_video_with_the_new_party_across_workers
     await hears(carol, ALICE, not_=(CAROL,))
     await to_bob.hangup()
     assert (await at_carol.wait_for("ended", timeout=5)).data["reason"] == "hangup"
+
+
+async def test_a_room_outlives_its_mixers_worker(wserver: Server, wparty: Any) -> None:
+    """The worker that holds a conference's mixer dies: the members whose legs it owned end
+    ``failed``, and the mixer is built again on the live worker with the others, who hear
+    each other again (media/workers/rooms.py). The host's leg and the mixer sit on different
+    workers here (co-location is off: the host's leg goes first, the mixer to the other)."""
+    dave = 1800.0
+    tones = (ALICE, BOB, CAROL, dave)
+    alice, bob, carol, dave_party = [await wparty(t) for t in tones]
+    conf = await host(alice)
+    joined = [await invite_and_join(conf, p) for p in (bob, carol, dave_party)]
+    await hears(alice, BOB, CAROL, dave, not_=(ALICE,))
+    with_mixer = [w for w in workers(wserver) if w["mixers"] == 1]
+    assert len(with_mixer) == 1
+    victim = with_mixer[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        slot = workers(wserver)[victim["index"]]
+        return slot if slot["alive"] and slot["pid"] != victim["pid"] else None
+
+    await until(restarted, within=20)
+    await until(lambda: [w["index"] for w in workers(wserver) if w["mixers"]] != [])
+    moved = [w for w in workers(wserver) if w["mixers"] == 1]
+    assert [w["index"] for w in moved] == [1 - victim["index"]]  # on the live one
+    assert "built again on media worker" in wserver.log()
+    conferences = dict(zip(tones, [conf, *joined], strict=True))
+    parties = dict(zip(tones, (alice, bob, carol, dave_party), strict=True))
+    await until(lambda: any(not c.is_live for c in conferences.values()))  # the lost ones
+    lost = {t for t, c in conferences.items() if not c.is_live}
+    kept = [t for t in tones if t not in lost]
+    assert conf.is_live, "the host's leg was on the mixer's worker: see the docstring"
+    assert len(kept) >= 2 and lost, (kept, lost)
+    for t in kept:
+        await hears(parties[t], *(k for k in kept if k != t), not_=(t, *lost))
+    await alice.phone.end_conference()

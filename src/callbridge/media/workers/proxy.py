@@ -15,7 +15,8 @@ A bridge or membership that still spans two workers is relayed.
 
 A worker that dies is restarted in its slot; every endpoint it owned is reported
 :class:`~callbridge.media.interface.EndpointLost` with the cause (its calls end ``failed``),
-its playbacks end ``failed`` and its mixers are forgotten.
+its playbacks end ``failed``, its recordings end with a failure, and each of its mixers is
+built again on a live worker with the members that survived (:mod:`.rooms`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ from callbridge.media.interface import (
     RecordingFormat,
     RecordingSaved,
 )
+from callbridge.media.recording import RecordingFailed
 from callbridge.media.workers.process import WorkerProcess
 from callbridge.media.workers.relays import RELAY_PREFIX, Relays
+from callbridge.media.workers.rooms import Rooms
 from callbridge.media.workers.slots import Slots
 from callbridge.vocabulary import SupervisorRole
 
@@ -77,6 +80,8 @@ class WorkerMediaServer:
         self._playbacks: dict[str, WorkerProcess] = {}
         self._played_to: dict[str, str] = {}  # play_to playback id -> its endpoint
         self._recordings: dict[str, WorkerProcess] = {}
+        self._recording_paths: dict[str, str] = {}
+        self.rooms = Rooms()  # what each mixer holds, to build it again (rooms.py)
         self.slots = Slots()  # playback and fetch limits across the workers (slots.py)
         self._dead_counts = PacketCounts()  # packets of workers that died or were replaced
         self._dead_ticks = [0, 0]
@@ -118,7 +123,10 @@ class WorkerMediaServer:
         return self._dead_ticks[1] + sum(w.late_ticks for w in self.workers)
 
     def worker_health(self) -> list[dict[str, Any]]:
-        return [w.health() for w in self.workers]
+        mixers = [0] * len(self.workers)
+        for w in self._mixers.values():
+            mixers[w.index] += 1
+        return [{**w.health(), "mixers": mixers[w.index]} for w in self.workers]
 
     # events and deaths ---------------------------------------------------------------------
     def subscribe(self, handler: Callable[[MediaEvent], None]) -> None:
@@ -142,6 +150,7 @@ class WorkerMediaServer:
                 self.slots.ended(event.playback_id)
         elif isinstance(event, RecordingSaved):
             self._recordings.pop(event.recording_id, None)
+            self._recording_paths.pop(event.recording_id, None)
         elif event.endpoint_id.startswith(RELAY_PREFIX):
             return  # a relay's own DTMF, state or direction: the real legs report theirs
         self._emit(event)
@@ -157,19 +166,65 @@ class WorkerMediaServer:
         lost = [e for e, w in self._endpoints.items() if w is worker]
         for endpoint_id in lost:
             del self._endpoints[endpoint_id]
-        for table in (self._mixers, self._recordings):
-            for key in [k for k, w in table.items() if w is worker]:
-                del table[key]
+        rooms = [m for m, w in self._mixers.items() if w is worker]
+        for mixer_id in rooms:
+            del self._mixers[mixer_id]
+        recordings = [r for r, w in self._recordings.items() if w is worker]
+        for recording_id in recordings:
+            del self._recordings[recording_id]
         ended = [p for p, w in self._playbacks.items() if w is worker]
         for playback_id in ended:
             del self._playbacks[playback_id]
             self._played_to.pop(playback_id, None)
             self.slots.ended(playback_id)
             self._emit(PlaybackStateChanged(playback_id, "ended", "failed", cause))
+        for recording_id in recordings:
+            path = self._recording_paths.pop(recording_id, "")
+            error = f"the recording stopped: {cause}"
+            self._emit(RecordingFailed(recording_id, path, 0.0, error=error))
         for endpoint_id in lost:
+            self.rooms.left(endpoint_id)
             self._emit(EndpointLost(endpoint_id, cause))
         if not self._stopped:
+            for mixer_id in rooms:
+                self._rebuild_room(mixer_id, cause)
             self._spawn(self._restart(worker))
+
+    def _rebuild_room(self, mixer_id: str, cause: str) -> None:
+        """Build a dead worker's mixer again on a live worker, with its surviving members."""
+        if mixer_id not in self.rooms.members:
+            return
+        try:
+            worker = self._place()
+        except MediaError:
+            log.error(
+                "conference mixer %s is lost with its worker (%s): none is left", mixer_id, cause
+            )
+            return
+        self._mixers[mixer_id] = worker  # at once: later calls find it (and wait, rooms.py)
+        task = asyncio.get_running_loop().create_task(self._rebuild(mixer_id, worker, cause))
+        self.rooms.rebuilding[mixer_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rebuild(self, mixer_id: str, worker: WorkerProcess, cause: str) -> None:
+        try:
+            members = self.rooms.members.get(mixer_id, {})
+            await worker.call("create_mixer", mixer_id)
+            kept = [e for e in members if e in self._endpoints]
+            for endpoint_id in kept:
+                await self._join(mixer_id, endpoint_id)
+            for endpoint_id in kept:  # after every join: whisper_to names other members
+                if flags := members.get(endpoint_id):
+                    await self._update(endpoint_id, **flags)
+            log.warning(
+                "conference mixer %s built again on media worker %d with %d member(s) after "
+                "its worker was lost (%s)", mixer_id, worker.index, len(kept), cause,
+            )  # fmt: skip
+        except MediaError as exc:
+            log.error("conference mixer %s could not be built again: %s", mixer_id, exc)
+        finally:
+            self.rooms.rebuilding.pop(mixer_id, None)
 
     async def _restart(self, dead: WorkerProcess) -> None:
         self.restarts += 1
@@ -328,6 +383,7 @@ class WorkerMediaServer:
         worker = self._endpoints.get(endpoint_id)
         if worker is None:
             return
+        self.rooms.left(endpoint_id)
         await self.relays.drop(endpoint_id)
         self._endpoints.pop(endpoint_id, None)
         try:
@@ -347,8 +403,11 @@ class WorkerMediaServer:
         except BaseException:
             self._mixers.pop(mixer_id, None)
             raise
+        self.rooms.created(mixer_id)
 
     async def destroy_mixer(self, mixer_id: str) -> None:
+        await self.rooms.settled(mixer_id)
+        self.rooms.destroyed(mixer_id)
         worker = self._mixers.get(mixer_id)
         if worker is None:
             return
@@ -358,6 +417,11 @@ class WorkerMediaServer:
         await worker.call("destroy_mixer", mixer_id)
 
     async def mixer_add(self, mixer_id: str, endpoint_id: str) -> None:
+        await self.rooms.settled(mixer_id)
+        await self._join(mixer_id, endpoint_id)
+        self.rooms.added(mixer_id, endpoint_id)
+
+    async def _join(self, mixer_id: str, endpoint_id: str) -> None:
         wm, we = self._mixer(mixer_id), self._of(endpoint_id)
         await self.relays.drop(endpoint_id)
         if wm is we:
@@ -369,6 +433,8 @@ class WorkerMediaServer:
         await wm.call("mixer_add", mixer_id, link.rb)
 
     async def mixer_remove(self, endpoint_id: str) -> None:
+        await self.rooms.settled(self.rooms.room_of(endpoint_id))
+        self.rooms.left(endpoint_id)
         link = self.relays.of.get(endpoint_id)
         if link is not None and link.kind == "mixer":
             await self.relays.drop(endpoint_id)
@@ -386,19 +452,22 @@ class WorkerMediaServer:
         role: SupervisorRole | None = None,
         whisper_to: tuple[str, ...] | None = None,
     ) -> None:
+        await self.rooms.settled(self.rooms.room_of(endpoint_id))
+        flags = {"deaf": deaf, "held": held, "role": role, "whisper_to": whisper_to}
+        await self._update(endpoint_id, **flags)
+        self.rooms.updated(endpoint_id, flags)
+
+    async def _update(self, endpoint_id: str, **flags: Any) -> None:
+        whisper_to: tuple[str, ...] | None = flags.pop("whisper_to", None)
         link = self.relays.of.get(endpoint_id)
         worker = link.wb if link is not None and link.kind == "mixer" else self._of(endpoint_id)
         whisper = None if whisper_to is None else tuple(map(self.relays.member_id, whisper_to))
         await worker.call(
-            "mixer_update",
-            self.relays.member_id(endpoint_id),
-            deaf=deaf,
-            held=held,
-            role=role,
-            whisper_to=whisper,
+            "mixer_update", self.relays.member_id(endpoint_id), whisper_to=whisper, **flags
         )
 
     async def mixer_members(self, mixer_id: str) -> tuple[str, ...]:
+        await self.rooms.settled(mixer_id)
         members: tuple[str, ...] = await self._mixer(mixer_id).call("mixer_members", mixer_id)
         return tuple(map(self.relays.alias, members))
 
@@ -406,6 +475,7 @@ class WorkerMediaServer:
     async def mixer_play(
         self, mixer_id: str, playback_id: str, audio: AudioSpec, targets: tuple[str, ...] = ()
     ) -> None:
+        await self.rooms.settled(mixer_id)
         worker = self._mixer(mixer_id)
         self._playbacks[playback_id] = worker
         mapped = tuple(map(self.relays.member_id, targets))
@@ -446,6 +516,7 @@ class WorkerMediaServer:
         return seconds
 
     async def stop_all(self, mixer_id: str, targets: tuple[str, ...] = ()) -> None:
+        await self.rooms.settled(mixer_id)
         worker = self._mixer(mixer_id)
         mapped = tuple(map(self.relays.member_id, targets))
         await worker.call("stop_all", mixer_id, mapped)
@@ -464,12 +535,15 @@ class WorkerMediaServer:
     async def record_start(
         self, recording_id: str, source_id: str, path: str, fmt: RecordingFormat = "wav"
     ) -> None:
+        await self.rooms.settled(source_id)
         worker = self._mixers.get(source_id) or self._of(source_id)
         self._recordings[recording_id] = worker
+        self._recording_paths[recording_id] = path
         try:
             await worker.call("record_start", recording_id, source_id, path, fmt)
         except BaseException:
             self._recordings.pop(recording_id, None)
+            self._recording_paths.pop(recording_id, None)
             raise
 
     async def _recording(self, method: str, recording_id: str) -> None:
