@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from callbridge.client import FrameSink, Phone, TestPatternSource, ToneSource
+from callbridge.errors import RemoteError
 from callbridge.testing.server import Server, create_user, running
 from parties import ALICE, BOB, CAROL, Party, PartyUser, connect, hears, until
 from test_conferences import host, invite_and_join
@@ -250,6 +251,9 @@ async def test_a_room_outlives_its_mixers_worker(wserver: Server, wparty: Any) -
     conf = await host(alice)
     joined = [await invite_and_join(conf, p) for p in (bob, carol, dave_party)]
     await hears(alice, BOB, CAROL, dave, not_=(ALICE,))
+    errors: asyncio.Queue[RemoteError] = asyncio.Queue()
+    alice.phone.on("error", errors.put_nowait)
+    recording = await conf.record("start")
     with_mixer = [w for w in workers(wserver) if w["mixers"] == 1]
     assert len(with_mixer) == 1
     victim = with_mixer[0]
@@ -260,6 +264,9 @@ async def test_a_room_outlives_its_mixers_worker(wserver: Server, wparty: Any) -
         return slot if slot["alive"] and slot["pid"] != victim["pid"] else None
 
     await until(restarted, within=20)
+    failed = await asyncio.wait_for(errors.get(), 10)  # the mix's recording died with it
+    assert failed.code == "recording_failed" and recording in failed.message
+    assert "the recording stopped: media worker" in failed.message
     await until(lambda: [w["index"] for w in workers(wserver) if w["mixers"]] != [])
     moved = [w for w in workers(wserver) if w["mixers"] == 1]
     assert [w["index"] for w in moved] == [1 - victim["index"]]  # on the live one
