@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket, RtpPacket
 
+from callbridge.media.engine import InProcessMediaServer
+from callbridge.media.engine_plain import RELAY_PREFIX
 from callbridge.media.relay_video import RelayVideo
 from parties import until
+from test_media_rtp import RtpPhone
 
 HOST = "127.0.0.1"
 
@@ -118,3 +121,33 @@ async def test_unconnected_and_closed_paths_send_nothing() -> None:
     assert sending == [False, False, True, False]
     await side.video.relay(object(), vp8(2))
     assert side.video.packets_sent == 0
+
+
+async def test_a_relays_audio_hears_only_the_other_worker() -> None:
+    """A relay endpoint's plain RTP (its id starts with the relay prefix) never latches: the
+    first sender, or three packets in sequence from elsewhere, take over a phone's leg (NAT
+    rebinding) but not a relay between workers."""
+    media = InProcessMediaServer(["127.0.0.1"])
+    other_worker, stranger = RtpPhone("PCMU"), RtpPhone("PCMU")
+    await other_worker.open()
+    await stranger.open()
+    try:
+        relay = f"{RELAY_PREFIX}7b"
+        answer = await media.answer_rtp(relay, other_worker.offer(), rtp_timeout=0)
+        other_worker.use_answer(answer)
+        stranger.use_answer(answer)
+        port = media.endpoint(relay).port
+        assert port is not None
+        for _ in range(5):  # first, and in sequence: a phone's leg would latch onto it
+            stranger.send_packet(b"\xff" * 160, stranger.pt)
+        other_worker.send_packet(b"\xff" * 160, other_worker.pt)
+        await until(lambda: port.packets_received >= 1)
+        for _ in range(5):
+            stranger.send_packet(b"\xff" * 160, stranger.pt)
+        other_worker.send_packet(b"\xff" * 160, other_worker.pt)
+        await until(lambda: port.packets_received >= 2)
+        assert port.packets_received == 2  # the stranger's ten: none counted
+    finally:
+        other_worker.close()
+        stranger.close()
+        await media.shutdown()

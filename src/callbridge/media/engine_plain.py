@@ -20,7 +20,11 @@ from callbridge.media.interface import EndpointInfo, MediaDirection
 from callbridge.media.relay_video import RelayVideo
 from callbridge.media.rtp_plain import PlainEndpoint
 
-__all__ = ["PlainRtpMethods", "plain_info"]
+__all__ = ["RELAY_PREFIX", "PlainRtpMethods", "plain_info"]
+
+# The ids of relay endpoints between media workers (media/workers/relays.py; the control
+# plane's own ids never start so). Their RTP source is pinned to the other worker's socket.
+RELAY_PREFIX = "~relay:"
 
 
 def plain_info(ep: PlainEndpoint) -> EndpointInfo:
@@ -82,6 +86,7 @@ class PlainRtpMethods(ABC):
     def _new_plain(self, endpoint_id: str, rtp_timeout: float | None) -> PlainEndpoint:
         ep = self._new(endpoint_id, self.rtp_timeout if rtp_timeout is None else rtp_timeout)
         assert isinstance(ep, PlainEndpoint)
+        ep.rtp.pinned = endpoint_id.startswith(RELAY_PREFIX)
         return ep
 
     async def answer_rtp(

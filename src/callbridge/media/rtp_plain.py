@@ -171,6 +171,10 @@ class PlainRtpPort(RtpPort):
         self.remote_rtcp: Address | None = None
         self.rtcp_mux = False
         self.latched: Address | None = None  # the source of the device's packets
+        # A relay between media workers: only the address in the other side's SDP is heard
+        # (no latching, which would let whoever sends first, or three packets in sequence,
+        # take the relay over).
+        self.pinned = False
         self._candidate: tuple[Address, int, int, int] | None = None  # addr, ssrc, seq, count
         self.send_ok = False  # the device receives (as negotiated)
         self.recv_ok = False
@@ -281,6 +285,11 @@ class PlainRtpPort(RtpPort):
         """Symmetric RTP: is ``addr`` the device's source (latching onto it if it now is)?"""
         if addr == self.latched:
             return True
+        if self.pinned:
+            if addr != self.remote:
+                return False
+            self.latched = addr
+            return True
         if self.latched is None or self._srtp_in is not None:
             self.latched, self._candidate = addr, None  # authenticated, or the first packet
             return True
@@ -310,8 +319,9 @@ class PlainRtpPort(RtpPort):
                 data = self._srtp_in.session.unprotect_rtcp(data)
             except pylibsrtp.Error:
                 return
-        if self.latched is not None and addr[0] != self.latched[0]:
-            return  # RTCP from elsewhere than the device
+        device = self.remote if self.pinned else self.latched
+        if device is not None and addr[0] != device[0]:
+            return  # RTCP from elsewhere than the device (or, pinned, the other worker)
         self.last_activity = time.monotonic()
         self.rtcp_source = addr
         self.rtcp.receive(data)

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from callbridge.errors import MediaError
+from callbridge.media.engine_plain import RELAY_PREFIX  # their events are internal
 from callbridge.media.workers.process import WorkerProcess
 
 __all__ = ["RELAY_PREFIX", "Link", "Relays"]
 
 log = logging.getLogger(__name__)
-RELAY_PREFIX = "~relay:"  # control-plane ids never start so; their events are internal
 
 
 @dataclass(slots=True)
