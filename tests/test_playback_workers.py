@@ -24,9 +24,11 @@ import pytest
 
 from callbridge.client import Conference, Phone, SilenceSource
 from callbridge.client.errors import CallStateError
+from callbridge.config import ServerConfig
 from callbridge.errors import ErrorCode, MediaError, RemoteError
 from callbridge.media.fetch import playback_limit
-from callbridge.media.interface import AudioSpec
+from callbridge.media.interface import AudioSpec, MediaEvent, PlaybackStateChanged
+from callbridge.media.workers.proxy import WorkerMediaServer
 from callbridge.media.workers.slots import Slots
 from callbridge.testing.server import Server, running
 from parties import until
@@ -261,3 +263,32 @@ async def test_a_slot_is_given_back_once_whatever_ends_the_playback_first() -> N
     slots.ended("p2")
     slots.ended("p2")  # a second end report changes nothing
     assert (limit.running, len(slots)) == (running, 0)
+
+
+async def test_a_second_start_of_a_running_playback_id_leaves_the_first_alone(
+    tmp_path: Path,
+) -> None:
+    """The proxy refuses a running playback's id itself: the worker's refusal used to drop
+    the running playback's route, so it could no longer be stopped."""
+    media = WorkerMediaServer(ServerConfig(data_dir=tmp_path), 2)
+    events: list[MediaEvent] = []
+    media.subscribe(events.append)
+    await media.start()
+    try:
+        await media.create_mixer("m")
+        beeps = AudioSpec("tone", "beep", loops=0)  # until stopped
+        await media.mixer_play("m", "p1", beeps)
+        with pytest.raises(MediaError, match="playback p1 exists already"):
+            await media.mixer_play("m", "p1", beeps)
+        await media.stop_playback("p1")
+
+        def ended() -> bool:
+            return any(
+                isinstance(e, PlaybackStateChanged) and e.playback_id == "p1" and e.state == "ended"
+                for e in events
+            )
+
+        await until(ended)
+    finally:
+        await media.shutdown()
+        await media.stop()

@@ -14,6 +14,7 @@ from aiortc.rtp import RTCP_PSFB_FIR, RtcpPsfbPacket, RtpPacket
 from callbridge.media.engine import InProcessMediaServer
 from callbridge.media.engine_plain import RELAY_PREFIX
 from callbridge.media.relay_video import RelayVideo
+from callbridge.media.rtp_plain import PlainEndpoint
 from parties import until
 from test_media_rtp import RtpPhone
 
@@ -136,8 +137,9 @@ async def test_a_relays_audio_hears_only_the_other_worker() -> None:
         answer = await media.answer_rtp(relay, other_worker.offer(), rtp_timeout=0)
         other_worker.use_answer(answer)
         stranger.use_answer(answer)
-        port = media.endpoint(relay).port
-        assert port is not None
+        endpoint = media.endpoint(relay)
+        assert isinstance(endpoint, PlainEndpoint)
+        port = endpoint.rtp
         for _ in range(5):  # first, and in sequence: a phone's leg would latch onto it
             stranger.send_packet(b"\xff" * 160, stranger.pt)
         other_worker.send_packet(b"\xff" * 160, other_worker.pt)

@@ -477,6 +477,7 @@ class WorkerMediaServer:
     ) -> None:
         await self.rooms.settled(mixer_id)
         worker = self._mixer(mixer_id)
+        self._new_playback(playback_id)
         self._playbacks[playback_id] = worker
         mapped = tuple(map(self.relays.member_id, targets))
         try:
@@ -491,6 +492,7 @@ class WorkerMediaServer:
 
     async def play_to(self, endpoint_id: str, playback_id: str, audio: AudioSpec) -> None:
         worker = self._of(endpoint_id)
+        self._new_playback(playback_id)
         self._playbacks[playback_id] = worker
         self._played_to[playback_id] = endpoint_id
         try:
@@ -501,6 +503,12 @@ class WorkerMediaServer:
             self._playbacks.pop(playback_id, None)
             self._played_to.pop(playback_id, None)
             raise
+
+    def _new_playback(self, playback_id: str) -> None:
+        """A running playback's id is refused here, as the engine refuses it: its failure
+        would otherwise drop the running one's route (and its slot)."""
+        if playback_id in self._playbacks:
+            raise MediaError(ErrorCode.INVALID_STATE, f"playback {playback_id} exists already")
 
     async def stop_playback(self, playback_id: str) -> None:
         worker = self._playbacks.get(playback_id)
