@@ -12,10 +12,11 @@ run with co-location on under ``CALLBRIDGE_TEST_MEDIA_WORKERS=2``.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,21 +34,25 @@ from test_video import BLUE, RED, close_to, frames, no_new_frames
 _numbers = itertools.count(1)
 
 
+@contextlib.contextmanager
+def workers_apart(data_dir: Path, args: Sequence[str] = (), **options: Any) -> Iterator[Server]:
+    """A server with two media workers and co-location off: every bridge and membership
+    whose two sides were created apart is relayed between the workers."""
+    with contextlib.ExitStack() as stack:
+        os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"] = "0"  # read by the server at start
+        try:
+            server = stack.enter_context(
+                running(data_dir, args=["--media-workers", "2", *args], **options)
+            )
+        finally:
+            del os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"]
+        yield server
+
+
 @pytest.fixture(scope="module")
 def wserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir: Path = tmp_path_factory.mktemp("workers")
-    os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"] = "0"  # read by the server process at start
-    try:
-        server = running(data_dir, ring_timeout=5.0, args=["--media-workers", "2"])
-        srv = server.__enter__()
-    finally:
-        del os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"]
-    try:
-        yield srv
-    except BaseException as exc:
-        server.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    server.__exit__(None, None, None)
+    with workers_apart(tmp_path_factory.mktemp("workers"), ring_timeout=5.0) as server:
+        yield server
 
 
 @pytest.fixture

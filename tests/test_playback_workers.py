@@ -30,8 +30,9 @@ from callbridge.media.fetch import playback_limit
 from callbridge.media.interface import AudioSpec, MediaEvent, PlaybackStateChanged
 from callbridge.media.workers.proxy import WorkerMediaServer
 from callbridge.media.workers.slots import Slots
-from callbridge.testing.server import Server, running
+from callbridge.testing.server import Server
 from parties import until
+from test_media_workers import workers_apart
 from test_playback_stream import write_wav
 
 pytestmark = pytest.mark.timeout(90)
@@ -86,21 +87,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def lserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Two media workers, co-location off, small playback and fetch limits."""
-    args = ["--media-workers", "2", "--max-playbacks", str(MAX_PLAYBACKS)]
-    args += ["--max-playbacks-per-user", str(PER_USER), "--max-fetches", str(MAX_FETCHES)]
-    args += ["--max-fetches-per-user", str(MAX_FETCHES)]
-    os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"] = "0"  # read by the server process at start
-    try:
-        server = running(tmp_path_factory.mktemp("limits"), args=args)
-        srv = server.__enter__()
-    finally:
-        del os.environ["CALLBRIDGE_MEDIA_AFFINITY_SECS"]
-    try:
-        yield srv
-    except BaseException as exc:
-        server.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    server.__exit__(None, None, None)
+    args = ["--max-playbacks", str(MAX_PLAYBACKS), "--max-playbacks-per-user", str(PER_USER)]
+    args += ["--max-fetches", str(MAX_FETCHES), "--max-fetches-per-user", str(MAX_FETCHES)]
+    with workers_apart(tmp_path_factory.mktemp("limits"), args) as server:
+        yield server
 
 
 @pytest.fixture
