@@ -502,7 +502,8 @@ async def test_a_hang_up_joins_no_decoder_thread_on_the_loop(
 async def test_receiver_reports_ride_in_sender_reports() -> None:
     """RFC 3550 6.4.1: an audio leg that sends puts its reception report blocks in its SR
     instead of a separate RR, so each end sends one RTCP packet per interval, not two; the
-    reports still give both ends their remote-inbound-rtp figures (loss, jitter, RTT)."""
+    reports still give both ends their remote-inbound-rtp figures (loss, jitter, RTT). A leg
+    whose sender loop does not run sends RRs of its own again."""
     from callbridge.client import BufferSink, CallMedia, ToneSource
     from callbridge.media.engine import InProcessMediaServer
 
@@ -544,6 +545,23 @@ async def test_receiver_reports_ride_in_sender_reports() -> None:
         for pc in (ep.pc, a.pc):
             (report,) = remote_inbound(await pc.getStats())
             assert report.packetsLost == 0 and report.roundTripTime is not None
+
+        # Once the server leg's sender loop ends (it sends no more), its receiver reports
+        # again in RRs of its own: what reaches device A's end shows it.
+        device = a.pc.getTransceivers()[0].sender.transport.transport._connection
+        to_device: list[bytes] = []
+        orig_device = device.data_received
+
+        def device_received(data: bytes, component: int) -> None:
+            if _is_rtcp(data):
+                to_device.append(data)
+            orig_device(data, component)
+
+        device.data_received = device_received  # type: ignore[method-assign]
+        getattr(ep.pc.getTransceivers()[0].sender, "_RTCRtpSender__rtcp_task").cancel()  # noqa: B009
+        async with asyncio.timeout(5):
+            while not [d for d in to_device if d[1] == 201 and d[0] & 0x1F >= 1]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
     finally:
         for media in (a, b):
             await media.close()

@@ -25,8 +25,9 @@ every 0.5-1.5 s, so each leg sent two SRTCP packets a second and the device answ
 (the load of issue 15's benchmark measured 12 % of the server's CPU at 8 calls for the RRs
 alone). RFC 3550 6.4.1: an active sender's SR carries the reception report blocks, so the
 sender's loop (same interval, same SR and SDES) now adds the receiver's blocks, and the
-receiver's own RR goes out only when no SR carried them in the last 2 s (a leg that does not
-send, e.g. recvonly): every interval still has its report (RFC 3550 6.2 and 6.4).
+receiver's own RR loop runs only while the sender's does not (a leg that does not send, e.g.
+recvonly; before the sender starts): every interval still has its report (RFC 3550 6.2, 6.4),
+and a leg has one RTCP timer instead of two (at low N each timer is a wake-up of the loop).
 """
 
 from __future__ import annotations
@@ -151,15 +152,21 @@ async def _sender_rtcp(sender: RTCRtpSender, receiver: RTCRtpReceiver) -> None:
     attrs[_S + "rtcp_exited"].set()
 
 
-async def _receiver_rtcp(receiver: RTCRtpReceiver) -> None:
-    """aiortc's ``RTCRtpReceiver._run_rtcp``, silent while the sender's SRs carry the blocks."""
+async def _receiver_rtcp(receiver: RTCRtpReceiver, sender: RTCRtpSender) -> None:
+    """aiortc's ``RTCRtpReceiver._run_rtcp`` (an RR every 0.5-1.5 s) for as long as the
+    sender's loop, which carries the blocks, does not run: before it starts, after it ended,
+    or never (a leg that does not send). No timer of its own meanwhile."""
     attrs: dict[str, Any] = vars(receiver)
+    started, exited = vars(sender)[_S + "rtcp_started"], vars(sender)[_S + "rtcp_exited"]
     attrs[_P + "rtcp_started"].set()
     try:
         while True:
+            if started.is_set() and not exited.is_set():
+                await exited.wait()
+                continue
             await asyncio.sleep(_interval())
             if time.monotonic() - attrs.get(_COVERED, -_COVERED_FOR) < _COVERED_FOR:
-                continue
+                continue  # the sender's loop started meanwhile and sent them
             ssrc = attrs[_P + "rtcp_ssrc"]
             reports = _report_blocks(receiver)
             if ssrc is not None and reports:
@@ -173,4 +180,4 @@ def reports_in_sender_reports(sender: RTCRtpSender, receiver: RTCRtpReceiver) ->
     """One transceiver's RTCP as in the module docstring; before its offer/answer completes
     (aiortc starts both loops then, through these instance attributes)."""
     sender._run_rtcp = lambda: _sender_rtcp(sender, receiver)  # type: ignore[method-assign]
-    receiver._run_rtcp = lambda: _receiver_rtcp(receiver)  # type: ignore[method-assign]
+    receiver._run_rtcp = lambda: _receiver_rtcp(receiver, sender)  # type: ignore[method-assign]
