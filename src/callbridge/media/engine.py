@@ -69,6 +69,19 @@ _LATE_TICK = 0.010  # a tick that starts this much after its due time counts as 
 _PlaybackOwner = Mixer | str  # a mixer, or the id of the endpoint it plays to
 
 
+class _Players(set["Endpoint"]):
+    """The endpoints that play something of their own; adding one starts the 20 ms ticker,
+    which stops when it has nothing left to tick."""
+
+    def __init__(self, start: Callable[[], None]) -> None:
+        super().__init__()
+        self._start = start
+
+    def add(self, endpoint: Endpoint) -> None:
+        super().add(endpoint)
+        self._start()
+
+
 class InProcessMediaServer(PlainRtpMethods):
     """The embedded MediaServer (see :mod:`callbridge.media.interface`); its plain RTP methods
     are :class:`~callbridge.media.engine_plain.PlainRtpMethods`."""
@@ -91,7 +104,7 @@ class InProcessMediaServer(PlainRtpMethods):
         self.rtp_ports = rtp_ports or rtp_plain.PORTS
         self._endpoints: dict[str, Endpoint] = {}
         self._handlers: list[Callable[[MediaEvent], None]] = []
-        self.players: set[Endpoint] = set()  # endpoints that play something of their own
+        self.players: set[Endpoint] = _Players(self.ensure_ticker)  # play their own audio
         self._mixers: dict[str, Mixer] = {}
         self._playbacks: dict[str, tuple[Playback, _PlaybackOwner]] = {}
         self._loading: set[str] = set()  # playback and recording ids being set up
@@ -333,6 +346,11 @@ class InProcessMediaServer(PlainRtpMethods):
             for mixer in list(self._mixers.values()):
                 await self._tick_mixer(mixer)
             self.recordings.tick()
+            if not (self.players or self._mixers or len(self.dtmf) or len(self.recordings)):
+                # Nothing left to tick: stop (each wake-up of an idle 20 ms timer cost
+                # ≈ 0.1 ms of CPU here, 0.6 % of a core). ensure_ticker starts it again.
+                self._ticker = None
+                return
             deadline += TICK
             delay = deadline - loop.time()
             if delay < -0.2:  # the loop stalled: skip ahead instead of bursting
