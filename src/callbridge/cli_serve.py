@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import re
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ from callbridge.cli import (
     _with_store,
     _ws_url,
 )
-from callbridge.config import ServerConfig
+from callbridge.config import ServerConfig, cores
 from callbridge.logs import LOG_FORMATS
 from callbridge.loops import EVENT_LOOPS
 
@@ -103,15 +102,6 @@ def _node_id(text: str) -> str:
 
 
 # parser -----------------------------------------------------------------------------------
-def _cores() -> int:
-    """``--media-workers``'s default: the cores this process may run on (its CPU affinity:
-    ``taskset`` or a container's cpuset narrow it; os.cpu_count() counts the machine's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no sched_getaffinity (macOS)
-        return os.cpu_count() or 1
-
-
 def add_serve_command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     database: argparse.ArgumentParser,
@@ -184,7 +174,7 @@ def _add_media_options(serve: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--media-workers",
         type=_positive_int,
-        default=_cores(),
+        default=cores(),
         metavar="N",
         help="media worker processes (default: one per core this process may use, "
         "%(default)s here; N > 1 spreads calls over N processes; 1 keeps the media in the "

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from callbridge.loops import EventLoop
 
-__all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "database_url_for"]
+__all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "cores", "database_url_for"]
 
 DEFAULT_DATA_DIR = Path("callbridge-data")
 
@@ -17,6 +18,16 @@ DEFAULT_DATA_DIR = Path("callbridge-data")
 def database_url_for(data_dir: Path) -> str:
     """The embedded SQLite database of a data directory."""
     return f"sqlite+aiosqlite:///{(data_dir / 'callbridge.db').resolve()}"
+
+
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset`` or a container's
+    cpuset narrow it; ``os.cpu_count()`` would count the machine's). The default number of
+    media workers."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -62,9 +73,10 @@ class ServerConfig:
     sip_domain: str | None = None  # the SIP domain and digest realm (default: host)
     sip_t1: float = 0.5  # RFC 3261 T1 in seconds; T2 = 8*T1, T4 = 10*T1 (tests shorten it)
     rtp_ports: tuple[int, int] = (20000, 59999)  # UDP ports of plain RTP legs (SIP), inclusive
-    # Media worker processes (issue 15, callbridge.media.workers): 1 keeps the media plane in
-    # the server's own process; N > 1 runs N worker processes behind the same interface.
-    media_workers: int = 1
+    # Media worker processes (issue 15, callbridge.media.workers): one per core by default;
+    # 1 keeps the media plane in the server's own process; N > 1 runs N worker processes
+    # behind the same interface.
+    media_workers: int = field(default_factory=cores)
     # The event loop of the server and its media workers (callbridge.loops): uvloop if present.
     event_loop: EventLoop = "auto"
     log_format: Literal["text", "json"] = "text"  # every log line's format (callbridge.logs)
