@@ -637,7 +637,8 @@ def main() -> None:
     cores = os.sched_getaffinity(0)
     server_cpu, client_cpu = (0, 1) if len(cores) > 1 else (0, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp), log_level="warning")
+        # One process (the media is idle here): the figures are the control plane's on one core.
+        server = Server(Path(tmp), log_level="warning", args=["--media-workers", "1"])
         # Pinned before it starts its threads (they inherit the affinity).
         os.sched_setaffinity(server.pid, {server_cpu})
         os.sched_setaffinity(0, {client_cpu})

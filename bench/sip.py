@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sip.py                       # 20 and 50 calls at 10 and 25 calls/s
     .venv/bin/python bench/sip.py -n 100 -r 25 -r 50    # other sizes and setup rates
+    .venv/bin/python bench/sip.py --media-workers 2     # the server's option (default 1 here)
 
 Per case and setup rate, on a fresh set of users in one server (``callbridge.testing``, SIP on a
 free port):
@@ -15,7 +16,8 @@ free port):
   delta: late) and the RFC 3550 interarrival jitter;
 - *relayed*: the callee accepts PCMA only (PCMA <-> PCMA); *transcoded*: PCMU only (the server
   decodes PCMA and encodes PCMU);
-- server CPU from /proc/PID/stat (utime + stime) over the run, per call and per call-second;
+- server CPU from /proc/PID/stat (utime + stime of the server and its media workers) over the
+  run, per call and per call-second;
 - setup rate reached: calls created per second while SIPp was creating them (its stats CSV).
 
 Everything runs on 127.0.0.1. SIPp plays the pcap from the caller side only (the callee's
@@ -42,16 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from callbridge.store.sip import BindingUpdate, Origin
 from callbridge.testing.server import Server, create_user, running
+from calls import cpu_seconds, server_pids
 from sip_peers import LOOPBACK, Sipp, free_udp_port
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PASSWORD = "bench-secret"
 LATE_MS = 60.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass
@@ -160,12 +157,13 @@ async def run_case(
         rate=rate,
         deadline=deadline,
     )
-    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    pids = server_pids(server)  # the server and its media workers
+    cpu0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
     async with uas, uac:
         result = await uac.wait()
         await uas.wait(10)
     await asyncio.to_thread(server.wait_idle, 30)
-    cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
+    cpu, wall = sum(map(cpu_seconds, pids)) - cpu0, time.monotonic() - t0
     transport.close()
     streams = list(receiver.streams.values())
     expected = sum(s.last_seq - s.first_seq + 1 for s in streams)
@@ -191,9 +189,12 @@ async def run_case(
     }
 
 
-async def main_async(sizes: list[int], rates: list[float], data: Path) -> list[dict[str, Any]]:
+async def main_async(
+    sizes: list[int], rates: list[float], data: Path, workers: int
+) -> list[dict[str, Any]]:
     rows = []
-    with running(data / "server", sip_port=True, ring_timeout=30.0) as server:
+    args = ["--media-workers", str(workers)]
+    with running(data / "server", sip_port=True, ring_timeout=30.0, args=args) as server:
         k = 0
         for pt, codec in ((8, "PCMA"), (0, "PCMU")):
             for n in sizes:
@@ -217,16 +218,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, action="append", help="calls per run (repeatable)")
     ap.add_argument("-r", type=float, action="append", help="setup rate, calls/s (repeatable)")
+    ap.add_argument(
+        "--media-workers", type=int, default=1, metavar="N",
+        help="the server's --media-workers (default 1: the figures in docs/benchmarks.md)",
+    )  # fmt: skip
     args = ap.parse_args()
     sizes = args.n or [20, 50]
     rates = args.r or [10.0, 25.0]
     print(
         f"conditions: {platform.platform()}, {os.cpu_count()} CPUs (shared), Python "
         f"{platform.python_version()}, SIPp and server on 127.0.0.1; each call 6.5 s "
-        f"(4.7 s pcap speech + 1 digit), late = > {LATE_MS:g} ms after due"
+        f"(4.7 s pcap speech + 1 digit), late = > {LATE_MS:g} ms after due, "
+        f"--media-workers {args.media_workers}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-sip-") as tmp:
-        asyncio.run(main_async(sizes, rates, Path(tmp)))
+        asyncio.run(main_async(sizes, rates, Path(tmp), args.media_workers))
 
 
 if __name__ == "__main__":
