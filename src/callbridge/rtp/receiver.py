@@ -50,6 +50,8 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
+__all__ = ["decodes", "install", "reports_in_sender_reports"]
+
 _P = "_RTCRtpReceiver__"  # aiortc's private (name-mangled) receiver attributes
 _S = "_RTCRtpSender__"  # and the sender's
 _COVERED = "_callbridge_reports_sent"  # on a receiver: time.monotonic() of the last SR's blocks
