@@ -28,6 +28,7 @@ it generated, every other one (later, or racing it) gets the stored one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -230,22 +231,8 @@ class OutboxRepository(Repository):
 
     async def next_webhook_due(self) -> datetime | None:
         """When a head message next becomes claimable (due and its lease over), if any."""
-        ready = type_coerce(
-            case(
-                (
-                    _Row.lease_expires_at.is_not(None)
-                    & (_Row.lease_expires_at > _Row.next_attempt_at),
-                    _Row.lease_expires_at,
-                ),
-                else_=_Row.next_attempt_at,
-            ),
-            UTCDateTime(),  # read back as an aware datetime on SQLite too
-        )
         async with self._read() as session:
-            heads = or_(
-                _Row.id.in_(_head_ids()), (_Row.status == "pending") & (_Row.ordering_key == "")
-            )
-            rows = await session.scalars(select(ready).where(heads).order_by(ready).limit(1))
+            rows = await session.scalars(_next_due())
             return rows.first()
 
     async def webhook_delivered(self, row_id: int, owner: str) -> bool:
@@ -421,6 +408,24 @@ def _still_pending() -> ColumnElement[bool]:
     scanning every pending row through that index to looking the ids up: milliseconds per
     statement with thousands pending)."""
     return (_Row.status + "") == "pending"
+
+
+@functools.cache
+def _next_due() -> Select[Any]:
+    """``next_webhook_due``'s query, built once: the dispatcher asks it on every poll, and an
+    idle server spent more CPU building and hashing the statement than running it."""
+    ready = type_coerce(
+        case(
+            (
+                _Row.lease_expires_at.is_not(None) & (_Row.lease_expires_at > _Row.next_attempt_at),
+                _Row.lease_expires_at,
+            ),
+            else_=_Row.next_attempt_at,
+        ),
+        UTCDateTime(),  # read back as an aware datetime on SQLite too
+    )
+    heads = or_(_Row.id.in_(_head_ids()), (_Row.status == "pending") & (_Row.ordering_key == ""))
+    return select(ready).where(heads).order_by(ready).limit(1)
 
 
 def _head_ids() -> Select[Any]:  # its type parameters differ between SQLAlchemy 2.0 and 2.1
