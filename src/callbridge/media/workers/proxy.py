@@ -223,8 +223,9 @@ class WorkerMediaServer:
             )  # fmt: skip
         except MediaError as exc:
             log.error("conference mixer %s could not be built again: %s", mixer_id, exc)
-        finally:
-            self.rooms.rebuilding.pop(mixer_id, None)
+        finally:  # unless a newer rebuild took over (its worker died too)
+            if self.rooms.rebuilding.get(mixer_id) is asyncio.current_task():
+                del self.rooms.rebuilding[mixer_id]
 
     async def _restart(self, dead: WorkerProcess) -> None:
         self.restarts += 1
