@@ -22,7 +22,7 @@ from api_helpers import Api, api_fixture  # noqa: F401  (the fixture)
 from callbridge.store import Store
 from callbridge.store.sip import BindingUpdate, Origin
 from callbridge.testing.server import Server
-from conftest import MakeParty
+from conftest import TEST_MEDIA_WORKERS, MakeParty
 from parties import ALICE, BOB, CAROL, Party, connect, until_async
 from test_browser import _preflight
 
@@ -88,6 +88,17 @@ async def test_snapshot_and_feed_show_a_live_call_and_drop_it(
         assert 0 < sip[0]["expires_in"] <= 300
         assert state["account"] is None  # an admin key: every account
         assert state["webhooks"]["pending"] >= 0 and "lag_secs" in state["webhooks"]
+        # The media plane: this server's workers (CALLBRIDGE_TEST_MEDIA_WORKERS of them), up,
+        # holding at least the call's two legs between them.
+        media = state["media"]
+        assert [w["up"] for w in media["workers"]] == [True] * TEST_MEDIA_WORKERS, media
+        assert sum(w["objects"] for w in media["workers"]) >= 2, media
+        if TEST_MEDIA_WORKERS > 1:
+            assert [w["name"] for w in media["workers"]] == [
+                f"worker {i}" for i in range(TEST_MEDIA_WORKERS)
+            ]
+            assert all(isinstance(w["pid"], int) for w in media["workers"]), media
+            assert set(media["relays"]) == {"bridges", "mixer_members"}, media
 
         # The live feed: signed in by cookie (EventSource sends no headers), the call is in
         # the first snapshot, and a snapshot without it follows the hangup.
@@ -140,7 +151,7 @@ async def test_who_may_read_the_dashboard(server: Server, store: Store, party: M
     state = theirs.json()
     assert state["account"] == other.id
     assert state["calls"] == [] and state["devices"] == [] and state["cdrs"] == []
-    assert state["webhooks"] is None
+    assert state["webhooks"] is None and state["media"] is None  # the server's own
     await out.hangup()
     await inc.wait_for("ended", timeout=5)
 
@@ -246,6 +257,8 @@ def test_the_page_shows_a_live_call_and_drops_it_when_it_ends() -> None:
     in_room = sorted(r[0] for r in live["calls"] if r[5] == "conf Standup")
     assert len(in_room) == 2 and "carol" in in_room[0] and "dave" in in_room[1], live
     assert {"alice", "bob", "carol", "dave"} <= set(live["devices"]), live
+    # The media workers' panel (an admin key): one row per worker, each up.
+    assert live["media"] and all(row[1] == "up" for row in live["media"]), live["media"]
     [room] = live["conferences"]
     assert room["title"].startswith("Standup"), room
     assert any("Dave Brown" in m for m in room["members"]), room

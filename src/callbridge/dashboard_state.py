@@ -15,6 +15,9 @@ Read straight from the core (no REST round trip, no polling of the database for 
 - ``webhooks``: the outbox: pending messages (every server's) and the oldest one's age (the
   lag), deliveries and failures counted by this server since it started. Admin keys only (the
   outbox is shared by every account).
+- ``media``: this server's media plane: each media worker process (``--media-workers``: up or
+  restarting, its restarts, media objects, mixers, late 20 ms ticks) and the bridges and room
+  members relayed between workers, or the one process that holds the media. Admin keys only.
 
 ``account`` is ``None`` for an admin key (every account) or the one account whose things are
 shown; another account's things are left out entirely.
@@ -22,11 +25,13 @@ shown; another account's things are left out entirely.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from callbridge.core.calls import Call, Leg
 from callbridge.core.tenancy import account_of, application_account
+from callbridge.media.workers.proxy import WorkerMediaServer
 
 if TYPE_CHECKING:
     from callbridge.core.app_model import AppCall
@@ -277,6 +282,40 @@ async def _webhooks(rt: Runtime, now: datetime) -> dict[str, Any]:
     }
 
 
+def _media(rt: Runtime) -> dict[str, Any]:
+    media = rt.media
+    if not isinstance(media, WorkerMediaServer):  # --media-workers 1: the server's own process
+        return {
+            "workers": [
+                {
+                    "name": "in the server process",
+                    "pid": os.getpid(),
+                    "up": True,
+                    "restarts": 0,
+                    "objects": media.endpoint_count,
+                    "mixers": None,
+                    "late_ticks": media.late_ticks,
+                }
+            ],
+            "relays": None,
+        }
+    return {
+        "workers": [
+            {
+                "name": f"worker {w['index']}",
+                "pid": w["pid"] if w["alive"] else None,
+                "up": w["alive"],
+                "restarts": w["restarts"],
+                "objects": w["media_objects"],
+                "mixers": w["mixers"],
+                "late_ticks": w["late_ticks"],
+            }
+            for w in media.worker_health()
+        ],
+        "relays": media.relays.counts(),
+    }
+
+
 async def snapshot(rt: Runtime, account: str | None) -> dict[str, Any]:
     """The live state, of ``account`` (``None``: every account)."""
     now = datetime.now(UTC)
@@ -293,4 +332,5 @@ async def snapshot(rt: Runtime, account: str | None) -> dict[str, Any]:
         "devices": mine(await _devices(rt, now)),
         "cdrs": await _cdrs(rt, account),
         "webhooks": await _webhooks(rt, now) if account is None else None,
+        "media": _media(rt) if account is None else None,
     }

@@ -62,6 +62,7 @@ READ_PAGE = """() => {
     })),
     devices: cells('devices').map((row) => row[0]),
     cdrs: cells('cdrs'),
+    media: cells('media'),
   };
 }"""
 

@@ -122,6 +122,20 @@ function renderWebhooks(w) {
     [el("dt", name), el("dd", value, bad ? "bad" : "")]));
 }
 
+function renderMedia(m) {
+  const name = (w) => {
+    const span = el("span", w.name);
+    if (w.pid) span.title = `pid ${w.pid}`;
+    return span;
+  };
+  rows("media", m ? m.workers : [], (w) => [name(w), badge(w.up ? "up" : "restarting"), w.objects,
+    w.mixers, w.late_ticks, w.restarts], (w) => w.name);
+  const relays = m && m.relays;
+  $("media-relays").textContent = relays
+    ? `Relayed between workers: ${relays.bridges} bridge(s), ${relays.mixer_members} room member(s)`
+    : "";
+}
+
 function render(state) {
   window.dashboardState = state;  // for tests and the console
   renderCalls(state.calls);
@@ -133,6 +147,7 @@ function render(state) {
     c.answered ? duration(c.duration_secs) : "not answered", c.hangup_source, c.end_reason],
     (c) => c.call_id);
   renderWebhooks(state.webhooks);
+  renderMedia(state.media);
   $("updated").textContent = `Updated ${time(state.at)} · ` +
     (state.account ? `account ${state.account}` : "all accounts");
 }
