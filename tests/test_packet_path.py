@@ -516,16 +516,7 @@ async def test_receiver_reports_ride_in_sender_reports() -> None:
             await media.wait_connected()
         await server.bridge("a", "b")
         ep = server.endpoint("a")
-        connection = ep.pc.getTransceivers()[0].sender.transport.transport._connection
-        rtcp: list[bytes] = []  # SRTCP: the first packet's header is in clear (RFC 3711 3.4)
-        orig_data_received = connection.data_received
-
-        def data_received(data: bytes, component: int) -> None:
-            if _is_rtcp(data):
-                rtcp.append(data)
-            orig_data_received(data, component)
-
-        connection.data_received = data_received  # type: ignore[method-assign]
+        rtcp = _rtcp_arriving(ep.pc)  # what reaches the server's leg from device A
 
         def remote_inbound(stats: dict[str, Any]) -> list[Any]:
             return [s for s in stats.values() if s.type == "remote-inbound-rtp"]
@@ -548,16 +539,7 @@ async def test_receiver_reports_ride_in_sender_reports() -> None:
 
         # Once the server leg's sender loop ends (it sends no more), its receiver reports
         # again in RRs of its own: what reaches device A's end shows it.
-        device = a.pc.getTransceivers()[0].sender.transport.transport._connection
-        to_device: list[bytes] = []
-        orig_device = device.data_received
-
-        def device_received(data: bytes, component: int) -> None:
-            if _is_rtcp(data):
-                to_device.append(data)
-            orig_device(data, component)
-
-        device.data_received = device_received  # type: ignore[method-assign]
+        to_device = _rtcp_arriving(a.pc)
         getattr(ep.pc.getTransceivers()[0].sender, "_RTCRtpSender__rtcp_task").cancel()  # noqa: B009
         async with asyncio.timeout(5):
             while not [d for d in to_device if d[1] == 201 and d[0] & 0x1F >= 1]:  # noqa: ASYNC110
@@ -566,3 +548,20 @@ async def test_receiver_reports_ride_in_sender_reports() -> None:
         for media in (a, b):
             await media.close()
         await server.shutdown()
+
+
+def _rtcp_arriving(pc: Any) -> list[bytes]:
+    """The RTCP datagrams that reach ``pc``'s ICE connection from now on (a tap in front of
+    aioice's ``data_received``; SRTCP keeps the first packet's header in clear, RFC 3711
+    3.4)."""
+    connection = pc.getTransceivers()[0].sender.transport.transport._connection
+    seen: list[bytes] = []
+    received = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        if _is_rtcp(data):
+            seen.append(data)
+        received(data, component)
+
+    connection.data_received = data_received
+    return seen

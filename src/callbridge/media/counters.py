@@ -90,8 +90,7 @@ class ReceiveStats(PacketCounts):
         port = self.port
         if port is None:
             return 0, 0
-        # A plain RTP port (a SIP leg) may not count them: 0 then.
-        return getattr(port, "srtp_rejected", 0), getattr(port, "handler_errors", 0)
+        return port.srtp_rejected, port.handler_errors
 
     def feed(self, ssrc: int, seq: int) -> None:
         """Count one inbound RTP packet."""

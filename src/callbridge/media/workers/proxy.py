@@ -79,8 +79,7 @@ class WorkerMediaServer:
         self._mixers: dict[str, WorkerProcess] = {}
         self._playbacks: dict[str, WorkerProcess] = {}
         self._played_to: dict[str, str] = {}  # play_to playback id -> its endpoint
-        self._recordings: dict[str, WorkerProcess] = {}
-        self._recording_paths: dict[str, str] = {}
+        self._recordings: dict[str, tuple[WorkerProcess, str]] = {}  # id -> worker, path
         self.rooms = Rooms()  # what each mixer holds, to build it again (rooms.py)
         self.slots = Slots()  # playback and fetch limits across the workers (slots.py)
         self._dead_counts = PacketCounts()  # packets of workers that died or were replaced
@@ -150,7 +149,6 @@ class WorkerMediaServer:
                 self.slots.ended(event.playback_id)
         elif isinstance(event, RecordingSaved):
             self._recordings.pop(event.recording_id, None)
-            self._recording_paths.pop(event.recording_id, None)
         elif event.endpoint_id.startswith(RELAY_PREFIX):
             return  # a relay's own DTMF, state or direction: the real legs report theirs
         self._emit(event)
@@ -169,8 +167,8 @@ class WorkerMediaServer:
         rooms = [m for m, w in self._mixers.items() if w is worker]
         for mixer_id in rooms:
             del self._mixers[mixer_id]
-        recordings = [r for r, w in self._recordings.items() if w is worker]
-        for recording_id in recordings:
+        recordings = [(r, path) for r, (w, path) in self._recordings.items() if w is worker]
+        for recording_id, _ in recordings:
             del self._recordings[recording_id]
         ended = [p for p, w in self._playbacks.items() if w is worker]
         for playback_id in ended:
@@ -178,8 +176,7 @@ class WorkerMediaServer:
             self._played_to.pop(playback_id, None)
             self.slots.ended(playback_id)
             self._emit(PlaybackStateChanged(playback_id, "ended", "failed", cause))
-        for recording_id in recordings:
-            path = self._recording_paths.pop(recording_id, "")
+        for recording_id, path in recordings:
             error = f"the recording stopped: {cause}"
             self._emit(RecordingFailed(recording_id, path, 0.0, error=error))
         for endpoint_id in lost:
@@ -546,20 +543,18 @@ class WorkerMediaServer:
     ) -> None:
         await self.rooms.settled(source_id)
         worker = self._mixers.get(source_id) or self._of(source_id)
-        self._recordings[recording_id] = worker
-        self._recording_paths[recording_id] = path
+        self._recordings[recording_id] = worker, path
         try:
             await worker.call("record_start", recording_id, source_id, path, fmt)
         except BaseException:
             self._recordings.pop(recording_id, None)
-            self._recording_paths.pop(recording_id, None)
             raise
 
     async def _recording(self, method: str, recording_id: str) -> None:
-        worker = self._recordings.get(recording_id)
-        if worker is None:
+        held = self._recordings.get(recording_id)
+        if held is None:
             raise MediaError(ErrorCode.INVALID_STATE, f"no recording {recording_id}")
-        await worker.call(method, recording_id)
+        await held[0].call(method, recording_id)
 
     async def record_pause(self, recording_id: str) -> None:
         await self._recording("record_pause", recording_id)
